@@ -1,0 +1,94 @@
+/**
+ * What every command needs before it can act: the host, the resolved config
+ * and role, and (for `--dir`) the embedded one-machine defaults of `up`.
+ */
+import { homedir } from "node:os";
+import { resolve } from "node:path";
+import { type Layer, type ResolvedConfig, resolveConfig } from "../config/load.ts";
+import { AgentError } from "../errors.ts";
+import type { Host } from "../host/host.ts";
+import { createImdsClient, type MetadataResult } from "../metadata/imds-client.ts";
+
+export const DEFAULT_CONFIG_PATH = "/etc/mlops-agent/config.json";
+export const DEFAULT_METADATA_URL = "http://169.254.169.254/opc/v2";
+
+export interface CommonFlags {
+  readonly config?: string;
+  readonly stateDir?: string;
+  readonly metadataUrl?: string;
+  readonly listen?: string;
+  readonly role?: string;
+  readonly dir?: string;
+  readonly json?: boolean;
+}
+
+/** The embedded defaults of `up`: everything under DIR, loopback only, SQLite, the process supervisor. */
+export function upDefaults(dir: string): Layer {
+  const d = resolve(dir);
+  return {
+    mode: "up",
+    role: "mlflow",
+    stateDir: `${d}/state`,
+    configDir: `${d}/etc`,
+    installDir: `${d}/opt`,
+    dataDir: `${d}/data`,
+    logDir: `${d}/logs`,
+    listen: "127.0.0.1:9470",
+    supervisor: "process",
+    convergeIntervalSeconds: 30,
+    database: { engine: "sqlite" },
+    mlflow: { host: "127.0.0.1" },
+    // One uv cache for every `up` directory, so a second stack installs warm.
+    python: { cacheDir: `${process.env.XDG_CACHE_HOME ?? `${homedir()}/.cache`}/mlops-agent/uv` },
+  };
+}
+
+export function flagLayer(f: CommonFlags): Layer {
+  const layer: Layer = {};
+  if (f.stateDir !== undefined) layer.stateDir = resolve(f.stateDir);
+  if (f.metadataUrl !== undefined) layer.metadataUrl = f.metadataUrl;
+  if (f.listen !== undefined) layer.listen = f.listen;
+  return layer;
+}
+
+export interface LoadedContext {
+  readonly resolved: ResolvedConfig;
+  readonly metadata: MetadataResult | undefined;
+  readonly configPath: string;
+}
+
+/** Reads the config file (an explicit --config must exist), metadata (not in `--dir` mode) and env; validates. Writes nothing. */
+export async function loadContext(host: Host, flags: CommonFlags, env: Readonly<Record<string, string | undefined>>): Promise<LoadedContext> {
+  const explicit = flags.config !== undefined;
+  const configPath = flags.config ?? DEFAULT_CONFIG_PATH;
+  let fileText: string | undefined;
+  try {
+    fileText = flags.dir !== undefined && !explicit ? undefined : await host.fs.readFile(configPath);
+  } catch (err) {
+    throw new AgentError("CONFIG_UNREADABLE", `${configPath}: ${(err as Error).message}`);
+  }
+  if (explicit && fileText === undefined) throw new AgentError("CONFIG_UNREADABLE", `${configPath} does not exist`);
+
+  let metadata: MetadataResult | undefined;
+  if (flags.dir === undefined) {
+    let fileUrl: string | undefined;
+    try {
+      const parsed = fileText ? (JSON.parse(fileText) as { metadataUrl?: unknown }) : undefined;
+      if (typeof parsed?.metadataUrl === "string") fileUrl = parsed.metadataUrl;
+    } catch {
+      // Reported with the field names by resolveConfig below.
+    }
+    const baseUrl = flags.metadataUrl ?? env.MLOPS_AGENT_METADATA_URL ?? fileUrl ?? DEFAULT_METADATA_URL;
+    metadata = await createImdsClient({ baseUrl }).getInstance();
+  }
+  const resolved = resolveConfig({
+    configPath,
+    fileText,
+    metadata,
+    env,
+    flags: flagLayer(flags),
+    roleFlag: flags.role,
+    modeDefaults: flags.dir !== undefined ? upDefaults(flags.dir) : undefined,
+  });
+  return { resolved, metadata, configPath };
+}

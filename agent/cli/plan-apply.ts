@@ -1,0 +1,119 @@
+/**
+ * `plan` (dry run: exit 0 nothing to do, 2 changes pending, 1 error) and
+ * `apply` (one converge pass, then exit). Both use the planner the daemon
+ * uses. Without systemd, services are supervised by a running agent
+ * (`run` / `up`): `apply` then asks that agent to converge.
+ */
+import { converge, planOnce, type ConvergeDeps } from "../engine/converge.ts";
+import { createRoleRecordStore } from "../engine/role-record.ts";
+import { AgentError } from "../errors.ts";
+import type { Host } from "../host/host.ts";
+import type { Logger } from "../log.ts";
+import type { AgentConfig } from "../config/schema.ts";
+import { readProcessState } from "../supervisor/process-backend.ts";
+import { createSystemdSupervisor } from "../supervisor/systemd-backend.ts";
+import type { Supervisor } from "../supervisor/types.ts";
+import { type CommonFlags, loadContext } from "./context.ts";
+import { out } from "./output.ts";
+import { findRunningAgent } from "./status.ts";
+
+
+/** A supervisor for observing only: systemd when it runs here, else the process backend's state file. */
+export async function observingSupervisor(host: Host, config: AgentConfig, logger: Logger): Promise<Supervisor> {
+  const systemd = config.supervisor !== "process" && (await host.hasSystemd());
+  if (systemd) return createSystemdSupervisor({ host, logger, stateFile: `${config.stateDir}/systemd-restarts.json` });
+  const refuse = async (): Promise<never> => {
+    throw new AgentError("SYSTEMD_UNAVAILABLE", "services on a host without systemd are supervised by `mlops-agent run` (or `up`); start it, or run on a host with systemd");
+  };
+  return {
+    kind: "process",
+    observe: () => readProcessState(host, `${config.stateDir}/services.json`),
+    ensure: refuse,
+    remove: refuse,
+    restart: refuse,
+  };
+}
+
+export async function planCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv, logger: Logger): Promise<number> {
+  const { resolved } = await loadContext(host, flags, env);
+  const supervisor = await observingSupervisor(host, resolved.config, logger);
+  const view = await planOnce({
+    host,
+    supervisor,
+    records: createRoleRecordStore(host, resolved.config.stateDir),
+    config: resolved.config,
+    role: resolved.role,
+    env,
+    logger,
+  });
+  const { actions, deferred } = view.plan;
+  if (flags.json) {
+    out(JSON.stringify({ role: resolved.role ?? null, roleSource: resolved.roleSource, actions, deferred }, null, 2));
+  } else {
+    out(`role: ${resolved.role ?? "(none)"} (from ${resolved.roleSource})`);
+    if (actions.length === 0 && deferred.length === 0) out("nothing to do: the node is converged");
+    else {
+      out(`${actions.length} action(s) pending:`);
+      for (const a of actions) out(`  ${a.kind.padEnd(18)} ${a.target}  (${a.reason})`);
+      if (deferred.length) {
+        out("then, once those are done:");
+        for (const d of deferred) out(`  ${d}`);
+      }
+    }
+  }
+  return actions.length === 0 && deferred.length === 0 ? 0 : 2;
+}
+
+export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv, logger: Logger): Promise<number> {
+  const { resolved } = await loadContext(host, flags, env);
+  const { config } = resolved;
+  const systemd = config.supervisor !== "process" && (await host.hasSystemd());
+  if (!systemd) {
+    const agent = await findRunningAgent(host, config.stateDir, config.listen);
+    if (agent) {
+      // The running agent owns the services: let it converge, and report its result.
+      const token = (await host.fs.readFile(`${config.stateDir}/token`))?.trim() ?? "";
+      const before = agent.status.lastConverge?.finishedAt;
+      const r = await fetch(`${agent.url}/converge`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
+      if (r.status !== 202) throw new AgentError("AGENT_NOT_RUNNING", `the agent at ${agent.url} refused the converge request (${r.status})`);
+      const deadline = Date.now() + 30 * 60_000;
+      while (Date.now() < deadline) {
+        await new Promise((res) => setTimeout(res, 500));
+        const s = (await (await fetch(`${agent.url}/status`)).json()) as typeof agent.status;
+        if (s.lastConverge && s.lastConverge.finishedAt !== before) {
+          report(flags, s.lastConverge.ok, s.lastConverge.actions, s.lastConverge.error?.message);
+          return s.lastConverge.ok ? 0 : 1;
+        }
+      }
+      throw new AgentError("AGENT_NOT_RUNNING", `the agent at ${agent.url} did not finish a converge pass in 30 minutes`);
+    }
+  }
+  const deps: ConvergeDeps = {
+    host,
+    supervisor: await observingSupervisor(host, config, logger),
+    records: createRoleRecordStore(host, config.stateDir),
+    config,
+    role: resolved.role,
+    env,
+    logger,
+    progress: flags.json ? undefined : (line) => out(`… ${line}`),
+  };
+  const outcome = await converge(deps);
+  report(flags, outcome.ok, outcome.actions, outcome.error?.message);
+  return outcome.ok ? 0 : 1;
+}
+
+function report(
+  flags: CommonFlags,
+  ok: boolean,
+  actions: readonly { kind: string; target: string; result: string; durationMs: number; error?: { message: string } }[],
+  error: string | undefined,
+): void {
+  if (flags.json) {
+    out(JSON.stringify({ ok, actions, error: error ?? null }, null, 2));
+    return;
+  }
+  if (actions.length === 0) out("nothing to do: the node is converged");
+  for (const a of actions) out(`  ${a.result.padEnd(7)} ${a.kind.padEnd(18)} ${a.target} (${a.durationMs} ms)${a.error ? `: ${a.error.message}` : ""}`);
+  if (!ok) process.stderr.write(`error: ${error ?? "converge failed"}\n`);
+}

@@ -1,0 +1,87 @@
+/**
+ * `mlops-agent status`: what the local status endpoint says, for a person.
+ * Finds the agent through `<stateDir>/agent.json` (written by `run`), falling
+ * back to the configured listen address.
+ */
+import { AgentError } from "../errors.ts";
+import type { Host } from "../host/host.ts";
+import type { StatusSnapshot } from "../status/types.ts";
+import type { AgentRuntimeFile } from "../daemon.ts";
+import { type CommonFlags, loadContext, upDefaults } from "./context.ts";
+import { out } from "./output.ts";
+
+export function listenToUrl(listen: string): string {
+  const m = /^(.*):(\d+)$/.exec(listen);
+  let h = m?.[1] ?? "127.0.0.1";
+  if (h === "0.0.0.0" || h === "") h = "127.0.0.1";
+  if (h === "::" || h === "[::]") h = "[::1]";
+  return `http://${h}:${m?.[2] ?? "9470"}`;
+}
+
+export async function findRunningAgent(
+  host: Host,
+  stateDir: string,
+  listen: string,
+): Promise<{ url: string; status: StatusSnapshot; runtime?: AgentRuntimeFile } | undefined> {
+  let runtime: AgentRuntimeFile | undefined;
+  try {
+    const text = await host.fs.readFile(`${stateDir}/agent.json`);
+    runtime = text ? (JSON.parse(text) as AgentRuntimeFile) : undefined;
+  } catch {
+    runtime = undefined;
+  }
+  if (runtime && !host.processAlive(runtime.pid)) runtime = undefined;
+  const url = listenToUrl(runtime?.listen ?? listen);
+  try {
+    const r = await fetch(`${url}/status`, { signal: AbortSignal.timeout(3_000) });
+    if (!r.ok) return undefined;
+    return { url, status: (await r.json()) as StatusSnapshot, runtime };
+  } catch {
+    return undefined;
+  }
+}
+
+export async function statusCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv): Promise<number> {
+  let stateDir: string;
+  let listen: string;
+  if (flags.dir !== undefined) {
+    const d = upDefaults(flags.dir);
+    stateDir = String(d.stateDir);
+    listen = flags.listen ?? String(d.listen);
+  } else {
+    const { resolved } = await loadContext(host, flags, env);
+    stateDir = resolved.config.stateDir;
+    listen = resolved.config.listen;
+  }
+  const agent = await findRunningAgent(host, stateDir, listen);
+  if (!agent) throw new AgentError("AGENT_NOT_RUNNING", `nothing answers at ${listenToUrl(listen)}/status (state dir ${stateDir}); is \`mlops-agent run\` (or \`up\`) running?`);
+  if (flags.json) {
+    out(JSON.stringify(agent.status, null, 2));
+    return 0;
+  }
+  printStatus(agent.url, agent.status);
+  return agent.status.phase === "failed" ? 1 : 0;
+}
+
+export function printStatus(url: string, s: StatusSnapshot): void {
+  out(`agent     ${s.agent.version} (commit ${s.agent.commit}), pid ${s.agent.pid}, up since ${s.agent.startedAt}, ${s.agent.supervisor} supervisor`);
+  out(`status    ${url}/status  (page: ${url}/)`);
+  out(`role      ${s.role.name ?? "(none)"} (from ${s.role.source})`);
+  out(`phase     ${s.phase}: ${s.reason}`);
+  if (s.error) out(`error     [${s.error.code}] ${s.error.message}`);
+  if (s.services.length) {
+    out("services");
+    for (const svc of s.services)
+      out(
+        `  ${svc.name.padEnd(14)} ${svc.unit.padEnd(26)} ${svc.state.padEnd(9)} ${svc.health.padEnd(9)} restarts ${svc.restarts}${svc.lastProbe ? `  last probe: ${svc.lastProbe.ok ? "ok" : "failed"} ${svc.lastProbe.message}` : ""}`,
+      );
+  }
+  if (s.lastConverge) {
+    const lc = s.lastConverge;
+    out(`converge  ${lc.ok ? "ok" : "failed"} at ${lc.finishedAt}, ${lc.actions.length} action(s)${lc.error ? `: ${lc.error.message}` : ""}`);
+  }
+  if (s.credentials.length) {
+    out("credentials (files readable by root only)");
+    for (const c of s.credentials) out(`  ${c.name}: ${c.path}`);
+  }
+}

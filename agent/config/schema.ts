@@ -1,0 +1,110 @@
+/**
+ * The configuration schema. Every layer (file, metadata `mlops-config`,
+ * `MLOPS_AGENT_*` environment, flags) is a partial of this; the merged result
+ * is validated once, so an error names the field wherever it came from.
+ */
+import { z } from "zod";
+
+export const ROLE_NAMES = ["mlflow", "airflow", "serving"] as const;
+export type RoleName = (typeof ROLE_NAMES)[number];
+
+/** `file:/abs/path`, `env:NAME` or `vault:<secret-ocid>`; never a literal secret. */
+export const secretRefSchema = z
+  .string()
+  .regex(
+    /^(file:\/.+|env:[A-Za-z_][A-Za-z0-9_]*|vault:ocid1\.vaultsecret\.[a-z0-9._-]+)$/,
+    "must be a secret reference: file:/absolute/path, env:VARIABLE_NAME or vault:ocid1.vaultsecret...",
+  );
+
+const hostPattern = /^[A-Za-z0-9.*:[\]_-]+$/;
+
+export const databaseSchema = z
+  .object({
+    engine: z.enum(["mysql", "sqlite"]).default("mysql"),
+    host: z.string().min(1).default("127.0.0.1"),
+    port: z.number().int().min(1).max(65535).default(3306),
+    adminUser: z.string().min(1).default("admin"),
+    /** Secret reference to the admin password; absent means an empty password (test servers only). */
+    adminPassword: secretRefSchema.optional(),
+    /** Where the generated per-role users may connect from (MySQL host part). */
+    userHost: z.string().regex(/^[A-Za-z0-9.%_:-]+$/, "must be a MySQL host pattern such as % or 10.0.%").default("%"),
+  })
+  .strict();
+
+export const mlflowSchema = z
+  .object({
+    host: z.string().default("0.0.0.0"),
+    port: z.number().int().min(1).max(65535).default(5000),
+    workers: z.number().int().min(1).max(64).default(2),
+    /** DNS names clients use; MLflow 3 rejects other Host headers. localhost and private IPs are always allowed. */
+    allowedHosts: z.array(z.string().regex(hostPattern, "must be a host name, optionally host:port or *.domain")).default([]),
+    /** Local directory or `oci://bucket@namespace/prefix`. Empty: `<dataDir>/mlflow/artifacts`. */
+    artifactsDestination: z
+      .string()
+      .regex(/^(\/.*|file:\/\/\/.*|oci:\/\/[a-z0-9._-]+@[a-z0-9-]+(\/.*)?)$/i, "must be an absolute path, file:///path or oci://bucket@namespace/prefix")
+      .optional(),
+    database: z
+      .object({
+        name: z.string().regex(/^[A-Za-z0-9_]{1,64}$/, "must be 1-64 letters, digits or _").default("mlflow"),
+        user: z.string().regex(/^[A-Za-z0-9_]{1,32}$/, "must be 1-32 letters, digits or _").default("mlflow"),
+      })
+      .strict()
+      .default({ name: "mlflow", user: "mlflow" }),
+  })
+  .strict();
+
+export const pythonSchema = z
+  .object({
+    /** Interpreter to build venvs from; empty: the first python3.x >= 3.10 on PATH. */
+    interpreter: z.string().optional(),
+    /** PyPI-compatible simple index; empty: https://pypi.org/simple. */
+    indexUrl: z.string().url().optional(),
+    uvVersion: z.string().regex(/^\d+\.\d+\.\d+$/).default("0.13.8"),
+    /** uv's cache directory; empty: `<stateDir>/cache/uv`. */
+    cacheDir: z.string().optional(),
+  })
+  .strict();
+
+export const configSchema = z
+  .object({
+    role: z.enum(ROLE_NAMES, { message: `must be one of ${ROLE_NAMES.join(", ")}` }).optional(),
+    /** `vm`: system paths, MySQL, systemd where present. `up`: one machine, everything under `--dir`. */
+    mode: z.enum(["vm", "up"]).default("vm"),
+    stateDir: z.string().startsWith("/", "must be an absolute path").default("/var/lib/mlops-agent"),
+    configDir: z.string().startsWith("/", "must be an absolute path").default("/etc/mlops"),
+    installDir: z.string().startsWith("/", "must be an absolute path").default("/opt/mlops"),
+    dataDir: z.string().startsWith("/", "must be an absolute path").default("/var/lib/mlops"),
+    logDir: z.string().startsWith("/", "must be an absolute path").default("/var/log/mlops"),
+    listen: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be HOST:PORT").default("0.0.0.0:9470"),
+    metadataUrl: z.string().url().default("http://169.254.169.254/opc/v2"),
+    supervisor: z.enum(["auto", "systemd", "process"]).default("auto"),
+    /** Seconds between level-triggered converge passes when nothing else triggers one. */
+    convergeIntervalSeconds: z.number().int().min(5).max(3600).default(60),
+    /** Seconds between metadata polls (role changes). */
+    metadataPollSeconds: z.number().int().min(1).max(3600).default(15),
+    python: pythonSchema.default({ uvVersion: "0.13.8" }),
+    database: databaseSchema.default({ engine: "mysql", host: "127.0.0.1", port: 3306, adminUser: "admin", userHost: "%" }),
+    mlflow: mlflowSchema.default({
+      host: "0.0.0.0",
+      port: 5000,
+      workers: 2,
+      allowedHosts: [],
+      database: { name: "mlflow", user: "mlflow" },
+    }),
+  })
+  .strict();
+
+export type AgentConfig = z.infer<typeof configSchema>;
+
+/** Formats zod issues as `field.path: message` lines. */
+export function formatIssues(error: z.ZodError): string {
+  return error.issues
+    .map((i) => {
+      const path = i.path.length ? i.path.join(".") : "(root)";
+      if (i.code === "unrecognized_keys") return `${path}: unknown field(s) ${i.keys.map((k) => JSON.stringify(k)).join(", ")}`;
+      if (i.code === "invalid_value" && "values" in i)
+        return `${path}: ${i.message}`;
+      return `${path}: ${i.message}`;
+    })
+    .join("; ");
+}

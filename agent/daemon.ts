@@ -1,0 +1,245 @@
+/**
+ * `mlops-agent run`: the daemon. Serves status first (and tells systemd it is
+ * ready), then converges in a level-triggered loop: every pass re-observes
+ * and re-plans; a metadata change, a failed liveness probe, `POST /converge`
+ * or the interval timer only bring the next pass forward. Errors mean "retry
+ * with backoff", never exit. Stops cleanly on SIGTERM/SIGINT: the process
+ * supervisor stops its children before the agent exits.
+ */
+import { randomBytes } from "node:crypto";
+import { AgentError, describeError } from "./errors.ts";
+import type { Host } from "./host/host.ts";
+import type { Logger } from "./log.ts";
+import { type CommonFlags, loadContext } from "./cli/context.ts";
+import type { ResolvedConfig } from "./config/load.ts";
+import { converge, planOnce } from "./engine/converge.ts";
+import { createRoleRecordStore } from "./engine/role-record.ts";
+import { createImdsClient, createMetadataWatcher } from "./metadata/imds-client.ts";
+import { createNotifier, execFileNotify } from "./notify/sd-notify.ts";
+import { createProber } from "./probe/prober.ts";
+import { createMetrics } from "./status/metrics.ts";
+import { buildServer, parseListen } from "./status/server.ts";
+import { StatusStore } from "./status/status-store.ts";
+import type { Phase, ServiceStatus } from "./status/types.ts";
+import { createProcessSupervisor } from "./supervisor/process-backend.ts";
+import { createSystemdSupervisor } from "./supervisor/systemd-backend.ts";
+import type { ServiceSpec, Supervisor } from "./supervisor/types.ts";
+import { versionInfo } from "./version.ts";
+
+export interface DaemonOptions {
+  readonly host: Host;
+  readonly logger: Logger;
+  readonly flags: CommonFlags;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly signal: AbortSignal;
+}
+
+/** Where `status --dir`, `down` and `apply` find a running agent. */
+export interface AgentRuntimeFile {
+  readonly pid: number;
+  readonly listen: string;
+  readonly startedAt: string;
+}
+
+export function runtimeFilePath(stateDir: string): string {
+  return `${stateDir}/agent.json`;
+}
+
+async function ensureToken(host: Host, stateDir: string): Promise<string> {
+  const path = `${stateDir}/token`;
+  const existing = (await host.fs.readFile(path))?.trim();
+  if (existing) return existing;
+  const token = randomBytes(24).toString("base64url");
+  await host.fs.writeFileAtomic(path, `${token}\n`, { mode: 0o600 });
+  return token;
+}
+
+export async function runDaemon(opts: DaemonOptions): Promise<void> {
+  const { host, logger, signal } = opts;
+  const log = logger.child({ component: "daemon" });
+  const v = versionInfo();
+
+  // Config problems must not stop the status API: start with what we can.
+  let ctx: ResolvedConfig | undefined;
+  let configError: unknown;
+  try {
+    ctx = (await loadContext(host, opts.flags, opts.env)).resolved;
+  } catch (err) {
+    configError = err;
+  }
+  const stateDir = ctx?.config.stateDir ?? opts.flags.stateDir ?? "/var/lib/mlops-agent";
+  const listen = ctx?.config.listen ?? opts.flags.listen ?? "0.0.0.0:9470";
+  await host.fs.mkdir(stateDir, { mode: 0o700 });
+
+  const useSystemd = ctx?.config.supervisor === "systemd" || (ctx?.config.supervisor !== "process" && (await host.hasSystemd()));
+  if (ctx?.config.supervisor === "systemd" && !(await host.hasSystemd()))
+    configError ??= new AgentError("SYSTEMD_UNAVAILABLE", "supervisor is set to systemd but systemd is not running (use supervisor: process or auto)");
+
+  const store = new StatusStore({
+    version: v.version,
+    commit: v.commit,
+    node: v.node,
+    pid: process.pid,
+    startedAt: new Date(host.clock.now()),
+    supervisor: useSystemd ? "systemd" : "process",
+  });
+  const metrics = createMetrics(store);
+  const token = await ensureToken(host, stateDir);
+
+  let wake: (() => void) | undefined;
+  let wakeReason = "";
+  const trigger = (reason: string) => {
+    wakeReason = reason;
+    wake?.();
+  };
+
+  const app = buildServer({ store, metrics, logger: logger.child({ component: "status-api" }), token, onConverge: (r) => trigger(r || "requested over the status API") });
+  const { host: lhost, port } = parseListen(listen);
+  await app.listen({ host: lhost, port });
+  const runtime: AgentRuntimeFile = { pid: process.pid, listen, startedAt: new Date(host.clock.now()).toISOString() };
+  await host.fs.writeFileAtomic(runtimeFilePath(stateDir), `${JSON.stringify(runtime)}\n`, { mode: 0o644 });
+  log.info({ listen, supervisor: useSystemd ? "systemd" : "process" }, "status API listening");
+
+  const notifier = createNotifier({ env: opts.env, exec: execFileNotify, logger: logger.child({ component: "sd-notify" }) });
+  await notifier.ready();
+  notifier.startWatchdog(signal);
+  store.subscribe((next, prev) => {
+    if (next.phase !== prev.phase || next.reason !== prev.reason) void notifier.status(`${next.phase}: ${next.reason}`);
+  });
+
+  const supervisor: (Supervisor & { run?: (s: AbortSignal) => Promise<void> }) =
+    useSystemd
+      ? createSystemdSupervisor({ host, logger: logger.child({ component: "systemd" }), stateFile: `${stateDir}/systemd-restarts.json` })
+      : createProcessSupervisor({ host, logger: logger.child({ component: "supervisor" }), stateFile: `${stateDir}/services.json` });
+  const supervisorDone = supervisor.run ? supervisor.run(signal) : Promise.resolve();
+
+  const prober = createProber({
+    store,
+    logger: logger.child({ component: "prober" }),
+    onLivenessFailure: (service: string) => {
+      store.addEvent("warn", "liveness", `${service} failed its liveness probe: restarting`);
+      void supervisor.restart(service, "liveness probe failed").catch((err: unknown) => log.warn({ err }, "restart failed"));
+    },
+  });
+  const proberDone = prober.run(signal);
+
+  let lastConvergeOk = false;
+  let lastError: ReturnType<typeof describeError> | undefined;
+
+  function computePhase(): { phase: Phase; reason: string } {
+    if (configError) return { phase: "failed", reason: describeError(configError).message };
+    if (!ctx?.role) return { phase: "idle", reason: "no role assigned (metadata mlops-role, tag mlops-role or config role)" };
+    if (lastError) return { phase: lastError.recoverable ? "degraded" : "failed", reason: lastError.message };
+    if (!lastConvergeOk) return { phase: "converging", reason: `converging role ${ctx.role}` };
+    const services = store.snapshot().services;
+    const bad = services.find((s) => s.health === "unhealthy");
+    if (bad) return { phase: "degraded", reason: `${bad.name} is unhealthy: ${bad.lastProbe?.message ?? bad.state}` };
+    const waiting = services.find((s) => s.health !== "healthy");
+    if (waiting || services.length === 0) return { phase: "converging", reason: `waiting for ${waiting?.name ?? "services"} to become healthy` };
+    return { phase: "ready", reason: `role ${ctx.role} converged; ${services.length} service(s) healthy` };
+  }
+  function refreshPhase(): void {
+    const { phase, reason } = computePhase();
+    const err = phase === "failed" || phase === "degraded" ? (configError ? describeError(configError) : lastError) : undefined;
+    store.setPhase(phase, reason, err ? { code: err.code, message: err.message } : null);
+  }
+
+  async function refreshServices(): Promise<void> {
+    try {
+      const obs = await supervisor.observe();
+      const prev = new Map(store.snapshot().services.map((s) => [s.name, s]));
+      const services: ServiceStatus[] = obs.map((o) => ({
+        name: o.name,
+        unit: o.unit,
+        state: o.state,
+        pid: o.pid,
+        restarts: o.restarts,
+        health: prev.get(o.name)?.health ?? "unknown",
+        lastProbe: prev.get(o.name)?.lastProbe ?? null,
+      }));
+      store.setServices(services);
+    } catch (err) {
+      log.warn({ err }, "observing services failed");
+    }
+    refreshPhase();
+  }
+  store.subscribe((next, prev) => {
+    if (next.services !== prev.services) refreshPhase();
+  });
+  const servicesTimer = setInterval(() => void refreshServices(), 2_000);
+
+  // Metadata watcher: a role or config change brings the next pass forward.
+  let watcherDone: Promise<void> = Promise.resolve();
+  if (ctx && opts.flags.dir === undefined) {
+    const watcher = createMetadataWatcher({
+      client: createImdsClient({ baseUrl: ctx.config.metadataUrl }),
+      intervalMs: ctx.config.metadataPollSeconds * 1000,
+      logger: logger.child({ component: "metadata" }),
+      onChange: () => trigger("instance metadata changed"),
+    });
+    watcherDone = watcher.run(signal);
+  }
+
+  let failures = 0;
+  while (!signal.aborted) {
+    let nextDelayMs = (ctx?.config.convergeIntervalSeconds ?? 60) * 1000;
+    try {
+      const loaded = await loadContext(host, opts.flags, opts.env);
+      if (ctx?.role !== loaded.resolved.role) store.addEvent("info", "role", `role is ${loaded.resolved.role ?? "none"} (from ${loaded.resolved.roleSource})`);
+      ctx = loaded.resolved;
+      configError = undefined;
+      store.setRole(ctx.role ?? null, ctx.roleSource, ctx.sources);
+      if (store.snapshot().phase !== "ready") store.setPhase("converging", `converging role ${ctx.role ?? "none"}${wakeReason ? ` (${wakeReason})` : ""}`);
+      wakeReason = "";
+      const outcome = await converge({
+        host,
+        supervisor,
+        records: createRoleRecordStore(host, ctx.config.stateDir),
+        config: ctx.config,
+        role: ctx.role,
+        env: opts.env,
+        logger: logger.child({ component: "converge" }),
+        progress: (line) => store.addEvent("info", "step", line),
+      });
+      store.recordConverge(outcome);
+      metrics.observeConverge(outcome);
+      lastConvergeOk = outcome.ok;
+      lastError = outcome.ok ? undefined : describeError(outcome.errorObject);
+      if (!outcome.ok) {
+        failures++;
+        store.addEvent("error", "converge", outcome.error?.message ?? "converge failed");
+        nextDelayMs = Math.min(5_000 * 2 ** (failures - 1), 300_000);
+      } else {
+        failures = 0;
+        if (outcome.actions.length) store.addEvent("info", "converge", `converged in ${outcome.passes} pass(es), ${outcome.actions.length} action(s)`);
+      }
+      const view = await planOnce({ host, supervisor, records: createRoleRecordStore(host, ctx.config.stateDir), config: ctx.config, role: ctx.role, env: opts.env, logger });
+      prober.update(view.desired?.services.filter((s) => s.inputsHash !== undefined).map((s) => ({ ...s, inputsHash: s.inputsHash! }) as ServiceSpec) ?? []);
+    } catch (err) {
+      configError = err;
+      failures++;
+      nextDelayMs = Math.min(5_000 * 2 ** (failures - 1), 60_000);
+      log.error({ err }, describeError(err).message);
+    }
+    await refreshServices();
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(done, nextDelayMs);
+      function done() {
+        clearTimeout(t);
+        wake = undefined;
+        signal.removeEventListener("abort", done);
+        resolve();
+      }
+      wake = done;
+      signal.addEventListener("abort", done, { once: true });
+    });
+  }
+
+  clearInterval(servicesTimer);
+  await notifier.stopping();
+  store.setPhase("idle", "agent is stopping");
+  await Promise.all([supervisorDone, proberDone, watcherDone]);
+  await app.close();
+  await host.fs.remove(runtimeFilePath(stateDir));
+  log.info("agent stopped");
+}

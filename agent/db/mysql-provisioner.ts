@@ -1,0 +1,124 @@
+/**
+ * MySQL provisioning with mysql2 and admin credentials: preflight (reachable,
+ * version, sql_require_primary_key OFF, utf8mb4), then the database, a
+ * dedicated user and its grants. Every statement is idempotent, so a pass
+ * interrupted half-way is finished by the next one. Passwords travel as bound
+ * parameters, never in logs.
+ */
+import mysql from "mysql2/promise";
+import { AgentError } from "../errors.ts";
+
+export interface MysqlTarget {
+  readonly host: string;
+  readonly port: number;
+  readonly adminUser: string;
+  readonly adminPassword: string;
+  readonly database: string;
+  readonly user: string;
+  readonly userHost: string;
+  readonly password: string;
+  readonly connectTimeoutMs?: number;
+}
+
+export interface PreflightReport {
+  readonly version: string;
+  readonly flavor: "mysql" | "mariadb";
+  readonly requirePrimaryKey: boolean;
+  readonly utf8mb4: boolean;
+}
+
+type Conn = mysql.Connection;
+
+function classify(err: unknown, where: string): AgentError {
+  const e = err as { code?: string; message?: string };
+  const msg = `${where}: ${e.code ?? ""} ${e.message ?? String(err)}`.trim();
+  switch (e.code) {
+    case "ECONNREFUSED":
+    case "ETIMEDOUT":
+    case "EHOSTUNREACH":
+    case "ENOTFOUND":
+    case "EAI_AGAIN":
+    case "ECONNRESET":
+    case "PROTOCOL_CONNECTION_LOST":
+      return new AgentError("DB_UNREACHABLE", msg, { cause: err });
+    case "ER_ACCESS_DENIED_ERROR":
+    case "ER_DBACCESS_DENIED_ERROR":
+    case "ER_ACCESS_DENIED_NO_PASSWORD_ERROR":
+      return new AgentError("DB_AUTH_FAILED", msg, { cause: err });
+    default:
+      return new AgentError("DB_PROVISION_FAILED", msg, { cause: err });
+  }
+}
+
+async function connect(t: MysqlTarget, user: string, password: string, database?: string): Promise<Conn> {
+  try {
+    return await mysql.createConnection({
+      host: t.host,
+      port: t.port,
+      user,
+      password,
+      database,
+      connectTimeout: t.connectTimeoutMs ?? 5_000,
+      charset: "utf8mb4",
+      multipleStatements: false,
+    });
+  } catch (err) {
+    throw classify(err, `connecting to ${t.host}:${t.port} as ${user}`);
+  }
+}
+
+function ident(name: string): string {
+  if (!/^[A-Za-z0-9_]{1,64}$/.test(name)) throw new AgentError("CONFIG_INVALID", `database identifier ${JSON.stringify(name)} must be 1-64 letters, digits or _`);
+  return `\`${name}\``;
+}
+
+export async function preflight(conn: Conn): Promise<PreflightReport> {
+  const [vrows] = await conn.query("SELECT VERSION() AS v");
+  const version = String((vrows as { v: string }[])[0]?.v ?? "");
+  const flavor = /mariadb/i.test(version) ? "mariadb" : "mysql";
+  const [pk] = await conn.query("SHOW VARIABLES LIKE 'sql_require_primary_key'");
+  const requirePrimaryKey = String((pk as { Value?: string }[])[0]?.Value ?? "OFF").toUpperCase() === "ON";
+  const [cs] = await conn.query("SHOW CHARACTER SET LIKE 'utf8mb4'");
+  const utf8mb4 = (cs as unknown[]).length > 0;
+  const report: PreflightReport = { version, flavor, requirePrimaryKey, utf8mb4 };
+  const [major, minor] = version.split(/[.-]/).map(Number);
+  const problems: string[] = [];
+  if (flavor === "mysql" && (major ?? 0) < 8) problems.push(`MySQL ${version} is too old; 8.0 or newer is required`);
+  if (flavor === "mariadb" && ((major ?? 0) < 10 || ((major ?? 0) === 10 && (minor ?? 0) < 5)))
+    problems.push(`MariaDB ${version} is too old; 10.5 or newer is required`);
+  if (requirePrimaryKey)
+    problems.push(
+      "sql_require_primary_key is ON, which breaks MLflow's and Airflow's schema migrations; turn it off in the DB system's configuration (OCI: a custom MySQL configuration with sql_require_primary_key=OFF; it is ON by default on high-availability DB systems)",
+    );
+  if (!utf8mb4) problems.push("the server has no utf8mb4 character set");
+  if (problems.length) throw new AgentError("DB_PRECHECK_FAILED", problems.join("; "));
+  return report;
+}
+
+/** Preflight, then database, user, password and grants. Idempotent. */
+export async function provisionMysql(t: MysqlTarget): Promise<PreflightReport> {
+  const admin = await connect(t, t.adminUser, t.adminPassword);
+  let report: PreflightReport;
+  try {
+    report = await preflight(admin);
+    const db = ident(t.database);
+    if (!/^[A-Za-z0-9_]{1,32}$/.test(t.user)) throw new AgentError("CONFIG_INVALID", `database user ${JSON.stringify(t.user)} must be 1-32 letters, digits or _`);
+    try {
+      await admin.query(`CREATE DATABASE IF NOT EXISTS ${db} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+      await admin.query("CREATE USER IF NOT EXISTS ?@? IDENTIFIED BY ?", [t.user, t.userHost, t.password]);
+      // The user may predate this password (regenerated, or made by hand): make it match.
+      await admin.query("ALTER USER ?@? IDENTIFIED BY ?", [t.user, t.userHost, t.password]);
+      await admin.query(`GRANT ALL PRIVILEGES ON ${db}.* TO ?@?`, [t.user, t.userHost]);
+    } catch (err) {
+      throw err instanceof AgentError ? err : classify(err, `provisioning database ${t.database} and user ${t.user}`);
+    }
+  } catch (err) {
+    throw err instanceof AgentError ? err : classify(err, "preflight");
+  } finally {
+    await admin.end().catch(() => {});
+  }
+  // Prove the result: the new user can reach its database.
+  const check = await connect(t, t.user, t.password, t.database);
+  await check.end().catch(() => {});
+  return report;
+}

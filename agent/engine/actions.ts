@@ -1,0 +1,42 @@
+/**
+ * Actions: what `plan` decides and `apply` carries out. A discriminated union;
+ * every action says why it is needed. Actions never carry secret values:
+ * files that hold secrets carry their content only inside `apply`'s desired
+ * state, looked up by path.
+ */
+
+export type OwnerRef = "service" | "root";
+
+export type Action =
+  | { kind: "remove-service"; target: string; role: string; reason: string }
+  | { kind: "remove-file"; target: string; role: string; reason: string }
+  | { kind: "forget-role"; target: string; reason: string }
+  | { kind: "ensure-user"; target: string; home: string; reason: string }
+  | { kind: "ensure-directory"; target: string; mode: number; owner: OwnerRef; reason: string }
+  | { kind: "generate-secret"; target: string; name: string; reason: string }
+  | { kind: "install-python"; target: string; role: string; lockHash: string; reason: string }
+  | { kind: "provision-database"; target: string; role: string; fingerprint: string; reason: string }
+  | { kind: "write-file"; target: string; mode: number; owner: OwnerRef; hash: string; secret: boolean; reason: string }
+  | { kind: "migrate-database"; target: string; role: string; version: string; reason: string }
+  | { kind: "ensure-service"; target: string; service: string; inputsHash: string; reason: string };
+
+export type ActionKind = Action["kind"];
+
+/** The order actions run in within one pass: teardown of the old role first, services last. */
+export const ACTION_ORDER: readonly ActionKind[] = [
+  "remove-service",
+  "remove-file",
+  "forget-role",
+  "ensure-user",
+  "ensure-directory",
+  "generate-secret",
+  "install-python",
+  "provision-database",
+  "write-file",
+  "migrate-database",
+  "ensure-service",
+];
+
+export function describeAction(a: Action): string {
+  return `${a.kind} ${a.target}: ${a.reason}`;
+}

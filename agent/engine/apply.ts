@@ -1,0 +1,232 @@
+/**
+ * apply: carries out a plan, in order, through the Host port and the
+ * supervisor. The only converge code with side effects. Each action is a
+ * named, idempotent step; the first failure stops the pass (later steps
+ * usually depend on earlier ones) and is reported as
+ * `step "<kind> <target>" failed: <cause>`. The next pass re-observes and
+ * re-plans, so nothing needs undoing.
+ */
+import type { Logger } from "../log.ts";
+import type { AgentConfig } from "../config/schema.ts";
+import { registerSecret, resolveSecretRef } from "../config/secrets.ts";
+import { provisionMysql } from "../db/mysql-provisioner.ts";
+import { AgentError, describeError } from "../errors.ts";
+import type { FileOwner, Host } from "../host/host.ts";
+import { DEFAULT_INDEX_URL, findPython, installLock } from "../python/python-env.ts";
+import type { ActionRecord } from "../status/types.ts";
+import { parseEnvironmentFile } from "../supervisor/environment-file.ts";
+import type { ServiceSpec, Supervisor } from "../supervisor/types.ts";
+import type { Action, OwnerRef } from "./actions.ts";
+import type { DesiredRole } from "./desired.ts";
+import { secretPath } from "./observe.ts";
+import { type RoleRecordStore, withItem, withoutItem } from "./role-record.ts";
+
+export interface ApplyDeps {
+  readonly host: Host;
+  readonly supervisor: Supervisor | undefined;
+  readonly records: RoleRecordStore;
+  readonly config: AgentConfig;
+  readonly desired: DesiredRole | undefined;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly logger: Logger;
+  /** Progress lines for a person (`up`, `apply`): what is being done now. */
+  readonly progress?: (line: string) => void;
+}
+
+export interface ApplyResult {
+  readonly ok: boolean;
+  readonly records: ActionRecord[];
+  readonly error?: AgentError | Error;
+}
+
+async function ownerOf(deps: ApplyDeps, ref: OwnerRef): Promise<FileOwner | undefined> {
+  if (ref === "root" || !deps.desired) return deps.desired?.createUser ? { uid: 0, gid: 0 } : undefined;
+  if (!deps.desired.createUser) return undefined;
+  const o = await deps.host.users.lookup(deps.desired.serviceUser);
+  if (!o) throw new Error(`service user ${deps.desired.serviceUser} does not exist`);
+  return o;
+}
+
+function need<T>(v: T | undefined, what: string): T {
+  if (v === undefined) throw new Error(`${what} is not part of the desired state`);
+  return v;
+}
+
+async function readEnvFiles(host: Host, paths: readonly string[]): Promise<Record<string, string>> {
+  const env: Record<string, string> = {};
+  for (const p of paths) {
+    const text = await host.fs.readFile(p);
+    if (text === undefined) throw new Error(`environment file ${p} does not exist`);
+    Object.assign(env, parseEnvironmentFile(text));
+  }
+  return env;
+}
+
+/** Records the role's config and install directories before anything is created in them. */
+async function noteRole(deps: ApplyDeps, d: DesiredRole): Promise<void> {
+  await deps.records.update(d.role, (r) => ({
+    ...r,
+    directories: withItem(withItem(r.directories, d.paths.configDir), d.paths.installDir),
+  }));
+}
+
+async function step(deps: ApplyDeps, a: Action): Promise<void> {
+  const { host } = deps;
+  const d = deps.desired;
+  switch (a.kind) {
+    case "remove-service": {
+      await deps.supervisor?.remove(a.target);
+      await deps.records.update(a.role, (r) => ({ ...r, services: withoutItem(r.services, a.target) }));
+      return;
+    }
+    case "remove-file": {
+      await host.fs.remove(a.target, { recursive: true });
+      await deps.records.update(a.role, (r) => ({
+        ...r,
+        files: withoutItem(r.files, a.target),
+        directories: withoutItem(r.directories, a.target),
+      }));
+      return;
+    }
+    case "forget-role":
+      await deps.records.remove(a.target);
+      return;
+    case "ensure-user":
+      await host.users.ensureSystemUser(a.target, a.home);
+      return;
+    case "ensure-directory": {
+      const dd = need(d, "directory");
+      await noteRole(deps, dd);
+      await host.fs.mkdir(a.target, { mode: a.mode, owner: await ownerOf(deps, a.owner) });
+      return;
+    }
+    case "generate-secret": {
+      // 32 random bytes, URL-safe: no quoting problems in URIs or env files.
+      const value = Buffer.from(host.randomBytes(32)).toString("base64url");
+      registerSecret(value);
+      await host.fs.mkdir(`${deps.config.stateDir}/secrets`, { mode: 0o700 });
+      await host.fs.writeFileAtomic(secretPath(deps.config.stateDir, a.name), `${value}\n`, { mode: 0o600 });
+      return;
+    }
+    case "install-python": {
+      const dd = need(d, "python environment");
+      await noteRole(deps, dd);
+      const py = deps.config.python;
+      const log = (m: string) => {
+        deps.logger.info({ step: "install-python" }, m);
+        deps.progress?.(m);
+      };
+      const python = await findPython(host, py.interpreter, log);
+      await host.fs.mkdir(dd.paths.installDir, { mode: 0o755 });
+      await host.fs.writeFileAtomic(dd.python.lockPath, dd.python.lockText, { mode: 0o644 });
+      await installLock({
+        host,
+        python,
+        toolsDir: `${deps.config.stateDir}/tools`,
+        cacheDir: py.cacheDir ?? `${deps.config.stateDir}/cache/uv`,
+        indexUrl: py.indexUrl ?? DEFAULT_INDEX_URL,
+        uvVersion: py.uvVersion,
+        log,
+        venv: dd.python.venv,
+        lockPath: dd.python.lockPath,
+        lockHash: dd.python.lockHash,
+        versionOf: dd.spec.python.versionOf,
+      });
+      return;
+    }
+    case "provision-database": {
+      const dd = need(d, "database");
+      const db = need(dd.database, "database");
+      const passwordText = await host.fs.readFile(secretPath(deps.config.stateDir, db.passwordSecret));
+      if (!passwordText) throw new Error(`password ${db.passwordSecret} has not been generated`);
+      const password = passwordText.trim();
+      registerSecret(password);
+      const adminPassword = db.adminPasswordRef ? await resolveSecretRef(db.adminPasswordRef, { fs: host.fs, env: deps.env }) : "";
+      const report = await provisionMysql({
+        host: db.host,
+        port: db.port,
+        adminUser: db.adminUser,
+        adminPassword,
+        database: db.name,
+        user: db.user,
+        userHost: db.userHost,
+        password,
+      });
+      deps.logger.info({ step: "provision-database", server: report.version, database: db.name, user: db.user }, "database provisioned");
+      await deps.records.update(dd.role, (r) => ({ ...r, database: { fingerprint: a.fingerprint, provisionedAt: new Date(host.clock.now()).toISOString() } }));
+      return;
+    }
+    case "write-file": {
+      const dd = need(d, "file");
+      const f = need(
+        dd.files.find((x) => x.path === a.target),
+        `file ${a.target}`,
+      );
+      if (f.content === undefined) throw new Error(`file ${a.target} cannot be rendered yet`);
+      await noteRole(deps, dd);
+      await deps.records.update(dd.role, (r) => ({ ...r, files: withItem(r.files, a.target) }));
+      await host.fs.writeFileAtomic(a.target, f.content, { mode: a.mode, owner: await ownerOf(deps, a.owner) });
+      return;
+    }
+    case "migrate-database": {
+      const dd = need(d, "migration");
+      const m = need(dd.migrate, "migration");
+      const env = await readEnvFiles(host, m.envFiles);
+      for (const v of Object.values(env)) registerSecret(v);
+      const [cmd, ...args] = m.command;
+      const r = await host.exec(cmd!, args, { env, user: await ownerOf(deps, "service"), cwd: dd.paths.dataDir, timeoutMs: 900_000 });
+      if (r.code !== 0) throw new AgentError("STEP_FAILED", `migration exited ${r.code}: ${(r.stderr || r.stdout).trim().split("\n").slice(-5).join(" | ")}`);
+      await deps.records.update(dd.role, (rec) => ({ ...rec, migratedVersion: a.version }));
+      return;
+    }
+    case "ensure-service": {
+      const dd = need(d, "service");
+      const s = need(
+        dd.services.find((x) => x.name === a.service),
+        `service ${a.service}`,
+      );
+      if (!deps.supervisor) throw new AgentError("SUPERVISOR_FAILED", "no supervisor is available to run services");
+      const owner = await ownerOf(deps, "service");
+      const spec: ServiceSpec = {
+        ...s,
+        inputsHash: a.inputsHash,
+        user: owner ? { name: s.userName, uid: owner.uid, gid: owner.gid } : undefined,
+      };
+      await deps.records.update(dd.role, (r) => ({ ...r, services: withItem(r.services, s.name) }));
+      await host.fs.mkdir(spec.workingDirectory, { mode: 0o750, owner });
+      const result = await deps.supervisor.ensure(spec, a.reason);
+      deps.logger.info({ step: "ensure-service", unit: s.unit, result }, `service ${s.name} ${result}`);
+      return;
+    }
+  }
+}
+
+export async function apply(actions: readonly Action[], deps: ApplyDeps): Promise<ApplyResult> {
+  const records: ActionRecord[] = [];
+  let failure: Error | undefined;
+  for (const a of actions) {
+    if (failure) {
+      records.push({ kind: a.kind, target: a.target, reason: a.reason, result: "skipped", durationMs: 0 });
+      continue;
+    }
+    const started = deps.host.clock.now();
+    deps.progress?.(`${a.kind} ${a.target} (${a.reason})`);
+    try {
+      await step(deps, a);
+      const durationMs = deps.host.clock.now() - started;
+      records.push({ kind: a.kind, target: a.target, reason: a.reason, result: "ok", durationMs });
+      deps.logger.info({ action: a.kind, target: a.target, durationMs }, `${a.kind} ${a.target}: ok`);
+    } catch (err) {
+      const durationMs = deps.host.clock.now() - started;
+      const cause = describeError(err);
+      const code = err instanceof AgentError ? err.code : "STEP_FAILED";
+      failure =
+        err instanceof AgentError
+          ? new AgentError(err.code, `step "${a.kind} ${a.target}" failed: ${err.detail}`, { cause: err })
+          : new AgentError("STEP_FAILED", `step "${a.kind} ${a.target}" failed: ${cause.message}`, { cause: err });
+      records.push({ kind: a.kind, target: a.target, reason: a.reason, result: "failed", durationMs, error: { code, message: failure.message } });
+      deps.logger.warn({ action: a.kind, target: a.target, err: failure }, failure.message);
+    }
+  }
+  return { ok: !failure, records, error: failure };
+}

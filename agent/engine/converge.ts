@@ -1,0 +1,118 @@
+/**
+ * converge: observe -> plan -> apply, repeated until the plan is empty (or a
+ * step fails, or the pass limit is reached). Each pass starts from a fresh
+ * observation, so a pass only has to make progress, not finish.
+ */
+import type { AgentConfig, RoleName } from "../config/schema.ts";
+import { AgentError, describeError } from "../errors.ts";
+import type { Host } from "../host/host.ts";
+import type { Logger } from "../log.ts";
+import { loadRole } from "../roles/catalog.ts";
+import type { ConvergeRecord } from "../status/types.ts";
+import type { Supervisor } from "../supervisor/types.ts";
+import { apply } from "./apply.ts";
+import { compileDesired, type DesiredRole } from "./desired.ts";
+import { type Observed, observe, secretPath } from "./observe.ts";
+import { type Plan, plan } from "./plan.ts";
+import type { RoleRecordStore } from "./role-record.ts";
+import { registerSecret } from "../config/secrets.ts";
+
+export interface ConvergeDeps {
+  readonly host: Host;
+  readonly supervisor: Supervisor | undefined;
+  readonly records: RoleRecordStore;
+  readonly config: AgentConfig;
+  readonly role: RoleName | undefined;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly logger: Logger;
+  readonly progress?: (line: string) => void;
+}
+
+export interface PlanView {
+  readonly desired: DesiredRole | undefined;
+  readonly observed: Observed;
+  readonly plan: Plan;
+}
+
+const MAX_PASSES = 6;
+
+async function compile(deps: ConvergeDeps): Promise<DesiredRole | undefined> {
+  if (!deps.role) return undefined;
+  const spec = loadRole(deps.role);
+  const secrets: Record<string, string> = {};
+  if (spec.database && deps.config.mode !== "up" && deps.config.database.engine === "mysql") {
+    const text = await deps.host.fs.readFile(secretPath(deps.config.stateDir, spec.database.passwordSecret));
+    if (text?.trim()) {
+      secrets[spec.database.passwordSecret] = text.trim();
+      registerSecret(text.trim());
+    }
+  }
+  const current = deps.host.users.current();
+  const currentName = (await deps.host.exec("id", ["-un"]).catch(() => undefined))?.stdout.trim() || String(current.uid);
+  return compileDesired({ role: deps.role, spec, config: deps.config, secrets, currentUser: currentName });
+}
+
+/** One observation and plan; changes nothing. */
+export async function planOnce(deps: ConvergeDeps): Promise<PlanView> {
+  const desired = await compile(deps);
+  const observed = await observe({ host: deps.host, supervisor: deps.supervisor, records: deps.records, desired, stateDir: deps.config.stateDir });
+  return { desired, observed, plan: plan(desired, observed, deps.config.stateDir) };
+}
+
+export interface ConvergeOutcome extends ConvergeRecord {
+  readonly errorObject?: Error;
+  readonly deferred: readonly string[];
+}
+
+export async function converge(deps: ConvergeDeps): Promise<ConvergeOutcome> {
+  const startedAt = new Date(deps.host.clock.now()).toISOString();
+  const all: ConvergeRecord["actions"][number][] = [];
+  let passes = 0;
+  let deferred: readonly string[] = [];
+  try {
+    while (passes < MAX_PASSES) {
+      const view = await planOnce(deps);
+      deferred = view.plan.deferred;
+      if (view.plan.actions.length === 0) break;
+      passes++;
+      const result = await apply(view.plan.actions, {
+        host: deps.host,
+        supervisor: deps.supervisor,
+        records: deps.records,
+        config: deps.config,
+        desired: view.desired,
+        env: deps.env,
+        logger: deps.logger,
+        progress: deps.progress,
+      });
+      all.push(...result.records);
+      if (!result.ok) {
+        const e = describeError(result.error);
+        return {
+          startedAt,
+          finishedAt: new Date(deps.host.clock.now()).toISOString(),
+          ok: false,
+          passes,
+          actions: all,
+          error: { code: e.code, message: e.message },
+          errorObject: result.error,
+          deferred,
+        };
+      }
+    }
+    if (passes >= MAX_PASSES) throw new AgentError("STEP_FAILED", `still changing after ${MAX_PASSES} passes; deferred: ${deferred.join("; ") || "none"}`);
+    return { startedAt, finishedAt: new Date(deps.host.clock.now()).toISOString(), ok: true, passes, actions: all, deferred };
+  } catch (err) {
+    const e = describeError(err);
+    return {
+      startedAt,
+      finishedAt: new Date(deps.host.clock.now()).toISOString(),
+      ok: false,
+      passes,
+      actions: all,
+      error: { code: e.code, message: e.message },
+      errorObject: err as Error,
+      deferred,
+    };
+  }
+}

@@ -1,0 +1,68 @@
+/**
+ * Observation: reads what is on the node now, for the desired role and for
+ * every role the agent has records of. Reads only; never changes anything.
+ * Cheap enough to run on every pass (files, a marker, the supervisor's view).
+ */
+import type { FileOwner, Host } from "../host/host.ts";
+import type { ServiceObservation, Supervisor } from "../supervisor/types.ts";
+import type { DesiredRole } from "./desired.ts";
+import { sha256 } from "./desired.ts";
+import type { RoleRecord, RoleRecordStore } from "./role-record.ts";
+import { readInstallMarker, type InstallMarker } from "../python/python-env.ts";
+
+export interface ObservedFile {
+  readonly hash: string;
+  readonly mode: number;
+  readonly uid: number;
+  readonly gid: number;
+}
+
+export interface Observed {
+  readonly records: readonly RoleRecord[];
+  readonly serviceOwner: FileOwner | undefined;
+  readonly directories: Readonly<Record<string, { mode: number; uid: number; gid: number } | undefined>>;
+  readonly files: Readonly<Record<string, ObservedFile | undefined>>;
+  readonly secrets: Readonly<Record<string, string | undefined>>;
+  readonly install: InstallMarker | undefined;
+  readonly services: readonly ServiceObservation[];
+}
+
+export function secretPath(stateDir: string, name: string): string {
+  return `${stateDir}/secrets/${name}`;
+}
+
+export async function observe(deps: {
+  host: Host;
+  supervisor: Supervisor | undefined;
+  records: RoleRecordStore;
+  desired: DesiredRole | undefined;
+  stateDir: string;
+}): Promise<Observed> {
+  const { host, desired } = deps;
+  const records = await deps.records.list();
+  const directories: Record<string, { mode: number; uid: number; gid: number } | undefined> = {};
+  const files: Record<string, ObservedFile | undefined> = {};
+  const secrets: Record<string, string | undefined> = {};
+  let serviceOwner: FileOwner | undefined;
+  let install: InstallMarker | undefined;
+
+  if (desired) {
+    serviceOwner = desired.createUser ? await host.users.lookup(desired.serviceUser) : host.users.current();
+    for (const d of desired.directories) {
+      const s = await host.fs.stat(d.path);
+      directories[d.path] = s?.isDirectory ? { mode: s.mode, uid: s.uid, gid: s.gid } : undefined;
+    }
+    for (const f of desired.files) {
+      const s = await host.fs.stat(f.path);
+      const text = s ? await host.fs.readFile(f.path) : undefined;
+      files[f.path] = s && text !== undefined ? { hash: sha256(text), mode: s.mode, uid: s.uid, gid: s.gid } : undefined;
+    }
+    for (const name of desired.secretNames) {
+      const text = await host.fs.readFile(secretPath(deps.stateDir, name));
+      secrets[name] = text === undefined || text.trim() === "" ? undefined : text.trim();
+    }
+    install = await readInstallMarker(host, desired.python.venv);
+  }
+  const services = deps.supervisor ? await deps.supervisor.observe() : [];
+  return { records, serviceOwner, directories, files, secrets, install, services };
+}

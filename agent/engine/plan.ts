@@ -1,0 +1,162 @@
+/**
+ * The planner: a pure function from desired and observed state to the list of
+ * actions that brings the node to the desired state, each with its reason.
+ * The same function drives `mlops-agent plan` and the real run, so the dry run
+ * never lies. Converge runs it again after applying (level-triggered), so an
+ * action whose inputs do not exist yet (a password not generated, a venv not
+ * installed) is simply left for the next pass.
+ */
+import type { Action } from "./actions.ts";
+import { ACTION_ORDER } from "./actions.ts";
+import type { DesiredRole } from "./desired.ts";
+import type { Observed } from "./observe.ts";
+import { secretPath } from "./observe.ts";
+
+export interface Plan {
+  readonly actions: Action[];
+  /** Things that will be planned once an earlier action has run. */
+  readonly deferred: string[];
+}
+
+const ACTIVE_STATES = new Set(["running", "starting", "backoff"]);
+
+function octal(mode: number): string {
+  return `0${mode.toString(8).padStart(3, "0")}`;
+}
+
+export function plan(desired: DesiredRole | undefined, observed: Observed, stateDir: string): Plan {
+  const actions: Action[] = [];
+  const deferred: string[] = [];
+
+  // 1. Tear down every role the node has that is not the desired one.
+  const desiredServices = new Set(desired?.services.map((s) => s.name) ?? []);
+  for (const rec of observed.records) {
+    if (rec.role === desired?.role) continue;
+    const why = desired ? `role changed from ${rec.role} to ${desired.role}` : `role ${rec.role} is no longer assigned`;
+    for (const svc of rec.services) if (!desiredServices.has(svc)) actions.push({ kind: "remove-service", target: svc, role: rec.role, reason: why });
+    for (const f of rec.files) actions.push({ kind: "remove-file", target: f, role: rec.role, reason: why });
+    for (const d of rec.directories) actions.push({ kind: "remove-file", target: d, role: rec.role, reason: `${why} (data directories are kept)` });
+    actions.push({ kind: "forget-role", target: rec.role, reason: why });
+  }
+  const recorded = new Set(observed.records.flatMap((r) => r.services));
+  for (const svc of observed.services) {
+    if (desiredServices.has(svc.name) || recorded.has(svc.name)) continue;
+    actions.push({ kind: "remove-service", target: svc.name, role: svc.role, reason: `service ${svc.name} is not part of the desired role` });
+  }
+
+  if (desired) {
+    const record = observed.records.find((r) => r.role === desired.role);
+    const owner = observed.serviceOwner;
+
+    if (desired.createUser && !owner)
+      actions.push({ kind: "ensure-user", target: desired.serviceUser, home: desired.paths.dataDir, reason: "service user does not exist" });
+
+    for (const d of desired.directories) {
+      const o = observed.directories[d.path];
+      const wantUid = d.owner === "root" ? 0 : owner?.uid;
+      if (!o) actions.push({ kind: "ensure-directory", target: d.path, mode: d.mode, owner: d.owner, reason: "missing" });
+      else if (o.mode !== d.mode) actions.push({ kind: "ensure-directory", target: d.path, mode: d.mode, owner: d.owner, reason: `mode is ${octal(o.mode)}, want ${octal(d.mode)}` });
+      else if (wantUid !== undefined && o.uid !== wantUid && desired.createUser)
+        actions.push({ kind: "ensure-directory", target: d.path, mode: d.mode, owner: d.owner, reason: `owned by uid ${o.uid}, want ${d.owner}` });
+    }
+
+    for (const name of desired.secretNames)
+      if (observed.secrets[name] === undefined)
+        actions.push({ kind: "generate-secret", target: secretPath(stateDir, name), name, reason: "not generated yet" });
+
+    const installed = observed.install;
+    const venvCurrent = installed?.lockHash === desired.python.lockHash;
+    if (!venvCurrent)
+      actions.push({
+        kind: "install-python",
+        target: desired.python.venv,
+        role: desired.role,
+        lockHash: desired.python.lockHash,
+        reason: installed ? "lock file changed" : "not installed",
+      });
+
+    const db = desired.database;
+    let dbReady = true;
+    if (db?.engine === "mysql") {
+      if (db.fingerprint === undefined) {
+        deferred.push(`provision-database ${db.name}: after the password is generated`);
+        dbReady = false;
+      } else if (record?.database?.fingerprint !== db.fingerprint) {
+        actions.push({
+          kind: "provision-database",
+          target: `${db.host}:${db.port}/${db.name}`,
+          role: desired.role,
+          fingerprint: db.fingerprint,
+          reason: record?.database ? "database settings or password changed" : "not provisioned",
+        });
+        dbReady = false;
+      }
+    }
+
+    const pendingFiles = new Set<string>();
+    for (const f of desired.files) {
+      if (f.hash === undefined) {
+        deferred.push(`write-file ${f.path}: after its secrets exist`);
+        pendingFiles.add(f.path);
+        continue;
+      }
+      const o = observed.files[f.path];
+      const wantUid = f.owner === "root" ? 0 : owner?.uid;
+      let reason: string | undefined;
+      if (!o) reason = "missing";
+      else if (o.hash !== f.hash) reason = "content differs";
+      else if (o.mode !== f.mode) reason = `mode is ${octal(o.mode)}, want ${octal(f.mode)}`;
+      else if (desired.createUser && wantUid !== undefined && o.uid !== wantUid) reason = `owned by uid ${o.uid}, want ${f.owner}`;
+      if (reason) actions.push({ kind: "write-file", target: f.path, mode: f.mode, owner: f.owner, hash: f.hash, secret: f.secret, reason });
+    }
+
+    let migrationPending = false;
+    if (desired.migrate) {
+      const version = installed?.version;
+      if (!venvCurrent || version === undefined) {
+        deferred.push("migrate-database: after the Python environment is installed");
+        migrationPending = true;
+      } else if (!dbReady && db?.engine === "mysql" && db.fingerprint === undefined) {
+        migrationPending = true;
+      } else if (desired.migrate.envFiles.some((p) => pendingFiles.has(p))) {
+        deferred.push("migrate-database: after its environment file is written");
+        migrationPending = true;
+      } else if (record?.migratedVersion !== version) {
+        actions.push({
+          kind: "migrate-database",
+          target: db ? `${db.engine}:${db.name}` : desired.role,
+          role: desired.role,
+          version,
+          reason: record?.migratedVersion ? `installed version changed from ${record.migratedVersion} to ${version}` : `schema not yet brought to ${version}`,
+        });
+      }
+    }
+
+    for (const s of desired.services) {
+      if (s.inputsHash === undefined || !venvCurrent || migrationPending) {
+        deferred.push(`ensure-service ${s.unit}: after its inputs are in place`);
+        continue;
+      }
+      const o = observed.services.find((x) => x.name === s.name);
+      let reason: string | undefined;
+      if (!o) reason = "not installed";
+      else if (o.inputsHash !== s.inputsHash) reason = "inputs changed (unit, environment or packages)";
+      else if (!ACTIVE_STATES.has(o.state)) reason = `state is ${o.state}`;
+      else if (!o.enabled) reason = "not enabled";
+      if (reason) actions.push({ kind: "ensure-service", target: s.unit, service: s.name, inputsHash: s.inputsHash, reason });
+    }
+
+    // Anything on the record that the desired role no longer has.
+    if (record) {
+      const desiredPaths = new Set(desired.files.map((f) => f.path));
+      for (const f of record.files)
+        if (!desiredPaths.has(f)) actions.push({ kind: "remove-file", target: f, role: desired.role, reason: "no longer part of the role" });
+      for (const svc of record.services)
+        if (!desiredServices.has(svc)) actions.push({ kind: "remove-service", target: svc, role: desired.role, reason: "no longer part of the role" });
+    }
+  }
+
+  const rank = (a: Action) => ACTION_ORDER.indexOf(a.kind);
+  actions.sort((a, b) => rank(a) - rank(b));
+  return { actions, deferred };
+}

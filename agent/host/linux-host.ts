@@ -1,0 +1,183 @@
+/**
+ * The real Linux host. `spawn` is a parameter so that tests can pass a
+ * recording spawn without mocking the module system.
+ */
+import { spawn as nodeSpawn } from "node:child_process";
+import { randomBytes as nodeRandomBytes } from "node:crypto";
+import * as fsp from "node:fs/promises";
+import { dirname, basename, join } from "node:path";
+import type { ExecOptions, ExecResult, FileOwner, FileStat, Host, HostFs } from "./host.ts";
+
+export type SpawnFn = typeof nodeSpawn;
+
+/** The environment a child gets before `opts.env`: enough to run tools, nothing secret. */
+function baseEnv(): Record<string, string> {
+  const keep = ["PATH", "LANG", "LC_ALL", "HOME", "TZ", "SSL_CERT_FILE", "TMPDIR"];
+  const env: Record<string, string> = {};
+  for (const k of keep) {
+    const v = process.env[k];
+    if (v !== undefined) env[k] = v;
+  }
+  env.PATH ??= "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+  return env;
+}
+
+const linuxFs: HostFs = {
+  async readFile(path) {
+    try {
+      return await fsp.readFile(path, "utf8");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+  },
+  async writeFileAtomic(path, content, opts) {
+    await fsp.mkdir(dirname(path), { recursive: true });
+    const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.${nodeRandomBytes(4).toString("hex")}.tmp`);
+    const fh = await fsp.open(tmp, "w", opts.mode);
+    try {
+      await fh.writeFile(content);
+      await fh.chmod(opts.mode);
+      if (opts.owner) await fh.chown(opts.owner.uid, opts.owner.gid);
+      await fh.sync();
+    } catch (err) {
+      await fh.close();
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    }
+    await fh.close();
+    await fsp.rename(tmp, path);
+  },
+  async stat(path): Promise<FileStat | undefined> {
+    try {
+      const s = await fsp.lstat(path);
+      return {
+        mode: s.mode & 0o7777,
+        uid: s.uid,
+        gid: s.gid,
+        size: s.size,
+        isDirectory: s.isDirectory(),
+        isSymbolicLink: s.isSymbolicLink(),
+        mtimeMs: s.mtimeMs,
+      };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+  },
+  async mkdir(path, opts) {
+    await fsp.mkdir(path, { recursive: true, mode: opts.mode });
+    await fsp.chmod(path, opts.mode);
+    if (opts.owner) await fsp.chown(path, opts.owner.uid, opts.owner.gid);
+  },
+  async remove(path, opts) {
+    await fsp.rm(path, { force: true, recursive: opts?.recursive ?? false });
+  },
+  async readdir(path) {
+    try {
+      return await fsp.readdir(path);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+      throw err;
+    }
+  },
+  async chown(path, owner) {
+    await fsp.chown(path, owner.uid, owner.gid);
+  },
+  async chmod(path, mode) {
+    await fsp.chmod(path, mode);
+  },
+};
+
+export function createLinuxHost(opts: { spawn?: SpawnFn } = {}): Host {
+  const spawn = opts.spawn ?? nodeSpawn;
+
+  function exec(command: string, args: readonly string[], o: ExecOptions = {}): Promise<ExecResult> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(command, [...args], {
+        cwd: o.cwd,
+        env: { ...baseEnv(), ...o.env },
+        stdio: ["pipe", "pipe", "pipe"],
+        uid: o.user?.uid,
+        gid: o.user?.gid,
+        signal: o.signal,
+        timeout: o.timeoutMs,
+        killSignal: "SIGKILL",
+      });
+      let stdout = "";
+      let stderr = "";
+      child.stdout?.setEncoding("utf8").on("data", (d: string) => {
+        stdout += d;
+        o.onOutput?.(d);
+      });
+      child.stderr?.setEncoding("utf8").on("data", (d: string) => {
+        stderr += d;
+        o.onOutput?.(d);
+      });
+      child.on("error", reject);
+      child.on("close", (code, sig) => resolve({ code: code ?? (sig ? 128 : 1), stdout, stderr }));
+      child.stdin?.on("error", () => {});
+      child.stdin?.end(o.input ?? "");
+    });
+  }
+
+  async function lookupIn(file: string, name: string): Promise<string[] | undefined> {
+    const text = await linuxFs.readFile(file);
+    for (const line of text?.split("\n") ?? []) {
+      const parts = line.split(":");
+      if (parts[0] === name) return parts;
+    }
+    return undefined;
+  }
+
+  return {
+    fs: linuxFs,
+    exec,
+    users: {
+      async lookup(name): Promise<FileOwner | undefined> {
+        const p = await lookupIn("/etc/passwd", name);
+        if (!p) return undefined;
+        return { uid: Number(p[2]), gid: Number(p[3]) };
+      },
+      async ensureSystemUser(name, home) {
+        const existing = await this.lookup(name);
+        if (existing) return existing;
+        const r = await exec("useradd", ["--system", "--user-group", "--home-dir", home, "--shell", "/usr/sbin/nologin", name]);
+        // Exit 9: the user appeared between lookup and useradd (another agent pass).
+        if (r.code !== 0 && r.code !== 9) throw new Error(`useradd ${name} failed (exit ${r.code}): ${r.stderr.trim()}`);
+        const created = await this.lookup(name);
+        if (!created) throw new Error(`user ${name} not found after useradd`);
+        return created;
+      },
+      current() {
+        return { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+      },
+    },
+    clock: {
+      now: () => Date.now(),
+      sleep: (ms, signal) =>
+        new Promise((resolve) => {
+          if (signal?.aborted) return resolve();
+          const t = setTimeout(done, ms);
+          function done() {
+            clearTimeout(t);
+            signal?.removeEventListener("abort", done);
+            resolve();
+          }
+          signal?.addEventListener("abort", done, { once: true });
+        }),
+    },
+    randomBytes: (n) => nodeRandomBytes(n),
+    async hasSystemd() {
+      return (await linuxFs.stat("/run/systemd/system"))?.isDirectory === true;
+    },
+    processAlive(pid) {
+      try {
+        process.kill(pid, 0);
+        return true;
+      } catch (err) {
+        return (err as NodeJS.ErrnoException).code === "EPERM";
+      }
+    },
+  };
+}

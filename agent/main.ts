@@ -1,0 +1,138 @@
+/**
+ * The mlops-agent command line. One binary; every command is a function that
+ * returns its exit code. Errors print `error [CODE]: message` and exit 1.
+ * No top-level await: the build bundles this file as CommonJS.
+ */
+import { parseArgs } from "node:util";
+import { applyCommand, planCommand } from "./cli/plan-apply.ts";
+import type { CommonFlags } from "./cli/context.ts";
+import { printError, out } from "./cli/output.ts";
+import { statusCommand } from "./cli/status.ts";
+import { downCommand, upCommand } from "./cli/up.ts";
+import { validateCommand } from "./cli/validate.ts";
+import { scrub } from "./config/secrets.ts";
+import { runDaemon } from "./daemon.ts";
+import { AgentError } from "./errors.ts";
+import { createLinuxHost } from "./host/linux-host.ts";
+import { createLogger, silentLogger } from "./log.ts";
+import { versionInfo } from "./version.ts";
+
+const USAGE = `usage: mlops-agent <command> [flags]
+
+commands:
+  run                  the daemon: converge, supervise, probe, serve status
+  plan [--role R]      dry run; exit 0 nothing to do, 2 changes pending, 1 error
+  apply [--role R]     one converge pass, then exit
+  status               what the local status endpoint says
+  up [--dir DIR]       the whole stack on this machine (default DIR ./.mlops)
+  down [--dir DIR]     stop it; data is kept
+  validate             check the configuration
+  version              version, commit and Node runtime
+
+flags:
+  --config PATH        config file (default /etc/mlops-agent/config.json)
+  --state-dir DIR      agent state (default /var/lib/mlops-agent)
+  --metadata-url URL   instance metadata (default http://169.254.169.254/opc/v2)
+  --listen HOST:PORT   status API (default 0.0.0.0:9470)
+  --role R             mlflow | airflow | serving (overrides metadata and config)
+  --dir DIR            one-machine mode rooted at DIR (up, down, status, run, plan, apply)
+  --json               machine-readable output
+`;
+
+const COMMANDS = ["run", "plan", "apply", "status", "up", "down", "validate", "version", "help"] as const;
+
+async function main(argv: string[]): Promise<number> {
+  let parsed: ReturnType<typeof parse>;
+  const json = argv.includes("--json");
+  try {
+    parsed = parse(argv);
+  } catch (err) {
+    printError(err instanceof AgentError ? err : new AgentError("USAGE", `${(err as Error).message}; see mlops-agent help`), json);
+    return 1;
+  }
+  const { command, flags } = parsed;
+  const host = createLinuxHost();
+  const env = process.env;
+  try {
+    switch (command) {
+      case "version": {
+        const v = versionInfo();
+        out(flags.json ? JSON.stringify(v) : `mlops-agent ${v.version} (commit ${v.commit}, node ${v.node})`);
+        return 0;
+      }
+      case "help":
+        process.stdout.write(USAGE);
+        return 0;
+      case "validate":
+        return await validateCommand(host, flags, env);
+      case "plan":
+        return await planCommand(host, flags, env, silentLogger());
+      case "apply":
+        return await applyCommand(host, flags, env, createLogger({ scrub, level: flags.json ? "silent" : env.MLOPS_AGENT_LOG_LEVEL ?? "warn", destination: process.stderr }));
+      case "status":
+        return await statusCommand(host, flags, env);
+      case "up":
+        return await upCommand(host, flags, env);
+      case "down":
+        return await downCommand(host, flags);
+      case "run": {
+        const logger = createLogger({ scrub });
+        const controller = new AbortController();
+        for (const sig of ["SIGTERM", "SIGINT"] as const)
+          process.on(sig, () => {
+            logger.info({ signal: sig }, "stopping");
+            controller.abort();
+          });
+        await runDaemon({ host, logger, flags, env, signal: controller.signal });
+        return 0;
+      }
+    }
+  } catch (err) {
+    printError(err, flags.json === true);
+    return 1;
+  }
+}
+
+function parse(argv: string[]): { command: (typeof COMMANDS)[number]; flags: CommonFlags } {
+  const { values, positionals } = parseArgs({
+    args: argv,
+    allowPositionals: true,
+    strict: true,
+    options: {
+      config: { type: "string" },
+      "state-dir": { type: "string" },
+      "metadata-url": { type: "string" },
+      listen: { type: "string" },
+      role: { type: "string" },
+      dir: { type: "string" },
+      json: { type: "boolean" },
+      help: { type: "boolean", short: "h" },
+    },
+  });
+  const command = values.help ? "help" : (positionals[0] ?? "help");
+  if (!(COMMANDS as readonly string[]).includes(command))
+    throw new AgentError("USAGE", `unknown command ${JSON.stringify(command)}; allowed: ${COMMANDS.join(", ")}`);
+  if (positionals.length > 1) throw new AgentError("USAGE", `unexpected argument ${JSON.stringify(positionals[1])}`);
+  return {
+    command: command as (typeof COMMANDS)[number],
+    flags: {
+      config: values.config,
+      stateDir: values["state-dir"],
+      metadataUrl: values["metadata-url"],
+      listen: values.listen,
+      role: values.role,
+      dir: values.dir,
+      json: values.json,
+    },
+  };
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`fatal: ${err instanceof Error ? err.stack : String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

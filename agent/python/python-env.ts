@@ -1,0 +1,170 @@
+/**
+ * Python environments for roles: find a Python >= 3.10 (installing one from
+ * the OS package manager when the image has none), bootstrap `uv` from the
+ * package index into the agent's tool dir, and build the role's venv from its
+ * lock file with `uv pip sync` (pip is the fallback when uv cannot be had).
+ * A marker file in the venv records the lock hash and installed versions; it
+ * is written last, so a half-built venv is rebuilt on the next pass.
+ */
+import { AgentError } from "../errors.ts";
+import type { ExecResult, Host } from "../host/host.ts";
+
+export const DEFAULT_INDEX_URL = "https://pypi.org/simple";
+const MARKER = ".mlops-install.json";
+
+export interface InstallMarker {
+  readonly lockHash: string;
+  /** Installed version of the role's main distribution (e.g. mlflow). */
+  readonly version: string;
+  readonly installer: "uv" | "pip";
+  readonly installedAt: string;
+}
+
+export async function readInstallMarker(host: Host, venv: string): Promise<InstallMarker | undefined> {
+  const text = await host.fs.readFile(`${venv}/${MARKER}`);
+  if (!text) return undefined;
+  try {
+    return JSON.parse(text) as InstallMarker;
+  } catch {
+    return undefined;
+  }
+}
+
+function tail(r: ExecResult): string {
+  return (r.stderr || r.stdout).trim().split("\n").slice(-8).join("\n");
+}
+
+const PY_CANDIDATES = ["python3.13", "python3.12", "python3.11", "python3.10", "python3"];
+
+/** The first interpreter that is Python >= 3.10; installs one with apt or dnf if there is none. */
+export async function findPython(host: Host, configured: string | undefined, log: (msg: string) => void): Promise<string> {
+  const probe = async (py: string) => {
+    try {
+      const r = await host.exec(py, ["-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"], { timeoutMs: 10_000 });
+      if (r.code !== 0) return false;
+      const [maj, min] = r.stdout.trim().split(".").map(Number);
+      return maj === 3 && (min ?? 0) >= 10;
+    } catch {
+      return false;
+    }
+  };
+  if (configured) {
+    if (await probe(configured)) return configured;
+    throw new AgentError("PYTHON_MISSING", `configured python.interpreter ${configured} is not a working Python >= 3.10 with venv`);
+  }
+  for (const c of PY_CANDIDATES) if (await probe(c)) return c;
+  // Oracle Linux 9 ships 3.9 as python3; 3.11 and 3.12 are separate packages.
+  // Ubuntu 22.04/24.04 and Debian 12 have >= 3.10 but may lack the venv module.
+  log("no Python >= 3.10 with venv found; installing one from the OS package manager");
+  if ((await host.exec("sh", ["-c", "command -v apt-get"])).code === 0) {
+    await host.exec("apt-get", ["update"], { timeoutMs: 600_000, env: { DEBIAN_FRONTEND: "noninteractive" } });
+    const r = await host.exec("apt-get", ["install", "-y", "python3", "python3-venv"], { timeoutMs: 600_000, env: { DEBIAN_FRONTEND: "noninteractive" } });
+    if (r.code !== 0) throw new AgentError("PYTHON_MISSING", `apt-get install python3 python3-venv failed: ${tail(r)}`);
+  } else if ((await host.exec("sh", ["-c", "command -v dnf"])).code === 0) {
+    const r = await host.exec("dnf", ["install", "-y", "python3.11"], { timeoutMs: 600_000 });
+    if (r.code !== 0) throw new AgentError("PYTHON_MISSING", `dnf install python3.11 failed: ${tail(r)}`);
+  }
+  for (const c of PY_CANDIDATES) if (await probe(c)) return c;
+  throw new AgentError("PYTHON_MISSING", `tried ${PY_CANDIDATES.join(", ")} and the OS package manager`);
+}
+
+export interface PythonEnvOptions {
+  readonly host: Host;
+  readonly python: string;
+  readonly toolsDir: string;
+  readonly cacheDir: string;
+  readonly indexUrl: string;
+  readonly uvVersion: string;
+  readonly log: (msg: string) => void;
+  readonly onOutput?: (chunk: string) => void;
+}
+
+function indexEnv(o: PythonEnvOptions): Record<string, string> {
+  // Explicit settings only: the machine's pip.conf / uv.toml must not decide what a role runs.
+  return {
+    UV_CACHE_DIR: o.cacheDir,
+    UV_NO_CONFIG: "1",
+    UV_PYTHON_DOWNLOADS: "never",
+    PIP_CONFIG_FILE: "/dev/null",
+    PIP_DISABLE_PIP_VERSION_CHECK: "1",
+  };
+}
+
+/** Path of a working uv at the pinned version, or undefined when it cannot be had (pip fallback). */
+export async function ensureUv(o: PythonEnvOptions): Promise<string | undefined> {
+  const dir = `${o.toolsDir}/uv-${o.uvVersion}`;
+  const uv = `${dir}/bin/uv`;
+  const ok = async () => {
+    try {
+      const r = await o.host.exec(uv, ["--version"], { timeoutMs: 10_000 });
+      return r.code === 0 && r.stdout.includes(o.uvVersion);
+    } catch {
+      return false;
+    }
+  };
+  if (await ok()) return uv;
+  o.log(`installing uv ${o.uvVersion} from ${o.indexUrl}`);
+  await o.host.fs.remove(dir, { recursive: true });
+  const mk = await o.host.exec(o.python, ["-m", "venv", dir], { timeoutMs: 120_000 });
+  if (mk.code !== 0) {
+    o.log(`cannot create the uv tool venv (${tail(mk)}); falling back to pip`);
+    return undefined;
+  }
+  const pip = await o.host.exec(`${dir}/bin/pip`, ["install", "--index-url", o.indexUrl, `uv==${o.uvVersion}`], {
+    timeoutMs: 300_000,
+    env: indexEnv(o),
+  });
+  if (pip.code !== 0 || !(await ok())) {
+    o.log(`cannot install uv (${tail(pip)}); falling back to pip`);
+    await o.host.fs.remove(dir, { recursive: true });
+    return undefined;
+  }
+  return uv;
+}
+
+/**
+ * Builds or updates `venv` so that it holds exactly the lock file's packages.
+ * Idempotent; the marker is written last.
+ */
+export async function installLock(
+  o: PythonEnvOptions & { venv: string; lockPath: string; lockHash: string; versionOf: string },
+): Promise<InstallMarker> {
+  const { host } = o;
+  const uv = await ensureUv(o);
+  const env = indexEnv(o);
+  const venvPython = `${o.venv}/bin/python`;
+  await host.fs.remove(`${o.venv}/${MARKER}`);
+  const hasVenv = (await host.fs.stat(venvPython)) !== undefined;
+  if (!hasVenv) {
+    o.log(`creating venv ${o.venv}`);
+    const r = uv
+      ? await host.exec(uv, ["venv", "--python", o.python, o.venv], { env, timeoutMs: 300_000 })
+      : await host.exec(o.python, ["-m", "venv", o.venv], { timeoutMs: 300_000 });
+    if (r.code !== 0) throw new AgentError("PACKAGE_INSTALL_FAILED", `creating venv ${o.venv}: ${tail(r)}`);
+  }
+  o.log(`installing ${o.lockPath} into ${o.venv} with ${uv ? "uv" : "pip"}`);
+  const r = uv
+    ? await host.exec(uv, ["pip", "sync", "--python", venvPython, "--index-url", o.indexUrl, o.lockPath], {
+        env,
+        timeoutMs: 1_800_000,
+        onOutput: o.onOutput,
+      })
+    : await host.exec(venvPython, ["-m", "pip", "install", "--index-url", o.indexUrl, "-r", o.lockPath], {
+        env,
+        timeoutMs: 1_800_000,
+        onOutput: o.onOutput,
+      });
+  if (r.code !== 0) throw new AgentError("PACKAGE_INSTALL_FAILED", `installing ${o.lockPath}: ${tail(r)}`);
+  const v = await host.exec(venvPython, ["-c", `import importlib.metadata as m; print(m.version(${JSON.stringify(o.versionOf)}))`], {
+    timeoutMs: 60_000,
+  });
+  if (v.code !== 0) throw new AgentError("PACKAGE_INSTALL_FAILED", `${o.versionOf} is not importable after install: ${tail(v)}`);
+  const marker: InstallMarker = {
+    lockHash: o.lockHash,
+    version: v.stdout.trim(),
+    installer: uv ? "uv" : "pip",
+    installedAt: new Date(host.clock.now()).toISOString(),
+  };
+  await host.fs.writeFileAtomic(`${o.venv}/${MARKER}`, `${JSON.stringify(marker, null, 2)}\n`, { mode: 0o644 });
+  return marker;
+}

@@ -1,0 +1,69 @@
+/**
+ * Where a role lives on the node, and the values its templates may use.
+ * This is the only place role-specific values are computed; role specs stay
+ * plain data.
+ */
+import type { AgentConfig, RoleName } from "../config/schema.ts";
+import type { TemplateContext } from "./render.ts";
+
+export interface RolePaths {
+  /** `/opt/mlops/<role>`: the venv and the lock file it was built from. */
+  readonly installDir: string;
+  readonly venv: string;
+  /** `/etc/mlops/<role>`: rendered config; removed with the role. */
+  readonly configDir: string;
+  /** `/var/lib/mlops/<role>`: data; kept when the role is removed. */
+  readonly dataDir: string;
+  readonly logDir: string;
+  readonly stateDir: string;
+}
+
+export function rolePaths(config: AgentConfig, role: string): RolePaths {
+  const installDir = `${config.installDir}/${role}`;
+  return {
+    installDir,
+    venv: `${installDir}/venv`,
+    configDir: `${config.configDir}/${role}`,
+    dataDir: `${config.dataDir}/${role}`,
+    logDir: config.logDir,
+    stateDir: config.stateDir,
+  };
+}
+
+/** Hosts MLflow 3 accepts besides the ones configured: loopback names, so that local probes and tools work. */
+const MLFLOW_LOCAL_HOSTS = ["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*", "[::1]", "[::1]:*"];
+
+export function buildContext(opts: {
+  config: AgentConfig;
+  role: RoleName;
+  paths: RolePaths;
+  serviceUser: string;
+  /** undefined while secrets are pending. */
+  secrets: Readonly<Record<string, string>> | undefined;
+}): TemplateContext {
+  const { config, paths } = opts;
+  const m = config.mlflow;
+  const artifactsUri = m.artifactsDestination
+    ? m.artifactsDestination.replace(/^file:\/\//, "")
+    : `${paths.dataDir}/artifacts`;
+  const oci = artifactsUri.startsWith("oci://");
+  return {
+    role: opts.role,
+    venv: paths.venv,
+    installDir: paths.installDir,
+    configDir: paths.configDir,
+    dataDir: paths.dataDir,
+    logDir: paths.logDir,
+    stateDir: paths.stateDir,
+    serviceUser: opts.serviceUser,
+    mlflow: {
+      ...m,
+      artifactsUri,
+      allowedHostsArg: m.allowedHosts.length ? [...MLFLOW_LOCAL_HOSTS, ...m.allowedHosts].join(",") : "",
+    },
+    // Object Storage through the oci-mlflow plugin authenticates with the
+    // instance principal: no key material on the VM.
+    artifactsEnvLines: oci ? "OCIFS_IAM_TYPE=instance_principal" : "",
+    secrets: opts.secrets,
+  };
+}

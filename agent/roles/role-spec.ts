@@ -1,0 +1,105 @@
+/**
+ * The schema of a role: plain data in `roles/<name>/role.json`, with the
+ * templates and lock files it names next to it. No imperative code lives in a
+ * role; anything computed comes from the template context (`context.ts`).
+ * Strings may contain `{{dotted.path}}` placeholders, rendered by `render.ts`.
+ */
+import { z } from "zod";
+
+const templated = z.string().min(1);
+const mode = z.string().regex(/^0[0-7]{3}$/, "must be an octal mode such as 0600");
+
+const httpGet = z.object({ httpGet: z.object({ path: z.string().startsWith("/"), port: templated, host: z.string().optional() }).strict() });
+const tcpSocket = z.object({ tcpSocket: z.object({ port: templated, host: z.string().optional() }).strict() });
+const execProbe = z.object({ exec: z.object({ command: z.array(templated).min(1) }).strict() });
+const probeTiming = {
+  initialDelaySeconds: z.number().min(0).optional(),
+  periodSeconds: z.number().min(1).optional(),
+  timeoutSeconds: z.number().min(1).optional(),
+  successThreshold: z.number().int().min(1).optional(),
+  failureThreshold: z.number().int().min(1).optional(),
+};
+export const roleProbeSchema = z.union([
+  httpGet.extend(probeTiming).strict(),
+  tcpSocket.extend(probeTiming).strict(),
+  execProbe.extend(probeTiming).strict(),
+]);
+
+/** A command argument: a plain string, or a group of arguments present only when a context value is non-empty. */
+const argSchema = z.union([templated, z.object({ when: z.string(), args: z.array(templated).min(1) }).strict()]);
+
+export const roleSpecSchema = z
+  .object({
+    name: z.string().regex(/^[a-z][a-z0-9-]*$/),
+    description: z.string(),
+    /** The non-root system user the services run as. */
+    serviceUser: z.string().regex(/^[a-z_][a-z0-9_-]*$/),
+    python: z
+      .object({
+        /** Repository-relative path of the lock file (`uv pip compile` output). */
+        lock: z.string(),
+        /** The distribution whose installed version decides whether migrations run. */
+        versionOf: z.string(),
+      })
+      .strict(),
+    database: z
+      .object({
+        /** Config path of the database name and user, e.g. `mlflow.database`. */
+        configPath: z.string(),
+        /** Name of the generated password in the state dir's secrets. */
+        passwordSecret: z.string().regex(/^[a-z0-9-]+$/),
+        /** SQLAlchemy driver for MySQL. */
+        mysqlDriver: z.string(),
+      })
+      .strict()
+      .optional(),
+    directories: z.array(z.object({ path: templated, mode, owner: z.enum(["service", "root"]) }).strict()),
+    files: z.array(
+      z
+        .object({
+          id: z.string().regex(/^[a-z0-9-]+$/),
+          path: templated,
+          /** Repository-relative template path. */
+          template: z.string(),
+          mode,
+          owner: z.enum(["service", "root"]),
+          /** Holds secrets: content never shown, mode must be 0600. */
+          secret: z.boolean().default(false),
+        })
+        .strict()
+        .refine((f) => !f.secret || f.mode === "0600", { message: "secret files must have mode 0600" }),
+    ),
+    migrate: z
+      .object({
+        command: z.array(templated).min(1),
+        /** File ids whose KEY=VALUE content is passed as the environment. */
+        environmentFiles: z.array(z.string()),
+      })
+      .strict()
+      .optional(),
+    services: z
+      .array(
+        z
+          .object({
+            name: z.string().regex(/^[a-z][a-z0-9-]*$/),
+            description: z.string(),
+            documentation: z.string().url(),
+            command: z.array(argSchema).min(1),
+            environmentFiles: z.array(z.string()),
+            environment: z.record(z.string(), templated).default({}),
+            ports: z.array(templated),
+            /** Paths the hardened unit may write (ProtectSystem=strict). */
+            writablePaths: z.array(templated),
+            probes: z
+              .object({ liveness: roleProbeSchema.optional(), readiness: roleProbeSchema.optional(), startup: roleProbeSchema.optional() })
+              .strict(),
+            stopTimeoutSeconds: z.number().int().min(1).default(30),
+          })
+          .strict(),
+      )
+      .min(1),
+  })
+  .strict();
+
+export type RoleSpec = z.infer<typeof roleSpecSchema>;
+export type RoleServiceSpec = RoleSpec["services"][number];

@@ -1,0 +1,103 @@
+/**
+ * The unit model shared by both supervisor backends (systemd on VMs, the
+ * in-process supervisor for `up` and hosts without systemd), and the probe
+ * specs, which follow kubelet's semantics.
+ */
+
+export interface HttpGetProbe {
+  readonly httpGet: { readonly path: string; readonly port: number; readonly host?: string };
+}
+export interface TcpSocketProbe {
+  readonly tcpSocket: { readonly port: number; readonly host?: string };
+}
+export interface ExecProbe {
+  readonly exec: { readonly command: readonly string[] };
+}
+
+export type ProbeHandler = HttpGetProbe | TcpSocketProbe | ExecProbe;
+
+/** kubelet's probe fields; defaults are kubelet's (period 10 s, timeout 1 s, failure 3, success 1). */
+export type ProbeSpec = ProbeHandler & {
+  readonly initialDelaySeconds?: number;
+  readonly periodSeconds?: number;
+  readonly timeoutSeconds?: number;
+  readonly successThreshold?: number;
+  readonly failureThreshold?: number;
+};
+
+export interface RestartPolicySpec {
+  /** Delay before the first restart after a failure. */
+  readonly initialDelayMs: number;
+  readonly maxDelayMs: number;
+  readonly factor: number;
+  /** A service that stayed up this long has its backoff history forgotten. */
+  readonly resetAfterMs: number;
+  /** 0..1: the delay is multiplied by a random factor in [1 - jitter, 1 + jitter]. */
+  readonly jitter: number;
+}
+
+export const DEFAULT_RESTART_POLICY: RestartPolicySpec = {
+  initialDelayMs: 1_000,
+  maxDelayMs: 60_000,
+  factor: 2,
+  resetAfterMs: 120_000,
+  jitter: 0.1,
+};
+
+export interface ServiceSpec {
+  /** Short name, e.g. "mlflow". */
+  readonly name: string;
+  /** systemd unit name, e.g. "mlops-mlflow.service"; the process backend uses it as a label. */
+  readonly unit: string;
+  readonly role: string;
+  /** argv; never contains a secret (secrets travel in environment files). */
+  readonly command: readonly string[];
+  readonly workingDirectory: string;
+  /** KEY=VALUE files (systemd EnvironmentFile= syntax), read at every start. */
+  readonly environmentFiles: readonly string[];
+  /** Non-secret environment. */
+  readonly environment: Readonly<Record<string, string>>;
+  readonly user?: { readonly name: string; readonly uid: number; readonly gid: number };
+  /** Where the process backend appends stdout and stderr. */
+  readonly logFile: string;
+  readonly probes: { readonly liveness?: ProbeSpec; readonly readiness?: ProbeSpec; readonly startup?: ProbeSpec };
+  readonly restart: RestartPolicySpec;
+  /** Grace period between SIGTERM and SIGKILL. */
+  readonly stopTimeoutMs: number;
+  /** Hash of everything the running process depends on (unit, env files, installed packages). */
+  readonly inputsHash: string;
+  /** Rendered unit file content (systemd backend only). */
+  readonly unitFile?: string;
+}
+
+export type ServiceRunState = "running" | "starting" | "stopped" | "failed" | "backoff" | "unknown";
+
+export interface ServiceObservation {
+  readonly name: string;
+  readonly unit: string;
+  readonly role: string;
+  readonly state: ServiceRunState;
+  readonly pid?: number;
+  /** Restarts by the supervisor since the agent first started the service. */
+  readonly restarts: number;
+  /** inputsHash of the spec the running process was started with. */
+  readonly inputsHash?: string;
+  /** Whether the service starts at boot / with the supervisor. */
+  readonly enabled: boolean;
+  readonly lastExit?: { readonly code: number | null; readonly signal: string | null; readonly at: string };
+}
+
+/**
+ * A supervisor backend. Every method is idempotent. `observe` reads state
+ * only; the others change it. The engine calls these from `apply`.
+ */
+export interface Supervisor {
+  readonly kind: "systemd" | "process";
+  observe(): Promise<ServiceObservation[]>;
+  /** Installs (or replaces) the definition and makes sure it runs with these inputs: starts it if stopped, restarts it if its inputsHash differs. */
+  ensure(spec: ServiceSpec, reason: string): Promise<"started" | "restarted" | "unchanged">;
+  /** Stops, disables and removes the definition. Data is untouched. */
+  remove(name: string): Promise<void>;
+  /** Restart now (e.g. a failed liveness probe); counted in `restarts`. */
+  restart(name: string, reason: string): Promise<void>;
+}

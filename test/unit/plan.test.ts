@@ -1,0 +1,172 @@
+/**
+ * Planner tables, kubelet style: a base case where the node is converged,
+ * and each row a small mutation of desired or observed state with the
+ * actions it must produce.
+ */
+import { describe, expect, it } from "vitest";
+import { configSchema } from "../../agent/config/schema.ts";
+import { compileDesired, type DesiredRole } from "../../agent/engine/desired.ts";
+import type { Observed } from "../../agent/engine/observe.ts";
+import { plan } from "../../agent/engine/plan.ts";
+import { loadRole } from "../../agent/roles/catalog.ts";
+
+const STATE = "/var/lib/mlops-agent";
+const OWNER = { uid: 990, gid: 990 };
+
+function desiredFor(overrides: Record<string, unknown> = {}, secrets: Record<string, string> = { "mlflow-db-password": "pw-0123456789" }): DesiredRole {
+  const config = configSchema.parse({ role: "mlflow", ...overrides });
+  return compileDesired({ role: "mlflow", spec: loadRole("mlflow"), config, secrets, currentUser: "root" });
+}
+
+function convergedObserved(d: DesiredRole): Observed {
+  return {
+    records: [
+      {
+        role: "mlflow",
+        files: d.files.map((f) => f.path),
+        directories: [d.paths.configDir, d.paths.installDir],
+        services: d.services.map((s) => s.name),
+        database: { fingerprint: d.database!.fingerprint!, provisionedAt: "2026-01-01T00:00:00Z" },
+        migratedVersion: "3.18.0",
+        updatedAt: "2026-01-01T00:00:00Z",
+      },
+    ],
+    serviceOwner: OWNER,
+    directories: Object.fromEntries(d.directories.map((x) => [x.path, { mode: x.mode, uid: x.owner === "root" ? 0 : OWNER.uid, gid: 0 }])),
+    files: Object.fromEntries(d.files.map((f) => [f.path, { hash: f.hash!, mode: f.mode, uid: f.owner === "root" ? 0 : OWNER.uid, gid: 0 }])),
+    secrets: { "mlflow-db-password": "pw-0123456789" },
+    install: { lockHash: d.python.lockHash, version: "3.18.0", installer: "uv", installedAt: "2026-01-01T00:00:00Z" },
+    services: d.services.map((s) => ({ name: s.name, unit: s.unit, role: "mlflow", state: "running", restarts: 0, inputsHash: s.inputsHash, enabled: true })),
+  };
+}
+
+type Mutation = (d: DesiredRole, o: Observed) => { d?: DesiredRole | undefined; o?: Observed };
+
+const cases: { name: string; mutate: Mutation; want: string[]; deferred?: RegExp }[] = [
+  { name: "everything converged: no actions", mutate: () => ({}), want: [] },
+  {
+    name: "service user missing",
+    mutate: (_d, o) => ({ o: { ...o, serviceOwner: undefined } }),
+    // Without the user, ownership cannot be compared; only the user is created this pass.
+    want: ["ensure-user mlflow"],
+  },
+  {
+    name: "env file content differs: rewrite it and restart is decided by inputs hash",
+    mutate: (d, o) => ({ o: { ...o, files: { ...o.files, [d.files[0]!.path]: { ...o.files[d.files[0]!.path]!, hash: "old" } } } }),
+    want: ["write-file /etc/mlops/mlflow/mlflow.env"],
+  },
+  {
+    name: "env file has the wrong mode",
+    mutate: (d, o) => ({ o: { ...o, files: { ...o.files, [d.files[0]!.path]: { ...o.files[d.files[0]!.path]!, mode: 0o644 } } } }),
+    want: ["write-file /etc/mlops/mlflow/mlflow.env"],
+  },
+  {
+    name: "password not generated yet: generate, defer files, db and service",
+    mutate: (_d, o) => ({ d: desiredFor({}, {}), o: { ...o, secrets: {} } }),
+    want: ["generate-secret /var/lib/mlops-agent/secrets/mlflow-db-password"],
+    deferred: /provision-database/,
+  },
+  {
+    name: "lock file changed: reinstall, then migrate and restart next pass",
+    mutate: (_d, o) => ({ o: { ...o, install: { ...o.install!, lockHash: "old" } } }),
+    want: ["install-python /opt/mlops/mlflow/venv"],
+    deferred: /migrate-database/,
+  },
+  {
+    name: "installed version changed: migrate",
+    mutate: (_d, o) => ({ o: { ...o, install: { ...o.install!, version: "3.19.0" } } }),
+    want: ["migrate-database mysql:mlflow"],
+  },
+  {
+    name: "database settings changed: provision again",
+    mutate: (_d, o) => ({ d: desiredFor({ database: { host: "10.0.1.5" } }), o }),
+    want: ["provision-database 10.0.1.5:3306/mlflow", "write-file /etc/mlops/mlflow/mlflow.env", "ensure-service mlops-mlflow.service"],
+  },
+  {
+    name: "service stopped: start it",
+    mutate: (_d, o) => ({ o: { ...o, services: o.services.map((s) => ({ ...s, state: "failed" as const })) } }),
+    want: ["ensure-service mlops-mlflow.service"],
+  },
+  {
+    name: "service crash-looping in backoff: leave it to the supervisor",
+    mutate: (_d, o) => ({ o: { ...o, services: o.services.map((s) => ({ ...s, state: "backoff" as const })) } }),
+    want: [],
+  },
+  {
+    name: "allowed hosts changed: service inputs change",
+    mutate: (_d, o) => ({ d: desiredFor({ mlflow: { allowedHosts: ["mlflow.example.internal"] } }), o }),
+    want: ["ensure-service mlops-mlflow.service"],
+  },
+  {
+    name: "role removed: tear down services, files and config dirs, keep data",
+    mutate: () => ({ d: undefined }),
+    want: [
+      "remove-service mlflow",
+      "remove-file /etc/mlops/mlflow/mlflow.env",
+      "remove-file /etc/mlops/mlflow/db_upgrade.py",
+      "remove-file /etc/mlops/mlflow",
+      "remove-file /opt/mlops/mlflow",
+      "forget-role mlflow",
+    ],
+  },
+  {
+    name: "unknown service of ours running: remove it",
+    mutate: (_d, o) => ({
+      o: { ...o, services: [...o.services, { name: "stray", unit: "mlops-stray.service", role: "old", state: "running" as const, restarts: 0, enabled: true }] },
+    }),
+    want: ["remove-service stray"],
+  },
+  {
+    name: "directory missing",
+    mutate: (d, o) => ({ o: { ...o, directories: { ...o.directories, [d.directories[1]!.path]: undefined } } }),
+    want: ["ensure-directory /var/lib/mlops/mlflow/artifacts"],
+  },
+  {
+    name: "up mode uses sqlite: no password, no provisioning",
+    mutate: (_d, o) => {
+      const d = compileDesired({
+        role: "mlflow",
+        spec: loadRole("mlflow"),
+        config: configSchema.parse({ role: "mlflow", mode: "up" }),
+        secrets: {},
+        currentUser: "root",
+      });
+      const base = convergedObserved(d);
+      return { d, o: { ...base, records: [{ ...base.records[0]!, database: undefined }], secrets: o.secrets } };
+    },
+    want: [],
+  },
+];
+
+describe("plan", () => {
+  for (const c of cases) {
+    it(c.name, () => {
+      const base = desiredFor();
+      const obs = convergedObserved(base);
+      const m = c.mutate(base, obs);
+      const d = "d" in m ? m.d : base;
+      const p = plan(d, m.o ?? obs, STATE);
+      expect(p.actions.map((a) => `${a.kind} ${a.target}`)).toEqual(c.want);
+      for (const a of p.actions) expect(a.reason.length).toBeGreaterThan(0);
+      if (c.deferred) expect(p.deferred.join("\n")).toMatch(c.deferred);
+    });
+  }
+
+  it("never puts a secret into an action", () => {
+    const d = desiredFor({}, { "mlflow-db-password": "s3cret-value-xyz" });
+    const o = convergedObserved(d);
+    const p = plan(d, { ...o, files: {}, records: [] }, STATE);
+    expect(p.actions.length).toBeGreaterThan(0);
+    expect(JSON.stringify(p)).not.toContain("s3cret-value-xyz");
+  });
+
+  it("keeps the database URI out of the service's argv and in the 0600 env file", () => {
+    const d = desiredFor({}, { "mlflow-db-password": "s3cret-value-xyz" });
+    const svc = d.services[0]!;
+    expect(svc.command.join(" ")).not.toContain("s3cret-value-xyz");
+    expect(svc.unitFile).not.toContain("s3cret-value-xyz");
+    const env = d.files.find((f) => f.id === "env")!;
+    expect(env.mode).toBe(0o600);
+    expect(env.content).toContain("MLFLOW_BACKEND_STORE_URI=mysql+pymysql://mlflow:s3cret-value-xyz@127.0.0.1:3306/mlflow");
+  });
+});
