@@ -107,20 +107,48 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     if (next.phase !== prev.phase || next.reason !== prev.reason) void notifier.status(`${next.phase}: ${next.reason}`);
   });
 
-  const supervisor: (Supervisor & { run?: (s: AbortSignal) => Promise<void> }) =
-    useSystemd
-      ? createSystemdSupervisor({ host, logger: logger.child({ component: "systemd" }), stateFile: `${stateDir}/systemd-restarts.json` })
-      : createProcessSupervisor({ host, logger: logger.child({ component: "supervisor" }), stateFile: `${stateDir}/services.json` });
-  const supervisorDone = supervisor.run ? supervisor.run(signal) : Promise.resolve();
-
   const prober = createProber({
     store,
     logger: logger.child({ component: "prober" }),
-    onLivenessFailure: (service: string) => {
-      store.addEvent("warn", "liveness", `${service} failed its liveness probe: restarting`);
-      void supervisor.restart(service, "liveness probe failed").catch((err: unknown) => log.warn({ err }, "restart failed"));
+    onLivenessFailure: async (service: string, reason: string) => {
+      store.addEvent("warn", "liveness", `${service}: ${reason}; restarting`);
+      try {
+        await supervisor.restart(service, reason);
+        // systemd reports no start events: the restart itself is the start.
+        if (supervisor.kind === "systemd") prober.markStarted(service);
+      } catch (err) {
+        log.warn({ err }, "restart failed");
+      }
     },
+    onChange: () => refreshPhase(),
   });
+  const supervisor: (Supervisor & { run?: (s: AbortSignal) => Promise<void> }) =
+    useSystemd
+      ? createSystemdSupervisor({ host, logger: logger.child({ component: "systemd" }), stateFile: `${stateDir}/systemd-restarts.json` })
+      : createProcessSupervisor({
+          host,
+          logger: logger.child({ component: "supervisor" }),
+          stateFile: `${stateDir}/services.json`,
+          onEvent: (e) => {
+            if (e.type === "started") {
+              prober.markStarted(e.service);
+              store.addEvent("info", "service", `${e.service} started (pid ${e.pid}): ${e.reason}`);
+            } else if (e.type === "exited") {
+              if (!e.expected) {
+                prober.markStopped(e.service);
+                store.addEvent("warn", "service", `${e.service} exited (pid ${e.pid}, code ${e.code}, signal ${e.signal})`);
+              }
+            } else if (e.type === "backoff") {
+              prober.markStopped(e.service);
+              store.addEvent(e.crashLooping ? "error" : "warn", "service", `${e.service}: ${e.reason}`);
+            } else {
+              prober.markStopped(e.service);
+            }
+            void refreshServices();
+          },
+        });
+  const supervisorDone = supervisor.run ? supervisor.run(signal) : Promise.resolve();
+
   const proberDone = prober.run(signal);
 
   let lastConvergeOk = false;
@@ -154,7 +182,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
         state: o.state,
         pid: o.pid,
         restarts: o.restarts,
-        health: prev.get(o.name)?.health ?? "unknown",
+        health: prober.health(o.name),
         lastProbe: prev.get(o.name)?.lastProbe ?? null,
       }));
       store.setServices(services);

@@ -57,7 +57,7 @@ async function readEnvFiles(host: Host, paths: readonly string[]): Promise<Recor
   for (const p of paths) {
     const text = await host.fs.readFile(p);
     if (text === undefined) throw new Error(`environment file ${p} does not exist`);
-    Object.assign(env, parseEnvironmentFile(text));
+    Object.assign(env, parseEnvironmentFile(text).vars);
   }
   return env;
 }

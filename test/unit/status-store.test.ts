@@ -1,0 +1,123 @@
+import { describe, expect, it } from "vitest";
+import { StatusStore } from "../../agent/status/status-store.ts";
+import type { ServiceStatus, StatusSnapshot } from "../../agent/status/types.ts";
+
+function makeStore(): StatusStore {
+  let t = Date.parse("2025-01-01T00:00:00Z");
+  return new StatusStore({
+    version: "0.1.0",
+    commit: "abc1234",
+    node: "v24.21.0",
+    pid: 1234,
+    startedAt: new Date("2025-01-01T00:00:00Z"),
+    supervisor: "systemd",
+    now: () => {
+      t += 1000;
+      return new Date(t);
+    },
+  });
+}
+
+const svc = (name: string, over: Partial<ServiceStatus> = {}): ServiceStatus => ({
+  name,
+  unit: `mlops-${name}.service`,
+  state: "active",
+  health: "unknown",
+  restarts: 0,
+  lastProbe: null,
+  ...over,
+});
+
+describe("StatusStore", () => {
+  it("starts in phase starting with an empty, versioned snapshot", () => {
+    const s = makeStore().snapshot();
+    expect(s.schemaVersion).toBe(1);
+    expect(s.phase).toBe("starting");
+    expect(s.role).toEqual({ name: null, source: "none" });
+    expect(s.agent).toEqual({
+      version: "0.1.0",
+      commit: "abc1234",
+      node: "v24.21.0",
+      pid: 1234,
+      startedAt: "2025-01-01T00:00:00.000Z",
+      supervisor: "systemd",
+    });
+    expect(s.services).toEqual([]);
+    expect(s.events).toEqual([]);
+    expect(s.lastConverge).toBeNull();
+  });
+
+  it("keeps only the newest 100 events, oldest dropped first", () => {
+    const store = makeStore();
+    for (let i = 0; i < 250; i++) store.addEvent("info", "test", `event ${i}`);
+    const events = store.snapshot().events;
+    expect(events).toHaveLength(100);
+    expect(events[0]?.message).toBe("event 150");
+    expect(events.at(-1)?.message).toBe("event 249");
+  });
+
+  it("notifies subscribers only when the snapshot changes", () => {
+    const store = makeStore();
+    const calls: Array<[StatusSnapshot, StatusSnapshot]> = [];
+    store.subscribe((next, prev) => calls.push([next, prev]));
+
+    store.setRole("mlflow", "metadata", { role: "metadata" });
+    expect(calls).toHaveLength(1);
+    store.setRole("mlflow", "metadata", { role: "metadata" }); // same value: no call
+    expect(calls).toHaveLength(1);
+
+    store.setServices([svc("mlflow")]);
+    store.setServices([svc("mlflow")]);
+    expect(calls).toHaveLength(2);
+
+    store.setCredentials([{ name: "admin", path: "/var/lib/mlops-agent/credentials/admin" }]);
+    store.setCredentials([{ name: "admin", path: "/var/lib/mlops-agent/credentials/admin" }]);
+    expect(calls).toHaveLength(3);
+
+    const [next, prev] = calls[2]!;
+    expect(prev.credentials).toEqual([]);
+    expect(next.credentials).toHaveLength(1);
+    expect(next).toBe(store.snapshot());
+  });
+
+  it("stops notifying after unsubscribe", () => {
+    const store = makeStore();
+    let n = 0;
+    const off = store.subscribe(() => n++);
+    store.setRole("airflow", "flag");
+    off();
+    store.setRole("serving", "flag");
+    expect(n).toBe(1);
+  });
+
+  it("records a phase change as an event, and a repeated phase only updates the reason", () => {
+    const store = makeStore();
+    store.setPhase("converging", "installing mlflow");
+    store.setPhase("converging", "starting mlflow");
+    store.setPhase("degraded", "mlflow is unhealthy", { code: "STEP_FAILED", message: "boom" });
+    const s = store.snapshot();
+    expect(s.phase).toBe("degraded");
+    expect(s.reason).toBe("mlflow is unhealthy");
+    expect(s.error).toEqual({ code: "STEP_FAILED", message: "boom" });
+    expect(s.events.map((e) => [e.level, e.type, e.message])).toEqual([
+      ["info", "phase", "starting -> converging: installing mlflow"],
+      ["warn", "phase", "converging -> degraded: mlflow is unhealthy"],
+    ]);
+  });
+
+  it("merges a probe into its service only, and sorts services by name", () => {
+    const store = makeStore();
+    store.setServices([svc("scheduler"), svc("api-server")]);
+    expect(store.snapshot().services.map((s) => s.name)).toEqual(["api-server", "scheduler"]);
+    const probe = { kind: "readiness" as const, at: "2025-01-01T00:01:00.000Z", ok: true, message: "200", latencyMs: 3 };
+    store.recordProbe("scheduler", probe, "healthy");
+    const [api, sched] = store.snapshot().services;
+    expect(api).toEqual(svc("api-server"));
+    expect(sched).toEqual(svc("scheduler", { health: "healthy", lastProbe: probe }));
+    // a probe for a service the store does not know changes nothing
+    let n = 0;
+    store.subscribe(() => n++);
+    store.recordProbe("nope", probe, "healthy");
+    expect(n).toBe(0);
+  });
+});
