@@ -13,6 +13,7 @@ import type { Logger } from "./log.ts";
 import { type CommonFlags, loadContext } from "./cli/context.ts";
 import type { ResolvedConfig } from "./config/load.ts";
 import { converge, planOnce } from "./engine/converge.ts";
+import { secretPath } from "./engine/observe.ts";
 import { createRoleRecordStore } from "./engine/role-record.ts";
 import { createImdsClient, createMetadataWatcher } from "./metadata/imds-client.ts";
 import { createNotifier, execFileNotify } from "./notify/sd-notify.ts";
@@ -242,6 +243,10 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
         if (outcome.actions.length) store.addEvent("info", "converge", `converged in ${outcome.passes} pass(es), ${outcome.actions.length} action(s)`);
       }
       const view = await planOnce({ host, supervisor, records: createRoleRecordStore(host, ctx.config.stateDir), config: ctx.config, role: ctx.role, env: opts.env, logger });
+      store.setCredentials([
+        ...(view.desired?.secretNames ?? []).map((n) => ({ name: n, path: secretPath(ctx!.config.stateDir, n) })),
+        { name: "status-api-token", path: `${ctx.config.stateDir}/token` },
+      ]);
       prober.update(view.desired?.services.filter((s) => s.inputsHash !== undefined).map((s) => ({ ...s, inputsHash: s.inputsHash! }) as ServiceSpec) ?? []);
     } catch (err) {
       configError = err;

@@ -33,6 +33,8 @@ export const ERRORS = {
   AGENT_NOT_RUNNING: { message: "no agent is answering on the status address", recoverable: true, httpStatus: 503 },
   UNAUTHORIZED: { message: "missing or wrong bearer token", recoverable: false, httpStatus: 401 },
   USAGE: { message: "invalid command line", recoverable: false, httpStatus: 400 },
+  NOT_FOUND: { message: "no such route", recoverable: false, httpStatus: 404 },
+  INTERNAL: { message: "internal error; see the agent log", recoverable: true, httpStatus: 500 },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;
@@ -60,7 +62,7 @@ export function isAgentError(err: unknown): err is AgentError {
 }
 
 /** A plain, JSON-safe description of any error for /status and `--json`. */
-export function describeError(err: unknown): { code: ErrorCode | "INTERNAL"; message: string; recoverable: boolean } {
+export function describeError(err: unknown): { code: ErrorCode; message: string; recoverable: boolean } {
   if (err instanceof AgentError) return { code: err.code, message: err.message, recoverable: err.recoverable };
   const message = err instanceof Error ? err.message : String(err);
   return { code: "INTERNAL", message, recoverable: true };

@@ -37,7 +37,7 @@ export function upDefaults(dir: string): Layer {
     supervisor: "process",
     convergeIntervalSeconds: 30,
     database: { engine: "sqlite" },
-    mlflow: { host: "127.0.0.1" },
+    mlflow: { host: "127.0.0.1", workers: 1 },
     // One uv cache for every `up` directory, so a second stack installs warm.
     python: { cacheDir: `${process.env.XDG_CACHE_HOME ?? `${homedir()}/.cache`}/mlops-agent/uv` },
   };

@@ -68,10 +68,18 @@ export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.P
   const { resolved } = await loadContext(host, flags, env);
   const { config } = resolved;
   const systemd = config.supervisor !== "process" && (await host.hasSystemd());
+  const supervisor = await observingSupervisor(host, config, logger);
+  const records = createRoleRecordStore(host, config.stateDir);
   if (!systemd) {
+    // Without systemd the running agent owns the services. A converged node
+    // needs nothing from it; otherwise let it converge and report its result.
+    const view = await planOnce({ host, supervisor, records, config, role: resolved.role, env, logger });
+    if (view.plan.actions.length === 0 && view.plan.deferred.length === 0) {
+      report(flags, true, [], undefined);
+      return 0;
+    }
     const agent = await findRunningAgent(host, config.stateDir, config.listen);
     if (agent) {
-      // The running agent owns the services: let it converge, and report its result.
       const token = (await host.fs.readFile(`${config.stateDir}/token`))?.trim() ?? "";
       const before = agent.status.lastConverge?.finishedAt;
       const r = await fetch(`${agent.url}/converge`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
@@ -90,8 +98,8 @@ export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.P
   }
   const deps: ConvergeDeps = {
     host,
-    supervisor: await observingSupervisor(host, config, logger),
-    records: createRoleRecordStore(host, config.stateDir),
+    supervisor,
+    records,
     config,
     role: resolved.role,
     env,

@@ -66,6 +66,10 @@ const linuxFs: HostFs = {
     }
   },
   async mkdir(path, opts) {
+    // Parents get 0755 (recursive mkdir would give them the leaf's mode, and a
+    // 0750 root-owned /etc/mlops would lock the service users out of their own
+    // config directories); only the leaf gets the requested mode and owner.
+    await fsp.mkdir(dirname(path), { recursive: true, mode: 0o755 });
     await fsp.mkdir(path, { recursive: true, mode: opts.mode });
     await fsp.chmod(path, opts.mode);
     if (opts.owner) await fsp.chown(path, opts.owner.uid, opts.owner.gid);

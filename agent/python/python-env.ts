@@ -40,12 +40,23 @@ function tail(r: ExecResult): string {
 /** System CA bundles (Debian/Ubuntu, then Oracle Linux/RHEL): TLS-inspecting proxies add their CA there. */
 const CA_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"];
 
-const PY_CANDIDATES = ["python3.13", "python3.12", "python3.11", "python3.10", "python3"];
+// The OS interpreters first: a venv links to its interpreter, and services run
+// as a system user who may not be able to reach one under /root or a home
+// directory (pyenv, conda). Names on PATH come last.
+const PY_VERSIONS = ["3.13", "3.12", "3.11", "3.10"];
+const PY_CANDIDATES = [
+  ...PY_VERSIONS.map((v) => `/usr/bin/python${v}`),
+  "/usr/bin/python3",
+  ...PY_VERSIONS.map((v) => `/usr/local/bin/python${v}`),
+  ...PY_VERSIONS.map((v) => `python${v}`),
+  "python3",
+];
 
 /** The first interpreter that is Python >= 3.10; installs one with apt or dnf if there is none. */
 export async function findPython(host: Host, configured: string | undefined, log: (msg: string) => void): Promise<string> {
   const probe = async (py: string) => {
     try {
+      if (py.startsWith("/") && !(await host.fs.stat(py))) return false;
       const r = await host.exec(py, ["-c", "import sys, venv; print('%d.%d' % sys.version_info[:2])"], { timeoutMs: 10_000 });
       if (r.code !== 0) return false;
       const [maj, min] = r.stdout.trim().split(".").map(Number);
@@ -160,7 +171,9 @@ export async function installLock(
   }
   o.log(`installing ${o.lockPath} into ${o.venv} with ${uv ? "uv" : "pip"}`);
   const r = uv
-    ? await host.exec(uv, ["pip", "sync", "--python", venvPython, "--index-url", o.indexUrl, o.lockPath], {
+    ? // Bytecode is compiled at install time: the service user cannot write
+      // .pyc files into a root-owned venv, and without them MLflow starts 2-4x slower.
+      await host.exec(uv, ["pip", "sync", "--compile-bytecode", "--python", venvPython, "--index-url", o.indexUrl, o.lockPath], {
         env,
         timeoutMs: 1_800_000,
         onOutput: o.onOutput,

@@ -1,0 +1,97 @@
+/**
+ * Bad input through the real CLI: a clear error naming the field and what is
+ * allowed, exit 1, nothing written. `run` with a bad config keeps serving
+ * status with phase `failed`.
+ */
+import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import type { StatusSnapshot } from "../../agent/status/types.ts";
+import { cli, freePort, getJson, startDaemon, stopDaemon, waitFor } from "../support/agent-process.ts";
+
+const root = mkdtempSync(join(tmpdir(), "bad-input-"));
+const env = { MLOPS_AGENT_METADATA_URL: "http://127.0.0.1:1/opc/v2" };
+
+function config(name: string, text: string): string {
+  const p = join(root, name);
+  writeFileSync(p, text);
+  return p;
+}
+
+const cases: { name: string; text: string; message: RegExp }[] = [
+  { name: "malformed JSON", text: '{"role": "mlflow",', message: /is not valid JSON/ },
+  { name: "unknown role", text: JSON.stringify({ role: "mlfow" }), message: /role: must be one of mlflow, airflow, serving/ },
+  { name: "wrong type", text: JSON.stringify({ role: "mlflow", mlflow: { port: "5000" } }), message: /mlflow\.port: .*number/i },
+  { name: "secret as a literal", text: JSON.stringify({ database: { adminPassword: "admin123" } }), message: /adminPassword: must be a secret reference/ },
+];
+
+describe("bad config through the CLI", () => {
+  for (const c of cases)
+    for (const cmd of ["validate", "plan", "apply"])
+      it(`${cmd}: ${c.name}`, () => {
+        const stateDir = join(root, `state-${cmd}-${c.name.replace(/\W/g, "")}`);
+        const path = config(`${cmd}-${c.name.replace(/\W/g, "")}.json`, c.text);
+        const r = cli([cmd, "--config", path, "--state-dir", stateDir], { env });
+        expect(r.code).toBe(1);
+        expect(r.stderr).toMatch(/^error \[(CONFIG_INVALID|ROLE_UNKNOWN)\]: /);
+        expect(r.stderr).toMatch(c.message);
+        expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+        expect(existsSync(stateDir)).toBe(false);
+      });
+
+  it("a missing --config file is an error, not defaults", () => {
+    const r = cli(["validate", "--config", join(root, "nope.json")], { env });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/CONFIG_UNREADABLE.*nope\.json does not exist/);
+  });
+
+  it("unknown commands and flags exit 1 and say what is allowed", () => {
+    const a = cli(["deploy"]);
+    expect(a.code).toBe(1);
+    expect(a.stderr).toMatch(/unknown command "deploy"; allowed: run, plan/);
+    const b = cli(["plan", "--rol", "mlflow"]);
+    expect(b.code).toBe(1);
+    expect(b.stderr).toMatch(/USAGE.*--rol/);
+    const c = cli(["plan", "--role", "mlfow", "--state-dir", join(root, "s")], { env });
+    expect(c.code).toBe(1);
+    expect(c.stderr).toMatch(/ROLE_UNKNOWN.*--role is "mlfow"; allowed: mlflow, airflow, serving/);
+  });
+});
+
+describe("run with a bad config", () => {
+  let daemon: ReturnType<typeof startDaemon> | undefined;
+  afterAll(async () => {
+    if (daemon) await stopDaemon(daemon.child);
+  });
+
+  it("keeps serving status with phase failed and the error, and recovers when the file is fixed", async () => {
+    const port = await freePort();
+    const stateDir = join(root, "run-state");
+    const path = config("run.json", JSON.stringify({ role: "mlfow", stateDir }));
+    daemon = startDaemon(["--config", path, "--listen", `127.0.0.1:${port}`, "--state-dir", stateDir], env);
+    const s = await waitFor(
+      "phase failed",
+      async () => {
+        const st = await getJson<StatusSnapshot>(`http://127.0.0.1:${port}/status`);
+        return st.phase === "failed" ? st : undefined;
+      },
+      30_000,
+    );
+    expect(s.error?.code).toBe("CONFIG_INVALID");
+    expect(s.reason).toMatch(/role: must be one of mlflow, airflow, serving/);
+    expect((await fetch(`http://127.0.0.1:${port}/healthz`)).status).toBe(200);
+    expect((await fetch(`http://127.0.0.1:${port}/readyz`)).status).toBe(503);
+    expect(daemon.child.exitCode).toBeNull();
+    // Only the agent's own runtime files: nothing of a role was written.
+    expect(readdirSync(stateDir).sort()).toEqual(["agent.json", "services.json", "token"]);
+
+    // Fixed (no role at all): the agent becomes idle on its next pass.
+    writeFileSync(path, JSON.stringify({ stateDir }));
+    await waitFor(
+      "phase idle",
+      async () => ((await getJson<StatusSnapshot>(`http://127.0.0.1:${port}/status`)).phase === "idle" ? true : undefined),
+      30_000,
+    );
+  });
+});
