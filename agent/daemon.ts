@@ -128,7 +128,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       ? createSystemdSupervisor({ host, logger: logger.child({ component: "systemd" }), stateFile: `${stateDir}/systemd-restarts.json` })
       : createProcessSupervisor({
           host,
-          logger: logger.child({ component: "supervisor" }),
+          logger: logger.child({ component: "process-supervisor" }),
           stateFile: `${stateDir}/services.json`,
           onEvent: (e) => {
             if (e.type === "started") {

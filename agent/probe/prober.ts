@@ -292,7 +292,7 @@ function serviceKey(spec: ServiceSpec): string {
 
 export function createProber(opts: ProberOptions): Prober {
   const clock = opts.clock ?? realClock;
-  const logger = opts.logger.child({ component: "prober" });
+  const logger = opts.logger;
   const deps: WorkerDeps = { opts, clock, logger };
   const services = new Map<string, ServiceProbes>();
   const loops = new Set<Promise<void>>();

@@ -415,7 +415,7 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
 
   constructor(opts: ProcessSupervisorOptions) {
     this.#host = opts.host;
-    this.#log = opts.logger.child({ component: "process-supervisor" });
+    this.#log = opts.logger;
     this.#stateFile = opts.stateFile;
     this.#rand = opts.rand ?? Math.random;
     this.#spawnFn = opts.spawn ?? nodeSpawn;
