@@ -31,9 +31,9 @@ function summary(dir: string, s: StatusSnapshot, statusUrl: string, elapsedMs: n
   out(`  agent status   ${statusUrl}/   (or: mlops-agent status --dir ${dir})`);
   out(`  logs           ${dir}/logs/`);
   out(`  data           ${dir}/data/   (kept by: mlops-agent down --dir ${dir})`);
-  if (s.credentials.length) for (const c of s.credentials) out(`  ${c.name.padEnd(14)} ${c.path}`);
-  else out("  credentials    none: in up mode every service listens on 127.0.0.1 only");
-  out(`  try            curl -s http://127.0.0.1:${mlflowPort}/api/2.0/mlflow/experiments/search?max_results=5`);
+  out("  credentials    (files readable by their owner only; every service listens on 127.0.0.1)");
+  for (const c of s.credentials) out(`    ${c.name}: ${c.path}`);
+  out(`  try            curl -s 'http://127.0.0.1:${mlflowPort}/api/2.0/mlflow/experiments/search?max_results=5'`);
 }
 
 export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv): Promise<number> {
