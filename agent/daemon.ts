@@ -10,7 +10,7 @@ import { randomBytes } from "node:crypto";
 import { AgentError, describeError } from "./errors.ts";
 import type { Host } from "./host/host.ts";
 import type { Logger } from "./log.ts";
-import { type CommonFlags, loadContext } from "./cli/context.ts";
+import { type CommonFlags, loadContext, onOciMarkerPath } from "./cli/context.ts";
 import type { ResolvedConfig } from "./config/load.ts";
 import { converge, planOnce } from "./engine/converge.ts";
 import { secretPath } from "./engine/observe.ts";
@@ -41,6 +41,9 @@ export interface AgentRuntimeFile {
   readonly listen: string;
   readonly startedAt: string;
 }
+
+/** Errors that need a person to fix the configuration: phase `failed`. */
+const CONFIG_ERRORS = new Set(["CONFIG_INVALID", "CONFIG_UNREADABLE", "ROLE_UNKNOWN", "ROLE_NOT_IMPLEMENTED", "SECRET_REF_INVALID", "SYSTEMD_UNAVAILABLE"]);
 
 export function runtimeFilePath(stateDir: string): string {
   return `${stateDir}/agent.json`;
@@ -95,8 +98,19 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   };
 
   const app = buildServer({ store, metrics, logger: logger.child({ component: "status-api" }), token, onConverge: (r) => trigger(r || "requested over the status API") });
-  const { host: lhost, port } = parseListen(listen);
-  await app.listen({ host: lhost, port });
+  // The status API is what tells an operator what is wrong, so failing to
+  // listen (port taken, address not yet configured) is retried, never fatal.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const { host: lhost, port } = parseListen(listen);
+      await app.listen({ host: lhost, port });
+      break;
+    } catch (err) {
+      if (signal.aborted) return;
+      log.error({ err, listen, attempt }, `cannot listen on ${listen}; retrying`);
+      await host.clock.sleep(Math.min(1_000 * 2 ** attempt, 30_000), signal);
+    }
+  }
   const runtime: AgentRuntimeFile = { pid: process.pid, listen, startedAt: new Date(host.clock.now()).toISOString() };
   await host.fs.writeFileAtomic(runtimeFilePath(stateDir), `${JSON.stringify(runtime)}\n`, { mode: 0o644 });
   log.info({ listen, supervisor: useSystemd ? "systemd" : "process" }, "status API listening");
@@ -148,9 +162,13 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
             void refreshServices();
           },
         });
-  const supervisorDone = supervisor.run ? supervisor.run(signal) : Promise.resolve();
+  const supervisorDone = (supervisor.run ? supervisor.run(signal) : Promise.resolve()).catch((err: unknown) => {
+    configError = err;
+    log.error({ err }, "the service supervisor stopped");
+    refreshPhase();
+  });
 
-  const proberDone = prober.run(signal);
+  const proberDone = prober.run(signal).catch((err: unknown) => log.error({ err }, "the prober stopped"));
 
   let lastConvergeOk = false;
   let lastError: ReturnType<typeof describeError> | undefined;
@@ -198,27 +216,36 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const servicesTimer = setInterval(() => void refreshServices(), 2_000);
 
   // Metadata watcher: a role or config change brings the next pass forward.
-  let watcherDone: Promise<void> = Promise.resolve();
-  if (ctx && opts.flags.dir === undefined) {
+  // Started once a config has loaded (it needs the metadata URL).
+  let watcherDone: Promise<unknown> | undefined;
+  const startWatcher = (c: ResolvedConfig) => {
+    if (watcherDone || opts.flags.dir !== undefined) return;
     const watcher = createMetadataWatcher({
-      client: createImdsClient({ baseUrl: ctx.config.metadataUrl }),
-      intervalMs: ctx.config.metadataPollSeconds * 1000,
+      client: createImdsClient({ baseUrl: c.config.metadataUrl }),
+      intervalMs: c.config.metadataPollSeconds * 1000,
       logger: logger.child({ component: "metadata" }),
       onChange: () => trigger("instance metadata changed"),
     });
-    watcherDone = watcher.run(signal);
-  }
+    watcherDone = watcher.run(signal).catch((err: unknown) => log.error({ err }, "the metadata watcher stopped"));
+  };
 
   let failures = 0;
   while (!signal.aborted) {
     let nextDelayMs = (ctx?.config.convergeIntervalSeconds ?? 60) * 1000;
     try {
       const loaded = await loadContext(host, opts.flags, opts.env);
-      if (ctx?.role !== loaded.resolved.role) store.addEvent("info", "role", `role is ${loaded.resolved.role ?? "none"} (from ${loaded.resolved.roleSource})`);
+      const roleChanged = ctx?.role !== loaded.resolved.role;
+      if (roleChanged) store.addEvent("info", "role", `role is ${loaded.resolved.role ?? "none"} (from ${loaded.resolved.roleSource})`);
       ctx = loaded.resolved;
       configError = undefined;
+      startWatcher(ctx);
+      if (loaded.metadata?.onOci && !(await host.fs.stat(onOciMarkerPath(ctx.config.stateDir))))
+        await host.fs.writeFileAtomic(onOciMarkerPath(ctx.config.stateDir), `${new Date(host.clock.now()).toISOString()}\n`, { mode: 0o644 });
       store.setRole(ctx.role ?? null, ctx.roleSource, ctx.sources);
-      if (store.snapshot().phase !== "ready") store.setPhase("converging", `converging role ${ctx.role ?? "none"}${wakeReason ? ` (${wakeReason})` : ""}`);
+      // degraded stays degraded while it retries; a new role or a first pass shows converging.
+      const phase = store.snapshot().phase;
+      if (roleChanged || phase === "starting" || phase === "idle" || phase === "failed")
+        store.setPhase("converging", `converging role ${ctx.role ?? "none"}${wakeReason ? ` (${wakeReason})` : ""}`);
       wakeReason = "";
       const outcome = await converge({
         host,
@@ -249,10 +276,19 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       ]);
       prober.update(view.desired?.services.filter((s) => s.inputsHash !== undefined).map((s) => ({ ...s, inputsHash: s.inputsHash! }) as ServiceSpec) ?? []);
     } catch (err) {
-      configError = err;
+      // A config that cannot be used needs a person (phase failed); anything
+      // else (metadata briefly unreachable, a host error) is retried (degraded).
+      const e = describeError(err);
+      if (CONFIG_ERRORS.has(e.code)) {
+        configError = err;
+        lastError = undefined;
+      } else {
+        configError = undefined;
+        lastError = e;
+      }
       failures++;
       nextDelayMs = Math.min(5_000 * 2 ** (failures - 1), 60_000);
-      log.error({ err }, describeError(err).message);
+      log.error({ err }, e.message);
     }
     await refreshServices();
     await new Promise<void>((resolve) => {
@@ -271,7 +307,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   clearInterval(servicesTimer);
   await notifier.stopping();
   store.setPhase("idle", "agent is stopping");
-  await Promise.all([supervisorDone, proberDone, watcherDone]);
+  await Promise.all([supervisorDone, proberDone, watcherDone ?? Promise.resolve()]);
   await app.close();
   await host.fs.remove(runtimeFilePath(stateDir));
   log.info("agent stopped");

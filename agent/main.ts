@@ -24,7 +24,8 @@ commands:
   plan [--role R]      dry run; exit 0 nothing to do, 2 changes pending, 1 error
   apply [--role R]     one converge pass, then exit
   status               what the local status endpoint says
-  up [--dir DIR]       the whole stack on this machine (default DIR ./.mlops)
+  up [--dir DIR] [--roles mlflow]
+                       the whole stack on this machine (default DIR ./.mlops)
   down [--dir DIR]     stop it; data is kept
   validate             check the configuration
   version              version, commit and Node runtime
@@ -77,6 +78,10 @@ async function main(argv: string[]): Promise<number> {
         return await downCommand(host, flags);
       case "run": {
         const logger = createLogger({ scrub });
+        // The daemon never exits on an error: a stray rejection is logged and
+        // the loop goes on (its next pass re-observes everything anyway).
+        process.on("unhandledRejection", (err) => logger.error({ err }, "unhandled rejection"));
+        process.on("uncaughtException", (err) => logger.error({ err }, "uncaught exception"));
         const controller = new AbortController();
         for (const sig of ["SIGTERM", "SIGINT"] as const)
           process.on(sig, () => {
@@ -104,6 +109,7 @@ function parse(argv: string[]): { command: (typeof COMMANDS)[number]; flags: Com
       "metadata-url": { type: "string" },
       listen: { type: "string" },
       role: { type: "string" },
+      roles: { type: "string" },
       dir: { type: "string" },
       json: { type: "boolean" },
       help: { type: "boolean", short: "h" },
@@ -121,6 +127,7 @@ function parse(argv: string[]): { command: (typeof COMMANDS)[number]; flags: Com
       metadataUrl: values["metadata-url"],
       listen: values.listen,
       role: values.role,
+      roles: values.roles,
       dir: values.dir,
       json: values.json,
     },

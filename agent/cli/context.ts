@@ -18,6 +18,8 @@ export interface CommonFlags {
   readonly metadataUrl?: string;
   readonly listen?: string;
   readonly role?: string;
+  /** `up --roles a,b`: the roles of the one-machine stack. */
+  readonly roles?: string;
   readonly dir?: string;
   readonly json?: boolean;
 }
@@ -49,6 +51,11 @@ export function flagLayer(f: CommonFlags): Layer {
   if (f.metadataUrl !== undefined) layer.metadataUrl = f.metadataUrl;
   if (f.listen !== undefined) layer.listen = f.listen;
   return layer;
+}
+
+/** Written by the daemon the first time IMDS answers; see loadContext. */
+export function onOciMarkerPath(stateDir: string): string {
+  return `${stateDir}/on-oci`;
 }
 
 export interface LoadedContext {
@@ -90,5 +97,13 @@ export async function loadContext(host: Host, flags: CommonFlags, env: Readonly<
     roleFlag: flags.role,
     modeDefaults: flags.dir !== undefined ? upDefaults(flags.dir) : undefined,
   });
+  // A host that has answered as an OCI instance before is still one: a
+  // metadata service that is slow or restarting must not look like "not on
+  // OCI", which would drop the role from metadata and tear the node down.
+  if (metadata && !metadata.onOci && (await host.fs.stat(onOciMarkerPath(resolved.config.stateDir))))
+    throw new AgentError(
+      "METADATA_UNREACHABLE",
+      `instance metadata did not answer (${metadata.reason}), but this host has answered as an OCI instance before; keeping everything as it is until it answers`,
+    );
   return { resolved, metadata, configPath };
 }

@@ -70,16 +70,17 @@ export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.P
   const systemd = config.supervisor !== "process" && (await host.hasSystemd());
   const supervisor = await observingSupervisor(host, config, logger);
   const records = createRoleRecordStore(host, config.stateDir);
-  if (!systemd) {
-    // Without systemd the running agent owns the services. A converged node
-    // needs nothing from it; otherwise let it converge and report its result.
+  {
+    // A converged node needs nothing. Otherwise, when an agent runs for this
+    // state dir, it converges (one converger at a time; without systemd it also
+    // owns the services) and we report its result.
     const view = await planOnce({ host, supervisor, records, config, role: resolved.role, env, logger });
     if (view.plan.actions.length === 0 && view.plan.deferred.length === 0) {
       report(flags, true, [], undefined);
       return 0;
     }
     const agent = await findRunningAgent(host, config.stateDir, config.listen);
-    if (agent) {
+    if (agent?.runtime) {
       const token = (await host.fs.readFile(`${config.stateDir}/token`))?.trim() ?? "";
       const before = agent.status.lastConverge?.finishedAt;
       const r = await fetch(`${agent.url}/converge`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
@@ -95,6 +96,7 @@ export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.P
       }
       throw new AgentError("AGENT_NOT_RUNNING", `the agent at ${agent.url} did not finish a converge pass in 30 minutes`);
     }
+    if (!systemd) logger.debug("no agent runs for this state dir; converging here");
   }
   const deps: ConvergeDeps = {
     host,

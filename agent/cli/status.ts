@@ -49,9 +49,15 @@ export async function statusCommand(host: Host, flags: CommonFlags, env: NodeJS.
     stateDir = String(d.stateDir);
     listen = flags.listen ?? String(d.listen);
   } else {
-    const { resolved } = await loadContext(host, flags, env);
-    stateDir = resolved.config.stateDir;
-    listen = resolved.config.listen;
+    // Status matters most when the config is broken: fall back to flags and defaults.
+    try {
+      const { resolved } = await loadContext(host, flags, env);
+      stateDir = resolved.config.stateDir;
+      listen = resolved.config.listen;
+    } catch {
+      stateDir = flags.stateDir ?? "/var/lib/mlops-agent";
+      listen = flags.listen ?? "0.0.0.0:9470";
+    }
   }
   const agent = await findRunningAgent(host, stateDir, listen);
   if (!agent) throw new AgentError("AGENT_NOT_RUNNING", `nothing answers at ${listenToUrl(listen)}/status (state dir ${stateDir}); is \`mlops-agent run\` (or \`up\`) running?`);

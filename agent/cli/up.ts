@@ -10,7 +10,9 @@ import { spawn } from "node:child_process";
 import { openSync, closeSync, mkdirSync } from "node:fs";
 import { resolve } from "node:path";
 import { isSingleExecutable } from "../assets.ts";
+import { ROLE_NAMES } from "../config/schema.ts";
 import { AgentError } from "../errors.ts";
+import { availableRoles } from "../roles/catalog.ts";
 import type { Host } from "../host/host.ts";
 import type { StatusSnapshot } from "../status/types.ts";
 import { type CommonFlags, loadContext, upDefaults } from "./context.ts";
@@ -36,10 +38,25 @@ function summary(dir: string, s: StatusSnapshot, statusUrl: string, elapsedMs: n
   out(`  try            curl -s 'http://127.0.0.1:${mlflowPort}/api/2.0/mlflow/experiments/search?max_results=5'`);
 }
 
+/** `--roles`: validated against the known and the available roles. This build runs one role per stack. */
+function stackRole(roles: string | undefined): string | undefined {
+  if (roles === undefined) return undefined;
+  const list = roles.split(",").map((r) => r.trim()).filter(Boolean);
+  const available = availableRoles();
+  for (const r of list) {
+    if (!(ROLE_NAMES as readonly string[]).includes(r))
+      throw new AgentError("ROLE_UNKNOWN", `--roles names ${JSON.stringify(r)}; allowed: ${ROLE_NAMES.join(", ")}`);
+    if (!available.includes(r))
+      throw new AgentError("ROLE_NOT_IMPLEMENTED", `--roles names ${r}, which this build cannot run yet; available: ${available.join(", ")}`);
+  }
+  if (list.length !== 1) throw new AgentError("USAGE", `--roles takes the stack's roles; this build runs exactly one (${available.join(", ")})`);
+  return list[0];
+}
+
 export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv): Promise<number> {
   const started = Date.now();
   const dir = resolve(flags.dir ?? DEFAULT_UP_DIR);
-  const f = { ...flags, dir };
+  const f = { ...flags, dir, role: stackRole(flags.roles) ?? flags.role };
   // Validate before touching the disk: a bad flag or env value changes nothing.
   const { resolved } = await loadContext(host, f, env);
   const { stateDir, listen } = resolved.config;
@@ -59,6 +76,7 @@ export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.Proc
     const self = selfCommand();
     const args = [...self.args, "run", "--dir", dir];
     if (flags.listen) args.push("--listen", flags.listen);
+    if (f.role) args.push("--role", f.role);
     const child = spawn(self.cmd, args, { detached: true, stdio: ["ignore", logFd, logFd], env: process.env, cwd: dir });
     child.unref();
     closeSync(logFd);

@@ -21,7 +21,10 @@ const hostPattern = /^[A-Za-z0-9.*:[\]_-]+$/;
 export const databaseSchema = z
   .object({
     engine: z.enum(["mysql", "sqlite"]).default("mysql"),
-    host: z.string().min(1).default("127.0.0.1"),
+    host: z
+      .string()
+      .regex(/^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/, "must be a host name or IPv4 address")
+      .default("127.0.0.1"),
     port: z.number().int().min(1).max(65535).default(3306),
     adminUser: z.string().min(1).default("admin"),
     /** Secret reference to the admin password; absent means an empty password (test servers only). */
@@ -33,15 +36,18 @@ export const databaseSchema = z
 
 export const mlflowSchema = z
   .object({
-    host: z.string().default("0.0.0.0"),
+    host: z.string().regex(/^(0\.0\.0\.0|::|[0-9.]+|[0-9a-fA-F:]+)$/, "must be an IP address to bind, e.g. 0.0.0.0 or 127.0.0.1").default("0.0.0.0"),
     port: z.number().int().min(1).max(65535).default(5000),
     workers: z.number().int().min(1).max(64).default(2),
     /** DNS names clients use; MLflow 3 rejects other Host headers. localhost and private IPs are always allowed. */
     allowedHosts: z.array(z.string().regex(hostPattern, "must be a host name, optionally host:port or *.domain")).default([]),
-    /** Local directory or `oci://bucket@namespace/prefix`. Empty: `<dataDir>/mlflow/artifacts`. */
+    /** `oci://bucket@namespace/prefix`. Empty: local, `<dataDir>/mlflow/artifacts` (the only local place the hardened unit may write). */
     artifactsDestination: z
       .string()
-      .regex(/^(\/.*|file:\/\/\/.*|oci:\/\/[a-z0-9._-]+@[a-z0-9-]+(\/.*)?)$/i, "must be an absolute path, file:///path or oci://bucket@namespace/prefix")
+      .regex(
+        /^oci:\/\/[A-Za-z0-9._-]+@[a-z0-9-]+(\/[A-Za-z0-9._\/-]*)?$/,
+        "must be oci://bucket@namespace/prefix; leave it out to keep artifacts in <dataDir>/mlflow/artifacts",
+      )
       .optional(),
     database: z
       .object({
@@ -75,7 +81,14 @@ export const configSchema = z
     installDir: z.string().startsWith("/", "must be an absolute path").default("/opt/mlops"),
     dataDir: z.string().startsWith("/", "must be an absolute path").default("/var/lib/mlops"),
     logDir: z.string().startsWith("/", "must be an absolute path").default("/var/log/mlops"),
-    listen: z.string().regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be HOST:PORT").default("0.0.0.0:9470"),
+    listen: z
+      .string()
+      .regex(/^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/, "must be HOST:PORT")
+      .refine((v) => {
+        const port = Number(v.slice(v.lastIndexOf(":") + 1));
+        return port >= 1 && port <= 65535;
+      }, "port must be 1-65535")
+      .default("0.0.0.0:9470"),
     metadataUrl: z.string().url().default("http://169.254.169.254/opc/v2"),
     supervisor: z.enum(["auto", "systemd", "process"]).default("auto"),
     /** Seconds between level-triggered converge passes when nothing else triggers one. */

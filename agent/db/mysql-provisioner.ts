@@ -2,8 +2,9 @@
  * MySQL provisioning with mysql2 and admin credentials: preflight (reachable,
  * version, sql_require_primary_key OFF, utf8mb4), then the database, a
  * dedicated user and its grants. Every statement is idempotent, so a pass
- * interrupted half-way is finished by the next one. Passwords travel as bound
- * parameters, never in logs.
+ * interrupted half-way is finished by the next one. Passwords are escaped
+ * client-side by mysql2 into the statement (MySQL cannot bind parameters in
+ * CREATE/ALTER USER), over the connection only; never in logs.
  */
 import mysql from "mysql2/promise";
 import { AgentError } from "../errors.ts";

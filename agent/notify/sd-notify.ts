@@ -31,6 +31,7 @@
  */
 
 import { execFile } from "node:child_process";
+import { scrub } from "../config/secrets.ts";
 import type { Logger } from "../log.ts";
 
 /**
@@ -143,7 +144,8 @@ export function createNotifier(opts: NotifierOptions): Notifier {
   return {
     enabled,
     ready: () => send("READY=1"),
-    status: (text: string) => send(`STATUS=${text.replace(/[\r\n]+/g, " ").slice(0, MAX_STATUS_CHARS)}`),
+    // STATUS= travels as an argument of systemd-notify, visible in `ps`: scrubbed.
+    status: (text: string) => send(`STATUS=${scrub(text).replace(/[\r\n]+/g, " ").slice(0, MAX_STATUS_CHARS)}`),
     watchdog: () => send("WATCHDOG=1"),
     watchdogIntervalMs,
     startWatchdog(signal: AbortSignal): void {

@@ -37,6 +37,11 @@ function tail(r: ExecResult): string {
   return (errors.length ? errors : lines).slice(-4).join(" | ");
 }
 
+/** The URL without user:password, for messages. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/[^/@]*@/, "//[redacted]@");
+}
+
 /** System CA bundles (Debian/Ubuntu, then Oracle Linux/RHEL): TLS-inspecting proxies add their CA there. */
 const CA_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"];
 
@@ -100,7 +105,11 @@ async function indexEnv(o: PythonEnvOptions): Promise<Record<string, string>> {
   // Explicit settings only: the machine's pip.conf / uv.toml must not decide
   // what a role runs. Trust comes from the OS CA bundle, as for every other
   // tool on the host (pip and uv otherwise use their own bundled roots).
+  // The index URL goes through the environment, never argv: private mirrors
+  // often carry credentials (https://user:token@host/simple).
   const env: Record<string, string> = {
+    UV_DEFAULT_INDEX: o.indexUrl,
+    PIP_INDEX_URL: o.indexUrl,
     UV_CACHE_DIR: o.cacheDir,
     UV_NO_CONFIG: "1",
     UV_PYTHON_DOWNLOADS: "never",
@@ -130,14 +139,14 @@ export async function ensureUv(o: PythonEnvOptions): Promise<string | undefined>
     }
   };
   if (await ok()) return uv;
-  o.log(`installing uv ${o.uvVersion} from ${o.indexUrl}`);
+  o.log(`installing uv ${o.uvVersion} from ${redactUrl(o.indexUrl)}`);
   await o.host.fs.remove(dir, { recursive: true });
   const mk = await o.host.exec(o.python, ["-m", "venv", dir], { timeoutMs: 120_000 });
   if (mk.code !== 0) {
     o.log(`cannot create the uv tool venv (${tail(mk)}); falling back to pip`);
     return undefined;
   }
-  const pip = await o.host.exec(`${dir}/bin/pip`, ["install", "--index-url", o.indexUrl, `uv==${o.uvVersion}`], {
+  const pip = await o.host.exec(`${dir}/bin/pip`, ["install", `uv==${o.uvVersion}`], {
     timeoutMs: 300_000,
     env: await indexEnv(o),
   });
@@ -173,12 +182,12 @@ export async function installLock(
   const r = uv
     ? // Bytecode is compiled at install time: the service user cannot write
       // .pyc files into a root-owned venv, and without them MLflow starts 2-4x slower.
-      await host.exec(uv, ["pip", "sync", "--compile-bytecode", "--python", venvPython, "--index-url", o.indexUrl, o.lockPath], {
+      await host.exec(uv, ["pip", "sync", "--compile-bytecode", "--python", venvPython, o.lockPath], {
         env,
         timeoutMs: 1_800_000,
         onOutput: o.onOutput,
       })
-    : await host.exec(venvPython, ["-m", "pip", "install", "--index-url", o.indexUrl, "-r", o.lockPath], {
+    : await host.exec(venvPython, ["-m", "pip", "install", "-r", o.lockPath], {
         env,
         timeoutMs: 1_800_000,
         onOutput: o.onOutput,

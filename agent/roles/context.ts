@@ -43,9 +43,7 @@ export function buildContext(opts: {
 }): TemplateContext {
   const { config, paths } = opts;
   const m = config.mlflow;
-  const artifactsUri = m.artifactsDestination
-    ? m.artifactsDestination.replace(/^file:\/\//, "")
-    : `${paths.dataDir}/artifacts`;
+  const artifactsUri = m.artifactsDestination ?? `${paths.dataDir}/artifacts`;
   const oci = artifactsUri.startsWith("oci://");
   return {
     role: opts.role,
@@ -60,6 +58,8 @@ export function buildContext(opts: {
       ...m,
       artifactsUri,
       allowedHostsArg: m.allowedHosts.length ? [...MLFLOW_LOCAL_HOSTS, ...m.allowedHosts].join(",") : "",
+      // Probes run on this host: a wildcard bind is reached on loopback, a specific one on itself.
+      probeHost: m.host === "0.0.0.0" || m.host === "::" || m.host === "" ? "127.0.0.1" : m.host,
     },
     // Object Storage through the oci-mlflow plugin authenticates with the
     // instance principal: no key material on the VM.

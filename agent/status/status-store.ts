@@ -4,6 +4,7 @@
  * Readers never cause effects. `subscribe` listeners run only when the
  * snapshot changed (like kubelet's status cache).
  */
+import { scrub } from "../config/secrets.ts";
 import type {
   ConvergeRecord,
   Phase,
@@ -68,8 +69,11 @@ export class StatusStore {
 
   #set(patch: Partial<StatusSnapshot>): void {
     const previous = this.#snapshot;
-    const next = { ...previous, ...patch };
-    if (JSON.stringify(next) === JSON.stringify(previous)) return;
+    // Error texts come from tools (pip, pymysql, systemctl) that may echo a
+    // secret: every value resolved from a secret is scrubbed before it is stored.
+    const text = scrub(JSON.stringify({ ...previous, ...patch }));
+    if (text === JSON.stringify(previous)) return;
+    const next = JSON.parse(text) as StatusSnapshot;
     this.#snapshot = next;
     for (const l of this.#listeners) l(next, previous);
   }

@@ -18,7 +18,7 @@ export interface SystemdBackendOptions {
   readonly host: Host;
   readonly logger: Logger;
   readonly unitDir?: string;
-  /** Where agent-initiated restarts are counted (systemd counts its own in NRestarts). */
+  /** Agent-initiated restarts (systemd counts its own in NRestarts) and the inputs hash each unit was started with. */
   readonly stateFile: string;
 }
 
@@ -40,19 +40,30 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
     return r.stdout;
   }
 
-  async function counts(): Promise<Record<string, number>> {
+  /** A query that may fail (unit absent): short timeout, never throws on a non-zero exit. */
+  async function query(...args: string[]): Promise<string> {
+    return (await host.exec("systemctl", args, { timeoutMs: 15_000 })).stdout;
+  }
+
+  interface State {
+    restarts: Record<string, number>;
+    started: Record<string, string>;
+  }
+
+  async function readState(): Promise<State> {
     const text = await host.fs.readFile(opts.stateFile);
     try {
-      return text ? (JSON.parse(text) as Record<string, number>) : {};
+      const parsed = text ? (JSON.parse(text) as Partial<State>) : {};
+      return { restarts: parsed.restarts ?? {}, started: parsed.started ?? {} };
     } catch {
-      return {};
+      return { restarts: {}, started: {} };
     }
   }
 
-  async function bump(name: string): Promise<void> {
-    const c = await counts();
-    c[name] = (c[name] ?? 0) + 1;
-    await host.fs.writeFileAtomic(opts.stateFile, JSON.stringify(c), { mode: 0o600 });
+  async function updateState(change: (s: State) => void): Promise<void> {
+    const s = await readState();
+    change(s);
+    await host.fs.writeFileAtomic(opts.stateFile, JSON.stringify(s), { mode: 0o600 });
   }
 
   const unitPath = (unit: string) => `${unitDir}/${unit}`;
@@ -68,15 +79,15 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
 
     async observe() {
       const files = (await host.fs.readdir(unitDir)).filter((f) => /^mlops-.+\.service$/.test(f) && f !== "mlops-agent.service");
-      const restarts = await counts();
+      const { restarts, started } = await readState();
       const out: ServiceObservation[] = [];
       for (const unit of files) {
         const text = (await host.fs.readFile(unitPath(unit))) ?? "";
         const role = ROLE_RE.exec(text)?.[1];
         if (!role) continue; // not ours
-        const show = await host.exec("systemctl", ["show", "-p", "ActiveState,SubState,MainPID,UnitFileState,NRestarts", unit]);
+        const show = await query("show", "-p", "ActiveState,SubState,MainPID,UnitFileState,NRestarts", unit);
         const props = Object.fromEntries(
-          show.stdout
+          show
             .split("\n")
             .filter(Boolean)
             .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
@@ -90,7 +101,8 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
           state: mapState(props.ActiveState ?? "", props.SubState ?? ""),
           pid: pid > 0 ? pid : undefined,
           restarts: Number(props.NRestarts ?? 0) + (restarts[name] ?? 0),
-          inputsHash: HASH_RE.exec(text)?.[1],
+          // What the process runs with, not what the file says: see the header comment.
+          inputsHash: HASH_RE.exec(text)?.[1] === started[name] ? started[name] : undefined,
           enabled: props.UnitFileState === "enabled",
         });
       }
@@ -101,37 +113,54 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
       const path = unitPath(spec.unit);
       const want = withHeader(spec);
       const have = await host.fs.readFile(path);
-      const previousHash = have ? HASH_RE.exec(have)?.[1] : undefined;
+      const startedWith = (await readState()).started[spec.name];
       if (have !== want) {
         await host.fs.writeFileAtomic(path, want, { mode: 0o644 });
         await systemctl("daemon-reload");
       }
       await systemctl("enable", spec.unit);
-      const active = (await host.exec("systemctl", ["is-active", spec.unit])).stdout.trim();
+      const active = (await query("is-active", spec.unit)).trim();
+      let result: "unchanged" | "restarted" | "started";
       if (active === "active" || active === "activating") {
-        if (previousHash === spec.inputsHash) return "unchanged";
+        if (startedWith === spec.inputsHash) return "unchanged";
         opts.logger.info({ unit: spec.unit, reason }, "restarting: inputs changed");
         await systemctl("restart", spec.unit);
-        return "restarted";
+        result = "restarted";
+      } else {
+        // A failed unit may have hit its start limit; clear it so start can run.
+        await query("reset-failed", spec.unit);
+        await systemctl("start", spec.unit);
+        result = "started";
       }
-      // A failed unit may have hit its start limit; clear it so start can run.
-      await host.exec("systemctl", ["reset-failed", spec.unit]);
-      await systemctl("start", spec.unit);
-      return "started";
+      await updateState((s) => {
+        s.started[spec.name] = spec.inputsHash;
+      });
+      return result;
     },
 
     async remove(name) {
       const unit = unitOf(name);
-      await host.exec("systemctl", ["disable", "--now", unit], { timeoutMs: 120_000 });
+      if (await host.fs.readFile(unitPath(unit))) {
+        await host.exec("systemctl", ["disable", "--now", unit], { timeoutMs: 120_000 });
+        const still = (await query("is-active", unit)).trim();
+        // Keep the unit file (and the record) until the service is really down: the next pass tries again.
+        if (still === "active" || still === "activating" || still === "deactivating")
+          throw new AgentError("SUPERVISOR_FAILED", `${unit} is still ${still} after systemctl disable --now`);
+      }
       await host.fs.remove(unitPath(unit));
       await systemctl("daemon-reload");
-      await host.exec("systemctl", ["reset-failed", unit]);
+      await query("reset-failed", unit);
+      await updateState((s) => {
+        delete s.started[name];
+      });
     },
 
     async restart(name, reason) {
       opts.logger.warn({ unit: unitOf(name), reason }, "restarting service");
-      await bump(name);
       await systemctl("restart", unitOf(name));
+      await updateState((s) => {
+        s.restarts[name] = (s.restarts[name] ?? 0) + 1;
+      });
     },
   };
 }

@@ -373,10 +373,12 @@ describe("createMetadataWatcher", () => {
     await expect.poll(() => changes.length, { timeout: 2000 }).toBe(1);
     imds.setMetadata("mlops-role", "serving");
     await expect.poll(() => changes.length, { timeout: 2000 }).toBe(2);
-    const polled = imds.requests;
     controller.abort();
     await running;
-    await new Promise((r) => setTimeout(r, 60));
+    // Counted after run() resolved: a poll already in flight may still land.
+    await new Promise((r) => setTimeout(r, 20));
+    const polled = imds.requests;
+    await new Promise((r) => setTimeout(r, 100));
     expect(imds.requests).toBe(polled);
   });
 

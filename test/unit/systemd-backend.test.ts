@@ -25,11 +25,15 @@ const spec = (inputsHash: string): ServiceSpec => ({
   unitFile: "[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\n",
 });
 
-function setup(active: string) {
+function setup(initial: string, failing: string[] = []) {
   const host = createMemoryHost({ systemd: true });
   const calls: string[] = [];
+  let active = initial;
   host.execHandler = (cmd, args) => {
     calls.push(`${cmd} ${args.join(" ")}`);
+    if (failing.includes(args[0]!)) return { code: 1, stdout: "", stderr: `${args[0]} failed` };
+    if (args[0] === "disable" && args[1] === "--now") active = "inactive";
+    if (args[0] === "start" || args[0] === "restart") active = "active";
     if (args[0] === "is-active") return { code: active === "active" ? 0 : 3, stdout: `${active}\n`, stderr: "" };
     if (args[0] === "show")
       return { code: 0, stdout: `ActiveState=${active}\nSubState=${active === "active" ? "running" : "dead"}\nMainPID=42\nUnitFileState=enabled\nNRestarts=2\n`, stderr: "" };
@@ -64,6 +68,20 @@ describe("systemd backend", () => {
     expect(await sup.ensure(spec("b2"), "inputs changed")).toBe("restarted");
     expect(calls).toContain("systemctl daemon-reload");
     expect(calls.at(-1)).toBe("systemctl restart mlops-mlflow.service");
+  });
+
+  it("an agent killed between rewriting a unit and restarting it restarts it on the next pass", async () => {
+    const failing: string[] = [];
+    const { sup } = setup("active", failing);
+    await sup.ensure(spec("a1"), "x");
+    expect((await sup.observe())[0]?.inputsHash).toBe("a1");
+    failing.push("restart"); // the restart never happens (agent killed, systemctl failed)
+    await expect(sup.ensure(spec("b2"), "inputs changed")).rejects.toThrow(/systemctl restart/);
+    // The unit file already says b2, but the process does not run with it: not converged.
+    expect((await sup.observe())[0]?.inputsHash).toBeUndefined();
+    failing.length = 0;
+    expect(await sup.ensure(spec("b2"), "inputs changed")).toBe("restarted");
+    expect((await sup.observe())[0]?.inputsHash).toBe("b2");
   });
 
   it("observes its own units with state, pid, restarts and inputs hash; removes them", async () => {
