@@ -69,50 +69,24 @@ export async function converge(deps: ConvergeDeps): Promise<ConvergeOutcome> {
   const all: ConvergeRecord["actions"][number][] = [];
   let passes = 0;
   let deferred: readonly string[] = [];
+  const finish = (failure?: unknown): ConvergeOutcome => {
+    const base = { startedAt, finishedAt: new Date(deps.host.clock.now()).toISOString(), passes, actions: all, deferred };
+    if (failure === undefined) return { ...base, ok: true };
+    const e = describeError(failure);
+    return { ...base, ok: false, error: { code: e.code, message: e.message }, errorObject: failure as Error };
+  };
   try {
     while (passes < MAX_PASSES) {
       const view = await planOnce(deps);
       deferred = view.plan.deferred;
-      if (view.plan.actions.length === 0) break;
+      if (view.plan.actions.length === 0) return finish();
       passes++;
-      const result = await apply(view.plan.actions, {
-        host: deps.host,
-        supervisor: deps.supervisor,
-        records: deps.records,
-        config: deps.config,
-        desired: view.desired,
-        env: deps.env,
-        logger: deps.logger,
-        progress: deps.progress,
-      });
+      const result = await apply(view.plan.actions, { ...deps, desired: view.desired });
       all.push(...result.records);
-      if (!result.ok) {
-        const e = describeError(result.error);
-        return {
-          startedAt,
-          finishedAt: new Date(deps.host.clock.now()).toISOString(),
-          ok: false,
-          passes,
-          actions: all,
-          error: { code: e.code, message: e.message },
-          errorObject: result.error,
-          deferred,
-        };
-      }
+      if (!result.ok) return finish(result.error);
     }
-    if (passes >= MAX_PASSES) throw new AgentError("STEP_FAILED", `still changing after ${MAX_PASSES} passes; deferred: ${deferred.join("; ") || "none"}`);
-    return { startedAt, finishedAt: new Date(deps.host.clock.now()).toISOString(), ok: true, passes, actions: all, deferred };
+    return finish(new AgentError("STEP_FAILED", `still changing after ${MAX_PASSES} passes; deferred: ${deferred.join("; ") || "none"}`));
   } catch (err) {
-    const e = describeError(err);
-    return {
-      startedAt,
-      finishedAt: new Date(deps.host.clock.now()).toISOString(),
-      ok: false,
-      passes,
-      actions: all,
-      error: { code: e.code, message: e.message },
-      errorObject: err as Error,
-      deferred,
-    };
+    return finish(err);
   }
 }

@@ -92,8 +92,22 @@ function renderProbe(p: RoleSpec["services"][number]["probes"]["liveness"], ctx:
     failureThreshold: p.failureThreshold,
   };
   if ("httpGet" in p)
-    return { ...timing, httpGet: { path: p.httpGet.path, port: Number(renderString(p.httpGet.port, ctx, where)), host: p.httpGet.host } };
-  if ("tcpSocket" in p) return { ...timing, tcpSocket: { port: Number(renderString(p.tcpSocket.port, ctx, where)), host: p.tcpSocket.host } };
+    return {
+      ...timing,
+      httpGet: {
+        path: renderString(p.httpGet.path, ctx, where),
+        port: Number(renderString(p.httpGet.port, ctx, where)),
+        host: p.httpGet.host === undefined ? undefined : renderString(p.httpGet.host, ctx, where),
+      },
+    };
+  if ("tcpSocket" in p)
+    return {
+      ...timing,
+      tcpSocket: {
+        port: Number(renderString(p.tcpSocket.port, ctx, where)),
+        host: p.tcpSocket.host === undefined ? undefined : renderString(p.tcpSocket.host, ctx, where),
+      },
+    };
   return { ...timing, exec: { command: p.exec.command.map((c) => renderString(c, ctx, where)) } };
 }
 

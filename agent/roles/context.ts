@@ -45,6 +45,9 @@ export function buildContext(opts: {
   const m = config.mlflow;
   const artifactsUri = m.artifactsDestination ?? `${paths.dataDir}/artifacts`;
   const oci = artifactsUri.startsWith("oci://");
+  // Probes run on this host: a wildcard bind is reached on loopback, a specific one on itself.
+  const probeHost = m.host === "0.0.0.0" || m.host === "::" ? "127.0.0.1" : m.host;
+  const localHosts = [...MLFLOW_LOCAL_HOSTS, probeHost, `${probeHost}:*`];
   return {
     role: opts.role,
     venv: paths.venv,
@@ -57,9 +60,9 @@ export function buildContext(opts: {
     mlflow: {
       ...m,
       artifactsUri,
-      allowedHostsArg: m.allowedHosts.length ? [...MLFLOW_LOCAL_HOSTS, ...m.allowedHosts].join(",") : "",
-      // Probes run on this host: a wildcard bind is reached on loopback, a specific one on itself.
-      probeHost: m.host === "0.0.0.0" || m.host === "::" || m.host === "" ? "127.0.0.1" : m.host,
+      // --allowed-hosts replaces MLflow's defaults: keep the names probes and local tools use.
+      allowedHostsArg: m.allowedHosts.length ? [...new Set([...localHosts, ...m.allowedHosts])].join(",") : "",
+      probeHost,
     },
     // Object Storage through the oci-mlflow plugin authenticates with the
     // instance principal: no key material on the VM.

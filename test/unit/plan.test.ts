@@ -152,6 +152,18 @@ describe("plan", () => {
     });
   }
 
+  it("renders every template in the service spec, probes included", () => {
+    for (const d of [desiredFor(), desiredFor({ mlflow: { host: "10.0.1.7", allowedHosts: ["mlflow.internal"] } })]) {
+      expect(JSON.stringify(d.services)).not.toContain("{{");
+      const probes = d.services[0]!.probes;
+      expect(probes.readiness).toMatchObject({ httpGet: { path: "/api/2.0/mlflow/experiments/get?experiment_id=0", port: 5000 } });
+    }
+    const bound = desiredFor({ mlflow: { host: "10.0.1.7", allowedHosts: ["mlflow.internal"] } }).services[0]!;
+    expect(bound.probes.liveness).toMatchObject({ httpGet: { host: "10.0.1.7" } });
+    expect(bound.command.join(" ")).toMatch(/--allowed-hosts \S*10\.0\.1\.7:\*\S*mlflow\.internal/);
+    expect(desiredFor().services[0]!.probes.liveness).toMatchObject({ httpGet: { host: "127.0.0.1", path: "/health" } });
+  });
+
   it("never puts a secret into an action", () => {
     const d = desiredFor({}, { "mlflow-db-password": "s3cret-value-xyz" });
     const o = convergedObserved(d);
