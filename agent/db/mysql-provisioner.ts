@@ -123,3 +123,24 @@ export async function provisionMysql(t: MysqlTarget): Promise<PreflightReport> {
   await check.end().catch(() => {});
   return report;
 }
+
+export type LoginCheck = "ok" | "auth-failed" | "unreachable";
+
+/** Whether the role's own user can log in to its database now. Never throws. */
+export async function checkLogin(t: Pick<MysqlTarget, "host" | "port" | "user" | "password" | "database">): Promise<LoginCheck> {
+  try {
+    const c = await mysql.createConnection({
+      host: t.host,
+      port: t.port,
+      user: t.user,
+      password: t.password,
+      database: t.database,
+      connectTimeout: 3_000,
+    });
+    await c.end().catch(() => {});
+    return "ok";
+  } catch (err) {
+    const code = (err as { code?: string }).code ?? "";
+    return /ACCESS_DENIED|BAD_DB_ERROR|DBACCESS/.test(code) ? "auth-failed" : "unreachable";
+  }
+}

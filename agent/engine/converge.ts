@@ -16,6 +16,7 @@ import { type Observed, observe, secretPath } from "./observe.ts";
 import { type Plan, plan } from "./plan.ts";
 import type { RoleRecordStore } from "./role-record.ts";
 import { registerSecret } from "../config/secrets.ts";
+import { checkLogin } from "../db/mysql-provisioner.ts";
 
 export interface ConvergeDeps {
   readonly host: Host;
@@ -26,6 +27,8 @@ export interface ConvergeDeps {
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly logger: Logger;
   readonly progress?: (line: string) => void;
+  /** Database login check; defaults to the real one, `false` turns it off (tests without a database). */
+  readonly checkLogin?: typeof checkLogin | false;
 }
 
 export interface PlanView {
@@ -55,7 +58,14 @@ async function compile(deps: ConvergeDeps): Promise<DesiredRole | undefined> {
 /** One observation and plan; changes nothing. */
 export async function planOnce(deps: ConvergeDeps): Promise<PlanView> {
   const desired = await compile(deps);
-  const observed = await observe({ host: deps.host, supervisor: deps.supervisor, records: deps.records, desired, stateDir: deps.config.stateDir });
+  const observed = await observe({
+    host: deps.host,
+    supervisor: deps.supervisor,
+    records: deps.records,
+    desired,
+    stateDir: deps.config.stateDir,
+    checkLogin: deps.checkLogin === undefined ? checkLogin : deps.checkLogin || undefined,
+  });
   return { desired, observed, plan: plan(desired, observed, deps.config.stateDir) };
 }
 

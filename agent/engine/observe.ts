@@ -9,6 +9,7 @@ import type { DesiredRole } from "./desired.ts";
 import { sha256 } from "./desired.ts";
 import type { RoleRecord, RoleRecordStore } from "./role-record.ts";
 import { readInstallMarker, type InstallMarker } from "../python/python-env.ts";
+import type { LoginCheck } from "../db/mysql-provisioner.ts";
 
 export interface ObservedFile {
   readonly hash: string;
@@ -25,6 +26,8 @@ export interface Observed {
   readonly secrets: Readonly<Record<string, string | undefined>>;
   readonly install: InstallMarker | undefined;
   readonly services: readonly ServiceObservation[];
+  /** Whether the role's database user can log in (checked only once provisioned). */
+  readonly databaseLogin?: LoginCheck;
 }
 
 export function secretPath(stateDir: string, name: string): string {
@@ -37,6 +40,8 @@ export async function observe(deps: {
   records: RoleRecordStore;
   desired: DesiredRole | undefined;
   stateDir: string;
+  /** Logs in as the role's database user; absent in tests without a database. */
+  checkLogin?: (t: { host: string; port: number; user: string; password: string; database: string }) => Promise<LoginCheck>;
 }): Promise<Observed> {
   const { host, desired } = deps;
   const records = await deps.records.list();
@@ -64,5 +69,13 @@ export async function observe(deps: {
     install = await readInstallMarker(host, desired.python.venv);
   }
   const services = deps.supervisor ? await deps.supervisor.observe() : [];
-  return { records, serviceOwner, directories, files, secrets, install, services };
+  // The database outlives the agent's record of it: a user dropped or a
+  // password changed by hand shows up here, and the planner provisions again.
+  let databaseLogin: LoginCheck | undefined;
+  const db = desired?.database;
+  const record = records.find((r) => r.role === desired?.role);
+  const password = db ? secrets[db.passwordSecret] : undefined;
+  if (db?.engine === "mysql" && password && record?.database?.fingerprint === db.fingerprint && deps.checkLogin)
+    databaseLogin = await deps.checkLogin({ host: db.host, port: db.port, user: db.user, password, database: db.name });
+  return { records, serviceOwner, directories, files, secrets, install, services, databaseLogin };
 }

@@ -81,13 +81,18 @@ export function plan(desired: DesiredRole | undefined, observed: Observed, state
       if (db.fingerprint === undefined) {
         deferred.push(`provision-database ${db.name}: after the password is generated`);
         dbReady = false;
-      } else if (record?.database?.fingerprint !== db.fingerprint) {
+      } else if (record?.database?.fingerprint !== db.fingerprint || observed.databaseLogin === "auth-failed") {
         actions.push({
           kind: "provision-database",
           target: `${db.host}:${db.port}/${db.name}`,
           role: desired.role,
           fingerprint: db.fingerprint,
-          reason: record?.database ? "database settings or password changed" : "not provisioned",
+          reason:
+            record?.database?.fingerprint !== db.fingerprint
+              ? record?.database
+                ? "database settings or password changed"
+                : "not provisioned"
+              : `user ${db.user} cannot log in to ${db.name} (dropped or changed outside the agent)`,
         });
         dbReady = false;
       }

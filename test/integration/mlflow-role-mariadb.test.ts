@@ -168,6 +168,27 @@ describe("mlflow role on MariaDB through `mlops-agent run`", { timeout: 25 * 60_
     expect(r.code).toBe(0);
   });
 
+  it("a database user dropped behind its back is noticed and provisioned again", async () => {
+    const c = await mysql.createConnection({ host: "127.0.0.1", port: 3306, user: "root", password: "" });
+    await c.query("DROP USER ?@'%'", [USER]);
+    await c.end();
+    const healed = await waitFor(
+      "provision-database again, then ready",
+      async () => {
+        const s = await status();
+        const provisioned = s.events.some((e) => /provision-database .*cannot log in/.test(e.message));
+        return provisioned && s.phase === "ready" ? s : undefined;
+      },
+      180_000,
+      1_000,
+    );
+    expect(healed.services[0]!.health).toBe("healthy");
+    const u = await mysql.createConnection({ host: "127.0.0.1", port: 3306, user: USER, password: readFileSync(`${root}/state/secrets/mlflow-db-password`, "utf8").trim(), database: DB });
+    await u.end();
+    const runId = (globalThis as Record<string, unknown>).__e2eRun as string;
+    expect((await new MlflowClient(`http://127.0.0.1:${mlflowPort}`).getRun(runId)).data.metrics?.[0]?.value).toBe(0.93);
+  });
+
   it("stops its services when the agent stops: no orphans", async () => {
     const pid = (await status()).services[0]!.pid!;
     expect(await stopDaemon(daemon!.child)).toBe(0);

@@ -83,6 +83,16 @@ const cases: { name: string; mutate: Mutation; want: string[]; deferred?: RegExp
     want: ["provision-database 10.0.1.5:3306/mlflow", "write-file /etc/mlops/mlflow/mlflow.env", "ensure-service mlops-mlflow.service"],
   },
   {
+    name: "database user dropped outside the agent: provision again",
+    mutate: (_d, o) => ({ o: { ...o, databaseLogin: "auth-failed" } }),
+    want: ["provision-database 127.0.0.1:3306/mlflow"],
+  },
+  {
+    name: "database unreachable: nothing to do here (readiness reports it)",
+    mutate: (_d, o) => ({ o: { ...o, databaseLogin: "unreachable" } }),
+    want: [],
+  },
+  {
     name: "service stopped: start it",
     mutate: (_d, o) => ({ o: { ...o, services: o.services.map((s) => ({ ...s, state: "failed" as const })) } }),
     want: ["ensure-service mlops-mlflow.service"],
