@@ -33,6 +33,8 @@ export const ERRORS = {
   AGENT_NOT_RUNNING: { message: "no agent is answering on the status address", recoverable: true, httpStatus: 503 },
   UNAUTHORIZED: { message: "missing or wrong bearer token", recoverable: false, httpStatus: 401 },
   USAGE: { message: "invalid command line", recoverable: false, httpStatus: 400 },
+  DAG_SOURCE_UNREACHABLE: { message: "the DAG source cannot be read", recoverable: true, httpStatus: 503 },
+  DAG_OBJECT_REJECTED: { message: "a DAG object was refused", recoverable: true, httpStatus: 422 },
   NOT_FOUND: { message: "no such route", recoverable: false, httpStatus: 404 },
   INTERNAL: { message: "internal error; see the agent log", recoverable: true, httpStatus: 500 },
 } as const satisfies Record<string, ErrorSpec>;

@@ -1,0 +1,105 @@
+/**
+ * `oci://<namespace>/<bucket>/<prefix>` as a DAG source, through the real
+ * oci-objectstorage client. On OCI it authenticates as the instance
+ * principal; elsewhere with an API-key config file (~/.oci/config style).
+ * One client per sync pass (made by `list`, reused by the pass's fetches),
+ * with the SDK's retries and circuit breaker off (the syncer has its own
+ * schedule; a breaker would hide a healed bucket) and one deadline for the
+ * whole pass.
+ */
+import { CircuitBreaker, ConfigFileAuthenticationDetailsProvider, InstancePrincipalsAuthenticationDetailsProviderBuilder, NoRetryConfigurationDetails } from "oci-common";
+import type { AuthenticationDetailsProvider } from "oci-common";
+import { ObjectStorageClient } from "oci-objectstorage";
+import { AgentError } from "../errors.ts";
+import type { DagSource, ListResult, RemoteObject } from "./source.ts";
+
+export interface OciSourceOptions {
+  readonly url: string;
+  readonly auth: "instance_principal" | "api_key";
+  /** API-key auth: the config file and profile. */
+  readonly configFile?: string;
+  readonly profile?: string;
+  /** Object Storage endpoint; default from the region. */
+  readonly endpoint?: string;
+  readonly region?: string;
+  /** Deadline for one list or fetch. */
+  readonly timeoutMs?: number;
+}
+
+export function parseOciUrl(url: string): { namespace: string; bucket: string; prefix: string } {
+  const m = /^oci:\/\/([a-z0-9-]+)\/([A-Za-z0-9._-]+)(?:\/(.*))?$/.exec(url);
+  if (!m) throw new AgentError("CONFIG_INVALID", `${url}: an Object Storage source is oci://<namespace>/<bucket>/<prefix>`);
+  let prefix = m[3] ?? "";
+  if (prefix && !prefix.endsWith("/")) prefix += "/";
+  return { namespace: m[1]!, bucket: m[2]!, prefix };
+}
+
+async function provider(o: OciSourceOptions): Promise<AuthenticationDetailsProvider> {
+  if (o.auth === "api_key") return new ConfigFileAuthenticationDetailsProvider(o.configFile, o.profile ?? "DEFAULT");
+  return (await new InstancePrincipalsAuthenticationDetailsProviderBuilder().build()) as unknown as AuthenticationDetailsProvider;
+}
+
+function unreachable(url: string, err: unknown): AgentError {
+  const e = err as { statusCode?: number; serviceCode?: string; message?: string };
+  const what = e.statusCode ? `HTTP ${e.statusCode}${e.serviceCode ? ` ${e.serviceCode}` : ""}` : (e.message ?? String(err));
+  return new AgentError("DAG_SOURCE_UNREACHABLE", `${url}: ${what}`, { cause: err });
+}
+
+export function createOciSource(o: OciSourceOptions): DagSource {
+  const { namespace, bucket, prefix } = parseOciUrl(o.url);
+  const timeoutMs = o.timeoutMs ?? 60_000;
+
+  let passClient: ObjectStorageClient | undefined;
+
+  async function client(signal?: AbortSignal): Promise<ObjectStorageClient> {
+    const deadline = AbortSignal.timeout(timeoutMs);
+    const c = new ObjectStorageClient(
+      { authenticationDetailsProvider: await provider(o) },
+      {
+        retryConfiguration: NoRetryConfigurationDetails,
+        circuitBreaker: new CircuitBreaker({ disableClientCircuitBreaker: true }),
+        httpOptions: { signal: signal ? AbortSignal.any([signal, deadline]) : deadline },
+      },
+    );
+    if (o.endpoint) c.endpoint = o.endpoint;
+    else if (o.region) c.regionId = o.region;
+    return c;
+  }
+
+  return {
+    url: o.url,
+    async list({ limit, signal }): Promise<ListResult> {
+      passClient?.close?.();
+      const c = await client(signal);
+      passClient = c;
+      const objects: RemoteObject[] = [];
+      let start: string | undefined;
+      try {
+        do {
+          const r = await c.listObjects({ namespaceName: namespace, bucketName: bucket, prefix: prefix || undefined, start, fields: "name,size,etag", limit: 1000 });
+          for (const obj of r.listObjects.objects) {
+            if (obj.name.endsWith("/")) continue; // "folder" placeholder objects made by the console
+            objects.push({ name: obj.name.slice(prefix.length), etag: obj.etag ?? "", size: Number(obj.size ?? 0) });
+          }
+          start = r.listObjects.nextStartWith;
+        } while (start && objects.length <= limit);
+      } catch (err) {
+        throw unreachable(o.url, err);
+      }
+      return { objects, rejected: [] };
+    },
+    async fetch(name, { maxBytes, signal }) {
+      passClient ??= await client(signal);
+      const c = passClient;
+      try {
+        const r = await c.getObject({ namespaceName: namespace, bucketName: bucket, objectName: `${prefix}${name}` });
+        if (Number(r.contentLength ?? 0) > maxBytes) throw new AgentError("DAG_OBJECT_REJECTED", `${name} is ${r.contentLength} bytes, over the ${maxBytes}-byte limit`);
+        const body = new Uint8Array(await new Response(r.value as ReadableStream).arrayBuffer());
+        if (body.length > maxBytes) throw new AgentError("DAG_OBJECT_REJECTED", `${name} is over the ${maxBytes}-byte limit`);
+        return body;
+      } catch (err) {
+        throw err instanceof AgentError ? err : unreachable(o.url, err);
+      }
+    },
+  };
+}

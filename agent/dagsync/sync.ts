@@ -1,0 +1,306 @@
+/**
+ * DAG sync: one pass (`syncOnce`) that makes `<dest>/current` show exactly
+ * what the source has, apart from what it must refuse.
+ *
+ * - Lists the source and compares each object's etag with the manifest of
+ *   the current version: only new or changed objects are fetched; unchanged
+ *   files are hard-linked from the current version; deleted ones are left out.
+ * - The new version is built in a fresh `versions/<id>` directory and made
+ *   current with one atomic rename of a symlink (as git-sync does), so Airflow
+ *   never sees a half-synced folder. Older versions are pruned.
+ * - Refused and reported, never written: names that escape the root (`..`,
+ *   absolute, NUL, backslash, empty segments), objects over `maxObjectBytes`,
+ *   and a source with more than `maxObjects` objects (then nothing changes).
+ * - Each new or changed `.py` is compiled with the role's Python; one that
+ *   does not compile keeps its last good version, or stays out, and is named.
+ * - `.airflowignore` (glob syntax) is honoured: ignored objects are not synced.
+ * - An unreachable source leaves the current version untouched.
+ */
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { link, mkdir, readFile, readdir, readlink, rename, rm, symlink, writeFile } from "node:fs/promises";
+import { dirname, join } from "node:path";
+import { AgentError, describeError } from "../errors.ts";
+import { isIgnored, parseAirflowIgnore } from "./ignore.ts";
+import type { DagSource, RemoteObject } from "./source.ts";
+
+export const DEFAULT_MAX_OBJECT_BYTES = 10 * 1024 * 1024;
+export const DEFAULT_MAX_OBJECTS = 10_000;
+const FETCH_CONCURRENCY = 8;
+
+export interface SyncOptions {
+  readonly source: DagSource;
+  /** Root of the synced tree; Airflow's dags_folder is `<dest>/current`. */
+  readonly dest: string;
+  /** Python used to compile `.py` files; undefined skips the check. */
+  readonly python?: string;
+  readonly maxObjectBytes?: number;
+  readonly maxObjects?: number;
+  /** Versions kept on disk, the current one included. */
+  readonly keepVersions?: number;
+  readonly signal?: AbortSignal;
+  readonly now?: () => number;
+}
+
+export interface Rejected {
+  readonly name: string;
+  readonly reason: string;
+}
+
+export interface SyncResult {
+  readonly source: string;
+  readonly ok: boolean;
+  readonly error?: { readonly code: string; readonly message: string };
+  /** Objects in the current version after the pass. */
+  readonly objects: number;
+  readonly bytes: number;
+  readonly changed: { readonly added: number; readonly updated: number; readonly deleted: number };
+  readonly fetched: number;
+  readonly ignored: number;
+  readonly rejected: readonly Rejected[];
+  /** Whether a new version was made current. */
+  readonly swapped: boolean;
+  readonly version: string | null;
+  readonly startedAt: string;
+  readonly durationMs: number;
+}
+
+interface ManifestEntry {
+  readonly etag: string;
+  readonly size: number;
+}
+type Manifest = Record<string, ManifestEntry>;
+
+export function checkName(name: string): string | undefined {
+  if (name.includes("\0")) return "contains a NUL byte";
+  if (name.startsWith("/")) return "is an absolute path";
+  if (name.includes("\\")) return "contains a backslash";
+  if (name.length > 1024) return "is longer than 1024 characters";
+  const segs = name.split("/");
+  if (segs.some((s) => s === "..")) return "escapes the prefix (..)";
+  if (segs.some((s) => s === "" || s === ".")) return "has an empty or '.' path segment";
+  return undefined;
+}
+
+const CURRENT = "current";
+const manifestPath = (dest: string, id: string) => join(dest, "versions", `${id}.manifest.json`);
+
+async function currentVersion(dest: string): Promise<{ id: string; manifest: Manifest } | undefined> {
+  let target: string;
+  try {
+    target = await readlink(join(dest, CURRENT));
+  } catch {
+    return undefined;
+  }
+  const id = target.split("/").pop()!;
+  try {
+    return { id, manifest: JSON.parse(await readFile(manifestPath(dest, id), "utf8")) as Manifest };
+  } catch {
+    return { id, manifest: {} };
+  }
+}
+
+/** Compiles the files with `python`; returns the ones that fail, with the error. One process for all files. */
+export async function compileCheck(python: string, root: string, names: readonly string[]): Promise<Map<string, string>> {
+  if (names.length === 0) return new Map();
+  const code = [
+    "import json, sys",
+    "root = sys.argv[1]",
+    "bad = {}",
+    "for name in json.load(sys.stdin):",
+    "    try:",
+    "        with open(root + '/' + name, 'rb') as f:",
+    "            compile(f.read(), name, 'exec')",
+    "    except SyntaxError as e:",
+    "        bad[name] = '%s: %s (line %s)' % (type(e).__name__, e.msg, e.lineno)",
+    "    except Exception as e:",
+    "        bad[name] = '%s: %s' % (type(e).__name__, e)",
+    "print(json.dumps(bad))",
+  ].join("\n");
+  const out = await new Promise<string>((resolve, reject) => {
+    const child = spawn(python, ["-c", code, root], { stdio: ["pipe", "pipe", "pipe"] });
+    let stdout = "";
+    let stderr = "";
+    child.stdout.on("data", (d: Buffer) => {
+      stdout += d;
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d;
+    });
+    child.on("error", reject);
+    child.on("close", (c) => (c === 0 ? resolve(stdout) : reject(new Error(`compile check exited ${c}: ${stderr.trim().slice(-300)}`))));
+    child.stdin.end(JSON.stringify(names));
+  });
+  return new Map(Object.entries(JSON.parse(out) as Record<string, string>));
+}
+
+export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
+  const now = o.now ?? Date.now;
+  const started = now();
+  const maxObjectBytes = o.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES;
+  const maxObjects = o.maxObjects ?? DEFAULT_MAX_OBJECTS;
+  const keep = Math.max(2, o.keepVersions ?? 3);
+  const rejected: Rejected[] = [];
+  const current = await currentVersion(o.dest);
+  const base = {
+    source: o.source.url,
+    startedAt: new Date(started).toISOString(),
+    fetched: 0,
+    ignored: 0,
+  };
+  const unchanged = (extra: Partial<SyncResult>): SyncResult => {
+    const m = current?.manifest ?? {};
+    return {
+      ...base,
+      ok: true,
+      objects: Object.keys(m).length,
+      bytes: Object.values(m).reduce((n, e) => n + e.size, 0),
+      changed: { added: 0, updated: 0, deleted: 0 },
+      rejected,
+      swapped: false,
+      version: current?.id ?? null,
+      durationMs: now() - started,
+      ...extra,
+    };
+  };
+
+  let newDir: string | undefined;
+  try {
+    const listed = await o.source.list({ limit: maxObjects, signal: o.signal });
+    rejected.push(...listed.rejected);
+    if (listed.objects.length > maxObjects) {
+      const reason = `the source has more than ${maxObjects} objects; nothing was synced`;
+      return unchanged({ ok: false, error: { code: "DAG_OBJECT_REJECTED", message: `${o.source.url}: ${reason}` }, rejected: [...rejected, { name: "*", reason }] });
+    }
+
+    // Validate names and sizes.
+    let candidates: RemoteObject[] = [];
+    for (const obj of listed.objects) {
+      const bad = checkName(obj.name);
+      if (bad) rejected.push({ name: obj.name, reason: `name ${bad}` });
+      else if (obj.size > maxObjectBytes) rejected.push({ name: obj.name, reason: `${obj.size} bytes, over the ${maxObjectBytes}-byte limit` });
+      else candidates.push(obj);
+    }
+
+    const id = `${new Date(started).toISOString().replace(/[-:.]/g, "")}-${randomBytes(3).toString("hex")}`;
+    newDir = join(o.dest, "versions", id);
+    await mkdir(newDir, { recursive: true, mode: 0o755 });
+    const curDir = current ? join(o.dest, "versions", current.id) : undefined;
+    const oldManifest = current?.manifest ?? {};
+    const manifest: Manifest = {};
+    let fetched = 0;
+
+    async function place(obj: RemoteObject): Promise<"linked" | "fetched"> {
+      const target = join(newDir!, obj.name);
+      await mkdir(dirname(target), { recursive: true, mode: 0o755 });
+      if (curDir && oldManifest[obj.name]?.etag === obj.etag) {
+        try {
+          await link(join(curDir, obj.name), target);
+          return "linked";
+        } catch {
+          // Missing or unlinkable in the current version: fetch it again.
+        }
+      }
+      const body = await o.source.fetch(obj.name, { maxBytes: maxObjectBytes, signal: o.signal });
+      await writeFile(target, body, { mode: 0o644 });
+      fetched++;
+      return "fetched";
+    }
+
+    // .airflowignore first: it decides what else is synced.
+    const ignoreObj = candidates.find((c) => c.name === ".airflowignore");
+    let ignored = 0;
+    if (ignoreObj) {
+      await place(ignoreObj);
+      manifest[ignoreObj.name] = { etag: ignoreObj.etag, size: ignoreObj.size };
+      const rules = parseAirflowIgnore(await readFile(join(newDir, ".airflowignore"), "utf8"));
+      const kept = candidates.filter((c) => c === ignoreObj || !isIgnored(rules, c.name));
+      ignored = candidates.length - kept.length;
+      candidates = kept.filter((c) => c !== ignoreObj);
+    }
+
+    // A few fetches at a time: object stores answer in tens of milliseconds each.
+    const changedPy: string[] = [];
+    let next = 0;
+    const worker = async () => {
+      while (next < candidates.length) {
+        const obj = candidates[next++]!;
+        try {
+          const how = await place(obj);
+          manifest[obj.name] = { etag: obj.etag, size: obj.size };
+          if (how === "fetched" && obj.name.endsWith(".py")) changedPy.push(obj.name);
+        } catch (err) {
+          if (err instanceof AgentError && err.code === "DAG_OBJECT_REJECTED") rejected.push({ name: obj.name, reason: err.detail });
+          else throw err;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: FETCH_CONCURRENCY }, worker));
+    changedPy.sort();
+
+    // Compile what is new: a broken file keeps its last good version or stays out.
+    if (o.python && changedPy.length) {
+      const broken = await compileCheck(o.python, newDir, changedPy);
+      for (const [name, error] of broken) {
+        await rm(join(newDir, name), { force: true });
+        delete manifest[name];
+        const old = oldManifest[name];
+        if (curDir && old) {
+          await link(join(curDir, name), join(newDir, name));
+          manifest[name] = old;
+          rejected.push({ name, reason: `does not compile (${error}); kept the last good version` });
+        } else rejected.push({ name, reason: `does not compile (${error}); left out` });
+      }
+    }
+
+    let added = 0;
+    let updated = 0;
+    for (const [name, e] of Object.entries(manifest)) {
+      const old = oldManifest[name];
+      if (!old) added++;
+      else if (old.etag !== e.etag) updated++;
+    }
+    const deleted = Object.keys(oldManifest).filter((n) => !(n in manifest)).length;
+    const stats = {
+      objects: Object.keys(manifest).length,
+      bytes: Object.values(manifest).reduce((n, e) => n + e.size, 0),
+      changed: { added, updated, deleted },
+      fetched,
+      ignored,
+    };
+
+    if (current && added === 0 && updated === 0 && deleted === 0) {
+      await rm(newDir, { recursive: true, force: true });
+      newDir = undefined;
+      return unchanged({ ...stats, rejected });
+    }
+
+    await writeFile(manifestPath(o.dest, id), `${JSON.stringify(manifest)}\n`, { mode: 0o644 });
+    const tmpLink = join(o.dest, `.${CURRENT}.${id}`);
+    await symlink(join("versions", id), tmpLink);
+    await rename(tmpLink, join(o.dest, CURRENT));
+    newDir = undefined; // it is current now: never clean it up
+
+    // Prune: keep the newest `keep` versions (by id, which sorts by time).
+    const versions = (await readdir(join(o.dest, "versions"))).filter((n) => !n.endsWith(".manifest.json")).sort();
+    for (const old of versions.slice(0, Math.max(0, versions.length - keep))) {
+      if (old === id) continue;
+      await rm(join(o.dest, "versions", old), { recursive: true, force: true });
+      await rm(manifestPath(o.dest, old), { force: true });
+    }
+
+    return {
+      ...base,
+      ...stats,
+      ok: true,
+      rejected,
+      swapped: true,
+      version: id,
+      durationMs: now() - started,
+    };
+  } catch (err) {
+    if (newDir) await rm(newDir, { recursive: true, force: true }).catch(() => {});
+    const e = describeError(err);
+    return unchanged({ ok: false, error: { code: e.code, message: e.message } });
+  }
+}

@@ -1,0 +1,1050 @@
+/**
+ * A small OCI Object Storage server on 127.0.0.1 for tests, spoken to by the
+ * real `oci-objectstorage` SDK client.
+ *
+ * It verifies the OCI request signature of EVERY call exactly as the SDK's
+ * `DefaultRequestSigner` (oci-common/lib/signer.js + http-signature) makes it:
+ *
+ *   Authorization: Signature version="1",keyId="<tenancy>/<user>/<fingerprint>",
+ *     algorithm="rsa-sha256",headers="x-date (request-target) host",signature="<b64>"
+ *
+ * The signing string is one `name: value` line per entry of `headers`, in that
+ * order, joined with "\n", where `(request-target)` is `<method lowercased>
+ * <path+query as sent>`; the signature is RSASSA-PKCS1-v1_5 with SHA-256. The
+ * server requires `(request-target)`, `host` and `x-date` (or `date`) to be
+ * signed, a date within 5 minutes, and for PUT/POST/PATCH also `content-type`,
+ * `content-length` and `x-content-sha256` (checked against the body) — except
+ * PutObject, which the SDK signs without the body headers (forceExcludeBody),
+ * as OCI allows. Anything else answers 401 `{code: "NotAuthenticated"}`.
+ *
+ * Operations: GetNamespace (`GET /n/`), CreateBucket (`POST /n/{ns}/b/`),
+ * GetBucket/HeadBucket, ListObjects (`fields`, `prefix`, `start`, `end`,
+ * `startAfter`, `limit` ≤ 1000, `delimiter=/`, `nextStartWith`), GetObject,
+ * HeadObject (`if-match`, `if-none-match` → 304), PutObject (`if-match`,
+ * `if-none-match: *`, `content-md5`), DeleteObject (`if-match`). Errors are
+ * JSON `{code, message}` as OCI sends them. Etags are fresh UUIDs on every write.
+ *
+ * Fault injection: `failNext(n, status, op?)`, `setUnreachable(true)` (every
+ * connection is destroyed), `setLatency(ms)`; counters by operation.
+ *
+ * With `dir`, each bucket is `dir/<bucket>/` and each object a file at its name
+ * (loaded at start, written through). Names that are not a safe relative path
+ * (`..`, absolute, NUL, a file/directory clash) stay in memory only.
+ *
+ * Standalone, for the boot test:
+ *   npx tsx test/servers/object-storage-server.ts --port 18081 --namespace testns --public-key key.pub
+ * prints the base URL on one line and serves until SIGINT/SIGTERM. Flags:
+ * --host H (default 127.0.0.1), --port N (default 0), --namespace NS (default
+ * testns), --public-key PATH (PEM, required), --key-id ID (only this keyId is
+ * accepted), --dir DIR, --bucket NAME (repeatable; created empty), --latency MS.
+ */
+import { createHash, createPublicKey, randomUUID, verify as cryptoVerify, type KeyObject } from "node:crypto";
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmdirSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
+import type { AddressInfo, Socket } from "node:net";
+import { join, resolve } from "node:path";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+
+// ---------------------------------------------------------------------------
+// Signature verification (usable on its own, e.g. by other test servers)
+// ---------------------------------------------------------------------------
+
+export interface SignatureCheckInput {
+  method: string;
+  /** The request target exactly as received (`req.url`: path and query, still encoded). */
+  url: string;
+  headers: IncomingHttpHeaders;
+  body: Buffer;
+  publicKey: KeyObject;
+  /** When set, only this keyId is accepted. */
+  keyId?: string;
+  /** PUT/POST/PATCH must sign content-type, content-length and x-content-sha256 (false for PutObject). */
+  requireBodyHeaders: boolean;
+  /** Allowed distance between the signed date and now (default 5 minutes, as OCI). */
+  maxClockSkewMs?: number;
+  now?: number;
+}
+
+export type SignatureCheck = { ok: true; keyId: string; signedHeaders: string[] } | { ok: false; reason: string };
+
+const BODY_METHODS = new Set(["PUT", "POST", "PATCH"]);
+
+/** Parses `Signature version="1",keyId="…",algorithm="…",headers="…",signature="…"`. */
+export function parseSignatureHeader(value: string): Record<string, string> | undefined {
+  const m = /^Signature\s+(.*)$/s.exec(value.trim());
+  if (!m?.[1]) return undefined;
+  const params: Record<string, string> = {};
+  const re = /([A-Za-z]+)="([^"]*)"/g;
+  for (const match of m[1].matchAll(re)) {
+    const [, key, val] = match;
+    if (key !== undefined && val !== undefined) params[key] = val;
+  }
+  // Whatever is left once the key="value" pairs are gone must be separators only.
+  return /^[\s,]*$/.test(m[1].replace(re, "")) ? params : undefined;
+}
+
+function headerValue(headers: IncomingHttpHeaders, name: string): string | undefined {
+  const v = headers[name];
+  if (Array.isArray(v)) return v.join(", ");
+  return v;
+}
+
+/** Builds the draft-cavage signing string for the given header list. */
+export function signingString(method: string, url: string, headers: IncomingHttpHeaders, names: string[]): string {
+  const lines: string[] = [];
+  for (const name of names) {
+    if (name === "(request-target)") {
+      lines.push(`(request-target): ${method.toLowerCase()} ${url}`);
+      continue;
+    }
+    const value = headerValue(headers, name);
+    if (value === undefined || value === "") throw new Error(`signed header ${name} is missing from the request`);
+    lines.push(`${name}: ${value}`);
+  }
+  return lines.join("\n");
+}
+
+export function verifyOciSignature(input: SignatureCheckInput): SignatureCheck {
+  const auth = headerValue(input.headers, "authorization");
+  if (auth === undefined) return { ok: false, reason: "no Authorization header" };
+  const params = parseSignatureHeader(auth);
+  if (params === undefined) return { ok: false, reason: "Authorization is not an HTTP Signature" };
+  const { version, keyId, algorithm, headers: headerList, signature } = params;
+  if (version !== "1") return { ok: false, reason: `signature version ${version ?? "(none)"} is not "1"` };
+  if (keyId === undefined || keyId.split("/").length !== 3 || keyId.split("/").some((p) => p === "")) {
+    return { ok: false, reason: `keyId ${keyId ?? "(none)"} is not <tenancy>/<user>/<fingerprint>` };
+  }
+  if (input.keyId !== undefined && keyId !== input.keyId) return { ok: false, reason: `unknown keyId ${keyId}` };
+  if (algorithm !== "rsa-sha256") return { ok: false, reason: `algorithm ${algorithm ?? "(none)"} is not rsa-sha256` };
+  if (signature === undefined || signature === "") return { ok: false, reason: "no signature" };
+  const names = (headerList ?? "date")
+    .toLowerCase()
+    .split(" ")
+    .filter((h) => h !== "");
+  const method = input.method.toUpperCase();
+
+  for (const required of ["(request-target)", "host"]) {
+    if (!names.includes(required)) return { ok: false, reason: `${required} is not signed` };
+  }
+  const dateHeader = names.includes("x-date") ? "x-date" : names.includes("date") ? "date" : undefined;
+  if (dateHeader === undefined) return { ok: false, reason: "neither date nor x-date is signed" };
+  if (BODY_METHODS.has(method) && input.requireBodyHeaders) {
+    for (const required of ["content-type", "content-length", "x-content-sha256"]) {
+      if (!names.includes(required)) return { ok: false, reason: `${method} must sign ${required}` };
+    }
+  }
+
+  let text: string;
+  try {
+    text = signingString(method, input.url, input.headers, names);
+  } catch (err) {
+    return { ok: false, reason: (err as Error).message };
+  }
+
+  const signedAt = Date.parse(headerValue(input.headers, dateHeader) ?? "");
+  if (Number.isNaN(signedAt)) return { ok: false, reason: `${dateHeader} is not a date` };
+  const skew = Math.abs((input.now ?? Date.now()) - signedAt);
+  if (skew > (input.maxClockSkewMs ?? 5 * 60_000)) return { ok: false, reason: `${dateHeader} is ${skew} ms off` };
+
+  const valid = cryptoVerify("sha256", Buffer.from(text, "utf8"), input.publicKey, Buffer.from(signature, "base64"));
+  if (!valid) return { ok: false, reason: "signature does not verify against the registered public key" };
+
+  // The signed body headers must describe the body actually received.
+  if (names.includes("x-content-sha256")) {
+    const sha = createHash("sha256").update(input.body).digest("base64");
+    if (headerValue(input.headers, "x-content-sha256") !== sha) {
+      return { ok: false, reason: "x-content-sha256 does not match the body" };
+    }
+  }
+  if (names.includes("content-length") && Number(headerValue(input.headers, "content-length")) !== input.body.length) {
+    return { ok: false, reason: "content-length does not match the body" };
+  }
+  return { ok: true, keyId, signedHeaders: names };
+}
+
+// ---------------------------------------------------------------------------
+// The server
+// ---------------------------------------------------------------------------
+
+export type Operation =
+  | "GetNamespace"
+  | "CreateBucket"
+  | "GetBucket"
+  | "HeadBucket"
+  | "ListObjects"
+  | "GetObject"
+  | "HeadObject"
+  | "PutObject"
+  | "DeleteObject"
+  | "Unknown";
+
+export interface StoredObject {
+  body: Buffer;
+  etag: string;
+  /** base64 MD5 of the body, as OCI's `content-md5`/`md5`. */
+  md5: string;
+  contentType: string;
+  timeCreated: Date;
+  timeModified: Date;
+  meta: Record<string, string>;
+}
+
+export interface RequestRecord {
+  op: Operation;
+  method: string;
+  url: string;
+  status: number;
+  verified: boolean;
+  /** The header list the signature covered, when it verified. */
+  signedHeaders?: string[];
+  reason?: string;
+}
+
+export interface RequestCounters {
+  /** Every request received, whatever happened to it. */
+  total: number;
+  /** Requests whose signature verified. */
+  verified: number;
+  /** Requests answered 401 because the signature was missing or bad. */
+  rejected: number;
+  /** Connections and requests destroyed without an answer while unreachable. */
+  dropped: number;
+  /** Requests answered with an injected failure. */
+  injected: number;
+  /** Requests by operation (signed or not, dropped ones excluded). */
+  byOperation: Partial<Record<Operation, number>>;
+  /** Why the last rejected request was rejected. */
+  lastRejection?: string;
+}
+
+export interface ObjectStorageServerOptions {
+  namespace: string;
+  /** PEM (SPKI or PKCS#1) public key of the API key the clients sign with. */
+  publicKeyPem: string;
+  /** When set, only this keyId (`tenancy/user/fingerprint`) is accepted. */
+  keyId?: string;
+  /** Back the buckets with this directory (`dir/<bucket>/<object name>`). */
+  dir?: string;
+  host?: string;
+  port?: number;
+  /** Buckets that exist from the start. */
+  buckets?: string[];
+  /** Delay before every answer, in ms. */
+  latencyMs?: number;
+  maxClockSkewMs?: number;
+  /** Largest request body accepted (default 64 MiB). */
+  maxBodyBytes?: number;
+}
+
+export interface ObjectStorageServer {
+  /** Base URL, e.g. `http://127.0.0.1:40123`; set it as the SDK client's `endpoint`. */
+  readonly url: string;
+  readonly namespace: string;
+  createBucket(bucket: string): void;
+  deleteBucket(bucket: string): void;
+  /** Writes an object directly (no HTTP); creates the bucket if needed. */
+  putObject(
+    bucket: string,
+    name: string,
+    body: string | Buffer,
+    opts?: { contentType?: string; meta?: Record<string, string> },
+  ): { etag: string };
+  deleteObject(bucket: string, name: string): boolean;
+  getObject(bucket: string, name: string): StoredObject | undefined;
+  /** Object names in the bucket, in listing order; [] for a missing bucket. */
+  listNames(bucket: string): string[];
+  /** A snapshot of the counters. */
+  readonly requests: RequestCounters;
+  /** The last requests (at most 10,000), oldest first. */
+  readonly log: readonly RequestRecord[];
+  resetCounters(): void;
+  /** The next `n` signed requests (of operation `op`, if given) answer `status` with an OCI error body. */
+  failNext(n: number, status: number, op?: Operation): void;
+  /** While true, every connection is destroyed without an answer. */
+  setUnreachable(unreachable: boolean): void;
+  setLatency(ms: number): void;
+  close(): Promise<void>;
+}
+
+interface Bucket {
+  name: string;
+  etag: string;
+  timeCreated: Date;
+  objects: Map<string, StoredObject>;
+  sorted: string[] | undefined;
+}
+
+class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const LIST_FIELDS = new Set([
+  "name",
+  "size",
+  "etag",
+  "md5",
+  "timeCreated",
+  "timeModified",
+  "storageTier",
+  "archivalState",
+]);
+
+const ERROR_CODES: Record<number, string> = {
+  400: "InvalidParameter",
+  401: "NotAuthenticated",
+  403: "NotAuthorized",
+  404: "NotFound",
+  409: "Conflict",
+  412: "PreconditionFailed",
+  429: "TooManyRequests",
+  500: "InternalServerError",
+  502: "BadGateway",
+  503: "ServiceUnavailable",
+  504: "GatewayTimeout",
+};
+
+function md5b64(body: Buffer): string {
+  return createHash("md5").update(body).digest("base64");
+}
+
+/** Compares by Unicode code point (= UTF-8 byte order), as Object Storage sorts names. */
+function compareNames(a: string, b: string): number {
+  return Buffer.compare(Buffer.from(a, "utf8"), Buffer.from(b, "utf8"));
+}
+
+/** A UUID-shaped etag derived from a seed (stable across restarts for files loaded from `dir`). */
+function etagFromSeed(seed: string): string {
+  const h = createHash("sha256").update(seed).digest("hex");
+  return `${h.slice(0, 8)}-${h.slice(8, 12)}-${h.slice(12, 16)}-${h.slice(16, 20)}-${h.slice(20, 32)}`;
+}
+
+/** True when `name` can be stored as a file under a bucket directory. */
+function isSafeRelativePath(name: string): boolean {
+  if (name === "" || name.includes("\0") || name.startsWith("/") || name.endsWith("/") || name.includes("\\")) {
+    return false;
+  }
+  return name.split("/").every((seg) => seg !== "" && seg !== "." && seg !== "..");
+}
+
+export async function startObjectStorageServer(opts: ObjectStorageServerOptions): Promise<ObjectStorageServer> {
+  const host = opts.host ?? "127.0.0.1";
+  const namespace = opts.namespace;
+  const publicKey = createPublicKey(opts.publicKeyPem);
+  const dir = opts.dir === undefined ? undefined : resolve(opts.dir);
+  const maxBody = opts.maxBodyBytes ?? 64 * 1024 * 1024;
+  const buckets = new Map<string, Bucket>();
+  let latencyMs = opts.latencyMs ?? 0;
+  let unreachable = false;
+  const failures: { remaining: number; status: number; op: Operation | undefined } = {
+    remaining: 0,
+    status: 503,
+    op: undefined,
+  };
+  let counters: RequestCounters = emptyCounters();
+  let log: RequestRecord[] = [];
+  const sockets = new Set<Socket>();
+
+  function emptyCounters(): RequestCounters {
+    return { total: 0, verified: 0, rejected: 0, dropped: 0, injected: 0, byOperation: {} };
+  }
+
+  // ---- storage -------------------------------------------------------------
+
+  function bucketDir(bucket: string): string | undefined {
+    if (dir === undefined || !isSafeRelativePath(bucket) || bucket.includes("/")) return undefined;
+    return join(dir, bucket);
+  }
+
+  function ensureBucket(name: string): Bucket {
+    let b = buckets.get(name);
+    if (b === undefined) {
+      b = { name, etag: randomUUID(), timeCreated: new Date(), objects: new Map(), sorted: undefined };
+      buckets.set(name, b);
+      const bd = bucketDir(name);
+      if (bd !== undefined) mkdirSync(bd, { recursive: true });
+    }
+    return b;
+  }
+
+  function persist(bucket: string, name: string, body: Buffer): void {
+    const bd = bucketDir(bucket);
+    if (bd === undefined || !isSafeRelativePath(name)) return;
+    const file = join(bd, ...name.split("/"));
+    try {
+      mkdirSync(join(file, ".."), { recursive: true });
+      const tmp = `${file}.tmp-${process.pid}-${randomUUID()}`;
+      writeFileSync(tmp, body);
+      try {
+        renameSync(tmp, file);
+      } catch (err) {
+        unlinkSync(tmp);
+        throw err;
+      }
+    } catch {
+      // A file/directory clash ("a" and "a/b"): the object lives in memory only.
+    }
+  }
+
+  function unpersist(bucket: string, name: string): void {
+    const bd = bucketDir(bucket);
+    if (bd === undefined || !isSafeRelativePath(name)) return;
+    const parts = name.split("/");
+    try {
+      if (!lstatSync(join(bd, ...parts)).isFile()) return;
+      unlinkSync(join(bd, ...parts));
+      for (let i = parts.length - 1; i > 0; i--) rmdirSync(join(bd, ...parts.slice(0, i)));
+    } catch {
+      // missing file or non-empty parent: nothing more to clean
+    }
+  }
+
+  function storeObject(
+    bucket: Bucket,
+    name: string,
+    body: Buffer,
+    contentType: string,
+    meta: Record<string, string>,
+  ): StoredObject {
+    const now = new Date();
+    const previous = bucket.objects.get(name);
+    const obj: StoredObject = {
+      body,
+      etag: randomUUID(),
+      md5: md5b64(body),
+      contentType,
+      timeCreated: previous?.timeCreated ?? now,
+      timeModified: now,
+      meta,
+    };
+    if (previous === undefined) bucket.sorted = undefined;
+    bucket.objects.set(name, obj);
+    persist(bucket.name, name, body);
+    return obj;
+  }
+
+  function removeObject(bucket: Bucket, name: string): boolean {
+    if (!bucket.objects.delete(name)) return false;
+    bucket.sorted = undefined;
+    unpersist(bucket.name, name);
+    return true;
+  }
+
+  function sortedNames(bucket: Bucket): string[] {
+    if (bucket.sorted === undefined) bucket.sorted = [...bucket.objects.keys()].sort(compareNames);
+    return bucket.sorted;
+  }
+
+  function loadDir(root: string): void {
+    mkdirSync(root, { recursive: true });
+    for (const entry of readdirSync(root, { withFileTypes: true })) {
+      if (!entry.isDirectory()) continue;
+      const bucket = ensureBucket(entry.name);
+      const walk = (abs: string, rel: string): void => {
+        for (const e of readdirSync(abs, { withFileTypes: true })) {
+          const childAbs = join(abs, e.name);
+          const childRel = rel === "" ? e.name : `${rel}/${e.name}`;
+          if (e.isDirectory()) walk(childAbs, childRel);
+          else if (e.isFile() && !/\.tmp-\d+-[0-9a-f-]{36}$/.test(e.name)) {
+            const body = readFileSync(childAbs);
+            const st = statSync(childAbs);
+            const md5 = md5b64(body);
+            bucket.objects.set(childRel, {
+              body,
+              etag: etagFromSeed(`${entry.name}\0${childRel}\0${md5}\0${st.mtimeMs}`),
+              md5,
+              contentType: "application/octet-stream",
+              timeCreated: st.birthtime.getTime() > 0 ? st.birthtime : st.mtime,
+              timeModified: st.mtime,
+              meta: {},
+            });
+          }
+        }
+      };
+      walk(join(root, entry.name), "");
+      bucket.sorted = undefined;
+    }
+  }
+
+  if (dir !== undefined) loadDir(dir);
+  for (const b of opts.buckets ?? []) ensureBucket(b);
+
+  // ---- HTTP helpers --------------------------------------------------------
+
+  function requestId(): string {
+    return randomUUID().replaceAll("-", "").toUpperCase();
+  }
+
+  function sendJson(
+    req: IncomingMessage,
+    res: ServerResponse,
+    status: number,
+    body: unknown,
+    headers: Record<string, string> = {},
+  ): void {
+    const text = JSON.stringify(body);
+    res.writeHead(status, {
+      "content-type": "application/json",
+      "content-length": String(Buffer.byteLength(text)),
+      ...headers,
+    });
+    res.end(req.method === "HEAD" ? undefined : text);
+  }
+
+  function sendError(req: IncomingMessage, res: ServerResponse, status: number, code: string, message: string): void {
+    sendJson(req, res, status, { code, message }, baseHeaders(req));
+  }
+
+  function baseHeaders(req: IncomingMessage): Record<string, string> {
+    const h: Record<string, string> = { "opc-request-id": requestId() };
+    const clientId = headerValue(req.headers, "opc-client-request-id");
+    if (clientId !== undefined) h["opc-client-request-id"] = clientId;
+    return h;
+  }
+
+  function objectHeaders(req: IncomingMessage, obj: StoredObject): Record<string, string> {
+    const h: Record<string, string> = {
+      ...baseHeaders(req),
+      etag: obj.etag,
+      "content-md5": obj.md5,
+      "last-modified": obj.timeModified.toUTCString(),
+      "content-type": obj.contentType,
+      "content-length": String(obj.body.length),
+      "accept-ranges": "bytes",
+      "storage-tier": "Standard",
+    };
+    for (const [k, v] of Object.entries(obj.meta)) h[`opc-meta-${k}`] = v;
+    return h;
+  }
+
+  function readBody(req: IncomingMessage): Promise<Buffer> {
+    return new Promise((ok, fail) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      req.on("data", (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > maxBody) {
+          fail(new HttpError(413, "RequestEntityTooLarge", `the body is larger than ${maxBody} bytes`));
+          req.destroy();
+          return;
+        }
+        chunks.push(chunk);
+      });
+      req.on("end", () => ok(Buffer.concat(chunks)));
+      req.on("error", fail);
+    });
+  }
+
+  // ---- routing ---------------------------------------------------------------
+
+  interface Route {
+    op: Operation;
+    ns?: string;
+    bucket?: string;
+    object?: string;
+  }
+
+  function route(method: string, rawUrl: string): Route {
+    const q = rawUrl.indexOf("?");
+    const path = q === -1 ? rawUrl : rawUrl.slice(0, q);
+    if (path === "/n" || path === "/n/") return { op: method === "GET" ? "GetNamespace" : "Unknown" };
+    const m = /^\/n\/([^/]+)\/b\/?(?:([^/]+)(\/o(?:\/(.*))?)?\/?)?$/.exec(path);
+    if (!m) return { op: "Unknown" };
+    let ns: string;
+    let bucket: string | undefined;
+    let object: string | undefined;
+    try {
+      ns = decodeURIComponent(m[1] ?? "");
+      bucket = m[2] === undefined ? undefined : decodeURIComponent(m[2]);
+      object = m[4] === undefined ? undefined : decodeURIComponent(m[4]);
+    } catch {
+      return { op: "Unknown" };
+    }
+    const hasO = m[3] !== undefined;
+    if (bucket === undefined) return { op: method === "POST" ? "CreateBucket" : "Unknown", ns };
+    if (!hasO) {
+      if (method === "GET") return { op: "GetBucket", ns, bucket };
+      if (method === "HEAD") return { op: "HeadBucket", ns, bucket };
+      return { op: "Unknown", ns, bucket };
+    }
+    if (object === undefined || object === "") {
+      return { op: method === "GET" ? "ListObjects" : "Unknown", ns, bucket };
+    }
+    const byMethod: Record<string, Operation> = {
+      GET: "GetObject",
+      HEAD: "HeadObject",
+      PUT: "PutObject",
+      DELETE: "DeleteObject",
+    };
+    return { op: byMethod[method] ?? "Unknown", ns, bucket, object };
+  }
+
+  function needBucket(r: Route): Bucket {
+    if (r.ns !== namespace) {
+      throw new HttpError(
+        404,
+        "NamespaceNotFound",
+        `You do not have authorization to perform this request, or the requested resource could not be found (namespace '${r.ns}').`,
+      );
+    }
+    const b = buckets.get(r.bucket ?? "");
+    if (b === undefined) {
+      throw new HttpError(
+        404,
+        "BucketNotFound",
+        `Either the bucket named '${r.bucket}' does not exist in the namespace '${namespace}' or you are not authorized to access it`,
+      );
+    }
+    return b;
+  }
+
+  function needObject(b: Bucket, name: string): StoredObject {
+    const obj = b.objects.get(name);
+    if (obj === undefined) {
+      throw new HttpError(404, "ObjectNotFound", `The object '${name}' was not found in the bucket '${b.name}'`);
+    }
+    return obj;
+  }
+
+  function checkIfMatch(req: IncomingMessage, current: StoredObject | undefined): void {
+    const ifMatch = headerValue(req.headers, "if-match");
+    if (ifMatch === undefined) return;
+    if (current === undefined || (ifMatch !== "*" && ifMatch !== current.etag)) {
+      throw new HttpError(412, "IfMatchFailed", `The If-Match header '${ifMatch}' does not match the current ETag`);
+    }
+  }
+
+  function listObjects(req: IncomingMessage, res: ServerResponse, b: Bucket, query: URLSearchParams): void {
+    const prefix = query.get("prefix") ?? "";
+    const start = query.get("start");
+    const end = query.get("end");
+    const startAfter = query.get("startAfter");
+    const delimiter = query.get("delimiter");
+    if (delimiter !== null && delimiter !== "/") {
+      throw new HttpError(400, "InvalidParameter", "The only supported delimiter is '/'");
+    }
+    let limit = 1000;
+    const rawLimit = query.get("limit");
+    if (rawLimit !== null) {
+      limit = Number(rawLimit);
+      if (!Number.isInteger(limit) || limit < 1) {
+        throw new HttpError(400, "InvalidParameter", `limit '${rawLimit}' must be a positive integer`);
+      }
+      limit = Math.min(limit, 1000);
+    }
+    const fields = new Set(["name"]);
+    for (const raw of query.getAll("fields")) {
+      for (const f of raw.split(",")) {
+        const field = f.trim();
+        if (field === "") continue;
+        if (!LIST_FIELDS.has(field)) throw new HttpError(400, "InvalidParameter", `Unknown field '${field}'`);
+        fields.add(field);
+      }
+    }
+
+    const objects: Record<string, unknown>[] = [];
+    const prefixes: string[] = [];
+    let nextStartWith: string | undefined;
+    let lastPrefix: string | undefined;
+    for (const name of sortedNames(b)) {
+      if (!name.startsWith(prefix)) continue;
+      if (start !== null && compareNames(name, start) < 0) continue;
+      if (startAfter !== null && compareNames(name, startAfter) <= 0) continue;
+      if (end !== null && compareNames(name, end) >= 0) break;
+      let groupPrefix: string | undefined;
+      if (delimiter !== null) {
+        const idx = name.indexOf(delimiter, prefix.length);
+        if (idx !== -1) groupPrefix = name.slice(0, idx + delimiter.length);
+      }
+      if (groupPrefix !== undefined && groupPrefix === lastPrefix) continue;
+      if (objects.length + prefixes.length >= limit) {
+        nextStartWith = name;
+        break;
+      }
+      if (groupPrefix !== undefined) {
+        prefixes.push(groupPrefix);
+        lastPrefix = groupPrefix;
+        continue;
+      }
+      const obj = b.objects.get(name);
+      if (obj === undefined) continue;
+      const summary: Record<string, unknown> = { name };
+      if (fields.has("size")) summary["size"] = obj.body.length;
+      if (fields.has("etag")) summary["etag"] = obj.etag;
+      if (fields.has("md5")) summary["md5"] = obj.md5;
+      if (fields.has("timeCreated")) summary["timeCreated"] = obj.timeCreated.toISOString();
+      if (fields.has("timeModified")) summary["timeModified"] = obj.timeModified.toISOString();
+      if (fields.has("storageTier")) summary["storageTier"] = "Standard";
+      objects.push(summary);
+    }
+    const answer: Record<string, unknown> = { objects };
+    if (delimiter !== null) answer["prefixes"] = prefixes;
+    if (nextStartWith !== undefined) answer["nextStartWith"] = nextStartWith;
+    sendJson(req, res, 200, answer, baseHeaders(req));
+  }
+
+  function bucketSummary(b: Bucket): Record<string, unknown> {
+    return {
+      namespace,
+      name: b.name,
+      compartmentId: "ocid1.compartment.oc1..aaaaaaaatest",
+      createdBy: "ocid1.user.oc1..aaaaaaaatest",
+      timeCreated: b.timeCreated.toISOString(),
+      etag: b.etag,
+      publicAccessType: "NoPublicAccess",
+      storageTier: "Standard",
+      objectEventsEnabled: false,
+      versioning: "Disabled",
+      approximateCount: b.objects.size,
+      approximateSize: [...b.objects.values()].reduce((n, o) => n + o.body.length, 0),
+    };
+  }
+
+  function dispatch(req: IncomingMessage, res: ServerResponse, r: Route, rawUrl: string, body: Buffer): void {
+    const query = new URL(rawUrl, "http://localhost").searchParams;
+    switch (r.op) {
+      case "GetNamespace":
+        sendJson(req, res, 200, namespace, baseHeaders(req));
+        return;
+      case "CreateBucket": {
+        if (r.ns !== namespace) needBucket(r);
+        let details: { name?: unknown };
+        try {
+          details = JSON.parse(body.toString("utf8")) as { name?: unknown };
+        } catch {
+          throw new HttpError(400, "InvalidParameter", "The request body is not JSON");
+        }
+        if (typeof details.name !== "string" || !/^[A-Za-z0-9_.-]{1,256}$/.test(details.name)) {
+          throw new HttpError(400, "InvalidParameter", "The bucket name is missing or invalid");
+        }
+        if (buckets.has(details.name)) {
+          throw new HttpError(409, "BucketAlreadyExists", `Bucket '${details.name}' already exists`);
+        }
+        const b = ensureBucket(details.name);
+        sendJson(req, res, 200, bucketSummary(b), { ...baseHeaders(req), etag: b.etag });
+        return;
+      }
+      case "GetBucket":
+      case "HeadBucket": {
+        const b = needBucket(r);
+        sendJson(req, res, 200, bucketSummary(b), { ...baseHeaders(req), etag: b.etag });
+        return;
+      }
+      case "ListObjects":
+        listObjects(req, res, needBucket(r), query);
+        return;
+      case "GetObject":
+      case "HeadObject": {
+        const obj = needObject(needBucket(r), r.object ?? "");
+        checkIfMatch(req, obj);
+        const ifNoneMatch = headerValue(req.headers, "if-none-match");
+        if (ifNoneMatch !== undefined && (ifNoneMatch === "*" || ifNoneMatch === obj.etag)) {
+          const { "content-length": _len, ...h } = objectHeaders(req, obj);
+          res.writeHead(304, h);
+          res.end();
+          return;
+        }
+        res.writeHead(200, objectHeaders(req, obj));
+        res.end(r.op === "HeadObject" ? undefined : obj.body);
+        return;
+      }
+      case "PutObject": {
+        const b = needBucket(r);
+        const name = r.object ?? "";
+        if (Buffer.byteLength(name, "utf8") > 1024) {
+          throw new HttpError(400, "InvalidParameter", "Object names are at most 1024 bytes");
+        }
+        const current = b.objects.get(name);
+        checkIfMatch(req, current);
+        const ifNoneMatch = headerValue(req.headers, "if-none-match");
+        if (ifNoneMatch !== undefined) {
+          if (ifNoneMatch !== "*") throw new HttpError(400, "InvalidParameter", "if-none-match only supports '*'");
+          if (current !== undefined) {
+            throw new HttpError(412, "IfNoneMatchFailed", `The object '${name}' already exists`);
+          }
+        }
+        const contentMd5 = headerValue(req.headers, "content-md5");
+        if (contentMd5 !== undefined && contentMd5 !== md5b64(body)) {
+          throw new HttpError(
+            400,
+            "InvalidParameter",
+            `The computed MD5 of the body (${md5b64(body)}) does not match the Content-MD5 header (${contentMd5})`,
+          );
+        }
+        const meta: Record<string, string> = {};
+        for (const [k, v] of Object.entries(req.headers)) {
+          if (k.startsWith("opc-meta-") && typeof v === "string") meta[k.slice("opc-meta-".length)] = v;
+        }
+        const obj = storeObject(
+          b,
+          name,
+          body,
+          headerValue(req.headers, "content-type") ?? "application/octet-stream",
+          meta,
+        );
+        res.writeHead(200, {
+          ...baseHeaders(req),
+          etag: obj.etag,
+          "opc-content-md5": obj.md5,
+          "last-modified": obj.timeModified.toUTCString(),
+          "content-length": "0",
+        });
+        res.end();
+        return;
+      }
+      case "DeleteObject": {
+        const b = needBucket(r);
+        const obj = needObject(b, r.object ?? "");
+        checkIfMatch(req, obj);
+        removeObject(b, r.object ?? "");
+        res.writeHead(204, { ...baseHeaders(req), "last-modified": new Date().toUTCString() });
+        res.end();
+        return;
+      }
+      case "Unknown":
+        throw new HttpError(404, "NotFound", `No operation matches ${req.method} ${rawUrl}`);
+    }
+  }
+
+  function record(rec: RequestRecord): void {
+    log.push(rec);
+    if (log.length > 10_000) log = log.slice(-5_000);
+  }
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    counters.total++;
+    const method = (req.method ?? "GET").toUpperCase();
+    const rawUrl = req.url ?? "/";
+    if (unreachable) {
+      counters.dropped++;
+      req.socket.destroy();
+      return;
+    }
+    const r = route(method, rawUrl);
+    counters.byOperation[r.op] = (counters.byOperation[r.op] ?? 0) + 1;
+    let body: Buffer;
+    try {
+      body = await readBody(req);
+    } catch (err) {
+      const e = err instanceof HttpError ? err : new HttpError(400, "InvalidParameter", String(err));
+      if (!res.headersSent && !res.destroyed) sendError(req, res, e.status, e.code, e.message);
+      record({ op: r.op, method, url: rawUrl, status: e.status, verified: false, reason: e.message });
+      return;
+    }
+    if (latencyMs > 0) await new Promise((ok) => setTimeout(ok, latencyMs));
+    if (unreachable) {
+      counters.dropped++;
+      req.socket.destroy();
+      return;
+    }
+
+    const check = verifyOciSignature({
+      method,
+      url: rawUrl,
+      headers: req.headers,
+      body,
+      publicKey,
+      ...(opts.keyId !== undefined ? { keyId: opts.keyId } : {}),
+      requireBodyHeaders: r.op !== "PutObject",
+      ...(opts.maxClockSkewMs !== undefined ? { maxClockSkewMs: opts.maxClockSkewMs } : {}),
+    });
+    if (!check.ok) {
+      counters.rejected++;
+      counters.lastRejection = `${method} ${rawUrl}: ${check.reason}`;
+      sendError(
+        req,
+        res,
+        401,
+        "NotAuthenticated",
+        "The required information to complete authentication was not provided or was incorrect.",
+      );
+      record({ op: r.op, method, url: rawUrl, status: 401, verified: false, reason: check.reason });
+      return;
+    }
+    counters.verified++;
+    const signedHeaders = check.signedHeaders;
+
+    if (failures.remaining > 0 && (failures.op === undefined || failures.op === r.op)) {
+      failures.remaining--;
+      counters.injected++;
+      const status = failures.status;
+      sendError(req, res, status, ERROR_CODES[status] ?? "InjectedFailure", `injected HTTP ${status}`);
+      record({ op: r.op, method, url: rawUrl, status, verified: true, signedHeaders, reason: "injected" });
+      return;
+    }
+
+    try {
+      dispatch(req, res, r, rawUrl, body);
+      record({ op: r.op, method, url: rawUrl, status: res.statusCode, verified: true, signedHeaders });
+    } catch (err) {
+      const e = err instanceof HttpError ? err : new HttpError(500, "InternalServerError", String(err));
+      sendError(req, res, e.status, e.code, e.message);
+      record({ op: r.op, method, url: rawUrl, status: e.status, verified: true, signedHeaders, reason: e.message });
+    }
+  }
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      if (!res.headersSent && !res.destroyed) {
+        sendError(req, res, 500, "InternalServerError", String(err));
+      } else {
+        res.destroy();
+      }
+    });
+  });
+  server.on("connection", (socket) => {
+    if (unreachable) {
+      counters.dropped++;
+      socket.destroy();
+      return;
+    }
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  });
+  await new Promise<void>((ok, fail) => {
+    server.once("error", fail);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off("error", fail);
+      ok();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const hostPart = host.includes(":") ? `[${host}]` : host;
+
+  return {
+    url: `http://${hostPart}:${port}`,
+    namespace,
+    createBucket(bucket) {
+      ensureBucket(bucket);
+    },
+    deleteBucket(bucket) {
+      const b = buckets.get(bucket);
+      if (b === undefined) return;
+      for (const name of [...b.objects.keys()]) removeObject(b, name);
+      buckets.delete(bucket);
+      const bd = bucketDir(bucket);
+      if (bd !== undefined && existsSync(bd)) {
+        try {
+          rmdirSync(bd);
+        } catch {
+          // leftover files the server does not own
+        }
+      }
+    },
+    putObject(bucket, name, body, o = {}) {
+      const obj = storeObject(
+        ensureBucket(bucket),
+        name,
+        typeof body === "string" ? Buffer.from(body, "utf8") : Buffer.from(body),
+        o.contentType ?? "application/octet-stream",
+        { ...(o.meta ?? {}) },
+      );
+      return { etag: obj.etag };
+    },
+    deleteObject(bucket, name) {
+      const b = buckets.get(bucket);
+      return b === undefined ? false : removeObject(b, name);
+    },
+    getObject(bucket, name) {
+      return buckets.get(bucket)?.objects.get(name);
+    },
+    listNames(bucket) {
+      const b = buckets.get(bucket);
+      return b === undefined ? [] : [...sortedNames(b)];
+    },
+    get requests() {
+      return { ...counters, byOperation: { ...counters.byOperation } };
+    },
+    get log() {
+      return log;
+    },
+    resetCounters() {
+      counters = emptyCounters();
+      log = [];
+    },
+    failNext(n, status, op) {
+      failures.remaining = n;
+      failures.status = status;
+      failures.op = op;
+    },
+    setUnreachable(value) {
+      unreachable = value;
+      if (value) for (const s of sockets) s.destroy();
+    },
+    setLatency(ms) {
+      latencyMs = ms;
+    },
+    close() {
+      return new Promise<void>((ok, fail) => {
+        server.close((err) => (err ? fail(err) : ok()));
+        server.closeAllConnections();
+      });
+    },
+  };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      host: { type: "string", default: "127.0.0.1" },
+      port: { type: "string", default: "0" },
+      namespace: { type: "string", default: "testns" },
+      "public-key": { type: "string" },
+      "key-id": { type: "string" },
+      dir: { type: "string" },
+      bucket: { type: "string", multiple: true },
+      latency: { type: "string" },
+    },
+    strict: true,
+  });
+  const port = Number(values.port);
+  if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port ${values.port} is not a port`);
+  const keyFile = values["public-key"];
+  if (keyFile === undefined) throw new Error("--public-key PATH is required (the PEM public key clients sign with)");
+  const latencyMs = values.latency === undefined ? 0 : Number(values.latency);
+  if (!Number.isFinite(latencyMs) || latencyMs < 0) throw new Error(`--latency ${values.latency} is not a delay`);
+  const server = await startObjectStorageServer({
+    host: values.host,
+    port,
+    namespace: values.namespace,
+    publicKeyPem: readFileSync(keyFile, "utf8"),
+    ...(values["key-id"] !== undefined ? { keyId: values["key-id"] } : {}),
+    ...(values.dir !== undefined ? { dir: values.dir } : {}),
+    buckets: values.bucket ?? [],
+    latencyMs,
+  });
+  process.stdout.write(`${server.url}\n`);
+  const stop = () => {
+    server.close().then(
+      () => process.exit(0),
+      () => process.exit(1),
+    );
+  };
+  process.once("SIGINT", stop);
+  process.once("SIGTERM", stop);
+}
+
+const entry = process.argv[1];
+if (entry !== undefined && pathToFileURL(resolve(entry)).href === import.meta.url) {
+  main().catch((err: unknown) => {
+    process.stderr.write(`object-storage-server: ${err instanceof Error ? err.message : String(err)}\n`);
+    process.exit(1);
+  });
+}
