@@ -8,6 +8,7 @@ import { applyCommand, planCommand } from "./cli/plan-apply.ts";
 import type { CommonFlags } from "./cli/context.ts";
 import { printError, out } from "./cli/output.ts";
 import { statusCommand } from "./cli/status.ts";
+import { syncDagsCommand } from "./cli/sync-dags.ts";
 import { downCommand, upCommand } from "./cli/up.ts";
 import { validateCommand } from "./cli/validate.ts";
 import { scrub } from "./config/secrets.ts";
@@ -27,6 +28,8 @@ commands:
   up [--dir DIR] [--roles mlflow]
                        the whole stack on this machine (default DIR ./.mlops)
   down [--dir DIR]     stop it; data is kept
+  sync-dags [--once] [--source URL --dest DIR]
+                       sync DAGs from oci://ns/bucket/prefix or file:///dir now
   validate             check the configuration
   version              version, commit and Node runtime
 
@@ -40,7 +43,7 @@ flags:
   --json               machine-readable output
 `;
 
-const COMMANDS = ["run", "plan", "apply", "status", "up", "down", "validate", "version", "help"] as const;
+const COMMANDS = ["run", "plan", "apply", "status", "up", "down", "sync-dags", "validate", "version", "help"] as const;
 
 async function main(argv: string[]): Promise<number> {
   let parsed: ReturnType<typeof parse>;
@@ -76,6 +79,8 @@ async function main(argv: string[]): Promise<number> {
         return await upCommand(host, flags, env);
       case "down":
         return await downCommand(host, flags);
+      case "sync-dags":
+        return await syncDagsCommand(host, flags, env, createLogger({ scrub, level: flags.json || flags.once ? "error" : (env.MLOPS_AGENT_LOG_LEVEL ?? "info"), destination: process.stderr }));
       case "run": {
         const logger = createLogger({ scrub });
         // The daemon never exits on an error: a stray rejection is logged and
@@ -98,7 +103,7 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-function parse(argv: string[]): { command: (typeof COMMANDS)[number]; flags: CommonFlags } {
+function parse(argv: string[]): { command: (typeof COMMANDS)[number]; flags: CommonFlags & { once?: boolean; source?: string; dest?: string } } {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -112,6 +117,9 @@ function parse(argv: string[]): { command: (typeof COMMANDS)[number]; flags: Com
       roles: { type: "string" },
       dir: { type: "string" },
       json: { type: "boolean" },
+      once: { type: "boolean" },
+      source: { type: "string" },
+      dest: { type: "string" },
       help: { type: "boolean", short: "h" },
     },
   });
@@ -130,6 +138,9 @@ function parse(argv: string[]): { command: (typeof COMMANDS)[number]; flags: Com
       roles: values.roles,
       dir: values.dir,
       json: values.json,
+      once: values.once,
+      source: values.source,
+      dest: values.dest,
     },
   };
 }

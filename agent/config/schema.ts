@@ -3,6 +3,7 @@
  * `MLOPS_AGENT_*` environment, flags) is a partial of this; the merged result
  * is validated once, so an error names the field wherever it came from.
  */
+import cron from "node-cron";
 import { z } from "zod";
 
 export const ROLE_NAMES = ["mlflow", "airflow", "serving"] as const;
@@ -59,6 +60,32 @@ export const mlflowSchema = z
   })
   .strict();
 
+export const dagSyncSchema = z
+  .object({
+    /** Where DAGs come from: `oci://<namespace>/<bucket>/<prefix>` or `file:///dir`. */
+    source: z
+      .string()
+      .regex(/^(oci:\/\/[a-z0-9-]+\/[A-Za-z0-9._-]+(\/.*)?|file:\/\/\/.+)$/, "must be oci://<namespace>/<bucket>/<prefix> or file:///<dir>")
+      .optional(),
+    /** Root of the synced tree (Airflow reads `<dest>/current`); empty: `<dataDir>/airflow/dags`. */
+    dest: z.string().startsWith("/", "must be an absolute path").optional(),
+    /** node-cron expression, with seconds. */
+    schedule: z
+      .string()
+      .refine((v) => cron.validate(v), "must be a cron expression such as */15 * * * * * (every 15 s)")
+      .default("*/15 * * * * *"),
+    /** `instance_principal` on OCI; `api_key` reads an OCI config file. */
+    auth: z.enum(["instance_principal", "api_key"]).default("instance_principal"),
+    ociConfigFile: z.string().startsWith("/", "must be an absolute path").optional(),
+    ociProfile: z.string().optional(),
+    /** Object Storage endpoint; empty: the region's. */
+    endpoint: z.string().url().optional(),
+    region: z.string().regex(/^[a-z]+-[a-z]+-\d+$/, "must be an OCI region such as eu-frankfurt-1").optional(),
+    maxObjectBytes: z.number().int().min(1).default(10 * 1024 * 1024),
+    maxObjects: z.number().int().min(1).max(100_000).default(10_000),
+  })
+  .strict();
+
 export const pythonSchema = z
   .object({
     /** Interpreter to build venvs from; empty: the first python3.x >= 3.10 on PATH. */
@@ -96,6 +123,12 @@ export const configSchema = z
     /** Seconds between metadata polls (role changes). */
     metadataPollSeconds: z.number().int().min(1).max(3600).default(15),
     python: pythonSchema.default({ uvVersion: "0.13.8" }),
+    dagSync: dagSyncSchema.default({
+      schedule: "*/15 * * * * *",
+      auth: "instance_principal",
+      maxObjectBytes: 10 * 1024 * 1024,
+      maxObjects: 10_000,
+    }),
     database: databaseSchema.default({ engine: "mysql", host: "127.0.0.1", port: 3306, adminUser: "admin", userHost: "%" }),
     mlflow: mlflowSchema.default({
       host: "0.0.0.0",

@@ -1,0 +1,69 @@
+/**
+ * `mlops-agent sync-dags [--once] [--source URL --dest DIR]`: sync DAGs now.
+ * `--once` runs one pass and exits (0 synced, 1 failed); without it the
+ * syncer runs on its schedule in the foreground until interrupted. Source and
+ * destination come from the flags, else from the config's `dagSync`.
+ */
+import { resolve } from "node:path";
+import { resolveConfig } from "../config/load.ts";
+import { createDagSyncer, type DagSyncSettings } from "../dagsync/dag-syncer.ts";
+import { AgentError } from "../errors.ts";
+import type { Host } from "../host/host.ts";
+import type { Logger } from "../log.ts";
+import { type CommonFlags, DEFAULT_CONFIG_PATH, flagLayer, upDefaults } from "./context.ts";
+import { out } from "./output.ts";
+
+export async function syncDagsCommand(
+  host: Host,
+  flags: CommonFlags & { once?: boolean; source?: string; dest?: string },
+  env: NodeJS.ProcessEnv,
+  logger: Logger,
+): Promise<number> {
+  const configPath = flags.config ?? DEFAULT_CONFIG_PATH;
+  const fileText = await host.fs.readFile(configPath);
+  if (fileText === undefined && flags.config !== undefined) throw new AgentError("CONFIG_UNREADABLE", `${configPath} does not exist`);
+  const flagSync: Record<string, unknown> = {};
+  if (flags.source !== undefined) flagSync.source = flags.source;
+  if (flags.dest !== undefined) flagSync.dest = resolve(flags.dest);
+  const { config } = resolveConfig({
+    configPath,
+    fileText,
+    metadata: undefined,
+    env,
+    flags: { ...flagLayer(flags), ...(Object.keys(flagSync).length ? { dagSync: flagSync } : {}) },
+    modeDefaults: flags.dir !== undefined ? upDefaults(flags.dir) : undefined,
+  });
+  const d = config.dagSync;
+  if (!d.source) throw new AgentError("USAGE", "no DAG source: pass --source oci://<namespace>/<bucket>/<prefix> or file:///<dir>, or set dagSync.source");
+  const settings: DagSyncSettings = {
+    source: d.source,
+    dest: d.dest ?? `${config.dataDir}/airflow/dags`,
+    schedule: d.schedule,
+    // Compile-check with the Airflow venv's Python when the role is installed, else the system's.
+    python: (await host.fs.stat(`${config.installDir}/airflow/venv/bin/python`)) ? `${config.installDir}/airflow/venv/bin/python` : "/usr/bin/python3",
+    auth: d.auth,
+    ociConfigFile: d.ociConfigFile,
+    ociProfile: d.ociProfile,
+    endpoint: d.endpoint,
+    region: d.region,
+    maxObjectBytes: d.maxObjectBytes,
+    maxObjects: d.maxObjects,
+  };
+  const syncer = createDagSyncer({ settings, logger });
+  if (flags.once) {
+    const r = await syncer.syncOnce();
+    if (flags.json) out(JSON.stringify(r, null, 2));
+    else {
+      out(`${r.ok ? "synced" : "failed"} ${settings.source} -> ${settings.dest}/current in ${r.durationMs} ms`);
+      out(`  ${r.objects} objects, ${r.bytes} bytes; added ${r.changed.added}, updated ${r.changed.updated}, deleted ${r.changed.deleted}; fetched ${r.fetched}${r.swapped ? `; now at version ${r.version}` : "; no change"}`);
+      for (const x of r.rejected) out(`  refused ${x.name}: ${x.reason}`);
+      if (r.error) process.stderr.write(`error [${r.error.code}]: ${r.error.message}\n`);
+    }
+    return r.ok ? 0 : 1;
+  }
+  const controller = new AbortController();
+  for (const sig of ["SIGTERM", "SIGINT"] as const) process.once(sig, () => controller.abort());
+  out(`syncing ${settings.source} -> ${settings.dest}/current on "${settings.schedule}"; Ctrl-C stops`);
+  await syncer.run(controller.signal);
+  return 0;
+}
