@@ -35,6 +35,47 @@ export const databaseSchema = z
   })
   .strict();
 
+/** A PostgreSQL server (OCI Database with PostgreSQL): Airflow's tested metadata backend. */
+export const postgresSchema = z
+  .object({
+    host: z
+      .string()
+      .regex(/^([A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/, "must be a host name or IPv4 address")
+      .default("127.0.0.1"),
+    port: z.number().int().min(1).max(65535).default(5432),
+    adminUser: z.string().min(1).default("postgres"),
+    adminPassword: secretRefSchema.optional(),
+    adminDatabase: z.string().regex(/^[A-Za-z0-9_]{1,63}$/).default("postgres"),
+  })
+  .strict();
+
+const dbNameSchema = z.string().regex(/^[a-z0-9_]{1,63}$/, "must be 1-63 lower-case letters, digits or _");
+const dbUserSchema = z.string().regex(/^[a-z0-9_]{1,32}$/, "must be 1-32 lower-case letters, digits or _");
+
+export const airflowSchema = z
+  .object({
+    host: z.string().regex(/^(0\.0\.0\.0|::|[0-9.]+|[0-9a-fA-F:]+)$/, "must be an IP address to bind, e.g. 0.0.0.0 or 127.0.0.1").default("0.0.0.0"),
+    port: z.number().int().min(1).max(65535).default(8080),
+    executor: z.enum(["LocalExecutor"], { message: "must be LocalExecutor (CeleryExecutor is not available in this build)" }).default("LocalExecutor"),
+    /** Task slots; LocalExecutor starts this many worker processes up front. */
+    parallelism: z.number().int().min(1).max(64).default(4),
+    adminUser: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default("admin"),
+    /** Seconds until new DAG files are parsed (Airflow's default is 300). */
+    refreshIntervalSeconds: z.number().int().min(1).max(3600).default(5),
+    /** Given to DAGs as the Airflow Variable `mlflow_tracking_uri` and $MLFLOW_TRACKING_URI. */
+    mlflowTrackingUri: z.string().url().default("http://127.0.0.1:5000"),
+    database: z
+      .object({
+        /** postgresql (tested) or mysql (needs mysqlclient, which Airflow 3.3 requires and PyPI ships as source only). */
+        engine: z.enum(["postgresql", "mysql"]).default("postgresql"),
+        name: dbNameSchema.default("airflow"),
+        user: dbUserSchema.default("airflow"),
+      })
+      .strict()
+      .default({ engine: "postgresql", name: "airflow", user: "airflow" }),
+  })
+  .strict();
+
 export const mlflowSchema = z
   .object({
     host: z.string().regex(/^(0\.0\.0\.0|::|[0-9.]+|[0-9a-fA-F:]+)$/, "must be an IP address to bind, e.g. 0.0.0.0 or 127.0.0.1").default("0.0.0.0"),
@@ -130,6 +171,17 @@ export const configSchema = z
       maxObjects: 10_000,
     }),
     database: databaseSchema.default({ engine: "mysql", host: "127.0.0.1", port: 3306, adminUser: "admin", userHost: "%" }),
+    postgres: postgresSchema.default({ host: "127.0.0.1", port: 5432, adminUser: "postgres", adminDatabase: "postgres" }),
+    airflow: airflowSchema.default({
+      host: "0.0.0.0",
+      port: 8080,
+      executor: "LocalExecutor",
+      parallelism: 4,
+      adminUser: "admin",
+      refreshIntervalSeconds: 5,
+      mlflowTrackingUri: "http://127.0.0.1:5000",
+      database: { engine: "postgresql", name: "airflow", user: "airflow" },
+    }),
     mlflow: mlflowSchema.default({
       host: "0.0.0.0",
       port: 5000,

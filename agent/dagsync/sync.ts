@@ -134,6 +134,43 @@ export async function compileCheck(python: string, root: string, names: readonly
   return new Map(Object.entries(JSON.parse(out) as Record<string, string>));
 }
 
+/**
+ * Makes sure `<dest>/current` exists (an empty version when nothing was ever
+ * synced), so Airflow's dags_folder is there before the first sync.
+ * Idempotent.
+ */
+export async function ensureCurrent(dest: string): Promise<void> {
+  if (await currentVersion(dest)) return;
+  const id = "00000000T000000000Z-empty0";
+  await mkdir(join(dest, "versions", id), { recursive: true, mode: 0o755 });
+  await writeFile(manifestPath(dest, id), "{}\n", { mode: 0o644 });
+  const tmpLink = join(dest, `.${CURRENT}.${id}`);
+  await rm(tmpLink, { force: true });
+  await symlink(join("versions", id), tmpLink);
+  await rename(tmpLink, join(dest, CURRENT));
+}
+
+/** Copies a version as hard links (GNU cp, one process): far faster than a link() per file from JS. */
+function cloneTree(from: string, to: string): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn("cp", ["-al", "--", `${from}/.`, to], { stdio: ["ignore", "ignore", "pipe"] });
+    let stderr = "";
+    child.stderr.on("data", (d: Buffer) => {
+      stderr += d;
+    });
+    child.on("error", reject);
+    child.on("close", (c) => (c === 0 ? resolve() : reject(new Error(`cp -al exited ${c}: ${stderr.trim().slice(-200)}`))));
+  });
+}
+
+/** Old versions are removed after the swap, off the critical path; the next pass waits for it. */
+const pruning = new Map<string, Promise<void>>();
+
+/** Resolves when the background pruning after the last swap in `dest` is done. */
+export function pruned(dest: string): Promise<void> {
+  return pruning.get(dest) ?? Promise.resolve();
+}
+
 export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
   const now = o.now ?? Date.now;
   const started = now();
@@ -182,59 +219,75 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
       else candidates.push(obj);
     }
 
-    const id = `${new Date(started).toISOString().replace(/[-:.]/g, "")}-${randomBytes(3).toString("hex")}`;
-    newDir = join(o.dest, "versions", id);
-    await mkdir(newDir, { recursive: true, mode: 0o755 });
+    await pruning.get(o.dest);
     const curDir = current ? join(o.dest, "versions", current.id) : undefined;
     const oldManifest = current?.manifest ?? {};
-    const manifest: Manifest = {};
-    let fetched = 0;
 
-    async function place(obj: RemoteObject): Promise<"linked" | "fetched"> {
-      const target = join(newDir!, obj.name);
-      await mkdir(dirname(target), { recursive: true, mode: 0o755 });
-      if (curDir && oldManifest[obj.name]?.etag === obj.etag) {
-        try {
-          await link(join(curDir, obj.name), target);
-          return "linked";
-        } catch {
-          // Missing or unlinkable in the current version: fetch it again.
-        }
-      }
-      const body = await o.source.fetch(obj.name, { maxBytes: maxObjectBytes, signal: o.signal });
-      await writeFile(target, body, { mode: 0o644 });
-      fetched++;
-      return "fetched";
-    }
-
-    // .airflowignore first: it decides what else is synced.
-    const ignoreObj = candidates.find((c) => c.name === ".airflowignore");
+    // .airflowignore decides what else is synced: read it first (from the
+    // current version when unchanged, else from the source).
     let ignored = 0;
+    const ignoreObj = candidates.find((c) => c.name === ".airflowignore");
     if (ignoreObj) {
-      await place(ignoreObj);
-      manifest[ignoreObj.name] = { etag: ignoreObj.etag, size: ignoreObj.size };
-      const rules = parseAirflowIgnore(await readFile(join(newDir, ".airflowignore"), "utf8"));
+      const same = curDir && oldManifest[ignoreObj.name]?.etag === ignoreObj.etag;
+      const text = same
+        ? await readFile(join(curDir, ".airflowignore"), "utf8")
+        : Buffer.from(await o.source.fetch(ignoreObj.name, { maxBytes: maxObjectBytes, signal: o.signal })).toString("utf8");
+      const rules = parseAirflowIgnore(text);
       const kept = candidates.filter((c) => c === ignoreObj || !isIgnored(rules, c.name));
       ignored = candidates.length - kept.length;
-      candidates = kept.filter((c) => c !== ignoreObj);
+      candidates = kept;
     }
 
-    // A few fetches at a time: object stores answer in tens of milliseconds each.
+    // The diff, before anything is written: an unchanged source costs a listing.
+    const wanted = new Map(candidates.map((c) => [c.name, c]));
+    const toFetch = candidates.filter((c) => oldManifest[c.name]?.etag !== c.etag);
+    const toDelete = Object.keys(oldManifest).filter((n) => !wanted.has(n));
+    if (current && toFetch.length === 0 && toDelete.length === 0) {
+      return unchanged({ ignored, rejected });
+    }
+
+    const id = `${new Date(started).toISOString().replace(/[-:.]/g, "")}-${randomBytes(3).toString("hex")}`;
+    newDir = join(o.dest, "versions", id);
+    await mkdir(join(o.dest, "versions"), { recursive: true, mode: 0o755 });
+    if (curDir) await cloneTree(curDir, newDir);
+    else await mkdir(newDir, { recursive: true, mode: 0o755 });
+    const manifest: Manifest = {};
+    for (const c of candidates) if (!toFetch.includes(c)) manifest[c.name] = oldManifest[c.name]!;
+    for (const n of toDelete) await rm(join(newDir, n), { force: true });
+
+    // Changed files get a new inode (write a temp file, rename over the link):
+    // the current version keeps its content, and the new mtime tells Airflow to re-parse.
+    const made = new Set<string>();
+    const ensureDir = async (d: string) => {
+      if (made.has(d)) return;
+      await mkdir(d, { recursive: true, mode: 0o755 });
+      made.add(d);
+    };
+    let fetched = 0;
     const changedPy: string[] = [];
     let next = 0;
     const worker = async () => {
-      while (next < candidates.length) {
-        const obj = candidates[next++]!;
+      while (next < toFetch.length) {
+        const obj = toFetch[next++]!;
         try {
-          const how = await place(obj);
+          const body = await o.source.fetch(obj.name, { maxBytes: maxObjectBytes, signal: o.signal });
+          const target = join(newDir!, obj.name);
+          await ensureDir(dirname(target));
+          const tmp = `${target}.mlops-tmp`;
+          await writeFile(tmp, body, { mode: 0o644 });
+          await rename(tmp, target);
+          fetched++;
           manifest[obj.name] = { etag: obj.etag, size: obj.size };
-          if (how === "fetched" && obj.name.endsWith(".py")) changedPy.push(obj.name);
+          if (obj.name.endsWith(".py")) changedPy.push(obj.name);
         } catch (err) {
-          if (err instanceof AgentError && err.code === "DAG_OBJECT_REJECTED") rejected.push({ name: obj.name, reason: err.detail });
-          else throw err;
+          if (err instanceof AgentError && err.code === "DAG_OBJECT_REJECTED") {
+            rejected.push({ name: obj.name, reason: err.detail });
+            await rm(join(newDir!, obj.name), { force: true });
+          } else throw err;
         }
       }
     };
+    // A few fetches at a time: object stores answer in tens of milliseconds each.
     await Promise.all(Array.from({ length: FETCH_CONCURRENCY }, worker));
     changedPy.sort();
 
@@ -270,6 +323,7 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
     };
 
     if (current && added === 0 && updated === 0 && deleted === 0) {
+      // Everything that changed was refused: keep the current version.
       await rm(newDir, { recursive: true, force: true });
       newDir = undefined;
       return unchanged({ ...stats, rejected });
@@ -281,13 +335,18 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
     await rename(tmpLink, join(o.dest, CURRENT));
     newDir = undefined; // it is current now: never clean it up
 
-    // Prune: keep the newest `keep` versions (by id, which sorts by time).
-    const versions = (await readdir(join(o.dest, "versions"))).filter((n) => !n.endsWith(".manifest.json")).sort();
-    for (const old of versions.slice(0, Math.max(0, versions.length - keep))) {
-      if (old === id) continue;
-      await rm(join(o.dest, "versions", old), { recursive: true, force: true });
-      await rm(manifestPath(o.dest, old), { force: true });
-    }
+    // Prune: keep the newest `keep` versions (by id, which sorts by time), in the background.
+    pruning.set(
+      o.dest,
+      (async () => {
+        const versions = (await readdir(join(o.dest, "versions"))).filter((n) => !n.endsWith(".manifest.json")).sort();
+        for (const old of versions.slice(0, Math.max(0, versions.length - keep))) {
+          if (old === id) continue;
+          await rm(join(o.dest, "versions", old), { recursive: true, force: true });
+          await rm(manifestPath(o.dest, old), { force: true });
+        }
+      })().catch(() => {}),
+    );
 
     return {
       ...base,

@@ -10,6 +10,7 @@ import type { Logger } from "../log.ts";
 import type { AgentConfig } from "../config/schema.ts";
 import { registerSecret, resolveSecretRef } from "../config/secrets.ts";
 import { provisionMysql } from "../db/mysql-provisioner.ts";
+import { provisionPostgres } from "../db/postgres-provisioner.ts";
 import { AgentError, describeError } from "../errors.ts";
 import type { FileOwner, Host } from "../host/host.ts";
 import { DEFAULT_INDEX_URL, findPython, installLock } from "../python/python-env.ts";
@@ -101,8 +102,10 @@ async function step(deps: ApplyDeps, a: Action): Promise<void> {
       return;
     }
     case "generate-secret": {
-      // 32 random bytes, URL-safe: no quoting problems in URIs or env files.
-      const value = Buffer.from(host.randomBytes(32)).toString("base64url");
+      // 32 random bytes, URL-safe: no quoting problems in URIs or env files. A
+      // Fernet key is the same bytes in base64url with its padding.
+      const bytes = Buffer.from(host.randomBytes(32));
+      const value = d?.secretFormats[a.name] === "fernet" ? bytes.toString("base64").replace(/\+/g, "-").replace(/\//g, "_") : bytes.toString("base64url");
       registerSecret(value);
       await host.fs.mkdir(`${deps.config.stateDir}/secrets`, { mode: 0o700 });
       await host.fs.writeFileAtomic(secretPath(deps.config.stateDir, a.name), `${value}\n`, { mode: 0o600 });
@@ -142,16 +145,10 @@ async function step(deps: ApplyDeps, a: Action): Promise<void> {
       const password = passwordText.trim();
       registerSecret(password);
       const adminPassword = db.adminPasswordRef ? await resolveSecretRef(db.adminPasswordRef, { fs: host.fs, env: deps.env }) : "";
-      const report = await provisionMysql({
-        host: db.host,
-        port: db.port,
-        adminUser: db.adminUser,
-        adminPassword,
-        database: db.name,
-        user: db.user,
-        userHost: db.userHost,
-        password,
-      });
+      const report =
+        db.engine === "postgresql"
+          ? await provisionPostgres({ host: db.host, port: db.port, adminUser: db.adminUser, adminPassword, adminDatabase: deps.config.postgres.adminDatabase, database: db.name, user: db.user, password })
+          : await provisionMysql({ host: db.host, port: db.port, adminUser: db.adminUser, adminPassword, database: db.name, user: db.user, userHost: db.userHost, password });
       deps.logger.info({ step: "provision-database", server: report.version, database: db.name, user: db.user }, "database provisioned");
       await deps.records.update(dd.role, (r) => ({ ...r, database: { fingerprint: a.fingerprint, provisionedAt: new Date(host.clock.now()).toISOString() } }));
       return;
@@ -173,9 +170,11 @@ async function step(deps: ApplyDeps, a: Action): Promise<void> {
       const m = need(dd.migrate, "migration");
       const env = await readEnvFiles(host, m.envFiles);
       for (const v of Object.values(env)) registerSecret(v);
-      const [cmd, ...args] = m.command;
-      const r = await host.exec(cmd!, args, { env, user: await ownerOf(deps, "service"), cwd: dd.paths.dataDir, timeoutMs: 900_000 });
-      if (r.code !== 0) throw new AgentError("STEP_FAILED", `migration exited ${r.code}: ${(r.stderr || r.stdout).trim().split("\n").slice(-5).join(" | ")}`);
+      for (const [cmd, ...args] of m.commands) {
+        const r = await host.exec(cmd!, args, { env, user: await ownerOf(deps, "service"), cwd: dd.paths.dataDir, timeoutMs: 900_000 });
+        if (r.code !== 0)
+          throw new AgentError("STEP_FAILED", `${cmd!.split("/").pop()} ${args.join(" ")} exited ${r.code}: ${(r.stderr || r.stdout).trim().split("\n").slice(-5).join(" | ")}`);
+      }
       await deps.records.update(dd.role, (rec) => ({ ...rec, migratedVersion: a.version }));
       return;
     }

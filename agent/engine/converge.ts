@@ -16,7 +16,13 @@ import { type Observed, observe, secretPath } from "./observe.ts";
 import { type Plan, plan } from "./plan.ts";
 import type { RoleRecordStore } from "./role-record.ts";
 import { registerSecret } from "../config/secrets.ts";
-import { checkLogin } from "../db/mysql-provisioner.ts";
+import { checkLogin as checkMysqlLogin, type LoginCheck } from "../db/mysql-provisioner.ts";
+import { checkPostgresLogin } from "../db/postgres-provisioner.ts";
+
+/** Logs in as a role's database user, with the driver of its engine. */
+function defaultCheckLogin(t: { engine: string; host: string; port: number; user: string; password: string; database: string }): Promise<LoginCheck> {
+  return t.engine === "postgresql" ? checkPostgresLogin(t) : checkMysqlLogin(t);
+}
 
 export interface ConvergeDeps {
   readonly host: Host;
@@ -28,7 +34,7 @@ export interface ConvergeDeps {
   readonly logger: Logger;
   readonly progress?: (line: string) => void;
   /** Database login check; defaults to the real one, `false` turns it off (tests without a database). */
-  readonly checkLogin?: typeof checkLogin | false;
+  readonly checkLogin?: typeof defaultCheckLogin | false;
 }
 
 export interface PlanView {
@@ -42,12 +48,14 @@ const MAX_PASSES = 6;
 async function compile(deps: ConvergeDeps): Promise<DesiredRole | undefined> {
   if (!deps.role) return undefined;
   const spec = loadRole(deps.role);
+  // Every generated secret the role may use that exists already; missing ones are planned.
   const secrets: Record<string, string> = {};
-  if (spec.database && deps.config.mode !== "up" && deps.config.database.engine === "mysql") {
-    const text = await deps.host.fs.readFile(secretPath(deps.config.stateDir, spec.database.passwordSecret));
-    if (text?.trim()) {
-      secrets[spec.database.passwordSecret] = text.trim();
-      registerSecret(text.trim());
+  const names = [...spec.secrets.map((s) => s.name), ...(spec.database ? [spec.database.passwordSecret] : [])];
+  for (const name of names) {
+    const text = (await deps.host.fs.readFile(secretPath(deps.config.stateDir, name)))?.trim();
+    if (text) {
+      secrets[name] = text;
+      registerSecret(text);
     }
   }
   const current = deps.host.users.current();
@@ -64,7 +72,7 @@ export async function planOnce(deps: ConvergeDeps): Promise<PlanView> {
     records: deps.records,
     desired,
     stateDir: deps.config.stateDir,
-    checkLogin: deps.checkLogin === undefined ? checkLogin : deps.checkLogin || undefined,
+    checkLogin: deps.checkLogin === undefined ? defaultCheckLogin : deps.checkLogin || undefined,
   });
   return { desired, observed, plan: plan(desired, observed, deps.config.stateDir) };
 }

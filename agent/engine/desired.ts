@@ -13,6 +13,7 @@ import { contextTruthy, renderString, type TemplateContext } from "../roles/rend
 import type { RoleSpec } from "../roles/role-spec.ts";
 import type { ProbeSpec, ServiceSpec } from "../supervisor/types.ts";
 import { DEFAULT_RESTART_POLICY } from "../supervisor/types.ts";
+import { AgentError } from "../errors.ts";
 import type { OwnerRef } from "./actions.ts";
 
 export function sha256(text: string | Uint8Array): string {
@@ -31,7 +32,7 @@ export interface DesiredFile {
 }
 
 export interface DesiredDatabase {
-  readonly engine: "mysql" | "sqlite";
+  readonly engine: "mysql" | "postgresql" | "sqlite";
   readonly host: string;
   readonly port: number;
   readonly name: string;
@@ -62,7 +63,11 @@ export interface DesiredRole {
   readonly files: readonly DesiredFile[];
   readonly python: { readonly venv: string; readonly lockText: string; readonly lockHash: string; readonly lockPath: string };
   readonly database: DesiredDatabase | undefined;
-  readonly migrate: { readonly command: readonly string[]; readonly envFiles: readonly string[] } | undefined;
+  readonly migrate: { readonly commands: readonly (readonly string[])[]; readonly envFiles: readonly string[] } | undefined;
+  /** Where the DAG syncer keeps its versions (`<dest>/current` is Airflow's dags_folder). */
+  readonly dagSyncDest: string | undefined;
+  /** Generated secrets and how to make each one. */
+  readonly secretFormats: Readonly<Record<string, "token" | "fernet">>;
   readonly services: readonly DesiredService[];
   /** Secret files (in the state dir) the role needs, by name. */
   readonly secretNames: readonly string[];
@@ -98,6 +103,7 @@ function renderProbe(p: RoleSpec["services"][number]["probes"]["liveness"], ctx:
         path: renderString(p.httpGet.path, ctx, where),
         port: Number(renderString(p.httpGet.port, ctx, where)),
         host: p.httpGet.host === undefined ? undefined : renderString(p.httpGet.host, ctx, where),
+        json: p.httpGet.json,
       },
     };
   if ("tcpSocket" in p)
@@ -117,33 +123,47 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
   const up = config.mode === "up";
   const serviceUser = up ? inputs.currentUser : spec.serviceUser;
 
-  // Database first: the backend URI is part of the template context.
+  // Database and generated secrets first: they are part of the template context.
   let database: DesiredDatabase | undefined;
   const secretNames: string[] = [];
-  let dbSecretsPending = false;
+  let secretsPending = false;
   const secretCtx: Record<string, string> = {};
+  for (const sec of spec.secrets) {
+    secretNames.push(sec.name);
+    const v = inputs.secrets[sec.name];
+    if (v === undefined) secretsPending = true;
+    else secretCtx[sec.key] = v;
+  }
   if (spec.database) {
-    const dbConf = lookupPath(config, spec.database.configPath) as { name: string; user: string };
-    const engine = up ? "sqlite" : config.database.engine;
+    const dbConf = lookupPath(config, spec.database.configPath) as { name: string; user: string; engine?: "mysql" | "postgresql" };
+    const engine: DesiredDatabase["engine"] = up && spec.database.sqliteInUp ? "sqlite" : (dbConf.engine ?? config.database.engine);
+    if (engine !== "sqlite" && !spec.database.drivers[engine])
+      throw new AgentError("CONFIG_INVALID", `role ${role} cannot use a ${engine} database; it supports ${Object.keys(spec.database.drivers).join(", ")}`);
+    const server =
+      engine === "postgresql"
+        ? { host: config.postgres.host, port: config.postgres.port, adminUser: config.postgres.adminUser, adminPasswordRef: config.postgres.adminPassword, userHost: "" }
+        : { host: config.database.host, port: config.database.port, adminUser: config.database.adminUser, adminPasswordRef: config.database.adminPassword, userHost: config.database.userHost };
     const sqlitePath = `${paths.dataDir}/${role}.db`;
     const password = inputs.secrets[spec.database.passwordSecret];
-    if (engine === "mysql") {
+    if (engine !== "sqlite") {
       secretNames.push(spec.database.passwordSecret);
-      if (password === undefined) dbSecretsPending = true;
-      else
-        secretCtx.backendStoreUri = `${spec.database.mysqlDriver}://${encodeURIComponent(dbConf.user)}:${encodeURIComponent(password)}@${config.database.host}:${config.database.port}/${dbConf.name}?charset=utf8mb4`;
+      if (password === undefined) secretsPending = true;
+      else {
+        const auth = `${encodeURIComponent(dbConf.user)}:${encodeURIComponent(password)}@${server.host}:${server.port}/${dbConf.name}`;
+        secretCtx.databaseUri = `${spec.database.drivers[engine]}://${auth}${engine === "mysql" ? "?charset=utf8mb4" : ""}`;
+      }
     } else {
-      secretCtx.backendStoreUri = `sqlite:///${sqlitePath}`;
+      secretCtx.databaseUri = `sqlite:///${sqlitePath}`;
     }
     database = {
       engine,
-      host: config.database.host,
-      port: config.database.port,
+      host: server.host,
+      port: server.port,
       name: dbConf.name,
       user: dbConf.user,
-      userHost: config.database.userHost,
-      adminUser: config.database.adminUser,
-      adminPasswordRef: config.database.adminPassword,
+      userHost: server.userHost,
+      adminUser: server.adminUser,
+      adminPasswordRef: server.adminPasswordRef,
       passwordSecret: spec.database.passwordSecret,
       sqlitePath,
       fingerprint:
@@ -151,9 +171,10 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
           ? sha256(`sqlite:${sqlitePath}`)
           : password === undefined
             ? undefined
-            : sha256(JSON.stringify([config.database.host, config.database.port, dbConf.name, dbConf.user, config.database.userHost, sha256(password)])),
+            : sha256(JSON.stringify([engine, server.host, server.port, dbConf.name, dbConf.user, server.userHost, sha256(password)])),
     };
   }
+  const dbSecretsPending = secretsPending;
 
   const ctx = buildContext({ config, role, paths, serviceUser, secrets: dbSecretsPending ? undefined : secretCtx });
 
@@ -192,7 +213,7 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
 
   const migrate = spec.migrate
     ? {
-        command: spec.migrate.command.map((c) => renderString(c, ctx, `role ${role} migrate`)),
+        commands: spec.migrate.commands.map((cmd) => cmd.map((c) => renderString(c, ctx, `role ${role} migrate`))),
         envFiles: spec.migrate.environmentFiles.map((id) => fileRef(id, `role ${role} migrate`).path),
       }
     : undefined;
@@ -265,6 +286,8 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
     migrate,
     services,
     secretNames,
+    dagSyncDest: spec.dagSync ? renderString(spec.dagSync.dest, ctx, `role ${role} dagSync`) : undefined,
+    secretFormats: Object.fromEntries(spec.secrets.map((x) => [x.name, x.format])),
   };
 }
 

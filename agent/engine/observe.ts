@@ -41,7 +41,7 @@ export async function observe(deps: {
   desired: DesiredRole | undefined;
   stateDir: string;
   /** Logs in as the role's database user; absent in tests without a database. */
-  checkLogin?: (t: { host: string; port: number; user: string; password: string; database: string }) => Promise<LoginCheck>;
+  checkLogin?: (t: { engine: string; host: string; port: number; user: string; password: string; database: string }) => Promise<LoginCheck>;
 }): Promise<Observed> {
   const { host, desired } = deps;
   const records = await deps.records.list();
@@ -75,7 +75,7 @@ export async function observe(deps: {
   const db = desired?.database;
   const record = records.find((r) => r.role === desired?.role);
   const password = db ? secrets[db.passwordSecret] : undefined;
-  if (db?.engine === "mysql" && password && record?.database?.fingerprint === db.fingerprint && deps.checkLogin)
-    databaseLogin = await deps.checkLogin({ host: db.host, port: db.port, user: db.user, password, database: db.name });
+  if (db && db.engine !== "sqlite" && password && record?.database?.fingerprint === db.fingerprint && deps.checkLogin)
+    databaseLogin = await deps.checkLogin({ engine: db.engine, host: db.host, port: db.port, user: db.user, password, database: db.name });
   return { records, serviceOwner, directories, files, secrets, install, services, databaseLogin };
 }

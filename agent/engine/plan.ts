@@ -77,7 +77,7 @@ export function plan(desired: DesiredRole | undefined, observed: Observed, state
 
     const db = desired.database;
     let dbReady = true;
-    if (db?.engine === "mysql") {
+    if (db && db.engine !== "sqlite") {
       if (db.fingerprint === undefined) {
         deferred.push(`provision-database ${db.name}: after the password is generated`);
         dbReady = false;
@@ -121,7 +121,7 @@ export function plan(desired: DesiredRole | undefined, observed: Observed, state
       if (!venvCurrent || version === undefined) {
         deferred.push("migrate-database: after the Python environment is installed");
         migrationPending = true;
-      } else if (!dbReady && db?.engine === "mysql" && db.fingerprint === undefined) {
+      } else if (!dbReady && db && db.engine !== "sqlite" && db.fingerprint === undefined) {
         migrationPending = true;
       } else if (desired.migrate.envFiles.some((p) => pendingFiles.has(p))) {
         deferred.push("migrate-database: after its environment file is written");

@@ -59,7 +59,7 @@ function clip(text: string): string {
 }
 
 async function httpGet(
-  spec: { path: string; port: number; host?: string },
+  spec: { path: string; port: number; host?: string; json?: { field: string; equals: string } },
   opts: RunProbeOptions,
 ): Promise<Omit<ProbeResult, "latencyMs">> {
   const doFetch = opts.fetch ?? globalThis.fetch;
@@ -74,11 +74,24 @@ async function httpGet(
       signal,
       headers: { "user-agent": "mlops-agent-probe/1", accept: "*/*" },
     });
-    // The body is not needed; cancel it so the connection is released.
-    await res.body?.cancel().catch(() => {});
     const ok = res.status >= 200 && res.status < 400;
     const text = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
-    return { ok, message: ok ? text : `${text} from GET ${url}` };
+    if (!spec.json || !ok) {
+      // The body is not needed; cancel it so the connection is released.
+      await res.body?.cancel().catch(() => {});
+      return { ok, message: ok ? text : `${text} from GET ${url}` };
+    }
+    let value: unknown;
+    try {
+      value = await res.json();
+      for (const seg of spec.json.field.split(".")) value = (value as Record<string, unknown> | null)?.[seg];
+    } catch {
+      return { ok: false, message: `GET ${url}: the body is not JSON` };
+    }
+    const got = value === undefined ? "(absent)" : String(value);
+    return got === spec.json.equals
+      ? { ok: true, message: `${spec.json.field} is ${got}` }
+      : { ok: false, message: `${spec.json.field} is ${got}, want ${spec.json.equals} (GET ${url})` };
   } catch (err) {
     if (timeout.aborted) return { ok: false, message: `GET ${url}: timed out after ${opts.timeoutMs}ms` };
     if (isTimeout(err)) return { ok: false, message: `GET ${url}: aborted` };

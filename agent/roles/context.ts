@@ -67,6 +67,12 @@ export function buildContext(opts: {
     // Object Storage through the oci-mlflow plugin authenticates with the
     // instance principal: no key material on the VM.
     artifactsEnvLines: oci ? "OCIFS_IAM_TYPE=instance_principal" : "",
+    airflow: {
+      ...config.airflow,
+      probeHost: config.airflow.host === "0.0.0.0" || config.airflow.host === "::" ? "127.0.0.1" : config.airflow.host,
+    },
+    // The syncer swaps `<dags>/current` atomically; Airflow reads through the link.
+    dagsFolder: `${paths.dataDir}/dags/current`,
     secrets: opts.secrets,
   };
 }

@@ -9,7 +9,16 @@ import { z } from "zod";
 const templated = z.string().min(1);
 const mode = z.string().regex(/^0[0-7]{3}$/, "must be an octal mode such as 0600");
 
-const httpGet = z.object({ httpGet: z.object({ path: z.string().startsWith("/"), port: templated, host: z.string().optional() }).strict() });
+const httpGet = z.object({
+  httpGet: z
+    .object({
+      path: z.string().startsWith("/"),
+      port: templated,
+      host: z.string().optional(),
+      json: z.object({ field: z.string(), equals: z.string() }).strict().optional(),
+    })
+    .strict(),
+});
 const tcpSocket = z.object({ tcpSocket: z.object({ port: templated, host: z.string().optional() }).strict() });
 const execProbe = z.object({ exec: z.object({ command: z.array(templated).min(1) }).strict() });
 const probeTiming = {
@@ -44,15 +53,34 @@ export const roleSpecSchema = z
       .strict(),
     database: z
       .object({
-        /** Config path of the database name and user, e.g. `mlflow.database`. */
+        /** Config path of the database settings (`name`, `user`, optional `engine`), e.g. `mlflow.database`. */
         configPath: z.string(),
         /** Name of the generated password in the state dir's secrets. */
         passwordSecret: z.string().regex(/^[a-z0-9-]+$/),
-        /** SQLAlchemy driver for MySQL. */
-        mysqlDriver: z.string(),
+        /** SQLAlchemy driver per server engine the role supports. */
+        drivers: z.object({ mysql: z.string().optional(), postgresql: z.string().optional() }).strict(),
+        /** Whether `up` (one machine, no database server) may use SQLite. */
+        sqliteInUp: z.boolean(),
       })
       .strict()
       .optional(),
+    /** Generated secrets besides the database password, kept 0600 in the state dir; `{{secrets.<key>}}` in templates. */
+    secrets: z
+      .array(
+        z
+          .object({
+            name: z.string().regex(/^[a-z0-9-]+$/),
+            key: z.string().regex(/^[a-zA-Z][a-zA-Z0-9]*$/),
+            /** `token`: 32 random bytes, base64url; `fernet`: a Fernet key (32 bytes, base64url with padding). */
+            format: z.enum(["token", "fernet"]),
+            /** Shown on /status as a credential a person may need (e.g. an admin password). */
+            credential: z.boolean().default(false),
+          })
+          .strict(),
+      )
+      .default([]),
+    /** Keep a DAG folder synced from `dagSync.source` into this directory (`<dir>/current`). */
+    dagSync: z.object({ dest: templated }).strict().optional(),
     directories: z.array(z.object({ path: templated, mode, owner: z.enum(["service", "root"]) }).strict()),
     files: z.array(
       z
@@ -71,7 +99,8 @@ export const roleSpecSchema = z
     ),
     migrate: z
       .object({
-        command: z.array(templated).min(1),
+        /** Run in order, as the service user, when the installed version changes. Each is idempotent. */
+        commands: z.array(z.array(templated).min(1)).min(1),
         /** File ids whose KEY=VALUE content is passed as the environment. */
         environmentFiles: z.array(z.string()),
       })

@@ -31,6 +31,8 @@ export interface Metrics {
   readonly registry: Registry;
   /** Counts one finished converge pass. Idempotent per record. */
   observeConverge(record: ConvergeRecord): void;
+  /** Counts one DAG sync pass. */
+  observeDagSync(result: { ok: boolean; durationMs: number; fetched: number; objects: number; bytes: number; rejected: readonly unknown[]; swapped: boolean }): void;
   /** The whole registry in the Prometheus text format (version 0.0.4). */
   render(): Promise<string>;
   /** `text/plain; version=0.0.4; charset=utf-8`. */
@@ -131,9 +133,37 @@ export function createMetrics(store: StatusStore): Metrics {
     if (next.lastConverge && next.lastConverge !== previous.lastConverge) observeConverge(next.lastConverge);
   });
 
+  const dagSyncTotal = new Counter({
+    name: name("dag_sync_total"),
+    help: "DAG sync passes by result (ok or failed).",
+    labelNames: ["result"] as const,
+    registers: [registry],
+  });
+  const dagSyncDuration = new Histogram({
+    name: name("dag_sync_duration_seconds"),
+    help: "Wall time of DAG sync passes (list, diff, fetch, compile, swap).",
+    buckets: [0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60],
+    registers: [registry],
+  });
+  const dagSyncFetched = new Counter({ name: name("dag_sync_fetched_objects_total"), help: "Objects fetched by DAG sync.", registers: [registry] });
+  const dagSyncSwaps = new Counter({ name: name("dag_sync_swaps_total"), help: "New DAG folder versions made current.", registers: [registry] });
+  const dagSyncRejected = new Gauge({ name: name("dag_sync_rejected_objects"), help: "Objects refused by the last DAG sync pass.", registers: [registry] });
+  const dagSyncObjects = new Gauge({ name: name("dag_sync_objects"), help: "Objects in the current DAG folder version.", registers: [registry] });
+  const dagSyncBytes = new Gauge({ name: name("dag_sync_bytes"), help: "Bytes in the current DAG folder version.", registers: [registry] });
+  function observeDagSync(r: Parameters<Metrics["observeDagSync"]>[0]): void {
+    dagSyncTotal.inc({ result: r.ok ? "ok" : "failed" });
+    dagSyncDuration.observe(r.durationMs / 1000);
+    dagSyncFetched.inc(r.fetched);
+    if (r.swapped) dagSyncSwaps.inc();
+    dagSyncRejected.set(r.rejected.length);
+    dagSyncObjects.set(r.objects);
+    dagSyncBytes.set(r.bytes);
+  }
+
   return {
     registry,
     observeConverge,
+    observeDagSync,
     render: () => registry.metrics(),
     contentType: registry.contentType,
   };

@@ -5,7 +5,16 @@
  */
 
 export interface HttpGetProbe {
-  readonly httpGet: { readonly path: string; readonly port: number; readonly host?: string };
+  readonly httpGet: {
+    readonly path: string;
+    readonly port: number;
+    readonly host?: string;
+    /**
+     * For endpoints that always answer 200 with a verdict in the body (Airflow's
+     * /api/v2/monitor/health): the JSON value at this dotted path must equal `equals`.
+     */
+    readonly json?: { readonly field: string; readonly equals: string };
+  };
 }
 export interface TcpSocketProbe {
   readonly tcpSocket: { readonly port: number; readonly host?: string };

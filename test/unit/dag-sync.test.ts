@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createFileSource } from "../../agent/dagsync/file-source.ts";
 import { createOciSource } from "../../agent/dagsync/oci-source.ts";
 import type { DagSource } from "../../agent/dagsync/source.ts";
-import { type SyncResult, syncOnce } from "../../agent/dagsync/sync.ts";
+import { ensureCurrent, pruned, type SyncResult, syncOnce } from "../../agent/dagsync/sync.ts";
 import { type ObjectStorageServer, startObjectStorageServer } from "../servers/object-storage-server.ts";
 import { FAKE_TENANCY, FAKE_USER, makeKeyPair } from "../support/oci-auth.ts";
 
@@ -269,6 +269,20 @@ for (const make of harnesses) {
   });
 }
 
+describe("ensureCurrent", () => {
+  it("gives Airflow an empty folder before the first sync, and a first sync replaces it", async () => {
+    const dest = mkdtempSync(join(tmpdir(), "dags-empty-"));
+    await ensureCurrent(dest);
+    await ensureCurrent(dest);
+    expect(view(dest)).toEqual({});
+    const h = fileHarness();
+    h.put("a.py", GOOD("a"));
+    const r = await syncOnce({ source: h.source(), dest });
+    expect(r).toMatchObject({ ok: true, swapped: true, changed: { added: 1 } });
+    expect(view(dest)).toEqual({ "a.py": GOOD("a") });
+  });
+});
+
 describe("DAG sync at scale", () => {
   it("2,500 objects over three list pages, then one change fetches one object; old versions are pruned", async () => {
     const h = ociHarness("scale");
@@ -284,6 +298,7 @@ describe("DAG sync at scale", () => {
       expect(r).toMatchObject({ ok: true, swapped: true, fetched: 1, changed: { added: 0, updated: 1, deleted: 0 } });
     }
     expect(view(dest)["d/0042.py"]).toBe(GOOD("changed-3"));
+    await pruned(dest);
     expect(readdirSync(join(dest, "versions")).filter((n) => !n.endsWith(".json"))).toHaveLength(3);
   });
 

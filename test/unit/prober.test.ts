@@ -495,3 +495,24 @@ async function waitFor(cond: () => boolean, timeoutMs = 5_000): Promise<void> {
     await new Promise((r) => setTimeout(r, 10));
   }
 }
+
+describe("httpGet probe with a JSON verdict", () => {
+  it("reads the field: 200 with an unhealthy body is a failure", async () => {
+    const { createServer } = await import("node:http");
+    let body = { scheduler: { status: "healthy" } };
+    const srv = createServer((_req, res) => {
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify(body));
+    });
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    const port = (srv.address() as { port: number }).port;
+    const { runProbe } = await import("../../agent/probe/probe.ts");
+    const spec = { httpGet: { path: "/api/v2/monitor/health", port, json: { field: "scheduler.status", equals: "healthy" } } };
+    expect(await runProbe(spec, { timeoutMs: 2000 })).toMatchObject({ ok: true, message: "scheduler.status is healthy" });
+    body = { scheduler: { status: "unhealthy" } };
+    expect(await runProbe(spec, { timeoutMs: 2000 })).toMatchObject({ ok: false, message: expect.stringMatching(/scheduler\.status is unhealthy, want healthy/) });
+    body = {} as typeof body;
+    expect(await runProbe(spec, { timeoutMs: 2000 })).toMatchObject({ ok: false, message: expect.stringMatching(/is \(absent\)/) });
+    srv.close();
+  });
+});
