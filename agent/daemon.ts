@@ -13,6 +13,9 @@ import type { Logger } from "./log.ts";
 import { type CommonFlags, loadContext, onOciMarkerPath } from "./cli/context.ts";
 import type { ResolvedConfig } from "./config/load.ts";
 import { converge, planOnce } from "./engine/converge.ts";
+import { createDagSyncer, type DagSyncer, type DagSyncSettings } from "./dagsync/dag-syncer.ts";
+import { ensureCurrent } from "./dagsync/sync.ts";
+import type { DesiredRole } from "./engine/desired.ts";
 import { secretPath } from "./engine/observe.ts";
 import { createRoleRecordStore } from "./engine/role-record.ts";
 import { createImdsClient, createMetadataWatcher } from "./metadata/imds-client.ts";
@@ -229,6 +232,58 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     watcherDone = watcher.run(signal).catch((err: unknown) => log.error({ err }, "the metadata watcher stopped"));
   };
 
+  // The DAG syncer runs beside converge (never inside it) while the role has a DAG folder.
+  let syncer: { s: DagSyncer; stop: AbortController; done: Promise<void> } | undefined;
+  async function reconcileDagSync(c: ResolvedConfig, desired: DesiredRole | undefined): Promise<void> {
+    const dest = desired?.dagSyncDest;
+    const source = c.config.dagSync.source;
+    if (!dest || !source) {
+      if (syncer) {
+        syncer.stop.abort();
+        await syncer.done;
+        syncer = undefined;
+      }
+      if (dest) {
+        await ensureCurrent(dest);
+        store.setDagSync({ source: null, dest, lastSuccessAt: null, lastError: null, note: "no dagSync.source configured: the DAG folder stays empty" });
+      } else store.setDagSync(undefined);
+      return;
+    }
+    await ensureCurrent(dest);
+    const venvPython = `${desired.python.venv}/bin/python`;
+    const d = c.config.dagSync;
+    const settings: DagSyncSettings = {
+      source,
+      dest,
+      schedule: d.schedule,
+      python: (await host.fs.stat(venvPython)) ? venvPython : "/usr/bin/python3",
+      auth: d.auth,
+      ociConfigFile: d.ociConfigFile,
+      ociProfile: d.ociProfile,
+      endpoint: d.endpoint,
+      region: d.region,
+      maxObjectBytes: d.maxObjectBytes,
+      maxObjects: d.maxObjects,
+    };
+    if (syncer) {
+      syncer.s.update(settings);
+      return;
+    }
+    const s = createDagSyncer({
+      settings,
+      logger: logger.child({ component: "dag-sync" }),
+      onResult: (r, st) => {
+        store.setDagSync(st as unknown as Record<string, unknown>);
+        metrics.observeDagSync(r);
+        if (!r.ok) store.addEvent("warn", "dag-sync", r.error?.message ?? "DAG sync failed");
+        else if (r.swapped) store.addEvent("info", "dag-sync", `DAGs updated: +${r.changed.added} ~${r.changed.updated} -${r.changed.deleted}`);
+      },
+    });
+    const stop = new AbortController();
+    signal.addEventListener("abort", () => stop.abort(), { once: true });
+    syncer = { s, stop, done: s.run(stop.signal).catch((err: unknown) => log.error({ err }, "the DAG syncer stopped")) };
+  }
+
   let failures = 0;
   while (!signal.aborted) {
     let nextDelayMs = (ctx?.config.convergeIntervalSeconds ?? 60) * 1000;
@@ -274,6 +329,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
         ...(view.desired?.secretNames ?? []).map((n) => ({ name: n, path: secretPath(ctx!.config.stateDir, n) })),
         { name: "status-api-token", path: `${ctx.config.stateDir}/token` },
       ]);
+      await reconcileDagSync(ctx, view.desired).catch((err: unknown) => log.warn({ err }, "DAG sync setup failed"));
       prober.update(view.desired?.services.filter((s) => s.inputsHash !== undefined).map((s) => ({ ...s, inputsHash: s.inputsHash! }) as ServiceSpec) ?? []);
     } catch (err) {
       // A config that cannot be used needs a person (phase failed); anything
@@ -307,7 +363,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   clearInterval(servicesTimer);
   await notifier.stopping();
   store.setPhase("idle", "agent is stopping");
-  await Promise.all([supervisorDone, proberDone, watcherDone ?? Promise.resolve()]);
+  await Promise.all([supervisorDone, proberDone, watcherDone ?? Promise.resolve(), syncer?.done ?? Promise.resolve()]);
   await app.close();
   await host.fs.remove(runtimeFilePath(stateDir));
   log.info("agent stopped");

@@ -25,16 +25,19 @@ export function createFileSource(url: string): DagSource {
           throw new AgentError("DAG_SOURCE_UNREACHABLE", `${url}: cannot read ${dir}: ${(err as Error).message}`, { cause: err });
         }
         entries.sort((a, b) => (a.name < b.name ? -1 : 1));
+        // Files of one directory are stat'ed together (the thread pool runs them in parallel).
+        const files = entries.filter((e) => e.isFile());
+        const stats = await Promise.all(files.map((e) => lstat(join(dir, e.name))));
+        files.forEach((e, i) => {
+          const st = stats[i]!;
+          objects.push({ name: rel ? `${rel}/${e.name}` : e.name, size: st.size, etag: `${st.size}-${Math.trunc(st.mtimeMs * 1000)}-${st.ino}` });
+        });
         for (const e of entries) {
           if (objects.length > limit) return;
           const name = rel ? `${rel}/${e.name}` : e.name;
-          const path = join(dir, e.name);
           if (e.isSymbolicLink()) rejected.push({ name, reason: "is a symbolic link (not followed)" });
-          else if (e.isDirectory()) await walk(path, name);
-          else if (e.isFile()) {
-            const s = await lstat(path);
-            objects.push({ name, size: s.size, etag: `${s.size}-${Math.trunc(s.mtimeMs * 1000)}-${s.ino}` });
-          } else rejected.push({ name, reason: "is not a regular file" });
+          else if (e.isDirectory()) await walk(join(dir, e.name), name);
+          else if (!e.isFile()) rejected.push({ name, reason: "is not a regular file" });
         }
       }
       await walk(root, "");

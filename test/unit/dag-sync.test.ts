@@ -65,7 +65,7 @@ function ociHarness(bucket: string): Harness {
         auth: "api_key",
         configFile: join(ociDir, "config"),
         endpoint: oss.url,
-        timeoutMs: 10_000,
+        timeoutMs: 120_000,
       }),
     put: (name, body) => oss.putObject(bucket, `dags/${name}`, typeof body === "string" ? Buffer.from(body) : body),
     del: (name) => oss.deleteObject(bucket, `dags/${name}`),
