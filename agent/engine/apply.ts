@@ -168,8 +168,8 @@ async function step(deps: ApplyDeps, a: Action): Promise<void> {
     case "migrate-database": {
       const dd = need(d, "migration");
       const m = need(dd.migrate, "migration");
+      // The secrets in these files were registered for scrubbing when they were read or generated.
       const env = await readEnvFiles(host, m.envFiles);
-      for (const v of Object.values(env)) registerSecret(v);
       for (const [cmd, ...args] of m.commands) {
         const r = await host.exec(cmd!, args, { env, user: await ownerOf(deps, "service"), cwd: dd.paths.dataDir, timeoutMs: 900_000 });
         if (r.code !== 0)

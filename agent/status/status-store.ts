@@ -17,6 +17,13 @@ import type {
 
 const MAX_EVENTS = 100;
 
+function scrubDeep(v: unknown): unknown {
+  if (typeof v === "string") return scrub(v);
+  if (Array.isArray(v)) return v.map(scrubDeep);
+  if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, scrubDeep(x)]));
+  return v;
+}
+
 export interface StatusStoreInit {
   readonly version: string;
   readonly commit: string;
@@ -70,10 +77,9 @@ export class StatusStore {
   #set(patch: Partial<StatusSnapshot>): void {
     const previous = this.#snapshot;
     // Error texts come from tools (pip, pymysql, systemctl) that may echo a
-    // secret: every value resolved from a secret is scrubbed before it is stored.
-    const text = scrub(JSON.stringify({ ...previous, ...patch }));
-    if (text === JSON.stringify(previous)) return;
-    const next = JSON.parse(text) as StatusSnapshot;
+    // secret: every string is scrubbed of resolved secret values before it is stored.
+    const next = scrubDeep({ ...previous, ...patch }) as StatusSnapshot;
+    if (JSON.stringify(next) === JSON.stringify(previous)) return;
     this.#snapshot = next;
     for (const l of this.#listeners) l(next, previous);
   }

@@ -65,7 +65,7 @@ function airflowEnv(): Record<string, string> {
 // dag-processor does; prints one JSON line. `include_examples` is gone from
 // DagBag in Airflow 3.3 (examples are a bundle there), so it is passed only
 // where it exists.
-const PROBE = String.raw`
+const PROBE = `
 import importlib.util, inspect, json, sys
 path, folder = sys.argv[1], sys.argv[2]
 spec = importlib.util.spec_from_file_location("iris_pipeline", path)
