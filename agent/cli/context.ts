@@ -2,9 +2,11 @@
  * What every command needs before it can act: the host, the resolved config
  * and role, and (for `--dir`) the embedded one-machine defaults of `up`.
  */
+import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { resolve } from "node:path";
 import { type Layer, type ResolvedConfig, resolveConfig } from "../config/load.ts";
+import { ROLE_NAMES } from "../config/schema.ts";
 import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
 import { createImdsClient, type MetadataResult } from "../metadata/imds-client.ts";
@@ -24,22 +26,37 @@ export interface CommonFlags {
   readonly json?: boolean;
 }
 
-/** The embedded defaults of `up`: everything under DIR, loopback only, SQLite, the process supervisor. */
-export function upDefaults(dir: string): Layer {
+/** Status API port of each role's agent in `up`: 9470 for mlflow, 9471 for airflow, 9472 for serving. */
+export function upListen(role: string, base = 9470): string {
+  const i = Math.max(0, (ROLE_NAMES as readonly string[]).indexOf(role));
+  return `127.0.0.1:${base + i}`;
+}
+
+/**
+ * The embedded defaults of `up`: everything under DIR, loopback only, SQLite,
+ * the process supervisor. One agent per role, each with its own state dir
+ * and status port; the roles' files never overlap (they live under
+ * `<dir>/<role>` subfolders).
+ */
+export function upDefaults(dir: string, role = "mlflow"): Layer {
   const d = resolve(dir);
+  const dags = resolve("dags");
   return {
     mode: "up",
-    role: "mlflow",
-    stateDir: `${d}/state`,
+    role,
+    stateDir: `${d}/state/${role}`,
     configDir: `${d}/etc`,
     installDir: `${d}/opt`,
     dataDir: `${d}/data`,
     logDir: `${d}/logs`,
-    listen: "127.0.0.1:9470",
+    listen: upListen(role),
     supervisor: "process",
     convergeIntervalSeconds: 30,
     database: { engine: "sqlite" },
     mlflow: { host: "127.0.0.1", workers: 1 },
+    airflow: { host: "127.0.0.1", parallelism: 2 },
+    // The repository's dags/ (run from a checkout) is the DAG source.
+    ...(existsSync(dags) ? { dagSync: { source: `file://${dags}` } } : {}),
     // One uv cache for every `up` directory, so a second stack installs warm.
     python: { cacheDir: `${process.env.XDG_CACHE_HOME ?? `${homedir()}/.cache`}/mlops-agent/uv` },
   };
@@ -95,7 +112,7 @@ export async function loadContext(host: Host, flags: CommonFlags, env: Readonly<
     env,
     flags: flagLayer(flags),
     roleFlag: flags.role,
-    modeDefaults: flags.dir !== undefined ? upDefaults(flags.dir) : undefined,
+    modeDefaults: flags.dir !== undefined ? upDefaults(flags.dir, flags.role) : undefined,
   });
   // A host that has answered as an OCI instance before is still one: a
   // metadata service that is slow or restarting must not look like "not on

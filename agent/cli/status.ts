@@ -3,6 +3,7 @@
  * Finds the agent through `<stateDir>/agent.json` (written by `run`), falling
  * back to the configured listen address.
  */
+import { ROLE_NAMES } from "../config/schema.ts";
 import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
 import type { StatusSnapshot } from "../status/types.ts";
@@ -45,10 +46,25 @@ export async function statusCommand(host: Host, flags: CommonFlags, env: NodeJS.
   let stateDir: string;
   let listen: string;
   if (flags.dir !== undefined) {
-    const d = upDefaults(flags.dir);
-    stateDir = String(d.stateDir);
-    listen = flags.listen ?? String(d.listen);
-  } else {
+    // Every role's agent of the stack that answers.
+    let found = 0;
+    const all: StatusSnapshot[] = [];
+    for (const role of ROLE_NAMES) {
+      const d = upDefaults(flags.dir, role);
+      const a = await findRunningAgent(host, String(d.stateDir), String(d.listen));
+      if (!a?.runtime) continue;
+      found++;
+      all.push(a.status);
+      if (!flags.json) {
+        if (found > 1) out();
+        printStatus(a.url, a.status);
+      }
+    }
+    if (found === 0) throw new AgentError("AGENT_NOT_RUNNING", `no agent of the stack in ${flags.dir} is running; start it with mlops-agent up --dir ${flags.dir}`);
+    if (flags.json) out(JSON.stringify(all, null, 2));
+    return all.some((s) => s.phase === "failed") ? 1 : 0;
+  }
+  {
     // Status matters most when the config is broken: fall back to flags and defaults.
     try {
       const { resolved } = await loadContext(host, flags, env);

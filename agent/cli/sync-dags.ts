@@ -31,7 +31,7 @@ export async function syncDagsCommand(
     metadata: undefined,
     env,
     flags: { ...flagLayer(flags), ...(Object.keys(flagSync).length ? { dagSync: flagSync } : {}) },
-    modeDefaults: flags.dir !== undefined ? upDefaults(flags.dir) : undefined,
+    modeDefaults: flags.dir !== undefined ? upDefaults(flags.dir, flags.role) : undefined,
   });
   const d = config.dagSync;
   if (!d.source) throw new AgentError("USAGE", "no DAG source: pass --source oci://<namespace>/<bucket>/<prefix> or file:///<dir>, or set dagSync.source");

@@ -1,21 +1,21 @@
 /**
  * `mlops-agent up` / `down`: the whole stack on this machine, embedded
- * defaults, no cloud. `up` starts the agent daemon in the background with
- * `run --dir DIR` (like `docker compose up -d`), shows progress while it
- * converges, and returns once every service is healthy. A second `up` on a
- * ready stack changes nothing and returns at once. `down` stops the daemon,
- * which stops its services; data in DIR is kept.
+ * defaults, no cloud. One agent per role (`run --dir DIR --role R`), started
+ * in the background like `docker compose up -d`; `up` shows progress while
+ * they converge and returns once every role is ready. A second `up` on a
+ * ready stack changes nothing and returns at once. `down` stops the agents,
+ * which stop their services; data in DIR is kept.
  */
 import { spawn } from "node:child_process";
-import { openSync, closeSync, mkdirSync } from "node:fs";
+import { closeSync, mkdirSync, openSync } from "node:fs";
 import { resolve } from "node:path";
 import { isSingleExecutable } from "../assets.ts";
 import { ROLE_NAMES } from "../config/schema.ts";
 import { AgentError } from "../errors.ts";
-import { availableRoles } from "../roles/catalog.ts";
 import type { Host } from "../host/host.ts";
+import { availableRoles } from "../roles/catalog.ts";
 import type { StatusSnapshot } from "../status/types.ts";
-import { type CommonFlags, loadContext, upDefaults } from "./context.ts";
+import { type CommonFlags, loadContext, upDefaults, upListen } from "./context.ts";
 import { formatDuration, out } from "./output.ts";
 import { findRunningAgent, listenToUrl } from "./status.ts";
 
@@ -26,107 +26,149 @@ function selfCommand(): { cmd: string; args: string[] } {
   return { cmd: process.execPath, args: [...process.execArgv, process.argv[1] ?? ""] };
 }
 
-function summary(dir: string, s: StatusSnapshot, statusUrl: string, elapsedMs: number, fresh: boolean): void {
-  const mlflowPort = Number(process.env.MLOPS_AGENT_MLFLOW__PORT ?? 5000);
-  out(fresh ? `mlops stack is up (${s.role.name}) after ${formatDuration(elapsedMs)}` : `mlops stack is already up (${s.role.name}); nothing to do`);
-  out(`  MLflow         http://127.0.0.1:${mlflowPort}`);
-  out(`  agent status   ${statusUrl}/   (or: mlops-agent status --dir ${dir})`);
-  out(`  logs           ${dir}/logs/`);
-  out(`  data           ${dir}/data/   (kept by: mlops-agent down --dir ${dir})`);
-  out("  credentials    (files readable by their owner only; every service listens on 127.0.0.1)");
-  for (const c of s.credentials) out(`    ${c.name}: ${c.path}`);
-  out(`  try            curl -s 'http://127.0.0.1:${mlflowPort}/api/2.0/mlflow/experiments/search?max_results=5'`);
-}
-
-/** `--roles`: validated against the known and the available roles. This build runs one role per stack. */
-function stackRole(roles: string | undefined): string | undefined {
-  if (roles === undefined) return undefined;
-  const list = roles.split(",").map((r) => r.trim()).filter(Boolean);
+/** `--roles`: validated against the known and the available roles; default: every available role. */
+export function stackRoles(roles: string | undefined): string[] {
   const available = availableRoles();
+  if (roles === undefined) return available;
+  const list = [...new Set(roles.split(",").map((r) => r.trim()).filter(Boolean))];
+  if (list.length === 0) throw new AgentError("USAGE", `--roles needs at least one role; available: ${available.join(", ")}`);
   for (const r of list) {
     if (!(ROLE_NAMES as readonly string[]).includes(r))
       throw new AgentError("ROLE_UNKNOWN", `--roles names ${JSON.stringify(r)}; allowed: ${ROLE_NAMES.join(", ")}`);
     if (!available.includes(r))
       throw new AgentError("ROLE_NOT_IMPLEMENTED", `--roles names ${r}, which this build cannot run yet; available: ${available.join(", ")}`);
   }
-  if (list.length !== 1) throw new AgentError("USAGE", `--roles takes the stack's roles; this build runs exactly one (${available.join(", ")})`);
-  return list[0];
+  return list;
+}
+
+/** The status address of a role's agent: `--listen` moves the base port (mlflow), the others follow. */
+function listenFor(role: string, flagListen: string | undefined): string {
+  if (!flagListen) return upListen(role);
+  const m = /^(.*):(\d+)$/.exec(flagListen);
+  const base = Number(m?.[2] ?? 9470);
+  return `${m?.[1] ?? "127.0.0.1"}:${Number(upListen(role, base).split(":")[1])}`;
+}
+
+const UI_PORT: Record<string, (s: StatusSnapshot) => string> = {
+  mlflow: () => `MLflow         http://127.0.0.1:${process.env.MLOPS_AGENT_MLFLOW__PORT ?? 5000}`,
+  airflow: () => `Airflow        http://127.0.0.1:${process.env.MLOPS_AGENT_AIRFLOW__PORT ?? 8080}`,
+};
+
+function summary(dir: string, stacks: { role: string; url: string; status: StatusSnapshot }[], elapsedMs: number, fresh: boolean): void {
+  const names = stacks.map((s) => s.role).join(" + ");
+  out(fresh ? `mlops stack is up (${names}) after ${formatDuration(elapsedMs)}` : `mlops stack is already up (${names}); nothing to do`);
+  for (const s of stacks) out(`  ${UI_PORT[s.role]?.(s.status) ?? s.role}`);
+  for (const s of stacks) out(`  ${`${s.role} agent`.padEnd(14)} ${s.url}/   (mlops-agent status --dir ${dir})`);
+  out(`  logs           ${dir}/logs/`);
+  out(`  data           ${dir}/data/   (kept by: mlops-agent down --dir ${dir})`);
+  out("  credentials    (files readable by their owner only; every service listens on 127.0.0.1)");
+  for (const s of stacks) for (const c of s.status.credentials) out(`    ${c.name}: ${c.path}`);
+  if (stacks.some((s) => s.role === "airflow")) out("    Airflow login: user admin, password in the airflow-admin-password file above");
+  if (stacks.some((s) => s.role === "mlflow"))
+    out(`  try            curl -s 'http://127.0.0.1:${process.env.MLOPS_AGENT_MLFLOW__PORT ?? 5000}/api/2.0/mlflow/experiments/search?max_results=5'`);
 }
 
 export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv): Promise<number> {
   const started = Date.now();
   const dir = resolve(flags.dir ?? DEFAULT_UP_DIR);
-  const f = { ...flags, dir, role: stackRole(flags.roles) ?? flags.role };
-  // Validate before touching the disk: a bad flag or env value changes nothing.
-  const { resolved } = await loadContext(host, f, env);
-  const { stateDir, listen } = resolved.config;
-  const url = listenToUrl(listen);
+  const roles = stackRoles(flags.roles ?? flags.role);
 
-  let agent = await findRunningAgent(host, stateDir, listen);
-  if (agent && !agent.runtime) {
-    throw new AgentError("USAGE", `another agent already answers at ${url} (not the one for ${dir}); stop it or pass --listen HOST:PORT`);
+  // Validate every role's config before touching the disk: bad input changes nothing.
+  const stacks: { role: string; stateDir: string; listen: string }[] = [];
+  for (const role of roles) {
+    const listen = listenFor(role, flags.listen);
+    const { resolved } = await loadContext(host, { ...flags, dir, role, listen }, env);
+    stacks.push({ role, stateDir: resolved.config.stateDir, listen });
   }
-  if (agent?.status.phase === "ready") {
-    summary(dir, agent.status, url, Date.now() - started, false);
-    return 0;
-  }
-  if (!agent) {
+
+  let allReady = true;
+  for (const s of stacks) {
+    const agent = await findRunningAgent(host, s.stateDir, s.listen);
+    if (agent && !agent.runtime)
+      throw new AgentError("USAGE", `another agent already answers at ${listenToUrl(s.listen)} (not the ${s.role} agent of ${dir}); stop it or pass --listen HOST:PORT`);
+    if (agent?.status.phase !== "ready") allReady = false;
+    if (agent) continue;
     mkdirSync(`${dir}/logs`, { recursive: true });
-    const logFd = openSync(`${dir}/logs/agent.log`, "a", 0o640);
+    const logFd = openSync(`${dir}/logs/agent-${s.role}.log`, "a", 0o640);
     const self = selfCommand();
-    const args = [...self.args, "run", "--dir", dir];
-    if (flags.listen) args.push("--listen", flags.listen);
-    if (f.role) args.push("--role", f.role);
-    const child = spawn(self.cmd, args, { detached: true, stdio: ["ignore", logFd, logFd], env: process.env, cwd: dir });
+    const child = spawn(self.cmd, [...self.args, "run", "--dir", dir, "--role", s.role, "--listen", s.listen], {
+      detached: true,
+      stdio: ["ignore", logFd, logFd],
+      env: process.env,
+      cwd: process.cwd(),
+    });
     child.unref();
     closeSync(logFd);
-    out(`started the agent (pid ${child.pid}) for ${dir}; log: ${dir}/logs/agent.log`);
-  } else {
-    out(`the agent for ${dir} is running (pid ${agent.runtime?.pid}); waiting for it to be ready`);
+    out(`started the ${s.role} agent (pid ${child.pid}); log: ${dir}/logs/agent-${s.role}.log`);
+  }
+  const collect = async () => {
+    const got: { role: string; url: string; status: StatusSnapshot }[] = [];
+    for (const s of stacks) {
+      const a = await findRunningAgent(host, s.stateDir, s.listen);
+      if (a) got.push({ role: s.role, url: a.url, status: a.status });
+    }
+    return got;
+  };
+  if (allReady) {
+    summary(dir, await collect(), Date.now() - started, false);
+    return 0;
   }
 
-  let lastLine = "";
-  const deadline = started + 45 * 60_000;
+  const last = new Map<string, string>();
+  const deadline = started + 60 * 60_000;
   while (Date.now() < deadline) {
     await new Promise((r) => setTimeout(r, 1_000));
-    agent = await findRunningAgent(host, stateDir, listen);
-    const runtimeText = await host.fs.readFile(`${stateDir}/agent.json`);
-    if (!agent) {
-      if (Date.now() - started > 30_000 && !runtimeText) throw new AgentError("AGENT_NOT_RUNNING", `the agent did not start; see ${dir}/logs/agent.log`);
-      continue;
+    const got = await collect();
+    if (got.length < stacks.length && Date.now() - started > 60_000) {
+      const missing = stacks.filter((s) => !got.some((g) => g.role === s.role)).map((s) => s.role);
+      throw new AgentError("AGENT_NOT_RUNNING", `the ${missing.join(", ")} agent did not start; see ${dir}/logs/`);
     }
-    const s = agent.status;
-    const step = [...s.events].reverse().find((e) => e.type === "step")?.message;
-    const line = `[${formatDuration(Date.now() - started).padStart(6)}] ${s.phase}: ${s.reason}${step && s.phase !== "ready" ? ` — ${step}` : ""}`;
-    if (line.replace(/^\[[^\]]*\]/, "") !== lastLine.replace(/^\[[^\]]*\]/, "")) {
-      out(line);
-      lastLine = line;
+    for (const g of got) {
+      const s = g.status;
+      const step = [...s.events].reverse().find((e) => e.type === "step")?.message;
+      const line = `${s.phase}: ${s.reason}${step && s.phase !== "ready" ? ` — ${step}` : ""}`;
+      if (last.get(g.role) !== line) {
+        out(`[${formatDuration(Date.now() - started).padStart(6)}] ${g.role.padEnd(8)} ${line}`);
+        last.set(g.role, line);
+      }
+      if (s.phase === "failed")
+        throw new AgentError(
+          s.error?.code === "CONFIG_INVALID" ? "CONFIG_INVALID" : "STEP_FAILED",
+          `${g.role}: ${s.reason} (the agents keep running; see mlops-agent status --dir ${dir}, stop them with mlops-agent down --dir ${dir})`,
+        );
     }
-    if (s.phase === "ready") {
-      summary(dir, s, url, Date.now() - started, true);
+    if (got.length === stacks.length && got.every((g) => g.status.phase === "ready")) {
+      summary(dir, got, Date.now() - started, true);
       return 0;
     }
-    if (s.phase === "failed") throw new AgentError(s.error?.code === "CONFIG_INVALID" ? "CONFIG_INVALID" : "STEP_FAILED", `${s.reason} (the agent keeps running; see mlops-agent status --dir ${dir}, stop it with mlops-agent down --dir ${dir})`);
   }
-  throw new AgentError("STEP_FAILED", `the stack was not ready after 45 minutes; see mlops-agent status --dir ${dir}`);
+  throw new AgentError("STEP_FAILED", `the stack was not ready after 60 minutes; see mlops-agent status --dir ${dir}`);
+}
+
+/** The state dirs of every role's agent under DIR. */
+export function upStateDirs(dir: string): { role: string; stateDir: string }[] {
+  return ROLE_NAMES.map((role) => ({ role, stateDir: String(upDefaults(dir, role).stateDir) }));
 }
 
 export async function downCommand(host: Host, flags: CommonFlags): Promise<number> {
   const dir = resolve(flags.dir ?? DEFAULT_UP_DIR);
-  const stateDir = String(upDefaults(dir).stateDir);
-  const text = await host.fs.readFile(`${stateDir}/agent.json`);
-  const pid = text ? (JSON.parse(text) as { pid: number }).pid : undefined;
-  if (!pid || !host.processAlive(pid)) {
+  const running: { role: string; pid: number }[] = [];
+  for (const { role, stateDir } of upStateDirs(dir)) {
+    const text = await host.fs.readFile(`${stateDir}/agent.json`);
+    const pid = text ? (JSON.parse(text) as { pid: number }).pid : undefined;
+    if (pid && host.processAlive(pid)) running.push({ role, pid });
+  }
+  if (running.length === 0) {
     out(`nothing is running for ${dir}`);
     return 0;
   }
-  process.kill(pid, "SIGTERM");
+  for (const r of running) process.kill(r.pid, "SIGTERM");
   const deadline = Date.now() + 90_000;
-  while (host.processAlive(pid) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 200));
-  if (host.processAlive(pid)) {
-    process.kill(pid, "SIGKILL");
-    throw new AgentError("SUPERVISOR_FAILED", `the agent (pid ${pid}) did not stop within 90 s and was killed; its services may need \`mlops-agent up\` to be cleaned up`);
-  }
-  out(`stopped the stack in ${dir}; data kept in ${dir}/data`);
+  while (running.some((r) => host.processAlive(r.pid)) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 200));
+  const stuck = running.filter((r) => host.processAlive(r.pid));
+  for (const r of stuck) process.kill(r.pid, "SIGKILL");
+  if (stuck.length)
+    throw new AgentError("SUPERVISOR_FAILED", `the ${stuck.map((r) => r.role).join(", ")} agent did not stop within 90 s and was killed; \`mlops-agent up\` cleans up what it left`);
+  out(`stopped the stack in ${dir} (${running.map((r) => r.role).join(", ")}); data kept in ${dir}/data`);
   return 0;
 }

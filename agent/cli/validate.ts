@@ -20,7 +20,7 @@ export async function validateCommand(host: Host, flags: CommonFlags, env: NodeJ
     env,
     flags: flagLayer(flags),
     roleFlag: flags.role,
-    modeDefaults: flags.dir !== undefined ? upDefaults(flags.dir) : undefined,
+    modeDefaults: flags.dir !== undefined ? upDefaults(flags.dir, flags.role) : undefined,
   });
   if (resolved.role) loadRole(resolved.role);
   if (flags.json) out(JSON.stringify({ ok: true, role: resolved.role ?? null, config: resolved.config, sources: resolved.sources }, null, 2));

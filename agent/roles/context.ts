@@ -69,6 +69,8 @@ export function buildContext(opts: {
     artifactsEnvLines: oci ? "OCIFS_IAM_TYPE=instance_principal" : "",
     airflow: {
       ...config.airflow,
+      // On one machine (`up`) MLflow is the local one, wherever its port was moved.
+      mlflowTrackingUri: config.mode === "up" ? `http://127.0.0.1:${config.mlflow.port}` : config.airflow.mlflowTrackingUri,
       probeHost: config.airflow.host === "0.0.0.0" || config.airflow.host === "::" ? "127.0.0.1" : config.airflow.host,
     },
     // The syncer swaps `<dags>/current` atomically; Airflow reads through the link.

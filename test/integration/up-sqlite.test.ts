@@ -28,7 +28,7 @@ describe("up / down on SQLite", { timeout: 25 * 60_000 }, () => {
     const statusPort = await freePort();
     listen = `127.0.0.1:${statusPort}`;
     env = { MLOPS_AGENT_MLFLOW__PORT: String(mlflowPort) };
-    const r = cli(["up", "--dir", dir, "--listen", listen], { env, timeoutMs: 20 * 60_000 });
+    const r = cli(["up", "--dir", dir, "--roles", "mlflow", "--listen", listen], { env, timeoutMs: 20 * 60_000 });
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("mlops stack is up (mlflow)");
@@ -46,7 +46,7 @@ describe("up / down on SQLite", { timeout: 25 * 60_000 }, () => {
 
   it("a second up on a ready stack changes nothing and returns in seconds", () => {
     const started = Date.now();
-    const r = cli(["up", "--dir", dir, "--listen", listen], { env });
+    const r = cli(["up", "--dir", dir, "--roles", "mlflow", "--listen", listen], { env });
     expect(r.code).toBe(0);
     expect(r.stdout).toContain("already up");
     expect(Date.now() - started).toBeLessThan(15_000);
