@@ -22,7 +22,7 @@ export interface OciSourceOptions {
   /** Object Storage endpoint; default from the region. */
   readonly endpoint?: string;
   readonly region?: string;
-  /** Deadline for one list or fetch. */
+  /** Deadline for one pass (the list and its fetches). */
   readonly timeoutMs?: number;
 }
 
@@ -47,7 +47,8 @@ function unreachable(url: string, err: unknown): AgentError {
 
 export function createOciSource(o: OciSourceOptions): DagSource {
   const { namespace, bucket, prefix } = parseOciUrl(o.url);
-  const timeoutMs = o.timeoutMs ?? 60_000;
+  // One deadline for a whole pass: generous enough for a first sync of 10,000 objects.
+  const timeoutMs = o.timeoutMs ?? 600_000;
 
   let passClient: ObjectStorageClient | undefined;
 
