@@ -6,7 +6,7 @@ import { randomBytes } from "node:crypto";
 import pg from "pg";
 import { afterAll, describe, expect, it } from "vitest";
 import { provisionPostgres } from "../../agent/db/postgres-provisioner.ts";
-import { AgentError } from "../../agent/errors.ts";
+import type { AgentError } from "../../agent/errors.ts";
 
 const suffix = randomBytes(3).toString("hex");
 const DB = `airflow_prov_${suffix}`;
