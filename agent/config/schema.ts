@@ -56,7 +56,9 @@ export const airflowSchema = z
   .object({
     host: z.string().regex(/^(0\.0\.0\.0|::|[0-9.]+|[0-9a-fA-F:]+)$/, "must be an IP address to bind, e.g. 0.0.0.0 or 127.0.0.1").default("0.0.0.0"),
     port: z.number().int().min(1).max(65535).default(8080),
-    executor: z.enum(["LocalExecutor"], { message: "must be LocalExecutor (CeleryExecutor is not available in this build)" }).default("LocalExecutor"),
+    executor: z.enum(["LocalExecutor", "CeleryExecutor"], { message: "must be LocalExecutor or CeleryExecutor" }).default("LocalExecutor"),
+    /** CeleryExecutor: the broker (e.g. amqp://user:pw@host:5672//, redis://host:6379/0) as a secret reference. */
+    celeryBrokerUrl: secretRefSchema.optional(),
     /** Task slots; LocalExecutor starts this many worker processes up front. */
     parallelism: z.number().int().min(1).max(64).default(4),
     adminUser: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default("admin"),
@@ -74,7 +76,11 @@ export const airflowSchema = z
       .strict()
       .default({ engine: "postgresql", name: "airflow", user: "airflow" }),
   })
-  .strict();
+  .strict()
+  .refine((a) => a.executor !== "CeleryExecutor" || a.celeryBrokerUrl !== undefined, {
+    message: "CeleryExecutor needs celeryBrokerUrl (a secret reference such as file:/etc/mlops-agent/broker-url)",
+    path: ["celeryBrokerUrl"],
+  });
 
 export const mlflowSchema = z
   .object({

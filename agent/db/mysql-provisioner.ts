@@ -19,6 +19,8 @@ export interface MysqlTarget {
   readonly userHost: string;
   readonly password: string;
   readonly connectTimeoutMs?: number;
+  /** Airflow on MySQL 8 needs explicit_defaults_for_timestamp=1. */
+  readonly requireExplicitDefaultsForTimestamp?: boolean;
 }
 
 export interface PreflightReport {
@@ -73,7 +75,7 @@ function ident(name: string): string {
   return `\`${name}\``;
 }
 
-export async function preflight(conn: Conn): Promise<PreflightReport> {
+export async function preflight(conn: Conn, opts: { requireExplicitDefaultsForTimestamp?: boolean } = {}): Promise<PreflightReport> {
   const [vrows] = await conn.query("SELECT VERSION() AS v");
   const version = String((vrows as { v: string }[])[0]?.v ?? "");
   const flavor = /mariadb/i.test(version) ? "mariadb" : "mysql";
@@ -92,6 +94,11 @@ export async function preflight(conn: Conn): Promise<PreflightReport> {
       "sql_require_primary_key is ON, which breaks MLflow's and Airflow's schema migrations; turn it off in the DB system's configuration (OCI: a custom MySQL configuration with sql_require_primary_key=OFF; it is ON by default on high-availability DB systems)",
     );
   if (!utf8mb4) problems.push("the server has no utf8mb4 character set");
+  if (opts.requireExplicitDefaultsForTimestamp) {
+    const [ed] = await conn.query("SHOW VARIABLES LIKE 'explicit_defaults_for_timestamp'");
+    const v = String((ed as { Value?: string }[])[0]?.Value ?? "OFF").toUpperCase();
+    if (v !== "ON" && v !== "1") problems.push("explicit_defaults_for_timestamp is OFF; Airflow needs it ON (set explicit_defaults_for_timestamp=1 in the DB system's configuration)");
+  }
   if (problems.length) throw new AgentError("DB_PRECHECK_FAILED", problems.join("; "));
   return report;
 }
@@ -101,7 +108,7 @@ export async function provisionMysql(t: MysqlTarget): Promise<PreflightReport> {
   const admin = await connect(t, t.adminUser, t.adminPassword);
   let report: PreflightReport;
   try {
-    report = await preflight(admin);
+    report = await preflight(admin, { requireExplicitDefaultsForTimestamp: t.requireExplicitDefaultsForTimestamp });
     const db = ident(t.database);
     if (!/^[A-Za-z0-9_]{1,32}$/.test(t.user)) throw new AgentError("CONFIG_INVALID", `database user ${JSON.stringify(t.user)} must be 1-32 letters, digits or _`);
     try {

@@ -148,7 +148,17 @@ async function step(deps: ApplyDeps, a: Action): Promise<void> {
       const report =
         db.engine === "postgresql"
           ? await provisionPostgres({ host: db.host, port: db.port, adminUser: db.adminUser, adminPassword, adminDatabase: deps.config.postgres.adminDatabase, database: db.name, user: db.user, password })
-          : await provisionMysql({ host: db.host, port: db.port, adminUser: db.adminUser, adminPassword, database: db.name, user: db.user, userHost: db.userHost, password });
+          : await provisionMysql({
+              host: db.host,
+              port: db.port,
+              adminUser: db.adminUser,
+              adminPassword,
+              database: db.name,
+              user: db.user,
+              userHost: db.userHost,
+              password,
+              requireExplicitDefaultsForTimestamp: dd.role === "airflow",
+            });
       deps.logger.info({ step: "provision-database", server: report.version, database: db.name, user: db.user }, "database provisioned");
       await deps.records.update(dd.role, (r) => ({ ...r, database: { fingerprint: a.fingerprint, provisionedAt: new Date(host.clock.now()).toISOString() } }));
       return;

@@ -15,7 +15,7 @@ import { compileDesired, type DesiredRole } from "./desired.ts";
 import { type Observed, observe, secretPath } from "./observe.ts";
 import { type Plan, plan } from "./plan.ts";
 import type { RoleRecordStore } from "./role-record.ts";
-import { registerSecret } from "../config/secrets.ts";
+import { registerSecret, resolveSecretRef } from "../config/secrets.ts";
 import { checkLogin as checkMysqlLogin, type LoginCheck } from "../db/mysql-provisioner.ts";
 import { checkPostgresLogin } from "../db/postgres-provisioner.ts";
 
@@ -60,7 +60,11 @@ async function compile(deps: ConvergeDeps): Promise<DesiredRole | undefined> {
   }
   const current = deps.host.users.current();
   const currentName = (await deps.host.exec("id", ["-un"]).catch(() => undefined))?.stdout.trim() || String(current.uid);
-  return compileDesired({ role: deps.role, spec, config: deps.config, secrets, currentUser: currentName });
+  // Secret references the role's templates use (resolved on every pass: a rotated file is picked up).
+  const referenced: Record<string, string> = {};
+  if (deps.role === "airflow" && deps.config.airflow.executor === "CeleryExecutor" && deps.config.airflow.celeryBrokerUrl)
+    referenced.celeryBrokerUrl = await resolveSecretRef(deps.config.airflow.celeryBrokerUrl, { fs: deps.host.fs, env: deps.env });
+  return compileDesired({ role: deps.role, spec, config: deps.config, secrets, referenced, currentUser: currentName });
 }
 
 /** One observation and plan; changes nothing. */

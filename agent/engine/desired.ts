@@ -79,6 +79,8 @@ export interface DesiredInputs {
   readonly config: AgentConfig;
   /** Generated secrets that exist, by name (e.g. `mlflow-db-password`). */
   readonly secrets: Readonly<Record<string, string>>;
+  /** Values resolved from the config's secret references, by template key (e.g. `celeryBrokerUrl`). */
+  readonly referenced?: Readonly<Record<string, string>>;
   readonly currentUser: string;
 }
 
@@ -127,7 +129,7 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
   let database: DesiredDatabase | undefined;
   const secretNames: string[] = [];
   let secretsPending = false;
-  const secretCtx: Record<string, string> = {};
+  const secretCtx: Record<string, string> = { ...inputs.referenced };
   for (const sec of spec.secrets) {
     secretNames.push(sec.name);
     const v = inputs.secrets[sec.name];
@@ -218,7 +220,7 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
       }
     : undefined;
 
-  const services: DesiredService[] = spec.services.map((s) => {
+  const services: DesiredService[] = spec.services.filter((s) => s.when === undefined || contextTruthy(ctx, s.when)).map((s) => {
     const where = `role ${role} service ${s.name}`;
     const command: string[] = [];
     for (const a of s.command) {

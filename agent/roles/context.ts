@@ -69,10 +69,16 @@ export function buildContext(opts: {
     artifactsEnvLines: oci ? "OCIFS_IAM_TYPE=instance_principal" : "",
     airflow: {
       ...config.airflow,
+      celery: config.airflow.executor === "CeleryExecutor" ? "yes" : "",
       // On one machine (`up`) MLflow is the local one, wherever its port was moved.
       mlflowTrackingUri: config.mode === "up" ? `http://127.0.0.1:${config.mlflow.port}` : config.airflow.mlflowTrackingUri,
       probeHost: config.airflow.host === "0.0.0.0" || config.airflow.host === "::" ? "127.0.0.1" : config.airflow.host,
     },
+    // CeleryExecutor: the broker from its secret reference; results in the metadata DB.
+    celeryEnvLines:
+      config.airflow.executor === "CeleryExecutor" && opts.secrets?.celeryBrokerUrl
+        ? `AIRFLOW__CELERY__BROKER_URL=${opts.secrets.celeryBrokerUrl}\nAIRFLOW__CELERY__RESULT_BACKEND=db+${(opts.secrets.databaseUri ?? "").replace(/^[a-z]+\+[a-z0-9]+:/, (m) => m.split("+")[0] + ":")}`
+        : "",
     // The syncer swaps `<dags>/current` atomically; Airflow reads through the link.
     dagsFolder: `${paths.dataDir}/dags/current`,
     secrets: opts.secrets,

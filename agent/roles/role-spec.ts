@@ -111,6 +111,8 @@ export const roleSpecSchema = z
         z
           .object({
             name: z.string().regex(/^[a-z][a-z0-9-]*$/),
+            /** Present only when this context value is non-empty (e.g. `airflow.celery`). */
+            when: z.string().optional(),
             description: z.string(),
             documentation: z.string().url(),
             command: z.array(argSchema).min(1),

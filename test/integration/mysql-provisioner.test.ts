@@ -66,3 +66,15 @@ describe("provisionMysql on MariaDB", () => {
     expect((err as AgentError).message).not.toContain("Wrong-Admin-Pw-9");
   });
 });
+
+describe("preflight for Airflow on MySQL", () => {
+  it("checks explicit_defaults_for_timestamp against the real server and says how to fix it", async () => {
+    const c = await mysql.createConnection({ host: "127.0.0.1", port: 3306, user: "root", password: "" });
+    const [rows] = await c.query("SHOW VARIABLES LIKE 'explicit_defaults_for_timestamp'");
+    await c.end();
+    const on = ["ON", "1"].includes(String((rows as { Value: string }[])[0]?.Value).toUpperCase());
+    const r = provisionMysql({ ...target("x-Password-1"), requireExplicitDefaultsForTimestamp: true });
+    if (on) await expect(r).resolves.toMatchObject({ flavor: "mariadb" });
+    else await expect(r).rejects.toMatchObject({ code: "DB_PRECHECK_FAILED", message: expect.stringMatching(/explicit_defaults_for_timestamp is OFF; Airflow needs it ON/) });
+  });
+});

@@ -192,3 +192,55 @@ describe("plan", () => {
     expect(env.content).toContain("MLFLOW_BACKEND_STORE_URI=mysql+pymysql://mlflow:s3cret-value-xyz@127.0.0.1:3306/mlflow");
   });
 });
+
+describe("airflow role", () => {
+  const airflow = (over: Record<string, unknown>, referenced: Record<string, string> = {}) =>
+    compileDesired({
+      role: "airflow",
+      spec: loadRole("airflow"),
+      config: configSchema.parse({ role: "airflow", ...over }),
+      secrets: {
+        "airflow-db-password": "dbpw-0123456789",
+        "airflow-fernet-key": "fernet-0123456789",
+        "airflow-jwt-secret": "jwt-0123456789",
+        "airflow-api-secret-key": "api-0123456789",
+        "airflow-admin-password": "admin-0123456789",
+      },
+      referenced,
+      currentUser: "root",
+    });
+
+  it("LocalExecutor: four units sharing one 0600 env file with the DB URI and every shared secret", () => {
+    const d = airflow({});
+    expect(d.services.map((s) => s.unit)).toEqual([
+      "mlops-airflow-api-server.service",
+      "mlops-airflow-scheduler.service",
+      "mlops-airflow-dag-processor.service",
+      "mlops-airflow-triggerer.service",
+    ]);
+    const env = d.files.find((f) => f.id === "env")!;
+    expect(env.mode).toBe(0o600);
+    expect(env.content).toContain("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgresql+psycopg2://airflow:dbpw-0123456789@127.0.0.1:5432/airflow");
+    expect(env.content).toContain("AIRFLOW__CORE__FERNET_KEY=fernet-0123456789");
+    expect(env.content).toContain("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=5");
+    expect(env.content).not.toContain("CELERY");
+    for (const s of d.services) expect(s.environmentFiles).toEqual([env.path]);
+    expect(d.services.find((s) => s.name === "airflow-scheduler")!.probes.readiness).toMatchObject({
+      httpGet: { path: "/api/v2/monitor/health", json: { field: "scheduler.status", equals: "healthy" } },
+    });
+  });
+
+  it("CeleryExecutor: adds a worker unit and the broker from its secret reference", () => {
+    const d = airflow({ airflow: { executor: "CeleryExecutor", celeryBrokerUrl: "file:/etc/mlops-agent/broker" } }, { celeryBrokerUrl: "amqp://guest:brokerpw@127.0.0.1:5672//" });
+    expect(d.services.map((s) => s.name)).toContain("airflow-celery-worker");
+    const env = d.files.find((f) => f.id === "env")!.content!;
+    expect(env).toContain("AIRFLOW__CORE__EXECUTOR=CeleryExecutor");
+    expect(env).toContain("AIRFLOW__CELERY__BROKER_URL=amqp://guest:brokerpw@127.0.0.1:5672//");
+    expect(env).toContain("AIRFLOW__CELERY__RESULT_BACKEND=db+postgresql://airflow:dbpw-0123456789@127.0.0.1:5432/airflow");
+    for (const s of d.services) expect(s.command.join(" ")).not.toContain("brokerpw");
+  });
+
+  it("CeleryExecutor without a broker is a config error naming the field", () => {
+    expect(() => configSchema.parse({ airflow: { executor: "CeleryExecutor" } })).toThrow(/celeryBrokerUrl/);
+  });
+});
