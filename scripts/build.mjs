@@ -286,7 +286,9 @@ async function main() {
     useCodeCache: false,
     // oci-common -> node-fetch@2 -> whatwg-url@5 -> tr46 requires the deprecated
     // built-in punycode, which prints DEP0040 on every start of the executable.
-    execArgv: ["--disable-warning=DEP0040"],
+    // A 1 MiB young generation: the agent is mostly idle, and the default
+    // (16 MiB semi-spaces) costs ~30 MiB of RSS for nothing.
+    execArgv: ["--disable-warning=DEP0040", "--max-semi-space-size=1"],
     assets,
   };
   writeFileSync(SEA_CONFIG, `${JSON.stringify(seaConfig, null, 2)}\n`);

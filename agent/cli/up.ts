@@ -23,7 +23,8 @@ export const DEFAULT_UP_DIR = "./.mlops";
 
 function selfCommand(): { cmd: string; args: string[] } {
   if (isSingleExecutable()) return { cmd: process.execPath, args: [] };
-  return { cmd: process.execPath, args: [...process.execArgv, process.argv[1] ?? ""] };
+  // Same V8 setting as the single executable's (scripts/build.mjs): a small young generation.
+  return { cmd: process.execPath, args: ["--max-semi-space-size=1", ...process.execArgv, process.argv[1] ?? ""] };
 }
 
 /** `--roles`: validated against the known and the available roles; default: every available role. */

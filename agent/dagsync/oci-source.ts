@@ -7,9 +7,8 @@
  * schedule; a breaker would hide a healed bucket) and one deadline for the
  * whole pass.
  */
-import { CircuitBreaker, ConfigFileAuthenticationDetailsProvider, InstancePrincipalsAuthenticationDetailsProviderBuilder, NoRetryConfigurationDetails } from "oci-common";
 import type { AuthenticationDetailsProvider } from "oci-common";
-import { ObjectStorageClient } from "oci-objectstorage";
+import type { ObjectStorageClient } from "oci-objectstorage";
 import { AgentError } from "../errors.ts";
 import type { DagSource, ListResult, RemoteObject } from "./source.ts";
 
@@ -34,9 +33,12 @@ export function parseOciUrl(url: string): { namespace: string; bucket: string; p
   return { namespace: m[1]!, bucket: m[2]!, prefix };
 }
 
+// The OCI SDK is loaded on first use: it is large, and only an agent that
+// syncs from Object Storage needs it.
 async function provider(o: OciSourceOptions): Promise<AuthenticationDetailsProvider> {
-  if (o.auth === "api_key") return new ConfigFileAuthenticationDetailsProvider(o.configFile, o.profile ?? "DEFAULT");
-  return (await new InstancePrincipalsAuthenticationDetailsProviderBuilder().build()) as unknown as AuthenticationDetailsProvider;
+  const common = await import("oci-common");
+  if (o.auth === "api_key") return new common.ConfigFileAuthenticationDetailsProvider(o.configFile, o.profile ?? "DEFAULT");
+  return (await new common.InstancePrincipalsAuthenticationDetailsProviderBuilder().build()) as unknown as AuthenticationDetailsProvider;
 }
 
 function unreachable(url: string, err: unknown): AgentError {
@@ -54,6 +56,8 @@ export function createOciSource(o: OciSourceOptions): DagSource {
 
   async function client(signal?: AbortSignal): Promise<ObjectStorageClient> {
     const deadline = AbortSignal.timeout(timeoutMs);
+    const { CircuitBreaker, NoRetryConfigurationDetails } = await import("oci-common");
+    const { ObjectStorageClient } = await import("oci-objectstorage");
     const c = new ObjectStorageClient(
       { authenticationDetailsProvider: await provider(o) },
       {

@@ -6,8 +6,14 @@
  * client-side by mysql2 into the statement (MySQL cannot bind parameters in
  * CREATE/ALTER USER), over the connection only; never in logs.
  */
-import mysql from "mysql2/promise";
+import type mysqlTypes from "mysql2/promise";
 import { AgentError } from "../errors.ts";
+
+// mysql2 is loaded on first use: an agent that never provisions MySQL (up,
+// airflow on PostgreSQL) does not pay its memory.
+async function driver(): Promise<typeof mysqlTypes> {
+  return (await import("mysql2/promise")).default;
+}
 
 export interface MysqlTarget {
   readonly host: string;
@@ -30,7 +36,7 @@ export interface PreflightReport {
   readonly utf8mb4: boolean;
 }
 
-type Conn = mysql.Connection;
+type Conn = mysqlTypes.Connection;
 
 function classify(err: unknown, where: string): AgentError {
   const e = err as { code?: string; message?: string };
@@ -55,7 +61,7 @@ function classify(err: unknown, where: string): AgentError {
 
 async function connect(t: MysqlTarget, user: string, password: string, database?: string): Promise<Conn> {
   try {
-    return await mysql.createConnection({
+    return await (await driver()).createConnection({
       host: t.host,
       port: t.port,
       user,
@@ -136,7 +142,7 @@ export type LoginCheck = "ok" | "auth-failed" | "unreachable";
 /** Whether the role's own user can log in to its database now. Never throws. */
 export async function checkLogin(t: Pick<MysqlTarget, "host" | "port" | "user" | "password" | "database">): Promise<LoginCheck> {
   try {
-    const c = await mysql.createConnection({
+    const c = await (await driver()).createConnection({
       host: t.host,
       port: t.port,
       user: t.user,

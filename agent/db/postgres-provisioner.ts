@@ -6,8 +6,13 @@
  * a strict pattern and quoted, the password is sent as a literal escaped by
  * the driver (PostgreSQL cannot bind parameters in CREATE/ALTER ROLE).
  */
-import pg from "pg";
+import type pgTypes from "pg";
 import { AgentError } from "../errors.ts";
+
+/** pg is loaded on first use, like mysql2. */
+async function driver(): Promise<typeof pgTypes> {
+  return (await import("pg")).default;
+}
 import type { LoginCheck } from "./mysql-provisioner.ts";
 
 export interface PostgresTarget {
@@ -38,7 +43,8 @@ function ident(name: string): string {
   return `"${name}"`;
 }
 
-async function connect(t: PostgresTarget, user: string, password: string, database: string): Promise<pg.Client> {
+async function connect(t: PostgresTarget, user: string, password: string, database: string): Promise<pgTypes.Client> {
+  const pg = await driver();
   const c = new pg.Client({ host: t.host, port: t.port, user, password, database, connectionTimeoutMillis: t.connectTimeoutMs ?? 5_000 });
   try {
     await c.connect();
@@ -85,6 +91,7 @@ export async function provisionPostgres(t: PostgresTarget): Promise<{ version: s
 }
 
 export async function checkPostgresLogin(t: Pick<PostgresTarget, "host" | "port" | "user" | "password" | "database">): Promise<LoginCheck> {
+  const pg = await driver();
   const c = new pg.Client({ host: t.host, port: t.port, user: t.user, password: t.password, database: t.database, connectionTimeoutMillis: 3_000 });
   try {
     await c.connect();
