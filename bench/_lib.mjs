@@ -26,6 +26,17 @@ export function cli(kind, args) {
   throw new Error(`unknown CLI kind ${kind}`);
 }
 
+const rolesSupport = {};
+/** Whether this CLI's `up` takes `--roles` (newer builds start every available role by default). */
+export function upTakesRoles(kind) {
+  if (rolesSupport[kind] === undefined) {
+    const { cmd, args } = cli(kind, ["--help"]);
+    const r = spawnSync(cmd, args, { encoding: "utf8" });
+    rolesSupport[kind] = `${r.stdout}${r.stderr}`.includes("--roles");
+  }
+  return rolesSupport[kind];
+}
+
 export function arg(name, fallback) {
   const i = process.argv.indexOf(`--${name}`);
   return i >= 0 && process.argv[i + 1] !== undefined ? process.argv[i + 1] : fallback;
@@ -109,7 +120,10 @@ function installSignalHandlers() {
   for (const sig of ["SIGINT", "SIGTERM"]) {
     process.on(sig, () => {
       console.error(`\n${sig}: stopping ${live.size} stack(s)`);
-      for (const s of live) s.downSync();
+      for (const s of live) {
+        s.downSync();
+        if (!s.keep) rmSync(s.dir, { recursive: true, force: true });
+      }
       process.exit(130);
     });
   }
@@ -133,6 +147,7 @@ export async function createStack({ kind = "bin", name = "stack", cacheHome, kee
     kind,
     name,
     dir,
+    keep,
     listen,
     agentPort,
     mlflowPort,
@@ -145,10 +160,13 @@ export async function createStack({ kind = "bin", name = "stack", cacheHome, kee
     async up({ echo } = {}) {
       live.add(stack);
       const { cmd, args } = stack.argv("up");
+      // Only the MLflow role: that is what these benchmarks measure.
+      if (upTakesRoles(kind)) args.push("--roles", "mlflow");
       const t0 = process.hrtime.bigint();
-      const r = await run(cmd, args, { env, echo });
+      // A stack that is not ready in 15 minutes is broken; the agent itself would wait 45.
+      const r = await run(cmd, args, { env, echo, timeoutMs: 15 * 60_000 });
       const ms = hrMs(t0);
-      if (r.code !== 0) throw new Error(`${name}: up exited ${r.code}:\n${r.stdout}${r.stderr}\n(agent log: ${dir}/logs/agent.log)`);
+      if (r.code !== 0) throw new Error(`${name}: up exited ${r.code ?? "on a signal"} after ${secs(ms)} s:\n${r.stdout}${r.stderr}\n(agent log: ${dir}/logs/agent.log)`);
       return { ms, ...r };
     },
     async status() {
@@ -157,14 +175,15 @@ export async function createStack({ kind = "bin", name = "stack", cacheHome, kee
       return r.json();
     },
     async down() {
-      const { cmd, args } = cli(existsSync(BIN) ? "bin" : "dev", ["down", "--dir", dir]);
+      // The same CLI as `up`: builds of different ages may keep the agent's pid file in different places.
+      const { cmd, args } = cli(kind, ["down", "--dir", dir]);
       const r = await run(cmd, args, { env });
       live.delete(stack);
       if (r.code !== 0) console.error(`${name}: down exited ${r.code}: ${r.stdout}${r.stderr}`);
       return r.code;
     },
     downSync() {
-      const c = cli(existsSync(BIN) ? "bin" : "dev", ["down", "--dir", dir]);
+      const c = cli(kind, ["down", "--dir", dir]);
       spawnSync(c.cmd, c.args, { env, stdio: "inherit" });
       live.delete(stack);
     },

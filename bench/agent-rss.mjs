@@ -13,14 +13,17 @@
  * agent process (pid from /status agent.pid) from /proc/<pid>/status every
  * --interval seconds for --minutes, while the agents idle (periodic converge,
  * probes, service refresh), then prints the series, a summary and the final
- * value against the goal. The MLflow service pid's RSS is shown for scale.
+ * value against the goal. The MLflow service pid's RSS is shown for scale,
+ * and so is a bare idle Node 24 process (`node -e "setInterval(...)"`): the
+ * floor any Node-based agent starts from.
  * Both stacks are stopped and their dirs deleted at the end, also on failure.
  *
  *   node_modules/.bin/node bench/agent-rss.mjs [--minutes 5] [--interval 10] [--only bin|dev] [--keep]
  *
  * Exit code 1 when an agent's final RSS is at or above the goal or an agent dies.
  */
-import { arg, binaryStaleness, createStack, flag, loadavg, mib, procMem, secs, sleep, stats, table } from "./_lib.mjs";
+import { spawn } from "node:child_process";
+import { NODE, arg, binaryStaleness, createStack, flag, loadavg, mib, procMem, secs, sleep, stats, table } from "./_lib.mjs";
 
 const minutes = Number(arg("minutes", "5"));
 const intervalS = Number(arg("interval", "10"));
@@ -36,7 +39,8 @@ async function main() {
   for (const kind of kinds) stacks.push(await createStack({ kind, name: `rss-${kind}`, keep: flag("keep") }));
   const series = []; // { t, [kind]: mem }
   const pids = {};
-  let final = {};
+  const baseline = spawn(NODE, ["-e", "setInterval(() => {}, 1000)"], { stdio: "ignore" });
+  const final = {};
   try {
     const ups = await Promise.all(stacks.map((s) => s.up()));
     for (const [i, s] of stacks.entries()) {
@@ -59,6 +63,7 @@ async function main() {
         row[s.kind] = m;
         row[`${s.kind}-svc`] = pids[s.kind].service ? procMem(pids[s.kind].service) : undefined;
       }
+      row.baseline = procMem(baseline.pid);
       series.push(row);
       console.log(`  t=${String(row.t).padStart(4)} s  ${stacks.map((s) => `${s.kind} agent ${mib(row[s.kind].rss)} MiB`).join("  ")}`);
     }
@@ -67,22 +72,32 @@ async function main() {
       final[s.kind] = { phase: st.phase, restarts: st.services.map((x) => x.restarts).join(","), pid: st.agent.pid };
     }
   } finally {
+    baseline.kill();
     await Promise.all(stacks.map((s) => s.cleanup()));
   }
 
   console.log(`\nloadavg after: ${loadavg()}\n`);
   console.log("series (MiB, VmRSS of the agent process):");
   table(
-    ["t s", ...stacks.map((s) => `${s.kind} agent`), ...stacks.map((s) => `${s.kind} mlflow`)],
-    series.map((r) => [r.t, ...stacks.map((s) => mib(r[s.kind].rss)), ...stacks.map((s) => (r[`${s.kind}-svc`] ? mib(r[`${s.kind}-svc`].rss) : "-"))]),
+    ["t s", ...stacks.map((s) => `${s.kind} agent`), ...stacks.map((s) => `${s.kind} mlflow`), "bare node"],
+    series.map((r) => [
+      r.t,
+      ...stacks.map((s) => mib(r[s.kind].rss)),
+      ...stacks.map((s) => (r[`${s.kind}-svc`] ? mib(r[`${s.kind}-svc`].rss) : "-")),
+      r.baseline ? mib(r.baseline.rss) : "-",
+    ]),
   );
   console.log("\nsummary (MiB):");
   const last = series[series.length - 1];
   table(
     ["agent", "first", "min", "median", "max", "final", "final HWM", "final anon", "final file", "threads", "goal <80", "phase"],
-    stacks.map((s) => {
-      const st = stats(series.map((r) => r[s.kind].rss));
-      const f = last[s.kind];
+    [...stacks.map((s) => s.kind), "baseline"].map((kind) => {
+      const st = stats(series.map((r) => r[kind]?.rss ?? Number.NaN));
+      const f = last[kind] ?? {};
+      if (kind === "baseline") {
+        return ["bare idle node 24 (reference)", mib(series[0].baseline?.rss), mib(st.min), mib(st.median), mib(st.max), mib(f.rss), mib(f.hwm), mib(f.anon), mib(f.file), f.threads, "-", "-"];
+      }
+      const s = { kind };
       return [
         s.kind === "bin" ? "bin (dist/mlops-agent run)" : "dev (node+tsx run)",
         mib(series[0][s.kind].rss),
