@@ -96,7 +96,12 @@ export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.P
       }
       throw new AgentError("AGENT_NOT_RUNNING", `the agent at ${agent.url} did not finish a converge pass in 30 minutes`);
     }
-    if (!systemd) logger.debug("no agent runs for this state dir; converging here");
+    // Without systemd only a running agent can run services: refuse before changing anything.
+    if (!systemd)
+      throw new AgentError(
+        "AGENT_NOT_RUNNING",
+        `no agent runs for state dir ${config.stateDir} and this host has no systemd to run services; start one with \`mlops-agent run\` (or \`up\`), then apply again`,
+      );
   }
   const deps: ConvergeDeps = {
     host,

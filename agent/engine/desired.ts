@@ -209,7 +209,8 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
     return f;
   };
 
-  const lockText = readAsset(spec.python.lock);
+  const lockAsset = spec.python.variants.find((v) => contextTruthy(ctx, v.when))?.lock ?? spec.python.lock;
+  const lockText = readAsset(lockAsset);
   const lockHash = sha256(lockText);
   const python = { venv: paths.venv, lockText, lockHash, lockPath: `${paths.installDir}/requirements.lock` };
 

@@ -63,6 +63,7 @@ export function buildContext(opts: {
       // --allowed-hosts replaces MLflow's defaults: keep the names probes and local tools use.
       allowedHostsArg: m.allowedHosts.length ? [...new Set([...localHosts, ...m.allowedHosts])].join(",") : "",
       probeHost,
+      artifactsOci: oci ? "yes" : "",
     },
     // Object Storage through the oci-mlflow plugin authenticates with the
     // instance principal: no key material on the VM.

@@ -47,6 +47,8 @@ export const roleSpecSchema = z
       .object({
         /** Repository-relative path of the lock file (`uv pip compile` output). */
         lock: z.string(),
+        /** Alternative lock files, the first whose `when` context value is non-empty wins (e.g. OCI extras). */
+        variants: z.array(z.object({ when: z.string(), lock: z.string() }).strict()).default([]),
         /** The distribution whose installed version decides whether migrations run. */
         versionOf: z.string(),
       })

@@ -174,6 +174,16 @@ describe("plan", () => {
     expect(desiredFor().services[0]!.probes.liveness).toMatchObject({ httpGet: { host: "127.0.0.1", path: "/health" } });
   });
 
+  it("installs the OCI extras (oci-mlflow) only when artifacts go to Object Storage", () => {
+    const local = desiredFor();
+    const oci = desiredFor({ mlflow: { artifactsDestination: "oci://artifacts@mytenancy/runs" } });
+    expect(local.python.lockText).not.toMatch(/^oci-mlflow==/m);
+    expect(oci.python.lockText).toMatch(/^oci-mlflow==/m);
+    expect(oci.python.lockHash).not.toBe(local.python.lockHash);
+    expect(oci.services[0]!.command).toContain("oci://artifacts@mytenancy/runs");
+    expect(oci.files.find((f) => f.id === "env")!.content).toContain("OCIFS_IAM_TYPE=instance_principal");
+  });
+
   it("never puts a secret into an action", () => {
     const d = desiredFor({}, { "mlflow-db-password": "s3cret-value-xyz" });
     const o = convergedObserved(d);

@@ -23,6 +23,7 @@ describe("role specs", () => {
       const spec = parseRoleSpec(readAsset(`roles/${name}/role.json`), name);
       const assets = new Set(listAssets("roles/"));
       expect(assets).toContain(spec.python.lock);
+      for (const v of spec.python.variants) expect(assets).toContain(v.lock);
       for (const f of spec.files) expect(assets).toContain(f.template);
       const ids = new Set(spec.files.map((f) => f.id));
       for (const s of spec.services) for (const e of s.environmentFiles) expect(ids).toContain(e);
