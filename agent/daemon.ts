@@ -12,8 +12,8 @@ import type { Host } from "./host/host.ts";
 import type { Logger } from "./log.ts";
 import { type CommonFlags, loadContext, onOciMarkerPath } from "./cli/context.ts";
 import type { ResolvedConfig } from "./config/load.ts";
-import { converge, planOnce } from "./engine/converge.ts";
-import { createDagSyncer, type DagSyncer, type DagSyncSettings } from "./dagsync/dag-syncer.ts";
+import { converge } from "./engine/converge.ts";
+import { createDagSyncer, type DagSyncer, dagSyncSettings } from "./dagsync/dag-syncer.ts";
 import { ensureCurrent } from "./dagsync/sync.ts";
 import type { DesiredRole } from "./engine/desired.ts";
 import { secretPath } from "./engine/observe.ts";
@@ -251,20 +251,11 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     }
     await ensureCurrent(dest);
     const venvPython = `${desired.python.venv}/bin/python`;
-    const d = c.config.dagSync;
-    const settings: DagSyncSettings = {
+    const settings = dagSyncSettings(c.config.dagSync, {
       source,
       dest,
-      schedule: d.schedule,
       python: (await host.fs.stat(venvPython)) ? venvPython : "/usr/bin/python3",
-      auth: d.auth,
-      ociConfigFile: d.ociConfigFile,
-      ociProfile: d.ociProfile,
-      endpoint: d.endpoint,
-      region: d.region,
-      maxObjectBytes: d.maxObjectBytes,
-      maxObjects: d.maxObjects,
-    };
+    });
     if (syncer) {
       syncer.s.update(settings);
       return;
@@ -312,7 +303,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
         logger: logger.child({ component: "converge" }),
         progress: (line) => store.addEvent("info", "step", line),
       });
-      store.recordConverge(outcome);
+      const { desired, errorObject: _error, deferred: _deferred, ...record } = outcome;
+      store.recordConverge(record);
       metrics.observeConverge(outcome);
       lastConvergeOk = outcome.ok;
       lastError = outcome.ok ? undefined : describeError(outcome.errorObject);
@@ -324,13 +316,15 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
         failures = 0;
         if (outcome.actions.length) store.addEvent("info", "converge", `converged in ${outcome.passes} pass(es), ${outcome.actions.length} action(s)`);
       }
-      const view = await planOnce({ host, supervisor, records: createRoleRecordStore(host, ctx.config.stateDir), config: ctx.config, role: ctx.role, env: opts.env, logger });
-      store.setCredentials([
-        ...(view.desired?.secretNames ?? []).map((n) => ({ name: n, path: secretPath(ctx!.config.stateDir, n) })),
-        { name: "status-api-token", path: `${ctx.config.stateDir}/token` },
-      ]);
-      await reconcileDagSync(ctx, view.desired).catch((err: unknown) => log.warn({ err }, "DAG sync setup failed"));
-      prober.update(view.desired?.services.filter((s) => s.inputsHash !== undefined).map((s) => ({ ...s, inputsHash: s.inputsHash! }) as ServiceSpec) ?? []);
+      // A pass that failed before it could compile the role leaves probes and sync as they are.
+      if (desired || !ctx.role) {
+        store.setCredentials([
+          ...(desired?.secretNames ?? []).map((n) => ({ name: n, path: secretPath(ctx!.config.stateDir, n) })),
+          { name: "status-api-token", path: `${ctx.config.stateDir}/token` },
+        ]);
+        await reconcileDagSync(ctx, desired).catch((err: unknown) => log.warn({ err }, "DAG sync setup failed"));
+        prober.update(desired?.services.filter((s) => s.inputsHash !== undefined).map((s) => ({ ...s, inputsHash: s.inputsHash! }) as ServiceSpec) ?? []);
+      }
     } catch (err) {
       // A config that cannot be used needs a person (phase failed); anything
       // else (metadata briefly unreachable, a host error) is retried (degraded).

@@ -6,7 +6,7 @@
  */
 import { resolve } from "node:path";
 import { resolveConfig } from "../config/load.ts";
-import { createDagSyncer, type DagSyncSettings } from "../dagsync/dag-syncer.ts";
+import { createDagSyncer, dagSyncSettings } from "../dagsync/dag-syncer.ts";
 import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
 import type { Logger } from "../log.ts";
@@ -35,20 +35,13 @@ export async function syncDagsCommand(
   });
   const d = config.dagSync;
   if (!d.source) throw new AgentError("USAGE", "no DAG source: pass --source oci://<namespace>/<bucket>/<prefix> or file:///<dir>, or set dagSync.source");
-  const settings: DagSyncSettings = {
+  // Compile-check with the Airflow venv's Python when the role is installed, else the system's.
+  const venvPython = `${config.installDir}/airflow/venv/bin/python`;
+  const settings = dagSyncSettings(d, {
     source: d.source,
     dest: d.dest ?? `${config.dataDir}/airflow/dags`,
-    schedule: d.schedule,
-    // Compile-check with the Airflow venv's Python when the role is installed, else the system's.
-    python: (await host.fs.stat(`${config.installDir}/airflow/venv/bin/python`)) ? `${config.installDir}/airflow/venv/bin/python` : "/usr/bin/python3",
-    auth: d.auth,
-    ociConfigFile: d.ociConfigFile,
-    ociProfile: d.ociProfile,
-    endpoint: d.endpoint,
-    region: d.region,
-    maxObjectBytes: d.maxObjectBytes,
-    maxObjects: d.maxObjects,
-  };
+    python: (await host.fs.stat(venvPython)) ? venvPython : "/usr/bin/python3",
+  });
   const syncer = createDagSyncer({ settings, logger });
   if (flags.once) {
     const r = await syncer.syncOnce();

@@ -45,6 +45,24 @@ export interface DagSyncStatus {
   readonly version: string | null;
 }
 
+/** Settings from the config's `dagSync` section, for a source and destination already decided. */
+export function dagSyncSettings(
+  d: { schedule: string; auth: DagSyncSettings["auth"]; ociConfigFile?: string; ociProfile?: string; endpoint?: string; region?: string; maxObjectBytes: number; maxObjects: number },
+  where: { source: string; dest: string; python: string },
+): DagSyncSettings {
+  return {
+    ...where,
+    schedule: d.schedule,
+    auth: d.auth,
+    ociConfigFile: d.ociConfigFile,
+    ociProfile: d.ociProfile,
+    endpoint: d.endpoint,
+    region: d.region,
+    maxObjectBytes: d.maxObjectBytes,
+    maxObjects: d.maxObjects,
+  };
+}
+
 export function makeSource(s: DagSyncSettings): DagSource {
   if (s.source.startsWith("file://")) return createFileSource(s.source);
   if (s.source.startsWith("oci://"))

@@ -58,13 +58,11 @@ async function compile(deps: ConvergeDeps): Promise<DesiredRole | undefined> {
       registerSecret(text);
     }
   }
-  const current = deps.host.users.current();
-  const currentName = (await deps.host.exec("id", ["-un"]).catch(() => undefined))?.stdout.trim() || String(current.uid);
   // Secret references the role's templates use (resolved on every pass: a rotated file is picked up).
   const referenced: Record<string, string> = {};
   if (deps.role === "airflow" && deps.config.airflow.executor === "CeleryExecutor" && deps.config.airflow.celeryBrokerUrl)
     referenced.celeryBrokerUrl = await resolveSecretRef(deps.config.airflow.celeryBrokerUrl, { fs: deps.host.fs, env: deps.env });
-  return compileDesired({ role: deps.role, spec, config: deps.config, secrets, referenced, currentUser: currentName });
+  return compileDesired({ role: deps.role, spec, config: deps.config, secrets, referenced, currentUser: deps.host.users.currentName() });
 }
 
 /** One observation and plan; changes nothing. */
@@ -84,6 +82,8 @@ export async function planOnce(deps: ConvergeDeps): Promise<PlanView> {
 export interface ConvergeOutcome extends ConvergeRecord {
   readonly errorObject?: Error;
   readonly deferred: readonly string[];
+  /** The desired state of the last pass, so callers need not observe and plan again. */
+  readonly desired: DesiredRole | undefined;
 }
 
 export async function converge(deps: ConvergeDeps): Promise<ConvergeOutcome> {
@@ -91,8 +91,9 @@ export async function converge(deps: ConvergeDeps): Promise<ConvergeOutcome> {
   const all: ConvergeRecord["actions"][number][] = [];
   let passes = 0;
   let deferred: readonly string[] = [];
+  let desired: DesiredRole | undefined;
   const finish = (failure?: unknown): ConvergeOutcome => {
-    const base = { startedAt, finishedAt: new Date(deps.host.clock.now()).toISOString(), passes, actions: all, deferred };
+    const base = { startedAt, finishedAt: new Date(deps.host.clock.now()).toISOString(), passes, actions: all, deferred, desired };
     if (failure === undefined) return { ...base, ok: true };
     const e = describeError(failure);
     return { ...base, ok: false, error: { code: e.code, message: e.message }, errorObject: failure as Error };
@@ -101,6 +102,7 @@ export async function converge(deps: ConvergeDeps): Promise<ConvergeOutcome> {
     while (passes < MAX_PASSES) {
       const view = await planOnce(deps);
       deferred = view.plan.deferred;
+      desired = view.desired;
       if (view.plan.actions.length === 0) return finish();
       passes++;
       const result = await apply(view.plan.actions, { ...deps, desired: view.desired });

@@ -11,7 +11,7 @@ export function createFailingHost(message = "injected host failure"): Host {
   return {
     fs: { readFile: fail, writeFileAtomic: fail, stat: fail, mkdir: fail, remove: fail, readdir: fail, chown: fail, chmod: fail },
     exec: fail,
-    users: { lookup: fail, ensureSystemUser: fail, current: () => ({ uid: 0, gid: 0 }) },
+    users: { lookup: fail, ensureSystemUser: fail, current: () => ({ uid: 0, gid: 0 }), currentName: () => "root" },
     clock: { now: () => 0, sleep: async () => {} },
     randomBytes: () => {
       throw new Error(message);

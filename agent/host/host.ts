@@ -71,6 +71,8 @@ export interface HostUsers {
   ensureSystemUser(name: string, home: string): Promise<FileOwner>;
   /** The user the agent runs as. */
   current(): FileOwner;
+  /** Its login name (services run as it in `up`). */
+  currentName(): string;
 }
 
 export interface HostClock {

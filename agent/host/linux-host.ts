@@ -4,6 +4,7 @@
  */
 import { spawn as nodeSpawn } from "node:child_process";
 import { randomBytes as nodeRandomBytes } from "node:crypto";
+import { userInfo } from "node:os";
 import * as fsp from "node:fs/promises";
 import { dirname, basename, join } from "node:path";
 import type { ExecOptions, ExecResult, FileOwner, FileStat, Host, HostFs } from "./host.ts";
@@ -155,6 +156,13 @@ export function createLinuxHost(opts: { spawn?: SpawnFn } = {}): Host {
       },
       current() {
         return { uid: process.getuid?.() ?? 0, gid: process.getgid?.() ?? 0 };
+      },
+      currentName() {
+        try {
+          return userInfo().username;
+        } catch {
+          return String(process.getuid?.() ?? 0);
+        }
       },
     },
     clock: {

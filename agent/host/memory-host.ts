@@ -110,6 +110,7 @@ export function createMemoryHost(init: { files?: Record<string, string>; users?:
         return o;
       },
       current: () => ({ uid: 0, gid: 0 }),
+      currentName: () => "root",
     },
     clock: {
       now: () => now,
