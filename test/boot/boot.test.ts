@@ -1,0 +1,301 @@
+/**
+ * The boot test: a Debian 12 root (debootstrap, cached) booted with real
+ * systemd as PID 1 in systemd-nspawn; Debian's cloud-init runs the user-data
+ * rendered from bootstrap/user-data.yaml.tftpl (NoCloud seed), which fetches
+ * the agent binary from 127.0.0.1, checks its sha256 and starts
+ * mlops-agent.service; the agent reads its role from the test IMDS and
+ * installs it for real (uv from PyPI, MariaDB and PostgreSQL on the host).
+ *
+ * The steps run in order on one container and each relies on the previous:
+ * bootstrap → MLflow ready → a role service killed → the agent killed → the
+ * agent frozen (watchdog) → role changed to Airflow → reboot. A separate
+ * quick boot checks that a wrong sha256 fails cleanly.
+ *
+ * Needs root, debootstrap and systemd-container (.ci/run installs them);
+ * `npm run test:boot`. Logs of every container land in test-output/boot/.
+ */
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { StatusSnapshot } from "../../agent/status/types.ts";
+import { type ImdsServer, startImdsServer } from "../servers/imds-server.ts";
+import { freePort, waitFor } from "../support/agent-process.ts";
+import { BootContainer, sweepStaleRuns } from "./container.ts";
+import {
+  agentConfig,
+  bootUserData,
+  CONTAINER_UV_CACHE,
+  createMysqlAdmin,
+  DB_ADMIN_PASSWORD_FILE,
+  dropRunDatabases,
+  ensureBinary,
+  ensureRoot,
+  hostIndexUrl,
+  hostUvCache,
+  metaData,
+  REPO,
+  type Release,
+  type RunIds,
+  runIds,
+  type StaticServer,
+  serveRelease,
+} from "./stack.ts";
+
+const started = Date.now();
+const log = (msg: string) => process.stderr.write(`[boot ${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${msg}\n`);
+const OUTPUT = join(REPO, "test-output/boot");
+const AGENT = "mlops-agent.service";
+const CONFIG = "/etc/mlops-agent/config.json";
+const AIRFLOW_UNITS = ["airflow-api-server", "airflow-dag-processor", "airflow-scheduler", "airflow-triggerer"].map((s) => `mlops-${s}.service`);
+
+let rootfs = "";
+let releaseServer: StaticServer | undefined;
+let release: Release;
+let imds: ImdsServer | undefined;
+let ids: RunIds | undefined;
+let config: Record<string, unknown> = {};
+let vm: BootContainer | undefined;
+const timings: Record<string, number> = {};
+
+const statusUrl = () => `http://127.0.0.1:${ids!.statusPort}`;
+
+async function status(): Promise<StatusSnapshot> {
+  const r = await fetch(`${statusUrl()}/status`, { signal: AbortSignal.timeout(5_000) });
+  return (await r.json()) as StatusSnapshot;
+}
+
+async function readyz(): Promise<number> {
+  return (await fetch(`${statusUrl()}/readyz`, { signal: AbortSignal.timeout(5_000) }).catch(() => undefined))?.status ?? 0;
+}
+
+/** Waits for /readyz 200, logging the agent's phase when it changes. */
+async function waitReady(what: string, timeoutMs: number): Promise<void> {
+  let last = "";
+  await waitFor(
+    what,
+    async () => {
+      if ((await readyz()) === 200) return true;
+      const s = await status().catch(() => undefined);
+      const now = s ? `${s.phase}: ${s.reason}` : "status API not answering";
+      if (now !== last) log(`  ${now}`);
+      last = now;
+      return undefined;
+    },
+    timeoutMs,
+    2_000,
+  );
+}
+
+/** Keeps the container's journal and cloud-init logs for a person, whatever the outcome. */
+async function keepLogs(c: BootContainer | undefined): Promise<void> {
+  if (!c) return;
+  const dir = join(OUTPUT, c.name);
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(join(dir, "console.log"), c.consoleLog());
+  if (!c.running) return;
+  const grab = async (file: string, argv: string[]) => {
+    const r = await c.exec(argv, { timeoutMs: 30_000 }).catch((err: unknown) => ({ stdout: "", stderr: String(err) }));
+    writeFileSync(join(dir, file), r.stdout + r.stderr);
+  };
+  await grab("journal.log", ["journalctl", "--no-pager", "-o", "short-monotonic", "-b"]);
+  await grab("cloud-init-output.log", ["cat", "/var/log/cloud-init-output.log"]);
+  await grab("cloud-init.log", ["cat", "/var/log/cloud-init.log"]);
+  await grab("units.txt", ["systemctl", "list-units", "--all", "--no-pager", "mlops-*"]);
+}
+
+/** Boots a fresh container with the NoCloud seed for this user-data. */
+async function bootWith(name: string, userData: string, binds: boolean): Promise<BootContainer> {
+  const c = BootContainer.create({
+    baseRoot: rootfs,
+    name,
+    binds: binds ? [{ host: hostUvCache(), container: CONTAINER_UV_CACHE }] : [],
+  });
+  // The DB admin password arrives out of band, as the Vault secret would on OCI.
+  c.writeFile(DB_ADMIN_PASSWORD_FILE, `${ids!.mysqlAdminPassword}\n`, 0o600);
+  c.writeFile("/var/lib/cloud/seed/nocloud/user-data", userData, 0o600);
+  c.writeFile("/var/lib/cloud/seed/nocloud/meta-data", metaData(`iid-${name}`, name));
+  await c.boot();
+  return c;
+}
+
+async function cloudInitStatus(c: BootContainer): Promise<{ code: number; text: string; errors: string[] }> {
+  const r = await c.exec(["cloud-init", "status", "--wait", "--long"], { timeoutMs: 10 * 60_000 });
+  const result = await c.exec(["cat", "/run/cloud-init/result.json"]);
+  const errors = result.code === 0 ? ((JSON.parse(result.stdout) as { v1: { errors: string[] } }).v1.errors ?? []) : [`no result.json: ${result.stderr}`];
+  return { code: r.code, text: r.stdout + r.stderr, errors };
+}
+
+const agentProps = () => vm!.show(AGENT, ["ActiveState", "SubState", "MainPID", "NRestarts", "StatusText", "Type", "WatchdogUSec", "NotifyAccess"]);
+
+beforeAll(async () => {
+  sweepStaleRuns();
+  ensureBinary(log);
+  const t = Date.now();
+  rootfs = ensureRoot(log);
+  timings.root = Date.now() - t;
+  ({ server: releaseServer, release } = await serveRelease());
+  imds = await startImdsServer();
+  imds.setMetadata("mlops-role", "mlflow");
+  ids = runIds({ statusPort: await freePort(), mlflowPort: await freePort(), airflowPort: await freePort() });
+  await createMysqlAdmin(ids);
+  mkdirSync(hostUvCache(), { recursive: true });
+  config = agentConfig(ids, imds.url, { indexUrl: hostIndexUrl() });
+  log(`run ${ids.suffix}: status API 127.0.0.1:${ids.statusPort}, IMDS ${imds.url}, uv cache ${hostUvCache()}`);
+});
+
+afterAll(async () => {
+  await keepLogs(vm).catch(() => {});
+  await vm?.destroy();
+  await imds?.close();
+  await releaseServer?.close();
+  const errors = ids ? await dropRunDatabases(ids) : [];
+  log(`timings (s): ${Object.entries(timings).map(([k, v]) => `${k} ${(v / 1000).toFixed(1)}`).join(", ")}`);
+  if (errors.length) throw new Error(`cleanup: ${errors.join("; ")}`);
+});
+
+describe("boot: cloud-init installs the agent under real systemd", () => {
+  it("a wrong sha256 fails the bootstrap: cloud-init reports an error and nothing is installed", { timeout: 5 * 60_000 }, async () => {
+    const wrong: Release = { ...release, x86_64: { url: release.x86_64.url, sha256: "0123456789abcdef".repeat(4) } };
+    const c = await bootWith(`boot-badsum-${ids!.suffix}`, bootUserData(wrong, config), false);
+    try {
+      const ci = await cloudInitStatus(c);
+      expect(ci.code, ci.text).not.toBe(0);
+      expect(ci.text).toMatch(/status: error/);
+      expect(ci.errors.join("\n")).toMatch(/scripts.user|runcmd/i);
+      const output = await c.run(["cat", "/var/log/cloud-init-output.log"]);
+      expect(output).toMatch(/sha256 mismatch/);
+      for (const path of ["/usr/local/bin/mlops-agent", CONFIG, "/etc/systemd/system/mlops-agent.service"]) expect(c.exists(path), path).toBe(false);
+      expect((await c.exec(["systemctl", "is-enabled", AGENT])).code).not.toBe(0);
+    } finally {
+      await keepLogs(c);
+      await c.destroy();
+    }
+  });
+
+  it("cloud-init finishes without errors and mlops-agent.service is active and sent READY", { timeout: 5 * 60_000 }, async () => {
+    const t = Date.now();
+    vm = await bootWith(`boot-${ids!.suffix}`, bootUserData(release, config), true);
+    timings.boot = Date.now() - t;
+    const ci = await cloudInitStatus(vm);
+    timings.cloudInitDone = Date.now() - t;
+    expect(ci.errors).toEqual([]);
+    expect(ci.text).toMatch(/status: done/);
+    expect(ci.code).toBe(0);
+    const p = await agentProps();
+    expect(p).toMatchObject({ ActiveState: "active", SubState: "running", Type: "notify", WatchdogUSec: "30s", NRestarts: "0" });
+    // STATUS= only reaches systemd over the notify socket, like READY=1 did (Type=notify is active only after it).
+    expect(p.StatusText).not.toBe("");
+    expect(Number(p.MainPID)).toBeGreaterThan(1);
+    expect(await vm.run(["sha256sum", "/usr/local/bin/mlops-agent"])).toContain(release.x86_64.sha256);
+    expect(await vm.run(["stat", "-c", "%a %U", CONFIG])).toBe("600 root\n");
+    expect((await vm.run(["systemctl", "is-enabled", AGENT])).trim()).toBe("enabled");
+  });
+
+  it("converges role mlflow from metadata: mlops-mlflow.service active, /readyz 200", { timeout: 20 * 60_000 }, async () => {
+    const t = Date.now();
+    await waitReady("role mlflow ready", 18 * 60_000);
+    timings.mlflowReady = Date.now() - t + (timings.cloudInitDone ?? 0);
+    const s = await status();
+    expect(s.role).toEqual({ name: "mlflow", source: "metadata" });
+    expect(s.phase).toBe("ready");
+    expect(s.services.map((x) => [x.name, x.unit, x.health])).toEqual([["mlflow", "mlops-mlflow.service", "healthy"]]);
+    expect(await vm!.show("mlops-mlflow.service", ["ActiveState", "UnitFileState"])).toEqual({ ActiveState: "active", UnitFileState: "enabled" });
+    expect((await fetch(`http://127.0.0.1:${ids!.mlflowPort}/health`)).status).toBe(200);
+  });
+
+  it("kill -9 of mlops-mlflow's main process: systemd restarts it, healthy again, restart counted on /status", { timeout: 3 * 60_000 }, async () => {
+    const before = (await status()).services[0]!;
+    const pid = (await vm!.show("mlops-mlflow.service", ["MainPID"])).MainPID!;
+    expect(Number(pid)).toBeGreaterThan(1);
+    await vm!.run(["kill", "-9", pid]);
+    const after = await waitFor(
+      "mlflow restarted and healthy",
+      async () => {
+        const p = await vm!.show("mlops-mlflow.service", ["ActiveState", "MainPID"]);
+        const s = (await status()).services[0];
+        return p.ActiveState === "active" && p.MainPID !== pid && s?.health === "healthy" && s.restarts > before.restarts && (await readyz()) === 200 ? s : undefined;
+      },
+      150_000,
+      1_000,
+    );
+    expect(after.restarts).toBe(before.restarts + 1);
+  });
+
+  it("kill -9 of the agent: systemd restarts it, role services untouched, its plan has nothing to do", { timeout: 3 * 60_000 }, async () => {
+    const before = await agentProps();
+    const mlflowPid = (await vm!.show("mlops-mlflow.service", ["MainPID"])).MainPID;
+    await vm!.run(["kill", "-9", before.MainPID!]);
+    const after = await waitFor(
+      "agent restarted",
+      async () => {
+        const p = await agentProps();
+        return p.ActiveState === "active" && p.MainPID !== before.MainPID && p.MainPID !== "0" ? p : undefined;
+      },
+      60_000,
+      500,
+    );
+    expect(Number(after.NRestarts)).toBe(Number(before.NRestarts) + 1);
+    await waitReady("ready after the agent restart", 120_000);
+    expect((await vm!.show("mlops-mlflow.service", ["MainPID"])).MainPID).toBe(mlflowPid);
+    const plan = await vm!.exec(["mlops-agent", "plan", "--json", "--config", CONFIG], { timeoutMs: 120_000 });
+    expect(plan.code, `${plan.stdout}\n${plan.stderr}`).toBe(0);
+  });
+
+  it("kill -STOP of the agent: the watchdog (30 s) makes systemd restart it, and it is ready again", { timeout: 4 * 60_000 }, async () => {
+    const before = await agentProps();
+    const t = Date.now();
+    await vm!.run(["kill", "-STOP", before.MainPID!]);
+    const after = await waitFor(
+      "agent restarted by the watchdog",
+      async () => {
+        const p = await agentProps();
+        return p.ActiveState === "active" && p.MainPID !== before.MainPID && p.MainPID !== "0" ? p : undefined;
+      },
+      150_000,
+      1_000,
+    );
+    timings.watchdogRestart = Date.now() - t;
+    expect(Date.now() - t).toBeGreaterThanOrEqual(25_000); // not before the watchdog could fire
+    expect(Number(after.NRestarts)).toBe(Number(before.NRestarts) + 1);
+    const journal = await vm!.run(["journalctl", "--no-pager", "-u", AGENT]);
+    expect(journal).toMatch(/[Ww]atchdog timeout/);
+    await waitReady("ready after the watchdog restart", 120_000);
+  });
+
+  it("role changed to airflow in the IMDS: mlflow's units and files go, airflow converges", { timeout: 30 * 60_000 }, async () => {
+    const t = Date.now();
+    imds!.setMetadata("mlops-role", "airflow");
+    await waitFor("role airflow on /status", async () => ((await status()).role?.name === "airflow" ? true : undefined), 60_000, 1_000);
+    await waitReady("role airflow ready", 28 * 60_000);
+    timings.airflowReady = Date.now() - t;
+    const s = await status();
+    expect(s.role).toEqual({ name: "airflow", source: "metadata" });
+    expect(s.services.map((x) => [x.unit, x.health])).toEqual(AIRFLOW_UNITS.map((u) => [u, "healthy"]));
+    for (const unit of AIRFLOW_UNITS) expect(await vm!.show(unit, ["ActiveState", "UnitFileState"]), unit).toEqual({ ActiveState: "active", UnitFileState: "enabled" });
+    // The old role: stopped, disabled, unit file and rendered config removed (data stays).
+    expect(await vm!.show("mlops-mlflow.service", ["LoadState", "ActiveState"])).toEqual({ LoadState: "not-found", ActiveState: "inactive" });
+    expect(vm!.exists("/etc/systemd/system/mlops-mlflow.service")).toBe(false);
+    expect(vm!.exists("/etc/systemd/system/multi-user.target.wants/mlops-mlflow.service")).toBe(false);
+    expect(vm!.exists("/etc/mlops/mlflow")).toBe(false);
+    expect(vm!.exists("/opt/mlops/mlflow")).toBe(false);
+    expect(vm!.exists("/var/lib/mlops/mlflow")).toBe(true);
+    expect((await fetch(`http://127.0.0.1:${ids!.mlflowPort}/health`).catch(() => undefined))?.status).toBeUndefined();
+  });
+
+  it("after a reboot the agent comes back and converges with no action", { timeout: 10 * 60_000 }, async () => {
+    const t = Date.now();
+    await vm!.reboot();
+    await waitReady("ready after the reboot", 8 * 60_000);
+    timings.rebootReady = Date.now() - t;
+    const s = await status();
+    expect(s.role).toEqual({ name: "airflow", source: "metadata" });
+    expect(s.lastConverge?.ok).toBe(true);
+    expect(s.lastConverge?.actions).toEqual([]);
+    expect((await agentProps()).NRestarts).toBe("0");
+    // cloud-init ran the bootstrap once per instance; the reboot did not run it again.
+    const ci = await cloudInitStatus(vm!);
+    expect(ci.errors).toEqual([]);
+    const plan = await vm!.exec(["mlops-agent", "plan", "--json", "--config", CONFIG], { timeoutMs: 120_000 });
+    expect(plan.code, `${plan.stdout}\n${plan.stderr}`).toBe(0);
+  });
+});
