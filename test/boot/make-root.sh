@@ -107,15 +107,26 @@ network: {config: disabled}
 # No disks to grow in a container.
 growpart: {mode: "off"}
 resize_rootfs: false
-# Generating locales is slow and the agent does not need one.
-locale: false
-# No ssh server in the image.
-ssh_genkeytypes: []
-ssh_deletekeys: false
-# No default user (it needs groups a minimal image does not have).
-users: []
-disable_root: false
+# C.UTF-8 needs no locale-gen (slow); the agent needs no other locale.
+locale: C.UTF-8
 manage_etc_hosts: false
+# Debian's module list without `ssh`: the image has no ssh server, and the
+# module would only fail to make host keys. Everything else is stock.
+cloud_init_modules:
+  - migrator
+  - seed_random
+  - bootcmd
+  - write-files
+  - growpart
+  - resizefs
+  - disk_setup
+  - mounts
+  - set_hostname
+  - update_hostname
+  - update_etc_hosts
+  - ca-certs
+  - rsyslog
+  - users-groups
 EOF
 
   # Units that slow the boot, wait for a network nobody configures, fetch

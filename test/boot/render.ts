@@ -15,7 +15,7 @@ export function renderUserData(template: string, vars: Readonly<Record<string, s
   const rendered = template.replace(TOKEN, (token: string, inner: string | undefined) => {
     if (token === "$${") return "${";
     if (token === "%%{") return "%{";
-    if (token === "%{") throw new Error("template directives (%{ ... }) are not supported: the bootstrap template uses plain ${name} only");
+    if (token === "%{") throw new Error("template directives (%{ ... }) are not supported: the bootstrap template uses plain interpolations only");
     const name = (inner ?? "").trim();
     if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new Error(`only plain \${name} interpolations are supported, not \${${inner}}`);
     if (!Object.hasOwn(vars, name)) throw new Error(`template variable ${name} has no value`);
