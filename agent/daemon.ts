@@ -281,7 +281,13 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     try {
       const loaded = await loadContext(host, opts.flags, opts.env);
       const roleChanged = ctx?.role !== loaded.resolved.role;
-      if (roleChanged) store.addEvent("info", "role", `role is ${loaded.resolved.role ?? "none"} (from ${loaded.resolved.roleSource})`);
+      if (roleChanged) {
+        store.addEvent("info", "role", `role is ${loaded.resolved.role ?? "none"} (from ${loaded.resolved.roleSource})`);
+        // The last converge was for the old role: until the new one has
+        // converged, the old role's healthy services must not make the
+        // services timer report `ready` (and /readyz 200) for the new role.
+        lastConvergeOk = false;
+      }
       ctx = loaded.resolved;
       configError = undefined;
       startWatcher(ctx);
