@@ -187,11 +187,16 @@ export function runIds(ports: { statusPort: number; mlflowPort: number; airflowP
 /**
  * The agent's /etc/mlops-agent/config.json. The role is not in it: it comes
  * from the IMDS (`mlops-role`), as on OCI. The DB admin password is a secret
- * reference to a file the test places in the root before boot.
- * TODO(vault): switch adminPassword to `vault:<ocid>` against the test
- * Secrets server once it lands; the file then goes away.
+ * reference, by default to a file the test places in the root before boot
+ * (see DB_ADMIN_PASSWORD_FILE); `adminPasswordRef` takes any other reference.
+ * TODO(vault): pass `vault:<secret-ocid>` here, with the test Secrets server's
+ * endpoint in the config, once both land; the file then goes away.
  */
-export function agentConfig(ids: RunIds, metadataUrl: string, opts: { indexUrl?: string } = {}): Record<string, unknown> {
+export function agentConfig(
+  ids: RunIds,
+  metadataUrl: string,
+  opts: { indexUrl?: string; adminPasswordRef?: string } = {},
+): Record<string, unknown> {
   return {
     metadataUrl,
     listen: `127.0.0.1:${ids.statusPort}`,
@@ -204,7 +209,7 @@ export function agentConfig(ids: RunIds, metadataUrl: string, opts: { indexUrl?:
       host: "127.0.0.1",
       port: 3306,
       adminUser: ids.mysqlAdmin,
-      adminPassword: `file:${DB_ADMIN_PASSWORD_FILE}`,
+      adminPassword: opts.adminPasswordRef ?? `file:${DB_ADMIN_PASSWORD_FILE}`,
       userHost: "%",
     },
     postgres: { host: "127.0.0.1", port: 5432, adminUser: "postgres" },
