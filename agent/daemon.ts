@@ -287,6 +287,11 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
         // converged, the old role's healthy services must not make the
         // services timer report `ready` (and /readyz 200) for the new role.
         lastConvergeOk = false;
+        // Stop probing the old role's services before converge removes them:
+        // a liveness failure of a unit being removed would otherwise restart
+        // it (or fail to, "unit not found"). The new role's probes start
+        // after its converge, as on a first start.
+        prober.update([]);
       }
       ctx = loaded.resolved;
       configError = undefined;
