@@ -6,13 +6,16 @@
  *   - apply-converged.mjs  `apply` on a converged node: median < 0.5 s with the binary
  *   - agent-rss.mjs        idle agent RSS < 80 MiB after 5 minutes (binary and dev CLI)
  *   - mlflow-cold-warm.mjs `up` from nothing to ready, empty vs warm uv cache
+ *   - boot-to-ready.ts     a VM (nspawn + systemd + cloud-init) from start to
+ *                          /readyz 200 per role, cold vs warm uv cache (root)
  *   - any other bench/*.ts / *.mjs (not starting with "_"), e.g. dag-sync.ts
  *
  *   npm run bench                                  # full: 15-20 minutes on 2 cores
  *   node_modules/.bin/node bench/run-all.mjs [--quick] [--only name,name]
  *
  * --quick shortens what has a duration: status-load 3 s per target, 5 apply
- * runs, 1 minute of RSS sampling, dag-sync with 2,000 files and 3 rounds
+ * runs, 1 minute of RSS sampling, dag-sync with 2,000 files and 3 rounds,
+ * boot-to-ready MLflow only
  * (the cold/warm run cannot be shortened).
  * Uses dist/mlops-agent as it is (run `npm run build` first); warns when it
  * is older than the sources. Exit code 1 when any script fails or misses its goal.
@@ -35,6 +38,7 @@ const known = {
   "agent-rss.mjs": { full: [], quick: ["--minutes", "1"] },
   "mlflow-cold-warm.mjs": { full: [], quick: [] },
   "dag-sync.ts": { full: [], quick: ["--files", "2000", "--rounds", "3"] },
+  "boot-to-ready.ts": { full: [], quick: ["--roles", "mlflow"] },
 };
 const found = readdirSync(join(ROOT, "bench")).filter((f) => /\.(ts|mjs)$/.test(f) && !f.startsWith("_") && f !== "run-all.mjs");
 const ordered = [...Object.keys(known).filter((f) => found.includes(f)), ...found.filter((f) => !(f in known)).sort()];

@@ -271,7 +271,9 @@ describe("boot: cloud-init installs the agent under real systemd", () => {
   it("role changed to airflow in the IMDS: mlflow's units and files go, airflow converges", { timeout: 30 * 60_000 }, async () => {
     const t = Date.now();
     imds!.setMetadata("mlops-role", "airflow");
-    await waitFor("role airflow on /status", async () => ((await status()).role?.name === "airflow" ? true : undefined), 60_000, 1_000);
+    await waitFor("role airflow on /status", async () => ((await status()).role?.name === "airflow" ? true : undefined), 60_000, 500);
+    // Airflow is not installed yet: the old role's healthy services must not make the new role look ready.
+    expect(await readyz()).toBe(503);
     await waitReady("role airflow ready", 28 * 60_000);
     timings.airflowReady = Date.now() - t;
     const s = await status();
@@ -297,6 +299,9 @@ describe("boot: cloud-init installs the agent under real systemd", () => {
     expect(s.role).toEqual({ name: "airflow", source: "metadata" });
     expect(s.lastConverge?.ok).toBe(true);
     expect(s.lastConverge?.actions).toEqual([]);
+    // Not one action in any pass since this agent started (events are per agent process).
+    expect(s.events.filter((e) => e.type === "step" || e.type === "converge").map((e) => e.message)).toEqual([]);
+    expect(s.services.map((x) => [x.unit, x.health])).toEqual(AIRFLOW_UNITS.map((u) => [u, "healthy"]));
     expect((await agentProps()).NRestarts).toBe("0");
     // cloud-init ran the bootstrap once per instance; the reboot did not run it again.
     const ci = await cloudInitStatus(vm!);
