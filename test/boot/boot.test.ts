@@ -288,6 +288,9 @@ describe("boot: cloud-init installs the agent under real systemd", () => {
     expect(vm!.exists("/opt/mlops/mlflow")).toBe(false);
     expect(vm!.exists("/var/lib/mlops/mlflow")).toBe(true);
     expect((await fetch(`http://127.0.0.1:${ids!.mlflowPort}/health`).catch(() => undefined))?.status).toBeUndefined();
+    // The old role's probes stopped before its units went: no restart of a unit being removed.
+    const journal = await vm!.run(["journalctl", "--no-pager", "-o", "cat", "-u", AGENT]);
+    expect(journal).not.toMatch(/"msg":"restart failed"|mlops-mlflow\.service not found/);
   });
 
   it("after a reboot the agent comes back and converges with no action", { timeout: 10 * 60_000 }, async () => {
