@@ -17,11 +17,12 @@
  * root like the boot test. Databases and containers it makes are removed.
  */
 import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { RoleName } from "../agent/config/schema.ts";
 import { startImdsServer } from "../test/servers/imds-server.ts";
 import { freePort } from "../test/support/agent-process.ts";
-import { BootContainer, RUN_BASE, sweepStaleRuns } from "../test/boot/container.ts";
+import { BootContainer, sweepStaleRuns } from "../test/boot/container.ts";
 import {
   agentConfig,
   bootUserData,
@@ -109,7 +110,7 @@ async function main(): Promise<number> {
   try {
     for (const role of roles) {
       // Cold: an empty cache of our own; warm: that cache once the cold run filled it.
-      const own = modes.includes("cold") ? mkdtempSync(join(RUN_BASE, `uv-cache-${role}-`)) : undefined;
+      const own = modes.includes("cold") ? mkdtempSync(join(tmpdir(), `mlops-boot-bench-uv-${role}-`)) : undefined;
       try {
         for (const mode of modes) {
           const cacheDir = own ?? hostUvCache();

@@ -8,13 +8,14 @@
  *
  * The steps run in order on one container and each relies on the previous:
  * bootstrap → MLflow ready → a role service killed → the agent killed → the
- * agent frozen (watchdog) → role changed to Airflow → reboot. A separate
- * quick boot checks that a wrong sha256 fails cleanly.
+ * agent frozen (watchdog) → role changed to Airflow → reboot. Two quick
+ * boots before that check that a wrong sha256, and an agent that does not
+ * start, fail the bootstrap cleanly (nothing left installed).
  *
  * Needs root, debootstrap and systemd-container (.ci/run installs them);
  * `npm run test:boot`. Logs of every container land in test-output/boot/.
  */
-import { mkdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StatusSnapshot } from "../../agent/status/types.ts";
@@ -22,6 +23,7 @@ import { type ImdsServer, startImdsServer } from "../servers/imds-server.ts";
 import { freePort, waitFor } from "../support/agent-process.ts";
 import { BootContainer, sweepStaleRuns } from "./container.ts";
 import {
+  AGENT_UNIT,
   agentConfig,
   bootUserData,
   CONTAINER_UV_CACHE,
@@ -166,6 +168,23 @@ describe("boot: cloud-init installs the agent under real systemd", () => {
       expect(output).toMatch(/sha256 mismatch/);
       for (const path of ["/usr/local/bin/mlops-agent", CONFIG, "/etc/systemd/system/mlops-agent.service"]) expect(c.exists(path), path).toBe(false);
       expect((await c.exec(["systemctl", "is-enabled", AGENT])).code).not.toBe(0);
+    } finally {
+      await keepLogs(c);
+      await c.destroy();
+    }
+  });
+
+  it("an agent that does not start rolls the bootstrap back: binary, config and unit removed", { timeout: 5 * 60_000 }, async () => {
+    const unit = readFileSync(AGENT_UNIT, "utf8").replace(/^ExecStart=.*$/m, "ExecStart=/bin/false");
+    const c = await bootWith(`boot-nostart-${ids!.suffix}`, bootUserData(release, config, unit), false);
+    try {
+      const ci = await cloudInitStatus(c);
+      expect(ci.text).toMatch(/status: error/);
+      const output = await c.run(["cat", "/var/log/cloud-init-output.log"]);
+      expect(output).toMatch(/removing what was installed/);
+      for (const path of ["/usr/local/bin/mlops-agent", CONFIG, "/etc/systemd/system/mlops-agent.service", "/etc/systemd/system/multi-user.target.wants/mlops-agent.service"])
+        expect(c.exists(path), path).toBe(false);
+      expect((await c.show(AGENT, ["LoadState"])).LoadState).toBe("not-found");
     } finally {
       await keepLogs(c);
       await c.destroy();

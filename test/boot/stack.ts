@@ -122,15 +122,15 @@ export async function serveRelease(): Promise<{ server: StaticServer; release: R
   return { server, release };
 }
 
-/** The user-data Terraform would render, from the real template. */
-export function bootUserData(release: Release, config: unknown): string {
+/** The user-data Terraform would render, from the real template (`unit`: another agent unit, for failure tests). */
+export function bootUserData(release: Release, config: unknown, unit = readFileSync(AGENT_UNIT, "utf8")): string {
   return renderUserData(readFileSync(TEMPLATE, "utf8"), {
     agent_url_x86_64: release.x86_64.url,
     agent_sha256_x86_64: release.x86_64.sha256,
     agent_url_aarch64: release.aarch64.url,
     agent_sha256_aarch64: release.aarch64.sha256,
     agent_config_b64: Buffer.from(`${JSON.stringify(config, null, 2)}\n`).toString("base64"),
-    agent_unit_b64: readFileSync(AGENT_UNIT).toString("base64"),
+    agent_unit_b64: Buffer.from(unit).toString("base64"),
   });
 }
 
