@@ -34,9 +34,10 @@ export const CHECKOV_ENV: Record<string, string> = {
   LOG_LEVEL: "WARNING",
 };
 
+/** True when the venv has checkov at the pinned version (and PyYAML, which checkov needs); 30 ms, not checkov's 4 s start-up. */
 async function works(dir: string): Promise<boolean> {
   try {
-    const r = await run(join(dir, "bin", "python"), [join(dir, "bin", "checkov"), "--version"], { env: { ...process.env, ...CHECKOV_ENV }, timeout: 120_000 });
+    const r = await run(join(dir, "bin", "python"), ["-c", "import yaml; from checkov.version import version; print(version)"], { timeout: 60_000 });
     return r.stdout.trim() === CHECKOV_VERSION;
   } catch {
     return false;
@@ -83,4 +84,27 @@ async function install(): Promise<PythonTools> {
   rmSync(tmp, { recursive: true, force: true });
   if (!(await works(dir))) throw new Error(`checkov ${CHECKOV_VERSION} in ${dir} does not run after installing it`);
   return tools;
+}
+
+/** Parses YAML with PyYAML's safe_load, as cloud-init does; returns the data as JSON would carry it. */
+export async function parseYaml(text: string): Promise<unknown> {
+  const { python } = await ensurePythonTools();
+  const child = execFile(python, ["-c", "import sys, json, yaml; json.dump(yaml.safe_load(sys.stdin), sys.stdout)"], {
+    timeout: 60_000,
+    maxBuffer: 16 * 1024 * 1024,
+  });
+  const result = new Promise<string>((resolve, reject) => {
+    let out = "";
+    let err = "";
+    child.stdout?.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr?.on("data", (d: Buffer) => {
+      err += d.toString();
+    });
+    child.on("error", reject);
+    child.on("close", (code) => (code === 0 ? resolve(out) : reject(new Error(`not valid YAML: ${err.trim().split("\n").slice(-3).join(" | ")}`))));
+  });
+  child.stdin?.end(text);
+  return JSON.parse(await result);
 }

@@ -5,6 +5,7 @@
  * Terraform builds has the shape the agent's schema accepts, and checkov
  * (from PyPI, pinned) reports no failed check and no skip without a reason.
  */
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: these strings are Terraform and template source, where ${...} is the syntax under test
 import { execFile } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
