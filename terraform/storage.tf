@@ -53,7 +53,7 @@ resource "oci_objectstorage_bucket" "releases" {
 # precondition stops a mismatch between the file and agent_sha256 at plan
 # time instead of at every VM's first boot.
 resource "oci_objectstorage_object" "agent" {
-  for_each     = var.agent_dist_dir == null ? {} : local.agent_objects
+  for_each     = { for arch, name in local.agent_objects : arch => name if var.agent_dist_dir != null }
   namespace    = local.namespace
   bucket       = oci_objectstorage_bucket.releases.name
   object       = each.value

@@ -92,6 +92,17 @@ describe("terraform/: structure and references", () => {
     expect(providers.random.source).toBe("hashicorp/random");
   });
 
+  it("every variable has a type and a description, and the ones a typo would break are validated", () => {
+    const variables: Record<string, Any[]> = fileJson(parsed, "variables.tf").variable;
+    for (const [name, [decl]] of Object.entries(variables)) {
+      expect(decl.type, `${name} has no type`).toBeDefined();
+      expect(String(decl.description ?? "").length, `${name} has no description`).toBeGreaterThan(10);
+    }
+    for (const name of ["region", "tenancy_ocid", "compartment_ocid", "admin_cidr", "ssh_public_key", "instance_count", "arch", "agent_sha256", "release_par_expires_at"]) {
+      expect(variables[name]?.[0]?.validation, `${name} has no validation`).toBeDefined();
+    }
+  });
+
   it("every file a .tf reads through path.module exists", () => {
     const reads: string[] = [];
     for (const f of tfFiles())
