@@ -17,6 +17,7 @@ import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { ensurePythonTools } from "../support/python-tools.ts";
 import { AGENT_UNIT, EXAMPLE_AGENT_CONFIG, renderCloudConfig, userDataVars } from "../support/user-data.ts";
 
 const isRoot = process.getuid?.() === 0;
@@ -33,6 +34,9 @@ describe.skipIf(!isRoot)("bootstrap install script (bash, local HTTP server, scr
   const requests: string[] = [];
   /** Paths that answer 503 this many more times before they work. */
   const flaky = new Map<string, number>();
+
+  // The rendered user-data is parsed with PyYAML from the cached checkov venv; a cold install takes minutes.
+  beforeAll(() => ensurePythonTools(), 900_000);
 
   beforeAll(async () => {
     server = createServer((req, res) => {

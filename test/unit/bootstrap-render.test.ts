@@ -9,8 +9,9 @@ import { spawnSync } from "node:child_process";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { renderUserData, templateVariables } from "../../agent/bootstrap/render.ts";
+import { ensurePythonTools } from "../support/python-tools.ts";
 import { AGENT_UNIT, EXAMPLE_AGENT_CONFIG, renderCloudConfig, USER_DATA_TEMPLATE, userDataVars } from "../support/user-data.ts";
 
 describe("renderUserData", () => {
@@ -46,6 +47,9 @@ describe("renderUserData", () => {
 });
 
 describe("bootstrap/user-data.yaml.tftpl", () => {
+  // PyYAML comes with the cached checkov venv; a cold install takes minutes.
+  beforeAll(() => ensurePythonTools(), 900_000);
+
   it("uses exactly the six contract variables", () => {
     expect(templateVariables(USER_DATA_TEMPLATE)).toEqual([
       "agent_config_b64",
