@@ -84,6 +84,9 @@ locals {
       airflow = {
         mlflowTrackingUri = length(local.mlflow_ips) > 0 ? "http://${local.mlflow_ips[0]}:5000" : "http://127.0.0.1:5000"
       }
+      serving = {
+        mlflowTrackingUri = length(local.mlflow_ips) > 0 ? "http://${local.mlflow_ips[0]}:5000" : "http://127.0.0.1:5000"
+      }
       dagSync = {
         source = "oci://${local.namespace}/${oci_objectstorage_bucket.dags.name}/"
         auth   = "instance_principal"

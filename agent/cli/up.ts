@@ -74,6 +74,10 @@ function summary(dir: string, stacks: Stack[], seen: Seen[], elapsedMs: number, 
   if (airflow) out(`  Airflow        http://127.0.0.1:${airflow.airflow.port}   (user ${airflow.airflow.adminUser})`);
   if (serving) {
     out(`  prediction API http://127.0.0.1:${serving.serving.port}/invocations   (/models, /ready, /metrics)${model ? `: ${model}` : ""}`);
+    if (!model)
+      out(
+        `                 no model yet: register one in MLflow with alias ${serving.serving.modelAlias} (models:/${serving.serving.modelName}@${serving.serving.modelAlias}); it is served within ${serving.serving.pollSeconds} s`,
+      );
     out(`  dashboard      http://127.0.0.1:${serving.serving.dashboardPort}`);
   }
   for (const s of seen) out(`  ${`${s.role} agent`.padEnd(14)} ${s.url}/   (mlops-agent status --dir ${dir})`);
@@ -209,12 +213,20 @@ export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.Proc
         progress("pipeline", `waiting for Airflow: ${(err as Error).message}`);
       }
     }
-    if (got.length === stacks.length && got.every((g) => g.status.phase === "ready") && pipeline.step === "done") {
+    // Without Airflow nothing trains a model: serving that only lacks one is as up as it gets.
+    const up = (g: Seen) => g.status.phase === "ready" || (!target && g.role === "serving" && waitsForModel(g.status));
+    if (got.length === stacks.length && got.every(up) && pipeline.step === "done") {
       summary(dir, stacks, got, Date.now() - started, true, modelLine(pipeline.version ?? (await champion())));
       return 0;
     }
   }
   throw new AgentError("STEP_FAILED", `the stack was not ready after 60 minutes; see mlops-agent status --dir ${dir}`);
+}
+
+/** The serving role runs and only its readiness (a model to serve) is missing. */
+export function waitsForModel(s: StatusSnapshot): boolean {
+  if (s.phase !== "degraded" || s.error) return false;
+  return s.services.every((x) => x.state === "running" && (x.health === "healthy" || (x.name === "predict" && x.lastProbe?.kind === "readiness")));
 }
 
 type PipelineProgress = { step: "wait" | "running" | "done"; runId?: string; since: number; version?: string };
