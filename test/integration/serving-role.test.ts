@@ -161,7 +161,7 @@ describe("prediction API: MLflow's scoring protocol", { timeout: 60_000 }, () =>
     ["text/plain", JSON.stringify({ instances: [SETOSA] }), "text/plain", 415, /content type 'text\/plain' is not supported; send application\/json or text\/csv/],
     ["no content type", new TextEncoder().encode(JSON.stringify({ instances: [SETOSA] })), undefined, 415, /content type '\(none\)' is not supported/],
     ["a charset other than UTF-8", JSON.stringify({ instances: [SETOSA] }), "application/json; charset=latin-1", 415, /only charset=utf-8/],
-    ["a body over the size cap", JSON.stringify({ instances: Array.from({ length: 3_000 }, () => SETOSA) }), "application/json", 413, /the limit is 65536/],
+    ["a body over the size cap", JSON.stringify({ instances: Array.from({ length: 5_000 }, () => SETOSA) }), "application/json", 413, /the limit is 65536/],
   ];
   for (const [name, body, type, status, message] of bad)
     it(`${name} -> ${status} with a message`, async () => {
