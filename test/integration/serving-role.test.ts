@@ -32,7 +32,7 @@ let statusUrl = "";
 async function post(body: string | Uint8Array | ReadableStream, contentType?: string): Promise<{ status: number; json: Record<string, unknown> }> {
   const headers: Record<string, string> = {};
   if (contentType !== undefined) headers["content-type"] = contentType;
-  const init: RequestInit & { duplex?: string } = { method: "POST", headers, body, signal: AbortSignal.timeout(20_000) };
+  const init: RequestInit & { duplex?: string } = { method: "POST", headers, body: body as BodyInit, signal: AbortSignal.timeout(20_000) };
   if (body instanceof ReadableStream) init.duplex = "half";
   const r = await fetch(`${api}/invocations`, init);
   const text = await r.text();
@@ -44,8 +44,6 @@ async function post(body: string | Uint8Array | ReadableStream, contentType?: st
   }
   return { status: r.status, json };
 }
-const postJson = (doc: unknown) => post(JSON.stringify(doc), "application/json");
-
 async function setAlias(version: string): Promise<void> {
   const r = await fetch(`${mlflow}/api/2.0/mlflow/registered-models/alias`, {
     method: "POST",
@@ -249,7 +247,7 @@ describe("dashboard and status page in a real browser", { timeout: 5 * 60_000 },
       await page.getByText("Served model: iris@champion").waitFor({ timeout: 60_000 });
       await page.getByText("Registered versions").waitFor();
       await page.getByTestId("stMetricValue").first().waitFor();
-      expect(await page.getByTestId("stMetricValue").first().innerText()).toBe("2");
+      expect((await page.getByTestId("stMetricValue").first().textContent())?.trim()).toBe("2");
       // The form: a virginica.
       for (const [i, f] of FEATURES.entries()) await page.getByLabel(f).fill(String(VIRGINICA[i]));
       await page.getByRole("button", { name: "Predict" }).click();
@@ -271,7 +269,7 @@ describe("dashboard and status page in a real browser", { timeout: 5 * 60_000 },
 
       // The serving agent's own status page.
       await page.goto(`${statusUrl}/`);
-      const text = await page.locator("body").innerText();
+      const text = (await page.locator("body").textContent()) ?? "";
       expect(text).toMatch(/serving/);
       expect(text).toMatch(/mlops-predict\.service/);
       expect(text).toMatch(/mlops-dashboard\.service/);
