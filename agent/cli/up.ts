@@ -258,6 +258,7 @@ async function advancePipeline(t: PipelineTarget, p: PipelineProgress, progress:
       // The run may keep the alias where it was (no better model): then no champion exists and serving waits.
       const v = await championVersion(t);
       if (!v) throw new AgentError("STEP_FAILED", `${IRIS_DAG} succeeded but did not set ${t.modelName}@${t.modelAlias}; see its promote task`);
+      progress("pipeline", `${t.modelName}@${t.modelAlias} is version ${v}`);
       return { ...p, step: "done", version: v };
     }
   }
