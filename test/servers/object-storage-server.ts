@@ -38,7 +38,7 @@
  * testns), --public-key PATH (PEM, required), --key-id ID (only this keyId is
  * accepted), --dir DIR, --bucket NAME (repeatable; created empty), --latency MS.
  */
-import { createHash, createPublicKey, randomUUID, verify as cryptoVerify, type KeyObject } from "node:crypto";
+import { createHash, createPublicKey, randomUUID } from "node:crypto";
 import {
   existsSync,
   lstatSync,
@@ -51,128 +51,22 @@ import {
   unlinkSync,
   writeFileSync,
 } from "node:fs";
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { headerValue, verifyOciSignature } from "../support/oci-signature.ts";
 
-// ---------------------------------------------------------------------------
-// Signature verification (usable on its own, e.g. by other test servers)
-// ---------------------------------------------------------------------------
-
-export interface SignatureCheckInput {
-  method: string;
-  /** The request target exactly as received (`req.url`: path and query, still encoded). */
-  url: string;
-  headers: IncomingHttpHeaders;
-  body: Buffer;
-  publicKey: KeyObject;
-  /** When set, only this keyId is accepted. */
-  keyId?: string;
-  /** PUT/POST/PATCH must sign content-type, content-length and x-content-sha256 (false for PutObject). */
-  requireBodyHeaders: boolean;
-  /** Allowed distance between the signed date and now (default 5 minutes, as OCI). */
-  maxClockSkewMs?: number;
-  now?: number;
-}
-
-export type SignatureCheck = { ok: true; keyId: string; signedHeaders: string[] } | { ok: false; reason: string };
-
-const BODY_METHODS = new Set(["PUT", "POST", "PATCH"]);
-
-/** Parses `Signature version="1",keyId="…",algorithm="…",headers="…",signature="…"`. */
-export function parseSignatureHeader(value: string): Record<string, string> | undefined {
-  const m = /^Signature\s+(.*)$/s.exec(value.trim());
-  if (!m?.[1]) return undefined;
-  const params: Record<string, string> = {};
-  const re = /([A-Za-z]+)="([^"]*)"/g;
-  for (const match of m[1].matchAll(re)) {
-    const [, key, val] = match;
-    if (key !== undefined && val !== undefined) params[key] = val;
-  }
-  // Whatever is left once the key="value" pairs are gone must be separators only.
-  return /^[\s,]*$/.test(m[1].replace(re, "")) ? params : undefined;
-}
-
-function headerValue(headers: IncomingHttpHeaders, name: string): string | undefined {
-  const v = headers[name];
-  if (Array.isArray(v)) return v.join(", ");
-  return v;
-}
-
-/** Builds the draft-cavage signing string for the given header list. */
-export function signingString(method: string, url: string, headers: IncomingHttpHeaders, names: string[]): string {
-  const lines: string[] = [];
-  for (const name of names) {
-    if (name === "(request-target)") {
-      lines.push(`(request-target): ${method.toLowerCase()} ${url}`);
-      continue;
-    }
-    const value = headerValue(headers, name);
-    if (value === undefined || value === "") throw new Error(`signed header ${name} is missing from the request`);
-    lines.push(`${name}: ${value}`);
-  }
-  return lines.join("\n");
-}
-
-export function verifyOciSignature(input: SignatureCheckInput): SignatureCheck {
-  const auth = headerValue(input.headers, "authorization");
-  if (auth === undefined) return { ok: false, reason: "no Authorization header" };
-  const params = parseSignatureHeader(auth);
-  if (params === undefined) return { ok: false, reason: "Authorization is not an HTTP Signature" };
-  const { version, keyId, algorithm, headers: headerList, signature } = params;
-  if (version !== "1") return { ok: false, reason: `signature version ${version ?? "(none)"} is not "1"` };
-  if (keyId === undefined || keyId.split("/").length !== 3 || keyId.split("/").some((p) => p === "")) {
-    return { ok: false, reason: `keyId ${keyId ?? "(none)"} is not <tenancy>/<user>/<fingerprint>` };
-  }
-  if (input.keyId !== undefined && keyId !== input.keyId) return { ok: false, reason: `unknown keyId ${keyId}` };
-  if (algorithm !== "rsa-sha256") return { ok: false, reason: `algorithm ${algorithm ?? "(none)"} is not rsa-sha256` };
-  if (signature === undefined || signature === "") return { ok: false, reason: "no signature" };
-  const names = (headerList ?? "date")
-    .toLowerCase()
-    .split(" ")
-    .filter((h) => h !== "");
-  const method = input.method.toUpperCase();
-
-  for (const required of ["(request-target)", "host"]) {
-    if (!names.includes(required)) return { ok: false, reason: `${required} is not signed` };
-  }
-  const dateHeader = names.includes("x-date") ? "x-date" : names.includes("date") ? "date" : undefined;
-  if (dateHeader === undefined) return { ok: false, reason: "neither date nor x-date is signed" };
-  if (BODY_METHODS.has(method) && input.requireBodyHeaders) {
-    for (const required of ["content-type", "content-length", "x-content-sha256"]) {
-      if (!names.includes(required)) return { ok: false, reason: `${method} must sign ${required}` };
-    }
-  }
-
-  let text: string;
-  try {
-    text = signingString(method, input.url, input.headers, names);
-  } catch (err) {
-    return { ok: false, reason: (err as Error).message };
-  }
-
-  const signedAt = Date.parse(headerValue(input.headers, dateHeader) ?? "");
-  if (Number.isNaN(signedAt)) return { ok: false, reason: `${dateHeader} is not a date` };
-  const skew = Math.abs((input.now ?? Date.now()) - signedAt);
-  if (skew > (input.maxClockSkewMs ?? 5 * 60_000)) return { ok: false, reason: `${dateHeader} is ${skew} ms off` };
-
-  const valid = cryptoVerify("sha256", Buffer.from(text, "utf8"), input.publicKey, Buffer.from(signature, "base64"));
-  if (!valid) return { ok: false, reason: "signature does not verify against the registered public key" };
-
-  // The signed body headers must describe the body actually received.
-  if (names.includes("x-content-sha256")) {
-    const sha = createHash("sha256").update(input.body).digest("base64");
-    if (headerValue(input.headers, "x-content-sha256") !== sha) {
-      return { ok: false, reason: "x-content-sha256 does not match the body" };
-    }
-  }
-  if (names.includes("content-length") && Number(headerValue(input.headers, "content-length")) !== input.body.length) {
-    return { ok: false, reason: "content-length does not match the body" };
-  }
-  return { ok: true, keyId, signedHeaders: names };
-}
+// Signature verification lives in test/support/oci-signature.ts (shared with
+// the identity and Secrets server); re-exported for existing importers.
+export {
+  parseSignatureHeader,
+  type SignatureCheck,
+  type SignatureCheckInput,
+  signingString,
+  verifyOciSignature,
+} from "../support/oci-signature.ts";
 
 // ---------------------------------------------------------------------------
 // The server
