@@ -38,7 +38,7 @@
  * testns), --public-key PATH (PEM, required), --key-id ID (only this keyId is
  * accepted), --dir DIR, --bucket NAME (repeatable; created empty), --latency MS.
  */
-import { createHash, createPublicKey, randomUUID } from "node:crypto";
+import { createHash, createPublicKey, type KeyObject, randomUUID } from "node:crypto";
 import {
   existsSync,
   lstatSync,
@@ -56,7 +56,7 @@ import type { AddressInfo, Socket } from "node:net";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { headerValue, verifyOciSignature } from "../support/oci-signature.ts";
+import { apiKeyIdFormat, headerValue, signatureKeyId, verifyOciSignature } from "../support/oci-signature.ts";
 
 // Signature verification lives in test/support/oci-signature.ts (shared with
 // the identity and Secrets server); re-exported for existing importers.
@@ -129,6 +129,12 @@ export interface ObjectStorageServerOptions {
   publicKeyPem: string;
   /** When set, only this keyId (`tenancy/user/fingerprint`) is accepted. */
   keyId?: string;
+  /**
+   * Also accept federated sessions (instance principals): for a keyId
+   * `ST$<token>`, the session's public key or why it is refused, e.g. the
+   * test auth service's `sessionKey` (test/servers/oci-identity-secrets-server.ts).
+   */
+  sessionKey?: (keyId: string) => KeyObject | { reason: string };
   /** Back the buckets with this directory (`dir/<bucket>/<object name>`). */
   dir?: string;
   host?: string;
@@ -749,13 +755,15 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
       return;
     }
 
+    const sessionKey = opts.sessionKey;
+    const session = sessionKey !== undefined && signatureKeyId(req.headers)?.startsWith("ST$") === true;
     const check = verifyOciSignature({
       method,
       url: rawUrl,
       headers: req.headers,
       body,
-      publicKey,
-      ...(opts.keyId !== undefined ? { keyId: opts.keyId } : {}),
+      ...(session ? { publicKey: sessionKey, keyIdFormat: () => undefined } : { publicKey, keyIdFormat: apiKeyIdFormat }),
+      ...(opts.keyId !== undefined && !session ? { keyId: opts.keyId } : {}),
       requireBodyHeaders: r.op !== "PutObject",
       ...(opts.maxClockSkewMs !== undefined ? { maxClockSkewMs: opts.maxClockSkewMs } : {}),
     });

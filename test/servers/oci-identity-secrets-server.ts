@@ -191,7 +191,8 @@ export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServ
   const sockets = new Set<Socket>();
 
   function issueToken(cert: X509Certificate, tenancy: string, sessionKey: KeyObject): string {
-    const now = Math.floor(Date.now() / 1000);
+    const nowMs = Date.now();
+    const now = Math.floor(nowMs / 1000);
     const jwk = { ...sessionKey.export({ format: "jwk" }), kid: "sessionKey", alg: "RS256", use: "sig" };
     const header = { alg: "RS256", typ: "JWT", kid };
     const ids = subjectIds(cert);
@@ -206,7 +207,8 @@ export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServ
       jwk: JSON.stringify(jwk),
       jti: randomUUID(),
       iat: now,
-      exp: now + ttl,
+      // Rounded up: a token lives at least `ttl` seconds.
+      exp: Math.ceil(nowMs / 1000) + ttl,
     };
     const unsigned = `${b64url(JSON.stringify(header))}.${b64url(JSON.stringify(payload))}`;
     return `${unsigned}.${b64url(cryptoSign("sha256", Buffer.from(unsigned), signingKey))}`;
