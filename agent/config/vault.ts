@@ -151,14 +151,14 @@ export function createVaultResolver(settings: VaultSettings, deps: { now?: () =>
       const got = await withDeadline(fetchValue(secretId), deadlineMs);
       registerSecret(got.value);
       cache.set(secretId, { value: got.value, fetchedAt: now(), versionNumber: got.versionNumber });
-      logger?.info({ secret: ref, version: got.versionNumber, changed: entry ? entry.value !== got.value : undefined }, `fetched ${ref} (version ${got.versionNumber ?? "?"})`);
+      logger?.info({ ref, version: got.versionNumber, changed: entry ? entry.value !== got.value : undefined }, `fetched ${ref} (version ${got.versionNumber ?? "?"})`);
       return got.value;
     } catch (err) {
       const failure = err instanceof FetchFailure ? err : new FetchFailure(errorText(err), false);
       if (entry && !failure.authoritative) {
         entry.failedAt = now();
         logger?.warn(
-          { secret: ref, cause: failure.message, fetchedAt: new Date(entry.fetchedAt).toISOString() },
+          { ref, cause: failure.message, fetchedAt: new Date(entry.fetchedAt).toISOString() },
           `refreshing ${ref} failed (${failure.message}); keeping the value fetched at ${new Date(entry.fetchedAt).toISOString()}`,
         );
         return entry.value;

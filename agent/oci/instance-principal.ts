@@ -94,7 +94,9 @@ async function imdsText(metadataUrl: string, path: string, timeoutMs: number): P
     res = await fetch(url, { headers: { Authorization: "Bearer Oracle" }, redirect: "error", signal: AbortSignal.timeout(timeoutMs) });
   } catch (err) {
     const timedOut = (err as Error).name === "TimeoutError";
-    throw new Error(`${url}: ${timedOut ? `no answer within ${timeoutMs} ms` : describeTransportError(err)}`);
+    const cause = (err as { cause?: { message?: unknown } }).cause?.message;
+    const what = describeTransportError(err);
+    throw new Error(`${url}: ${timedOut ? `no answer within ${timeoutMs} ms` : what === "fetch failed" && typeof cause === "string" ? `${what}: ${cause}` : what}`);
   }
   if (res.status !== 200) {
     await res.body?.cancel().catch(() => {});
