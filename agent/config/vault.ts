@@ -24,7 +24,7 @@
  */
 import { AgentError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { errorText, forgetInstancePrincipal, type InstancePrincipalSettings, instancePrincipal } from "../oci/instance-principal.ts";
+import { errorText, forgetInstancePrincipal, type InstancePrincipalSettings, instancePrincipal, perRequestTimeout } from "../oci/instance-principal.ts";
 import type { AgentConfig } from "./schema.ts";
 import { registerSecret } from "./secrets.ts";
 
@@ -102,7 +102,7 @@ export function createVaultResolver(settings: VaultSettings, deps: { now?: () =>
       {
         retryConfiguration: NoRetryConfigurationDetails,
         circuitBreaker: new CircuitBreaker({ disableClientCircuitBreaker: true }),
-        httpOptions: { signal: AbortSignal.timeout(settings.timeoutMs) },
+        httpOptions: perRequestTimeout(settings.timeoutMs),
       },
     );
     if (settings.secretsEndpoint) client.endpoint = settings.secretsEndpoint.replace(/\/+$/, "");

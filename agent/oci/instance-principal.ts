@@ -35,9 +35,9 @@
  * need it.
  */
 import type { AuthenticationDetailsProvider } from "oci-common";
+import { describeTransportError } from "../metadata/imds-client.ts";
 
 type SessionKeySupplier = import("oci-common/lib/auth/models/session-key-supplier.js").default;
-import { describeTransportError } from "../metadata/imds-client.ts";
 
 export interface InstancePrincipalSettings {
   /** IMDS v2 base, e.g. `http://169.254.169.254/opc/v2` (a trailing slash is ignored). */
@@ -100,7 +100,7 @@ async function imdsText(metadataUrl: string, path: string, timeoutMs: number): P
   }
   if (res.status !== 200) {
     await res.body?.cancel().catch(() => {});
-    throw new Error(`${url} answered HTTP ${res.status}${res.status === 404 ? " (no instance identity here: not an OCI instance?)" : ""}`);
+    throw new Error(`${url} answered HTTP ${res.status}${res.status === 404 ? " (not an OCI instance?)" : ""}`);
   }
   return res.text();
 }
@@ -129,12 +129,7 @@ async function buildInstancePrincipal(s: InstancePrincipalSettings): Promise<Ins
   const intermediate = await new URLBasedX509CertificateSupplier(resource("identity/intermediate.pem"), null, null).refresh();
 
   const noBreaker = new common.CircuitBreaker({ disableClientCircuitBreaker: true });
-  // A fresh deadline for every request: Object.assign in FetchHttpClient reads the getter per send.
-  const perRequest = {
-    get signal() {
-      return AbortSignal.timeout(timeoutMs);
-    },
-  };
+  const perRequest = perRequestTimeout(timeoutMs);
 
   class Builder extends common.InstancePrincipalsAuthenticationDetailsProviderBuilder {
     constructor() {
@@ -173,6 +168,20 @@ async function buildInstancePrincipal(s: InstancePrincipalSettings): Promise<Ins
     throw new Error(`the auth service at ${authEndpoint} issued no session token: ${errorText(err)}`);
   }
   return { provider, regionId, authEndpoint };
+}
+
+/**
+ * `httpOptions` for an SDK client that give every request its own timeout,
+ * started when the request is sent (after signing, which may federate):
+ * FetchHttpClient copies httpOptions with Object.assign on each send, which
+ * reads this getter.
+ */
+export function perRequestTimeout(ms: number): { readonly signal: AbortSignal } {
+  return {
+    get signal() {
+      return AbortSignal.timeout(ms);
+    },
+  };
 }
 
 /** The SDK throws Errors, OciErrors and plain `{ code, message }` objects. */

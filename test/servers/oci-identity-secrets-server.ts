@@ -29,8 +29,9 @@
  *
  * Errors are JSON `{code, message}` with an `opc-request-id`; a bad or missing
  * signature is 401 `NotAuthenticated`. Fault injection per API:
- * `failNext("secrets" | "federation", n, status)` and
- * `setUnreachable(api, true)` (requests to it are cut without an answer).
+ * `failNext("secrets" | "federation", n, status)`,
+ * `setUnreachable(api, true)` (requests to it are cut without an answer) and
+ * `setLatency(api, ms)` (every answer waits).
  * `sessionKey(keyId)` lets another test server (Object Storage) accept the
  * same sessions.
  *
@@ -119,6 +120,8 @@ export interface OciIdentitySecretsServer {
   failNext(api: Api, n: number, status: number): void;
   /** While true, requests to `api` are cut without an answer. */
   setUnreachable(api: Api, unreachable: boolean): void;
+  /** Delay before every answer of `api`, in ms. */
+  setLatency(api: Api, ms: number): void;
   readonly requests: Readonly<Record<Api, ApiCounters>> & { readonly lastRejection?: string };
   readonly log: readonly RequestRecord[];
   resetCounters(): void;
@@ -188,6 +191,7 @@ export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServ
   let log: RequestRecord[] = [];
   const failures: Record<Api, { remaining: number; status: number }> = { federation: { remaining: 0, status: 503 }, secrets: { remaining: 0, status: 503 } };
   const unreachable: Record<Api, boolean> = { federation: false, secrets: false };
+  const latency: Record<Api, number> = { federation: 0, secrets: 0 };
   const sockets = new Set<Socket>();
 
   function issueToken(cert: X509Certificate, tenancy: string, sessionKey: KeyObject): string {
@@ -425,6 +429,8 @@ export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServ
       }
     }
     const body = await readBody(req);
+    if (api !== undefined && latency[api] > 0) await new Promise((ok) => setTimeout(ok, latency[api]));
+    if (res.destroyed) return;
     try {
       if (api === "federation") federation(req, res, body);
       else if (api === "secrets" && secretMatch?.[1] !== undefined) secretBundle(req, res, decodeURIComponent(secretMatch[1]), url.searchParams, body);
@@ -472,6 +478,9 @@ export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServ
       unreachable[api] = value;
       // Pooled keep-alive sockets would otherwise carry on as if nothing happened.
       if (value) for (const s of sockets) s.destroy();
+    },
+    setLatency(api, ms) {
+      latency[api] = ms;
     },
     get requests() {
       return {
