@@ -24,6 +24,10 @@
  * `if-none-match: *`, `content-md5`), DeleteObject (`if-match`). Errors are
  * JSON `{code, message}` as OCI sends them. Etags are fresh UUIDs on every write.
  *
+ * Instance principals: with `sessionKey` (e.g. the test auth service's), a
+ * keyId `ST$<token>` is verified with the session key the token carries, as
+ * OCI does after federation; API keys keep working beside it.
+ *
  * Fault injection: `failNext(n, status, op?)`, `setUnreachable(true)` (every
  * connection is destroyed), `setLatency(ms)`; counters by operation.
  *
@@ -36,7 +40,9 @@
  * prints the base URL on one line and serves until SIGINT/SIGTERM. Flags:
  * --host H (default 127.0.0.1), --port N (default 0), --namespace NS (default
  * testns), --public-key PATH (PEM, required), --key-id ID (only this keyId is
- * accepted), --dir DIR, --bucket NAME (repeatable; created empty), --latency MS.
+ * accepted), --dir DIR, --bucket NAME (repeatable; created empty), --latency MS,
+ * --session-signing-key PATH (PEM key the test auth service signs session
+ * tokens with, its --signing-key: accept instance-principal sessions too).
  */
 import { createHash, createPublicKey, type KeyObject, randomUUID } from "node:crypto";
 import {
@@ -56,7 +62,7 @@ import type { AddressInfo, Socket } from "node:net";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import { apiKeyIdFormat, headerValue, signatureKeyId, verifyOciSignature } from "../support/oci-signature.ts";
+import { apiKeyIdFormat, headerValue, signatureKeyId, verifyOciSignature, verifySessionKeyId } from "../support/oci-signature.ts";
 
 // Signature verification lives in test/support/oci-signature.ts (shared with
 // the identity and Secrets server); re-exported for existing importers.
@@ -913,6 +919,7 @@ async function main(): Promise<void> {
       dir: { type: "string" },
       bucket: { type: "string", multiple: true },
       latency: { type: "string" },
+      "session-signing-key": { type: "string" },
     },
     strict: true,
   });
@@ -920,6 +927,8 @@ async function main(): Promise<void> {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port ${values.port} is not a port`);
   const keyFile = values["public-key"];
   if (keyFile === undefined) throw new Error("--public-key PATH is required (the PEM public key clients sign with)");
+  const sessionFile = values["session-signing-key"];
+  const sessionIssuer = sessionFile === undefined ? undefined : createPublicKey(readFileSync(sessionFile, "utf8"));
   const latencyMs = values.latency === undefined ? 0 : Number(values.latency);
   if (!Number.isFinite(latencyMs) || latencyMs < 0) throw new Error(`--latency ${values.latency} is not a delay`);
   const server = await startObjectStorageServer({
@@ -931,6 +940,7 @@ async function main(): Promise<void> {
     ...(values.dir !== undefined ? { dir: values.dir } : {}),
     buckets: values.bucket ?? [],
     latencyMs,
+    ...(sessionIssuer !== undefined ? { sessionKey: (keyId: string) => verifySessionKeyId(keyId, sessionIssuer) } : {}),
   });
   process.stdout.write(`${server.url}\n`);
   const stop = () => {

@@ -45,17 +45,16 @@
  * `test/support/instance-identity.ts DIR` first), --secret OCID=VALUE
  * (repeatable), --secrets-file PATH (JSON object OCID -> value),
  * --token-ttl SECONDS (default 1200), --signing-key PATH (PEM RSA key for
- * tokens, so tokens survive a restart; default a fresh key).
+ * tokens, so tokens survive a restart, and so `object-storage-server.ts
+ * --session-signing-key PATH` accepts the same sessions; default a fresh key).
  */
 import {
   createPrivateKey,
   createPublicKey,
   generateKeyPairSync,
-  type JsonWebKey,
   type KeyObject,
   randomUUID,
   sign as cryptoSign,
-  verify as cryptoVerify,
   X509Certificate,
 } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -65,7 +64,7 @@ import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { certFingerprint, subjectIds } from "../support/instance-identity.ts";
-import { headerValue, verifyOciSignature } from "../support/oci-signature.ts";
+import { headerValue, verifyOciSignature, verifySessionKeyId } from "../support/oci-signature.ts";
 
 export type Api = "federation" | "secrets";
 
@@ -218,27 +217,7 @@ export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServ
     return `${unsigned}.${b64url(cryptoSign("sha256", Buffer.from(unsigned), signingKey))}`;
   }
 
-  function sessionKey(keyId: string | undefined): KeyObject | { reason: string } {
-    if (keyId === undefined || !keyId.startsWith("ST$")) return { reason: `keyId ${keyId ?? "(none)"} is not a session token (ST$<token>)` };
-    const parts = keyId.slice(3).split(".");
-    if (parts.length !== 3) return { reason: "the session token is not a JWT" };
-    const [h, p, s] = parts as [string, string, string];
-    if (!cryptoVerify("sha256", Buffer.from(`${h}.${p}`), verifyKey, Buffer.from(s, "base64url"))) {
-      return { reason: "the session token was not issued by this auth service" };
-    }
-    let claims: { exp?: number; jwk?: string };
-    try {
-      claims = JSON.parse(Buffer.from(p, "base64url").toString("utf8")) as typeof claims;
-    } catch {
-      return { reason: "the session token's claims are not JSON" };
-    }
-    if (typeof claims.exp !== "number" || claims.exp * 1000 <= Date.now()) return { reason: "the session token has expired" };
-    try {
-      return createPublicKey({ key: JSON.parse(claims.jwk ?? "") as JsonWebKey, format: "jwk" });
-    } catch {
-      return { reason: "the session token carries no usable jwk" };
-    }
-  }
+  const sessionKey = (keyId: string | undefined) => verifySessionKeyId(keyId, verifyKey);
 
   function baseHeaders(req: IncomingMessage): Record<string, string> {
     return { "opc-request-id": headerValue(req.headers, "opc-request-id") ?? randomUUID().replace(/-/g, "").toUpperCase() };

@@ -22,7 +22,7 @@
  * - federated session (instance principals, after federation): `ST$<JWT>`,
  *   verified with the session public key the token carries.
  */
-import { createHash, type KeyObject, verify as cryptoVerify } from "node:crypto";
+import { createHash, createPublicKey, type JsonWebKey, type KeyObject, verify as cryptoVerify } from "node:crypto";
 import type { IncomingHttpHeaders } from "node:http";
 
 export interface SignatureCheckInput {
@@ -161,4 +161,32 @@ export function verifyOciSignature(input: SignatureCheckInput): SignatureCheck {
     return { ok: false, reason: "content-length does not match the body" };
   }
   return { ok: true, keyId, signedHeaders: names };
+}
+
+/**
+ * For a federated session's keyId `ST$<JWT>`: checks the token was signed
+ * (RS256) by the auth service whose public key is `issuerKey` and has not
+ * expired, and answers the session public key it carries (claim `jwk`, a JSON
+ * string as in OCI's tokens), or why the keyId is refused.
+ */
+export function verifySessionKeyId(keyId: string | undefined, issuerKey: KeyObject): KeyObject | { reason: string } {
+  if (keyId === undefined || !keyId.startsWith("ST$")) return { reason: `keyId ${keyId ?? "(none)"} is not a session token (ST$<token>)` };
+  const parts = keyId.slice(3).split(".");
+  if (parts.length !== 3) return { reason: "the session token is not a JWT" };
+  const [h, p, s] = parts as [string, string, string];
+  if (!cryptoVerify("sha256", Buffer.from(`${h}.${p}`), issuerKey, Buffer.from(s, "base64url"))) {
+    return { reason: "the session token was not issued by this auth service" };
+  }
+  let claims: { exp?: number; jwk?: string };
+  try {
+    claims = JSON.parse(Buffer.from(p, "base64url").toString("utf8")) as typeof claims;
+  } catch {
+    return { reason: "the session token's claims are not JSON" };
+  }
+  if (typeof claims.exp !== "number" || claims.exp * 1000 <= Date.now()) return { reason: "the session token has expired" };
+  try {
+    return createPublicKey({ key: JSON.parse(claims.jwk ?? "") as JsonWebKey, format: "jwk" });
+  } catch {
+    return { reason: "the session token carries no usable jwk" };
+  }
 }

@@ -8,13 +8,14 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash, generateKeyPairSync, sign as cryptoSign, X509Certificate } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { DefaultRequestSigner } from "oci-common";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createVaultResolver } from "../../agent/config/vault.ts";
+import { createOciSource } from "../../agent/dagsync/oci-source.ts";
 import { instancePrincipal } from "../../agent/oci/instance-principal.ts";
 import { type ImdsServer, startImdsServer } from "../servers/imds-server.ts";
 import { type OciIdentitySecretsServer, startOciIdentitySecretsServer } from "../servers/oci-identity-secrets-server.ts";
@@ -241,18 +242,29 @@ describe("standalone servers, as the boot test runs them", () => {
     expect(new X509Certificate(await cert.text()).subject).toMatch(/OU=opc-tenant:ocid1\.tenancy\.oc1\.\.clitenancy/);
     expect((await fetch(`${imdsUrl}/identity/cert.pem`)).status).toBe(401); // Bearer Oracle, as everywhere on IMDS
 
+    // One token key for the auth service and the Object Storage server, so DAG sync can use the sessions too.
+    const signingKey = join(dir, "token-signing-key.pem");
+    writeFileSync(signingKey, generateKeyPairSync("rsa", { modulusLength: 2048, privateKeyEncoding: { type: "pkcs8", format: "pem" }, publicKeyEncoding: { type: "spki", format: "pem" } }).privateKey);
     const ociUrl = await start([
       "test/servers/oci-identity-secrets-server.ts",
       "--port",
       "0",
       "--identity-dir",
       idDir,
+      "--signing-key",
+      signingKey,
       "--secret",
       "ocid1.vaultsecret.oc1.phx.cli=from-the-command-line",
     ]);
     expect(ociUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
     const vault = createVaultResolver({ metadataUrl: imdsUrl, authEndpoint: ociUrl, secretsEndpoint: ociUrl, timeoutMs: 5_000, cacheTtlMs: 60_000 });
     expect(await vault.resolve("ocid1.vaultsecret.oc1.phx.cli")).toBe("from-the-command-line");
+
+    const apiKey = join(dir, "api-key.pub");
+    writeFileSync(apiKey, generateKeyPairSync("rsa", { modulusLength: 2048, publicKeyEncoding: { type: "spki", format: "pem" }, privateKeyEncoding: { type: "pkcs8", format: "pem" } }).publicKey);
+    const ossUrl = await start(["test/servers/object-storage-server.ts", "--port", "0", "--public-key", apiKey, "--bucket", "dags", "--session-signing-key", signingKey]);
+    const listed = await createOciSource({ url: "oci://testns/dags/prod", auth: "instance_principal", metadataUrl: imdsUrl, authEndpoint: ociUrl, endpoint: ossUrl, requestTimeoutMs: 5_000 }).list({ limit: 10 });
+    expect(listed.objects).toEqual([]);
   });
 
   it("oci-identity-secrets-server without an identity says how to make one", async () => {
