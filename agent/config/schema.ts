@@ -157,6 +157,20 @@ export const dagSyncSchema = z
   })
   .strict();
 
+/** How the agent reaches OCI services as the instance principal (Vault secrets, Object Storage DAG sources). */
+export const ociSchema = z
+  .object({
+    /** The auth service that federates the instance certificate into a session token; empty: https://auth.<region>.oraclecloud.com. */
+    authEndpoint: z.string().url().optional(),
+    /** The Secrets service (vault: references); empty: https://secrets.vaults.<region>.oci.oraclecloud.com. */
+    secretsEndpoint: z.string().url().optional(),
+    /** Seconds a vault: value is used before it is fetched again (a rotated secret is picked up within this time). */
+    secretCacheSeconds: z.number().int().min(0).max(86_400).default(600),
+    /** Timeout of each request to IMDS, the auth service and Secrets. */
+    requestTimeoutSeconds: z.number().int().min(1).max(120).default(10),
+  })
+  .strict();
+
 export const pythonSchema = z
   .object({
     /** Interpreter to build venvs from; empty: the first python3.x >= 3.10 on PATH. */
@@ -194,6 +208,7 @@ export const configSchema = z
     /** Seconds between metadata polls (role changes). */
     metadataPollSeconds: z.number().int().min(1).max(3600).default(15),
     python: pythonSchema.default({ uvVersion: "0.13.8" }),
+    oci: ociSchema.default({ secretCacheSeconds: 600, requestTimeoutSeconds: 10 }),
     dagSync: dagSyncSchema.default({
       schedule: "*/15 * * * * *",
       auth: "instance_principal",
