@@ -27,7 +27,12 @@ export async function championVersion(t: Pick<PipelineTarget, "mlflowUrl" | "mod
     `${t.mlflowUrl}/api/2.0/mlflow/registered-models/alias?name=${encodeURIComponent(t.modelName)}&alias=${encodeURIComponent(t.modelAlias)}`,
   );
   if (r.status === 404) return undefined;
-  if (!r.ok) throw new AgentError("STEP_FAILED", `MLflow answered ${r.status} when asked for ${t.modelName}@${t.modelAlias}`);
+  if (!r.ok) {
+    // MLflow 3 answers 400 INVALID_PARAMETER_VALUE / RESOURCE_DOES_NOT_EXIST while the registered model does not exist.
+    const body = (await r.json().catch(() => ({}))) as { error_code?: string; message?: string };
+    if (r.status === 400 && (body.error_code === "RESOURCE_DOES_NOT_EXIST" || /not found|does not exist/i.test(body.message ?? ""))) return undefined;
+    throw new AgentError("STEP_FAILED", `MLflow answered ${r.status} when asked for ${t.modelName}@${t.modelAlias}: ${body.message ?? ""}`);
+  }
   const body = (await r.json()) as { model_version?: { version?: string } };
   return body.model_version?.version;
 }

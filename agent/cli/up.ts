@@ -183,7 +183,7 @@ export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.Proc
   // The pipeline: idle until MLflow and Airflow are ready, then trigger (or find) a run and follow it.
   let pipeline: PipelineProgress = {
     step: target ? "wait" : "done",
-    since: Date.now(),
+    since: 0,
   };
   const deadline = started + 60 * 60_000;
   while (Date.now() < deadline) {
@@ -208,7 +208,7 @@ export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.Proc
       try {
         pipeline = await advancePipeline(target, pipeline, progress);
       } catch (err) {
-        if (err instanceof AgentError && err.code === "STEP_FAILED" && pipeline.step === "running") throw err;
+        if ((err as { fatal?: boolean }).fatal) throw err;
         // Airflow just became ready and may still refuse a login or not list the DAG: retry.
         progress("pipeline", `waiting for Airflow: ${(err as Error).message}`);
       }
@@ -229,6 +229,11 @@ export function waitsForModel(s: StatusSnapshot): boolean {
   return s.services.every((x) => x.state === "running" && (x.health === "healthy" || (x.name === "predict" && x.lastProbe?.kind === "readiness")));
 }
 
+/** A pipeline outcome that retrying cannot change: `up` stops with it. */
+function fatal(message: string): AgentError {
+  return Object.assign(new AgentError("STEP_FAILED", message), { fatal: true });
+}
+
 type PipelineProgress = { step: "wait" | "running" | "done"; runId?: string; since: number; version?: string };
 
 /** One step of the pipeline: champion already there → done; else wait for the DAG, trigger it once, follow the run. */
@@ -241,7 +246,9 @@ async function advancePipeline(t: PipelineTarget, p: PipelineProgress, progress:
   if (p.step === "wait") {
     if (!(await dagListed(t))) {
       progress("pipeline", `waiting for Airflow to parse ${IRIS_DAG} (synced from dags/)`);
-      if (Date.now() - p.since > 5 * 60_000) throw new AgentError("STEP_FAILED", `Airflow has not listed ${IRIS_DAG} after 5 minutes; is dags/iris_pipeline.py there?`);
+      // The 5 minutes count from when Airflow first answered.
+      if (p.since === 0) return { ...p, since: Date.now() };
+      if (Date.now() - p.since > 5 * 60_000) throw fatal(`Airflow has not listed ${IRIS_DAG} after 5 minutes; is dags/iris_pipeline.py there?`);
       return p;
     }
     const running = await activeRun(t);
@@ -253,11 +260,11 @@ async function advancePipeline(t: PipelineTarget, p: PipelineProgress, progress:
     const { state, detail } = await runState(t, p.runId);
     progress("pipeline", `${IRIS_DAG} ${state}: ${detail}`);
     if (state === "failed")
-      throw new AgentError("STEP_FAILED", `${IRIS_DAG} run ${p.runId} failed (${detail}); see the task logs in Airflow, then run mlops-agent up again`);
+      throw fatal(`${IRIS_DAG} run ${p.runId} failed (${detail}); see the task logs in Airflow, then run mlops-agent up again`);
     if (state === "success") {
       // The run may keep the alias where it was (no better model): then no champion exists and serving waits.
       const v = await championVersion(t);
-      if (!v) throw new AgentError("STEP_FAILED", `${IRIS_DAG} succeeded but did not set ${t.modelName}@${t.modelAlias}; see its promote task`);
+      if (!v) throw fatal(`${IRIS_DAG} succeeded but did not set ${t.modelName}@${t.modelAlias}; see its promote task`);
       progress("pipeline", `${t.modelName}@${t.modelAlias} is version ${v}`);
       return { ...p, step: "done", version: v };
     }
