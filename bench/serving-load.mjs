@@ -81,7 +81,8 @@ try {
   ref = spawn(
     `${dir}/opt/serving/venv/bin/mlflow`,
     ["models", "serve", "-m", "models:/iris@champion", "--env-manager", "local", "-h", "127.0.0.1", "-p", String(refPort), "--workers", String(workers)],
-    { env: { ...process.env, MLFLOW_TRACKING_URI: mlflow, HOME: dir, MLFLOW_DISABLE_TELEMETRY: "true" }, stdio: "ignore", detached: true },
+    // MLflow runs `uvicorn` from PATH: the venv's bin first, as an activated venv would have it.
+    { env: { ...process.env, PATH: `${dir}/opt/serving/venv/bin:${process.env.PATH}`, MLFLOW_TRACKING_URI: mlflow, HOME: dir, MLFLOW_DISABLE_TELEMETRY: "true" }, stdio: "ignore", detached: true },
   );
   await waitHttp(`http://127.0.0.1:${refPort}/health`, 180_000);
 

@@ -22,8 +22,11 @@ the cap) or 415 (content type); never a 500.
 Speed: for a model whose signature has only numeric columns (the iris model),
 the input is checked against the signature here, once, and the flavor's own
 predict is called with a DataFrame of the signature's columns and dtypes, which
-skips pyfunc's second schema enforcement. Every other model goes through
-``PyFuncModel.predict`` and its enforcement.
+skips pyfunc's second schema enforcement. When every column is a double and the
+model gives the same answers for a float64 array in signature order (checked
+on a sample before the model is swapped in), it gets that array and skips the
+DataFrame too. Every other model goes through ``PyFuncModel.predict`` and its
+enforcement.
 
 Settings (environment): MLFLOW_TRACKING_URI, MLOPS_SERVING_MODEL_NAME,
 MLOPS_SERVING_MODEL_ALIAS, MLOPS_SERVING_POLL_SECONDS,
@@ -41,6 +44,7 @@ import os
 import shutil
 import threading
 import time
+import warnings
 from datetime import datetime, timezone
 from typing import Any
 
@@ -124,6 +128,9 @@ class Loaded:
         self.columns: list[str] | None = None
         self.dtypes: dict[str, Any] = {}
         self.fast = None
+        # Set by _warm when the flavor gives the same answers for a plain float64 array in
+        # signature order as for the DataFrame (sklearn without name-based column selection).
+        self.array_ok = False
         if schema is not None and not schema.is_tensor_spec() and schema.has_input_names():
             self.columns = list(schema.input_names())
             types = [getattr(t, "name", t) for t in schema.input_types()]
@@ -143,6 +150,8 @@ class Loaded:
             "runId": self.run_id,
             "loadedAt": self.loaded_at,
             "columns": self.columns,
+            # How requests reach the model: a checked float64 array, a typed DataFrame, or pyfunc's predict.
+            "inputPath": "array" if self.array_ok else "dataframe" if self.fast is not None else "pyfunc",
         }
 
 
@@ -246,10 +255,23 @@ def _download(uri: str, version: str) -> str:
 
 
 def _warm(loaded: Loaded) -> None:
-    """One prediction before the swap, so the first request does not pay for lazy setup."""
-    if loaded.columns and loaded.dtypes:
-        frame = _frame([[0] * len(loaded.columns)], loaded)
-        _predict(loaded, frame)
+    """
+    Predictions before the swap, so the first request does not pay for lazy setup.
+    Also decides whether requests may skip the DataFrame: only when every column is
+    a double and the model answers a plain array exactly as it answers the frame.
+    """
+    if not (loaded.columns and loaded.dtypes):
+        return
+    sample = [[float(i + j) / 3 for j in range(len(loaded.columns))] for i in range(8)]
+    frame = _frame(sample, loaded)
+    by_frame = _predict(loaded, frame)
+    if loaded.fast is None or any(dt is not np.float64 for dt in loaded.dtypes.values()):
+        return
+    try:
+        by_array = loaded.fast(np.asarray(sample, dtype=np.float64))
+        loaded.array_ok = bool(np.array_equal(np.asarray(by_array), np.asarray(by_frame)))
+    except Exception:  # noqa: BLE001 - e.g. a ColumnTransformer that selects columns by name
+        loaded.array_ok = False
 
 
 def _short(exc: BaseException) -> str:
@@ -381,6 +403,8 @@ def _frame(rows: list[list[Any]], loaded: Loaded) -> pd.DataFrame:
     arr = np.asarray(rows, dtype=np.float64)
     if not np.isfinite(arr).all():
         raise BadInput("values must be finite numbers")
+    if loaded.array_ok:
+        return arr
     frame = pd.DataFrame(arr, columns=cols, copy=False)
     for col, dt in loaded.dtypes.items():
         if dt is np.float64:
@@ -493,6 +517,8 @@ def _startup() -> None:
 
     # The input is validated here (finite numbers); sklearn's own re-checks cost more than the model.
     sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
+    # An array in signature order (see _warm) carries no column names; the columns were checked here.
+    warnings.filterwarnings("ignore", message="X does not have valid feature names", category=UserWarning)
     holder.start()
 
 
