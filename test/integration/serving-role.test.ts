@@ -189,7 +189,7 @@ describe("prediction API: MLflow's scoring protocol", { timeout: 60_000 }, () =>
     expect(await getJson(`${api}/version`)).toMatchObject({ mlflow: "3.17.2", model: { name: "iris", version: "1" } });
     const models = await getJson<{ models: Record<string, unknown>[] }>(`${api}/models`);
     expect(models.models).toHaveLength(1);
-    expect(models.models[0]).toMatchObject({ name: "iris", version: "1", alias: "champion", uri: "models:/iris@champion", columns: FEATURES });
+    expect(models.models[0]).toMatchObject({ name: "iris", version: "1", alias: "champion", uri: "models:/iris@champion", columns: FEATURES, inputPath: "array" });
     expect(Date.now() - Date.parse(String(models.models[0]?.loadedAt))).toBeLessThan(30 * 60_000);
   });
 
