@@ -251,11 +251,15 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     }
     await ensureCurrent(dest);
     const venvPython = `${desired.python.venv}/bin/python`;
-    const settings = dagSyncSettings(c.config.dagSync, {
-      source,
-      dest,
-      python: (await host.fs.stat(venvPython)) ? venvPython : "/usr/bin/python3",
-    });
+    const settings = dagSyncSettings(
+      c.config.dagSync,
+      {
+        source,
+        dest,
+        python: (await host.fs.stat(venvPython)) ? venvPython : "/usr/bin/python3",
+      },
+      c.config,
+    );
     if (syncer) {
       syncer.s.update(settings);
       return;

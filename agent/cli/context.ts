@@ -54,6 +54,7 @@ export function upDefaults(dir: string, role = "mlflow"): Layer {
     convergeIntervalSeconds: 30,
     database: { engine: "sqlite" },
     mlflow: { host: "127.0.0.1", workers: 1 },
+    serving: { host: "127.0.0.1", dashboardHost: "127.0.0.1", workers: 1 },
     airflow: { host: "127.0.0.1", parallelism: 2 },
     // The repository's dags/ (run from a checkout) is the DAG source.
     ...(existsSync(dags) ? { dagSync: { source: `file://${dags}` } } : {}),

@@ -37,11 +37,15 @@ export async function syncDagsCommand(
   if (!d.source) throw new AgentError("USAGE", "no DAG source: pass --source oci://<namespace>/<bucket>/<prefix> or file:///<dir>, or set dagSync.source");
   // Compile-check with the Airflow venv's Python when the role is installed, else the system's.
   const venvPython = `${config.installDir}/airflow/venv/bin/python`;
-  const settings = dagSyncSettings(d, {
-    source: d.source,
-    dest: d.dest ?? `${config.dataDir}/airflow/dags`,
-    python: (await host.fs.stat(venvPython)) ? venvPython : "/usr/bin/python3",
-  });
+  const settings = dagSyncSettings(
+    d,
+    {
+      source: d.source,
+      dest: d.dest ?? `${config.dataDir}/airflow/dags`,
+      python: (await host.fs.stat(venvPython)) ? venvPython : "/usr/bin/python3",
+    },
+    config,
+  );
   const syncer = createDagSyncer({ settings, logger });
   if (flags.once) {
     const r = await syncer.syncOnce();

@@ -107,6 +107,30 @@ export const mlflowSchema = z
   })
   .strict();
 
+const bindHost = z.string().regex(/^(0\.0\.0\.0|::|[0-9.]+|[0-9a-fA-F:]+)$/, "must be an IP address to bind, e.g. 0.0.0.0 or 127.0.0.1");
+
+export const servingSchema = z
+  .object({
+    /** The prediction API (MLflow scoring protocol). */
+    host: bindHost.default("0.0.0.0"),
+    port: z.number().int().min(1).max(65535).default(8000),
+    /** uvicorn worker processes; each holds the model. */
+    workers: z.number().int().min(1).max(64).default(2),
+    /** The dashboard (Streamlit). */
+    dashboardHost: bindHost.default("0.0.0.0"),
+    dashboardPort: z.number().int().min(1).max(65535).default(8501),
+    /** The MLflow role's tracking server, where the model registry is. */
+    mlflowTrackingUri: z.string().url().default("http://127.0.0.1:5000"),
+    /** Serves models:/<modelName>@<modelAlias> and follows the alias. */
+    modelName: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, "must be a registered model name: letters, digits, . _ -").default("iris"),
+    modelAlias: z.string().regex(/^[A-Za-z_][A-Za-z0-9_-]{0,63}$/, "must be an alias: letters, digits, _ and -, not starting with a digit").default("champion"),
+    /** How often the API resolves the alias. */
+    pollSeconds: z.number().min(1).max(3600).default(5),
+    /** Larger request bodies are answered 413. */
+    maxBodyBytes: z.number().int().min(1024).max(1024 * 1024 * 1024).default(5 * 1024 * 1024),
+  })
+  .strict();
+
 export const dagSyncSchema = z
   .object({
     /** Where DAGs come from: `oci://<namespace>/<bucket>/<prefix>` or `file:///dir`. */
@@ -130,6 +154,20 @@ export const dagSyncSchema = z
     region: z.string().regex(/^[a-z]+-[a-z]+-\d+$/, "must be an OCI region such as eu-frankfurt-1").optional(),
     maxObjectBytes: z.number().int().min(1).default(10 * 1024 * 1024),
     maxObjects: z.number().int().min(1).max(100_000).default(10_000),
+  })
+  .strict();
+
+/** How the agent reaches OCI services as the instance principal (Vault secrets, Object Storage DAG sources). */
+export const ociSchema = z
+  .object({
+    /** The auth service that federates the instance certificate into a session token; empty: https://auth.<region>.oraclecloud.com. */
+    authEndpoint: z.string().url().optional(),
+    /** The Secrets service (vault: references); empty: https://secrets.vaults.<region>.oci.oraclecloud.com. */
+    secretsEndpoint: z.string().url().optional(),
+    /** Seconds a vault: value is used before it is fetched again (a rotated secret is picked up within this time). */
+    secretCacheSeconds: z.number().int().min(0).max(86_400).default(600),
+    /** Timeout of each request to IMDS, the auth service and Secrets. */
+    requestTimeoutSeconds: z.number().int().min(1).max(120).default(10),
   })
   .strict();
 
@@ -170,6 +208,7 @@ export const configSchema = z
     /** Seconds between metadata polls (role changes). */
     metadataPollSeconds: z.number().int().min(1).max(3600).default(15),
     python: pythonSchema.default({ uvVersion: "0.13.8" }),
+    oci: ociSchema.default({ secretCacheSeconds: 600, requestTimeoutSeconds: 10 }),
     dagSync: dagSyncSchema.default({
       schedule: "*/15 * * * * *",
       auth: "instance_principal",
@@ -187,6 +226,18 @@ export const configSchema = z
       refreshIntervalSeconds: 5,
       mlflowTrackingUri: "http://127.0.0.1:5000",
       database: { engine: "postgresql", name: "airflow", user: "airflow" },
+    }),
+    serving: servingSchema.default({
+      host: "0.0.0.0",
+      port: 8000,
+      workers: 2,
+      dashboardHost: "0.0.0.0",
+      dashboardPort: 8501,
+      mlflowTrackingUri: "http://127.0.0.1:5000",
+      modelName: "iris",
+      modelAlias: "champion",
+      pollSeconds: 5,
+      maxBodyBytes: 5 * 1024 * 1024,
     }),
     mlflow: mlflowSchema.default({
       host: "0.0.0.0",

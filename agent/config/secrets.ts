@@ -1,10 +1,13 @@
 /**
- * Secret references: `file:/path`, `env:NAME` (and `vault:<ocid>`, resolved
- * through OCI Vault in a later release). Every resolved value is registered
- * with the scrubber so that no log line can carry it, whatever path it takes.
+ * Secret references: `file:/path`, `env:NAME` and `vault:<secret-ocid>` (OCI
+ * Vault through the Secrets API as the instance principal; see vault.ts for
+ * its in-memory cache). Every resolved value is registered with the scrubber
+ * so that no log line can carry it, whatever path it takes.
  */
 import { AgentError } from "../errors.ts";
 import type { HostFs } from "../host/host.ts";
+import type { Logger } from "../log.ts";
+import type { VaultResolver } from "./vault.ts";
 
 const known = new Set<string>();
 
@@ -20,10 +23,17 @@ export function scrub(text: string): string {
   return out;
 }
 
-export async function resolveSecretRef(
-  ref: string,
-  deps: { fs: HostFs; env: Readonly<Record<string, string | undefined>> },
-): Promise<string> {
+export interface SecretDeps {
+  readonly fs: HostFs;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** Resolves `vault:` references (`vaultResolverFor(config)`); without it they fail. */
+  readonly vault?: VaultResolver;
+  /** Where a vault refresh that fell back to the cached value is reported. */
+  readonly logger?: Logger;
+}
+
+/** The value a reference points at. Rejects with SECRET_UNAVAILABLE (recoverable) or SECRET_REF_INVALID. */
+export async function resolveSecretRef(ref: string, deps: SecretDeps): Promise<string> {
   let value: string | undefined;
   if (ref.startsWith("file:")) {
     const path = ref.slice("file:".length);
@@ -40,7 +50,11 @@ export async function resolveSecretRef(
     value = deps.env[name];
     if (value === undefined) throw new AgentError("SECRET_UNAVAILABLE", `environment variable ${name} is not set`);
   } else if (ref.startsWith("vault:")) {
-    throw new AgentError("SECRET_UNAVAILABLE", `${ref}: OCI Vault references are not supported by this build yet; use file:/path or env:NAME`);
+    const secretId = ref.slice("vault:".length);
+    if (!/^ocid1\.vaultsecret\.[a-z0-9._-]+$/.test(secretId))
+      throw new AgentError("SECRET_REF_INVALID", `${ref}: a vault reference is vault:ocid1.vaultsecret.<…>`);
+    if (!deps.vault) throw new AgentError("SECRET_UNAVAILABLE", `${ref}: no OCI settings were given to resolve vault references`);
+    value = await deps.vault.resolve(secretId, deps.logger ? { logger: deps.logger } : {});
   } else {
     throw new AgentError("SECRET_REF_INVALID", `${JSON.stringify(ref.slice(0, 8))}…: allowed forms are file:/absolute/path, env:NAME, vault:<secret-ocid>`);
   }

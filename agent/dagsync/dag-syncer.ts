@@ -25,6 +25,10 @@ export interface DagSyncSettings {
   readonly ociProfile?: string;
   readonly endpoint?: string;
   readonly region?: string;
+  /** Instance principals: IMDS v2 base and the auth service (config `metadataUrl`, `oci.authEndpoint`). */
+  readonly metadataUrl?: string;
+  readonly authEndpoint?: string;
+  readonly requestTimeoutMs?: number;
   readonly maxObjectBytes: number;
   readonly maxObjects: number;
 }
@@ -45,13 +49,17 @@ export interface DagSyncStatus {
   readonly version: string | null;
 }
 
-/** Settings from the config's `dagSync` section, for a source and destination already decided. */
+/** Settings from the config's `dagSync` section (and, for instance principals, `metadataUrl` and `oci`), for a source and destination already decided. */
 export function dagSyncSettings(
   d: { schedule: string; auth: DagSyncSettings["auth"]; ociConfigFile?: string; ociProfile?: string; endpoint?: string; region?: string; maxObjectBytes: number; maxObjects: number },
   where: { source: string; dest: string; python: string },
+  oci?: { metadataUrl: string; oci: { authEndpoint?: string; requestTimeoutSeconds: number } },
 ): DagSyncSettings {
   return {
     ...where,
+    metadataUrl: oci?.metadataUrl,
+    authEndpoint: oci?.oci.authEndpoint,
+    requestTimeoutMs: oci ? oci.oci.requestTimeoutSeconds * 1000 : undefined,
     schedule: d.schedule,
     auth: d.auth,
     ociConfigFile: d.ociConfigFile,
@@ -73,6 +81,9 @@ export function makeSource(s: DagSyncSettings): DagSource {
       profile: s.ociProfile,
       endpoint: s.endpoint,
       region: s.region,
+      metadataUrl: s.metadataUrl,
+      authEndpoint: s.authEndpoint,
+      requestTimeoutMs: s.requestTimeoutMs,
     });
   throw new AgentError("CONFIG_INVALID", `dagSync.source ${JSON.stringify(s.source)}: allowed are oci://<namespace>/<bucket>/<prefix> and file:///<dir>`);
 }

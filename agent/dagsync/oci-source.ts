@@ -1,7 +1,9 @@
 /**
  * `oci://<namespace>/<bucket>/<prefix>` as a DAG source, through the real
  * oci-objectstorage client. On OCI it authenticates as the instance
- * principal; elsewhere with an API-key config file (~/.oci/config style).
+ * principal (the shared provider of agent/oci/instance-principal.ts, with the
+ * IMDS and auth-service URLs from the config); elsewhere with an API-key
+ * config file (~/.oci/config style).
  * One client per sync pass (made by `list`, reused by the pass's fetches),
  * with the SDK's retries and circuit breaker off (the syncer has its own
  * schedule; a breaker would hide a healed bucket) and one deadline for the
@@ -10,6 +12,8 @@
 import type { AuthenticationDetailsProvider } from "oci-common";
 import type { ObjectStorageClient } from "oci-objectstorage";
 import { AgentError } from "../errors.ts";
+import { DEFAULT_IMDS_BASE_URL } from "../metadata/imds-client.ts";
+import { errorText, forgetInstancePrincipal, type InstancePrincipalSettings, instancePrincipal } from "../oci/instance-principal.ts";
 import type { DagSource, ListResult, RemoteObject } from "./source.ts";
 
 export interface OciSourceOptions {
@@ -21,6 +25,11 @@ export interface OciSourceOptions {
   /** Object Storage endpoint; default from the region. */
   readonly endpoint?: string;
   readonly region?: string;
+  /** Instance principals: IMDS v2 base (default http://169.254.169.254/opc/v2) and the auth service (default from the region). */
+  readonly metadataUrl?: string;
+  readonly authEndpoint?: string;
+  /** Instance principals: timeout of each IMDS and auth-service request. */
+  readonly requestTimeoutMs?: number;
   /** Deadline for one pass (the list and its fetches). */
   readonly timeoutMs?: number;
 }
@@ -38,11 +47,22 @@ export function parseOciUrl(url: string): { namespace: string; bucket: string; p
 async function provider(o: OciSourceOptions): Promise<AuthenticationDetailsProvider> {
   const common = await import("oci-common");
   if (o.auth === "api_key") return new common.ConfigFileAuthenticationDetailsProvider(o.configFile, o.profile ?? "DEFAULT");
-  return (await new common.InstancePrincipalsAuthenticationDetailsProviderBuilder().build()) as unknown as AuthenticationDetailsProvider;
+  try {
+    return (await instancePrincipal(principalSettings(o))).provider;
+  } catch (err) {
+    throw new AgentError("DAG_SOURCE_UNREACHABLE", `${o.url}: instance principal authentication failed: ${errorText(err)}`, { cause: err });
+  }
 }
 
-function unreachable(url: string, err: unknown): AgentError {
+function principalSettings(o: OciSourceOptions): InstancePrincipalSettings {
+  return { metadataUrl: o.metadataUrl ?? DEFAULT_IMDS_BASE_URL, authEndpoint: o.authEndpoint, timeoutMs: o.requestTimeoutMs };
+}
+
+function unreachable(o: OciSourceOptions, err: unknown): AgentError {
+  const url = o.url;
   const e = err as { statusCode?: number; serviceCode?: string; message?: string };
+  // A refused session token: the next pass federates again.
+  if (e.statusCode === 401 && o.auth === "instance_principal") forgetInstancePrincipal(principalSettings(o));
   const what = e.statusCode ? `HTTP ${e.statusCode}${e.serviceCode ? ` ${e.serviceCode}` : ""}` : (e.message ?? String(err));
   return new AgentError("DAG_SOURCE_UNREACHABLE", `${url}: ${what}`, { cause: err });
 }
@@ -89,7 +109,7 @@ export function createOciSource(o: OciSourceOptions): DagSource {
           start = r.listObjects.nextStartWith;
         } while (start && objects.length <= limit);
       } catch (err) {
-        throw unreachable(o.url, err);
+        throw unreachable(o, err);
       }
       return { objects, rejected: [] };
     },
@@ -103,7 +123,7 @@ export function createOciSource(o: OciSourceOptions): DagSource {
         if (body.length > maxBytes) throw new AgentError("DAG_OBJECT_REJECTED", `${name} is over the ${maxBytes}-byte limit`);
         return body;
       } catch (err) {
-        throw err instanceof AgentError ? err : unreachable(o.url, err);
+        throw err instanceof AgentError ? err : unreachable(o, err);
       }
     },
   };

@@ -9,6 +9,7 @@
 import type { Logger } from "../log.ts";
 import type { AgentConfig } from "../config/schema.ts";
 import { registerSecret, resolveSecretRef } from "../config/secrets.ts";
+import { vaultResolverFor } from "../config/vault.ts";
 import { provisionMysql } from "../db/mysql-provisioner.ts";
 import { provisionPostgres } from "../db/postgres-provisioner.ts";
 import { AgentError, describeError } from "../errors.ts";
@@ -144,7 +145,9 @@ async function step(deps: ApplyDeps, a: Action): Promise<void> {
       if (!passwordText) throw new Error(`password ${db.passwordSecret} has not been generated`);
       const password = passwordText.trim();
       registerSecret(password);
-      const adminPassword = db.adminPasswordRef ? await resolveSecretRef(db.adminPasswordRef, { fs: host.fs, env: deps.env }) : "";
+      const adminPassword = db.adminPasswordRef
+        ? await resolveSecretRef(db.adminPasswordRef, { fs: host.fs, env: deps.env, vault: vaultResolverFor(deps.config), logger: deps.logger })
+        : "";
       const report =
         db.engine === "postgresql"
           ? await provisionPostgres({ host: db.host, port: db.port, adminUser: db.adminUser, adminPassword, adminDatabase: deps.config.postgres.adminDatabase, database: db.name, user: db.user, password })

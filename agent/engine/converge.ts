@@ -16,6 +16,7 @@ import { type Observed, observe, secretPath } from "./observe.ts";
 import { type Plan, plan } from "./plan.ts";
 import type { RoleRecordStore } from "./role-record.ts";
 import { registerSecret, resolveSecretRef } from "../config/secrets.ts";
+import { vaultResolverFor } from "../config/vault.ts";
 import { checkLogin as checkMysqlLogin, type LoginCheck } from "../db/mysql-provisioner.ts";
 import { checkPostgresLogin } from "../db/postgres-provisioner.ts";
 
@@ -61,7 +62,12 @@ async function compile(deps: ConvergeDeps): Promise<DesiredRole | undefined> {
   // Secret references the role's templates use (resolved on every pass: a rotated file is picked up).
   const referenced: Record<string, string> = {};
   if (deps.role === "airflow" && deps.config.airflow.executor === "CeleryExecutor" && deps.config.airflow.celeryBrokerUrl)
-    referenced.celeryBrokerUrl = await resolveSecretRef(deps.config.airflow.celeryBrokerUrl, { fs: deps.host.fs, env: deps.env });
+    referenced.celeryBrokerUrl = await resolveSecretRef(deps.config.airflow.celeryBrokerUrl, {
+      fs: deps.host.fs,
+      env: deps.env,
+      vault: vaultResolverFor(deps.config),
+      logger: deps.logger,
+    });
   return compileDesired({ role: deps.role, spec, config: deps.config, secrets, referenced, currentUser: deps.host.users.currentName() });
 }
 

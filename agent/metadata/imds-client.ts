@@ -180,7 +180,8 @@ export function createImdsClient(opts: ImdsClientOptions = {}): ImdsClient {
   };
 }
 
-function describeTransportError(err: unknown): string {
+/** The cause of a failed fetch in a few words (`connection refused`, …), from the socket error fetch wraps. */
+export function describeTransportError(err: unknown): string {
   let e: unknown = err;
   // fetch wraps the socket error: TypeError("fetch failed", { cause }), sometimes twice.
   for (let depth = 0; depth < 4 && e instanceof Error; depth++) {

@@ -31,6 +31,11 @@ export function rolePaths(config: AgentConfig, role: string): RolePaths {
 }
 
 /** Hosts MLflow 3 accepts besides the ones configured: loopback names, so that local probes and tools work. */
+/** Probes run on this host: a wildcard bind is reached on loopback, a specific one on itself. */
+function local(host: string): string {
+  return host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+}
+
 const MLFLOW_LOCAL_HOSTS = ["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*", "[::1]", "[::1]:*"];
 
 export function buildContext(opts: {
@@ -74,6 +79,13 @@ export function buildContext(opts: {
       // On one machine (`up`) MLflow is the local one, wherever its port was moved.
       mlflowTrackingUri: config.mode === "up" ? `http://127.0.0.1:${config.mlflow.port}` : config.airflow.mlflowTrackingUri,
       probeHost: config.airflow.host === "0.0.0.0" || config.airflow.host === "::" ? "127.0.0.1" : config.airflow.host,
+    },
+    serving: {
+      ...config.serving,
+      // On one machine (`up`) MLflow is the local one, wherever its port was moved.
+      mlflowTrackingUri: config.mode === "up" ? `http://127.0.0.1:${config.mlflow.port}` : config.serving.mlflowTrackingUri,
+      probeHost: local(config.serving.host),
+      dashboardProbeHost: local(config.serving.dashboardHost),
     },
     // CeleryExecutor: the broker from its secret reference; results in the metadata DB.
     celeryEnvLines:

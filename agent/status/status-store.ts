@@ -102,11 +102,18 @@ export class StatusStore {
     this.#set({ services: [...services].sort((a, b) => a.name.localeCompare(b.name)) });
   }
 
-  /** Merges one probe result into the service's status. */
+  /**
+   * Merges one probe result into the service's status. While the service is
+   * not healthy, a passing probe of another kind (liveness) does not replace
+   * the failing one (readiness) that explains why: `lastProbe` says what is wrong.
+   */
   recordProbe(service: string, probe: ProbeRecord, health: ServiceStatus["health"]): void {
-    const services = this.#snapshot.services.map((s) =>
-      s.name === service ? { ...s, lastProbe: probe, health } : s,
-    );
+    const services = this.#snapshot.services.map((s) => {
+      if (s.name !== service) return s;
+      const prev = s.lastProbe;
+      const keep = health !== "healthy" && probe.ok && prev !== null && !prev.ok && prev.kind !== probe.kind;
+      return { ...s, lastProbe: keep ? prev : probe, health };
+    });
     this.#set({ services });
   }
 

@@ -1,9 +1,12 @@
 /**
- * `mlops-agent up` on SQLite: MLflow + Airflow on this machine under a fresh
- * --dir (one agent per role), the iris DAG synced from the repository's dags/
- * and run to a `champion` model, a second `up` that changes nothing, a kill -9
- * that heals, `plan` with nothing to do, and `down` that keeps the data.
+ * `mlops-agent up` with no flags but --dir: MLflow, Airflow and serving on
+ * this machine (one agent per role, SQLite), the iris DAG synced from the
+ * repository's dags/ and triggered by `up` itself, which returns once the
+ * champion is served and prints a `curl` that gets a prediction. Then a second
+ * `up` that changes nothing, a kill -9 that heals, `plan` with nothing to do,
+ * `down` that keeps the data, and an `up` again that reuses what is installed.
  */
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,26 +23,42 @@ afterAll(() => {
   cli(["down", "--dir", dir], { env });
 });
 
-describe("up / down on SQLite", { timeout: 25 * 60_000 }, () => {
+describe("up / down on SQLite", { timeout: 40 * 60_000 }, () => {
   let mlflow: MlflowClient;
   let runId = "";
 
   let airflowPort = 0;
 
-  it("brings MLflow and Airflow up and prints where everything is", async () => {
+  let apiPort = 0;
+  let upOutput = "";
+
+  it("brings all three roles up, runs the pipeline once and prints a curl that predicts", async () => {
     const mlflowPort = await freePort();
     airflowPort = await freePort();
+    apiPort = await freePort();
+    const dashPort = await freePort();
     const statusPort = await freePort();
     listen = `127.0.0.1:${statusPort}`;
-    env = { MLOPS_AGENT_MLFLOW__PORT: String(mlflowPort), MLOPS_AGENT_AIRFLOW__PORT: String(airflowPort) };
-    const r = cli(["up", "--dir", dir, "--listen", listen], { env, timeoutMs: 25 * 60_000 });
+    env = {
+      MLOPS_AGENT_MLFLOW__PORT: String(mlflowPort),
+      MLOPS_AGENT_AIRFLOW__PORT: String(airflowPort),
+      MLOPS_AGENT_SERVING__PORT: String(apiPort),
+      MLOPS_AGENT_SERVING__DASHBOARD_PORT: String(dashPort),
+    };
+    const r = cli(["up", "--dir", dir, "--listen", listen], { env, timeoutMs: 40 * 60_000 });
+    upOutput = r.stdout;
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
-    expect(r.stdout).toContain("mlops stack is up (airflow + mlflow)");
-    expect(r.stdout).toContain(`http://127.0.0.1:${mlflowPort}`);
-    expect(r.stdout).toContain(`http://127.0.0.1:${airflowPort}`);
+    expect(r.stdout).toContain("mlops stack is up (airflow + mlflow + serving)");
+    expect(r.stdout).toContain(`MLflow         http://127.0.0.1:${mlflowPort}`);
+    expect(r.stdout).toContain(`Airflow        http://127.0.0.1:${airflowPort}`);
+    expect(r.stdout).toContain(`prediction API http://127.0.0.1:${apiPort}/invocations   (/models, /ready, /metrics): iris version 1 (@champion)`);
+    expect(r.stdout).toContain(`dashboard      http://127.0.0.1:${dashPort}`);
     expect(r.stdout).toMatch(/airflow-admin-password: \S+\/state\/airflow\/secrets\/airflow-admin-password/);
-    expect(r.stdout).toMatch(/install-python|ready/);
+    // Progress: what is installed or started, with the elapsed time; the pipeline's run followed to the end.
+    expect(r.stdout).toMatch(/\[\s*\d+s\] serving\s+converging: .*install/);
+    expect(r.stdout).toMatch(/\] pipeline\s+triggered iris_pipeline run /);
+    expect(r.stdout).toMatch(/\] pipeline\s+iris@champion is version 1/);
     mlflow = new MlflowClient(`http://127.0.0.1:${mlflowPort}`);
     const exp = await mlflow.createExperiment("up-test");
     const run = await mlflow.createRun(exp);
@@ -50,45 +69,30 @@ describe("up / down on SQLite", { timeout: 25 * 60_000 }, () => {
     expect(readFileSync(join(dir, "data/mlflow/mlflow.db")).subarray(0, 15).toString()).toBe("SQLite format 3");
   });
 
-  it("runs the iris DAG synced from dags/ to a champion model in MLflow", async () => {
+  it("the printed curl gets a prediction from the champion", () => {
+    const line = upOutput.split("\n").find((l) => l.trim().startsWith("try"));
+    expect(line).toContain(`curl -s -X POST http://127.0.0.1:${apiPort}/invocations`);
+    const command = line!.trim().slice("try".length).trim();
+    expect(JSON.parse(execFileSync("bash", ["-c", command], { encoding: "utf8" }))).toEqual({ predictions: [0] });
+  });
+
+  it("the pipeline ran once, from the DAG synced from dags/, and set the champion", async () => {
     const password = readFileSync(join(dir, "state/airflow/secrets/airflow-admin-password"), "utf8").trim();
-    const auth = async () => {
-      const r = await fetch(`http://127.0.0.1:${airflowPort}/auth/token`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({ username: "admin", password }),
-      });
-      return { authorization: `Bearer ${((await r.json()) as { access_token: string }).access_token}` };
+    const r = await fetch(`http://127.0.0.1:${airflowPort}/auth/token`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ username: "admin", password }),
+    });
+    const auth = { authorization: `Bearer ${((await r.json()) as { access_token: string }).access_token}` };
+    const runs = (await (await fetch(`http://127.0.0.1:${airflowPort}/api/v2/dags/iris_pipeline/dagRuns`, { headers: auth })).json()) as {
+      dag_runs: { state: string; note: string | null }[];
     };
-    await waitFor(
-      "iris_pipeline listed",
-      async () => ((await fetch(`http://127.0.0.1:${airflowPort}/api/v2/dags/iris_pipeline`, { headers: await auth() })).status === 200 ? true : undefined),
-      120_000,
-      1_000,
-    );
-    const run = (await (
-      await fetch(`http://127.0.0.1:${airflowPort}/api/v2/dags/iris_pipeline/dagRuns`, {
-        method: "POST",
-        headers: { ...(await auth()), "content-type": "application/json" },
-        body: JSON.stringify({ logical_date: null }),
-      })
-    ).json()) as { dag_run_id: string };
-    const state = await waitFor(
-      "iris run finished",
-      async () => {
-        const r = (await (
-          await fetch(`http://127.0.0.1:${airflowPort}/api/v2/dags/iris_pipeline/dagRuns/${encodeURIComponent(run.dag_run_id)}`, { headers: await auth() })
-        ).json()) as { state: string };
-        return r.state === "success" || r.state === "failed" ? r.state : undefined;
-      },
-      10 * 60_000,
-      2_000,
-    );
-    expect(state).toBe("success");
+    expect(runs.dag_runs).toHaveLength(1);
+    expect(runs.dag_runs[0]).toMatchObject({ state: "success", note: "triggered by mlops-agent up" });
     const alias = (await (await fetch(`${mlflow.base}/api/2.0/mlflow/registered-models/alias?name=iris&alias=champion`)).json()) as {
-      model_version?: { aliases?: string[] };
+      model_version?: { aliases?: string[]; version?: string };
     };
-    expect(alias.model_version?.aliases).toContain("champion");
+    expect(alias.model_version).toMatchObject({ version: "1", aliases: ["champion"] });
   });
 
   it("a second up on a ready stack changes nothing and returns in seconds", () => {
@@ -136,5 +140,21 @@ describe("up / down on SQLite", { timeout: 25 * 60_000 }, () => {
     expect(readFileSync(join(dir, "data/airflow/airflow.db")).length).toBeGreaterThan(0);
     const again = cli(["down", "--dir", dir], { env });
     expect(again.stdout).toContain("nothing is running");
+  });
+
+  it("up again reuses what is installed, keeps the champion and serves it", async () => {
+    const r = cli(["up", "--dir", dir, "--listen", listen], { env, timeoutMs: 20 * 60_000 });
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+    expect(r.stdout).not.toMatch(/install-python|installing/);
+    expect(r.stdout).not.toMatch(/triggered iris_pipeline/);
+    expect(r.stdout).toContain(": iris version 1 (@champion)");
+    const answer = await fetch(`http://127.0.0.1:${apiPort}/invocations`, {
+      method: "POST",
+      headers: { "content-type": "text/csv" },
+      body: "sepal_length_cm,sepal_width_cm,petal_length_cm,petal_width_cm\n6.7,3.0,5.2,2.3\n",
+    });
+    expect(await answer.json()).toEqual({ predictions: [2] });
+    expect((await mlflow.getRun(runId)).data.metrics?.[0]?.value).toBe(0.25);
   });
 });

@@ -7,12 +7,22 @@
  * text/plain, objects as JSON), and can be told to answer the next requests
  * with an error status (IMDS briefly answers 404 while it updates).
  *
+ * With an instance identity (test/support/instance-identity.ts) it also serves
+ * what instance principals read: `/opc/v2/identity/cert.pem` (the leaf
+ * certificate, subject with `OU=opc-instance:…` and `OU=opc-tenant:…`),
+ * `/opc/v2/identity/key.pem` (its private key) and
+ * `/opc/v2/identity/intermediate.pem` (the issuing CA), as text/plain; 404
+ * without one.
+ *
  * Standalone, for the boot test:
  *   npx tsx test/servers/imds-server.ts --port 18080 --role mlflow
  * prints the base URL (…/opc/v2) on one line and serves until SIGINT/SIGTERM.
  * Flags: --host H (default 127.0.0.1), --port N (default 0), --role R
  * (metadata mlops-role), --tag-role R (freeform tag mlops-role), --config JSON
- * (metadata mlops-config), --user-data-file PATH (metadata user_data, base64).
+ * (metadata mlops-config), --user-data-file PATH (metadata user_data, base64),
+ * --identity-dir DIR (serve the identity in DIR, made there first when DIR has
+ * no cert.pem; the leaf names the instance's id and --tenancy OCID, default
+ * ocid1.tenancy.oc1..aaaaaaaatesttenancy).
  */
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
@@ -20,6 +30,7 @@ import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { ensureInstanceIdentity, type InstanceIdentity } from "../support/instance-identity.ts";
 
 export type ImdsInstance = Record<string, unknown> & {
   metadata?: Record<string, string>;
@@ -39,8 +50,12 @@ export interface ImdsServer {
   failNext(n: number, status: number): void;
   /** Serve this exact body for `/instance/` (e.g. malformed JSON); undefined restores the document. */
   setRawInstanceBody(body: string | undefined): void;
+  /** Serve this identity under /opc/v2/identity/ (undefined: those paths answer 404). */
+  setIdentity(identity: InstanceIdentity | undefined): void;
   /** Every request received, authorized or not. */
   readonly requests: number;
+  /** Authorized requests by path (e.g. `/opc/v2/identity/cert.pem`, `/opc/v2/instance/region`). */
+  readonly byPath: Readonly<Record<string, number>>;
   close(): Promise<void>;
 }
 
@@ -48,6 +63,7 @@ export interface ImdsServerOptions {
   host?: string;
   port?: number;
   instance?: ImdsInstance;
+  identity?: InstanceIdentity;
 }
 
 /** A document shaped like a real OCI `/opc/v2/instance/` answer. */
@@ -90,6 +106,8 @@ export async function startImdsServer(opts: ImdsServerOptions = {}): Promise<Imd
   let failCount = 0;
   let failStatus = 404;
   let requests = 0;
+  let identity = opts.identity;
+  const byPath: Record<string, number> = {};
 
   function send(res: ServerResponse, status: number, body: unknown): void {
     const text = typeof body === "string" ? body : JSON.stringify(body);
@@ -119,7 +137,14 @@ export async function startImdsServer(opts: ImdsServerOptions = {}): Promise<Imd
       return;
     }
     const path = new URL(req.url ?? "/", "http://imds").pathname;
+    byPath[path] = (byPath[path] ?? 0) + 1;
     const parts = path.split("/").filter((p) => p !== "");
+    if (parts[0] === "opc" && parts[1] === "v2" && parts[2] === "identity" && parts.length === 4) {
+      const pem = { "cert.pem": identity?.certPem, "key.pem": identity?.keyPem, "intermediate.pem": identity?.intermediatePem }[parts[3] ?? ""];
+      if (pem === undefined) send(res, 404, { code: "NotFound", message: `${path} not found` });
+      else send(res, 200, pem);
+      return;
+    }
     if (parts[0] !== "opc" || parts[1] !== "v2" || parts[2] !== "instance") {
       send(res, 404, { code: "NotFound", message: `${path} not found` });
       return;
@@ -180,8 +205,14 @@ export async function startImdsServer(opts: ImdsServerOptions = {}): Promise<Imd
     setRawInstanceBody(body) {
       rawBody = body;
     },
+    setIdentity(next) {
+      identity = next;
+    },
     get requests() {
       return requests;
+    },
+    get byPath() {
+      return { ...byPath };
     },
     close() {
       return new Promise<void>((ok, fail) => {
@@ -201,12 +232,22 @@ async function main(): Promise<void> {
       "tag-role": { type: "string" },
       config: { type: "string" },
       "user-data-file": { type: "string" },
+      "identity-dir": { type: "string" },
+      tenancy: { type: "string" },
     },
     strict: true,
   });
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port ${values.port} is not a port`);
-  const server = await startImdsServer({ host: values.host, port });
+  const identityDir = values["identity-dir"];
+  const identity =
+    identityDir === undefined
+      ? undefined
+      : ensureInstanceIdentity(resolve(identityDir), {
+          instance: String(defaultInstance().id),
+          ...(values.tenancy !== undefined ? { tenancy: values.tenancy } : {}),
+        });
+  const server = await startImdsServer({ host: values.host, port, ...(identity ? { identity } : {}) });
   if (values.role !== undefined) server.setMetadata("mlops-role", values.role);
   if (values["tag-role"] !== undefined) server.setTag("mlops-role", values["tag-role"]);
   if (values.config !== undefined) {

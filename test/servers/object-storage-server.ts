@@ -24,6 +24,10 @@
  * `if-none-match: *`, `content-md5`), DeleteObject (`if-match`). Errors are
  * JSON `{code, message}` as OCI sends them. Etags are fresh UUIDs on every write.
  *
+ * Instance principals: with `sessionKey` (e.g. the test auth service's), a
+ * keyId `ST$<token>` is verified with the session key the token carries, as
+ * OCI does after federation; API keys keep working beside it.
+ *
  * Fault injection: `failNext(n, status, op?)`, `setUnreachable(true)` (every
  * connection is destroyed), `setLatency(ms)`; counters by operation.
  *
@@ -36,9 +40,11 @@
  * prints the base URL on one line and serves until SIGINT/SIGTERM. Flags:
  * --host H (default 127.0.0.1), --port N (default 0), --namespace NS (default
  * testns), --public-key PATH (PEM, required), --key-id ID (only this keyId is
- * accepted), --dir DIR, --bucket NAME (repeatable; created empty), --latency MS.
+ * accepted), --dir DIR, --bucket NAME (repeatable; created empty), --latency MS,
+ * --session-signing-key PATH (PEM key the test auth service signs session
+ * tokens with, its --signing-key: accept instance-principal sessions too).
  */
-import { createHash, createPublicKey, randomUUID, verify as cryptoVerify, type KeyObject } from "node:crypto";
+import { createHash, createPublicKey, type KeyObject, randomUUID } from "node:crypto";
 import {
   existsSync,
   lstatSync,
@@ -51,128 +57,22 @@ import {
   unlinkSync,
   writeFileSync,
 } from "node:fs";
-import { createServer, type IncomingHttpHeaders, type IncomingMessage, type ServerResponse } from "node:http";
+import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import type { AddressInfo, Socket } from "node:net";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { apiKeyIdFormat, headerValue, signatureKeyId, verifyOciSignature, verifySessionKeyId } from "../support/oci-signature.ts";
 
-// ---------------------------------------------------------------------------
-// Signature verification (usable on its own, e.g. by other test servers)
-// ---------------------------------------------------------------------------
-
-export interface SignatureCheckInput {
-  method: string;
-  /** The request target exactly as received (`req.url`: path and query, still encoded). */
-  url: string;
-  headers: IncomingHttpHeaders;
-  body: Buffer;
-  publicKey: KeyObject;
-  /** When set, only this keyId is accepted. */
-  keyId?: string;
-  /** PUT/POST/PATCH must sign content-type, content-length and x-content-sha256 (false for PutObject). */
-  requireBodyHeaders: boolean;
-  /** Allowed distance between the signed date and now (default 5 minutes, as OCI). */
-  maxClockSkewMs?: number;
-  now?: number;
-}
-
-export type SignatureCheck = { ok: true; keyId: string; signedHeaders: string[] } | { ok: false; reason: string };
-
-const BODY_METHODS = new Set(["PUT", "POST", "PATCH"]);
-
-/** Parses `Signature version="1",keyId="…",algorithm="…",headers="…",signature="…"`. */
-export function parseSignatureHeader(value: string): Record<string, string> | undefined {
-  const m = /^Signature\s+(.*)$/s.exec(value.trim());
-  if (!m?.[1]) return undefined;
-  const params: Record<string, string> = {};
-  const re = /([A-Za-z]+)="([^"]*)"/g;
-  for (const match of m[1].matchAll(re)) {
-    const [, key, val] = match;
-    if (key !== undefined && val !== undefined) params[key] = val;
-  }
-  // Whatever is left once the key="value" pairs are gone must be separators only.
-  return /^[\s,]*$/.test(m[1].replace(re, "")) ? params : undefined;
-}
-
-function headerValue(headers: IncomingHttpHeaders, name: string): string | undefined {
-  const v = headers[name];
-  if (Array.isArray(v)) return v.join(", ");
-  return v;
-}
-
-/** Builds the draft-cavage signing string for the given header list. */
-export function signingString(method: string, url: string, headers: IncomingHttpHeaders, names: string[]): string {
-  const lines: string[] = [];
-  for (const name of names) {
-    if (name === "(request-target)") {
-      lines.push(`(request-target): ${method.toLowerCase()} ${url}`);
-      continue;
-    }
-    const value = headerValue(headers, name);
-    if (value === undefined || value === "") throw new Error(`signed header ${name} is missing from the request`);
-    lines.push(`${name}: ${value}`);
-  }
-  return lines.join("\n");
-}
-
-export function verifyOciSignature(input: SignatureCheckInput): SignatureCheck {
-  const auth = headerValue(input.headers, "authorization");
-  if (auth === undefined) return { ok: false, reason: "no Authorization header" };
-  const params = parseSignatureHeader(auth);
-  if (params === undefined) return { ok: false, reason: "Authorization is not an HTTP Signature" };
-  const { version, keyId, algorithm, headers: headerList, signature } = params;
-  if (version !== "1") return { ok: false, reason: `signature version ${version ?? "(none)"} is not "1"` };
-  if (keyId === undefined || keyId.split("/").length !== 3 || keyId.split("/").some((p) => p === "")) {
-    return { ok: false, reason: `keyId ${keyId ?? "(none)"} is not <tenancy>/<user>/<fingerprint>` };
-  }
-  if (input.keyId !== undefined && keyId !== input.keyId) return { ok: false, reason: `unknown keyId ${keyId}` };
-  if (algorithm !== "rsa-sha256") return { ok: false, reason: `algorithm ${algorithm ?? "(none)"} is not rsa-sha256` };
-  if (signature === undefined || signature === "") return { ok: false, reason: "no signature" };
-  const names = (headerList ?? "date")
-    .toLowerCase()
-    .split(" ")
-    .filter((h) => h !== "");
-  const method = input.method.toUpperCase();
-
-  for (const required of ["(request-target)", "host"]) {
-    if (!names.includes(required)) return { ok: false, reason: `${required} is not signed` };
-  }
-  const dateHeader = names.includes("x-date") ? "x-date" : names.includes("date") ? "date" : undefined;
-  if (dateHeader === undefined) return { ok: false, reason: "neither date nor x-date is signed" };
-  if (BODY_METHODS.has(method) && input.requireBodyHeaders) {
-    for (const required of ["content-type", "content-length", "x-content-sha256"]) {
-      if (!names.includes(required)) return { ok: false, reason: `${method} must sign ${required}` };
-    }
-  }
-
-  let text: string;
-  try {
-    text = signingString(method, input.url, input.headers, names);
-  } catch (err) {
-    return { ok: false, reason: (err as Error).message };
-  }
-
-  const signedAt = Date.parse(headerValue(input.headers, dateHeader) ?? "");
-  if (Number.isNaN(signedAt)) return { ok: false, reason: `${dateHeader} is not a date` };
-  const skew = Math.abs((input.now ?? Date.now()) - signedAt);
-  if (skew > (input.maxClockSkewMs ?? 5 * 60_000)) return { ok: false, reason: `${dateHeader} is ${skew} ms off` };
-
-  const valid = cryptoVerify("sha256", Buffer.from(text, "utf8"), input.publicKey, Buffer.from(signature, "base64"));
-  if (!valid) return { ok: false, reason: "signature does not verify against the registered public key" };
-
-  // The signed body headers must describe the body actually received.
-  if (names.includes("x-content-sha256")) {
-    const sha = createHash("sha256").update(input.body).digest("base64");
-    if (headerValue(input.headers, "x-content-sha256") !== sha) {
-      return { ok: false, reason: "x-content-sha256 does not match the body" };
-    }
-  }
-  if (names.includes("content-length") && Number(headerValue(input.headers, "content-length")) !== input.body.length) {
-    return { ok: false, reason: "content-length does not match the body" };
-  }
-  return { ok: true, keyId, signedHeaders: names };
-}
+// Signature verification lives in test/support/oci-signature.ts (shared with
+// the identity and Secrets server); re-exported for existing importers.
+export {
+  parseSignatureHeader,
+  type SignatureCheck,
+  type SignatureCheckInput,
+  signingString,
+  verifyOciSignature,
+} from "../support/oci-signature.ts";
 
 // ---------------------------------------------------------------------------
 // The server
@@ -235,6 +135,12 @@ export interface ObjectStorageServerOptions {
   publicKeyPem: string;
   /** When set, only this keyId (`tenancy/user/fingerprint`) is accepted. */
   keyId?: string;
+  /**
+   * Also accept federated sessions (instance principals): for a keyId
+   * `ST$<token>`, the session's public key or why it is refused, e.g. the
+   * test auth service's `sessionKey` (test/servers/oci-identity-secrets-server.ts).
+   */
+  sessionKey?: (keyId: string) => KeyObject | { reason: string };
   /** Back the buckets with this directory (`dir/<bucket>/<object name>`). */
   dir?: string;
   host?: string;
@@ -855,13 +761,15 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
       return;
     }
 
+    const sessionKey = opts.sessionKey;
+    const session = sessionKey !== undefined && signatureKeyId(req.headers)?.startsWith("ST$") === true;
     const check = verifyOciSignature({
       method,
       url: rawUrl,
       headers: req.headers,
       body,
-      publicKey,
-      ...(opts.keyId !== undefined ? { keyId: opts.keyId } : {}),
+      ...(session ? { publicKey: sessionKey, keyIdFormat: () => undefined } : { publicKey, keyIdFormat: apiKeyIdFormat }),
+      ...(opts.keyId !== undefined && !session ? { keyId: opts.keyId } : {}),
       requireBodyHeaders: r.op !== "PutObject",
       ...(opts.maxClockSkewMs !== undefined ? { maxClockSkewMs: opts.maxClockSkewMs } : {}),
     });
@@ -1011,6 +919,7 @@ async function main(): Promise<void> {
       dir: { type: "string" },
       bucket: { type: "string", multiple: true },
       latency: { type: "string" },
+      "session-signing-key": { type: "string" },
     },
     strict: true,
   });
@@ -1018,6 +927,8 @@ async function main(): Promise<void> {
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port ${values.port} is not a port`);
   const keyFile = values["public-key"];
   if (keyFile === undefined) throw new Error("--public-key PATH is required (the PEM public key clients sign with)");
+  const sessionFile = values["session-signing-key"];
+  const sessionIssuer = sessionFile === undefined ? undefined : createPublicKey(readFileSync(sessionFile, "utf8"));
   const latencyMs = values.latency === undefined ? 0 : Number(values.latency);
   if (!Number.isFinite(latencyMs) || latencyMs < 0) throw new Error(`--latency ${values.latency} is not a delay`);
   const server = await startObjectStorageServer({
@@ -1029,6 +940,7 @@ async function main(): Promise<void> {
     ...(values.dir !== undefined ? { dir: values.dir } : {}),
     buckets: values.bucket ?? [],
     latencyMs,
+    ...(sessionIssuer !== undefined ? { sessionKey: (keyId: string) => verifySessionKeyId(keyId, sessionIssuer) } : {}),
   });
   process.stdout.write(`${server.url}\n`);
   const stop = () => {

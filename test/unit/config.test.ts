@@ -91,7 +91,9 @@ describe("secret references", () => {
     const host = createMemoryHost();
     await expect(resolveSecretRef("file:/nope", { fs: host.fs, env: {} })).rejects.toThrow(/secret file \/nope does not exist/);
     await expect(resolveSecretRef("env:NOPE", { fs: host.fs, env: {} })).rejects.toThrow(/NOPE is not set/);
-    await expect(resolveSecretRef("vault:ocid1.vaultsecret.oc1..abc", { fs: host.fs, env: {} })).rejects.toThrow(/use file:\/path or env:NAME/);
+    // vault: references resolve through the resolver the caller passes (test/unit/vault.test.ts); never a default one.
+    await expect(resolveSecretRef("vault:ocid1.vaultsecret.oc1..abc", { fs: host.fs, env: {} })).rejects.toThrow(/vault:ocid1\.vaultsecret\.oc1\.\.abc: no OCI settings/);
+    await expect(resolveSecretRef("vault:ocid1.secret.oc1..abc", { fs: host.fs, env: {} })).rejects.toThrow(/a vault reference is vault:ocid1\.vaultsecret/);
     await expect(resolveSecretRef("hunter2", { fs: host.fs, env: {} })).rejects.toThrow(/allowed forms/);
   });
   it("does not track very short values", () => {

@@ -120,4 +120,20 @@ describe("StatusStore", () => {
     store.recordProbe("nope", probe, "healthy");
     expect(n).toBe(0);
   });
+
+  it("keeps the failing probe that explains an unhealthy service when a probe of another kind passes", () => {
+    const store = makeStore();
+    store.setServices([svc("predict")]);
+    const at = "2025-01-01T00:01:00.000Z";
+    const unready = { kind: "readiness" as const, at, ok: false, message: "HTTP 503 from /ready", latencyMs: 3 };
+    const live = { kind: "liveness" as const, at, ok: true, message: "HTTP 200 OK", latencyMs: 2 };
+    store.recordProbe("predict", unready, "unhealthy");
+    store.recordProbe("predict", live, "unhealthy");
+    expect(store.snapshot().services[0]).toMatchObject({ health: "unhealthy", lastProbe: unready });
+    // Once healthy, the latest probe is shown again.
+    const ready = { ...unready, ok: true, message: "HTTP 200 OK" };
+    store.recordProbe("predict", ready, "healthy");
+    store.recordProbe("predict", live, "healthy");
+    expect(store.snapshot().services[0]).toMatchObject({ health: "healthy", lastProbe: live });
+  });
 });

@@ -1,0 +1,90 @@
+/**
+ * The first model of a fresh `up`: trigger the iris pipeline once through
+ * Airflow's REST API and wait until MLflow has a champion for the serving
+ * role to load. A stack that already has a champion is left alone.
+ */
+import { AgentError } from "../errors.ts";
+
+export const IRIS_DAG = "iris_pipeline";
+
+export interface PipelineTarget {
+  readonly mlflowUrl: string;
+  readonly airflowUrl: string;
+  readonly adminUser: string;
+  /** Read when needed: the file appears once the Airflow role has converged. */
+  readonly adminPassword: () => Promise<string>;
+  readonly modelName: string;
+  readonly modelAlias: string;
+}
+
+async function http(url: string, init?: RequestInit): Promise<Response> {
+  return fetch(url, { ...init, signal: AbortSignal.timeout(15_000) });
+}
+
+/** The version the alias points at, or undefined while there is none. */
+export async function championVersion(t: Pick<PipelineTarget, "mlflowUrl" | "modelName" | "modelAlias">): Promise<string | undefined> {
+  const r = await http(
+    `${t.mlflowUrl}/api/2.0/mlflow/registered-models/alias?name=${encodeURIComponent(t.modelName)}&alias=${encodeURIComponent(t.modelAlias)}`,
+  );
+  if (r.status === 404) return undefined;
+  if (!r.ok) {
+    // MLflow 3 answers 400 INVALID_PARAMETER_VALUE / RESOURCE_DOES_NOT_EXIST while the registered model does not exist.
+    const body = (await r.json().catch(() => ({}))) as { error_code?: string; message?: string };
+    if (r.status === 400 && (body.error_code === "RESOURCE_DOES_NOT_EXIST" || /not found|does not exist/i.test(body.message ?? ""))) return undefined;
+    throw new AgentError("STEP_FAILED", `MLflow answered ${r.status} when asked for ${t.modelName}@${t.modelAlias}: ${body.message ?? ""}`);
+  }
+  const body = (await r.json()) as { model_version?: { version?: string } };
+  return body.model_version?.version;
+}
+
+async function authHeader(t: PipelineTarget): Promise<Record<string, string>> {
+  const r = await http(`${t.airflowUrl}/auth/token`, {
+    method: "POST",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ username: t.adminUser, password: await t.adminPassword() }),
+  });
+  if (!r.ok) throw new AgentError("STEP_FAILED", `Airflow refused the admin login (${r.status}); the password is in the airflow-admin-password file`);
+  return { authorization: `Bearer ${((await r.json()) as { access_token: string }).access_token}` };
+}
+
+/** Whether Airflow has parsed the DAG yet. */
+export async function dagListed(t: PipelineTarget): Promise<boolean> {
+  const r = await http(`${t.airflowUrl}/api/v2/dags/${IRIS_DAG}`, { headers: await authHeader(t) });
+  return r.status === 200;
+}
+
+/** The run of the pipeline that is queued or running, if any (a second `up` must not start another). */
+export async function activeRun(t: PipelineTarget): Promise<string | undefined> {
+  const r = await http(`${t.airflowUrl}/api/v2/dags/${IRIS_DAG}/dagRuns?state=queued&state=running&limit=1`, { headers: await authHeader(t) });
+  if (!r.ok) return undefined;
+  const body = (await r.json()) as { dag_runs?: { dag_run_id: string }[] };
+  return body.dag_runs?.[0]?.dag_run_id;
+}
+
+export async function triggerRun(t: PipelineTarget): Promise<string> {
+  const r = await http(`${t.airflowUrl}/api/v2/dags/${IRIS_DAG}/dagRuns`, {
+    method: "POST",
+    headers: { ...(await authHeader(t)), "content-type": "application/json" },
+    body: JSON.stringify({ logical_date: null, note: "triggered by mlops-agent up" }),
+  });
+  if (!r.ok) throw new AgentError("STEP_FAILED", `Airflow did not start ${IRIS_DAG} (${r.status}): ${(await r.text()).slice(0, 300)}`);
+  return ((await r.json()) as { dag_run_id: string }).dag_run_id;
+}
+
+/** `queued`, `running`, `success` or `failed`, with the task that failed. */
+export async function runState(t: PipelineTarget, runId: string): Promise<{ state: string; detail: string }> {
+  const headers = await authHeader(t);
+  const base = `${t.airflowUrl}/api/v2/dags/${IRIS_DAG}/dagRuns/${encodeURIComponent(runId)}`;
+  const run = (await (await http(base, { headers })).json()) as { state: string };
+  const tis = (await (await http(`${base}/taskInstances`, { headers })).json()) as {
+    task_instances?: { task_id: string; state: string | null }[];
+  };
+  const list = tis.task_instances ?? [];
+  const done = list.filter((x) => x.state === "success").length;
+  const failed = list.find((x) => x.state === "failed" || x.state === "upstream_failed");
+  const current = list.find((x) => x.state === "running") ?? list.find((x) => x.state === "queued" || x.state === "scheduled");
+  const detail = failed
+    ? `task ${failed.task_id} ${failed.state}`
+    : `${done}/${list.length || "?"} tasks done${current ? `, ${current.task_id} ${current.state}` : ""}`;
+  return { state: run.state, detail };
+}

@@ -1,0 +1,100 @@
+/**
+ * `mlops-agent up` (all three roles) from nothing to the first served
+ * prediction, with an empty and with a warm package cache.
+ *
+ *   cold: XDG_CACHE_HOME = a fresh empty dir (uv downloads everything from
+ *         PyPI), a fresh stack dir; `up` (installs MLflow, Airflow, serving,
+ *         triggers the iris pipeline, waits for the champion to be served),
+ *         then the `curl` it prints: time to the first prediction;
+ *   then `down`, delete the stack dir;
+ *   warm: a fresh stack dir, the same cache: again.
+ *   Also: a second `up` on the warm stack (already up), and `down` + `up`
+ *   (restart with everything installed).
+ *
+ * Prints the wall time of each step and the time from start to the first
+ * prediction, and each `up`'s progress lines with their timestamps.
+ *
+ *   node_modules/.bin/node bench/up-first-prediction.mjs [--cli dev|bin] [--skip-cold]
+ *
+ * Needs network access to PyPI. Exit code 1 when a step fails.
+ */
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { arg, cli, flag, freePort, hrMs, loadavg, run, secs, table } from "./_lib.mjs";
+
+const kind = arg("cli", "dev");
+const FEATURES = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"];
+
+async function stackRun(name, cacheHome) {
+  const dir = mkdtempSync(join(tmpdir(), `mlops-bench-up-${name}-`));
+  const ports = await Promise.all([freePort(), freePort(), freePort(), freePort(), freePort()]);
+  const [mlflowPort, airflowPort, apiPort, dashPort, statusBase] = ports;
+  const env = {
+    ...process.env,
+    XDG_CACHE_HOME: cacheHome,
+    MLOPS_AGENT_MLFLOW__PORT: String(mlflowPort),
+    MLOPS_AGENT_AIRFLOW__PORT: String(airflowPort),
+    MLOPS_AGENT_SERVING__PORT: String(apiPort),
+    MLOPS_AGENT_SERVING__DASHBOARD_PORT: String(dashPort),
+  };
+  const cmd = (c) => cli(kind, [c, "--dir", dir, ...(c === "up" ? ["--listen", `127.0.0.1:${statusBase}`] : [])]);
+  const rows = [];
+  const predict = async () => {
+    const r = await fetch(`http://127.0.0.1:${apiPort}/invocations`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ dataframe_split: { columns: FEATURES, data: [[5.1, 3.5, 1.4, 0.2]] } }),
+    });
+    const body = await r.text();
+    if (r.status !== 200) throw new Error(`${name}: the first prediction answered ${r.status}: ${body}`);
+    return body;
+  };
+  try {
+    const t0 = process.hrtime.bigint();
+    const load = loadavg().split(" ")[0];
+    const up = cmd("up");
+    const r = await run(up.cmd, up.args, { env, echo: `  ${name} | `, timeoutMs: 60 * 60_000 });
+    if (r.code !== 0) throw new Error(`${name}: up exited ${r.code}:\n${r.stderr}`);
+    const upMs = hrMs(t0);
+    const answer = await predict();
+    const firstMs = hrMs(t0);
+    rows.push([name, "up -> first prediction", secs(upMs), secs(firstMs), load, answer]);
+    // A second up on the ready stack.
+    let t = process.hrtime.bigint();
+    const again = await run(up.cmd, up.args, { env });
+    rows.push([name, "second up (already up)", secs(hrMs(t)), "", loadavg().split(" ")[0], again.stdout.includes("already up") ? "already up" : "CHANGED"]);
+    // down, then up with everything installed.
+    const down = cmd("down");
+    t = process.hrtime.bigint();
+    await run(down.cmd, down.args, { env });
+    rows.push([name, "down", secs(hrMs(t)), "", loadavg().split(" ")[0], ""]);
+    t = process.hrtime.bigint();
+    const re = await run(up.cmd, up.args, { env, timeoutMs: 30 * 60_000 });
+    if (re.code !== 0) throw new Error(`${name}: up after down exited ${re.code}:\n${re.stderr}`);
+    const reMs = hrMs(t);
+    await predict();
+    rows.push([name, "up after down -> prediction", secs(reMs), secs(hrMs(t)), loadavg().split(" ")[0], ""]);
+    return rows;
+  } finally {
+    const down = cmd("down");
+    await run(down.cmd, down.args, { env });
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+let failed = false;
+const cache = mkdtempSync(join(tmpdir(), "mlops-bench-cache-"));
+const all = [];
+try {
+  if (!flag("skip-cold")) all.push(...(await stackRun("cold", cache)));
+  all.push(...(await stackRun("warm", cache)));
+} catch (err) {
+  console.error(String(err?.stack ?? err));
+  failed = true;
+} finally {
+  rmSync(cache, { recursive: true, force: true });
+}
+console.log("\nup (mlflow + airflow + serving) to the first served prediction:");
+table(["cache", "step", "step s", "to prediction s", "load", "answer"], all);
+process.exit(failed ? 1 : 0);

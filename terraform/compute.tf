@@ -1,0 +1,92 @@
+# The VMs: one per entry of local.instances ("mlflow-0", "serving-1", ...),
+# instance_count VMs per role, each in the private app subnet with its role's
+# NSG and a fixed private address. The role is in the instance metadata and
+# in a freeform tag (`mlops-role`); the agent reads it from IMDS v2, so
+# changing the metadata re-converges the VM into another role.
+#
+# cloud-init installs the agent from bootstrap/user-data.yaml.tftpl. That
+# template takes exactly these six variables (bootstrap/README.md; a unit test
+# keeps the two in step).
+
+data "oci_core_images" "platform" {
+  count                    = contains(keys(var.image_ocids), var.arch) ? 0 : 1
+  compartment_id           = var.compartment_ocid
+  operating_system         = var.image_os
+  operating_system_version = var.image_os_version
+  shape                    = local.shape
+  state                    = "AVAILABLE"
+  sort_by                  = "TIMECREATED"
+  sort_order               = "DESC"
+}
+
+resource "oci_core_instance" "node" {
+  for_each            = local.instances
+  compartment_id      = var.compartment_ocid
+  availability_domain = local.availability_domain
+  fault_domain        = "FAULT-DOMAIN-${each.value.index % 3 + 1}"
+  display_name        = "${var.name_prefix}-${each.key}"
+  shape               = local.shape
+
+  shape_config {
+    ocpus         = var.instance_shape_config[each.value.role].ocpus
+    memory_in_gbs = var.instance_shape_config[each.value.role].memory_gbs
+  }
+
+  source_details {
+    source_type             = "image"
+    source_id               = local.image_id
+    boot_volume_size_in_gbs = var.boot_volume_gbs
+  }
+
+  create_vnic_details {
+    subnet_id        = oci_core_subnet.app.id
+    assign_public_ip = false
+    private_ip       = each.value.private_ip
+    hostname_label   = each.key
+    nsg_ids          = [oci_core_network_security_group.nsg[each.value.role].id]
+  }
+
+  metadata = {
+    ssh_authorized_keys = trimspace(var.ssh_public_key)
+    "mlops-role"        = each.value.role
+    user_data = base64encode(templatefile("${path.module}/../bootstrap/user-data.yaml.tftpl", {
+      agent_url_x86_64     = local.agent_urls["x86_64"]
+      agent_sha256_x86_64  = var.agent_sha256.x86_64
+      agent_url_aarch64    = local.agent_urls["aarch64"]
+      agent_sha256_aarch64 = var.agent_sha256.aarch64
+      agent_config_b64     = base64encode(jsonencode(local.agent_config))
+      agent_unit_b64       = filebase64("${path.module}/../units/mlops-agent.service")
+    }))
+  }
+
+  freeform_tags = merge(local.common_tags, { "mlops-role" = each.value.role })
+  defined_tags  = { (local.agent_tag_key) = local.agent_tag_value }
+
+  # IMDS v2 only: v1 answers anyone on the VM without the Authorization header.
+  instance_options {
+    are_legacy_imds_endpoints_disabled = true
+  }
+
+  # Encrypt the boot volume's paravirtualized attachment in transit.
+  launch_options {
+    is_pv_encryption_in_transit_enabled = true
+  }
+
+  agent_config {
+    is_monitoring_disabled = false
+    is_management_disabled = false
+  }
+
+  lifecycle {
+    # user_data only runs at first boot, and a new platform image must not
+    # replace running VMs: change them with `terraform apply -replace=...`.
+    ignore_changes = [metadata["user_data"], source_details[0].source_id]
+  }
+
+  depends_on = [
+    # The binary must be downloadable and the instance principal authorised
+    # before cloud-init and the agent start.
+    oci_objectstorage_object.agent,
+    oci_identity_policy.agents,
+  ]
+}

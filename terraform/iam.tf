@@ -1,0 +1,65 @@
+# Who may do what. All identity resources live in the home region.
+#
+# The VMs authenticate as instance principals. They are matched by a defined
+# tag (dynamic-group rules cannot match freeform tags) in this compartment,
+# and may do exactly what the agent needs:
+#   - list and read DAG files in the dags bucket (DAG sync) and binaries in
+#     the releases bucket;
+#   - read, write and delete MLflow artifacts in the artifacts bucket;
+#   - read the two database admin password secrets.
+# Nothing else: no instance, network or vault management.
+
+resource "oci_identity_tag_namespace" "mlops" {
+  provider       = oci.home
+  compartment_id = var.compartment_ocid
+  name           = "${var.name_prefix}-mlops"
+  description    = "Tags of the ${var.name_prefix} MLOps deployment"
+}
+
+resource "oci_identity_tag" "agent" {
+  provider         = oci.home
+  tag_namespace_id = oci_identity_tag_namespace.mlops.id
+  name             = "agent"
+  description      = "mlops-agent on VMs that run it; the dynamic group matches this tag"
+}
+
+locals {
+  agent_tag_key   = "${oci_identity_tag_namespace.mlops.name}.${oci_identity_tag.agent.name}"
+  agent_tag_value = "mlops-agent"
+}
+
+resource "oci_identity_dynamic_group" "agents" {
+  provider       = oci.home
+  compartment_id = var.tenancy_ocid
+  name           = "${var.name_prefix}-mlops-agents"
+  description    = "VMs of the ${var.name_prefix} MLOps deployment (instance principals of mlops-agent)"
+  matching_rule  = "ALL {instance.compartment.id = '${var.compartment_ocid}', tag.${local.agent_tag_key}.value = '${local.agent_tag_value}'}"
+  freeform_tags  = local.common_tags
+}
+
+resource "oci_identity_policy" "agents" {
+  provider       = oci.home
+  compartment_id = var.compartment_ocid
+  name           = "${var.name_prefix}-mlops-agents"
+  description    = "What mlops-agent on the ${var.name_prefix} VMs may do"
+  statements = [
+    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read buckets in compartment id ${var.compartment_ocid} where any {target.bucket.name = '${oci_objectstorage_bucket.artifacts.name}', target.bucket.name = '${oci_objectstorage_bucket.dags.name}', target.bucket.name = '${oci_objectstorage_bucket.releases.name}'}",
+    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read objects in compartment id ${var.compartment_ocid} where any {target.bucket.name = '${oci_objectstorage_bucket.dags.name}', target.bucket.name = '${oci_objectstorage_bucket.releases.name}'}",
+    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to manage objects in compartment id ${var.compartment_ocid} where target.bucket.name = '${oci_objectstorage_bucket.artifacts.name}'",
+    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read secret-bundles in compartment id ${var.compartment_ocid} where any {target.secret.id = '${oci_vault_secret.mysql_admin.id}', target.secret.id = '${oci_vault_secret.postgres_admin.id}'}",
+  ]
+  freeform_tags = local.common_tags
+}
+
+# Object Storage encrypts the buckets with the vault key on the service's own
+# behalf; it needs to use that key (and only that key).
+resource "oci_identity_policy" "services" {
+  provider       = oci.home
+  compartment_id = var.compartment_ocid
+  name           = "${var.name_prefix}-mlops-services"
+  description    = "Object Storage may use the ${var.name_prefix} vault key for bucket encryption"
+  statements = [
+    "Allow service objectstorage-${var.region} to use keys in compartment id ${var.compartment_ocid} where target.key.id = '${oci_kms_key.main.id}'",
+  ]
+  freeform_tags = local.common_tags
+}

@@ -1,0 +1,83 @@
+# Object Storage: three private, versioned buckets encrypted with the vault
+# key, and a pre-authenticated read URL per agent binary for cloud-init.
+#
+# - artifacts: MLflow artifacts (oci://<artifacts>@<namespace>/mlflow).
+# - dags:      Airflow DAGs; the agent syncs oci://<namespace>/<dags>/ every 15 s.
+# - releases:  mlops-agent binaries, mlops-agent/<version>/mlops-agent-linux-{x64,arm64}.
+
+data "oci_objectstorage_namespace" "this" {
+  compartment_id = var.compartment_ocid
+}
+
+resource "oci_objectstorage_bucket" "artifacts" {
+  compartment_id        = var.compartment_ocid
+  namespace             = local.namespace
+  name                  = "${var.name_prefix}-artifacts"
+  access_type           = "NoPublicAccess"
+  versioning            = "Enabled"
+  kms_key_id            = oci_kms_key.main.id
+  object_events_enabled = true
+  storage_tier          = "Standard"
+  freeform_tags         = merge(local.common_tags, { purpose = "MLflow artifacts" })
+  # Object Storage may use the key only once the service policy exists.
+  depends_on = [oci_identity_policy.services]
+}
+
+resource "oci_objectstorage_bucket" "dags" {
+  compartment_id        = var.compartment_ocid
+  namespace             = local.namespace
+  name                  = "${var.name_prefix}-dags"
+  access_type           = "NoPublicAccess"
+  versioning            = "Enabled"
+  kms_key_id            = oci_kms_key.main.id
+  object_events_enabled = true
+  storage_tier          = "Standard"
+  freeform_tags         = merge(local.common_tags, { purpose = "Airflow DAGs synced by the agent" })
+  depends_on            = [oci_identity_policy.services]
+}
+
+resource "oci_objectstorage_bucket" "releases" {
+  compartment_id        = var.compartment_ocid
+  namespace             = local.namespace
+  name                  = "${var.name_prefix}-releases"
+  access_type           = "NoPublicAccess"
+  versioning            = "Enabled"
+  kms_key_id            = oci_kms_key.main.id
+  object_events_enabled = true
+  storage_tier          = "Standard"
+  freeform_tags         = merge(local.common_tags, { purpose = "mlops-agent release binaries" })
+  depends_on            = [oci_identity_policy.services]
+}
+
+# Optional upload of the binaries that `npm run build` writes to dist/. The
+# precondition stops a mismatch between the file and agent_sha256 at plan
+# time instead of at every VM's first boot.
+resource "oci_objectstorage_object" "agent" {
+  for_each     = { for arch, name in local.agent_objects : arch => name if var.agent_dist_dir != null }
+  namespace    = local.namespace
+  bucket       = oci_objectstorage_bucket.releases.name
+  object       = each.value
+  source       = "${var.agent_dist_dir}/${basename(each.value)}"
+  content_type = "application/octet-stream"
+
+  lifecycle {
+    precondition {
+      condition     = filesha256("${var.agent_dist_dir}/${basename(each.value)}") == var.agent_sha256[each.key]
+      error_message = "The sha256 of ${var.agent_dist_dir}/${basename(each.value)} is not agent_sha256.${each.key}."
+    }
+  }
+}
+
+# A read-only URL for exactly one object each, which cloud-init downloads the
+# binary with (no credentials on a VM before the agent runs). It grants
+# nothing but reading that binary; it is in the VMs' user_data, so it
+# expires: see release_par_expires_at.
+resource "oci_objectstorage_preauthrequest" "agent" {
+  for_each     = local.agent_objects
+  namespace    = local.namespace
+  bucket       = oci_objectstorage_bucket.releases.name
+  name         = "${var.name_prefix}-agent-${var.agent_version}-${each.key}"
+  access_type  = "ObjectRead"
+  object_name  = each.value
+  time_expires = var.release_par_expires_at
+}

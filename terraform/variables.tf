@@ -1,0 +1,344 @@
+# Inputs. Every variable is used somewhere (test/unit/terraform.test.ts checks
+# it); terraform.tfvars.example shows a working set.
+
+# ------------------------------------------------------------------ tenancy
+
+variable "tenancy_ocid" {
+  description = "OCID of the tenancy (the dynamic group lives there)."
+  type        = string
+  validation {
+    condition     = can(regex("^ocid1\\.tenancy\\.[a-z0-9]+\\.[a-z0-9-]*\\.[a-z0-9]+$", var.tenancy_ocid))
+    error_message = "tenancy_ocid must be a tenancy OCID (ocid1.tenancy.oc1..xxxx)."
+  }
+}
+
+variable "compartment_ocid" {
+  description = "OCID of the compartment for every resource (the tenancy OCID means the root compartment)."
+  type        = string
+  validation {
+    condition     = can(regex("^ocid1\\.(compartment|tenancy)\\.[a-z0-9]+\\.[a-z0-9-]*\\.[a-z0-9]+$", var.compartment_ocid))
+    error_message = "compartment_ocid must be a compartment OCID (ocid1.compartment.oc1..xxxx) or the tenancy OCID."
+  }
+}
+
+variable "region" {
+  description = "Region to deploy into, e.g. eu-frankfurt-1."
+  type        = string
+  validation {
+    condition     = can(regex("^[a-z]+-[a-z]+-[0-9]+$", var.region))
+    error_message = "region must be an OCI region identifier such as eu-frankfurt-1."
+  }
+}
+
+variable "home_region" {
+  description = "The tenancy's home region, where IAM resources are created; null means the same as region."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.home_region == null || can(regex("^[a-z]+-[a-z]+-[0-9]+$", var.home_region))
+    error_message = "home_region must be an OCI region identifier such as us-ashburn-1, or null."
+  }
+}
+
+variable "oci_config_profile" {
+  description = "Profile of ~/.oci/config the provider authenticates with."
+  type        = string
+  default     = "DEFAULT"
+}
+
+variable "name_prefix" {
+  description = "Prefix of every resource name (also the VCN DNS label and part of bucket names): 2-12 lower-case letters and digits."
+  type        = string
+  default     = "mlops"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9]{1,11}$", var.name_prefix))
+    error_message = "name_prefix must be 2-12 lower-case letters or digits, starting with a letter."
+  }
+}
+
+# ------------------------------------------------------------------ network
+
+variable "vcn_cidr" {
+  description = "CIDR of the VCN, a /16: public subnet .0.0/24 (load balancer), app subnet .1.0/24 (instances), DB subnet .2.0/24."
+  type        = string
+  default     = "10.0.0.0/16"
+  validation {
+    condition     = can(cidrnetmask(var.vcn_cidr)) && endswith(var.vcn_cidr, "/16")
+    error_message = "vcn_cidr must be an IPv4 /16 CIDR block such as 10.0.0.0/16."
+  }
+}
+
+variable "admin_cidr" {
+  description = "The only network that may reach SSH and the UIs (MLflow 5000, Airflow 8080, dashboard 8501): your VPN, bastion or office range. The instances have private addresses only."
+  type        = string
+  validation {
+    condition     = can(cidrnetmask(var.admin_cidr)) && var.admin_cidr != "0.0.0.0/0"
+    error_message = "admin_cidr must be an IPv4 CIDR block such as 203.0.113.0/24, and not 0.0.0.0/0."
+  }
+}
+
+variable "api_cidr" {
+  description = "Network allowed to call the prediction API on the load balancer (port 80); null means admin_cidr. Set 0.0.0.0/0 to make it public."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.api_cidr == null || can(cidrnetmask(var.api_cidr))
+    error_message = "api_cidr must be an IPv4 CIDR block such as 0.0.0.0/0 or 198.51.100.0/24, or null."
+  }
+}
+
+variable "ssh_public_key" {
+  description = "OpenSSH public key installed for the image's default user (opc on Oracle Linux, ubuntu on Ubuntu)."
+  type        = string
+  validation {
+    condition     = can(regex("^(ssh-(rsa|ed25519)|ecdsa-sha2-nistp(256|384|521)) [A-Za-z0-9+/]+=*( .*)?$", trimspace(var.ssh_public_key)))
+    error_message = "ssh_public_key must be one OpenSSH public key line (ssh-ed25519 AAAA..., ssh-rsa AAAA... or ecdsa-sha2-...)."
+  }
+}
+
+# ------------------------------------------------------------------ compute
+
+variable "instance_count" {
+  description = "How many VMs of each role: mlflow, airflow, serving (0-20 each). The load balancer spreads the prediction API over the serving VMs."
+  type        = map(number)
+  default = {
+    mlflow  = 1
+    airflow = 1
+    serving = 2
+  }
+  validation {
+    condition     = length(setsymdiff(keys(var.instance_count), ["mlflow", "airflow", "serving"])) == 0
+    error_message = "instance_count must have exactly the keys mlflow, airflow and serving."
+  }
+  validation {
+    condition     = alltrue([for n in values(var.instance_count) : n >= 0 && n <= 20 && floor(n) == n])
+    error_message = "Each instance_count must be a whole number from 0 to 20 (each role has 20 reserved addresses)."
+  }
+}
+
+variable "arch" {
+  description = "CPU architecture of every VM: x86_64 (VM.Standard.E5.Flex, AMD) or aarch64 (VM.Standard.A1.Flex, Ampere)."
+  type        = string
+  default     = "x86_64"
+  validation {
+    condition     = contains(["x86_64", "aarch64"], var.arch)
+    error_message = "arch must be x86_64 or aarch64."
+  }
+}
+
+variable "instance_shape_config" {
+  description = "OCPUs and memory (GB) of the flexible shape, per role."
+  type = map(object({
+    ocpus      = number
+    memory_gbs = number
+  }))
+  default = {
+    mlflow  = { ocpus = 1, memory_gbs = 8 }
+    airflow = { ocpus = 2, memory_gbs = 16 }
+    serving = { ocpus = 1, memory_gbs = 8 }
+  }
+  validation {
+    condition     = length(setsymdiff(keys(var.instance_shape_config), ["mlflow", "airflow", "serving"])) == 0
+    error_message = "instance_shape_config must have exactly the keys mlflow, airflow and serving."
+  }
+  validation {
+    condition = alltrue([
+      for c in values(var.instance_shape_config) :
+      c.ocpus >= 1 && c.ocpus <= 64 && c.memory_gbs >= c.ocpus && c.memory_gbs <= 64 * c.ocpus
+    ])
+    error_message = "Each role needs 1-64 OCPUs and 1-64 GB of memory per OCPU."
+  }
+}
+
+variable "boot_volume_gbs" {
+  description = "Boot volume size in GB (Python venvs for MLflow and Airflow take a few GB)."
+  type        = number
+  default     = 100
+  validation {
+    condition     = var.boot_volume_gbs >= 50 && var.boot_volume_gbs <= 32768
+    error_message = "boot_volume_gbs must be from 50 to 32768."
+  }
+}
+
+variable "image_ocids" {
+  description = "Image OCID per architecture (keys x86_64, aarch64). For an arch without an entry, the newest platform image of image_os / image_os_version for the shape is used."
+  type        = map(string)
+  default     = {}
+  validation {
+    condition     = alltrue([for k, v in var.image_ocids : contains(["x86_64", "aarch64"], k) && can(regex("^ocid1\\.image\\.", v))])
+    error_message = "image_ocids keys must be x86_64 or aarch64 and values image OCIDs (ocid1.image...)."
+  }
+}
+
+variable "image_os" {
+  description = "Operating system of the platform image looked up when image_ocids has no entry for arch: Oracle Linux or Canonical Ubuntu."
+  type        = string
+  default     = "Oracle Linux"
+  validation {
+    condition     = contains(["Oracle Linux", "Canonical Ubuntu"], var.image_os)
+    error_message = "image_os must be \"Oracle Linux\" or \"Canonical Ubuntu\"."
+  }
+}
+
+variable "image_os_version" {
+  description = "Version of image_os: 9 for Oracle Linux, 22.04 or 24.04 for Ubuntu."
+  type        = string
+  default     = "9"
+  validation {
+    condition     = contains(["9", "22.04", "24.04"], var.image_os_version)
+    error_message = "image_os_version must be 9 (Oracle Linux), 22.04 or 24.04 (Ubuntu)."
+  }
+}
+
+variable "availability_domain_index" {
+  description = "Which availability domain of the region (0-based) the VMs and databases go to; VMs are spread over its fault domains."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.availability_domain_index >= 0 && var.availability_domain_index <= 2 && floor(var.availability_domain_index) == var.availability_domain_index
+    error_message = "availability_domain_index must be 0, 1 or 2."
+  }
+}
+
+# ------------------------------------------------------------------ agent release
+
+variable "agent_version" {
+  description = "mlops-agent version to install; the binaries are objects mlops-agent/<version>/mlops-agent-linux-x64 and -linux-arm64 in the releases bucket."
+  type        = string
+  validation {
+    condition     = can(regex("^[0-9]+\\.[0-9]+\\.[0-9]+(-[0-9A-Za-z.-]+)?$", var.agent_version))
+    error_message = "agent_version must be a semantic version such as 0.1.0."
+  }
+}
+
+variable "agent_sha256" {
+  description = "sha256 (hex) of the agent binary per architecture, as `sha256sum dist/mlops-agent-linux-*` prints it; cloud-init refuses a binary that does not match."
+  type = object({
+    x86_64  = string
+    aarch64 = string
+  })
+  validation {
+    condition     = can(regex("^[0-9a-f]{64}$", var.agent_sha256.x86_64)) && can(regex("^[0-9a-f]{64}$", var.agent_sha256.aarch64))
+    error_message = "agent_sha256.x86_64 and agent_sha256.aarch64 must each be 64 lower-case hex digits."
+  }
+}
+
+variable "agent_dist_dir" {
+  description = "Directory holding mlops-agent-linux-x64 and mlops-agent-linux-arm64 (npm run build writes them to dist/) to upload into the releases bucket; null when they are uploaded some other way."
+  type        = string
+  default     = null
+}
+
+variable "release_par_expires_at" {
+  description = "When the pre-authenticated download URLs of the agent binaries expire (RFC 3339, e.g. 2027-01-01T00:00:00Z). New VMs can only bootstrap before then: renew it before scaling up later."
+  type        = string
+  validation {
+    condition     = can(formatdate("YYYY", var.release_par_expires_at))
+    error_message = "release_par_expires_at must be an RFC 3339 timestamp such as 2027-01-01T00:00:00Z."
+  }
+}
+
+variable "python_index_url" {
+  description = "PyPI-compatible index the agents install MLflow and Airflow from; null means https://pypi.org/simple."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.python_index_url == null || can(regex("^https?://", var.python_index_url))
+    error_message = "python_index_url must be an http(s) URL, or null."
+  }
+}
+
+# ------------------------------------------------------------------ databases
+
+variable "mysql_shape" {
+  description = "MySQL HeatWave shape of the MLflow backend store (`oci mysql shape list` shows those of a region)."
+  type        = string
+  default     = "MySQL.2"
+}
+
+variable "mysql_storage_gbs" {
+  description = "MySQL data volume size in GB."
+  type        = number
+  default     = 50
+  validation {
+    condition     = var.mysql_storage_gbs >= 50 && var.mysql_storage_gbs <= 131072
+    error_message = "mysql_storage_gbs must be from 50 to 131072."
+  }
+}
+
+variable "mysql_admin_user" {
+  description = "Administrative user of the MySQL DB system; the agent uses it to create the per-role database and user."
+  type        = string
+  default     = "mlopsadmin"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9_]{1,31}$", var.mysql_admin_user)) && !contains(["root", "admin", "mysql", "administrator", "ocirpl", "ociadmin"], var.mysql_admin_user)
+    error_message = "mysql_admin_user must be 2-32 lower-case letters, digits or _, and not a reserved name (root, admin, mysql, administrator, ocirpl, ociadmin)."
+  }
+}
+
+variable "postgres_shape" {
+  description = "Shape of the OCI Database with PostgreSQL system that holds Airflow's metadata database (created only when instance_count.airflow > 0)."
+  type        = string
+  default     = "PostgreSQL.VM.Standard.E5.Flex"
+}
+
+variable "postgres_shape_config" {
+  description = "OCPUs and memory (GB) of the PostgreSQL node."
+  type = object({
+    ocpus      = number
+    memory_gbs = number
+  })
+  default = { ocpus = 2, memory_gbs = 32 }
+  validation {
+    condition     = var.postgres_shape_config.ocpus >= 1 && var.postgres_shape_config.memory_gbs >= 16
+    error_message = "postgres_shape_config needs at least 1 OCPU and 16 GB."
+  }
+}
+
+variable "postgres_version" {
+  description = "PostgreSQL major version."
+  type        = string
+  default     = "16"
+  validation {
+    condition     = contains(["14", "15", "16"], var.postgres_version)
+    error_message = "postgres_version must be 14, 15 or 16."
+  }
+}
+
+variable "postgres_admin_user" {
+  description = "Administrative user of the PostgreSQL system; the agent uses it to create Airflow's database and login role."
+  type        = string
+  default     = "mlopsadmin"
+  validation {
+    condition     = can(regex("^[a-z][a-z0-9_]{1,62}$", var.postgres_admin_user)) && !startswith(var.postgres_admin_user, "pg_") && var.postgres_admin_user != "postgres"
+    error_message = "postgres_admin_user must be 2-63 lower-case letters, digits or _, not postgres and not starting with pg_."
+  }
+}
+
+variable "db_backup_retention_days" {
+  description = "Days automatic database backups are kept."
+  type        = number
+  default     = 7
+  validation {
+    condition     = var.db_backup_retention_days >= 1 && var.db_backup_retention_days <= 35
+    error_message = "db_backup_retention_days must be from 1 to 35."
+  }
+}
+
+variable "db_delete_protection" {
+  description = "Refuse to delete the MySQL DB system (set false before terraform destroy)."
+  type        = bool
+  default     = true
+}
+
+# ------------------------------------------------------------------ load balancer
+
+variable "lb_max_bandwidth_mbps" {
+  description = "Maximum bandwidth of the flexible load balancer in Mbps (the minimum is 10)."
+  type        = number
+  default     = 100
+  validation {
+    condition     = var.lb_max_bandwidth_mbps >= 10 && var.lb_max_bandwidth_mbps <= 8000
+    error_message = "lb_max_bandwidth_mbps must be from 10 to 8000."
+  }
+}
