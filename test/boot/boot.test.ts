@@ -20,6 +20,8 @@ import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { StatusSnapshot } from "../../agent/status/types.ts";
 import { type ImdsServer, startImdsServer } from "../servers/imds-server.ts";
+import { type OciIdentitySecretsServer, startOciIdentitySecretsServer } from "../servers/oci-identity-secrets-server.ts";
+import { makeInstanceIdentity } from "../support/instance-identity.ts";
 import { freePort, waitFor } from "../support/agent-process.ts";
 import { BootContainer, sweepStaleRuns } from "./container.ts";
 import {
@@ -28,7 +30,6 @@ import {
   bootUserData,
   CONTAINER_UV_CACHE,
   createMysqlAdmin,
-  DB_ADMIN_PASSWORD_FILE,
   dropRunDatabases,
   ensureBinary,
   ensureRoot,
@@ -54,6 +55,8 @@ let rootfs = "";
 let releaseServer: StaticServer | undefined;
 let release: Release;
 let imds: ImdsServer | undefined;
+let oci: OciIdentitySecretsServer | undefined;
+const DB_ADMIN_SECRET = "ocid1.vaultsecret.oc1.phx.amaaaaaabootdbadmin";
 let ids: RunIds | undefined;
 let config: Record<string, unknown> = {};
 let vm: BootContainer | undefined;
@@ -112,8 +115,6 @@ async function bootWith(name: string, userData: string, binds: boolean): Promise
     name,
     binds: binds ? [{ host: hostUvCache(), container: CONTAINER_UV_CACHE }] : [],
   });
-  // The DB admin password arrives out of band, as the Vault secret would on OCI.
-  c.writeFile(DB_ADMIN_PASSWORD_FILE, `${ids!.mysqlAdminPassword}\n`, 0o600);
   c.writeFile("/var/lib/cloud/seed/nocloud/user-data", userData, 0o600);
   c.writeFile("/var/lib/cloud/seed/nocloud/meta-data", metaData(`iid-${name}`, name));
   await c.boot();
@@ -136,19 +137,24 @@ beforeAll(async () => {
   rootfs = ensureRoot(log);
   timings.root = Date.now() - t;
   ({ server: releaseServer, release } = await serveRelease());
-  imds = await startImdsServer();
+  // The instance's identity (what instance principals read from IMDS), and the
+  // auth + Secrets APIs that trust it: the DB admin password is a Vault secret.
+  const identity = makeInstanceIdentity();
+  imds = await startImdsServer({ identity });
   imds.setMetadata("mlops-role", "mlflow");
   ids = runIds({ statusPort: await freePort(), mlflowPort: await freePort(), airflowPort: await freePort() });
   await createMysqlAdmin(ids);
+  oci = await startOciIdentitySecretsServer({ trustedCaPem: identity.intermediatePem, secrets: { [DB_ADMIN_SECRET]: ids.mysqlAdminPassword } });
   mkdirSync(hostUvCache(), { recursive: true });
-  config = agentConfig(ids, imds.url, { indexUrl: hostIndexUrl() });
-  log(`run ${ids.suffix}: status API 127.0.0.1:${ids.statusPort}, IMDS ${imds.url}, uv cache ${hostUvCache()}`);
+  config = agentConfig(ids, imds.url, { indexUrl: hostIndexUrl(), adminPasswordRef: `vault:${DB_ADMIN_SECRET}`, ociEndpoint: oci.url });
+  log(`run ${ids.suffix}: status API 127.0.0.1:${ids.statusPort}, IMDS ${imds.url}, auth + Secrets ${oci.url}, uv cache ${hostUvCache()}`);
 });
 
 afterAll(async () => {
   await keepLogs(vm).catch(() => {});
   await vm?.destroy();
   await imds?.close();
+  await oci?.close();
   await releaseServer?.close();
   const errors = ids ? await dropRunDatabases(ids) : [];
   log(`timings (s): ${Object.entries(timings).map(([k, v]) => `${k} ${(v / 1000).toFixed(1)}`).join(", ")}`);
@@ -237,6 +243,17 @@ describe("boot: one VM through its life under real systemd", () => {
     expect(s.services.map((x) => [x.name, x.unit, x.health])).toEqual([["mlflow", "mlops-mlflow.service", "healthy"]]);
     expect(await vm!.show("mlops-mlflow.service", ["ActiveState", "UnitFileState"])).toEqual({ ActiveState: "active", UnitFileState: "enabled" });
     expect((await fetch(`http://127.0.0.1:${ids!.mlflowPort}/health`)).status).toBe(200);
+    // The DB admin password came from the Vault secret (instance principal, signed requests), and
+    // it is nowhere a person or another process could read it: user-data, the journal, argv, /status.
+    expect(oci!.requests.secrets.ok).toBeGreaterThanOrEqual(1);
+    expect(oci!.requests.federation.ok).toBeGreaterThanOrEqual(1);
+    const secret = ids!.mysqlAdminPassword;
+    expect(bootUserData(release, config)).not.toContain(secret);
+    const journal = await vm!.run(["journalctl", "--no-pager", "-o", "cat"]);
+    expect(journal.length).toBeGreaterThan(1000);
+    expect(journal).not.toContain(secret);
+    expect(await vm!.run(["ps", "-eo", "args", "--no-headers", "-ww"])).not.toContain(secret);
+    expect(JSON.stringify(await status())).not.toContain(secret);
   });
 
   it("kill -9 of mlops-mlflow's main process: systemd restarts it, healthy again, restart counted on /status", { timeout: 3 * 60_000 }, async () => {

@@ -15,7 +15,7 @@ import { join } from "node:path";
 import mysql from "mysql2/promise";
 import pg from "pg";
 import { REPO } from "../support/agent-process.ts";
-import { renderUserData } from "./render.ts";
+import { renderUserData } from "../../agent/bootstrap/render.ts";
 
 export { REPO };
 export const DIST = join(REPO, "dist");
@@ -187,18 +187,19 @@ export function runIds(ports: { statusPort: number; mlflowPort: number; airflowP
 /**
  * The agent's /etc/mlops-agent/config.json. The role is not in it: it comes
  * from the IMDS (`mlops-role`), as on OCI. The DB admin password is a secret
- * reference, by default to a file the test places in the root before boot
- * (see DB_ADMIN_PASSWORD_FILE); `adminPasswordRef` takes any other reference.
- * TODO(vault): pass `vault:<secret-ocid>` here, with the test Secrets server's
- * endpoint in the config, once both land; the file then goes away.
+ * reference: the boot test passes `vault:<secret-ocid>`, resolved through the
+ * test Secrets server as the instance principal (`ociEndpoint`); without one,
+ * a file the caller places in the root (DB_ADMIN_PASSWORD_FILE).
  */
 export function agentConfig(
   ids: RunIds,
   metadataUrl: string,
-  opts: { indexUrl?: string; adminPasswordRef?: string } = {},
+  opts: { indexUrl?: string; adminPasswordRef?: string; ociEndpoint?: string } = {},
 ): Record<string, unknown> {
   return {
     metadataUrl,
+    // The test auth (federation) and Secrets servers; on OCI both default from the region.
+    ...(opts.ociEndpoint ? { oci: { authEndpoint: opts.ociEndpoint, secretsEndpoint: opts.ociEndpoint } } : {}),
     listen: `127.0.0.1:${ids.statusPort}`,
     supervisor: "systemd",
     convergeIntervalSeconds: 10,
