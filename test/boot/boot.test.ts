@@ -187,7 +187,7 @@ describe("boot: a bootstrap that fails leaves nothing installed", () => {
       const ci = await cloudInitStatus(c);
       expect(ci.text).toMatch(/status: error/);
       const output = await c.run(["cat", "/var/log/cloud-init-output.log"]);
-      expect(output).toMatch(/removing what was installed/);
+      expect(output).toMatch(/mlops-agent.service did not start; removing what this run installed/);
       for (const path of ["/usr/local/bin/mlops-agent", CONFIG, "/etc/systemd/system/mlops-agent.service", "/etc/systemd/system/multi-user.target.wants/mlops-agent.service"])
         expect(c.exists(path), path).toBe(false);
       expect((await c.show(AGENT, ["LoadState"])).LoadState).toBe("not-found");
@@ -229,7 +229,7 @@ describe("boot: one VM through its life under real systemd", () => {
     expect(p.StatusText).not.toBe("");
     expect(Number(p.MainPID)).toBeGreaterThan(1);
     expect(await vm.run(["sha256sum", "/usr/local/bin/mlops-agent"])).toContain(release.x86_64.sha256);
-    expect(await vm.run(["stat", "-c", "%a %U", CONFIG])).toBe("600 root\n");
+    expect(await vm.run(["stat", "-c", "%a %U", CONFIG])).toBe("640 root\n");
     expect((await vm.run(["systemctl", "is-enabled", AGENT])).trim()).toBe("enabled");
   });
 
