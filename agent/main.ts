@@ -25,8 +25,9 @@ commands:
   plan [--role R]      dry run; exit 0 nothing to do, 2 changes pending, 1 error
   apply [--role R]     one converge pass, then exit
   status               what the local status endpoint says
-  up [--dir DIR] [--roles mlflow]
-                       the whole stack on this machine (default DIR ./.mlops)
+  up [--dir DIR] [--roles mlflow,airflow,serving]
+                       the whole stack on this machine (default DIR ./.mlops, all roles):
+                       runs the iris pipeline once and prints a prediction curl
   down [--dir DIR]     stop it; data is kept
   sync-dags [--once] [--source URL --dest DIR]
                        sync DAGs from oci://ns/bucket/prefix or file:///dir now
