@@ -7,7 +7,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
-import { createReadStream, existsSync, readdirSync, readFileSync, statSync } from "node:fs";
+import { createReadStream, existsSync, readFileSync, statSync } from "node:fs";
 import { createServer } from "node:http";
 import type { AddressInfo } from "node:net";
 import { homedir } from "node:os";
@@ -15,6 +15,7 @@ import { join } from "node:path";
 import mysql from "mysql2/promise";
 import pg from "pg";
 import { REPO } from "../support/agent-process.ts";
+import { newestSourceMtime } from "../support/build-inputs.ts";
 import { renderUserData } from "../../agent/bootstrap/render.ts";
 
 export { REPO };
@@ -27,24 +28,6 @@ export const AGENT_UNIT = join(REPO, "units/mlops-agent.service");
 /** Inside the container: where the host's uv cache is bound, and where the DB admin password file goes. */
 export const CONTAINER_UV_CACHE = "/var/cache/mlops-uv";
 export const DB_ADMIN_PASSWORD_FILE = "/etc/mlops-agent/db-admin-password";
-
-/** Newest mtime of what goes into the binary (as test/integration/binary.test.ts counts it). */
-function newestSourceMtime(): number {
-  let newest = 0;
-  const visit = (p: string): void => {
-    let st: ReturnType<typeof statSync>;
-    try {
-      st = statSync(p);
-    } catch {
-      return;
-    }
-    newest = Math.max(newest, st.mtimeMs);
-    if (!st.isDirectory()) return;
-    for (const name of readdirSync(p)) if (name !== "__pycache__" && name !== "node_modules") visit(join(p, name));
-  };
-  for (const top of ["agent", "roles", "units", "bootstrap", "dags", "scripts/build.mjs", "package.json", "package-lock.json"]) visit(join(REPO, top));
-  return newest;
-}
 
 /** Builds dist/ (npm run build) when the x64 binary is missing or older than its sources. */
 export function ensureBinary(log: (msg: string) => void = () => {}): void {

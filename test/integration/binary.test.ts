@@ -3,12 +3,13 @@
 // so they cannot lean on a node install or on the checkout.
 
 import { spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { listAssets } from "../../agent/assets.ts";
+import { newestSourceMtime } from "../support/build-inputs.ts";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 const DIST = path.join(ROOT, "dist");
@@ -23,38 +24,6 @@ const pkg = JSON.parse(readFileSync(path.join(ROOT, "package.json"), "utf8")) as
   devDependencies: Record<string, string>;
 };
 const expectedNode = `v${pkg.devDependencies["node"]}`;
-
-/** Newest mtime (ms) of the build inputs; directories count so adds/removes show up. */
-function newestSourceMtime(): number {
-  let newest = 0;
-  const visit = (p: string): void => {
-    let st: ReturnType<typeof statSync>;
-    try {
-      st = statSync(p);
-    } catch {
-      return;
-    }
-    newest = Math.max(newest, st.mtimeMs);
-    if (!st.isDirectory()) return;
-    for (const name of readdirSync(p)) {
-      if (name === "__pycache__" || name === "node_modules") continue;
-      visit(path.join(p, name));
-    }
-  };
-  for (const top of [
-    "agent",
-    "roles",
-    "units",
-    "bootstrap",
-    "dags",
-    "scripts/build.mjs",
-    "package.json",
-    "package-lock.json",
-  ]) {
-    visit(path.join(ROOT, top));
-  }
-  return newest;
-}
 
 function distIsFresh(): boolean {
   for (const f of [HOST_BIN, `${HOST_BIN}-linux-x64`, `${HOST_BIN}-linux-arm64`, SEA_CONFIG]) {
