@@ -50,8 +50,7 @@ export function buildContext(opts: {
   const m = config.mlflow;
   const artifactsUri = m.artifactsDestination ?? `${paths.dataDir}/artifacts`;
   const oci = artifactsUri.startsWith("oci://");
-  // Probes run on this host: a wildcard bind is reached on loopback, a specific one on itself.
-  const probeHost = m.host === "0.0.0.0" || m.host === "::" ? "127.0.0.1" : m.host;
+  const probeHost = local(m.host);
   const localHosts = [...MLFLOW_LOCAL_HOSTS, probeHost, `${probeHost}:*`];
   return {
     role: opts.role,
@@ -78,7 +77,7 @@ export function buildContext(opts: {
       celery: config.airflow.executor === "CeleryExecutor" ? "yes" : "",
       // On one machine (`up`) MLflow is the local one, wherever its port was moved.
       mlflowTrackingUri: config.mode === "up" ? `http://127.0.0.1:${config.mlflow.port}` : config.airflow.mlflowTrackingUri,
-      probeHost: config.airflow.host === "0.0.0.0" || config.airflow.host === "::" ? "127.0.0.1" : config.airflow.host,
+      probeHost: local(config.airflow.host),
     },
     serving: {
       ...config.serving,
