@@ -37,7 +37,20 @@ export async function championVersion(t: Pick<PipelineTarget, "mlflowUrl" | "mod
   return body.model_version?.version;
 }
 
-async function authHeader(t: PipelineTarget): Promise<Record<string, string>> {
+/** One login per `up`: Airflow's tokens outlive it. A failed login is not kept, so the next call tries again. */
+const tokens = new WeakMap<PipelineTarget, Promise<Record<string, string>>>();
+
+function authHeader(t: PipelineTarget): Promise<Record<string, string>> {
+  let header = tokens.get(t);
+  if (!header) {
+    header = login(t);
+    header.catch(() => tokens.delete(t));
+    tokens.set(t, header);
+  }
+  return header;
+}
+
+async function login(t: PipelineTarget): Promise<Record<string, string>> {
   const r = await http(`${t.airflowUrl}/auth/token`, {
     method: "POST",
     headers: { "content-type": "application/json" },

@@ -90,14 +90,22 @@ function summary(dir: string, stacks: Stack[], seen: Seen[], elapsedMs: number, 
   else if (mlflow) out(`  try            curl -s 'http://127.0.0.1:${mlflow.mlflow.port}/api/2.0/mlflow/experiments/search?max_results=5'`);
 }
 
-/** The pipeline step of `up`: with MLflow, Airflow and serving in the stack, make sure there is a champion to serve. */
-function pipelineTarget(stacks: Stack[], seen: () => Seen[]): PipelineTarget | undefined {
+type ServedModel = Pick<PipelineTarget, "mlflowUrl" | "modelName" | "modelAlias">;
+
+/** What the serving role serves, when MLflow is in the stack to ask. */
+function servedModel(stacks: Stack[]): ServedModel | undefined {
   const mlflow = stacks.find((s) => s.role === "mlflow")?.config;
-  const airflow = stacks.find((s) => s.role === "airflow")?.config;
   const serving = stacks.find((s) => s.role === "serving")?.config;
-  if (!mlflow || !airflow || !serving) return undefined;
+  if (!mlflow || !serving) return undefined;
+  return { mlflowUrl: `http://127.0.0.1:${mlflow.mlflow.port}`, modelName: serving.serving.modelName, modelAlias: serving.serving.modelAlias };
+}
+
+/** The pipeline step of `up`: with MLflow, Airflow and serving in the stack, make sure there is a champion to serve. */
+function pipelineTarget(stacks: Stack[], served: ServedModel | undefined, seen: () => Seen[]): PipelineTarget | undefined {
+  const airflow = stacks.find((s) => s.role === "airflow")?.config;
+  if (!served || !airflow) return undefined;
   return {
-    mlflowUrl: `http://127.0.0.1:${mlflow.mlflow.port}`,
+    ...served,
     airflowUrl: `http://127.0.0.1:${airflow.airflow.port}`,
     adminUser: airflow.airflow.adminUser,
     adminPassword: async () => {
@@ -107,8 +115,6 @@ function pipelineTarget(stacks: Stack[], seen: () => Seen[]): PipelineTarget | u
       if (!path) throw new AgentError("STEP_FAILED", "the Airflow agent does not report its admin password file yet");
       return (await readFile(path, "utf8")).trim();
     },
-    modelName: serving.serving.modelName,
-    modelAlias: serving.serving.modelAlias,
   };
 }
 
@@ -155,14 +161,8 @@ export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.Proc
     seen = got;
     return got;
   };
-  const target = pipelineTarget(stacks, () => seen);
-  // What the serving role serves (when MLflow is in the stack to ask).
-  const mlflowCfg = stacks.find((s) => s.role === "mlflow")?.config;
-  const servingCfg = stacks.find((s) => s.role === "serving")?.config;
-  const served =
-    mlflowCfg && servingCfg
-      ? { mlflowUrl: `http://127.0.0.1:${mlflowCfg.mlflow.port}`, modelName: servingCfg.serving.modelName, modelAlias: servingCfg.serving.modelAlias }
-      : undefined;
+  const served = servedModel(stacks);
+  const target = pipelineTarget(stacks, served, () => seen);
   const champion = async () => (served ? await championVersion(served).catch(() => undefined) : undefined);
   const modelLine = (v: string | undefined) => (served && v ? `${served.modelName} version ${v} (@${served.modelAlias})` : undefined);
   if (allReady) {
