@@ -4,9 +4,8 @@
 # in a freeform tag (`mlops-role`); the agent reads it from IMDS v2, so
 # changing the metadata re-converges the VM into another role.
 #
-# cloud-init installs the agent from bootstrap/user-data.yaml.tftpl. That
-# template takes exactly these six variables (bootstrap/README.md; a unit test
-# keeps the two in step).
+# cloud-init installs the agent from bootstrap/user-data.yaml.tftpl, which
+# modules/instance-bootstrap renders with the agent config for each VM.
 
 data "oci_core_images" "platform" {
   count                    = contains(keys(var.image_ocids), var.arch) ? 0 : 1
@@ -20,12 +19,16 @@ data "oci_core_images" "platform" {
 }
 
 resource "oci_core_instance" "node" {
+  #checkov:skip=CKV_OCI_4: in-transit encryption is on through the top-level is_pv_encryption_in_transit_enabled below; CKV_OCI_4 only reads the deprecated launch_options copy of it (test/unit/terraform.test.ts checks the top-level one)
   for_each            = local.instances
   compartment_id      = var.compartment_ocid
   availability_domain = local.availability_domain
   fault_domain        = "FAULT-DOMAIN-${each.value.index % 3 + 1}"
   display_name        = "${var.name_prefix}-${each.key}"
   shape               = local.shape
+  # Encrypt the boot volume's paravirtualized attachment in transit (the
+  # top-level argument; launch_options' copy of it is deprecated).
+  is_pv_encryption_in_transit_enabled = true
 
   shape_config {
     ocpus         = var.instance_shape_config[each.value.role].ocpus
@@ -49,14 +52,9 @@ resource "oci_core_instance" "node" {
   metadata = {
     ssh_authorized_keys = trimspace(var.ssh_public_key)
     "mlops-role"        = each.value.role
-    user_data = base64encode(templatefile("${path.module}/../bootstrap/user-data.yaml.tftpl", {
-      agent_url_x86_64     = local.agent_urls["x86_64"]
-      agent_sha256_x86_64  = var.agent_sha256.x86_64
-      agent_url_aarch64    = local.agent_urls["aarch64"]
-      agent_sha256_aarch64 = var.agent_sha256.aarch64
-      agent_config_b64     = base64encode(jsonencode(local.agent_config))
-      agent_unit_b64       = filebase64("${path.module}/../units/mlops-agent.service")
-    }))
+    # The user-data is built in modules/instance-bootstrap (the one builder,
+    # which tests render with `terraform console`).
+    user_data = base64encode(module.instance_bootstrap.user_data[each.key])
   }
 
   freeform_tags = merge(local.common_tags, { "mlops-role" = each.value.role })
@@ -67,11 +65,6 @@ resource "oci_core_instance" "node" {
     are_legacy_imds_endpoints_disabled = true
   }
 
-  # Encrypt the boot volume's paravirtualized attachment in transit.
-  launch_options {
-    is_pv_encryption_in_transit_enabled = true
-  }
-
   agent_config {
     is_monitoring_disabled = false
     is_management_disabled = false
@@ -80,13 +73,23 @@ resource "oci_core_instance" "node" {
   lifecycle {
     # user_data only runs at first boot, and a new platform image must not
     # replace running VMs: change them with `terraform apply -replace=...`.
-    ignore_changes = [metadata["user_data"], source_details[0].source_id]
+    # Tenancies with the default Oracle-Tags tag defaults add CreatedBy and
+    # CreatedOn to every instance; they are not ours to remove.
+    ignore_changes = [
+      metadata["user_data"],
+      source_details[0].source_id,
+      defined_tags["Oracle-Tags.CreatedBy"],
+      defined_tags["Oracle-Tags.CreatedOn"],
+    ]
   }
 
   depends_on = [
     # The binary must be downloadable and the instance principal authorised
-    # before cloud-init and the agent start.
+    # before cloud-init and the agent start; the defined tag (created in the
+    # home region) must exist before an instance carries it. Existing is not
+    # yet visible everywhere: see "First apply" in README.md.
     oci_objectstorage_object.agent,
     oci_identity_policy.agents,
+    oci_identity_tag.agent,
   ]
 }

@@ -14,6 +14,15 @@
 
 data "oci_identity_availability_domains" "all" {
   compartment_id = var.tenancy_ocid
+
+  lifecycle {
+    # Most regions have one availability domain, a few have three: the index
+    # is checked against the region's own list, at plan time.
+    postcondition {
+      condition     = var.availability_domain_index < length(self.availability_domains)
+      error_message = "availability_domain_index is ${var.availability_domain_index}, but region ${var.region} has ${length(self.availability_domains)} availability domain(s): use 0 to ${length(self.availability_domains) - 1}."
+    }
+  }
 }
 
 # ------------------------------------------------------------------ vault

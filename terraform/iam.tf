@@ -8,6 +8,12 @@
 #   - read, write and delete MLflow artifacts in the artifacts bucket;
 #   - read the two database admin password secrets.
 # Nothing else: no instance, network or vault management.
+#
+# Order: the instances depend on the tag and the agents policy, the buckets
+# on the services policy (Object Storage's use of the vault key). IAM is
+# eventually consistent, though, and these are created in the home region:
+# the first apply is done in two steps (README.md, "First apply"), since a
+# dependency only waits for the create call, not for the propagation.
 
 resource "oci_identity_tag_namespace" "mlops" {
   provider       = oci.home
@@ -43,10 +49,10 @@ resource "oci_identity_policy" "agents" {
   name           = "${var.name_prefix}-mlops-agents"
   description    = "What mlops-agent on the ${var.name_prefix} VMs may do"
   statements = [
-    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read buckets in compartment id ${var.compartment_ocid} where any {target.bucket.name = '${oci_objectstorage_bucket.artifacts.name}', target.bucket.name = '${oci_objectstorage_bucket.dags.name}', target.bucket.name = '${oci_objectstorage_bucket.releases.name}'}",
-    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read objects in compartment id ${var.compartment_ocid} where any {target.bucket.name = '${oci_objectstorage_bucket.dags.name}', target.bucket.name = '${oci_objectstorage_bucket.releases.name}'}",
-    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to manage objects in compartment id ${var.compartment_ocid} where target.bucket.name = '${oci_objectstorage_bucket.artifacts.name}'",
-    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read secret-bundles in compartment id ${var.compartment_ocid} where any {target.secret.id = '${oci_vault_secret.mysql_admin.id}', target.secret.id = '${oci_vault_secret.postgres_admin.id}'}",
+    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read buckets in ${local.policy_scope} where any {target.bucket.name = '${oci_objectstorage_bucket.artifacts.name}', target.bucket.name = '${oci_objectstorage_bucket.dags.name}', target.bucket.name = '${oci_objectstorage_bucket.releases.name}'}",
+    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read objects in ${local.policy_scope} where any {target.bucket.name = '${oci_objectstorage_bucket.dags.name}', target.bucket.name = '${oci_objectstorage_bucket.releases.name}'}",
+    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to manage objects in ${local.policy_scope} where target.bucket.name = '${oci_objectstorage_bucket.artifacts.name}'",
+    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read secret-bundles in ${local.policy_scope} where any {target.secret.id = '${oci_vault_secret.mysql_admin.id}', target.secret.id = '${oci_vault_secret.postgres_admin.id}'}",
   ]
   freeform_tags = local.common_tags
 }
@@ -59,7 +65,7 @@ resource "oci_identity_policy" "services" {
   name           = "${var.name_prefix}-mlops-services"
   description    = "Object Storage may use the ${var.name_prefix} vault key for bucket encryption"
   statements = [
-    "Allow service objectstorage-${var.region} to use keys in compartment id ${var.compartment_ocid} where target.key.id = '${oci_kms_key.main.id}'",
+    "Allow service objectstorage-${var.region} to use keys in ${local.policy_scope} where target.key.id = '${oci_kms_key.main.id}'",
   ]
   freeform_tags = local.common_tags
 }

@@ -1,44 +1,36 @@
 # Values computed once and shared by the other files.
 locals {
   home_region = coalesce(var.home_region, var.region)
-  roles       = ["mlflow", "airflow", "serving"]
 
   common_tags = {
     "mlops-deployment" = var.name_prefix
     "managed-by"       = "terraform"
   }
 
+  # Policy statements name their scope; the root compartment is not a
+  # `compartment id` in a policy, it is `tenancy`.
+  policy_scope = var.compartment_ocid == var.tenancy_ocid ? "tenancy" : "compartment id ${var.compartment_ocid}"
+
   # ---------------------------------------------------------------- addresses
-  # A /16 VCN cut into /24s. Every VM and database gets a fixed private
-  # address, so the agent config (database hosts, MLflow tracking URI) is known
-  # at plan time, no VM's user_data depends on another VM, and a replaced VM
-  # keeps its address. Each role owns 20 addresses (hence instance_count <= 20).
-  public_subnet_cidr = cidrsubnet(var.vcn_cidr, 8, 0)
-  app_subnet_cidr    = cidrsubnet(var.vcn_cidr, 8, 1)
-  db_subnet_cidr     = cidrsubnet(var.vcn_cidr, 8, 2)
-  role_address_base  = { mlflow = 10, airflow = 30, serving = 50 }
-  mysql_ip           = cidrhost(local.db_subnet_cidr, 10)
-  postgres_ip        = cidrhost(local.db_subnet_cidr, 20)
-  # MySQL host pattern for the users the agent creates: the app subnet only.
-  app_subnet_mysql_host = "${join(".", slice(split(".", cidrhost(local.app_subnet_cidr, 0)), 0, 3))}.%"
+  # Fixed private addresses (modules/instance-bootstrap): public subnet
+  # .0.0/24, app subnet .1.0/24 (MLflow VMs .10+, Airflow .30+, serving
+  # .50+), DB subnet .2.0/24 (MySQL .10, PostgreSQL .20).
+  public_subnet_cidr = module.instance_bootstrap.addresses.public_subnet_cidr
+  app_subnet_cidr    = module.instance_bootstrap.addresses.app_subnet_cidr
+  db_subnet_cidr     = module.instance_bootstrap.addresses.db_subnet_cidr
+  mysql_ip           = module.instance_bootstrap.addresses.mysql_ip
+  postgres_ip        = module.instance_bootstrap.addresses.postgres_ip
 
   # "mlflow-0" => { role, index, private_ip }, for every VM of every role.
-  instances = merge([
-    for role in local.roles : {
-      for i in range(var.instance_count[role]) : "${role}-${i}" => {
-        role       = role
-        index      = i
-        private_ip = cidrhost(local.app_subnet_cidr, local.role_address_base[role] + i)
-      }
-    }
-  ]...)
+  instances         = module.instance_bootstrap.instances
   serving_instances = { for k, v in local.instances : k => v if v.role == "serving" }
-  mlflow_ips        = [for k, v in local.instances : v.private_ip if v.role == "mlflow"]
   airflow_enabled   = var.instance_count["airflow"] > 0
 
   # ---------------------------------------------------------------- compute
-  shape               = var.arch == "aarch64" ? "VM.Standard.A1.Flex" : "VM.Standard.E5.Flex"
-  image_id            = try(var.image_ocids[var.arch], data.oci_core_images.platform[0].images[0].id)
+  shape    = var.arch == "aarch64" ? "VM.Standard.A1.Flex" : "VM.Standard.E5.Flex"
+  image_id = try(var.image_ocids[var.arch], data.oci_core_images.platform[0].images[0].id)
+  # The data source's postcondition (database.tf) checks the index against
+  # the region's availability domains (one in most regions).
   availability_domain = data.oci_identity_availability_domains.all.availability_domains[var.availability_domain_index].name
 
   # ---------------------------------------------------------------- agent release
@@ -48,52 +40,34 @@ locals {
     x86_64  = "mlops-agent/${var.agent_version}/mlops-agent-linux-x64"
     aarch64 = "mlops-agent/${var.agent_version}/mlops-agent-linux-arm64"
   }
-  agent_urls = {
-    for arch, par in oci_objectstorage_preauthrequest.agent :
-    arch => "https://objectstorage.${var.region}.oraclecloud.com${par.access_uri}"
-  }
+  # The pre-authenticated request's own URL (full_path): right in every realm,
+  # where a hand-built https://objectstorage.<region>.oraclecloud.com is not.
+  agent_urls = { for arch, par in oci_objectstorage_preauthrequest.agent : arch => par.full_path }
+  # A relative agent_dist_dir is relative to the root module's directory
+  # (where `terraform` runs, or its -chdir), whatever the caller's cwd.
+  agent_dist_dir = var.agent_dist_dir == null ? null : (startswith(pathexpand(var.agent_dist_dir), "/") ? pathexpand(var.agent_dist_dir) : "${path.root}/${var.agent_dist_dir}")
 
-  # ---------------------------------------------------------------- agent config
-  # /etc/mlops-agent/config.json on every VM: the same file for all roles
-  # (the role comes from instance metadata and may change later), non-secret
-  # only: passwords are vault:<secret-ocid> references the agent resolves as
-  # the instance principal. Its shape is agent/config/schema.ts;
-  # terraform/agent-config.example.json mirrors it and a unit test validates
-  # that file against the schema and against this structure.
   namespace = data.oci_objectstorage_namespace.this.namespace
-  agent_config = merge(
-    {
-      database = {
-        engine        = "mysql"
-        host          = local.mysql_ip
-        port          = 3306
-        adminUser     = var.mysql_admin_user
-        adminPassword = "vault:${oci_vault_secret.mysql_admin.id}"
-        userHost      = local.app_subnet_mysql_host
-      }
-      postgres = {
-        host          = local.postgres_ip
-        port          = 5432
-        adminUser     = var.postgres_admin_user
-        adminPassword = "vault:${oci_vault_secret.postgres_admin.id}"
-        adminDatabase = "postgres"
-      }
-      mlflow = {
-        artifactsDestination = "oci://${oci_objectstorage_bucket.artifacts.name}@${local.namespace}/mlflow"
-      }
-      airflow = {
-        mlflowTrackingUri = length(local.mlflow_ips) > 0 ? "http://${local.mlflow_ips[0]}:5000" : "http://127.0.0.1:5000"
-      }
-      serving = {
-        mlflowTrackingUri = length(local.mlflow_ips) > 0 ? "http://${local.mlflow_ips[0]}:5000" : "http://127.0.0.1:5000"
-      }
-      dagSync = {
-        source = "oci://${local.namespace}/${oci_objectstorage_bucket.dags.name}/"
-        auth   = "instance_principal"
-        region = var.region
-      }
-    },
-    # Only when set: the schema has a default and no null.
-    { for k, v in { python = { indexUrl = var.python_index_url } } : k => v if var.python_index_url != null },
-  )
+}
+
+# The one builder of the VMs' addresses, agent config and user-data. It has
+# no provider and no resource, so tests evaluate exactly this with
+# `terraform console` (test/support/terraform-render.ts).
+module "instance_bootstrap" {
+  source = "./modules/instance-bootstrap"
+
+  vcn_cidr                   = var.vcn_cidr
+  instance_count             = var.instance_count
+  region                     = var.region
+  namespace                  = local.namespace
+  artifacts_bucket           = oci_objectstorage_bucket.artifacts.name
+  dags_bucket                = oci_objectstorage_bucket.dags.name
+  mysql_admin_secret_ocid    = oci_vault_secret.mysql_admin.id
+  postgres_admin_secret_ocid = oci_vault_secret.postgres_admin.id
+  mysql_admin_user           = var.mysql_admin_user
+  postgres_admin_user        = var.postgres_admin_user
+  python_index_url           = var.python_index_url
+  agent_urls                 = local.agent_urls
+  agent_sha256               = var.agent_sha256
+  agent_unit                 = file("${path.module}/../units/mlops-agent.service")
 }

@@ -63,5 +63,5 @@ output "buckets" {
 
 output "agent_config" {
   description = "The /etc/mlops-agent/config.json every VM gets (no secret values: vault references only)."
-  value       = local.agent_config
+  value       = module.instance_bootstrap.agent_config
 }

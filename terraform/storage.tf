@@ -49,21 +49,27 @@ resource "oci_objectstorage_bucket" "releases" {
   depends_on            = [oci_identity_policy.services]
 }
 
-# Optional upload of the binaries that `npm run build` writes to dist/. The
-# precondition stops a mismatch between the file and agent_sha256 at plan
-# time instead of at every VM's first boot.
+# Optional upload of the binaries that `npm run build` writes to dist/ (from
+# local.agent_dist_dir: a relative agent_dist_dir is taken from the root
+# module's directory). The preconditions stop a missing file or a mismatch
+# between the file and agent_sha256 at plan time instead of at every VM's
+# first boot.
 resource "oci_objectstorage_object" "agent" {
   for_each     = { for arch, name in local.agent_objects : arch => name if var.agent_dist_dir != null }
   namespace    = local.namespace
   bucket       = oci_objectstorage_bucket.releases.name
   object       = each.value
-  source       = "${var.agent_dist_dir}/${basename(each.value)}"
+  source       = "${local.agent_dist_dir}/${basename(each.value)}"
   content_type = "application/octet-stream"
 
   lifecycle {
     precondition {
-      condition     = filesha256("${var.agent_dist_dir}/${basename(each.value)}") == var.agent_sha256[each.key]
-      error_message = "The sha256 of ${var.agent_dist_dir}/${basename(each.value)} is not agent_sha256.${each.key}."
+      condition     = fileexists("${local.agent_dist_dir}/${basename(each.value)}")
+      error_message = "${abspath("${local.agent_dist_dir}/${basename(each.value)}")} does not exist: run npm run build, or set agent_dist_dir (absolute, or relative to the root module's directory)."
+    }
+    precondition {
+      condition     = try(filesha256("${local.agent_dist_dir}/${basename(each.value)}"), "") == var.agent_sha256[each.key]
+      error_message = "The sha256 of ${local.agent_dist_dir}/${basename(each.value)} is not agent_sha256.${each.key}."
     }
   }
 }

@@ -107,7 +107,7 @@ variable "instance_count" {
     serving = 2
   }
   validation {
-    condition     = length(setsymdiff(keys(var.instance_count), ["mlflow", "airflow", "serving"])) == 0
+    condition     = length(setsubtract(keys(var.instance_count), ["mlflow", "airflow", "serving"])) == 0 && length(setsubtract(["mlflow", "airflow", "serving"], keys(var.instance_count))) == 0
     error_message = "instance_count must have exactly the keys mlflow, airflow and serving."
   }
   validation {
@@ -138,7 +138,7 @@ variable "instance_shape_config" {
     serving = { ocpus = 1, memory_gbs = 8 }
   }
   validation {
-    condition     = length(setsymdiff(keys(var.instance_shape_config), ["mlflow", "airflow", "serving"])) == 0
+    condition     = length(setsubtract(keys(var.instance_shape_config), ["mlflow", "airflow", "serving"])) == 0 && length(setsubtract(["mlflow", "airflow", "serving"], keys(var.instance_shape_config))) == 0
     error_message = "instance_shape_config must have exactly the keys mlflow, airflow and serving."
   }
   validation {
@@ -191,12 +191,12 @@ variable "image_os_version" {
 }
 
 variable "availability_domain_index" {
-  description = "Which availability domain of the region (0-based) the VMs and databases go to; VMs are spread over its fault domains."
+  description = "Which availability domain of the region (0-based) the VMs and databases go to; VMs are spread over its fault domains. Most regions have one (only 0 is valid there), a few have three; the plan checks the index against the region's list."
   type        = number
   default     = 0
   validation {
-    condition     = var.availability_domain_index >= 0 && var.availability_domain_index <= 2 && floor(var.availability_domain_index) == var.availability_domain_index
-    error_message = "availability_domain_index must be 0, 1 or 2."
+    condition     = var.availability_domain_index >= 0 && floor(var.availability_domain_index) == var.availability_domain_index
+    error_message = "availability_domain_index must be a whole number from 0 (the region's list bounds it further at plan time)."
   }
 }
 
@@ -224,9 +224,13 @@ variable "agent_sha256" {
 }
 
 variable "agent_dist_dir" {
-  description = "Directory holding mlops-agent-linux-x64 and mlops-agent-linux-arm64 (npm run build writes them to dist/) to upload into the releases bucket; null when they are uploaded some other way."
+  description = "Directory holding mlops-agent-linux-x64 and mlops-agent-linux-arm64 (npm run build writes them to dist/) to upload into the releases bucket; absolute, or relative to this root module's directory (terraform/, so \"../dist\"); null when they are uploaded some other way."
   type        = string
   default     = null
+  validation {
+    condition     = var.agent_dist_dir == null || length(trimspace(coalesce(var.agent_dist_dir, " "))) > 0
+    error_message = "agent_dist_dir must be a directory path (absolute, or relative to the root module's directory), or null."
+  }
 }
 
 variable "release_par_expires_at" {
@@ -239,7 +243,7 @@ variable "release_par_expires_at" {
 }
 
 variable "python_index_url" {
-  description = "PyPI-compatible index the agents install MLflow and Airflow from; null means https://pypi.org/simple."
+  description = "PyPI-compatible (PEP 503 simple) index the agents install MLflow and Airflow from, e.g. a private mirror for a tenancy without internet access; null means https://pypi.org/simple."
   type        = string
   default     = null
   validation {

@@ -1,12 +1,16 @@
 # Terraform and provider versions. Checked with a real HCL parser and checkov
-# by test/unit/terraform.test.ts (there is no terraform binary in CI).
+# by test/unit/terraform.test.ts, and with `terraform fmt`/`validate` of the
+# provider-free files where a terraform binary is on PATH.
+#
+# oracle/oci >= 7.2.0: oci_mysql_mysql_db_system.nsg_ids (database.tf) exists
+# from 7.2.0 on.
 terraform {
   required_version = ">= 1.5.0"
 
   required_providers {
     oci = {
       source  = "oracle/oci"
-      version = ">= 6.0.0, < 8.0.0"
+      version = ">= 7.2.0, < 8.0.0"
     }
     random = {
       source  = "hashicorp/random"

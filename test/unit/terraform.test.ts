@@ -1,20 +1,31 @@
 /**
  * terraform/ without a terraform binary: every file parses with a real HCL2
- * parser, every reference resolves, every variable is used, compute.tf passes
- * the user-data template exactly the variables it uses, the agent config
- * Terraform builds has the shape the agent's schema accepts, and checkov
- * (from PyPI, pinned) reports no failed check and no skip without a reason.
+ * parser, every reference resolves, every variable is used, the
+ * instance-bootstrap module passes the user-data template exactly the
+ * variables it uses, the agent config Terraform builds has the shape the
+ * agent's schema accepts, the fixes found by reading terraform/ against the
+ * OCI provider stay in (issue 9), and checkov (from PyPI, pinned) reports no
+ * failed check and no skip without a reason.
+ *
+ * With a terraform binary on PATH (skipped otherwise, saying so): `terraform
+ * fmt -check`, `terraform validate` of the provider-free files (variables.tf,
+ * the instance-bootstrap module), and the variables' validations evaluated
+ * with `terraform console`. The user-data render is compared byte for byte
+ * in terraform-render.test.ts.
  */
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: these strings are Terraform and template source, where ${...} is the syntax under test
 import { execFile } from "node:child_process";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { homedir, tmpdir } from "node:os";
+import { join, relative, resolve } from "node:path";
 import { promisify } from "node:util";
-import { beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { templateVariables } from "../../agent/bootstrap/render.ts";
 import { resolveConfig } from "../../agent/config/load.ts";
 import { REPO } from "../support/agent-process.ts";
 import { CHECKOV_ENV, CHECKOV_VERSION, ensurePythonTools } from "../support/python-tools.ts";
+import { TERRAFORM_MISSING, terraform, terraformBinary, terraformOk } from "../support/terraform-cli.ts";
+import { moduleSandbox } from "../support/terraform-render.ts";
 import {
   checkModule,
   findCalls,
@@ -26,13 +37,14 @@ import {
 } from "../support/terraform-check.ts";
 
 const TF_DIR = join(REPO, "terraform");
+const MODULE_DIR = join(TF_DIR, "modules", "instance-bootstrap");
 const run = promisify(execFile);
 
-function tfFiles() {
-  return readdirSync(TF_DIR)
+function tfFiles(dir = TF_DIR) {
+  return readdirSync(dir)
     .filter((f) => f.endsWith(".tf"))
     .sort()
-    .map((name) => ({ name, text: readFileSync(join(TF_DIR, name), "utf8") }));
+    .map((name) => ({ name, text: readFileSync(join(dir, name), "utf8") }));
 }
 
 // biome-ignore lint/suspicious/noExplicitAny: hcl2json returns untyped JSON
@@ -82,13 +94,41 @@ describe("terraform/: structure and references", () => {
     expect(report.problems.map((p) => `${p.file}: ${p.message}`)).toEqual([]);
     expect(report.declared.variables.length).toBeGreaterThan(10);
     expect(report.declared.resources).toContain("oci_core_instance.node");
+    expect(report.declared.modules).toEqual(["instance_bootstrap"]);
   });
 
-  it("pins Terraform >= 1.5 and the oracle/oci and hashicorp/random providers", () => {
+  it("modules/instance-bootstrap: references resolve, no provider, no resource, no data source (terraform console evaluates it offline)", async () => {
+    const files = await parseFiles(tfFiles(MODULE_DIR));
+    expect(files.map((f) => f.name)).toEqual(["main.tf", "outputs.tf", "variables.tf", "versions.tf"]);
+    const report = checkModule(files);
+    expect(report.problems.map((p) => `${p.file}: ${p.message}`)).toEqual([]);
+    expect(report.declared.resources).toEqual([]);
+    expect(report.declared.data).toEqual([]);
+    for (const f of files) {
+      expect(f.json.provider, f.name).toBeUndefined();
+      expect(JSON.stringify(f.json.terraform ?? []), f.name).not.toContain("required_providers");
+    }
+    // The root passes every input, and uses the module's builder for the VMs.
+    const call = fileJson(parsed, "locals.tf").module.instance_bootstrap[0];
+    const inputs = Object.keys(fileJson(files, "variables.tf").variable).sort();
+    expect(Object.keys(call).filter((k) => k !== "source").sort()).toEqual(inputs);
+    expect(call.source).toBe("./modules/instance-bootstrap");
+    expect(call.mysql_admin_secret_ocid).toBe("${oci_vault_secret.mysql_admin.id}");
+    expect(call.postgres_admin_secret_ocid).toBe("${oci_vault_secret.postgres_admin.id}");
+    expect(call.agent_unit).toBe('${file("${path.module}/../units/mlops-agent.service")}');
+    const locals = fileJson(parsed, "locals.tf").locals[0];
+    expect(locals.instances).toBe("${module.instance_bootstrap.instances}");
+    expect(fileJson(parsed, "outputs.tf").output.agent_config[0].value).toBe("${module.instance_bootstrap.agent_config}");
+  });
+
+  it("pins Terraform >= 1.5 and the oracle/oci (>= 7.2.0, for the MySQL DB system's nsg_ids) and hashicorp/random providers", () => {
     const tf = fileJson(parsed, "versions.tf").terraform[0];
     expect(tf.required_version).toMatch(/>= ?1\.5/);
     const providers = tf.required_providers[0];
     expect(providers.oci.source).toBe("oracle/oci");
+    const floor = /^>= ?(\d+)\.(\d+)\.(\d+)/.exec(providers.oci.version)?.slice(1).map(Number) ?? [];
+    expect(floor[0]! * 1000 + floor[1]!, providers.oci.version).toBeGreaterThanOrEqual(7002);
+    expect(fileJson(parsed, "database.tf").resource.oci_mysql_mysql_db_system.main[0].nsg_ids).toBeDefined();
     expect(providers.random.source).toBe("hashicorp/random");
   });
 
@@ -105,19 +145,22 @@ describe("terraform/: structure and references", () => {
 
   it("every file a .tf reads through path.module exists", () => {
     const reads: string[] = [];
-    for (const f of tfFiles())
-      for (const m of f.text.matchAll(/\b(?:file|filebase64|filesha256|templatefile)\("\$\{path\.module\}\/([^"]+)"/g)) reads.push(m[1]!);
-    expect(reads).toContain("../bootstrap/user-data.yaml.tftpl");
-    expect(reads).toContain("../units/mlops-agent.service");
-    for (const r of reads) expect(existsSync(resolve(TF_DIR, r)), r).toBe(true);
+    for (const dir of [TF_DIR, MODULE_DIR])
+      for (const f of tfFiles(dir))
+        for (const m of f.text.matchAll(/\b(?:file|filebase64|filesha256|templatefile)\("\$\{path\.module\}\/([^"]+)"/g))
+          reads.push(relative(REPO, resolve(dir, m[1]!)));
+    expect(reads.sort()).toEqual(["bootstrap/user-data.yaml.tftpl", "units/mlops-agent.service"]);
+    for (const r of reads) expect(existsSync(join(REPO, r)), r).toBe(true);
   });
 
-  it("compute.tf passes templatefile() exactly the variables bootstrap/user-data.yaml.tftpl uses", async () => {
+  it("the instance-bootstrap module passes templatefile() exactly the variables bootstrap/user-data.yaml.tftpl uses; compute.tf uses its user_data", async () => {
     const node = fileJson(parsed, "compute.tf").resource.oci_core_instance.node[0];
-    const calls = findCalls(await templateAst(node.metadata.user_data), "templatefile");
+    expect(node.metadata.user_data).toBe("${base64encode(module.instance_bootstrap.user_data[each.key])}");
+    const [main] = await parseFiles([{ name: "main.tf", text: readFileSync(join(MODULE_DIR, "main.tf"), "utf8") }]);
+    const calls = findCalls(await templateAst((main!.json.locals as Any)[0].user_data), "templatefile");
     expect(calls).toHaveLength(1);
     const [pathArg, varsArg] = calls[0]!.children!;
-    expect(pathArg!.meta?.value).toBe('"${path.module}/../bootstrap/user-data.yaml.tftpl"');
+    expect(pathArg!.meta?.value).toBe('"${path.module}/../../../bootstrap/user-data.yaml.tftpl"');
     expect(varsArg!.type).toBe("object");
     const passed = Object.keys(varsArg!.meta!.items!).sort();
     const template = readFileSync(join(REPO, "bootstrap", "user-data.yaml.tftpl"), "utf8");
@@ -132,12 +175,17 @@ describe("terraform/: structure and references", () => {
     ]);
   });
 
-  it("the VMs: private addresses only, IMDS v2 only, in-transit encryption, role in metadata and tag", () => {
+  it("the VMs: private addresses only, IMDS v2 only, in-transit encryption, role in metadata and tag, Oracle-Tags defaults ignored", () => {
     const node = fileJson(parsed, "compute.tf").resource.oci_core_instance.node[0];
     expect(node.create_vnic_details[0].assign_public_ip).toBe(false);
     expect(node.create_vnic_details[0].subnet_id).toBe("${oci_core_subnet.app.id}");
     expect(node.instance_options[0].are_legacy_imds_endpoints_disabled).toBe(true);
-    expect(node.launch_options[0].is_pv_encryption_in_transit_enabled).toBe(true);
+    // The top-level argument: launch_options' copy is deprecated in the provider.
+    expect(node.is_pv_encryption_in_transit_enabled).toBe(true);
+    expect(node.launch_options).toBeUndefined();
+    const ignored: string[] = node.lifecycle[0].ignore_changes;
+    expect(ignored.join(" ")).toContain('defined_tags["Oracle-Tags.CreatedBy"]');
+    expect(ignored.join(" ")).toContain('defined_tags["Oracle-Tags.CreatedOn"]');
     expect(node.metadata["mlops-role"]).toBe("${each.value.role}");
     expect(node.freeform_tags).toContain('"mlops-role" = each.value.role');
     expect(JSON.stringify(node.metadata)).not.toMatch(/password|random_password/i);
@@ -180,16 +228,61 @@ describe("terraform/: structure and references", () => {
     expect(storage.oci_objectstorage_preauthrequest.agent[0].access_type).toBe("ObjectRead");
   });
 
+  it("the release URLs are the pre-authenticated requests' own full_path, not a hand-built oraclecloud.com URL", () => {
+    const locals = fileJson(parsed, "locals.tf").locals[0];
+    expect(locals.agent_urls).toBe("${{ for arch, par in oci_objectstorage_preauthrequest.agent : arch => par.full_path }}");
+    for (const f of tfFiles()) expect(f.text.replace(/^\s*#.*$/gm, ""), f.name).not.toMatch(/oraclecloud\.com/);
+  });
+
+  it("agent_dist_dir: a relative path is taken from the root module's directory, and a missing file stops the plan", () => {
+    const locals = fileJson(parsed, "locals.tf").locals[0];
+    expect(locals.agent_dist_dir).toContain("path.root");
+    const upload = fileJson(parsed, "storage.tf").resource.oci_objectstorage_object.agent[0];
+    expect(upload.source).toBe("${local.agent_dist_dir}/${basename(each.value)}");
+    const conditions = upload.lifecycle[0].precondition.map((p: Any) => p.condition).join(" ");
+    expect(conditions).toContain("fileexists(");
+    expect(conditions).toContain("filesha256(");
+    expect(tfFiles().map((f) => f.text).join("\n")).not.toMatch(/var\.agent_dist_dir\}\//);
+  });
+
+  it("availability_domain_index is bounded by the region's own availability domains (one in most regions), not by 0-2", () => {
+    const v = fileJson(parsed, "variables.tf").variable.availability_domain_index[0];
+    expect(v.validation[0].condition).not.toMatch(/<= ?2/);
+    const ads = fileJson(parsed, "database.tf").data.oci_identity_availability_domains.all[0];
+    expect(ads.lifecycle[0].postcondition[0].condition).toBe("${var.availability_domain_index < length(self.availability_domains)}");
+  });
+
   it("IAM: bucket and secret permissions are limited by where-conditions to this deployment's buckets and secrets", () => {
     const statements: string[] = fileJson(parsed, "iam.tf").resource.oci_identity_policy.agents[0].statements;
     expect(statements.length).toBeGreaterThan(0);
     for (const s of statements) {
       expect(s).toMatch(/^Allow dynamic-group \$\{oci_identity_dynamic_group\.agents\.name\} to (read|manage) /);
       expect(s, s).toMatch(/ where /);
+      // "in compartment id <tenancy-ocid>" fails for the root compartment.
+      expect(s, s).toContain(" in ${local.policy_scope} where ");
       expect(s).not.toMatch(/\b(manage|use) (all-resources|instance-family|virtual-network-family|vaults|keys)\b/);
     }
     expect(statements.some((s) => s.includes("manage objects") && s.includes("oci_objectstorage_bucket.artifacts.name"))).toBe(true);
     expect(statements.some((s) => s.includes("read secret-bundles") && s.includes("target.secret.id"))).toBe(true);
+    const services: string[] = fileJson(parsed, "iam.tf").resource.oci_identity_policy.services[0].statements;
+    for (const s of services) expect(s, s).toContain(" in ${local.policy_scope} where ");
+    expect(fileJson(parsed, "locals.tf").locals[0].policy_scope).toBe(
+      '${var.compartment_ocid == var.tenancy_ocid ? "tenancy" : "compartment id ${var.compartment_ocid}"}',
+    );
+  });
+
+  it("IAM is created before it is used, and README.md gives the two-step first apply for its propagation", () => {
+    const compute = fileJson(parsed, "compute.tf").resource.oci_core_instance.node[0];
+    expect(compute.depends_on).toEqual(expect.arrayContaining(["${oci_identity_tag.agent}", "${oci_identity_policy.agents}"]));
+    const storage = fileJson(parsed, "storage.tf").resource.oci_objectstorage_bucket;
+    for (const b of ["artifacts", "dags", "releases"]) expect(storage[b][0].depends_on, b).toEqual(["${oci_identity_policy.services}"]);
+    const readme = readFileSync(join(TF_DIR, "README.md"), "utf8");
+    const first = /```sh\n(terraform apply -target=[^\n]*)\n/.exec(readme)?.[1];
+    expect(first, "README.md has no `terraform apply -target=...` step").toBeDefined();
+    const targets = [...first!.matchAll(/-target=(\S+)/g)].map((m) => m[1]!);
+    expect(targets.sort()).toEqual(["oci_identity_policy.services", "oci_identity_tag.agent"]);
+    const declared = checkModule(parsed).declared.resources;
+    for (const t of targets) expect(declared, t).toContain(t);
   });
 
   it("MySQL: standalone, sql_require_primary_key off, 7-day backups, password from random_password into a Vault secret", () => {
@@ -214,13 +307,13 @@ describe("the agent config Terraform writes to /etc/mlops-agent/config.json", ()
     return Object.entries(v).flatMap(([k, x]) => leafPaths(x, prefix ? `${prefix}.${k}` : k));
   }
 
-  it("terraform/agent-config.example.json has exactly the keys locals.tf builds", async () => {
-    const [locals] = await parseFiles([{ name: "locals.tf", text: readFileSync(join(TF_DIR, "locals.tf"), "utf8") }]);
-    const expression = (locals!.json.locals as Any)[0].agent_config as string;
+  it("terraform/agent-config.example.json has exactly the keys modules/instance-bootstrap builds", async () => {
+    const [main] = await parseFiles([{ name: "main.tf", text: readFileSync(join(MODULE_DIR, "main.tf"), "utf8") }]);
+    const expression = (main!.json.locals as Any)[0].agent_config as string;
     expect(await objectKeyPaths(expression)).toEqual(leafPaths(JSON.parse(example)).sort());
-    // Secrets only as references, and the role is not in it (it comes from metadata).
-    expect(expression).toContain('adminPassword = "vault:${oci_vault_secret.mysql_admin.id}"');
-    expect(expression).toContain('adminPassword = "vault:${oci_vault_secret.postgres_admin.id}"');
+    // Secrets only as references (the root passes the Vault secrets' OCIDs), and the role is not in it (it comes from metadata).
+    expect(expression).toContain('adminPassword = "vault:${var.mysql_admin_secret_ocid}"');
+    expect(expression).toContain('adminPassword = "vault:${var.postgres_admin_secret_ocid}"');
     expect(expression).not.toMatch(/\brole\s*=/);
   });
 
@@ -232,6 +325,108 @@ describe("the agent config Terraform writes to /etc/mlops-agent/config.json", ()
     expect(r.config.dagSync.source).toBe("oci://mytenancy/mlops-dags/");
     expect(r.config.airflow.mlflowTrackingUri).toBe("http://10.0.1.10:5000");
     expect(r.role).toBeUndefined();
+  });
+});
+
+describe("terraform/ with the terraform binary (offline, provider-free files only)", () => {
+  const TF = terraformBinary();
+  const dirs: string[] = [];
+  afterAll(() => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
+
+  /** A temp root module holding copies of `files` (paths relative to terraform/) and `extra` files, initialised without a backend. */
+  async function sandbox(files: string[], extra: Record<string, string> = {}): Promise<string> {
+    const dir = mkdtempSync(join(tmpdir(), "tf-check-"));
+    dirs.push(dir);
+    for (const f of files) cpSync(join(TF_DIR, f), join(dir, f));
+    for (const [name, text] of Object.entries(extra)) writeFileSync(join(dir, name), text);
+    await terraformOk(["init", "-backend=false", "-input=false", "-no-color"], { cwd: dir });
+    return dir;
+  }
+
+  /** The one-line expression of `local.name` in terraform/locals.tf. */
+  function localExpression(name: string): string {
+    const m = new RegExp(`^\\s*${name}\\s*=\\s*(.+)$`, "m").exec(readFileSync(join(TF_DIR, "locals.tf"), "utf8"));
+    if (!m) throw new Error(`locals.tf has no one-line local ${name}`);
+    return m[1]!;
+  }
+
+  async function evaluate(dir: string, expression: string, args: string[] = []) {
+    const r = await terraform(["console", "-no-color", ...args], { cwd: dir, input: `${expression}\n` });
+    // Terraform wraps its diagnostics to a line width: one space per run of whitespace.
+    return { value: r.stdout.trim(), errors: r.stderr.replace(/\s+/g, " ").trim() };
+  }
+
+  it("terraform fmt -check -recursive terraform/ has nothing to reformat", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const r = await terraform(["fmt", "-check", "-recursive", "-diff", "-no-color", "terraform/"], { cwd: REPO });
+    expect(r.stdout + r.stderr).toBe("");
+    expect(r.code).toBe(0);
+  });
+
+  it("terraform validate accepts variables.tf on its own (every function exists, every expression type-checks)", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const dir = await sandbox(["variables.tf"]);
+    const r = await terraformOk(["validate", "-no-color"], { cwd: dir });
+    expect(r.stdout).toContain("Success! The configuration is valid.");
+  });
+
+  it("terraform validate accepts modules/instance-bootstrap, and a root module calling it", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const inputs = Object.keys((await parseFiles([{ name: "variables.tf", text: readFileSync(join(MODULE_DIR, "variables.tf"), "utf8") }]))[0]!.json.variable as Any);
+    const { dir, probe } = moduleSandbox(inputs);
+    dirs.push(dir);
+    for (const cwd of [join(dir, "terraform", "modules", "instance-bootstrap"), probe]) {
+      await terraformOk(["init", "-backend=false", "-input=false", "-no-color"], { cwd });
+      expect((await terraformOk(["validate", "-no-color"], { cwd })).stdout).toContain("Success! The configuration is valid.");
+    }
+  });
+
+  it("the variables' validations: terraform.tfvars.example passes, wrong role keys and a negative AD index are refused with their message", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const dir = await sandbox(["variables.tf"], { "terraform.tfvars": readFileSync(join(TF_DIR, "terraform.tfvars.example"), "utf8") });
+    const ok = await evaluate(dir, "var.instance_count");
+    expect(ok.errors).toBe("");
+    expect(ok.value).toContain('"serving" = 2');
+    const cases: [string, RegExp | null][] = [
+      ["instance_count={mlflow=1,airflow=1}", /instance_count must have exactly the keys mlflow, airflow and serving/],
+      ["instance_count={mlflow=1,airflow=1,serving=1,worker=1}", /instance_count must have exactly the keys mlflow, airflow and serving/],
+      ["instance_count={mlflow=1,airflow=0,serving=21}", /Each instance_count must be a whole number from 0 to 20/],
+      ['instance_shape_config={mlflow={ocpus=1,memory_gbs=8},serving={ocpus=1,memory_gbs=8}}', /instance_shape_config must have exactly the keys/],
+      ["availability_domain_index=-1", /availability_domain_index must be a whole number from 0/],
+      // Regions with three ADs: the region's own list bounds the index at plan time (a postcondition in database.tf).
+      ["availability_domain_index=2", null],
+      ['agent_dist_dir=/opt/dist', null],
+    ];
+    for (const [arg, error] of cases) {
+      const r = await evaluate(dir, "var.instance_count", ["-var", arg]);
+      if (error) expect(r.errors, arg).toMatch(error);
+      else expect(r.errors, arg).toBe("");
+    }
+  });
+
+  it("policy_scope is `tenancy` for the root compartment and `compartment id <ocid>` for any other", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const dir = await sandbox(["variables.tf"], {
+      "terraform.tfvars": readFileSync(join(TF_DIR, "terraform.tfvars.example"), "utf8"),
+      "scope.tf": `locals {\n  policy_scope = ${localExpression("policy_scope")}\n}\n`,
+    });
+    const tenancy = "ocid1.tenancy.oc1..aaaaaaaaexampletenancy";
+    expect(await evaluate(dir, "local.policy_scope", ["-var", `compartment_ocid=${tenancy}`])).toEqual({ value: '"tenancy"', errors: "" });
+    expect(await evaluate(dir, "local.policy_scope")).toEqual({ value: '"compartment id ocid1.compartment.oc1..aaaaaaaaexamplecompartment"', errors: "" });
+  });
+
+  it("agent_dist_dir: relative to the root module's directory, absolute as given, ~ expanded", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const dir = await sandbox(["variables.tf"], {
+      "terraform.tfvars": readFileSync(join(TF_DIR, "terraform.tfvars.example"), "utf8"),
+      "dist.tf": `locals {\n  agent_dist_dir = ${localExpression("agent_dist_dir")}\n}\n`,
+    });
+    expect((await evaluate(dir, "local.agent_dist_dir")).value).toBe('"./../dist"');
+    expect((await evaluate(dir, "abspath(local.agent_dist_dir)")).value).toBe(JSON.stringify(resolve(dir, "../dist")));
+    expect((await evaluate(dir, "local.agent_dist_dir", ["-var", "agent_dist_dir=/srv/dist"])).value).toBe('"/srv/dist"');
+    expect((await evaluate(dir, "local.agent_dist_dir", ["-var", "agent_dist_dir=~/dist"])).value).toBe(JSON.stringify(join(homedir(), "dist")));
   });
 });
 

@@ -1,0 +1,94 @@
+# The one builder of what each VM boots with: its fixed private address, the
+# agent config (/etc/mlops-agent/config.json, the same for every VM) and its
+# cloud-init user-data, rendered from bootstrap/user-data.yaml.tftpl.
+locals {
+  roles = ["mlflow", "airflow", "serving"]
+
+  # ---------------------------------------------------------------- addresses
+  # A /16 VCN cut into /24s. Every VM and database gets a fixed private
+  # address, so the agent config (database hosts, MLflow tracking URI) is known
+  # at plan time, no VM's user_data depends on another VM, and a replaced VM
+  # keeps its address. Each role owns 20 addresses (hence instance_count <= 20).
+  public_subnet_cidr = cidrsubnet(var.vcn_cidr, 8, 0)
+  app_subnet_cidr    = cidrsubnet(var.vcn_cidr, 8, 1)
+  db_subnet_cidr     = cidrsubnet(var.vcn_cidr, 8, 2)
+  role_address_base  = { mlflow = 10, airflow = 30, serving = 50 }
+  mysql_ip           = cidrhost(local.db_subnet_cidr, 10)
+  postgres_ip        = cidrhost(local.db_subnet_cidr, 20)
+  # MySQL host pattern for the users the agent creates: the app subnet only.
+  app_subnet_mysql_host = "${join(".", slice(split(".", cidrhost(local.app_subnet_cidr, 0)), 0, 3))}.%"
+
+  # "mlflow-0" => { role, index, private_ip }, for every VM of every role.
+  instances = merge([
+    for role in local.roles : {
+      for i in range(var.instance_count[role]) : "${role}-${i}" => {
+        role       = role
+        index      = i
+        private_ip = cidrhost(local.app_subnet_cidr, local.role_address_base[role] + i)
+      }
+    }
+  ]...)
+  mlflow_ips = [for k, v in local.instances : v.private_ip if v.role == "mlflow"]
+
+  # ---------------------------------------------------------------- agent config
+  # /etc/mlops-agent/config.json on every VM: the same file for all roles
+  # (the role comes from instance metadata and may change later), non-secret
+  # only: passwords are vault:<secret-ocid> references the agent resolves as
+  # the instance principal. Its shape is agent/config/schema.ts;
+  # terraform/agent-config.example.json mirrors it and a unit test validates
+  # that file against the schema and against this structure.
+  agent_config = merge(
+    {
+      database = {
+        engine        = "mysql"
+        host          = local.mysql_ip
+        port          = 3306
+        adminUser     = var.mysql_admin_user
+        adminPassword = "vault:${var.mysql_admin_secret_ocid}"
+        userHost      = local.app_subnet_mysql_host
+      }
+      postgres = {
+        host          = local.postgres_ip
+        port          = 5432
+        adminUser     = var.postgres_admin_user
+        adminPassword = "vault:${var.postgres_admin_secret_ocid}"
+        adminDatabase = "postgres"
+      }
+      mlflow = {
+        artifactsDestination = "oci://${var.artifacts_bucket}@${var.namespace}/mlflow"
+      }
+      airflow = {
+        mlflowTrackingUri = length(local.mlflow_ips) > 0 ? "http://${local.mlflow_ips[0]}:5000" : "http://127.0.0.1:5000"
+      }
+      serving = {
+        mlflowTrackingUri = length(local.mlflow_ips) > 0 ? "http://${local.mlflow_ips[0]}:5000" : "http://127.0.0.1:5000"
+      }
+      dagSync = {
+        source = "oci://${var.namespace}/${var.dags_bucket}/"
+        auth   = "instance_principal"
+        region = var.region
+      }
+    },
+    # Only when set: the schema has a default and no null.
+    { for k, v in { python = { indexUrl = var.python_index_url } } : k => v if var.python_index_url != null },
+  )
+  agent_config_json = jsonencode(local.agent_config)
+
+  # ---------------------------------------------------------------- user-data
+  # bootstrap/user-data.yaml.tftpl takes exactly these six variables
+  # (bootstrap/README.md; a unit test keeps the two in step, and another
+  # renders it here with `terraform console` and compares the bytes with
+  # agent/bootstrap/render.ts). Every VM gets the same text today: the role is
+  # in metadata, not in user-data. Keyed by instance all the same, so a
+  # per-VM value can be added without changing the callers.
+  user_data = {
+    for k, v in local.instances : k => templatefile("${path.module}/../../../bootstrap/user-data.yaml.tftpl", {
+      agent_url_x86_64     = var.agent_urls.x86_64
+      agent_sha256_x86_64  = var.agent_sha256.x86_64
+      agent_url_aarch64    = var.agent_urls.aarch64
+      agent_sha256_aarch64 = var.agent_sha256.aarch64
+      agent_config_b64     = base64encode(local.agent_config_json)
+      agent_unit_b64       = base64encode(var.agent_unit)
+    })
+  }
+}

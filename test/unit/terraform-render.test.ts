@@ -1,0 +1,138 @@
+/**
+ * What Terraform renders for each VM, evaluated with the real `terraform
+ * console` (test/support/terraform-render.ts; skipped, saying so, without a
+ * terraform binary): the user-data must be byte for byte what
+ * agent/bootstrap/render.ts makes of the same variables (the boot and fleet
+ * tests use that renderer), and the agent config exactly
+ * terraform/agent-config.example.json for the example inputs. And
+ * loadBalancerSpec(), which the fleet test configures HAProxy from, against
+ * terraform/loadbalancer.tf.
+ */
+// biome-ignore-all lint/suspicious/noTemplateCurlyInString: these strings are Terraform and template source, where ${...} is the syntax under test
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { renderUserData } from "../../agent/bootstrap/render.ts";
+import { resolveConfig } from "../../agent/config/load.ts";
+import { REPO } from "../support/agent-process.ts";
+import {
+  exampleBootstrapInputs,
+  loadBalancerSpec,
+  type RenderedFleet,
+  renderInstances,
+  TERRAFORM_MISSING,
+  terraformBinary,
+} from "../support/terraform-render.ts";
+import { AGENT_UNIT, EXAMPLE_AGENT_CONFIG, USER_DATA_TEMPLATE } from "../support/user-data.ts";
+
+const b64 = (s: string) => Buffer.from(s, "utf8").toString("base64");
+
+/** JSON as Terraform's jsonencode() writes it: compact, object keys sorted (and <, >, & escaped, which these values do not hold). */
+function jsonencode(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(jsonencode).join(",")}]`;
+  if (typeof v === "object" && v !== null)
+    return `{${Object.keys(v)
+      .sort()
+      .map((k) => `${JSON.stringify(k)}:${jsonencode((v as Record<string, unknown>)[k])}`)
+      .join(",")}}`;
+  return JSON.stringify(v);
+}
+
+describe("terraform console render of modules/instance-bootstrap", () => {
+  const TF = terraformBinary();
+  const example = JSON.parse(EXAMPLE_AGENT_CONFIG) as Record<string, unknown>;
+  let fleet: RenderedFleet;
+  beforeAll(async () => {
+    if (TF) fleet = await renderInstances(exampleBootstrapInputs());
+  }, 60_000);
+
+  it("the example inputs give exactly terraform/agent-config.example.json, as jsonencode() writes it, and the agent accepts it", (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    expect(fleet.agentConfig).toEqual(example);
+    expect(fleet.agentConfigJson).toBe(jsonencode(example));
+    const r = resolveConfig({ configPath: "/etc/mlops-agent/config.json", fileText: fleet.agentConfigJson, metadata: undefined, env: {}, flags: {} });
+    expect(r.config.database.host).toBe("10.0.2.10");
+    expect(r.role).toBeUndefined();
+  });
+
+  it("the addresses and every VM's private IP: MLflow .1.10+, Airflow .1.30+, serving .1.50+, MySQL .2.10, PostgreSQL .2.20", (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    expect(fleet.addresses).toEqual({
+      publicSubnetCidr: "10.0.0.0/24",
+      appSubnetCidr: "10.0.1.0/24",
+      dbSubnetCidr: "10.0.2.0/24",
+      mysqlIp: "10.0.2.10",
+      postgresIp: "10.0.2.20",
+      appSubnetMysqlHost: "10.0.1.%",
+    });
+    const summary = Object.fromEntries(Object.entries(fleet.instances).map(([k, v]) => [k, `${v.role}/${v.index}/${v.privateIp}`]));
+    expect(summary).toEqual({
+      "mlflow-0": "mlflow/0/10.0.1.10",
+      "airflow-0": "airflow/0/10.0.1.30",
+      "serving-0": "serving/0/10.0.1.50",
+      "serving-1": "serving/1/10.0.1.51",
+    });
+  });
+
+  it("each VM's user-data is byte for byte what agent/bootstrap/render.ts renders from the same six variables", (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const inputs = exampleBootstrapInputs();
+    const expected = renderUserData(USER_DATA_TEMPLATE, {
+      agent_url_x86_64: inputs.agentUrls.x86_64,
+      agent_sha256_x86_64: inputs.agentSha256.x86_64,
+      agent_url_aarch64: inputs.agentUrls.aarch64,
+      agent_sha256_aarch64: inputs.agentSha256.aarch64,
+      agent_config_b64: b64(jsonencode(example)),
+      agent_unit_b64: b64(AGENT_UNIT),
+    });
+    expect(Object.keys(fleet.instances)).toHaveLength(4);
+    for (const [key, vm] of Object.entries(fleet.instances)) {
+      expect(Buffer.from(vm.userData).equals(Buffer.from(expected)), `${key}: user-data differs`).toBe(true);
+    }
+  });
+
+  it("other inputs: no python key without python_index_url, the tracking URI falls back without MLflow VMs, another VCN moves every address", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const other = await renderInstances(
+      exampleBootstrapInputs({ vcnCidr: "172.16.0.0/16", pythonIndexUrl: null, instanceCount: { mlflow: 0, airflow: 0, serving: 3 }, agentUnit: "[Unit]\nDescription=x ${y} %{z}\n" }),
+    );
+    expect(Object.keys(other.agentConfig)).not.toContain("python");
+    expect(other.agentConfig.serving).toEqual({ mlflowTrackingUri: "http://127.0.0.1:5000" });
+    expect(other.addresses.mysqlIp).toBe("172.16.2.10");
+    expect(other.addresses.appSubnetMysqlHost).toBe("172.16.1.%");
+    expect(Object.values(other.instances).map((v) => v.privateIp)).toEqual(["172.16.1.50", "172.16.1.51", "172.16.1.52"]);
+    // The unit text is passed literally (no template pass over it), as file() does in the root module.
+    const unitB64 = /unit_b64='([^']*)'/.exec(other.instances["serving-2"]!.userData)?.[1] ?? "";
+    expect(Buffer.from(unitB64, "base64").toString()).toBe("[Unit]\nDescription=x ${y} %{z}\n");
+  });
+
+  it("the module refuses instance counts it has no addresses for", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    await expect(renderInstances(exampleBootstrapInputs({ instanceCount: { mlflow: 1, airflow: 1, serving: 21 } }))).rejects.toThrow(
+      /instance_count must have exactly the keys mlflow, airflow and serving, each a\s+whole number from 0 to 20/,
+    );
+  });
+});
+
+describe("loadBalancerSpec()", () => {
+  const dir = mkdtempSync(join(tmpdir(), "lb-spec-"));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  it("reads terraform/loadbalancer.tf: HTTP 80 to the serving VMs' 8000, round robin, GET /ready every 10 s", async () => {
+    expect(await loadBalancerSpec()).toEqual({
+      listenerPort: 80,
+      listenerProtocol: "HTTP",
+      backendPort: 8000,
+      policy: "ROUND_ROBIN",
+      healthCheck: { protocol: "HTTP", port: 8000, urlPath: "/ready", returnCode: 200, intervalMs: 10000, timeoutMs: 3000, retries: 3 },
+    });
+  });
+
+  it("refuses a value that is not a literal, naming it, rather than guessing", async () => {
+    const text = readFileSync(join(REPO, "terraform", "loadbalancer.tf"), "utf8").replace(/(timeout_in_millis\s*=\s*)3000/, "$1var.hc_timeout");
+    const file = join(dir, "loadbalancer.tf");
+    writeFileSync(file, text);
+    await expect(loadBalancerSpec(file)).rejects.toThrow(/health_checker\.timeout_in_millis is "\$\{var\.hc_timeout\}", not a number literal/);
+  });
+});
