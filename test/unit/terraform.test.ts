@@ -427,6 +427,8 @@ describe("terraform/ with the terraform binary (offline, provider-free files onl
     expect((await evaluate(dir, "abspath(local.agent_dist_dir)")).value).toBe(JSON.stringify(resolve(dir, "../dist")));
     expect((await evaluate(dir, "local.agent_dist_dir", ["-var", "agent_dist_dir=/srv/dist"])).value).toBe('"/srv/dist"');
     expect((await evaluate(dir, "local.agent_dist_dir", ["-var", "agent_dist_dir=~/dist"])).value).toBe(JSON.stringify(join(homedir(), "dist")));
+    writeFileSync(join(dir, "unset.tfvars"), "agent_dist_dir = null\n");
+    expect(await evaluate(dir, "local.agent_dist_dir", ["-var-file", "unset.tfvars"])).toEqual({ value: "null", errors: "" });
   });
 });
 
