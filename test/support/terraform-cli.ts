@@ -10,7 +10,7 @@
  * TERRAFORM_MISSING when it is undefined.
  */
 import { spawn } from "node:child_process";
-import { accessSync, constants, mkdtempSync, writeFileSync } from "node:fs";
+import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 
@@ -37,7 +37,9 @@ let cliConfig: string | undefined;
 /** An empty CLI config file, made once per process. */
 function emptyCliConfig(): string {
   if (!cliConfig) {
-    cliConfig = join(mkdtempSync(join(tmpdir(), "tf-cli-")), "terraformrc");
+    const dir = mkdtempSync(join(tmpdir(), "tf-cli-"));
+    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
+    cliConfig = join(dir, "terraformrc");
     writeFileSync(cliConfig, "");
   }
   return cliConfig;
