@@ -10,7 +10,7 @@
  * TERRAFORM_MISSING when it is undefined.
  */
 import { spawn } from "node:child_process";
-import { accessSync, constants, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { accessSync, constants, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { delimiter, join } from "node:path";
 
@@ -32,17 +32,11 @@ export function terraformBinary(): string | undefined {
   return undefined;
 }
 
-let cliConfig: string | undefined;
-
-/** An empty CLI config file, made once per process. */
+/** An empty CLI config file: one fixed path shared by every test process (same content, so writing it again is harmless). */
 function emptyCliConfig(): string {
-  if (!cliConfig) {
-    const dir = mkdtempSync(join(tmpdir(), "tf-cli-"));
-    process.once("exit", () => rmSync(dir, { recursive: true, force: true }));
-    cliConfig = join(dir, "terraformrc");
-    writeFileSync(cliConfig, "");
-  }
-  return cliConfig;
+  const file = join(tmpdir(), "mlops-agent-tests.terraformrc");
+  writeFileSync(file, "");
+  return file;
 }
 
 export interface TerraformResult {
