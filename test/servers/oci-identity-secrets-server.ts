@@ -107,9 +107,12 @@ export interface RequestRecord {
   reason?: string;
 }
 
-export interface OciIdentitySecretsServer {
-  /** Base URL, e.g. `http://127.0.0.1:40123`: both the auth and the Secrets endpoint. */
-  readonly url: string;
+/** Both APIs without a listener of their own: mount `handle` in any HTTP(S) server (oci-in-a-box.ts does). */
+export interface OciIdentitySecretsService {
+  /** Serves one request (federation or Secrets, by path). The request's socket is remembered so that `setUnreachable` cuts it. */
+  handle(req: IncomingMessage, res: ServerResponse): void;
+  /** For a new connection meant for `api` (where the mounting server can tell): while it is unreachable, destroyed and counted; false then. */
+  admit(api: Api, socket: Socket): boolean;
   /** The PEM key tokens are signed with (give it to a restarted server). */
   readonly signingKeyPem: string;
   /** Creates the secret or adds a new version, which becomes CURRENT. */
@@ -126,6 +129,11 @@ export interface OciIdentitySecretsServer {
   resetCounters(): void;
   /** For `ST$<token>` keyIds: the session's public key, or why the keyId is refused. */
   sessionKey(keyId: string | undefined): KeyObject | { reason: string };
+}
+
+export interface OciIdentitySecretsServer extends OciIdentitySecretsService {
+  /** Base URL, e.g. `http://127.0.0.1:40123`: both the auth and the Secrets endpoint. */
+  readonly url: string;
   close(): Promise<void>;
 }
 
@@ -164,8 +172,8 @@ function derToPem(b64: string, label: "CERTIFICATE" | "PUBLIC KEY"): string {
   return `-----BEGIN ${label}-----\n${body}\n-----END ${label}-----\n`;
 }
 
-export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServerOptions): Promise<OciIdentitySecretsServer> {
-  const host = opts.host ?? "127.0.0.1";
+/** Federation and Secrets without a listener (see OciIdentitySecretsService); `startOciIdentitySecretsServer` listens too. */
+export function createOciIdentitySecretsService(opts: Omit<OciIdentitySecretsServerOptions, "host" | "port">): OciIdentitySecretsService {
   const ca = new X509Certificate(opts.trustedCaPem);
   const ttl = opts.tokenTtlSeconds ?? 1200;
   const signingKeyPem =
@@ -395,6 +403,11 @@ export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServ
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!sockets.has(req.socket)) {
+      const socket = req.socket;
+      sockets.add(socket);
+      socket.once("close", () => sockets.delete(socket));
+    }
     const method = (req.method ?? "GET").toUpperCase();
     const url = new URL(req.url ?? "/", "http://server");
     const secretMatch = /^\/20190301\/secretbundles\/([^/]+)$/.exec(url.pathname);
@@ -421,28 +434,20 @@ export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServ
     }
   }
 
-  const server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      if (!res.headersSent && !res.destroyed) sendError(req, res, 500, "InternalServerError", String(err));
-      else res.destroy();
-    });
-  });
-  server.on("connection", (socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
-  });
-  await new Promise<void>((ok, fail) => {
-    server.once("error", fail);
-    server.listen(opts.port ?? 0, host, () => {
-      server.off("error", fail);
-      ok();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
-  const hostPart = host.includes(":") ? `[${host}]` : host;
-
   return {
-    url: `http://${hostPart}:${port}`,
+    handle(req, res) {
+      handle(req, res).catch((err: unknown) => {
+        if (!res.headersSent && !res.destroyed) sendError(req, res, 500, "InternalServerError", String(err));
+        else res.destroy();
+      });
+    },
+    admit(api, socket) {
+      if (!unreachable[api]) return true;
+      counters[api].total++;
+      counters[api].dropped++;
+      socket.destroy();
+      return false;
+    },
     signingKeyPem,
     setSecret(secretId, value) {
       return { versionNumber: putSecret(secretId, value) };
@@ -477,13 +482,33 @@ export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServ
       log = [];
     },
     sessionKey,
+  };
+}
+
+/** Federation and Secrets on their own plain-HTTP listener. */
+export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServerOptions): Promise<OciIdentitySecretsServer> {
+  const host = opts.host ?? "127.0.0.1";
+  const service = createOciIdentitySecretsService(opts);
+  const server = createServer((req, res) => service.handle(req, res));
+  await new Promise<void>((ok, fail) => {
+    server.once("error", fail);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off("error", fail);
+      ok();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const hostPart = host.includes(":") ? `[${host}]` : host;
+  // Object.assign keeps the service's getters (requests, log) live.
+  return Object.assign(service, {
+    url: `http://${hostPart}:${port}`,
     close() {
       return new Promise<void>((ok, fail) => {
         server.close((err) => (err ? fail(err) : ok()));
         server.closeAllConnections();
       });
     },
-  };
+  });
 }
 
 async function main(): Promise<void> {
