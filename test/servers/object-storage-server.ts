@@ -104,6 +104,8 @@ export interface StoredObject {
   md5: string;
   /** For an object made by CommitMultipartUpload: OCI's `opc-multipart-md5` (`<base64 MD5 of the parts' MD5s>-<part count>`). */
   multipartMd5?: string;
+  /** OCI's `version-id` header (a new one on every write; bucket versioning itself is not modelled). */
+  versionId: string;
   contentType: string;
   timeCreated: Date;
   timeModified: Date;
@@ -395,6 +397,7 @@ export function createObjectStorageService(opts: Omit<ObjectStorageServerOptions
       etag: randomUUID(),
       md5: md5b64(body),
       ...(multipartMd5 !== undefined ? { multipartMd5 } : {}),
+      versionId: randomUUID(),
       contentType,
       timeCreated: previous?.timeCreated ?? now,
       timeModified: now,
@@ -432,10 +435,12 @@ export function createObjectStorageService(opts: Omit<ObjectStorageServerOptions
             const body = readFileSync(childAbs);
             const st = statSync(childAbs);
             const md5 = md5b64(body);
+            const etag = etagFromSeed(`${entry.name}\0${childRel}\0${md5}\0${st.mtimeMs}`);
             bucket.objects.set(childRel, {
               body,
-              etag: etagFromSeed(`${entry.name}\0${childRel}\0${md5}\0${st.mtimeMs}`),
+              etag,
               md5,
+              versionId: etag,
               contentType: "application/octet-stream",
               timeCreated: st.birthtime.getTime() > 0 ? st.birthtime : st.mtime,
               timeModified: st.mtime,
@@ -489,6 +494,7 @@ export function createObjectStorageService(opts: Omit<ObjectStorageServerOptions
     const h: Record<string, string> = {
       ...baseHeaders(req),
       etag: obj.etag,
+      "version-id": obj.versionId,
       "last-modified": obj.timeModified.toUTCString(),
       "content-type": obj.contentType,
       "content-length": String(obj.body.length),
@@ -822,6 +828,7 @@ export function createObjectStorageService(opts: Omit<ObjectStorageServerOptions
           ...baseHeaders(req),
           etag: obj.etag,
           "opc-content-md5": obj.md5,
+          "version-id": obj.versionId,
           "last-modified": obj.timeModified.toUTCString(),
           "content-length": "0",
         });

@@ -8,8 +8,9 @@
  * is `{certificate, publicKey, intermediateCertificates, purpose}` (base64 DER
  * without PEM armour). The request must be signed with the instance
  * certificate's key: keyId `<tenancy>/fed-x509/<SHA-1 fingerprint of the
- * certificate>`, signing date, (request-target), host, content-type,
- * content-length and x-content-sha256 (see test/support/oci-signature.ts).
+ * certificate>`, signing date, (request-target), content-type,
+ * content-length and x-content-sha256, and host if the client signs it (the
+ * Node SDK does, the Python SDK does not; see test/support/oci-signature.ts).
  * The certificate must be issued by the trusted CA (the identity's
  * `intermediate.pem`), be within its validity, name the keyId's tenancy in
  * `OU=opc-tenant:`, and the CA must be among the intermediates. The answer is
@@ -299,6 +300,8 @@ export function createOciIdentitySecretsService(opts: Omit<OciIdentitySecretsSer
       headers: req.headers,
       body,
       requireBodyHeaders: true,
+      // The Python SDK's X509FederationClient does not sign host (the Node one does); OCI accepts both.
+      requireHost: false,
       ...(opts.maxClockSkewMs !== undefined ? { maxClockSkewMs: opts.maxClockSkewMs } : {}),
       keyIdFormat: (keyId) => (keyId !== undefined && /^[^/]+\/fed-x509\/[0-9A-Fa-f:]+$/.test(keyId) ? undefined : `keyId ${keyId ?? "(none)"} is not <tenancy>/fed-x509/<fingerprint>`),
       publicKey: (keyId) => {
