@@ -1,9 +1,10 @@
 /**
  * A small OCI Object Storage server on 127.0.0.1 for tests, spoken to by the
- * real `oci-objectstorage` SDK client.
+ * real SDK clients: Node's `oci-objectstorage` (and its UploadManager) and the
+ * Python SDK with `ocifs` (what MLflow's `oci-mlflow` artifact plugin uses).
  *
- * It verifies the OCI request signature of EVERY call exactly as the SDK's
- * `DefaultRequestSigner` (oci-common/lib/signer.js + http-signature) makes it:
+ * It verifies the OCI request signature of EVERY call exactly as the SDKs
+ * make it (Node: oci-common's `DefaultRequestSigner`; Python: `oci.signer`):
  *
  *   Authorization: Signature version="1",keyId="<tenancy>/<user>/<fingerprint>",
  *     algorithm="rsa-sha256",headers="x-date (request-target) host",signature="<b64>"
@@ -11,36 +12,63 @@
  * The signing string is one `name: value` line per entry of `headers`, in that
  * order, joined with "\n", where `(request-target)` is `<method lowercased>
  * <path+query as sent>`; the signature is RSASSA-PKCS1-v1_5 with SHA-256. The
- * server requires `(request-target)`, `host` and `x-date` (or `date`) to be
- * signed, a date within 5 minutes, and for PUT/POST/PATCH also `content-type`,
- * `content-length` and `x-content-sha256` (checked against the body) — except
- * PutObject, which the SDK signs without the body headers (forceExcludeBody),
- * as OCI allows. Anything else answers 401 `{code: "NotAuthenticated"}`.
+ * server requires `(request-target)`, `host` and `x-date` (Node) or `date`
+ * (Python) to be signed, a date within 5 minutes, and for PUT/POST/PATCH also
+ * `content-type`, `content-length` and `x-content-sha256` (checked against the
+ * body) — except PutObject and UploadPart, which both SDKs sign without the
+ * body headers (Node: forceExcludeBody; Python: enforce_content_headers=False),
+ * as OCI allows; body headers that are signed anyway are still checked.
+ * Anything else answers 401 `{code: "NotAuthenticated"}`.
  *
  * Operations: GetNamespace (`GET /n/`), CreateBucket (`POST /n/{ns}/b/`),
  * GetBucket/HeadBucket, ListObjects (`fields`, `prefix`, `start`, `end`,
- * `startAfter`, `limit` ≤ 1000, `delimiter=/`, `nextStartWith`), GetObject,
- * HeadObject (`if-match`, `if-none-match` → 304), PutObject (`if-match`,
- * `if-none-match: *`, `content-md5`), DeleteObject (`if-match`). Errors are
- * JSON `{code, message}` as OCI sends them. Etags are fresh UUIDs on every write.
+ * `startAfter`, `limit` ≤ 1000, `delimiter=/` with `prefixes`,
+ * `nextStartWith`), GetObject (one `Range: bytes=a-b | a- | -n` → 206 with
+ * `content-range`, unsatisfiable → 416 InvalidRange), HeadObject (`if-match`,
+ * `if-none-match` → 304), PutObject (`if-match`, `if-none-match: *`,
+ * `content-md5`), DeleteObject (`if-match`), RenameObject
+ * (`POST /n/{ns}/b/{bucket}/actions/renameObject`, with its if-match fields),
+ * and multipart uploads: CreateMultipartUpload (`POST /n/{ns}/b/{bucket}/u`),
+ * ListMultipartUploads (`GET …/u`), UploadPart (`PUT …/u/{object}?uploadId=
+ * &uploadPartNum=`, 1-10000, `content-md5` checked, answers `etag` and
+ * `opc-content-md5`; no minimum part size), CommitMultipartUpload (`POST
+ * …/u/{object}?uploadId=`, `partsToCommit` [{partNum, etag}] in any order;
+ * parts not listed are dropped), AbortMultipartUpload (`DELETE …?uploadId=`),
+ * ListMultipartUploadParts (`GET …?uploadId=`, `limit`, `page`). As on OCI, a
+ * committed multipart object has no MD5 of its own: HEAD/GET answer
+ * `opc-multipart-md5` (`<base64 MD5 of the parts' binary MD5s>-<parts>`)
+ * instead of `content-md5`; ListObjects leaves out its `md5` (whether OCI
+ * lists the multipart hash there instead is not checked). Object
+ * answers carry `etag`, `version-id`, `last-modified`, `content-type`,
+ * `accept-ranges`, `storage-tier` and `opc-meta-*`. Errors are JSON `{code,
+ * message}` as OCI sends them. Etags are fresh UUIDs on every write.
+ * Not implemented: CopyObject (an asynchronous work request on OCI), bucket
+ * listing/deletion over HTTP, versioning, additional checksums
+ * (`opc-checksum-algorithm`).
  *
  * Instance principals: with `sessionKey` (e.g. the test auth service's), a
  * keyId `ST$<token>` is verified with the session key the token carries, as
- * OCI does after federation; API keys keep working beside it.
+ * OCI does after federation; an API key (`publicKeyPem`) can work beside it.
  *
  * Fault injection: `failNext(n, status, op?)`, `setUnreachable(true)` (every
  * connection is destroyed), `setLatency(ms)`; counters by operation.
  *
  * With `dir`, each bucket is `dir/<bucket>/` and each object a file at its name
  * (loaded at start, written through). Names that are not a safe relative path
- * (`..`, absolute, NUL, a file/directory clash) stay in memory only.
+ * (`..`, absolute, NUL, a file/directory clash) stay in memory only, as do
+ * multipart uploads in progress.
+ *
+ * Two ways to run it: `startObjectStorageServer` listens on its own (plain
+ * HTTP); `createObjectStorageService` gives the handler without a listener,
+ * for a server that mounts several services (oci-in-a-box.ts, over HTTPS).
  *
  * Standalone, for the boot test:
  *   npx tsx test/servers/object-storage-server.ts --port 18081 --namespace testns --public-key key.pub
  * prints the base URL on one line and serves until SIGINT/SIGTERM. Flags:
  * --host H (default 127.0.0.1), --port N (default 0), --namespace NS (default
- * testns), --public-key PATH (PEM, required), --key-id ID (only this keyId is
- * accepted), --dir DIR, --bucket NAME (repeatable; created empty), --latency MS,
+ * testns), --public-key PATH (PEM; required unless --session-signing-key is
+ * given), --key-id ID (only this keyId is accepted), --dir DIR, --bucket NAME
+ * (repeatable; created empty), --latency MS, --max-body-mib N (default 64),
  * --session-signing-key PATH (PEM key the test auth service signs session
  * tokens with, its --signing-key: accept instance-principal sessions too).
  */
@@ -1208,14 +1236,19 @@ async function main(): Promise<void> {
       bucket: { type: "string", multiple: true },
       latency: { type: "string" },
       "session-signing-key": { type: "string" },
+      "max-body-mib": { type: "string" },
     },
     strict: true,
   });
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port ${values.port} is not a port`);
   const keyFile = values["public-key"];
-  if (keyFile === undefined) throw new Error("--public-key PATH is required (the PEM public key clients sign with)");
   const sessionFile = values["session-signing-key"];
+  if (keyFile === undefined && sessionFile === undefined) {
+    throw new Error("--public-key PATH (the PEM public key clients sign with) or --session-signing-key PATH is required");
+  }
+  const maxBodyMib = values["max-body-mib"] === undefined ? 64 : Number(values["max-body-mib"]);
+  if (!Number.isFinite(maxBodyMib) || maxBodyMib <= 0) throw new Error(`--max-body-mib ${values["max-body-mib"]} is not a size`);
   const sessionIssuer = sessionFile === undefined ? undefined : createPublicKey(readFileSync(sessionFile, "utf8"));
   const latencyMs = values.latency === undefined ? 0 : Number(values.latency);
   if (!Number.isFinite(latencyMs) || latencyMs < 0) throw new Error(`--latency ${values.latency} is not a delay`);
@@ -1223,7 +1256,8 @@ async function main(): Promise<void> {
     host: values.host,
     port,
     namespace: values.namespace,
-    publicKeyPem: readFileSync(keyFile, "utf8"),
+    ...(keyFile !== undefined ? { publicKeyPem: readFileSync(keyFile, "utf8") } : {}),
+    maxBodyBytes: Math.round(maxBodyMib * 1024 * 1024),
     ...(values["key-id"] !== undefined ? { keyId: values["key-id"] } : {}),
     ...(values.dir !== undefined ? { dir: values.dir } : {}),
     buckets: values.bucket ?? [],

@@ -36,6 +36,11 @@
  * `sessionKey(keyId)` lets another test server (Object Storage) accept the
  * same sessions.
  *
+ * Two ways to run it: `startOciIdentitySecretsServer` listens on its own
+ * (plain HTTP, both APIs at one URL); `createOciIdentitySecretsService` gives
+ * the handler without a listener, for a server that mounts several services
+ * (oci-in-a-box.ts, over HTTPS at the auth and Secrets hostnames).
+ *
  * Standalone, for the boot test:
  *   node --import tsx test/servers/oci-identity-secrets-server.ts --port 18082 \
  *     --identity-dir DIR --secret ocid1.vaultsecret.oc1..x=VALUE

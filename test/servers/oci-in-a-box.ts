@@ -101,6 +101,12 @@ export interface OciInABoxOptions {
   signingKeyPem?: string;
   tokenTtlSeconds?: number;
   maxClockSkewMs?: number;
+  /**
+   * Largest Object Storage request body (default 160 MiB: the Python SDK's
+   * UploadManager, which oci-mlflow uploads artifacts with, sends files up to
+   * its 128 MiB part size in one PutObject).
+   */
+  maxBodyBytes?: number;
 }
 
 export interface OciInABox {
@@ -168,6 +174,7 @@ export async function startOciInABox(opts: OciInABoxOptions): Promise<OciInABox>
     ...(opts.apiKeyPublicKeyPem !== undefined ? { publicKeyPem: opts.apiKeyPublicKeyPem } : {}),
     ...(opts.dir !== undefined ? { dir: opts.dir } : {}),
     ...(opts.maxClockSkewMs !== undefined ? { maxClockSkewMs: opts.maxClockSkewMs } : {}),
+    maxBodyBytes: opts.maxBodyBytes ?? 160 * 1024 * 1024,
   });
 
   const server = createHttpsServer({ cert: opts.tlsCertPem, key: opts.tlsKeyPem }, (req, res) => {
