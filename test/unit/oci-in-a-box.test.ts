@@ -19,8 +19,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
 import tls from "node:tls";
-import { CircuitBreaker, NoRetryConfigurationDetails, Range } from "oci-common";
+import { CircuitBreaker, EndpointBuilder, NoRetryConfigurationDetails, Range, Region } from "oci-common";
 import { ObjectStorageClient, UploadManager } from "oci-objectstorage";
+import { SecretsClient } from "oci-secrets";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createVaultResolver } from "../../agent/config/vault.ts";
 import { createOciSource } from "../../agent/dagsync/oci-source.ts";
@@ -29,6 +30,7 @@ import { type ImdsServer, defaultInstance, startImdsServer } from "../servers/im
 import { type OciInABox, routeApi, startControlServer, startOciInABox } from "../servers/oci-in-a-box.ts";
 import { type InstanceIdentity, makeInstanceIdentity } from "../support/instance-identity.ts";
 import { REPO } from "../support/agent-process.ts";
+import { makeKeyPair, makeProvider } from "../support/oci-auth.ts";
 import { ensureTestCa, type TestCa } from "../support/test-ca.ts";
 
 const NS = "testns";
@@ -90,6 +92,26 @@ async function bytes(value: unknown): Promise<Buffer> {
 }
 
 describe("OCI in a box, Node SDK over HTTPS with the test CA", () => {
+  it("serves at the endpoints the Node SDK and the agent build for the region when none is configured", () => {
+    const provider = makeProvider(makeKeyPair(), { region: Region.US_PHOENIX_1 });
+    const os = new ObjectStorageClient({ authenticationDetailsProvider: provider });
+    const secrets = new SecretsClient({ authenticationDetailsProvider: provider });
+    // The clients keep a template (`…{dualStack?ds.oci.:}oraclecloud.com`) and fill it on each
+    // call: dual-stack names only when OCI_DUAL_STACK_ENDPOINT_ENABLED=true or the client asks.
+    const resolved = (c: unknown) => {
+      const { endpoint, _enableDualstackEndpoint, _serviceUsesDualStackByDefault } = c as { endpoint: string; _enableDualstackEndpoint?: boolean; _serviceUsesDualStackByDefault?: boolean };
+      return EndpointBuilder.updateEndpointTemplateForOptions(endpoint, _enableDualstackEndpoint as boolean, _serviceUsesDualStackByDefault as boolean);
+    };
+    expect(process.env.OCI_DUAL_STACK_ENDPOINT_ENABLED).toBeUndefined();
+    expect(resolved(os)).toBe(`https://${box.hostnames.objectstorage}`);
+    expect(resolved(secrets)).toBe(`https://${box.hostnames.secrets}/20190301`);
+    // agent/oci/instance-principal.ts builds the auth service's default from this template.
+    expect(EndpointBuilder.createEndpointFromRegion("https://auth.{region}.{secondLevelDomain}", Region.US_PHOENIX_1)).toBe(`https://${box.hostnames.auth}`);
+    os.close();
+    secrets.close();
+  });
+
+
   it("the agent's oci:// source and vault: resolver share one federated session", async () => {
     forgetInstancePrincipal(settings());
     box.identity.resetCounters();
