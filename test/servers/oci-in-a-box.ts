@@ -13,8 +13,9 @@
  * A Host that is an IP address or `localhost` (a client given
  * `https://127.0.0.1:PORT` as its endpoint) is routed by path instead:
  * `/n…` Object Storage, `/v1/x509` federation, `/20190301/secretbundles/…`
- * Secrets. Any other Host answers 404 `{code: "NotFound"}`: a client built for
- * another region or realm fails here as it would against the real names.
+ * Secrets. Any other Host, or a path of another API, answers 404 `{code:
+ * "NotFound"}`: a client built for another region or realm fails here as it
+ * would against the real names.
  * The handlers are those of the two servers (their `create…Service`), so what
  * their header comments say holds here: every request's OCI signature is
  * verified; Object Storage accepts the sessions the auth service issues
@@ -180,8 +181,10 @@ export async function startOciInABox(opts: OciInABoxOptions): Promise<OciInABox>
   const server = createHttpsServer({ cert: opts.tlsCertPem, key: opts.tlsKeyPem }, (req, res) => {
     const path = (req.url ?? "/").split("?")[0] ?? "/";
     const api = routeApi(hostnames, req.headers.host, path);
+    // The auth and Secrets APIs share one handler: each hostname reaches only its own paths.
     if (api === "objectstorage") objectStorage.handle(req, res);
-    else if (api === "auth" || api === "secrets") identity.handle(req, res);
+    else if (api === "auth" && path === "/v1/x509") identity.handle(req, res);
+    else if (api === "secrets" && path.startsWith("/20190301/")) identity.handle(req, res);
     else notFound(res, `no OCI service here for host ${req.headers.host ?? "(none)"} and path ${path}`);
   });
   // A connection whose SNI names an unreachable service is cut at once, as a

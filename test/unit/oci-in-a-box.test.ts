@@ -255,7 +255,8 @@ describe("OCI in a box, Node SDK over HTTPS with the test CA", () => {
     expect(os.status).toBe(401);
     expect(box.objectStorage.requests.lastRejection).toMatch(/GET \/n\/: no Authorization header/);
     expect((await get(box.hostnames.secrets, "/n/")).status).toBe(404); // the Secrets API has no /n/
-    expect((await get(box.hostnames.auth, "/20190301/secretbundles/x")).status).toBe(401); // one handler serves both
+    expect((await get(box.hostnames.secrets, "/20190301/secretbundles/x")).status).toBe(401);
+    expect((await get(box.hostnames.auth, "/20190301/secretbundles/x")).status).toBe(404); // not the auth service's path
     await expect(get("objectstorage.us-ashburn-1.oraclecloud.com", "/n/")).rejects.toThrow(/altnames|certificate/i);
   });
 
