@@ -56,7 +56,8 @@
  * With `dir`, each bucket is `dir/<bucket>/` and each object a file at its name
  * (loaded at start, written through). Names that are not a safe relative path
  * (`..`, absolute, NUL, a file/directory clash) stay in memory only, as do
- * multipart uploads in progress.
+ * multipart uploads in progress; an object loaded back from the directory is
+ * served with an MD5 even if it was committed in parts.
  *
  * Two ways to run it: `startObjectStorageServer` listens on its own (plain
  * HTTP); `createObjectStorageService` gives the handler without a listener,
