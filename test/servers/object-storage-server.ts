@@ -1,9 +1,10 @@
 /**
  * A small OCI Object Storage server on 127.0.0.1 for tests, spoken to by the
- * real `oci-objectstorage` SDK client.
+ * real SDK clients: Node's `oci-objectstorage` (and its UploadManager) and the
+ * Python SDK with `ocifs` (what MLflow's `oci-mlflow` artifact plugin uses).
  *
- * It verifies the OCI request signature of EVERY call exactly as the SDK's
- * `DefaultRequestSigner` (oci-common/lib/signer.js + http-signature) makes it:
+ * It verifies the OCI request signature of EVERY call exactly as the SDKs
+ * make it (Node: oci-common's `DefaultRequestSigner`; Python: `oci.signer`):
  *
  *   Authorization: Signature version="1",keyId="<tenancy>/<user>/<fingerprint>",
  *     algorithm="rsa-sha256",headers="x-date (request-target) host",signature="<b64>"
@@ -11,36 +12,64 @@
  * The signing string is one `name: value` line per entry of `headers`, in that
  * order, joined with "\n", where `(request-target)` is `<method lowercased>
  * <path+query as sent>`; the signature is RSASSA-PKCS1-v1_5 with SHA-256. The
- * server requires `(request-target)`, `host` and `x-date` (or `date`) to be
- * signed, a date within 5 minutes, and for PUT/POST/PATCH also `content-type`,
- * `content-length` and `x-content-sha256` (checked against the body) — except
- * PutObject, which the SDK signs without the body headers (forceExcludeBody),
- * as OCI allows. Anything else answers 401 `{code: "NotAuthenticated"}`.
+ * server requires `(request-target)`, `host` and `x-date` (Node) or `date`
+ * (Python) to be signed, a date within 5 minutes, and for PUT/POST/PATCH also
+ * `content-type`, `content-length` and `x-content-sha256` (checked against the
+ * body) — except PutObject and UploadPart, which both SDKs sign without the
+ * body headers (Node: forceExcludeBody; Python: enforce_content_headers=False),
+ * as OCI allows; body headers that are signed anyway are still checked.
+ * Anything else answers 401 `{code: "NotAuthenticated"}`.
  *
  * Operations: GetNamespace (`GET /n/`), CreateBucket (`POST /n/{ns}/b/`),
  * GetBucket/HeadBucket, ListObjects (`fields`, `prefix`, `start`, `end`,
- * `startAfter`, `limit` ≤ 1000, `delimiter=/`, `nextStartWith`), GetObject,
- * HeadObject (`if-match`, `if-none-match` → 304), PutObject (`if-match`,
- * `if-none-match: *`, `content-md5`), DeleteObject (`if-match`). Errors are
- * JSON `{code, message}` as OCI sends them. Etags are fresh UUIDs on every write.
+ * `startAfter`, `limit` ≤ 1000, `delimiter=/` with `prefixes`,
+ * `nextStartWith`), GetObject (one `Range: bytes=a-b | a- | -n` → 206 with
+ * `content-range`, unsatisfiable → 416 InvalidRange), HeadObject (`if-match`,
+ * `if-none-match` → 304), PutObject (`if-match`, `if-none-match: *`,
+ * `content-md5`), DeleteObject (`if-match`), RenameObject
+ * (`POST /n/{ns}/b/{bucket}/actions/renameObject`, with its if-match fields),
+ * and multipart uploads: CreateMultipartUpload (`POST /n/{ns}/b/{bucket}/u`),
+ * ListMultipartUploads (`GET …/u`), UploadPart (`PUT …/u/{object}?uploadId=
+ * &uploadPartNum=`, 1-10000, `content-md5` checked, answers `etag` and
+ * `opc-content-md5`; no minimum part size), CommitMultipartUpload (`POST
+ * …/u/{object}?uploadId=`, `partsToCommit` [{partNum, etag}] in any order;
+ * parts not listed are dropped), AbortMultipartUpload (`DELETE …?uploadId=`),
+ * ListMultipartUploadParts (`GET …?uploadId=`, `limit`, `page`). As on OCI, a
+ * committed multipart object has no MD5 of its own: HEAD/GET answer
+ * `opc-multipart-md5` (`<base64 MD5 of the parts' binary MD5s>-<parts>`)
+ * instead of `content-md5`; ListObjects leaves out its `md5` (whether OCI
+ * lists the multipart hash there instead is not checked). Object
+ * answers carry `etag`, `version-id`, `last-modified`, `content-type`,
+ * `accept-ranges`, `storage-tier` and `opc-meta-*`. Errors are JSON `{code,
+ * message}` as OCI sends them. Etags are fresh UUIDs on every write.
+ * Not implemented: CopyObject (an asynchronous work request on OCI), bucket
+ * listing/deletion over HTTP, versioning, additional checksums
+ * (`opc-checksum-algorithm`).
  *
  * Instance principals: with `sessionKey` (e.g. the test auth service's), a
  * keyId `ST$<token>` is verified with the session key the token carries, as
- * OCI does after federation; API keys keep working beside it.
+ * OCI does after federation; an API key (`publicKeyPem`) can work beside it.
  *
  * Fault injection: `failNext(n, status, op?)`, `setUnreachable(true)` (every
  * connection is destroyed), `setLatency(ms)`; counters by operation.
  *
  * With `dir`, each bucket is `dir/<bucket>/` and each object a file at its name
  * (loaded at start, written through). Names that are not a safe relative path
- * (`..`, absolute, NUL, a file/directory clash) stay in memory only.
+ * (`..`, absolute, NUL, a file/directory clash) stay in memory only, as do
+ * multipart uploads in progress; an object loaded back from the directory is
+ * served with an MD5 even if it was committed in parts.
+ *
+ * Two ways to run it: `startObjectStorageServer` listens on its own (plain
+ * HTTP); `createObjectStorageService` gives the handler without a listener,
+ * for a server that mounts several services (oci-in-a-box.ts, over HTTPS).
  *
  * Standalone, for the boot test:
  *   npx tsx test/servers/object-storage-server.ts --port 18081 --namespace testns --public-key key.pub
  * prints the base URL on one line and serves until SIGINT/SIGTERM. Flags:
  * --host H (default 127.0.0.1), --port N (default 0), --namespace NS (default
- * testns), --public-key PATH (PEM, required), --key-id ID (only this keyId is
- * accepted), --dir DIR, --bucket NAME (repeatable; created empty), --latency MS,
+ * testns), --public-key PATH (PEM; required unless --session-signing-key is
+ * given), --key-id ID (only this keyId is accepted), --dir DIR, --bucket NAME
+ * (repeatable; created empty), --latency MS, --max-body-mib N (default 64),
  * --session-signing-key PATH (PEM key the test auth service signs session
  * tokens with, its --signing-key: accept instance-principal sessions too).
  */
@@ -88,13 +117,24 @@ export type Operation =
   | "HeadObject"
   | "PutObject"
   | "DeleteObject"
+  | "RenameObject"
+  | "CreateMultipartUpload"
+  | "ListMultipartUploads"
+  | "UploadPart"
+  | "CommitMultipartUpload"
+  | "AbortMultipartUpload"
+  | "ListMultipartUploadParts"
   | "Unknown";
 
 export interface StoredObject {
   body: Buffer;
   etag: string;
-  /** base64 MD5 of the body, as OCI's `content-md5`/`md5`. */
+  /** base64 MD5 of the body, as OCI's `content-md5`/`md5` (not served for a multipart object). */
   md5: string;
+  /** For an object made by CommitMultipartUpload: OCI's `opc-multipart-md5` (`<base64 MD5 of the parts' MD5s>-<part count>`). */
+  multipartMd5?: string;
+  /** OCI's `version-id` header (a new one on every write; bucket versioning itself is not modelled). */
+  versionId: string;
   contentType: string;
   timeCreated: Date;
   timeModified: Date;
@@ -131,8 +171,8 @@ export interface RequestCounters {
 
 export interface ObjectStorageServerOptions {
   namespace: string;
-  /** PEM (SPKI or PKCS#1) public key of the API key the clients sign with. */
-  publicKeyPem: string;
+  /** PEM (SPKI or PKCS#1) public key of the API key the clients sign with; without it only sessions (`sessionKey`) are accepted. */
+  publicKeyPem?: string;
   /** When set, only this keyId (`tenancy/user/fingerprint`) is accepted. */
   keyId?: string;
   /**
@@ -154,10 +194,17 @@ export interface ObjectStorageServerOptions {
   maxBodyBytes?: number;
 }
 
-export interface ObjectStorageServer {
-  /** Base URL, e.g. `http://127.0.0.1:40123`; set it as the SDK client's `endpoint`. */
-  readonly url: string;
+/** The server without a listener of its own: mount `handle` in any HTTP(S) server (oci-in-a-box.ts does). */
+export interface ObjectStorageService {
   readonly namespace: string;
+  /** Serves one request. The request's socket is remembered so that `setUnreachable(true)` cuts it. */
+  handle(req: IncomingMessage, res: ServerResponse): void;
+  /**
+   * For each new connection meant for this service (where the mounting server
+   * can tell): while unreachable it is destroyed, counted as dropped, and the
+   * answer is false.
+   */
+  admit(socket: Socket): boolean;
   createBucket(bucket: string): void;
   deleteBucket(bucket: string): void;
   /** Writes an object directly (no HTTP); creates the bucket if needed. */
@@ -181,6 +228,13 @@ export interface ObjectStorageServer {
   /** While true, every connection is destroyed without an answer. */
   setUnreachable(unreachable: boolean): void;
   setLatency(ms: number): void;
+  /** Multipart uploads neither committed nor aborted. */
+  openUploads(bucket?: string): { bucket: string; object: string; uploadId: string; parts: number[] }[];
+}
+
+export interface ObjectStorageServer extends ObjectStorageService {
+  /** Base URL, e.g. `http://127.0.0.1:40123`; set it as the SDK client's `endpoint`. */
+  readonly url: string;
   close(): Promise<void>;
 }
 
@@ -250,10 +304,45 @@ function isSafeRelativePath(name: string): boolean {
   return name.split("/").every((seg) => seg !== "" && seg !== "." && seg !== "..");
 }
 
-export async function startObjectStorageServer(opts: ObjectStorageServerOptions): Promise<ObjectStorageServer> {
-  const host = opts.host ?? "127.0.0.1";
+interface Upload {
+  uploadId: string;
+  bucket: string;
+  object: string;
+  contentType: string;
+  meta: Record<string, string>;
+  timeCreated: Date;
+  parts: Map<number, { body: Buffer; etag: string; md5: string }>;
+}
+
+/** The Object Storage API without a listener (see ObjectStorageService); `startObjectStorageServer` listens too. */
+/**
+ * The inclusive byte range a `Range: bytes=…` header asks for (one range:
+ * `a-b`, `a-`, `-n`), or undefined for the whole object (no header, or one
+ * this server does not parse, as HTTP allows). Unsatisfiable: 416.
+ */
+function byteRange(header: string | undefined, size: number): [number, number] | undefined {
+  if (header === undefined) return undefined;
+  const m = /^bytes=(\d*)-(\d*)$/.exec(header.trim());
+  if (!m || (m[1] === "" && m[2] === "")) return undefined;
+  let first: number;
+  let last: number;
+  if (m[1] === "") {
+    first = Math.max(0, size - Number(m[2]));
+    last = size - 1;
+  } else {
+    first = Number(m[1]);
+    last = m[2] === "" ? size - 1 : Math.min(Number(m[2]), size - 1);
+  }
+  if (first >= size || first > last) {
+    throw new HttpError(416, "InvalidRange", `The range '${header}' is not satisfiable for an object of ${size} bytes`);
+  }
+  return [first, last];
+}
+
+export function createObjectStorageService(opts: Omit<ObjectStorageServerOptions, "host" | "port">): ObjectStorageService {
   const namespace = opts.namespace;
-  const publicKey = createPublicKey(opts.publicKeyPem);
+  const publicKey = opts.publicKeyPem === undefined ? undefined : createPublicKey(opts.publicKeyPem);
+  const uploads = new Map<string, Upload>();
   const dir = opts.dir === undefined ? undefined : resolve(opts.dir);
   const maxBody = opts.maxBodyBytes ?? 64 * 1024 * 1024;
   const buckets = new Map<string, Bucket>();
@@ -328,6 +417,7 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
     body: Buffer,
     contentType: string,
     meta: Record<string, string>,
+    multipartMd5?: string,
   ): StoredObject {
     const now = new Date();
     const previous = bucket.objects.get(name);
@@ -335,6 +425,8 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
       body,
       etag: randomUUID(),
       md5: md5b64(body),
+      ...(multipartMd5 !== undefined ? { multipartMd5 } : {}),
+      versionId: randomUUID(),
       contentType,
       timeCreated: previous?.timeCreated ?? now,
       timeModified: now,
@@ -372,10 +464,12 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
             const body = readFileSync(childAbs);
             const st = statSync(childAbs);
             const md5 = md5b64(body);
+            const etag = etagFromSeed(`${entry.name}\0${childRel}\0${md5}\0${st.mtimeMs}`);
             bucket.objects.set(childRel, {
               body,
-              etag: etagFromSeed(`${entry.name}\0${childRel}\0${md5}\0${st.mtimeMs}`),
+              etag,
               md5,
+              versionId: etag,
               contentType: "application/octet-stream",
               timeCreated: st.birthtime.getTime() > 0 ? st.birthtime : st.mtime,
               timeModified: st.mtime,
@@ -429,13 +523,16 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
     const h: Record<string, string> = {
       ...baseHeaders(req),
       etag: obj.etag,
-      "content-md5": obj.md5,
+      "version-id": obj.versionId,
       "last-modified": obj.timeModified.toUTCString(),
       "content-type": obj.contentType,
       "content-length": String(obj.body.length),
       "accept-ranges": "bytes",
       "storage-tier": "Standard",
     };
+    // As OCI: a multipart object has no MD5 of its own, only the multipart hash.
+    if (obj.multipartMd5 !== undefined) h["opc-multipart-md5"] = obj.multipartMd5;
+    else h["content-md5"] = obj.md5;
     for (const [k, v] of Object.entries(obj.meta)) h[`opc-meta-${k}`] = v;
     return h;
   }
@@ -471,7 +568,8 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
     const q = rawUrl.indexOf("?");
     const path = q === -1 ? rawUrl : rawUrl.slice(0, q);
     if (path === "/n" || path === "/n/") return { op: method === "GET" ? "GetNamespace" : "Unknown" };
-    const m = /^\/n\/([^/]+)\/b\/?(?:([^/]+)(\/o(?:\/(.*))?)?\/?)?$/.exec(path);
+    // /n/{ns}/b[/{bucket}[/o|/u|/actions[/{rest}]]]
+    const m = /^\/n\/([^/]+)\/b\/?(?:([^/]+)(?:\/(o|u|actions)(?:\/(.*))?)?\/?)?$/.exec(path);
     if (!m) return { op: "Unknown" };
     let ns: string;
     let bucket: string | undefined;
@@ -483,12 +581,28 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
     } catch {
       return { op: "Unknown" };
     }
-    const hasO = m[3] !== undefined;
+    const kind = m[3];
     if (bucket === undefined) return { op: method === "POST" ? "CreateBucket" : "Unknown", ns };
-    if (!hasO) {
+    if (kind === undefined) {
       if (method === "GET") return { op: "GetBucket", ns, bucket };
       if (method === "HEAD") return { op: "HeadBucket", ns, bucket };
       return { op: "Unknown", ns, bucket };
+    }
+    if (kind === "actions") {
+      return { op: method === "POST" && object === "renameObject" ? "RenameObject" : "Unknown", ns, bucket };
+    }
+    if (kind === "u") {
+      if (object === undefined || object === "") {
+        const op = method === "POST" ? "CreateMultipartUpload" : method === "GET" ? "ListMultipartUploads" : "Unknown";
+        return { op, ns, bucket };
+      }
+      const byMethod: Record<string, Operation> = {
+        PUT: "UploadPart",
+        POST: "CommitMultipartUpload",
+        DELETE: "AbortMultipartUpload",
+        GET: "ListMultipartUploadParts",
+      };
+      return { op: byMethod[method] ?? "Unknown", ns, bucket, object };
     }
     if (object === undefined || object === "") {
       return { op: method === "GET" ? "ListObjects" : "Unknown", ns, bucket };
@@ -594,7 +708,7 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
       const summary: Record<string, unknown> = { name };
       if (fields.has("size")) summary["size"] = obj.body.length;
       if (fields.has("etag")) summary["etag"] = obj.etag;
-      if (fields.has("md5")) summary["md5"] = obj.md5;
+      if (fields.has("md5") && obj.multipartMd5 === undefined) summary["md5"] = obj.md5;
       if (fields.has("timeCreated")) summary["timeCreated"] = obj.timeCreated.toISOString();
       if (fields.has("timeModified")) summary["timeModified"] = obj.timeModified.toISOString();
       if (fields.has("storageTier")) summary["storageTier"] = "Standard";
@@ -604,6 +718,29 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
     if (delimiter !== null) answer["prefixes"] = prefixes;
     if (nextStartWith !== undefined) answer["nextStartWith"] = nextStartWith;
     sendJson(req, res, 200, answer, baseHeaders(req));
+  }
+
+  function jsonBody<T>(body: Buffer): T {
+    try {
+      const parsed = JSON.parse(body.toString("utf8")) as unknown;
+      if (parsed === null || typeof parsed !== "object") throw new Error("not an object");
+      return parsed as T;
+    } catch {
+      throw new HttpError(400, "InvalidParameter", "The request body is not a JSON object");
+    }
+  }
+
+  function needUpload(r: Route, query: URLSearchParams): Upload {
+    needBucket(r);
+    const upload = uploads.get(query.get("uploadId") ?? "");
+    if (upload === undefined || upload.bucket !== r.bucket || upload.object !== r.object) {
+      throw new HttpError(404, "NoSuchUpload", `There is no multipart upload '${query.get("uploadId") ?? ""}' for the object '${r.object ?? ""}'`);
+    }
+    return upload;
+  }
+
+  function uploadSummary(u: Upload): Record<string, unknown> {
+    return { namespace, bucket: u.bucket, object: u.object, uploadId: u.uploadId, timeCreated: u.timeCreated.toISOString(), storageTier: "Standard" };
   }
 
   function bucketSummary(b: Bucket): Record<string, unknown> {
@@ -667,6 +804,17 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
           res.end();
           return;
         }
+        const range = r.op === "GetObject" ? byteRange(headerValue(req.headers, "range"), obj.body.length) : undefined;
+        if (range !== undefined) {
+          const [first, last] = range;
+          res.writeHead(206, {
+            ...objectHeaders(req, obj),
+            "content-range": `bytes ${first}-${last}/${obj.body.length}`,
+            "content-length": String(last - first + 1),
+          });
+          res.end(obj.body.subarray(first, last + 1));
+          return;
+        }
         res.writeHead(200, objectHeaders(req, obj));
         res.end(r.op === "HeadObject" ? undefined : obj.body);
         return;
@@ -709,6 +857,7 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
           ...baseHeaders(req),
           etag: obj.etag,
           "opc-content-md5": obj.md5,
+          "version-id": obj.versionId,
           "last-modified": obj.timeModified.toUTCString(),
           "content-length": "0",
         });
@@ -724,6 +873,150 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
         res.end();
         return;
       }
+      case "RenameObject": {
+        const b = needBucket(r);
+        const details = jsonBody<{ sourceName?: unknown; newName?: unknown; srcObjIfMatchETag?: unknown; newObjIfMatchETag?: unknown; newObjIfNoneMatchETag?: unknown }>(body);
+        if (typeof details.sourceName !== "string" || typeof details.newName !== "string" || details.newName === "") {
+          throw new HttpError(400, "InvalidParameter", "sourceName and newName are required");
+        }
+        const src = needObject(b, details.sourceName);
+        if (typeof details.srcObjIfMatchETag === "string" && details.srcObjIfMatchETag !== src.etag) {
+          throw new HttpError(412, "IfMatchFailed", "srcObjIfMatchETag does not match the source's ETag");
+        }
+        const dest = b.objects.get(details.newName);
+        if (typeof details.newObjIfMatchETag === "string" && details.newObjIfMatchETag !== dest?.etag) {
+          throw new HttpError(412, "IfMatchFailed", "newObjIfMatchETag does not match the destination's ETag");
+        }
+        if (details.newObjIfNoneMatchETag === "*" && dest !== undefined) {
+          throw new HttpError(412, "IfNoneMatchFailed", `The object '${details.newName}' already exists`);
+        }
+        removeObject(b, details.sourceName);
+        const moved = storeObject(b, details.newName, src.body, src.contentType, src.meta, src.multipartMd5);
+        res.writeHead(200, { ...baseHeaders(req), etag: moved.etag, "last-modified": moved.timeModified.toUTCString(), "content-length": "0" });
+        res.end();
+        return;
+      }
+      case "CreateMultipartUpload": {
+        const b = needBucket(r);
+        const details = jsonBody<{ object?: unknown; contentType?: unknown; metadata?: unknown }>(body);
+        if (typeof details.object !== "string" || details.object === "") throw new HttpError(400, "InvalidParameter", "object is required");
+        if (Buffer.byteLength(details.object, "utf8") > 1024) throw new HttpError(400, "InvalidParameter", "Object names are at most 1024 bytes");
+        checkIfMatch(req, b.objects.get(details.object));
+        const ifNoneMatch = headerValue(req.headers, "if-none-match");
+        if (ifNoneMatch === "*" && b.objects.has(details.object)) {
+          throw new HttpError(412, "IfNoneMatchFailed", `The object '${details.object}' already exists`);
+        }
+        const meta: Record<string, string> = {};
+        if (details.metadata !== null && typeof details.metadata === "object") {
+          for (const [k, v] of Object.entries(details.metadata)) {
+            if (typeof v === "string") meta[k.replace(/^opc-meta-/, "")] = v;
+          }
+        }
+        const upload: Upload = {
+          uploadId: randomUUID(),
+          bucket: b.name,
+          object: details.object,
+          contentType: typeof details.contentType === "string" ? details.contentType : "application/octet-stream",
+          meta,
+          timeCreated: new Date(),
+          parts: new Map(),
+        };
+        uploads.set(upload.uploadId, upload);
+        sendJson(req, res, 200, uploadSummary(upload), {
+          ...baseHeaders(req),
+          location: `/n/${encodeURIComponent(namespace)}/b/${encodeURIComponent(b.name)}/u/${encodeURIComponent(upload.object)}?uploadId=${upload.uploadId}`,
+        });
+        return;
+      }
+      case "ListMultipartUploads": {
+        const b = needBucket(r);
+        const list = [...uploads.values()].filter((u) => u.bucket === b.name).sort((x, y) => compareNames(x.object, y.object));
+        sendJson(req, res, 200, list.map(uploadSummary), baseHeaders(req));
+        return;
+      }
+      case "UploadPart": {
+        const upload = needUpload(r, query);
+        const partNum = Number(query.get("uploadPartNum"));
+        if (!Number.isInteger(partNum) || partNum < 1 || partNum > 10_000) {
+          throw new HttpError(400, "InvalidParameter", `uploadPartNum '${query.get("uploadPartNum")}' must be an integer from 1 to 10000`);
+        }
+        const md5 = md5b64(body);
+        const contentMd5 = headerValue(req.headers, "content-md5");
+        if (contentMd5 !== undefined && contentMd5 !== md5) {
+          throw new HttpError(400, "InvalidParameter", `The computed MD5 of the part (${md5}) does not match the Content-MD5 header (${contentMd5})`);
+        }
+        const previous = upload.parts.get(partNum);
+        checkIfMatch(req, previous === undefined ? undefined : ({ etag: previous.etag } as StoredObject));
+        const part = { body, etag: randomUUID(), md5 };
+        upload.parts.set(partNum, part);
+        res.writeHead(200, { ...baseHeaders(req), etag: part.etag, "opc-content-md5": md5, "content-length": "0" });
+        res.end();
+        return;
+      }
+      case "CommitMultipartUpload": {
+        const upload = needUpload(r, query);
+        const b = needBucket(r);
+        const details = jsonBody<{ partsToCommit?: unknown; partsToExclude?: unknown }>(body);
+        if (!Array.isArray(details.partsToCommit) || details.partsToCommit.length === 0) {
+          throw new HttpError(400, "InvalidParameter", "partsToCommit must list at least one part");
+        }
+        const chosen: { partNum: number; body: Buffer; md5: string }[] = [];
+        for (const p of details.partsToCommit as { partNum?: unknown; etag?: unknown }[]) {
+          const part = typeof p?.partNum === "number" ? upload.parts.get(p.partNum) : undefined;
+          if (part === undefined || typeof p.partNum !== "number") {
+            throw new HttpError(400, "InvalidUploadPart", `Part ${String(p?.partNum)} was not uploaded`);
+          }
+          if (p.etag !== part.etag) throw new HttpError(400, "InvalidUploadPart", `The etag given for part ${p.partNum} is not the part's`);
+          chosen.push({ partNum: p.partNum, body: part.body, md5: part.md5 });
+        }
+        chosen.sort((x, y) => x.partNum - y.partNum);
+        if (new Set(chosen.map((c) => c.partNum)).size !== chosen.length) throw new HttpError(400, "InvalidParameter", "a part is listed twice");
+        checkIfMatch(req, b.objects.get(upload.object));
+        if (headerValue(req.headers, "if-none-match") === "*" && b.objects.has(upload.object)) {
+          throw new HttpError(412, "IfNoneMatchFailed", `The object '${upload.object}' already exists`);
+        }
+        const multipartMd5 = `${createHash("md5")
+          .update(Buffer.concat(chosen.map((c) => Buffer.from(c.md5, "base64"))))
+          .digest("base64")}-${chosen.length}`;
+        const obj = storeObject(b, upload.object, Buffer.concat(chosen.map((c) => c.body)), upload.contentType, upload.meta, multipartMd5);
+        uploads.delete(upload.uploadId);
+        res.writeHead(200, {
+          ...baseHeaders(req),
+          etag: obj.etag,
+          "opc-multipart-md5": multipartMd5,
+          "last-modified": obj.timeModified.toUTCString(),
+          "content-length": "0",
+        });
+        res.end();
+        return;
+      }
+      case "AbortMultipartUpload": {
+        const upload = needUpload(r, query);
+        uploads.delete(upload.uploadId);
+        res.writeHead(204, baseHeaders(req));
+        res.end();
+        return;
+      }
+      case "ListMultipartUploadParts": {
+        const upload = needUpload(r, query);
+        const limit = Math.min(Number(query.get("limit") ?? 1000) || 1000, 1000);
+        const after = Number(query.get("page") ?? 0) || 0;
+        const nums = [...upload.parts.keys()].sort((x, y) => x - y).filter((n) => n > after);
+        const page = nums.slice(0, limit);
+        const headers = baseHeaders(req);
+        if (nums.length > limit) headers["opc-next-page"] = String(page.at(-1));
+        sendJson(
+          req,
+          res,
+          200,
+          page.map((n) => {
+            const p = upload.parts.get(n) as { body: Buffer; etag: string; md5: string };
+            return { partNumber: n, etag: p.etag, md5: p.md5, size: p.body.length };
+          }),
+          headers,
+        );
+        return;
+      }
       case "Unknown":
         throw new HttpError(404, "NotFound", `No operation matches ${req.method} ${rawUrl}`);
     }
@@ -734,10 +1027,17 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
     if (log.length > 10_000) log = log.slice(-5_000);
   }
 
+  function track(socket: Socket): void {
+    if (sockets.has(socket)) return;
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+  }
+
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     counters.total++;
     const method = (req.method ?? "GET").toUpperCase();
     const rawUrl = req.url ?? "/";
+    track(req.socket);
     if (unreachable) {
       counters.dropped++;
       req.socket.destroy();
@@ -768,9 +1068,13 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
       url: rawUrl,
       headers: req.headers,
       body,
-      ...(session ? { publicKey: sessionKey, keyIdFormat: () => undefined } : { publicKey, keyIdFormat: apiKeyIdFormat }),
+      ...(session
+        ? { publicKey: sessionKey, keyIdFormat: () => undefined }
+        : { publicKey: publicKey ?? (() => ({ reason: "this server accepts no API keys, only instance-principal sessions" })), keyIdFormat: apiKeyIdFormat }),
       ...(opts.keyId !== undefined && !session ? { keyId: opts.keyId } : {}),
-      requireBodyHeaders: r.op !== "PutObject",
+      // The SDKs sign PutObject and UploadPart without the body headers (the
+      // body may be a stream of unknown hash), and OCI accepts that.
+      requireBodyHeaders: r.op !== "PutObject" && r.op !== "UploadPart",
       ...(opts.maxClockSkewMs !== undefined ? { maxClockSkewMs: opts.maxClockSkewMs } : {}),
     });
     if (!check.ok) {
@@ -808,36 +1112,22 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
     }
   }
 
-  const server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      if (!res.headersSent && !res.destroyed) {
-        sendError(req, res, 500, "InternalServerError", String(err));
-      } else {
-        res.destroy();
-      }
-    });
-  });
-  server.on("connection", (socket) => {
-    if (unreachable) {
+  return {
+    handle(req, res) {
+      handle(req, res).catch((err: unknown) => {
+        if (!res.headersSent && !res.destroyed) {
+          sendError(req, res, 500, "InternalServerError", String(err));
+        } else {
+          res.destroy();
+        }
+      });
+    },
+    admit(socket) {
+      if (!unreachable) return true;
       counters.dropped++;
       socket.destroy();
-      return;
-    }
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
-  });
-  await new Promise<void>((ok, fail) => {
-    server.once("error", fail);
-    server.listen(opts.port ?? 0, host, () => {
-      server.off("error", fail);
-      ok();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
-  const hostPart = host.includes(":") ? `[${host}]` : host;
-
-  return {
-    url: `http://${hostPart}:${port}`,
+      return false;
+    },
     namespace,
     createBucket(bucket) {
       ensureBucket(bucket);
@@ -899,13 +1189,40 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
     setLatency(ms) {
       latencyMs = ms;
     },
+    openUploads(bucket) {
+      return [...uploads.values()]
+        .filter((u) => bucket === undefined || u.bucket === bucket)
+        .map((u) => ({ bucket: u.bucket, object: u.object, uploadId: u.uploadId, parts: [...u.parts.keys()].sort((x, y) => x - y) }));
+    },
+  };
+}
+
+/** The Object Storage API on its own plain-HTTP listener. */
+export async function startObjectStorageServer(opts: ObjectStorageServerOptions): Promise<ObjectStorageServer> {
+  const host = opts.host ?? "127.0.0.1";
+  const service = createObjectStorageService(opts);
+  const server = createServer((req, res) => service.handle(req, res));
+  // Cut at once while unreachable; otherwise `handle` tracks the socket from its first request.
+  server.on("connection", (socket) => service.admit(socket));
+  await new Promise<void>((ok, fail) => {
+    server.once("error", fail);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off("error", fail);
+      ok();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const hostPart = host.includes(":") ? `[${host}]` : host;
+  // Object.assign keeps the service's getters (requests, log) live.
+  return Object.assign(service, {
+    url: `http://${hostPart}:${port}`,
     close() {
       return new Promise<void>((ok, fail) => {
         server.close((err) => (err ? fail(err) : ok()));
         server.closeAllConnections();
       });
     },
-  };
+  });
 }
 
 async function main(): Promise<void> {
@@ -920,14 +1237,19 @@ async function main(): Promise<void> {
       bucket: { type: "string", multiple: true },
       latency: { type: "string" },
       "session-signing-key": { type: "string" },
+      "max-body-mib": { type: "string" },
     },
     strict: true,
   });
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port ${values.port} is not a port`);
   const keyFile = values["public-key"];
-  if (keyFile === undefined) throw new Error("--public-key PATH is required (the PEM public key clients sign with)");
   const sessionFile = values["session-signing-key"];
+  if (keyFile === undefined && sessionFile === undefined) {
+    throw new Error("--public-key PATH (the PEM public key clients sign with) or --session-signing-key PATH is required");
+  }
+  const maxBodyMib = values["max-body-mib"] === undefined ? 64 : Number(values["max-body-mib"]);
+  if (!Number.isFinite(maxBodyMib) || maxBodyMib <= 0) throw new Error(`--max-body-mib ${values["max-body-mib"]} is not a size`);
   const sessionIssuer = sessionFile === undefined ? undefined : createPublicKey(readFileSync(sessionFile, "utf8"));
   const latencyMs = values.latency === undefined ? 0 : Number(values.latency);
   if (!Number.isFinite(latencyMs) || latencyMs < 0) throw new Error(`--latency ${values.latency} is not a delay`);
@@ -935,7 +1257,8 @@ async function main(): Promise<void> {
     host: values.host,
     port,
     namespace: values.namespace,
-    publicKeyPem: readFileSync(keyFile, "utf8"),
+    ...(keyFile !== undefined ? { publicKeyPem: readFileSync(keyFile, "utf8") } : {}),
+    maxBodyBytes: Math.round(maxBodyMib * 1024 * 1024),
     ...(values["key-id"] !== undefined ? { keyId: values["key-id"] } : {}),
     ...(values.dir !== undefined ? { dir: values.dir } : {}),
     buckets: values.bucket ?? [],

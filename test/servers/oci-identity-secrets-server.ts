@@ -8,8 +8,9 @@
  * is `{certificate, publicKey, intermediateCertificates, purpose}` (base64 DER
  * without PEM armour). The request must be signed with the instance
  * certificate's key: keyId `<tenancy>/fed-x509/<SHA-1 fingerprint of the
- * certificate>`, signing date, (request-target), host, content-type,
- * content-length and x-content-sha256 (see test/support/oci-signature.ts).
+ * certificate>`, signing date, (request-target), content-type,
+ * content-length and x-content-sha256, and host if the client signs it (the
+ * Node SDK does, the Python SDK does not; see test/support/oci-signature.ts).
  * The certificate must be issued by the trusted CA (the identity's
  * `intermediate.pem`), be within its validity, name the keyId's tenancy in
  * `OU=opc-tenant:`, and the CA must be among the intermediates. The answer is
@@ -34,6 +35,11 @@
  * `setLatency(api, ms)` (every answer waits).
  * `sessionKey(keyId)` lets another test server (Object Storage) accept the
  * same sessions.
+ *
+ * Two ways to run it: `startOciIdentitySecretsServer` listens on its own
+ * (plain HTTP, both APIs at one URL); `createOciIdentitySecretsService` gives
+ * the handler without a listener, for a server that mounts several services
+ * (oci-in-a-box.ts, over HTTPS at the auth and Secrets hostnames).
  *
  * Standalone, for the boot test:
  *   node --import tsx test/servers/oci-identity-secrets-server.ts --port 18082 \
@@ -107,9 +113,12 @@ export interface RequestRecord {
   reason?: string;
 }
 
-export interface OciIdentitySecretsServer {
-  /** Base URL, e.g. `http://127.0.0.1:40123`: both the auth and the Secrets endpoint. */
-  readonly url: string;
+/** Both APIs without a listener of their own: mount `handle` in any HTTP(S) server (oci-in-a-box.ts does). */
+export interface OciIdentitySecretsService {
+  /** Serves one request (federation or Secrets, by path). The request's socket is remembered so that `setUnreachable` cuts it. */
+  handle(req: IncomingMessage, res: ServerResponse): void;
+  /** For a new connection meant for `api` (where the mounting server can tell): while it is unreachable, destroyed and counted; false then. */
+  admit(api: Api, socket: Socket): boolean;
   /** The PEM key tokens are signed with (give it to a restarted server). */
   readonly signingKeyPem: string;
   /** Creates the secret or adds a new version, which becomes CURRENT. */
@@ -126,6 +135,11 @@ export interface OciIdentitySecretsServer {
   resetCounters(): void;
   /** For `ST$<token>` keyIds: the session's public key, or why the keyId is refused. */
   sessionKey(keyId: string | undefined): KeyObject | { reason: string };
+}
+
+export interface OciIdentitySecretsServer extends OciIdentitySecretsService {
+  /** Base URL, e.g. `http://127.0.0.1:40123`: both the auth and the Secrets endpoint. */
+  readonly url: string;
   close(): Promise<void>;
 }
 
@@ -164,8 +178,8 @@ function derToPem(b64: string, label: "CERTIFICATE" | "PUBLIC KEY"): string {
   return `-----BEGIN ${label}-----\n${body}\n-----END ${label}-----\n`;
 }
 
-export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServerOptions): Promise<OciIdentitySecretsServer> {
-  const host = opts.host ?? "127.0.0.1";
+/** Federation and Secrets without a listener (see OciIdentitySecretsService); `startOciIdentitySecretsServer` listens too. */
+export function createOciIdentitySecretsService(opts: Omit<OciIdentitySecretsServerOptions, "host" | "port">): OciIdentitySecretsService {
   const ca = new X509Certificate(opts.trustedCaPem);
   const ttl = opts.tokenTtlSeconds ?? 1200;
   const signingKeyPem =
@@ -291,6 +305,8 @@ export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServ
       headers: req.headers,
       body,
       requireBodyHeaders: true,
+      // The Python SDK's X509FederationClient does not sign host (the Node one does); OCI accepts both.
+      requireHost: false,
       ...(opts.maxClockSkewMs !== undefined ? { maxClockSkewMs: opts.maxClockSkewMs } : {}),
       keyIdFormat: (keyId) => (keyId !== undefined && /^[^/]+\/fed-x509\/[0-9A-Fa-f:]+$/.test(keyId) ? undefined : `keyId ${keyId ?? "(none)"} is not <tenancy>/fed-x509/<fingerprint>`),
       publicKey: (keyId) => {
@@ -395,6 +411,11 @@ export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServ
   }
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (!sockets.has(req.socket)) {
+      const socket = req.socket;
+      sockets.add(socket);
+      socket.once("close", () => sockets.delete(socket));
+    }
     const method = (req.method ?? "GET").toUpperCase();
     const url = new URL(req.url ?? "/", "http://server");
     const secretMatch = /^\/20190301\/secretbundles\/([^/]+)$/.exec(url.pathname);
@@ -421,28 +442,20 @@ export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServ
     }
   }
 
-  const server = createServer((req, res) => {
-    handle(req, res).catch((err: unknown) => {
-      if (!res.headersSent && !res.destroyed) sendError(req, res, 500, "InternalServerError", String(err));
-      else res.destroy();
-    });
-  });
-  server.on("connection", (socket) => {
-    sockets.add(socket);
-    socket.once("close", () => sockets.delete(socket));
-  });
-  await new Promise<void>((ok, fail) => {
-    server.once("error", fail);
-    server.listen(opts.port ?? 0, host, () => {
-      server.off("error", fail);
-      ok();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
-  const hostPart = host.includes(":") ? `[${host}]` : host;
-
   return {
-    url: `http://${hostPart}:${port}`,
+    handle(req, res) {
+      handle(req, res).catch((err: unknown) => {
+        if (!res.headersSent && !res.destroyed) sendError(req, res, 500, "InternalServerError", String(err));
+        else res.destroy();
+      });
+    },
+    admit(api, socket) {
+      if (!unreachable[api]) return true;
+      counters[api].total++;
+      counters[api].dropped++;
+      socket.destroy();
+      return false;
+    },
     signingKeyPem,
     setSecret(secretId, value) {
       return { versionNumber: putSecret(secretId, value) };
@@ -477,13 +490,33 @@ export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServ
       log = [];
     },
     sessionKey,
+  };
+}
+
+/** Federation and Secrets on their own plain-HTTP listener. */
+export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServerOptions): Promise<OciIdentitySecretsServer> {
+  const host = opts.host ?? "127.0.0.1";
+  const service = createOciIdentitySecretsService(opts);
+  const server = createServer((req, res) => service.handle(req, res));
+  await new Promise<void>((ok, fail) => {
+    server.once("error", fail);
+    server.listen(opts.port ?? 0, host, () => {
+      server.off("error", fail);
+      ok();
+    });
+  });
+  const { port } = server.address() as AddressInfo;
+  const hostPart = host.includes(":") ? `[${host}]` : host;
+  // Object.assign keeps the service's getters (requests, log) live.
+  return Object.assign(service, {
+    url: `http://${hostPart}:${port}`,
     close() {
       return new Promise<void>((ok, fail) => {
         server.close((err) => (err ? fail(err) : ok()));
         server.closeAllConnections();
       });
     },
-  };
+  });
 }
 
 async function main(): Promise<void> {

@@ -13,9 +13,11 @@
  * openssl 3). The CA key is thrown away unless a directory is given.
  *
  * Standalone, so a boot test can make one before starting the servers in any order:
- *   node --import tsx test/support/instance-identity.ts DIR [--tenancy OCID] [--instance OCID]
+ *   node --import tsx test/support/instance-identity.ts DIR [--tenancy OCID] [--instance OCID] [--ca-dir CADIR]
  * writes DIR/{cert.pem,key.pem,intermediate.pem,ca-key.pem} unless DIR/cert.pem
- * exists, and prints DIR.
+ * exists, and prints DIR. With --ca-dir, the leaf is issued by the CA of an
+ * identity made before in CADIR (one CA for a fleet of instances, each with
+ * its own leaf and instance OCID), and DIR gets a copy of that CA.
  */
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes, X509Certificate } from "node:crypto";
@@ -47,6 +49,12 @@ export interface IdentityOptions {
   compartment?: string;
   /** Validity of both certificates, in days (default 30). */
   days?: number;
+  /**
+   * Issue the leaf from the CA in this directory (its `intermediate.pem` and
+   * `ca-key.pem`, written by an earlier call with a `dir`) instead of a new
+   * CA: several instances of one tenancy, one trust anchor for the auth service.
+   */
+  caDir?: string;
 }
 
 const FILES = ["cert.pem", "key.pem", "intermediate.pem"] as const;
@@ -63,10 +71,14 @@ export function makeInstanceIdentity(opts: IdentityOptions = {}, dir?: string): 
   const days = String(opts.days ?? 30);
   const work = mkdtempSync(join(tmpdir(), "instance-identity-"));
   try {
-    openssl(
-      ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca-key.pem", "-out", "intermediate.pem", "-days", days, "-subj", "/CN=PKISVC Identity Intermediate test/O=mlops-agent tests"],
-      work,
-    );
+    if (opts.caDir !== undefined) {
+      for (const f of ["intermediate.pem", "ca-key.pem"]) writeFileSync(join(work, f), readFileSync(join(opts.caDir, f)));
+    } else {
+      openssl(
+        ["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca-key.pem", "-out", "intermediate.pem", "-days", days, "-subj", "/CN=PKISVC Identity Intermediate test/O=mlops-agent tests"],
+        work,
+      );
+    }
     openssl(["genrsa", "-traditional", "-out", "key.pem", "2048"], work);
     const subject = `/CN=${instance}/OU=opc-certtype:instance/OU=opc-compartment:${compartment}/OU=opc-instance:${instance}/OU=opc-tenant:${tenancy}`;
     openssl(["req", "-new", "-key", "key.pem", "-out", "leaf.csr", "-subj", subject], work);
@@ -127,13 +139,17 @@ export function certFingerprint(certPem: string): string {
 
 async function main(): Promise<void> {
   const { values, positionals } = parseArgs({
-    options: { tenancy: { type: "string" }, instance: { type: "string" } },
+    options: { tenancy: { type: "string" }, instance: { type: "string" }, "ca-dir": { type: "string" } },
     allowPositionals: true,
     strict: true,
   });
   const dir = positionals[0];
-  if (dir === undefined) throw new Error("usage: instance-identity.ts DIR [--tenancy OCID] [--instance OCID]");
-  ensureInstanceIdentity(resolve(dir), { ...(values.tenancy ? { tenancy: values.tenancy } : {}), ...(values.instance ? { instance: values.instance } : {}) });
+  if (dir === undefined) throw new Error("usage: instance-identity.ts DIR [--tenancy OCID] [--instance OCID] [--ca-dir CADIR]");
+  ensureInstanceIdentity(resolve(dir), {
+    ...(values.tenancy ? { tenancy: values.tenancy } : {}),
+    ...(values.instance ? { instance: values.instance } : {}),
+    ...(values["ca-dir"] ? { caDir: resolve(values["ca-dir"]) } : {}),
+  });
   process.stdout.write(`${resolve(dir)}\n`);
 }
 

@@ -11,7 +11,7 @@
  * The signing string is one `name: value` line per entry of `headers`, in that
  * order, joined with "\n", where `(request-target)` is `<method lowercased>
  * <path+query as sent>`; the signature is RSASSA-PKCS1-v1_5 with SHA-256.
- * `(request-target)`, `host` and `x-date` (or `date`) must be signed, the date
+ * `(request-target)`, `host` (unless the caller says otherwise) and `x-date` (or `date`) must be signed, the date
  * must be within 5 minutes, and for PUT/POST/PATCH (unless the caller says
  * otherwise) also `content-type`, `content-length` and `x-content-sha256`,
  * which are checked against the body.
@@ -46,6 +46,12 @@ export interface SignatureCheckInput {
   keyIdFormat?: (keyId: string | undefined) => string | undefined;
   /** PUT/POST/PATCH must sign content-type, content-length and x-content-sha256 (false for PutObject). */
   requireBodyHeaders: boolean;
+  /**
+   * `host` must be signed (default true). The auth service does not require
+   * it: the Python SDK's federation client signs only date, (request-target)
+   * and the body headers.
+   */
+  requireHost?: boolean;
   /** Allowed distance between the signed date and now (default 5 minutes, as OCI). */
   maxClockSkewMs?: number;
   now?: number;
@@ -122,7 +128,7 @@ export function verifyOciSignature(input: SignatureCheckInput): SignatureCheck {
     .filter((h) => h !== "");
   const method = input.method.toUpperCase();
 
-  for (const required of ["(request-target)", "host"]) {
+  for (const required of input.requireHost === false ? ["(request-target)"] : ["(request-target)", "host"]) {
     if (!names.includes(required)) return { ok: false, reason: `${required} is not signed` };
   }
   const dateHeader = names.includes("x-date") ? "x-date" : names.includes("date") ? "date" : undefined;

@@ -286,6 +286,74 @@ describe("object storage server with the real SDK", () => {
   });
 });
 
+describe("ranges, multipart uploads and renames", () => {
+  it("answers one byte range with 206 (first-last, open-ended, suffix) and 416 beyond the end", async () => {
+    server.putObject(BUCKET, "range.txt", "0123456789");
+    const get = (range: string) => signedFetch("GET", `/n/${NS}/b/${BUCKET}/o/range.txt`, { headers: new Headers({ range }) });
+    for (const [range, body, contentRange] of [
+      ["bytes=2-4", "234", "bytes 2-4/10"],
+      ["bytes=7-", "789", "bytes 7-9/10"],
+      ["bytes=-2", "89", "bytes 8-9/10"],
+      ["bytes=8-100", "89", "bytes 8-9/10"],
+    ] as const) {
+      const res = await get(range);
+      expect([res.status, await res.text(), res.headers.get("content-range")], range).toEqual([206, body, contentRange]);
+    }
+    const beyond = await get("bytes=10-12");
+    expect(beyond.status).toBe(416);
+    expect(((await beyond.json()) as { code: string }).code).toBe("InvalidRange");
+    const whole = await get("items=1-2"); // not a byte range: ignored, as HTTP allows
+    expect([whole.status, await whole.text()]).toEqual([200, "0123456789"]);
+    server.deleteObject(BUCKET, "range.txt");
+  });
+
+  it("commits only the listed parts in part order, checks their etags, and knows no foreign uploadId", async () => {
+    const base = { namespaceName: NS, bucketName: BUCKET, objectName: "mp.bin" };
+    const { multipartUpload } = await client.createMultipartUpload({ namespaceName: NS, bucketName: BUCKET, createMultipartUploadDetails: { object: "mp.bin", contentType: "text/plain" } });
+    const uploadId = multipartUpload.uploadId;
+    const etags: Record<number, string> = {};
+    for (const [n, body] of [[3, "ccc"], [1, "a"], [2, "bb"]] as const) {
+      const r = await client.uploadPart({ ...base, uploadId, uploadPartNum: n, uploadPartBody: body, contentLength: body.length });
+      expect(r.opcContentMd5).toBe(md5(body));
+      etags[n] = r.eTag;
+    }
+    const listed = await client.listMultipartUploads({ namespaceName: NS, bucketName: BUCKET });
+    expect(listed.items.map((u) => [u.object, u.uploadId])).toEqual([["mp.bin", uploadId]]);
+    const wrong = await failure(() =>
+      client.commitMultipartUpload({ ...base, uploadId, commitMultipartUploadDetails: { partsToCommit: [{ partNum: 1, etag: "nope" }] } }),
+    );
+    expect(wrong).toMatchObject({ statusCode: 400, serviceCode: "InvalidUploadPart" });
+    const committed = await client.commitMultipartUpload({
+      ...base,
+      uploadId,
+      commitMultipartUploadDetails: { partsToCommit: [{ partNum: 3, etag: etags[3] ?? "" }, { partNum: 1, etag: etags[1] ?? "" }] },
+    });
+    const stored = server.getObject(BUCKET, "mp.bin");
+    expect(stored?.body.toString()).toBe("accc");
+    expect(stored?.contentType).toBe("text/plain");
+    const expected = `${createHash("md5").update(Buffer.concat([Buffer.from(md5("a"), "base64"), Buffer.from(md5("ccc"), "base64")])).digest("base64")}-2`;
+    expect(committed.opcMultipartMd5).toBe(expected);
+    const listing = await client.listObjects({ namespaceName: NS, bucketName: BUCKET, prefix: "mp.bin", fields: "name,size,md5" });
+    expect(listing.listObjects.objects).toEqual([{ name: "mp.bin", size: 4 }]);
+    const gone = await failure(() => client.abortMultipartUpload({ ...base, uploadId }));
+    expect(gone).toMatchObject({ statusCode: 404, serviceCode: "NoSuchUpload" });
+    server.deleteObject(BUCKET, "mp.bin");
+  });
+
+  it("renames an object, keeping its body and honouring newObjIfNoneMatchETag", async () => {
+    server.putObject(BUCKET, "old.py", "x = 1\n");
+    server.putObject(BUCKET, "taken.py", "y\n");
+    const base = { namespaceName: NS, bucketName: BUCKET };
+    const clash = await failure(() => client.renameObject({ ...base, renameObjectDetails: { sourceName: "old.py", newName: "taken.py", newObjIfNoneMatchETag: "*" } }));
+    expect(clash).toMatchObject({ statusCode: 412 });
+    await client.renameObject({ ...base, renameObjectDetails: { sourceName: "old.py", newName: "new.py" } });
+    expect(server.getObject(BUCKET, "old.py")).toBeUndefined();
+    expect(server.getObject(BUCKET, "new.py")?.body.toString()).toBe("x = 1\n");
+    server.deleteObject(BUCKET, "new.py");
+    server.deleteObject(BUCKET, "taken.py");
+  });
+});
+
 /** A request signed by the SDK's own signer, sent with fetch (so tests can tamper with it). */
 async function signedFetch(
   method: "GET" | "POST" | "PUT" | "DELETE" | "HEAD",
