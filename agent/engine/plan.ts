@@ -168,10 +168,11 @@ export function plan(desired: DesiredRole | undefined, observed: Observed, state
   const firewall = planFirewall(desired, observed);
   actions.push(...firewall.actions);
 
-  const rank = (a: Action) => ACTION_ORDER.indexOf(a.kind);
   actions.sort((a, b) => rank(a) - rank(b));
   return { actions, deferred, notes: firewall.notes };
 }
+
+const rank = (a: Action) => ACTION_ORDER.indexOf(a.kind);
 
 const FIREWALLD_TARGET = /^firewalld:(\d+)\/tcp$/;
 
@@ -217,7 +218,7 @@ export function planFirewall(desired: DesiredRole | undefined, observed: Pick<Ob
     for (const [port, roles] of owners)
       for (const owner of roles)
         if (!want.has(port)) actions.push({ kind: "close-port", target: portTarget("firewalld", port), firewall: "firewalld", port, role: owner, reason: gone(owner, port) });
-    return { actions, notes };
+    return { actions: actions.sort((a, b) => rank(a) - rank(b)), notes };
   }
 
   const has = (list: readonly PortTag[], t: PortTag) => list.some((x) => sameTag(x, t));
@@ -241,5 +242,5 @@ export function planFirewall(desired: DesiredRole | undefined, observed: Pick<Ob
     if (t.role === role && want.has(t.port)) continue;
     actions.push({ kind: "close-port", target: portTarget("iptables", t.port), firewall: "iptables", port: t.port, role: t.role, reason: gone(t.role, t.port) });
   }
-  return { actions, notes };
+  return { actions: actions.sort((a, b) => rank(a) - rank(b)), notes };
 }
