@@ -177,6 +177,8 @@ describe("firewall: the image as make-root.sh leaves it (what the other boot tes
     expect(r.code, r.raw).toBe(0);
     expect(r.json.actions, r.raw).toEqual([]);
     expect(r.json.notes, r.raw).toEqual(["host firewall: nothing to open for 5000/tcp: firewalld is not running and /etc/iptables/rules.v4 does not exist"]);
+    // Asking firewalld's state did not start it (no D-Bus activation of a masked unit).
+    expect((await vm.exec(["systemctl", "is-active", "firewalld"])).stdout.trim()).toBe("inactive");
   });
 });
 
