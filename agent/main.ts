@@ -4,6 +4,7 @@
  * No top-level await: the build bundles this file as CommonJS.
  */
 import { parseArgs } from "node:util";
+import { firewallCommand } from "./cli/firewall.ts";
 import { applyCommand, planCommand } from "./cli/plan-apply.ts";
 import type { CommonFlags } from "./cli/context.ts";
 import { printError, out } from "./cli/output.ts";
@@ -44,7 +45,8 @@ flags:
   --json               machine-readable output
 `;
 
-const COMMANDS = ["run", "plan", "apply", "status", "up", "down", "sync-dags", "validate", "version", "help"] as const;
+// `firewall` is left out of the help: the host-firewall steps of `apply` alone, for tests and debugging (agent/cli/firewall.ts).
+const COMMANDS = ["run", "plan", "apply", "status", "up", "down", "sync-dags", "validate", "version", "help", "firewall"] as const;
 
 async function main(argv: string[]): Promise<number> {
   let parsed: ReturnType<typeof parse>;
@@ -74,6 +76,8 @@ async function main(argv: string[]): Promise<number> {
         return await planCommand(host, flags, env, silentLogger());
       case "apply":
         return await applyCommand(host, flags, env, createLogger({ scrub, level: flags.json ? "silent" : env.MLOPS_AGENT_LOG_LEVEL ?? "warn", destination: process.stderr }));
+      case "firewall":
+        return await firewallCommand(host, flags, env, createLogger({ scrub, level: flags.json ? "silent" : env.MLOPS_AGENT_LOG_LEVEL ?? "warn", destination: process.stderr }));
       case "status":
         return await statusCommand(host, flags, env);
       case "up":
@@ -126,7 +130,7 @@ function parse(argv: string[]): { command: (typeof COMMANDS)[number]; flags: Com
   });
   const command = values.help ? "help" : (positionals[0] ?? "help");
   if (!(COMMANDS as readonly string[]).includes(command))
-    throw new AgentError("USAGE", `unknown command ${JSON.stringify(command)}; allowed: ${COMMANDS.join(", ")}`);
+    throw new AgentError("USAGE", `unknown command ${JSON.stringify(command)}; allowed: ${COMMANDS.filter((c) => c !== "firewall").join(", ")}`);
   if (positionals.length > 1) throw new AgentError("USAGE", `unexpected argument ${JSON.stringify(positionals[1])}`);
   return {
     command: command as (typeof COMMANDS)[number],

@@ -46,9 +46,9 @@ export async function planCommand(host: Host, flags: CommonFlags, env: NodeJS.Pr
     env,
     logger,
   });
-  const { actions, deferred } = view.plan;
+  const { actions, deferred, notes } = view.plan;
   if (flags.json) {
-    out(JSON.stringify({ role: resolved.role ?? null, roleSource: resolved.roleSource, actions, deferred }, null, 2));
+    out(JSON.stringify({ role: resolved.role ?? null, roleSource: resolved.roleSource, actions, deferred, notes }, null, 2));
   } else {
     out(`role: ${resolved.role ?? "(none)"} (from ${resolved.roleSource})`);
     if (actions.length === 0 && deferred.length === 0) out("nothing to do: the node is converged");
@@ -60,6 +60,7 @@ export async function planCommand(host: Host, flags: CommonFlags, env: NodeJS.Pr
         for (const d of deferred) out(`  ${d}`);
       }
     }
+    for (const n of notes) out(`note: ${n}`);
   }
   return actions.length === 0 && deferred.length === 0 ? 0 : 2;
 }

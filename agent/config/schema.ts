@@ -183,6 +183,18 @@ export const pythonSchema = z
   })
   .strict();
 
+export const firewallSchema = z
+  .object({
+    /**
+     * Open the role's ports in the host firewall (firewalld, or the iptables
+     * rules of OCI's Ubuntu images) and close them when the role goes. Never in `up`.
+     */
+    manage: z.boolean().default(true),
+    /** The rules netfilter-persistent loads at boot (OCI's Ubuntu images). */
+    iptablesRulesPath: z.string().startsWith("/", "must be an absolute path").default("/etc/iptables/rules.v4"),
+  })
+  .strict();
+
 export const configSchema = z
   .object({
     role: z.enum(ROLE_NAMES, { message: `must be one of ${ROLE_NAMES.join(", ")}` }).optional(),
@@ -208,6 +220,7 @@ export const configSchema = z
     /** Seconds between metadata polls (role changes). */
     metadataPollSeconds: z.number().int().min(1).max(3600).default(15),
     python: pythonSchema.default({ uvVersion: "0.13.8" }),
+    firewall: firewallSchema.default({ manage: true, iptablesRulesPath: "/etc/iptables/rules.v4" }),
     oci: ociSchema.default({ secretCacheSeconds: 600, requestTimeoutSeconds: 10 }),
     dagSync: dagSyncSchema.default({
       schedule: "*/15 * * * * *",

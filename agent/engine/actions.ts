@@ -5,10 +5,13 @@
  * state, looked up by path.
  */
 
+import type { FirewallKind } from "../firewall/host-firewall.ts";
+
 export type OwnerRef = "service" | "root";
 
 export type Action =
   | { kind: "remove-service"; target: string; role: string; reason: string }
+  | { kind: "close-port"; target: string; firewall: FirewallKind; port: number; role: string; reason: string }
   | { kind: "remove-file"; target: string; role: string; reason: string }
   | { kind: "forget-role"; target: string; reason: string }
   | { kind: "ensure-user"; target: string; home: string; reason: string }
@@ -18,13 +21,19 @@ export type Action =
   | { kind: "provision-database"; target: string; role: string; fingerprint: string; reason: string }
   | { kind: "write-file"; target: string; mode: number; owner: OwnerRef; hash: string; secret: boolean; reason: string }
   | { kind: "migrate-database"; target: string; role: string; version: string; reason: string }
+  | { kind: "open-port"; target: string; firewall: FirewallKind; port: number; role: string; reason: string }
   | { kind: "ensure-service"; target: string; service: string; inputsHash: string; reason: string };
 
 export type ActionKind = Action["kind"];
 
-/** The order actions run in within one pass: teardown of the old role first, services last. */
+/**
+ * The order actions run in within one pass: teardown of the old role first
+ * (a removed service's port closes right after it stops), services last (a
+ * port opens just before its service starts).
+ */
 export const ACTION_ORDER: readonly ActionKind[] = [
   "remove-service",
+  "close-port",
   "remove-file",
   "forget-role",
   "ensure-user",
@@ -34,6 +43,7 @@ export const ACTION_ORDER: readonly ActionKind[] = [
   "provision-database",
   "write-file",
   "migrate-database",
+  "open-port",
   "ensure-service",
 ];
 

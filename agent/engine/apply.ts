@@ -13,6 +13,7 @@ import { vaultResolverFor } from "../config/vault.ts";
 import { provisionMysql } from "../db/mysql-provisioner.ts";
 import { provisionPostgres } from "../db/postgres-provisioner.ts";
 import { AgentError, describeError } from "../errors.ts";
+import { closePort, openPort } from "../firewall/host-firewall.ts";
 import type { FileOwner, Host } from "../host/host.ts";
 import { DEFAULT_INDEX_URL, findPython, installLock } from "../python/python-env.ts";
 import type { ActionRecord } from "../status/types.ts";
@@ -79,6 +80,20 @@ async function step(deps: ApplyDeps, a: Action): Promise<void> {
     case "remove-service": {
       await deps.supervisor?.remove(a.target);
       await deps.records.update(a.role, (r) => ({ ...r, services: withoutItem(r.services, a.target) }));
+      return;
+    }
+    case "close-port": {
+      const tag = { role: a.role, port: a.port };
+      await closePort(host, a.firewall, tag, deps.config.firewall);
+      // The record goes after the port is closed (a crash in between closes it again next pass).
+      if (a.firewall === "firewalld" && (await deps.records.get(a.role)))
+        await deps.records.update(a.role, (r) => ({ ...r, ports: withoutItem(r.ports ?? [], a.target) }));
+      return;
+    }
+    case "open-port": {
+      // firewalld ports carry no tag: the record says they are the agent's, written before they open.
+      if (a.firewall === "firewalld") await deps.records.update(a.role, (r) => ({ ...r, ports: withItem(r.ports ?? [], a.target) }));
+      await openPort(host, a.firewall, { role: a.role, port: a.port }, deps.config.firewall);
       return;
     }
     case "remove-file": {

@@ -13,7 +13,10 @@ import type { Supervisor } from "../supervisor/types.ts";
 import { apply } from "./apply.ts";
 import { compileDesired, type DesiredRole } from "./desired.ts";
 import { type Observed, observe, secretPath } from "./observe.ts";
-import { type Plan, plan } from "./plan.ts";
+import { type Plan, plan, planFirewall } from "./plan.ts";
+import type { Action } from "./actions.ts";
+import { observeFirewall } from "../firewall/host-firewall.ts";
+import type { ActionRecord } from "../status/types.ts";
 import type { RoleRecordStore } from "./role-record.ts";
 import { registerSecret, resolveSecretRef } from "../config/secrets.ts";
 import { vaultResolverFor } from "../config/vault.ts";
@@ -81,8 +84,14 @@ export async function planOnce(deps: ConvergeDeps): Promise<PlanView> {
     desired,
     stateDir: deps.config.stateDir,
     checkLogin: deps.checkLogin === undefined ? defaultCheckLogin : deps.checkLogin || undefined,
+    firewall: firewallSettings(deps.config),
   });
   return { desired, observed, plan: plan(desired, observed, deps.config.stateDir) };
+}
+
+/** The host firewall is the agent's to manage on a VM, unless the config says otherwise; never in `up`. */
+function firewallSettings(config: AgentConfig): AgentConfig["firewall"] | undefined {
+  return config.mode === "vm" && config.firewall.manage ? config.firewall : undefined;
 }
 
 export interface ConvergeOutcome extends ConvergeRecord {
@@ -97,9 +106,18 @@ export async function converge(deps: ConvergeDeps): Promise<ConvergeOutcome> {
   const all: ConvergeRecord["actions"][number][] = [];
   let passes = 0;
   let deferred: readonly string[] = [];
+  let notes: readonly string[] = [];
   let desired: DesiredRole | undefined;
   const finish = (failure?: unknown): ConvergeOutcome => {
-    const base = { startedAt, finishedAt: new Date(deps.host.clock.now()).toISOString(), passes, actions: all, deferred, desired };
+    const base = {
+      startedAt,
+      finishedAt: new Date(deps.host.clock.now()).toISOString(),
+      passes,
+      actions: all,
+      deferred,
+      desired,
+      ...(notes.length ? { notes } : {}),
+    };
     if (failure === undefined) return { ...base, ok: true };
     const e = describeError(failure);
     return { ...base, ok: false, error: { code: e.code, message: e.message }, errorObject: failure as Error };
@@ -108,6 +126,7 @@ export async function converge(deps: ConvergeDeps): Promise<ConvergeOutcome> {
     while (passes < MAX_PASSES) {
       const view = await planOnce(deps);
       deferred = view.plan.deferred;
+      notes = view.plan.notes;
       desired = view.desired;
       if (view.plan.actions.length === 0) return finish();
       passes++;
@@ -119,4 +138,38 @@ export async function converge(deps: ConvergeDeps): Promise<ConvergeOutcome> {
   } catch (err) {
     return finish(err);
   }
+}
+
+export interface FirewallOutcome {
+  readonly ok: boolean;
+  /** The firewall plan of the first pass (what `--dry-run` prints). */
+  readonly planned: readonly Action[];
+  readonly notes: readonly string[];
+  readonly actions: readonly ActionRecord[];
+  readonly error?: Error;
+}
+
+/**
+ * Only the host firewall part of converge: observe the firewall and the
+ * records, plan with the same `planFirewall`, apply with the same steps,
+ * until nothing is left (`mlops-agent firewall`, which the boot test drives
+ * without installing a whole role). Changes nothing when `dryRun`.
+ */
+export async function convergeFirewall(deps: ConvergeDeps, opts: { dryRun?: boolean } = {}): Promise<FirewallOutcome> {
+  const settings = firewallSettings(deps.config);
+  const desired = await compile(deps);
+  const actions: ActionRecord[] = [];
+  let planned: readonly Action[] | undefined;
+  let notes: readonly string[] = [];
+  for (let pass = 0; pass < 3; pass++) {
+    const firewall = settings ? await observeFirewall(deps.host, settings) : undefined;
+    const view = planFirewall(desired, { records: await deps.records.list(), firewall });
+    planned ??= view.actions;
+    notes = view.notes;
+    if (opts.dryRun || view.actions.length === 0) return { ok: true, planned, notes, actions };
+    const result = await apply(view.actions, { ...deps, desired });
+    actions.push(...result.records);
+    if (!result.ok) return { ok: false, planned, notes, actions, error: result.error };
+  }
+  return { ok: false, planned: planned ?? [], notes, actions, error: new AgentError("FIREWALL_FAILED", "the firewall still changes after 3 passes") };
 }

@@ -69,6 +69,8 @@ export interface DesiredRole {
   /** Generated secrets and how to make each one. */
   readonly secretFormats: Readonly<Record<string, "token" | "fernet">>;
   readonly services: readonly DesiredService[];
+  /** TCP ports the role's services listen on (their `ports`, rendered), sorted: what the host firewall must let in. */
+  readonly ports: readonly number[];
   /** Secret files (in the state dir) the role needs, by name. */
   readonly secretNames: readonly string[];
 }
@@ -221,8 +223,15 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
       }
     : undefined;
 
+  const ports = new Set<number>();
   const services: DesiredService[] = spec.services.filter((s) => s.when === undefined || contextTruthy(ctx, s.when)).map((s) => {
     const where = `role ${role} service ${s.name}`;
+    for (const p of s.ports) {
+      const text = renderString(p, ctx, where);
+      const port = Number(text);
+      if (!Number.isInteger(port) || port < 1 || port > 65535) throw new AgentError("CONFIG_INVALID", `${where}: port ${JSON.stringify(text)} is not a TCP port (1-65535)`);
+      ports.add(port);
+    }
     const command: string[] = [];
     for (const a of s.command) {
       if (typeof a === "string") command.push(renderString(a, ctx, where));
@@ -288,6 +297,7 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
     database,
     migrate,
     services,
+    ports: [...ports].sort((a, b) => a - b),
     secretNames,
     dagSyncDest: spec.dagSync ? renderString(spec.dagSync.dest, ctx, `role ${role} dagSync`) : undefined,
     secretFormats: Object.fromEntries(spec.secrets.map((x) => [x.name, x.format])),

@@ -10,6 +10,7 @@ import { sha256 } from "./desired.ts";
 import type { RoleRecord, RoleRecordStore } from "./role-record.ts";
 import { readInstallMarker, type InstallMarker } from "../python/python-env.ts";
 import type { LoginCheck } from "../db/mysql-provisioner.ts";
+import { type FirewallObservation, type FirewallSettings, observeFirewall } from "../firewall/host-firewall.ts";
 
 export interface ObservedFile {
   readonly hash: string;
@@ -28,6 +29,8 @@ export interface Observed {
   readonly services: readonly ServiceObservation[];
   /** Whether the role's database user can log in (checked only once provisioned). */
   readonly databaseLogin?: LoginCheck;
+  /** The host firewall; undefined when the agent leaves it alone (`up`, `firewall.manage: false`). */
+  readonly firewall?: FirewallObservation;
 }
 
 export function secretPath(stateDir: string, name: string): string {
@@ -42,6 +45,8 @@ export async function observe(deps: {
   stateDir: string;
   /** Logs in as the role's database user; absent in tests without a database. */
   checkLogin?: (t: { engine: string; host: string; port: number; user: string; password: string; database: string }) => Promise<LoginCheck>;
+  /** Observe the host firewall with these settings; undefined: the agent does not manage it. */
+  firewall?: FirewallSettings;
 }): Promise<Observed> {
   const { host, desired } = deps;
   const records = await deps.records.list();
@@ -77,5 +82,6 @@ export async function observe(deps: {
   const password = db ? secrets[db.passwordSecret] : undefined;
   if (db && db.engine !== "sqlite" && password && record?.database?.fingerprint === db.fingerprint && deps.checkLogin)
     databaseLogin = await deps.checkLogin({ engine: db.engine, host: db.host, port: db.port, user: db.user, password, database: db.name });
-  return { records, serviceOwner, directories, files, secrets, install, services, databaseLogin };
+  const firewall = deps.firewall ? await observeFirewall(host, deps.firewall) : undefined;
+  return { records, serviceOwner, directories, files, secrets, install, services, databaseLogin, firewall };
 }

@@ -11,11 +11,15 @@ import { ACTION_ORDER } from "./actions.ts";
 import type { DesiredRole } from "./desired.ts";
 import type { Observed } from "./observe.ts";
 import { secretPath } from "./observe.ts";
+import { portTarget } from "../firewall/host-firewall.ts";
+import { type PortTag, sameTag } from "../firewall/iptables-rules.ts";
 
 export interface Plan {
   readonly actions: Action[];
   /** Things that will be planned once an earlier action has run. */
   readonly deferred: string[];
+  /** What a person should know that needs no action (e.g. no host firewall to open ports in). */
+  readonly notes: string[];
 }
 
 const ACTIVE_STATES = new Set(["running", "starting", "backoff"]);
@@ -161,7 +165,82 @@ export function plan(desired: DesiredRole | undefined, observed: Observed, state
     }
   }
 
-  const rank = (a: Action) => ACTION_ORDER.indexOf(a.kind);
+  const firewall = planFirewall(desired, observed);
+  actions.push(...firewall.actions);
+
   actions.sort((a, b) => rank(a) - rank(b));
-  return { actions, deferred };
+  return { actions, deferred, notes: firewall.notes };
+}
+
+const rank = (a: Action) => ACTION_ORDER.indexOf(a.kind);
+
+const FIREWALLD_TARGET = /^firewalld:(\d+)\/tcp$/;
+
+/**
+ * The host firewall part of the plan: open the desired role's ports, close
+ * the agent's own ports that no role needs any more. Only the agent's own:
+ * iptables rules it tagged, firewalld ports its records say it opened.
+ * Nothing when the firewall is not managed (observed.firewall undefined).
+ */
+export function planFirewall(desired: DesiredRole | undefined, observed: Pick<Observed, "firewall" | "records">): { actions: Action[]; notes: string[] } {
+  const fw = observed.firewall;
+  const actions: Action[] = [];
+  const notes: string[] = [];
+  if (!fw) return { actions, notes };
+  const role = desired?.role;
+  const want = new Set(desired?.ports ?? []);
+  const gone = (owner: string, port: number) =>
+    !desired ? `role ${owner} is no longer assigned` : owner !== desired.role ? `role changed from ${owner} to ${desired.role}` : `port ${port} is no longer part of the role`;
+
+  if (fw.kind === "none") {
+    if (desired?.ports.length) notes.push(`host firewall: nothing to open for ${desired.ports.map((p) => `${p}/tcp`).join(", ")}: ${fw.why}`);
+    return { actions, notes };
+  }
+
+  if (fw.kind === "firewalld") {
+    const runtime = new Set(fw.runtime);
+    const permanent = new Set(fw.permanent);
+    const owners = new Map<number, string[]>();
+    for (const rec of observed.records)
+      for (const t of rec.ports ?? []) {
+        const m = FIREWALLD_TARGET.exec(t);
+        if (m) owners.set(Number(m[1]), [...(owners.get(Number(m[1])) ?? []), rec.role]);
+      }
+    for (const port of want) {
+      const was = owners.get(port) ?? [];
+      let reason: string | undefined;
+      if (!runtime.has(port) && !permanent.has(port)) reason = `closed in firewalld zone ${fw.zone}`;
+      else if (!runtime.has(port)) reason = `in the permanent config of firewalld zone ${fw.zone} but not open now`;
+      else if (!permanent.has(port)) reason = `open in firewalld zone ${fw.zone} now but not permanently (a reload or reboot closes it)`;
+      else if (was.length && !was.includes(role!)) reason = `opened for role ${was.join(", ")}; role ${role} takes it over`;
+      if (reason) actions.push({ kind: "open-port", target: portTarget("firewalld", port), firewall: "firewalld", port, role: role!, reason: `port ${port}/tcp of role ${role}: ${reason}` });
+    }
+    for (const [port, roles] of owners)
+      for (const owner of roles)
+        if (!want.has(port)) actions.push({ kind: "close-port", target: portTarget("firewalld", port), firewall: "firewalld", port, role: owner, reason: gone(owner, port) });
+    return { actions: actions.sort((a, b) => rank(a) - rank(b)), notes };
+  }
+
+  const has = (list: readonly PortTag[], t: PortTag) => list.some((x) => sameTag(x, t));
+  for (const port of want) {
+    const tag = { role: role!, port };
+    const missing = [has(fw.live, tag) ? undefined : "the running rules", has(fw.saved, tag) ? undefined : fw.rulesPath].filter((x) => x !== undefined);
+    if (missing.length)
+      actions.push({
+        kind: "open-port",
+        target: portTarget("iptables", port),
+        firewall: "iptables",
+        port,
+        role: tag.role,
+        reason: `port ${port}/tcp of role ${role}: input is rejected and no ACCEPT rule of the agent is in ${missing.join(" nor in ")}`,
+      });
+  }
+  const seen: PortTag[] = [];
+  for (const t of [...fw.live, ...fw.saved]) {
+    if (has(seen, t)) continue;
+    seen.push(t);
+    if (t.role === role && want.has(t.port)) continue;
+    actions.push({ kind: "close-port", target: portTarget("iptables", t.port), firewall: "iptables", port: t.port, role: t.role, reason: gone(t.role, t.port) });
+  }
+  return { actions: actions.sort((a, b) => rank(a) - rank(b)), notes };
 }

@@ -15,6 +15,12 @@ export interface RoleRecord {
   readonly services: readonly string[];
   readonly database?: { readonly fingerprint: string; readonly provisionedAt: string };
   readonly migratedVersion?: string;
+  /**
+   * firewalld ports the agent opened for the role (`firewalld:5000/tcp`):
+   * firewalld ports carry no tag, so this is how the agent knows which ones
+   * are its own to close. (iptables rules carry their own tag.)
+   */
+  readonly ports?: readonly string[];
   readonly updatedAt: string;
 }
 

@@ -23,6 +23,8 @@ export interface ConvergeRecord {
   readonly passes: number;
   readonly actions: readonly ActionRecord[];
   readonly error?: { readonly code: string; readonly message: string };
+  /** What the last plan noted that needs no action (e.g. no host firewall to open ports in); absent when none. */
+  readonly notes?: readonly string[];
 }
 
 export interface ProbeRecord {

@@ -4,9 +4,14 @@
  *
  * Each container gets its own overlay (the cached root from make-root.sh is
  * the read-only lower layer; writes go to a per-run upper directory), so runs
- * are independent and the cache is never touched. The container shares the
- * host's network namespace (no --private-network): 127.0.0.1 inside is the
- * host's loopback, where the test servers, MariaDB and PostgreSQL listen.
+ * are independent and the cache is never touched. By default the container
+ * shares the host's network namespace (no --private-network): 127.0.0.1
+ * inside is the host's loopback, where the test servers, MariaDB and
+ * PostgreSQL listen. Such a container must never change the firewall (it
+ * would be the machine's); one that does (the firewall boot test) boots with
+ * `network: "private"` (a fresh namespace with only loopback, every boot) or
+ * in a namespace the test made (`network: { namespace }`); either gives it
+ * CAP_NET_ADMIN, which a container in the host's namespace never gets.
  * Commands run inside through `nsenter` into the leader's namespaces, since
  * `machinectl` needs --register=yes and a host systemd.
  *
@@ -35,6 +40,13 @@ export interface ContainerOptions {
   /** Machine name and hostname, [a-z0-9-]. */
   readonly name: string;
   readonly binds?: readonly Bind[];
+  /**
+   * `host` (default): the machine's network namespace, shared. `private`: a
+   * new namespace with only loopback on each boot (nspawn --private-network).
+   * `{ namespace }`: the named namespace from `ip netns add` (under
+   * /run/netns), which the test made and removes; it outlives a reboot.
+   */
+  readonly network?: "host" | "private" | { readonly namespace: string };
 }
 
 export interface ExecResult {
@@ -98,6 +110,7 @@ export class BootContainer {
   /** The merged root the container boots from. */
   readonly root: string;
   readonly #binds: readonly Bind[];
+  readonly #network: NonNullable<ContainerOptions["network"]>;
   #nspawn: ChildProcess | undefined;
   #exit: Promise<number | null> | undefined;
   #leader = 0;
@@ -109,6 +122,7 @@ export class BootContainer {
     this.dir = dir;
     this.root = join(dir, "root");
     this.#binds = opts.binds ?? [];
+    this.#network = opts.network ?? "host";
   }
 
   /** Makes the run directory and mounts the overlay. */
@@ -185,6 +199,12 @@ export class BootContainer {
       "--timezone=off",
       "--link-journal=no",
       ...this.#binds.map((b) => `--${b.readOnly ? "bind-ro" : "bind"}=${b.host}:${b.container}`),
+      ...(this.#network === "host"
+        ? []
+        : this.#network === "private"
+          ? ["--private-network"]
+          : // nspawn grants CAP_NET_ADMIN with --private-network only; in a namespace of the test's own it is as safe.
+            [`--network-namespace-path=/run/netns/${this.#network.namespace}`, "--capability=CAP_NET_ADMIN"]),
     ];
     const child = spawn("systemd-nspawn", args, { stdio: ["ignore", log, log], env: { PATH: process.env.PATH ?? CONTAINER_PATH, LANG: "C.UTF-8" } });
     closeSync(log);

@@ -25,7 +25,18 @@ SUITE=bookworm
 # python3, python3-venv: the agent builds role venvs from the system Python.
 # iproute2, procps: `ss`, `ps`, `kill` for the test and for a person debugging.
 # util-linux (essential) gives setpriv; passwd (required) gives useradd.
-PACKAGES=systemd,systemd-sysv,dbus,cloud-init,python3-cffi-backend,curl,ca-certificates,python3,python3-venv,iproute2,procps,less
+# firewalld, nftables, iptables, iptables-persistent (netfilter-persistent): the
+# host firewalls of OCI's images, Oracle Linux's firewalld and Ubuntu's
+# /etc/iptables/rules.v4, for the firewall boot test. Both are masked in the
+# image (see customize); a container that wants one enables it:
+#   firewalld (Oracle Linux):  systemctl unmask firewalld && systemctl enable --now firewalld
+#   iptables (Ubuntu):         write /etc/iptables/rules.v4, then
+#                              systemctl unmask netfilter-persistent && systemctl enable --now netfilter-persistent
+# and must boot in a network namespace of its own (BootContainer's `network`
+# option): in the host's namespace they would change the machine's firewall.
+# libpam-systemd is named for firewalld's polkitd, which needs the virtual
+# default-logind that debootstrap cannot resolve.
+PACKAGES=systemd,systemd-sysv,dbus,cloud-init,python3-cffi-backend,curl,ca-certificates,python3,python3-venv,iproute2,procps,less,firewalld,nftables,iptables,iptables-persistent,libpam-systemd
 
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
 cache="${1:-$repo/.cache/boot-root}"
@@ -139,6 +150,19 @@ EOF
     systemd-timesyncd.service cloud-init-hotplugd.socket; do
     ln -sf /dev/null "$root/etc/systemd/system/$unit"
   done
+
+  # Both host firewalls off by default: the boot test's containers share the
+  # host's network namespace, whose firewall is not ours. Masked, not just
+  # disabled, so that nothing (D-Bus activation of firewalld included) starts
+  # them. iptables-persistent's install saved whatever rules the chroot saw:
+  # an image starts with no rules files (the Ubuntu-style test writes its own).
+  for unit in firewalld.service netfilter-persistent.service nftables.service; do
+    rm -f "$root/etc/systemd/system/"*.target.wants/"$unit"
+    ln -sf /dev/null "$root/etc/systemd/system/$unit"
+  done
+  # firewalld's D-Bus alias; `systemctl enable firewalld` makes it again.
+  rm -f "$root/etc/systemd/system/dbus-org.fedoraproject.FirewallD1.service"
+  rm -f "$root/etc/iptables/rules.v4" "$root/etc/iptables/rules.v6"
 
   chroot "$root" apt-get clean
   rm -rf "$root/var/lib/apt/lists/"* "$root/var/cache/apt/"*.bin "$root/var/log/"*.log

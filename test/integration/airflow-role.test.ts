@@ -85,6 +85,8 @@ beforeAll(async () => {
       dataDir: `${root}/data`,
       logDir: `${root}/log`,
       supervisor: "process",
+      // A VM-mode agent on this machine: its firewall is not the test's to change.
+      firewall: { manage: false },
       convergeIntervalSeconds: 10,
       python: { cacheDir: `${process.env.HOME ?? "/root"}/.cache/mlops-agent/uv` },
       postgres: { host: "127.0.0.1", port: 5432, adminUser: "postgres" },

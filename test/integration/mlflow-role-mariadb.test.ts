@@ -38,6 +38,8 @@ function writeConfig(adminUser: string): void {
       dataDir: `${root}/data`,
       logDir: `${root}/log`,
       supervisor: "process",
+      // A VM-mode agent on this machine: its firewall is not the test's to change.
+      firewall: { manage: false },
       convergeIntervalSeconds: 10,
       python: { cacheDir: `${process.env.HOME ?? "/root"}/.cache/mlops-agent/uv` },
       database: { engine: "mysql", host: "127.0.0.1", port: 3306, adminUser, userHost: "%" },
