@@ -7,7 +7,7 @@ import { configDefaults, defineConfig } from "vitest/config";
 export default defineConfig({
   test: {
     include: ["test/**/*.test.ts"],
-    exclude: [...configDefaults.exclude, "test/boot/**"],
+    exclude: [...configDefaults.exclude, "test/boot/**", "test/fleet/**"],
     testTimeout: 60_000,
     hookTimeout: 900_000,
     fileParallelism: false,

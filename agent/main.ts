@@ -17,6 +17,7 @@ import { runDaemon } from "./daemon.ts";
 import { AgentError } from "./errors.ts";
 import { createLinuxHost } from "./host/linux-host.ts";
 import { createLogger, silentLogger } from "./log.ts";
+import { findSystemCaBundle, useSystemTrustStore } from "./tls/trust-store.ts";
 import { versionInfo } from "./version.ts";
 
 const USAGE = `usage: mlops-agent <command> [flags]
@@ -61,6 +62,9 @@ async function main(argv: string[]): Promise<number> {
   const host = createLinuxHost();
   const env = process.env;
   try {
+    // Before any TLS connection: trust what the OS trusts (a corporate or private CA), see tls/trust-store.ts.
+    const bundle = await findSystemCaBundle(host.fs);
+    useSystemTrustStore(bundle ? await host.fs.readFile(bundle) : undefined);
     switch (command) {
       case "version": {
         const v = versionInfo();

@@ -8,6 +8,9 @@
  *   - mlflow-cold-warm.mjs `up` from nothing to ready, empty vs warm uv cache
  *   - boot-to-ready.ts     a VM (nspawn + systemd + cloud-init) from start to
  *                          /readyz 200 per role, cold vs warm uv cache (root)
+ *   - fleet-to-prediction.ts the whole fleet (VMs, OCI in a box, DB systems,
+ *                          load balancer) from VM start to the first prediction
+ *                          through the load balancer, cold vs warm uv cache (root)
  *   - any other bench/*.ts / *.mjs (not starting with "_"), e.g. dag-sync.ts
  *
  *   npm run bench                                  # full: 15-20 minutes on 2 cores
@@ -39,6 +42,7 @@ const known = {
   "mlflow-cold-warm.mjs": { full: [], quick: [] },
   "dag-sync.ts": { full: [], quick: ["--files", "2000", "--rounds", "3"] },
   "boot-to-ready.ts": { full: [], quick: ["--roles", "mlflow"] },
+  "fleet-to-prediction.ts": { full: [], quick: ["--modes", "warm"] },
 };
 const found = readdirSync(join(ROOT, "bench")).filter((f) => /\.(ts|mjs)$/.test(f) && !f.startsWith("_") && f !== "run-all.mjs");
 const ordered = [...Object.keys(known).filter((f) => found.includes(f)), ...found.filter((f) => !(f in known)).sort()];

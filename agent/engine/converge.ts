@@ -22,6 +22,7 @@ import { registerSecret, resolveSecretRef } from "../config/secrets.ts";
 import { vaultResolverFor } from "../config/vault.ts";
 import { checkLogin as checkMysqlLogin, type LoginCheck } from "../db/mysql-provisioner.ts";
 import { checkPostgresLogin } from "../db/postgres-provisioner.ts";
+import { findSystemCaBundle } from "../tls/trust-store.ts";
 
 /** Logs in as a role's database user, with the driver of its engine. */
 function defaultCheckLogin(t: { engine: string; host: string; port: number; user: string; password: string; database: string }): Promise<LoginCheck> {
@@ -71,7 +72,8 @@ async function compile(deps: ConvergeDeps): Promise<DesiredRole | undefined> {
       vault: vaultResolverFor(deps.config),
       logger: deps.logger,
     });
-  return compileDesired({ role: deps.role, spec, config: deps.config, secrets, referenced, currentUser: deps.host.users.currentName() });
+  const caBundle = await findSystemCaBundle(deps.host.fs);
+  return compileDesired({ role: deps.role, spec, config: deps.config, secrets, referenced, currentUser: deps.host.users.currentName(), caBundle });
 }
 
 /** One observation and plan; changes nothing. */

@@ -15,6 +15,7 @@ import type { ProbeSpec, ServiceSpec } from "../supervisor/types.ts";
 import { DEFAULT_RESTART_POLICY } from "../supervisor/types.ts";
 import { AgentError } from "../errors.ts";
 import type { OwnerRef } from "./actions.ts";
+import { trustEnvironment } from "../tls/trust-store.ts";
 
 export function sha256(text: string | Uint8Array): string {
   return createHash("sha256").update(text).digest("hex");
@@ -69,7 +70,7 @@ export interface DesiredRole {
   /** Generated secrets and how to make each one. */
   readonly secretFormats: Readonly<Record<string, "token" | "fernet">>;
   readonly services: readonly DesiredService[];
-  /** TCP ports the role's services listen on (their `ports`, rendered), sorted: what the host firewall must let in. */
+  /** TCP ports the role's services listen on (their `ports`, rendered) and the agent's status port unless it is on loopback, sorted: what the host firewall must let in. */
   readonly ports: readonly number[];
   /** Secret files (in the state dir) the role needs, by name. */
   readonly secretNames: readonly string[];
@@ -84,6 +85,8 @@ export interface DesiredInputs {
   /** Values resolved from the config's secret references, by template key (e.g. `celeryBrokerUrl`). */
   readonly referenced?: Readonly<Record<string, string>>;
   readonly currentUser: string;
+  /** The OS CA bundle file (tls/trust-store.ts), given to every service so Python trusts what the OS trusts. */
+  readonly caBundle?: string;
 }
 
 /** systemd ExecStart quoting: every argument double-quoted, with $, % and backslashes escaped. */
@@ -223,7 +226,9 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
       }
     : undefined;
 
-  const ports = new Set<number>();
+  // The agent's own status API too, when it listens beyond loopback: Terraform's NSGs admit it from the
+  // VCN for monitoring, and the host firewall must not undo that.
+  const ports = new Set<number>(statusPort(config.listen));
   const services: DesiredService[] = spec.services.filter((s) => s.when === undefined || contextTruthy(ctx, s.when)).map((s) => {
     const where = `role ${role} service ${s.name}`;
     for (const p of s.ports) {
@@ -238,7 +243,10 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
       else if (contextTruthy(ctx, a.when)) command.push(...a.args.map((x) => renderString(x, ctx, where)));
     }
     const envFiles = s.environmentFiles.map((id) => fileRef(id, where));
-    const environment = Object.fromEntries(Object.entries(s.environment).map(([k, v]) => [k, renderString(v, ctx, where)]));
+    const environment = {
+      ...trustEnvironment(inputs.caBundle),
+      ...Object.fromEntries(Object.entries(s.environment).map(([k, v]) => [k, renderString(v, ctx, where)])),
+    };
     const unit = `mlops-${s.name}.service`;
     const writablePaths = s.writablePaths.map((p) => renderString(p, ctx, where));
     const unitFile = renderString(
@@ -302,6 +310,13 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
     dagSyncDest: spec.dagSync ? renderString(spec.dagSync.dest, ctx, `role ${role} dagSync`) : undefined,
     secretFormats: Object.fromEntries(spec.secrets.map((x) => [x.name, x.format])),
   };
+}
+
+/** The status API's port when `listen` (HOST:PORT) is reachable from other hosts; none on loopback. */
+function statusPort(listen: string): number[] {
+  const i = listen.lastIndexOf(":");
+  const host = listen.slice(0, i).replace(/^\[|\]$/g, "");
+  return /^(127\.|localhost$|::1$)/.test(host) ? [] : [Number(listen.slice(i + 1))];
 }
 
 export function lookupPath(obj: unknown, path: string): unknown {

@@ -8,6 +8,7 @@
  */
 import { AgentError } from "../errors.ts";
 import type { ExecResult, Host } from "../host/host.ts";
+import { findSystemCaBundle } from "../tls/trust-store.ts";
 
 export const DEFAULT_INDEX_URL = "https://pypi.org/simple";
 const MARKER = ".mlops-install.json";
@@ -43,8 +44,6 @@ export function redactUrl(url: string): string {
 }
 
 /** System CA bundles (Debian/Ubuntu, then Oracle Linux/RHEL): TLS-inspecting proxies add their CA there. */
-const CA_BUNDLES = ["/etc/ssl/certs/ca-certificates.crt", "/etc/pki/tls/certs/ca-bundle.crt"];
-
 // The OS interpreters first: a venv links to its interpreter, and services run
 // as a system user who may not be able to reach one under /root or a home
 // directory (pyenv, conda). Names on PATH come last.
@@ -116,13 +115,14 @@ async function indexEnv(o: PythonEnvOptions): Promise<Record<string, string>> {
     PIP_CONFIG_FILE: "/dev/null",
     PIP_DISABLE_PIP_VERSION_CHECK: "1",
   };
-  for (const bundle of CA_BUNDLES) {
-    if (await o.host.fs.stat(bundle)) {
-      env.SSL_CERT_FILE = bundle;
-      env.PIP_CERT = bundle;
-      break;
-    }
+  const bundle = await findSystemCaBundle(o.host.fs);
+  if (bundle) {
+    env.SSL_CERT_FILE = bundle;
+    env.PIP_CERT = bundle;
   }
+  // pip ignores a plain-http index unless told the host is trusted (uv takes it as is).
+  const index = new URL(o.indexUrl);
+  if (index.protocol === "http:") env.PIP_TRUSTED_HOST = index.host;
   return env;
 }
 

@@ -195,7 +195,9 @@ export class BootContainer {
       `--machine=${this.name}`,
       // Output only: nobody types at this console, and gettys are masked in the image.
       "--console=read-only",
-      "--resolv-conf=copy-host",
+      // In a namespace of the test's own (the fleet's VMs) the root keeps its own resolv.conf: the
+      // host's resolver is not reachable from there, and the fleet resolves through /etc/hosts.
+      typeof this.#network === "object" ? "--resolv-conf=off" : "--resolv-conf=copy-host",
       "--timezone=off",
       "--link-journal=no",
       ...this.#binds.map((b) => `--${b.readOnly ? "bind-ro" : "bind"}=${b.host}:${b.container}`),

@@ -22,7 +22,8 @@
  * (metadata mlops-config), --user-data-file PATH (metadata user_data, base64),
  * --identity-dir DIR (serve the identity in DIR, made there first when DIR has
  * no cert.pem; the leaf names the instance's id and --tenancy OCID, default
- * ocid1.tenancy.oc1..aaaaaaaatesttenancy).
+ * ocid1.tenancy.oc1..aaaaaaaatesttenancy), --instance-file PATH (JSON whose
+ * fields replace the default `/instance/` document's: id, region, tags...).
  */
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
@@ -234,9 +235,14 @@ async function main(): Promise<void> {
       "user-data-file": { type: "string" },
       "identity-dir": { type: "string" },
       tenancy: { type: "string" },
+      "instance-file": { type: "string" },
     },
     strict: true,
   });
+  // The whole instance document (JSON, over the default one's fields): a fleet VM's identity, region and tags.
+  const instanceDoc: ImdsInstance = values["instance-file"]
+    ? { ...defaultInstance(), ...(JSON.parse(readFileSync(values["instance-file"], "utf8")) as ImdsInstance) }
+    : defaultInstance();
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port ${values.port} is not a port`);
   const identityDir = values["identity-dir"];
@@ -244,10 +250,10 @@ async function main(): Promise<void> {
     identityDir === undefined
       ? undefined
       : ensureInstanceIdentity(resolve(identityDir), {
-          instance: String(defaultInstance().id),
+          instance: String(instanceDoc.id),
           ...(values.tenancy !== undefined ? { tenancy: values.tenancy } : {}),
         });
-  const server = await startImdsServer({ host: values.host, port, ...(identity ? { identity } : {}) });
+  const server = await startImdsServer({ host: values.host, port, instance: instanceDoc, ...(identity ? { identity } : {}) });
   if (values.role !== undefined) server.setMetadata("mlops-role", values.role);
   if (values["tag-role"] !== undefined) server.setTag("mlops-role", values["tag-role"]);
   if (values.config !== undefined) {

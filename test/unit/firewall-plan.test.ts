@@ -17,8 +17,9 @@ import { loadRole } from "../../agent/roles/catalog.ts";
 type Role = "mlflow" | "airflow" | "serving";
 const RULES = "/etc/iptables/rules.v4";
 
+// The status API on loopback unless a case says otherwise: only the role's ports are then the firewall's business.
 function desired(role: Role, overrides: Record<string, unknown> = {}): DesiredRole {
-  return compileDesired({ role, spec: loadRole(role), config: configSchema.parse({ role, ...overrides }), secrets: {}, currentUser: "root" });
+  return compileDesired({ role, spec: loadRole(role), config: configSchema.parse({ role, listen: "127.0.0.1:9470", ...overrides }), secrets: {}, currentUser: "root" });
 }
 
 function record(role: string, ports?: string[]): RoleRecord {
@@ -38,6 +39,11 @@ function iptables(v: View): Extract<FirewallObservation, { kind: "iptables" }> {
 
 const cases: { name: string; d?: DesiredRole | null; o?: (o: View) => View; want: string[]; reason?: RegExp; notes?: RegExp }[] = [
   { name: "iptables: the role's port has our rule live and in rules.v4: no actions", want: [] },
+  {
+    name: "iptables: the status API listens beyond loopback (the default 0.0.0.0:9470): its port is opened too",
+    d: desired("mlflow", { listen: "0.0.0.0:9470" }),
+    want: ["open-port iptables:9470/tcp"],
+  },
   {
     name: "iptables: no rule yet (fresh Ubuntu image): open the port",
     o: (o) => ({ ...o, firewall: { ...iptables(o), live: [], saved: [] } }),

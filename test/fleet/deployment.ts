@@ -1,0 +1,98 @@
+/**
+ * What Terraform renders for the fleet: the addresses terraform/ assigns, the
+ * agent config every VM gets, each instance's user-data, and the load
+ * balancer's listener and health check. The values a real apply would learn
+ * from OCI (secret OCIDs, the Object Storage namespace, the agent release
+ * URL) are given as inputs.
+ */
+import { exampleBootstrapInputs, type LoadBalancerSpec, loadBalancerSpec, renderInstances } from "../support/terraform-render.ts";
+
+export interface DeploymentInputs {
+  readonly region: string;
+  readonly namespace: string;
+  readonly instanceCount: Readonly<Record<string, number>>;
+  readonly pythonIndexUrl: string;
+  readonly agentUrlX64: string;
+  readonly agentSha256X64: string;
+}
+
+export interface Deployment {
+  readonly addresses: {
+    readonly vcnCidr: string;
+    readonly publicSubnet: string;
+    readonly appSubnet: string;
+    readonly dbSubnet: string;
+    readonly publicGateway: string;
+    readonly appGateway: string;
+    readonly dbGateway: string;
+    readonly mysqlIp: string;
+    readonly postgresIp: string;
+    /** OCI assigns the load balancer's address; the fleet takes .10 of the public subnet. */
+    readonly loadBalancerIp: string;
+    /** The private package mirror's address (a host of the tenancy's own, on the app subnet). */
+    readonly mirrorIp: string;
+  };
+  readonly buckets: { readonly artifacts: string; readonly dags: string };
+  readonly secrets: { readonly mysqlAdmin: string; readonly postgresAdmin: string };
+  readonly mysqlAdminUser: string;
+  readonly postgresAdminUser: string;
+  readonly agentConfig: Record<string, unknown>;
+  readonly instances: Readonly<Record<string, { readonly role: string; readonly privateIp: string; readonly userData: string }>>;
+  readonly loadBalancer: LoadBalancerSpec;
+}
+
+/**
+ * Renders the deployment with Terraform itself (`terraform console` on
+ * terraform/modules/instance-bootstrap/, the module the root module uses):
+ * the user-data and config each VM boots with are exactly what an apply
+ * would give it.
+ */
+export async function renderDeployment(i: DeploymentInputs): Promise<Deployment> {
+  const example = exampleBootstrapInputs();
+  const secrets = {
+    mysqlAdmin: `ocid1.vaultsecret.oc1.${i.region}.amaaaaaafleetmysqladmin`,
+    postgresAdmin: `ocid1.vaultsecret.oc1.${i.region}.amaaaaaafleetpostgresadmin`,
+  };
+  const buckets = { artifacts: "mlops-artifacts", dags: "mlops-dags" };
+  const r = await renderInstances({
+    ...example,
+    region: i.region,
+    namespace: i.namespace,
+    instanceCount: { mlflow: 1, airflow: 1, serving: 1, ...i.instanceCount },
+    artifactsBucket: buckets.artifacts,
+    dagsBucket: buckets.dags,
+    mysqlAdminSecretOcid: secrets.mysqlAdmin,
+    postgresAdminSecretOcid: secrets.postgresAdmin,
+    pythonIndexUrl: i.pythonIndexUrl,
+    agentUrls: { x86_64: i.agentUrlX64, aarch64: i.agentUrlX64.replace(/x64$/, "arm64") },
+    agentSha256: { x86_64: i.agentSha256X64, aarch64: "0".repeat(64) },
+  });
+  const host = (cidr: string, n: number) => {
+    const p = cidr.split("/")[0]!.split(".").map(Number);
+    return `${p[0]}.${p[1]}.${p[2]}.${p[3]! + n}`;
+  };
+  const a = r.addresses;
+  const config = r.agentConfig as { database: { adminUser: string }; postgres: { adminUser: string } };
+  return {
+    addresses: {
+      vcnCidr: example.vcnCidr,
+      publicSubnet: a.publicSubnetCidr,
+      appSubnet: a.appSubnetCidr,
+      dbSubnet: a.dbSubnetCidr,
+      publicGateway: host(a.publicSubnetCidr, 1),
+      appGateway: host(a.appSubnetCidr, 1),
+      dbGateway: host(a.dbSubnetCidr, 1),
+      mysqlIp: a.mysqlIp,
+      postgresIp: a.postgresIp,
+      loadBalancerIp: host(a.publicSubnetCidr, 10),
+      mirrorIp: host(a.appSubnetCidr, 250),
+    },
+    buckets,
+    secrets,
+    mysqlAdminUser: config.database.adminUser,
+    postgresAdminUser: config.postgres.adminUser,
+    agentConfig: r.agentConfig,
+    instances: r.instances,
+    loadBalancer: await loadBalancerSpec(),
+  };
+}

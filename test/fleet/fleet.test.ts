@@ -1,0 +1,326 @@
+/**
+ * The fleet test: the deployment Terraform describes, booted as VMs on one
+ * machine (test/fleet/fleet.ts), against OCI in a box at the region's real
+ * hostnames. The steps run in order on one fleet and each relies on the
+ * previous: boot → the DAG from the bucket trains and registers a model on
+ * the MLflow VM (artifacts in the bucket, rows in the MySQL DB system) → the
+ * serving VM predicts through the load balancer → faults and heals → no
+ * secret anywhere it must not be.
+ *
+ * Needs root, debootstrap, systemd-container, haproxy, mariadb, postgresql,
+ * firewalld and iptables; `npm run test:fleet`. Logs and screenshots of the
+ * run land in test-output/fleet/.
+ */
+import { spawnSync } from "node:child_process";
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { chromium } from "playwright-core";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { StatusSnapshot } from "../../agent/status/types.ts";
+import { REPO, waitFor } from "../support/agent-process.ts";
+import { DEFAULT_UV_CACHE, Fleet } from "./fleet.ts";
+import { IRIS_DAG, Scenario, SETOSA, VIRGINICA } from "./scenario.ts";
+import type { FleetVm } from "./vm.ts";
+
+const started = Date.now();
+const log = (msg: string) => process.stderr.write(`[fleet ${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${msg}\n`);
+const OUTPUT = join(REPO, "test-output/fleet");
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+let fleet: Fleet;
+let sc: Scenario;
+let mlflowVm: FleetVm;
+let airflowVm: FleetVm;
+let servingVm: FleetVm;
+let hostNetworkBefore = "";
+const timings: Record<string, number> = {};
+
+function hostNetwork(): string {
+  const run = (args: string[]) => spawnSync("ip", args, { encoding: "utf8" }).stdout;
+  // Addresses and routes of the machine's own namespace, without counters.
+  return `${run(["-o", "addr"])}\n${run(["route", "show", "table", "all"])}`;
+}
+
+const status = (vm: FleetVm): Promise<StatusSnapshot> => fleet.status(vm);
+
+beforeAll(async () => {
+  mkdirSync(OUTPUT, { recursive: true });
+  hostNetworkBefore = hostNetwork();
+  const t0 = Date.now();
+  fleet = await Fleet.create({ log, uvCache: DEFAULT_UV_CACHE });
+  timings.prepareSeconds = (Date.now() - t0) / 1000;
+  sc = new Scenario(fleet, log);
+  mlflowVm = sc.mlflow;
+  airflowVm = sc.airflowVm;
+  servingVm = sc.serving;
+  log(`fleet ${fleet.runId} prepared in ${timings.prepareSeconds.toFixed(0)} s; booting ${fleet.vms.map((v) => `${v.name} (${v.ip})`).join(", ")}`);
+  const t1 = Date.now();
+  await fleet.boot();
+  timings.bootSeconds = (Date.now() - t1) / 1000;
+});
+
+afterAll(async () => {
+  log(`timings: ${JSON.stringify(timings)}`);
+  if (fleet) {
+    writeFileSync(join(OUTPUT, "timings.json"), `${JSON.stringify(timings, null, 2)}\n`);
+    await fleet.keepLogs(OUTPUT);
+    await fleet.destroy();
+  }
+  // Nothing the fleet made is left in the machine's own network namespace.
+  expect(hostNetwork()).toBe(hostNetworkBefore);
+});
+
+describe("the fleet", () => {
+  it("the VCN: VMs in their own namespaces at Terraform's addresses, nothing added to the machine's namespace, no route out", () => {
+    expect(hostNetwork()).toBe(hostNetworkBefore);
+    const a = fleet.deployment.addresses;
+    for (const vm of fleet.vms) {
+      expect(vm.ip).toBe(fleet.deployment.instances[vm.name]!.privateIp);
+      const routes = fleet.vcn.routes(vm.link.netns);
+      expect(routes.some((r) => r.startsWith("default"))).toBe(false);
+      // Only the VCN and the service network, both through the subnet's gateway, plus the subnet itself.
+      for (const r of routes) expect(r).toMatch(new RegExp(`^(${a.appSubnet.replace(/\./g, "\\.")} dev eth0|${a.vcnCidr.replace(/\./g, "\\.")} via ${a.appGateway}|134\\.70\\.0\\.0/16 via ${a.appGateway})`));
+    }
+    const vcnRoutes = fleet.vcn.routes(fleet.vcn.netns);
+    expect(vcnRoutes.some((r) => r.startsWith("default"))).toBe(false);
+    for (const r of vcnRoutes) expect(r).toMatch(/ dev br0 /);
+  });
+
+  it("every VM boots through cloud-init and its agent is ready, with its role from metadata and no endpoint override", async () => {
+    const t0 = Date.now();
+    await Promise.all(
+      fleet.vms.map(async (vm) => {
+        // The serving VM has no champion to serve yet: converged, degraded for want of a model, until the pipeline makes one.
+        await sc.waitConverged(vm, 20 * 60_000);
+        timings[`${vm.name}BootToConvergedSeconds`] = (Date.now() - t0) / 1000 + (timings.bootSeconds ?? 0);
+        log(`${vm.name} converged ${((Date.now() - t0) / 1000).toFixed(0)} s after boot`);
+      }),
+    );
+    for (const vm of fleet.vms) {
+      const ci = await vm.run(["cloud-init", "status", "--long"]);
+      expect(ci, vm.name).toMatch(/status: done/);
+      const s = await status(vm);
+      expect(s.role).toEqual({ name: vm.role, source: "metadata" });
+      // The config carries no endpoint: IMDS, auth, Secrets and Object Storage all come from their defaults.
+      const config = JSON.parse(await vm.run(["cat", "/etc/mlops-agent/config.json"])) as Record<string, Record<string, unknown>>;
+      expect(config.metadataUrl).toBeUndefined();
+      expect(config.oci).toBeUndefined();
+      expect(config.dagSync?.endpoint).toBeUndefined();
+      for (const key of ["metadataUrl", "oci.authEndpoint", "oci.secretsEndpoint", "dagSync.endpoint"]) expect([undefined, "default"]).toContain(s.config.sources[key]);
+      // Packages came from the private mirror: the VM has no route to any other index.
+      expect(readFileSync(join(fleet.dir, "mirror.log"), "utf8")).toContain(`${vm.ip} GET /simple/`);
+    }
+  });
+
+  it("each VM's host firewall (firewalld or the Ubuntu image's iptables) has exactly its role's ports opened, persistently, the image's rules intact", async () => {
+    for (const vm of fleet.vms) {
+      const ports = { mlflow: ["5000"], airflow: ["8080"], serving: ["8000", "8501"] }[vm.role]!;
+      if (vm.firewall === "oracle-linux-firewalld") {
+        const open = (await vm.run(["firewall-cmd", "--list-ports"])).trim().split(/\s+/).filter(Boolean);
+        const permanent = (await vm.run(["firewall-cmd", "--permanent", "--list-ports"])).trim().split(/\s+/).filter(Boolean);
+        for (const p of ports) {
+          expect(open, vm.name).toContain(`${p}/tcp`);
+          expect(permanent, vm.name).toContain(`${p}/tcp`);
+        }
+        expect(await vm.run(["firewall-cmd", "--list-services"])).toMatch(/ssh/);
+      } else {
+        const live = await vm.run(["iptables", "-S", "INPUT"]);
+        const saved = await vm.run(["cat", "/etc/iptables/rules.v4"]);
+        for (const text of [live, saved]) {
+          const lines = text.split("\n");
+          const reject = lines.findIndex((l) => /-A INPUT -j REJECT/.test(l));
+          for (const p of ports) {
+            const accept = lines.findIndex((l) => l.includes(`--dport ${p} `) && l.includes("ACCEPT"));
+            expect(accept, `${vm.name} ${p}`).toBeGreaterThan(-1);
+            expect(accept, `${vm.name} ${p} before REJECT`).toBeLessThan(reject);
+          }
+          expect(text).toMatch(/--dport 22 -j ACCEPT/);
+        }
+        // The boot volume's guard rules are untouched.
+        expect(await vm.run(["iptables", "-S", "InstanceServices"])).toMatch(/169\.254\.0\.2\/32 .*--dport 3260/);
+      }
+    }
+    // Another VM reaches MLflow through its firewall (what Airflow's tasks and the serving VM do).
+    expect((await fleet.request(`${sc.mlflowUrl}/health`)).status).toBe(200);
+  });
+
+  it("a DAG written to the bucket reaches the Airflow VM and trains on it; runs, model and artifacts land on the MLflow VM, in the bucket and in the MySQL DB system", async () => {
+    const t0 = Date.now();
+    await sc.uploadDag();
+    const steps = await sc.runPipeline(15 * 60_000);
+    timings.dagSyncedSeconds = steps.syncedAfterMs / 1000;
+    timings.dagListedSeconds = steps.listedAfterMs / 1000;
+    timings.pipelineSeconds = (Date.now() - t0) / 1000;
+
+    // The registry on the MLflow VM: a version with the champion alias.
+    const alias = await sc.mlflowJson("/api/2.0/mlflow/registered-models/alias?name=iris&alias=champion");
+    const version = alias.model_version as { version: string; run_id: string; source: string };
+    expect(version.version).toBe("1");
+    const run = (await sc.mlflowJson(`/api/2.0/mlflow/runs/get?run_id=${version.run_id}`)).run as { info: { artifact_uri: string } };
+    expect(run.info.artifact_uri).toMatch(/^mlflow-artifacts:\//);
+    // Its artifacts are objects in the artifacts bucket, under the configured prefix (through oci-mlflow/ocifs).
+    const listed = JSON.parse(
+      (await fleet.oci(`/objects?bucket=${fleet.deployment.buckets.artifacts}&prefix=mlflow/`)).body,
+    ) as { objects: { name: string; size: number }[] };
+    const names = listed.objects.map((o) => o.name);
+    expect(names.some((n) => n.endsWith("/MLmodel")), names.join("\n")).toBe(true);
+    expect(names.some((n) => n.endsWith("/model.pkl")), names.join("\n")).toBe(true);
+    // Rows in the MySQL DB system.
+    const runs = Number(fleet.mysql.query("SELECT COUNT(*) FROM runs;", "mlflow").trim());
+    expect(runs).toBeGreaterThanOrEqual(7); // the parent run and six candidates
+    expect(fleet.mysql.query("SELECT alias, version FROM registered_model_aliases WHERE name = 'iris';", "mlflow").trim()).toBe("champion\t1");
+    timings.runsInMysql = runs;
+  });
+
+  it("the serving VM loads models:/iris@champion and predicts through the load balancer; its dashboard shows the model", async () => {
+    const t0 = Date.now();
+    await sc.waitReady(servingVm, 5 * 60_000);
+    await waitFor("the load balancer marks the serving VM up", async () => ((await fleet.lb.backendStates())[servingVm.name] === "UP" ? true : undefined), 120_000, 2_000);
+    const r = await sc.predict([SETOSA, VIRGINICA]);
+    expect(r.status, r.body).toBe(200);
+    expect(JSON.parse(r.body)).toEqual({ predictions: [0, 2] });
+    timings.firstPredictionAfterPipelineSeconds = (Date.now() - t0) / 1000;
+    timings.startToFirstPredictionSeconds = (Date.now() - started) / 1000;
+
+    // The dashboard, in Debian's chromium running inside the VCN (as an admin's browser on admin_cidr would).
+    const wrapper = join(fleet.dir, "chromium-in-vcn.sh");
+    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${fleet.vcn.netns} /usr/bin/chromium "$@"\n`);
+    chmodSync(wrapper, 0o755);
+    const browser = await chromium.launch({
+      executablePath: wrapper,
+      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+    });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1280, height: 1400 } });
+      await page.goto(`http://${servingVm.ip}:8501`);
+      await page.getByText("Served model: iris@champion").waitFor({ timeout: 90_000 });
+      await page.getByTestId("stMetricValue").first().waitFor();
+      expect((await page.getByTestId("stMetricValue").first().textContent())?.trim()).toBe("1");
+      mkdirSync(OUTPUT, { recursive: true });
+      await page.screenshot({ path: join(OUTPUT, "dashboard.png"), fullPage: true });
+    } finally {
+      await browser.close();
+    }
+  });
+
+  describe("faults, each visible on /status and healed without help", () => {
+    it("the MySQL DB system stopped for 60 s: the MLflow VM is degraded with the reason, then ready; no run is lost", async () => {
+      const runsBefore = Number(fleet.mysql.query("SELECT COUNT(*) FROM runs;", "mlflow").trim());
+      await fleet.mysql.stop();
+      const downAt = Date.now();
+      const degraded = await waitFor(
+        "the MLflow VM degraded",
+        async () => {
+          const s = await status(mlflowVm).catch(() => undefined);
+          return s && s.phase === "degraded" ? s : undefined;
+        },
+        60_000,
+        2_000,
+      );
+      log(`  MLflow VM with the DB down: ${degraded.phase}: ${degraded.reason}`);
+      expect(degraded.reason).toMatch(/mlflow-server|database|MySQL|readiness/i);
+      await sleep(Math.max(0, 60_000 - (Date.now() - downAt)));
+      await fleet.mysql.start();
+      const t0 = Date.now();
+      await sc.waitReady(mlflowVm, 180_000);
+      timings.mysqlHealSeconds = (Date.now() - t0) / 1000;
+      expect(Number(fleet.mysql.query("SELECT COUNT(*) FROM runs;", "mlflow").trim())).toBe(runsBefore);
+      // And it takes new runs again.
+      const exp = await sc.mlflowJson("/api/2.0/mlflow/experiments/get-by-name?experiment_name=iris");
+      const created = await sc.mlflowJson("/api/2.0/mlflow/runs/create", { experiment_id: (exp.experiment as { experiment_id: string }).experiment_id, run_name: "after-db-outage" });
+      expect((created.run as { info: { run_id: string } }).info.run_id).toBeTruthy();
+    });
+
+    it("Object Storage unreachable for 60 s: the Airflow VM keeps its DAGs, shows the sync error, and resumes", async () => {
+      expect((await fleet.oci("/fault", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ api: "objectstorage", unreachable: true }) })).status).toBe(200);
+      const downAt = Date.now();
+      const failing = await waitFor(
+        "the DAG sync error on /status",
+        async () => {
+          const s = await status(airflowVm).catch(() => undefined);
+          const d = s?.dagSync as { lastError?: unknown } | undefined;
+          return d?.lastError ? s : undefined;
+        },
+        90_000,
+        3_000,
+      );
+      log(`  Airflow VM without Object Storage: ${failing.phase}: ${JSON.stringify(failing.dagSync).slice(0, 300)}`);
+      expect(await sc.dagSynced()).toBe(true);
+      expect((await sc.airflow(`/api/v2/dags/${IRIS_DAG}`)).status).toBe(200);
+      await sleep(Math.max(0, 60_000 - (Date.now() - downAt)));
+      await fleet.oci("/fault", { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ api: "objectstorage", unreachable: false }) });
+      const healedAt = Date.now();
+      await waitFor(
+        "the DAG sync to succeed again",
+        async () => {
+          const s = await status(airflowVm).catch(() => undefined);
+          const d = s?.dagSync as { lastError?: unknown; lastSuccessAt?: string } | undefined;
+          return d && !d.lastError && d.lastSuccessAt && Date.parse(d.lastSuccessAt) >= healedAt - 1000 ? true : undefined;
+        },
+        120_000,
+        3_000,
+      );
+      timings.objectStorageHealSeconds = (Date.now() - healedAt) / 1000;
+    });
+
+    it("the serving VM's predict killed: the load balancer marks it down, the agent restarts it, the load balancer marks it up", async () => {
+      const pid = (await servingVm.run(["systemctl", "show", "-p", "MainPID", "--value", "mlops-predict.service"])).trim();
+      expect(Number(pid)).toBeGreaterThan(0);
+      const seen = new Set<string>();
+      const killedAt = Date.now();
+      await servingVm.run(["kill", "-9", pid]);
+      await waitFor(
+        "the load balancer to mark the serving VM down",
+        async () => {
+          const st = (await fleet.lb.backendStates())[servingVm.name] ?? "";
+          seen.add(st);
+          return /^DOWN/.test(st) ? true : undefined;
+        },
+        120_000,
+        500,
+      );
+      timings.lbMarkedDownSeconds = (Date.now() - killedAt) / 1000;
+      await waitFor("the load balancer to mark it up again", async () => ((await fleet.lb.backendStates())[servingVm.name] === "UP" ? true : undefined), 180_000, 1_000);
+      timings.lbBackUpSeconds = (Date.now() - killedAt) / 1000;
+      const s = await status(servingVm);
+      expect(s.services.find((x) => x.name === "predict")?.restarts ?? 0).toBeGreaterThanOrEqual(1);
+      const r = await sc.predict([VIRGINICA]);
+      expect(r.status, r.body).toBe(200);
+      expect(readFileSync(join(fleet.dir, "lb/haproxy.log"), "utf8")).toMatch(/Server serving\/\S+ is DOWN/);
+    });
+
+    it("a whole VM rebooted rejoins with nothing to do", async () => {
+      const t0 = Date.now();
+      await servingVm.container.reboot();
+      await sc.waitReady(servingVm, 5 * 60_000);
+      timings.servingRebootToReadySeconds = (Date.now() - t0) / 1000;
+      const s = await status(servingVm);
+      expect(s.lastConverge?.ok).toBe(true);
+      expect(s.lastConverge?.actions ?? []).toEqual([]);
+      await waitFor("the load balancer to take it back", async () => ((await fleet.lb.backendStates())[servingVm.name] === "UP" ? true : undefined), 180_000, 1_000);
+    });
+  });
+
+  it("no secret in any VM's journal, process arguments, /status, user-data or instance metadata", async () => {
+    const secrets = new Set(fleet.secretValues);
+    for (const vm of fleet.vms) {
+      const files = (await vm.run(["sh", "-c", "ls /var/lib/mlops-agent/secrets/ 2>/dev/null || true"])).split("\n").filter(Boolean);
+      for (const f of files) {
+        const v = (await vm.run(["cat", `/var/lib/mlops-agent/secrets/${f}`])).trim();
+        if (v.length >= 8) secrets.add(v);
+      }
+    }
+    expect(secrets.size).toBeGreaterThan(4);
+    for (const vm of fleet.vms) {
+      const places: Record<string, string> = {
+        journal: await vm.run(["journalctl", "--no-pager", "-o", "cat"], 120_000),
+        argv: await vm.run(["ps", "-eo", "args", "--no-headers"]),
+        status: JSON.stringify(await status(vm)),
+        userData: await vm.run(["cat", "/var/lib/cloud/seed/nocloud/user-data"]),
+        metadata: await vm.run(["curl", "-sf", "-H", "Authorization: Bearer Oracle", "http://169.254.169.254/opc/v2/instance/"]),
+        config: await vm.run(["cat", "/etc/mlops-agent/config.json"]),
+      };
+      for (const [where, text] of Object.entries(places)) for (const s of secrets) expect(text.includes(s), `${vm.name} ${where} holds a secret`).toBe(false);
+    }
+  });
+});

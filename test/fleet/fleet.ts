@@ -1,0 +1,399 @@
+/**
+ * The whole deployment on one machine: the VCN (test/fleet/netns.ts), the
+ * "OCI in a box" services at the region's real hostnames over TLS with the
+ * deployment's test CA, the private package mirror, the MySQL and PostgreSQL
+ * DB systems, the load balancer, and one VM per instance Terraform declares,
+ * each booted from the user-data Terraform renders for it. Shared by
+ * test/fleet/fleet.test.ts and bench/fleet-to-prediction.ts.
+ *
+ * Addresses: Terraform's (10.0.0.0/16; public .0, app .1, DB .2 subnets; the
+ * DB systems and VMs at their fixed IPs). The load balancer is on the public
+ * subnet; the package mirror on the app subnet; the OCI services on an
+ * address of the Oracle Services Network, which the VMs reach through the
+ * gateway as the private route table's service-gateway rule sends them.
+ *
+ * The test itself reaches into the VCN only through `request()` (a Unix-socket
+ * gateway running in the VCN namespace) and `nsenter` into the VMs.
+ */
+import { spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { homedir } from "node:os";
+import { join } from "node:path";
+import type { StatusSnapshot } from "../../agent/status/types.ts";
+import { sweepStaleRuns } from "../boot/container.ts";
+import { BINARY_X64, ensureBinary, ensureRoot, sha256File } from "../boot/stack.ts";
+import { REPO } from "../support/agent-process.ts";
+import { type DbSystem, mariadbSystem, postgresSystem } from "./db-systems.ts";
+import { type Deployment, renderDeployment } from "./deployment.ts";
+import { makeInstanceIdentity } from "../support/instance-identity.ts";
+import { type LoadBalancer, startLoadBalancer } from "./load-balancer.ts";
+import { NsProcess } from "./ns-process.ts";
+import { FLEET_BASE, sweepStaleNetworks, Vcn } from "./netns.ts";
+import { type ImageFirewall, FleetVm } from "./vm.ts";
+import { type VcnResponse, vcnRequest } from "./vcn-gateway.ts";
+import { ensureTestCa } from "../support/test-ca.ts";
+
+export const REGION = "eu-frankfurt-1";
+export const NAMESPACE = "fleetns";
+/** Oracle Services Network address of the region's services (behind the service gateway). */
+export const OSN_ADDRESS = "134.70.24.1";
+export const OSN_CIDR = "134.70.0.0/16";
+export const MIRROR_HOST = "pypi.mlops.internal";
+export const OCI_HOSTS = [`objectstorage.${REGION}.oraclecloud.com`, `auth.${REGION}.oraclecloud.com`, `secrets.vaults.${REGION}.oci.oraclecloud.com`];
+const OCI_CONTROL_PORT = 9999;
+/** The VMs' Python (Debian 12), for the lock files' markers. */
+const VM_PYTHON = "3.11.2";
+
+/** Which image each role's VM stands for: both of OCI's host firewalls are present in the fleet. */
+const IMAGE_FIREWALL: Record<string, ImageFirewall> = {
+  mlflow: "oracle-linux-firewalld",
+  airflow: "ubuntu-iptables",
+  serving: "ubuntu-iptables",
+};
+
+export interface FleetOptions {
+  readonly log: (msg: string) => void;
+  /** Host directory bound as every VM's uv cache; a fresh empty one means a cold install. */
+  readonly uvCache: string;
+  /** Instances per role (Terraform's instance_count). */
+  readonly instanceCount?: Readonly<Record<string, number>>;
+}
+
+export const DEFAULT_UV_CACHE = join(homedir(), ".cache/mlops-agent/fleet-uv");
+export const MIRROR_CACHE = join(homedir(), ".cache/mlops-agent/fleet-index");
+
+/** Fills the mirror from the roles' lock files (downloads only what the cache lacks). */
+export function fillMirror(log: (msg: string) => void): Promise<string> {
+  const locks = ["roles/mlflow/requirements.lock", "roles/mlflow/requirements-oci.lock", "roles/airflow/requirements.lock", "roles/serving/requirements.lock"];
+  const uvVersion = "0.13.8";
+  return new Promise((ok, fail) => {
+    const args = [join(REPO, "test/fleet/fill-index.py"), MIRROR_CACHE, "--python-version", VM_PYTHON, `--extra=uv==${uvVersion}`, ...locks.flatMap((l) => ["--lock", join(REPO, l)])];
+    const child = spawn("python3", args, { stdio: ["ignore", "pipe", "pipe"] });
+    let out = "";
+    let err = "";
+    child.stdout.on("data", (d: Buffer) => {
+      out += d.toString();
+    });
+    child.stderr.on("data", (d: Buffer) => {
+      err += d.toString();
+    });
+    child.on("close", (code) => {
+      if (code !== 0) fail(new Error(`fill-index.py failed (${code}): ${err.slice(-3000)}`));
+      else {
+        log(`package mirror: ${out.trim()}`);
+        ok(MIRROR_CACHE);
+      }
+    });
+  });
+}
+
+export class Fleet {
+  readonly runId: string;
+  readonly dir: string;
+  readonly deployment: Deployment;
+  readonly vcn: Vcn;
+  readonly vms: FleetVm[] = [];
+  readonly mysql: DbSystem;
+  readonly postgres: DbSystem;
+  readonly lb: LoadBalancer;
+  /** Values the test must never find in a journal, argv, /status, user-data or metadata. */
+  readonly secretValues: string[];
+  readonly #procs: NsProcess[];
+  readonly #socket: string;
+  readonly #log: (msg: string) => void;
+
+  private constructor(init: {
+    runId: string;
+    dir: string;
+    deployment: Deployment;
+    vcn: Vcn;
+    mysql: DbSystem;
+    postgres: DbSystem;
+    lb: LoadBalancer;
+    secretValues: string[];
+    procs: NsProcess[];
+    socket: string;
+    log: (msg: string) => void;
+  }) {
+    this.runId = init.runId;
+    this.dir = init.dir;
+    this.deployment = init.deployment;
+    this.vcn = init.vcn;
+    this.mysql = init.mysql;
+    this.postgres = init.postgres;
+    this.lb = init.lb;
+    this.secretValues = init.secretValues;
+    this.#procs = init.procs;
+    this.#socket = init.socket;
+    this.#log = init.log;
+  }
+
+  /** Everything up to (not including) booting the VMs; `boot()` does that. Cleans up after itself on failure. */
+  static async create(o: FleetOptions): Promise<Fleet> {
+    sweepStaleNetworks();
+    sweepStaleRuns();
+    ensureBinary(o.log);
+    const rootfs = ensureRoot(o.log);
+    await fillMirror(o.log);
+
+    const runId = randomBytes(2).toString("hex");
+    const dir = join(FLEET_BASE, `run-${runId}`);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "owner.pid"), String(process.pid));
+
+    // The deployment's secrets, as Terraform generates them and keeps them only in Vault.
+    const mysqlAdminPassword = randomBytes(18).toString("base64url");
+    const postgresAdminPassword = randomBytes(18).toString("base64url");
+    const release = { url: `https://${MIRROR_HOST}/releases/mlops-agent-linux-x64`, sha256: sha256File(BINARY_X64) };
+    const deployment = await renderDeployment({
+      region: REGION,
+      namespace: NAMESPACE,
+      instanceCount: { mlflow: 1, airflow: 1, serving: 1, ...o.instanceCount },
+      pythonIndexUrl: `https://${MIRROR_HOST}/simple`,
+      agentUrlX64: release.url,
+      agentSha256X64: release.sha256,
+    });
+    const secretsFile = join(dir, "vault-secrets.json");
+    writeFileSync(
+      secretsFile,
+      JSON.stringify({ [deployment.secrets.mysqlAdmin]: mysqlAdminPassword, [deployment.secrets.postgresAdmin]: postgresAdminPassword }),
+      { mode: 0o600 },
+    );
+
+    // TLS for the region's service names and the mirror, from the deployment's CA.
+    const tls = ensureTestCa(join(dir, "tls"), { dns: [...OCI_HOSTS, MIRROR_HOST], ips: [OSN_ADDRESS] });
+    // The instance identities' CA (OCI's PKI intermediate), which the auth service trusts; one leaf per VM below.
+    const identityCa = join(dir, "identity-ca");
+    makeInstanceIdentity({}, identityCa);
+
+    const a = deployment.addresses;
+    const lbAddress = a.loadBalancerIp;
+    const mirrorAddress = a.mirrorIp;
+    const prefix = (cidr: string) => cidr.split("/")[1];
+    const vcn = Vcn.create({
+      runId,
+      vcnCidr: a.vcnCidr,
+      bridgeAddresses: [
+        `${a.publicGateway}/${prefix(a.publicSubnet)}`,
+        `${a.appGateway}/${prefix(a.appSubnet)}`,
+        `${a.dbGateway}/${prefix(a.dbSubnet)}`,
+        `${a.mysqlIp}/${prefix(a.dbSubnet)}`,
+        `${a.postgresIp}/${prefix(a.dbSubnet)}`,
+        `${lbAddress}/${prefix(a.publicSubnet)}`,
+        `${mirrorAddress}/${prefix(a.appSubnet)}`,
+        `${OSN_ADDRESS}/16`,
+      ],
+    });
+    const procs: NsProcess[] = [];
+    const cleanup = async () => {
+      for (const p of procs.reverse()) await p.stop();
+      vcn.destroy();
+    };
+    try {
+      const socket = join(dir, "vcn.sock");
+      const start = async (name: string, argv: string[], ready: RegExp) => {
+        const p = new NsProcess({ netns: vcn.netns, argv, log: join(dir, `${name}.log`), ready, cwd: REPO });
+        procs.push(p);
+        await p.start();
+        return p;
+      };
+      const tsx = (script: string, ...args: string[]) => [process.execPath, "--import", "tsx", join(REPO, script), ...args];
+      await start("vcn-gateway", tsx("test/fleet/vcn-gateway.ts", "--socket", socket, "--allow", "134.70."), /^ready/m);
+
+      // The mirror: the index (cached on the host) and the agent release.
+      const mirrorRoot = join(dir, "mirror");
+      mkdirSync(join(mirrorRoot, "releases"), { recursive: true });
+      symlinkSync(join(MIRROR_CACHE, "simple"), join(mirrorRoot, "simple"));
+      symlinkSync(join(MIRROR_CACHE, "files"), join(mirrorRoot, "files"));
+      symlinkSync(BINARY_X64, join(mirrorRoot, "releases/mlops-agent-linux-x64"));
+      await start("mirror", tsx("test/fleet/static-server.ts", "--host", mirrorAddress, "--port", "443", "--root", mirrorRoot, "--cert", tls.certPath, "--key", tls.keyPath), /^ready/m);
+
+      await start(
+        "oci",
+        tsx(
+          "test/servers/oci-in-a-box.ts",
+          "--host",
+          OSN_ADDRESS,
+          "--port",
+          "443",
+          "--control-port",
+          String(OCI_CONTROL_PORT),
+          "--region",
+          REGION,
+          "--namespace",
+          NAMESPACE,
+          "--bucket",
+          deployment.buckets.artifacts,
+          "--bucket",
+          deployment.buckets.dags,
+          "--identity-dir",
+          identityCa,
+          "--secrets-file",
+          secretsFile,
+          "--tls-cert",
+          tls.certPath,
+          "--tls-key",
+          tls.keyPath,
+          "--dir",
+          join(dir, "object-storage"),
+        ),
+        /^\{/m,
+      );
+
+      const mysql = mariadbSystem({
+        netns: vcn.netns,
+        dir: join(dir, "mysql"),
+        address: a.mysqlIp,
+        adminUser: deployment.mysqlAdminUser,
+        adminPassword: mysqlAdminPassword,
+        clientCidr: a.appSubnet,
+      });
+      const postgres = postgresSystem({
+        netns: vcn.netns,
+        dir: join(dir, "postgres"),
+        address: a.postgresIp,
+        adminUser: deployment.postgresAdminUser,
+        adminPassword: postgresAdminPassword,
+        clientCidr: a.appSubnet,
+      });
+      await Promise.all([mysql.start(), postgres.start()]);
+
+      const servingVms = Object.entries(deployment.instances).filter(([, i]) => i.role === "serving");
+      mkdirSync(join(dir, "lb"), { recursive: true });
+      const lb = startLoadBalancer({
+        netns: vcn.netns,
+        dir: join(dir, "lb"),
+        address: lbAddress,
+        spec: deployment.loadBalancer,
+        backends: servingVms.map(([name, i]) => ({ name, address: i.privateIp })),
+      });
+      await lb.start();
+
+      const fleet = new Fleet({
+        runId,
+        dir,
+        deployment,
+        vcn,
+        mysql,
+        postgres,
+        lb,
+        secretValues: [mysqlAdminPassword, postgresAdminPassword],
+        procs,
+        socket,
+        log: o.log,
+      });
+      const caPem = tls.caPem;
+      const hosts = [`${OSN_ADDRESS}\t${OCI_HOSTS.join(" ")}`, `${mirrorAddress}\t${MIRROR_HOST}`];
+      for (const [name, inst] of Object.entries(deployment.instances)) {
+        const identityDir = join(dir, "identity", name);
+        const instance = instanceDocument(runId, name, inst.role, inst.userData);
+        makeInstanceIdentity({ caDir: identityCa, instance: String(instance.id) }, identityDir);
+        fleet.vms.push(
+          await FleetVm.create(vcn, {
+            instanceName: name,
+            role: inst.role,
+            privateIp: inst.privateIp,
+            prefixLength: Number(prefix(a.appSubnet)),
+            gateway: a.appGateway,
+            serviceRoutes: [OSN_CIDR],
+            rootfs,
+            dir: join(dir, "vm", name),
+            userData: inst.userData,
+            instance,
+            identityDir,
+            hosts,
+            caPem,
+            firewall: IMAGE_FIREWALL[inst.role] ?? "ubuntu-iptables",
+            uvCache: o.uvCache,
+          }),
+        );
+      }
+      return fleet;
+    } catch (err) {
+      await cleanup();
+      throw err;
+    }
+  }
+
+  /** Boots every VM (in parallel, as OCI launches them). */
+  async boot(): Promise<void> {
+    await Promise.all(this.vms.map((vm) => vm.boot()));
+  }
+
+  vm(name: string): FleetVm {
+    const v = this.vms.find((x) => x.name === name);
+    if (!v) throw new Error(`no VM ${name}`);
+    return v;
+  }
+
+  /** An HTTP request to an address inside the VCN (through the gateway in the VCN namespace). */
+  request(url: string, init: Parameters<typeof vcnRequest>[2] = {}): Promise<VcnResponse> {
+    return vcnRequest(this.#socket, url, init);
+  }
+
+  /** A VM's agent /status, over the VCN (as a monitoring host in the VCN would read it). */
+  async status(vm: FleetVm): Promise<StatusSnapshot> {
+    const r = await this.request(`http://${vm.ip}:9470/status`, { timeoutMs: 5_000 });
+    if (r.status !== 200) throw new Error(`${vm.name} /status answered ${r.status}`);
+    return JSON.parse(r.body) as StatusSnapshot;
+  }
+
+  async readyz(vm: FleetVm): Promise<number> {
+    return (await this.request(`http://${vm.ip}:9470/readyz`, { timeoutMs: 5_000 }).catch(() => undefined))?.status ?? 0;
+  }
+
+  /** OCI in a box's control API (faults, stored objects). */
+  oci(path: string, init: Parameters<typeof vcnRequest>[2] = {}): Promise<VcnResponse> {
+    return this.request(`http://${OSN_ADDRESS}:${OCI_CONTROL_PORT}${path}`, init);
+  }
+
+  /** Keeps every VM's logs and the VCN services' logs under `outDir`. */
+  async keepLogs(outDir: string): Promise<void> {
+    mkdirSync(outDir, { recursive: true });
+    await Promise.all(this.vms.map((vm) => vm.keepLogs(outDir).catch((err: unknown) => this.#log(`logs of ${vm.name}: ${String(err)}`))));
+    for (const f of ["haproxy.log", "haproxy.cfg"]) if (existsSync(join(this.dir, "lb", f))) writeFileSync(join(outDir, f), readFileSync(join(this.dir, "lb", f)));
+    for (const f of ["oci.log", "mirror.log", "vcn-gateway.log"]) if (existsSync(join(this.dir, f))) writeFileSync(join(outDir, f), readFileSync(join(this.dir, f)));
+    for (const [f, src] of [
+      ["mysql.log", "mysql/mysqld.log"],
+      ["postgres.log", "postgres/postgres.log"],
+    ] as const)
+      if (existsSync(join(this.dir, src))) writeFileSync(join(outDir, f), readFileSync(join(this.dir, src)));
+  }
+
+  /** Stops and removes everything this fleet made. Never throws. */
+  async destroy(): Promise<void> {
+    for (const vm of this.vms) await vm.destroy().catch(() => {});
+    await this.lb.stop().catch(() => {});
+    await this.mysql.stop().catch(() => {});
+    await this.postgres.stop().catch(() => {});
+    for (const p of [...this.#procs].reverse()) await p.stop().catch(() => {});
+    this.vcn.destroy();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/** What a VM's IMDS answers at /opc/v2/instance/: its identity, region, role metadata and tags. */
+function instanceDocument(runId: string, name: string, role: string, userData: string): Record<string, unknown> {
+  const id = `ocid1.instance.oc1.${REGION}.fleet${runId}${name.replace(/-/g, "")}`;
+  return {
+    id,
+    displayName: `mlops-${name}`,
+    hostname: name,
+    region: REGION,
+    canonicalRegionName: REGION,
+    ociAdName: "fra-ad-1",
+    availabilityDomain: "EMIr:EU-FRANKFURT-1-AD-1",
+    faultDomain: "FAULT-DOMAIN-1",
+    regionInfo: { realmKey: "oc1", realmDomainComponent: "oraclecloud.com", regionKey: "FRA", regionIdentifier: REGION },
+    shape: "VM.Standard.E5.Flex",
+    metadata: {
+      ssh_authorized_keys: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFLEETTESTKEY fleet@test",
+      "mlops-role": role,
+      user_data: Buffer.from(userData).toString("base64"),
+    },
+    freeformTags: { "mlops-role": role, "mlops-deployment": "mlops", "managed-by": "terraform" },
+    definedTags: { "Oracle-Tags": { CreatedBy: "fleet-test", CreatedOn: new Date().toISOString() } },
+  };
+}
+

@@ -1,0 +1,145 @@
+/**
+ * The fleet's network: a VCN namespace of the test's own holding one bridge
+ * (the VCN's subnets' gateways, the DB systems' addresses, the load
+ * balancer's and the "Oracle Services Network" addresses), and one namespace
+ * per VM joined to it by a veth pair. Nothing is added to the machine's own
+ * network namespace, and no namespace gets a route out of the VCN: each VM
+ * routes only the VCN CIDR, through its subnet's gateway on the bridge.
+ *
+ * Each VM namespace also owns 169.254.169.254 (on its loopback), where the
+ * VM's own IMDS listens, so a request for it never leaves the VM's namespace.
+ *
+ * Names carry the run id, and the run directory records the owning pid, so
+ * `sweepStaleNetworks()` removes what a killed run left behind.
+ * `destroy()` is idempotent and never throws.
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+
+export const FLEET_BASE = "/var/tmp/mlops-fleet";
+export const IMDS_ADDRESS = "169.254.169.254";
+
+function ip(args: readonly string[]): string {
+  const r = spawnSync("ip", args, { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`ip ${args.join(" ")} failed: ${(r.stderr || r.stdout).trim()}`);
+  return r.stdout;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface VmLink {
+  /** Namespace name (`ip netns`), e.g. `mlf-1a2b-mlflow0`. */
+  readonly netns: string;
+  /** `/run/netns/<name>`, for systemd-nspawn --network-namespace-path. */
+  readonly path: string;
+  readonly address: string;
+}
+
+export interface VcnOptions {
+  /** Short unique id of this run ([a-z0-9]{1,6}). */
+  readonly runId: string;
+  /** Addresses on the bridge, CIDR notation: each subnet's gateway, plus any service address. */
+  readonly bridgeAddresses: readonly string[];
+  /** The VCN CIDR the VMs route (and nothing else). */
+  readonly vcnCidr: string;
+}
+
+export class Vcn {
+  readonly netns: string;
+  readonly #opts: VcnOptions;
+  readonly #vms = new Map<string, VmLink>();
+  #destroyed = false;
+
+  private constructor(opts: VcnOptions) {
+    this.#opts = opts;
+    this.netns = `mlf-${opts.runId}-vcn`;
+  }
+
+  /** Makes the VCN namespace and its bridge. */
+  static create(opts: VcnOptions): Vcn {
+    if (!/^[a-z0-9]{1,6}$/.test(opts.runId)) throw new Error(`bad run id ${opts.runId}`);
+    const dir = join(FLEET_BASE, `net-${opts.runId}`);
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "owner.pid"), String(process.pid));
+    const v = new Vcn(opts);
+    ip(["netns", "add", v.netns]);
+    ip(["-n", v.netns, "link", "set", "lo", "up"]);
+    ip(["-n", v.netns, "link", "add", "br0", "type", "bridge"]);
+    ip(["-n", v.netns, "link", "set", "br0", "up"]);
+    for (const a of opts.bridgeAddresses) ip(["-n", v.netns, "addr", "add", a, "dev", "br0"]);
+    return v;
+  }
+
+  /** Adds an address to the bridge later (e.g. a service that starts after the VMs). */
+  addAddress(cidr: string): void {
+    ip(["-n", this.netns, "addr", "add", cidr, "dev", "br0"]);
+  }
+
+  /**
+   * A VM's namespace: eth0 with `address/prefix`, a route to the VCN through
+   * `gateway`, and 169.254.169.254 on its loopback.
+   */
+  addVm(name: string, cidr: string, gateway: string): VmLink {
+    if (!/^[a-z0-9]{1,8}$/.test(name)) throw new Error(`bad VM name ${name}`);
+    const netns = `mlf-${this.#opts.runId}-${name}`;
+    ip(["netns", "add", netns]);
+    ip(["-n", netns, "link", "set", "lo", "up"]);
+    ip(["-n", netns, "addr", "add", `${IMDS_ADDRESS}/32`, "dev", "lo"]);
+    ip(["-n", this.netns, "link", "add", `v-${name}`, "type", "veth", "peer", "name", "eth0", "netns", netns]);
+    ip(["-n", this.netns, "link", "set", `v-${name}`, "master", "br0", "up"]);
+    ip(["-n", netns, "addr", "add", cidr, "dev", "eth0"]);
+    ip(["-n", netns, "link", "set", "eth0", "up"]);
+    ip(["-n", netns, "route", "add", this.#opts.vcnCidr, "via", gateway, "dev", "eth0"]);
+    const link = { netns, path: `/run/netns/${netns}`, address: cidr.split("/")[0]! };
+    this.#vms.set(name, link);
+    return link;
+  }
+
+  vm(name: string): VmLink {
+    const l = this.#vms.get(name);
+    if (!l) throw new Error(`no VM ${name} in this VCN`);
+    return l;
+  }
+
+  /** Every route of a namespace, for the "no route out of the VCN" check. */
+  routes(netns: string): string[] {
+    return ip(["-n", netns, "route", "show", "table", "all"])
+      .split("\n")
+      .filter((l) => l.trim() && !/^(local|broadcast|multicast|fe80|ff00|anycast)\b/.test(l) && !l.includes("table local"));
+  }
+
+  /** Removes every namespace this VCN made (their veths go with them). */
+  destroy(): void {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    for (const l of this.#vms.values()) spawnSync("ip", ["netns", "delete", l.netns]);
+    spawnSync("ip", ["netns", "delete", this.netns]);
+    rmSync(join(FLEET_BASE, `net-${this.#opts.runId}`), { recursive: true, force: true });
+  }
+}
+
+/** Namespaces of fleet runs whose test process is gone. */
+export function sweepStaleNetworks(): void {
+  if (!existsSync(FLEET_BASE)) return;
+  const live = new Set<string>();
+  for (const d of readdirSync(FLEET_BASE)) {
+    if (!d.startsWith("net-")) continue;
+    const pidFile = join(FLEET_BASE, d, "owner.pid");
+    const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, "utf8")) : 0;
+    if (pid && alive(pid)) live.add(d.slice(4));
+    else rmSync(join(FLEET_BASE, d), { recursive: true, force: true });
+  }
+  const r = spawnSync("ip", ["netns", "list"], { encoding: "utf8" });
+  for (const line of r.stdout.split("\n")) {
+    const m = /^mlf-([a-z0-9]{1,6})-\S+/.exec(line);
+    if (m && !live.has(m[1]!)) spawnSync("ip", ["netns", "delete", m[0]]);
+  }
+}

@@ -1,0 +1,172 @@
+/**
+ * The steps a user of the deployment takes, over the VCN, shared by the fleet
+ * test and bench/fleet-to-prediction.ts: wait for an agent, put the DAG in
+ * the bucket, run the pipeline through Airflow's REST API, ask MLflow, and
+ * predict through the load balancer.
+ */
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import type { StatusSnapshot } from "../../agent/status/types.ts";
+import { REPO, waitFor } from "../support/agent-process.ts";
+import type { Fleet } from "./fleet.ts";
+import type { FleetVm } from "./vm.ts";
+
+export const IRIS_DAG = "iris_pipeline";
+export const IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"];
+export const SETOSA = [5.1, 3.5, 1.4, 0.2];
+export const VIRGINICA = [6.7, 3.0, 5.2, 2.3];
+export const DAGS_CURRENT = "/var/lib/mlops/airflow/dags/current";
+
+export class Scenario {
+  readonly fleet: Fleet;
+  readonly mlflow: FleetVm;
+  readonly airflowVm: FleetVm;
+  readonly serving: FleetVm;
+  readonly #log: (msg: string) => void;
+  #token = "";
+
+  constructor(fleet: Fleet, log: (msg: string) => void) {
+    this.fleet = fleet;
+    this.#log = log;
+    const byRole = (role: string) => {
+      const vm = fleet.vms.find((v) => v.role === role);
+      if (!vm) throw new Error(`the fleet has no ${role} VM`);
+      return vm;
+    };
+    this.mlflow = byRole("mlflow");
+    this.airflowVm = byRole("airflow");
+    this.serving = byRole("serving");
+  }
+
+  get mlflowUrl(): string {
+    return `http://${this.mlflow.ip}:5000`;
+  }
+
+  get lbUrl(): string {
+    return `http://${this.fleet.lb.address}:${this.fleet.lb.port}`;
+  }
+
+  /** Waits for /readyz 200 on a VM, logging its phase when it changes. */
+  async waitReady(vm: FleetVm, timeoutMs: number): Promise<void> {
+    let last = "";
+    await waitFor(
+      `${vm.name} ready`,
+      async () => {
+        if ((await this.fleet.readyz(vm)) === 200) return true;
+        const s = await this.fleet.status(vm).catch(() => undefined);
+        const now = s ? `${s.phase}: ${s.reason}` : "status API not answering";
+        if (now !== last) this.#log(`  ${vm.name}: ${now}`);
+        last = now;
+        return undefined;
+      },
+      timeoutMs,
+      3_000,
+    );
+  }
+
+  /** Waits until a VM has converged: ready, or (serving before any model exists) degraded only for want of a champion. */
+  async waitConverged(vm: FleetVm, timeoutMs: number): Promise<StatusSnapshot> {
+    let last = "";
+    return waitFor(
+      `${vm.name} converged`,
+      async () => {
+        const s = await this.fleet.status(vm).catch(() => undefined);
+        const now = s ? `${s.phase}: ${s.reason}` : "status API not answering";
+        if (now !== last) this.#log(`  ${vm.name}: ${now}`);
+        last = now;
+        if (!s?.lastConverge?.ok) return undefined;
+        if (s.phase === "ready") return s;
+        return vm.role === "serving" && /champion/.test(s.reason) ? s : undefined;
+      },
+      timeoutMs,
+      3_000,
+    );
+  }
+
+  async mlflowJson(path: string, body?: unknown): Promise<Record<string, unknown>> {
+    const init = body === undefined ? {} : { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) };
+    const r = await this.fleet.request(`${this.mlflowUrl}${path}`, init);
+    if (r.status !== 200) throw new Error(`MLflow ${path}: ${r.status} ${r.body.slice(0, 300)}`);
+    return JSON.parse(r.body) as Record<string, unknown>;
+  }
+
+  /** Airflow's REST API as the admin (password read from the Airflow VM, where the agent keeps it 0600). */
+  async airflow(path: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; json: Record<string, unknown> }> {
+    const base = `http://${this.airflowVm.ip}:8080`;
+    if (!this.#token) {
+      const password = (await this.airflowVm.run(["cat", "/var/lib/mlops-agent/secrets/airflow-admin-password"])).trim();
+      const r = await this.fleet.request(`${base}/auth/token`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ username: "admin", password }),
+      });
+      if (r.status !== 200 && r.status !== 201) throw new Error(`Airflow login: ${r.status} ${r.body.slice(0, 200)}`);
+      this.#token = (JSON.parse(r.body) as { access_token: string }).access_token;
+    }
+    const r = await this.fleet.request(`${base}${path}`, {
+      method: init.method ?? "GET",
+      headers: { authorization: `Bearer ${this.#token}`, "content-type": "application/json" },
+      ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
+    });
+    let json: Record<string, unknown> = {};
+    try {
+      json = r.body ? (JSON.parse(r.body) as Record<string, unknown>) : {};
+    } catch {
+      json = { text: r.body.slice(0, 500) };
+    }
+    return { status: r.status, json };
+  }
+
+  /** Writes the iris DAG into the DAG bucket (as a user's CI would). */
+  async uploadDag(): Promise<void> {
+    const dag = readFileSync(join(REPO, "dags/iris_pipeline.py"), "utf8");
+    const r = await this.fleet.oci(`/object?bucket=${this.fleet.deployment.buckets.dags}&name=iris_pipeline.py`, { method: "PUT", body: dag });
+    if (r.status !== 200) throw new Error(`putting the DAG into the bucket: ${r.status} ${r.body}`);
+  }
+
+  async dagSynced(): Promise<boolean> {
+    return (await this.airflowVm.container.exec(["test", "-f", `${DAGS_CURRENT}/iris_pipeline.py`])).code === 0;
+  }
+
+  /** Waits for the DAG on the Airflow VM and in Airflow, triggers one run and waits for it to succeed. */
+  async runPipeline(timeoutMs: number): Promise<{ syncedAfterMs: number; listedAfterMs: number }> {
+    const t0 = Date.now();
+    await waitFor("the DAG synced to the Airflow VM", async () => ((await this.dagSynced()) ? true : undefined), 120_000, 1_000);
+    const syncedAfterMs = Date.now() - t0;
+    await waitFor("Airflow lists the DAG", async () => ((await this.airflow(`/api/v2/dags/${IRIS_DAG}`)).status === 200 ? true : undefined), 180_000, 2_000);
+    const listedAfterMs = Date.now() - t0;
+    await this.airflow(`/api/v2/dags/${IRIS_DAG}`, { method: "PATCH", body: { is_paused: false } });
+    const trigger = await this.airflow(`/api/v2/dags/${IRIS_DAG}/dagRuns`, { method: "POST", body: { logical_date: null, note: "fleet" } });
+    if (trigger.status !== 200) throw new Error(`triggering ${IRIS_DAG}: ${trigger.status} ${JSON.stringify(trigger.json)}`);
+    const runId = encodeURIComponent(String(trigger.json.dag_run_id));
+    let last = "";
+    try {
+      await waitFor(
+        "the iris pipeline run",
+        async () => {
+          const r = await this.airflow(`/api/v2/dags/${IRIS_DAG}/dagRuns/${runId}`);
+          const state = String(r.json.state);
+          if (state !== last) this.#log(`  pipeline: ${state}`);
+          last = state;
+          if (state === "failed") throw new Error("the pipeline run failed");
+          return state === "success" ? true : undefined;
+        },
+        timeoutMs,
+        3_000,
+      );
+    } catch (err) {
+      const tis = await this.airflow(`/api/v2/dags/${IRIS_DAG}/dagRuns/${runId}/taskInstances`).catch(() => ({ json: {} }));
+      throw new Error(`${String(err)}; tasks: ${JSON.stringify(tis.json).slice(0, 1500)}`);
+    }
+    return { syncedAfterMs, listedAfterMs };
+  }
+
+  /** One prediction through the load balancer. */
+  async predict(rows: readonly (readonly number[])[]): Promise<{ status: number; body: string }> {
+    return this.fleet.request(`${this.lbUrl}/invocations`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ dataframe_split: { columns: IRIS_COLUMNS, data: rows } }),
+    });
+  }
+}
