@@ -1,6 +1,12 @@
 # Public flexible load balancer for the prediction API: HTTP 80 in front of
 # port 8000 of every serving VM, which is in rotation only while its readiness
 # endpoint (/ready) answers 200. Who may call it: api_cidr (network.tf).
+#
+# The health check is checked every 2 s and 2 failures take a backend out: a
+# crashed prediction API is back within about 6 s (systemd's RestartSec 3 s,
+# then the model loads), so a laxer check (OCI's 10 s x 3) would keep sending
+# requests to a dead backend for up to 30 s and never notice the restart.
+# The fleet test (test/fleet/) kills predict and watches this happen.
 
 resource "oci_load_balancer_load_balancer" "api" {
   compartment_id             = var.compartment_ocid
@@ -25,9 +31,9 @@ resource "oci_load_balancer_backend_set" "serving" {
     port              = 8000
     url_path          = "/ready"
     return_code       = 200
-    interval_ms       = 10000
-    timeout_in_millis = 3000
-    retries           = 3
+    interval_ms       = 2000
+    timeout_in_millis = 1500
+    retries           = 2
   }
 }
 

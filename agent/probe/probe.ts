@@ -10,6 +10,7 @@
  */
 import { spawn } from "node:child_process";
 import { connect } from "node:net";
+import { scrub } from "../config/secrets.ts";
 import type { ProbeSpec } from "../supervisor/types.ts";
 
 export interface ProbeResult {
@@ -76,10 +77,15 @@ async function httpGet(
     });
     const ok = res.status >= 200 && res.status < 400;
     const text = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
-    if (!spec.json || !ok) {
+    if (!ok) {
+      // A service that says why it is not ready (`{"reason": ...}`) is quoted, so /status says it too.
+      const why = await failureReason(res);
+      return { ok, message: `${text} from GET ${url}${why ? `: ${why}` : ""}` };
+    }
+    if (!spec.json) {
       // The body is not needed; cancel it so the connection is released.
       await res.body?.cancel().catch(() => {});
-      return { ok, message: ok ? text : `${text} from GET ${url}` };
+      return { ok, message: text };
     }
     let value: unknown;
     try {
@@ -97,6 +103,31 @@ async function httpGet(
     if (isTimeout(err)) return { ok: false, message: `GET ${url}: aborted` };
     return { ok: false, message: `GET ${url}: ${errorText(err)}` };
   }
+}
+
+/**
+ * The reason a failing endpoint gives in its body: the first of `reason`,
+ * `message`, `detail`, `error` that is a string in a JSON body, or a short
+ * plain-text body. At most 200 characters, with known secrets redacted.
+ */
+async function failureReason(res: Response): Promise<string | undefined> {
+  let body: string;
+  try {
+    body = (await res.text()).slice(0, 4096);
+  } catch {
+    return undefined;
+  }
+  let why: string | undefined;
+  try {
+    const json = JSON.parse(body) as Record<string, unknown>;
+    why = ["reason", "message", "detail", "error"].map((k) => json?.[k]).find((v): v is string => typeof v === "string");
+  } catch {
+    const type = res.headers.get("content-type") ?? "";
+    if (type.startsWith("text/plain")) why = body.trim().split("\n")[0];
+  }
+  if (!why) return undefined;
+  why = why.replace(/\s+/g, " ").trim();
+  return scrub(why.length > 200 ? `${why.slice(0, 199)}…` : why);
 }
 
 function tcpSocket(spec: { port: number; host?: string }, opts: RunProbeOptions): Promise<Omit<ProbeResult, "latencyMs">> {

@@ -78,8 +78,11 @@ describe("the fleet", () => {
       expect(vm.ip).toBe(fleet.deployment.instances[vm.name]!.privateIp);
       const routes = fleet.vcn.routes(vm.link.netns);
       expect(routes.some((r) => r.startsWith("default"))).toBe(false);
-      // Only the VCN and the service network, both through the subnet's gateway, plus the subnet itself.
-      for (const r of routes) expect(r).toMatch(new RegExp(`^(${a.appSubnet.replace(/\./g, "\\.")} dev eth0|${a.vcnCidr.replace(/\./g, "\\.")} via ${a.appGateway}|134\\.70\\.0\\.0/16 via ${a.appGateway})`));
+      // Only the subnet, the VCN and the service network through the subnet's gateway, and the IMDS over its own link.
+      const esc = (x: string) => x.replace(/\./g, "\\.");
+      for (const r of routes)
+        expect(r).toMatch(new RegExp(`^(${esc(a.appSubnet)} dev eth0 |${esc(a.vcnCidr)} via ${esc(a.appGateway)} dev eth0|134\\.70\\.0\\.0/16 via ${esc(a.appGateway)} dev eth0|169\\.254\\.169\\.254 dev imds0 )`));
+      expect(fleet.vcn.routes(vm.link.imdsNetns).every((r) => / dev vm0 /.test(r))).toBe(true);
     }
     const vcnRoutes = fleet.vcn.routes(fleet.vcn.netns);
     expect(vcnRoutes.some((r) => r.startsWith("default"))).toBe(false);
@@ -164,7 +167,7 @@ describe("the fleet", () => {
     ) as { objects: { name: string; size: number }[] };
     const names = listed.objects.map((o) => o.name);
     expect(names.some((n) => n.endsWith("/MLmodel")), names.join("\n")).toBe(true);
-    expect(names.some((n) => n.endsWith("/model.pkl")), names.join("\n")).toBe(true);
+    expect(names.some((n) => /\/model\.(pkl|skops)$/.test(n)), names.join("\n")).toBe(true);
     // Rows in the MySQL DB system.
     const runs = Number(fleet.mysql.query("SELECT COUNT(*) FROM runs;", "mlflow").trim());
     expect(runs).toBeGreaterThanOrEqual(7); // the parent run and six candidates

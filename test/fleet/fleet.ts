@@ -136,6 +136,7 @@ export class Fleet {
     ensureBinary(o.log);
     const rootfs = ensureRoot(o.log);
     await fillMirror(o.log);
+    mkdirSync(o.uvCache, { recursive: true });
 
     const runId = randomBytes(2).toString("hex");
     const dir = join(FLEET_BASE, `run-${runId}`);

@@ -6,8 +6,12 @@
  * network namespace, and no namespace gets a route out of the VCN: each VM
  * routes only the VCN CIDR, through its subnet's gateway on the bridge.
  *
- * Each VM namespace also owns 169.254.169.254 (on its loopback), where the
- * VM's own IMDS listens, so a request for it never leaves the VM's namespace.
+ * Each VM reaches its own IMDS at 169.254.169.254 over a link of its own to a
+ * small namespace that only holds that address (as OCI's hypervisor answers
+ * it off the VM), so a request for it never reaches the VCN or the machine's
+ * network. The IMDS cannot sit on the VM's own loopback: OCI's Ubuntu images
+ * REJECT every OUTPUT packet to 169.254.0.0/16 but the few services they name,
+ * which would reject the IMDS's own replies.
  *
  * Names carry the run id, and the run directory records the owning pid, so
  * `sweepStaleNetworks()` removes what a killed run left behind.
@@ -38,6 +42,8 @@ function alive(pid: number): boolean {
 export interface VmLink {
   /** Namespace name (`ip netns`), e.g. `mlf-1a2b-mlflow0`. */
   readonly netns: string;
+  /** The namespace of its IMDS (holds 169.254.169.254, linked to the VM only). */
+  readonly imdsNetns: string;
   /** `/run/netns/<name>`, for systemd-nspawn --network-namespace-path. */
   readonly path: string;
   readonly address: string;
@@ -84,21 +90,31 @@ export class Vcn {
   }
 
   /**
-   * A VM's namespace: eth0 with `address/prefix`, a route to the VCN through
-   * `gateway`, and 169.254.169.254 on its loopback.
+   * A VM's namespace: eth0 with `address/prefix` on the bridge, a route to the
+   * VCN through `gateway`, and `imds0`, its link to its IMDS namespace
+   * (169.254.169.254, nothing else).
    */
   addVm(name: string, cidr: string, gateway: string): VmLink {
     if (!/^[a-z0-9]{1,8}$/.test(name)) throw new Error(`bad VM name ${name}`);
     const netns = `mlf-${this.#opts.runId}-${name}`;
+    const imdsNetns = `${netns}-imds`;
+    const address = cidr.split("/")[0]!;
     ip(["netns", "add", netns]);
+    ip(["netns", "add", imdsNetns]);
     ip(["-n", netns, "link", "set", "lo", "up"]);
-    ip(["-n", netns, "addr", "add", `${IMDS_ADDRESS}/32`, "dev", "lo"]);
     ip(["-n", this.netns, "link", "add", `v-${name}`, "type", "veth", "peer", "name", "eth0", "netns", netns]);
     ip(["-n", this.netns, "link", "set", `v-${name}`, "master", "br0", "up"]);
     ip(["-n", netns, "addr", "add", cidr, "dev", "eth0"]);
     ip(["-n", netns, "link", "set", "eth0", "up"]);
     ip(["-n", netns, "route", "add", this.#opts.vcnCidr, "via", gateway, "dev", "eth0"]);
-    const link = { netns, path: `/run/netns/${netns}`, address: cidr.split("/")[0]! };
+    ip(["-n", imdsNetns, "link", "set", "lo", "up"]);
+    ip(["-n", netns, "link", "add", "imds0", "type", "veth", "peer", "name", "vm0", "netns", imdsNetns]);
+    ip(["-n", netns, "link", "set", "imds0", "up"]);
+    ip(["-n", imdsNetns, "link", "set", "vm0", "up"]);
+    ip(["-n", imdsNetns, "addr", "add", `${IMDS_ADDRESS}/32`, "dev", "vm0"]);
+    ip(["-n", imdsNetns, "route", "add", `${address}/32`, "dev", "vm0"]);
+    ip(["-n", netns, "route", "add", `${IMDS_ADDRESS}/32`, "dev", "imds0", "src", address]);
+    const link = { netns, imdsNetns, path: `/run/netns/${netns}`, address };
     this.#vms.set(name, link);
     return link;
   }
@@ -120,13 +136,29 @@ export class Vcn {
   destroy(): void {
     if (this.#destroyed) return;
     this.#destroyed = true;
-    for (const l of this.#vms.values()) spawnSync("ip", ["netns", "delete", l.netns]);
+    for (const l of this.#vms.values()) {
+      spawnSync("ip", ["netns", "delete", l.netns]);
+      spawnSync("ip", ["netns", "delete", l.imdsNetns]);
+    }
     spawnSync("ip", ["netns", "delete", this.netns]);
     rmSync(join(FLEET_BASE, `net-${this.#opts.runId}`), { recursive: true, force: true });
   }
 }
 
-/** Namespaces of fleet runs whose test process is gone. */
+/** Kills every process in a namespace (what a killed run left running there), then deletes it. */
+function deleteWithProcesses(netns: string): void {
+  const pids = spawnSync("ip", ["netns", "pids", netns], { encoding: "utf8" }).stdout.split("\n").filter(Boolean);
+  for (const pid of pids) {
+    try {
+      process.kill(Number(pid), "SIGKILL");
+    } catch {
+      // gone already
+    }
+  }
+  spawnSync("ip", ["netns", "delete", netns]);
+}
+
+/** Namespaces of fleet runs whose test process is gone, with whatever still runs in them (VMs included). */
 export function sweepStaleNetworks(): void {
   if (!existsSync(FLEET_BASE)) return;
   const live = new Set<string>();
@@ -140,6 +172,6 @@ export function sweepStaleNetworks(): void {
   const r = spawnSync("ip", ["netns", "list"], { encoding: "utf8" });
   for (const line of r.stdout.split("\n")) {
     const m = /^mlf-([a-z0-9]{1,6})-\S+/.exec(line);
-    if (m && !live.has(m[1]!)) spawnSync("ip", ["netns", "delete", m[0]]);
+    if (m && !live.has(m[1]!)) deleteWithProcesses(m[0]);
   }
 }

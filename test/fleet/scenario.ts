@@ -12,7 +12,7 @@ import type { Fleet } from "./fleet.ts";
 import type { FleetVm } from "./vm.ts";
 
 export const IRIS_DAG = "iris_pipeline";
-export const IRIS_COLUMNS = ["sepal length (cm)", "sepal width (cm)", "petal length (cm)", "petal width (cm)"];
+export const IRIS_COLUMNS = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"];
 export const SETOSA = [5.1, 3.5, 1.4, 0.2];
 export const VIRGINICA = [6.7, 3.0, 5.2, 2.3];
 export const DAGS_CURRENT = "/var/lib/mlops/airflow/dags/current";

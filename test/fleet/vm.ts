@@ -71,7 +71,7 @@ export class FleetVm {
     const instanceFile = join(o.dir, "instance.json");
     writeFileSync(instanceFile, JSON.stringify(o.instance, null, 2));
     const imds = new NsProcess({
-      netns: link.netns,
+      netns: link.imdsNetns,
       argv: [
         process.execPath,
         "--import",

@@ -173,7 +173,7 @@ describe("plan: host firewall", () => {
     expect(p.actions.filter((a) => a.kind === "open-port").map((a) => a.role)).toEqual(["serving", "serving"]);
   });
 
-  it("in the whole plan: close-port right after the services stop, open-port just before they start", () => {
+  it("in the whole plan: close-port right after the services stop, open-port once the old role is gone and before the long install", () => {
     const d = desired("serving");
     const o: Observed = {
       records: [{ ...record("mlflow"), services: ["mlflow"], files: ["/etc/mlops/mlflow/mlflow.env"] }],
@@ -187,7 +187,8 @@ describe("plan: host firewall", () => {
     };
     const kinds = plan(d, o, "/var/lib/mlops-agent").actions.map((a) => a.kind);
     expect(kinds.slice(0, 3)).toEqual(["remove-service", "close-port", "remove-file"]);
-    expect(kinds.indexOf("open-port")).toBeGreaterThan(kinds.indexOf("install-python"));
+    expect(kinds.indexOf("open-port")).toBeGreaterThan(kinds.indexOf("forget-role"));
+    expect(kinds.indexOf("open-port")).toBeLessThan(kinds.indexOf("install-python"));
     // The services wait for their venv (deferred); the ports open in this pass all the same.
     expect(kinds.filter((k) => k === "open-port")).toHaveLength(2);
   });

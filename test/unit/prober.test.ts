@@ -10,6 +10,8 @@ import { DEFAULT_RESTART_POLICY, type ProbeSpec, type ServiceSpec } from "../../
 /** A real HTTP server on 127.0.0.1 whose answer per path the test flips. */
 class FlipServer {
   readonly status = new Map<string, number>();
+  /** Bodies (JSON) per path, instead of `status <code>`. */
+  readonly bodies = new Map<string, unknown>();
   readonly hits = new Map<string, number>();
   hang = false;
   server: Server;
@@ -21,8 +23,9 @@ class FlipServer {
       this.hits.set(path, (this.hits.get(path) ?? 0) + 1);
       if (this.hang) return; // never answers: the probe must time out
       const code = this.status.get(path) ?? 200;
-      res.writeHead(code, code >= 300 && code < 400 ? { location: "http://127.0.0.1:1/elsewhere" } : {});
-      res.end(`status ${code}`);
+      const body = this.bodies.get(path);
+      res.writeHead(code, code >= 300 && code < 400 ? { location: "http://127.0.0.1:1/elsewhere" } : body === undefined ? {} : { "content-type": "application/json" });
+      res.end(body === undefined ? `status ${code}` : JSON.stringify(body));
     });
   }
 
@@ -165,6 +168,23 @@ describe("runProbe", () => {
     expect(bad.ok).toBe(false);
     expect(bad.message).toContain(`HTTP 503`);
     expect(bad.message).toContain(`http://127.0.0.1:${srv.port}/bad`);
+  });
+
+  it("httpGet: a failing endpoint's own reason is quoted (JSON reason/message/detail), and nothing from a success", async () => {
+    srv.set("/not-ready", 503);
+    srv.bodies.set("/not-ready", { ready: false, reason: "no model loaded: no version of registered model iris has alias champion yet" });
+    srv.set("/broken", 500);
+    srv.bodies.set("/broken", { error_code: "INTERNAL_ERROR", message: `(pymysql.err.OperationalError) Can't connect to MySQL server ${"x".repeat(300)}` });
+    const notReady = await runProbe(http("/not-ready"), { timeoutMs: 1_000 });
+    expect(notReady.message).toBe(
+      `HTTP 503 Service Unavailable from GET http://127.0.0.1:${srv.port}/not-ready: no model loaded: no version of registered model iris has alias champion yet`,
+    );
+    const broken = await runProbe(http("/broken"), { timeoutMs: 1_000 });
+    expect(broken.message).toContain(": (pymysql.err.OperationalError) Can't connect to MySQL server");
+    expect(broken.message.length).toBeLessThan(320);
+    // A plain-text body that is not JSON: its first line.
+    srv.set("/text", 503);
+    expect((await runProbe(http("/text"), { timeoutMs: 1_000 })).message).toMatch(/\/text$/);
   });
 
   it("httpGet: a server that never answers times out", async () => {

@@ -125,12 +125,12 @@ describe("loadBalancerSpec()", () => {
       listenerProtocol: "HTTP",
       backendPort: 8000,
       policy: "ROUND_ROBIN",
-      healthCheck: { protocol: "HTTP", port: 8000, urlPath: "/ready", returnCode: 200, intervalMs: 10000, timeoutMs: 3000, retries: 3 },
+      healthCheck: { protocol: "HTTP", port: 8000, urlPath: "/ready", returnCode: 200, intervalMs: 2000, timeoutMs: 1500, retries: 2 },
     });
   });
 
   it("refuses a value that is not a literal, naming it, rather than guessing", async () => {
-    const text = readFileSync(join(REPO, "terraform", "loadbalancer.tf"), "utf8").replace(/(timeout_in_millis\s*=\s*)3000/, "$1var.hc_timeout");
+    const text = readFileSync(join(REPO, "terraform", "loadbalancer.tf"), "utf8").replace(/(timeout_in_millis\s*=\s*)1500/, "$1var.hc_timeout");
     const file = join(dir, "loadbalancer.tf");
     writeFileSync(file, text);
     await expect(loadBalancerSpec(file)).rejects.toThrow(/health_checker\.timeout_in_millis is "\$\{var\.hc_timeout\}", not a number literal/);
