@@ -19,7 +19,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StatusSnapshot } from "../../agent/status/types.ts";
 import { REPO, waitFor } from "../support/agent-process.ts";
 import { DEFAULT_UV_CACHE, Fleet } from "./fleet.ts";
-import { IRIS_DAG, Scenario, SETOSA, VIRGINICA } from "./scenario.ts";
+import { IRIS_COLUMNS, IRIS_DAG, Scenario, SETOSA, VIRGINICA } from "./scenario.ts";
 import type { FleetVm } from "./vm.ts";
 
 const started = Date.now();
@@ -140,7 +140,7 @@ describe("the fleet", () => {
           expect(text).toMatch(/--dport 22 -j ACCEPT/);
         }
         // The boot volume's guard rules are untouched.
-        expect(await vm.run(["iptables", "-S", "InstanceServices"])).toMatch(/169\.254\.0\.2\/32 .*--dport 3260/);
+        expect(await vm.run(["iptables", "-S", "BareMetalInstanceServices"])).toMatch(/169\.254\.0\.2\/32 .*--dport 3260/);
       }
     }
     // Another VM reaches MLflow through its firewall (what Airflow's tasks and the serving VM do).
@@ -168,6 +168,19 @@ describe("the fleet", () => {
     const names = listed.objects.map((o) => o.name);
     expect(names.some((n) => n.endsWith("/MLmodel")), names.join("\n")).toBe(true);
     expect(names.some((n) => /\/model\.(pkl|skops)$/.test(n)), names.join("\n")).toBe(true);
+    // Every one of those calls reached OCI in a box at its real hostname, signed by a federated instance principal:
+    // vault: references (Node SDK), DAG sync (Node SDK), artifacts (the Python SDK inside oci-mlflow/ocifs).
+    const counters = JSON.parse((await fleet.oci("/counters")).body) as {
+      objectstorage: { verified: number; rejected: number; byOperation: Record<string, number> };
+      federation: { ok: number; rejected: number };
+      secrets: { ok: number; rejected: number };
+    };
+    log(`  OCI in a box: ${JSON.stringify(counters)}`);
+    expect(counters.federation.ok).toBeGreaterThanOrEqual(3);
+    expect(counters.secrets.ok).toBeGreaterThanOrEqual(2);
+    expect(counters.objectstorage.byOperation.PutObject ?? 0).toBeGreaterThanOrEqual(5);
+    expect(counters.objectstorage.byOperation.ListObjects ?? 0).toBeGreaterThanOrEqual(1);
+    expect(counters.objectstorage.rejected + counters.federation.rejected + counters.secrets.rejected).toBe(0);
     // Rows in the MySQL DB system.
     const runs = Number(fleet.mysql.query("SELECT COUNT(*) FROM runs;", "mlflow").trim());
     expect(runs).toBeGreaterThanOrEqual(7); // the parent run and six candidates
@@ -199,6 +212,11 @@ describe("the fleet", () => {
       await page.getByText("Served model: iris@champion").waitFor({ timeout: 90_000 });
       await page.getByTestId("stMetricValue").first().waitFor();
       expect((await page.getByTestId("stMetricValue").first().textContent())?.trim()).toBe("1");
+      // A prediction through the dashboard's form (it calls the prediction API with the served model).
+      for (const [i, f] of IRIS_COLUMNS.entries()) await page.getByLabel(f).fill(String(VIRGINICA[i]));
+      await page.getByRole("button", { name: "Predict" }).click();
+      await page.getByText("Prediction: virginica (class 2)").waitFor({ timeout: 30_000 });
+      await page.locator('[data-testid="stVegaLiteChart"], .vega-embed').first().waitFor({ timeout: 30_000 });
       mkdirSync(OUTPUT, { recursive: true });
       await page.screenshot({ path: join(OUTPUT, "dashboard.png"), fullPage: true });
     } finally {
