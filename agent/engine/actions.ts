@@ -36,9 +36,6 @@ export const ACTION_ORDER: readonly ActionKind[] = [
   "close-port",
   "remove-file",
   "forget-role",
-  // Early: a port opened before its service listens only answers "refused", and the agent's own
-  // status port is reachable from the first pass on, not only once a long install is done.
-  "open-port",
   "ensure-user",
   "ensure-directory",
   "generate-secret",
@@ -46,6 +43,7 @@ export const ACTION_ORDER: readonly ActionKind[] = [
   "provision-database",
   "write-file",
   "migrate-database",
+  "open-port",
   "ensure-service",
 ];
 

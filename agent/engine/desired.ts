@@ -70,7 +70,7 @@ export interface DesiredRole {
   /** Generated secrets and how to make each one. */
   readonly secretFormats: Readonly<Record<string, "token" | "fernet">>;
   readonly services: readonly DesiredService[];
-  /** TCP ports the role's services listen on (their `ports`, rendered) and the agent's status port unless it is on loopback, sorted: what the host firewall must let in. */
+  /** TCP ports the role's services listen on (their `ports`, rendered), sorted: what the host firewall must let in. */
   readonly ports: readonly number[];
   /** Secret files (in the state dir) the role needs, by name. */
   readonly secretNames: readonly string[];
@@ -226,9 +226,7 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
       }
     : undefined;
 
-  // The agent's own status API too, when it listens beyond loopback: Terraform's NSGs admit it from the
-  // VCN for monitoring, and the host firewall must not undo that.
-  const ports = new Set<number>(statusPort(config.listen));
+  const ports = new Set<number>();
   const services: DesiredService[] = spec.services.filter((s) => s.when === undefined || contextTruthy(ctx, s.when)).map((s) => {
     const where = `role ${role} service ${s.name}`;
     for (const p of s.ports) {
@@ -310,13 +308,6 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
     dagSyncDest: spec.dagSync ? renderString(spec.dagSync.dest, ctx, `role ${role} dagSync`) : undefined,
     secretFormats: Object.fromEntries(spec.secrets.map((x) => [x.name, x.format])),
   };
-}
-
-/** The status API's port when `listen` (HOST:PORT) is reachable from other hosts; none on loopback. */
-function statusPort(listen: string): number[] {
-  const i = listen.lastIndexOf(":");
-  const host = listen.slice(0, i).replace(/^\[|\]$/g, "");
-  return /^(127\.|localhost$|::1$)/.test(host) ? [] : [Number(listen.slice(i + 1))];
 }
 
 export function lookupPath(obj: unknown, path: string): unknown {

@@ -333,15 +333,20 @@ export class Fleet {
     return vcnRequest(this.#socket, url, init);
   }
 
-  /** A VM's agent /status, over the VCN (as a monitoring host in the VCN would read it). */
+  /**
+   * A VM's agent /status, read on the VM (as an operator logged in there would):
+   * the image's host firewall admits only the role's ports, not the agent's 9470.
+   */
   async status(vm: FleetVm): Promise<StatusSnapshot> {
-    const r = await this.request(`http://${vm.ip}:9470/status`, { timeoutMs: 5_000 });
-    if (r.status !== 200) throw new Error(`${vm.name} /status answered ${r.status}`);
-    return JSON.parse(r.body) as StatusSnapshot;
+    return JSON.parse(await vm.run(["curl", "-sSf", "--max-time", "5", "http://127.0.0.1:9470/status"], 10_000)) as StatusSnapshot;
   }
 
+  /** The HTTP status of a VM's /readyz (0 when the agent does not answer). */
   async readyz(vm: FleetVm): Promise<number> {
-    return (await this.request(`http://${vm.ip}:9470/readyz`, { timeoutMs: 5_000 }).catch(() => undefined))?.status ?? 0;
+    const r = await vm.container
+      .exec(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "http://127.0.0.1:9470/readyz"], { timeoutMs: 10_000 })
+      .catch(() => undefined);
+    return Number(r?.stdout) || 0;
   }
 
   /** OCI in a box's control API (faults, stored objects). */

@@ -17,9 +17,8 @@ import { loadRole } from "../../agent/roles/catalog.ts";
 type Role = "mlflow" | "airflow" | "serving";
 const RULES = "/etc/iptables/rules.v4";
 
-// The status API on loopback unless a case says otherwise: only the role's ports are then the firewall's business.
 function desired(role: Role, overrides: Record<string, unknown> = {}): DesiredRole {
-  return compileDesired({ role, spec: loadRole(role), config: configSchema.parse({ role, listen: "127.0.0.1:9470", ...overrides }), secrets: {}, currentUser: "root" });
+  return compileDesired({ role, spec: loadRole(role), config: configSchema.parse({ role, ...overrides }), secrets: {}, currentUser: "root" });
 }
 
 function record(role: string, ports?: string[]): RoleRecord {
@@ -39,11 +38,6 @@ function iptables(v: View): Extract<FirewallObservation, { kind: "iptables" }> {
 
 const cases: { name: string; d?: DesiredRole | null; o?: (o: View) => View; want: string[]; reason?: RegExp; notes?: RegExp }[] = [
   { name: "iptables: the role's port has our rule live and in rules.v4: no actions", want: [] },
-  {
-    name: "iptables: the status API listens beyond loopback (the default 0.0.0.0:9470): its port is opened too",
-    d: desired("mlflow", { listen: "0.0.0.0:9470" }),
-    want: ["open-port iptables:9470/tcp"],
-  },
   {
     name: "iptables: no rule yet (fresh Ubuntu image): open the port",
     o: (o) => ({ ...o, firewall: { ...iptables(o), live: [], saved: [] } }),
@@ -173,7 +167,7 @@ describe("plan: host firewall", () => {
     expect(p.actions.filter((a) => a.kind === "open-port").map((a) => a.role)).toEqual(["serving", "serving"]);
   });
 
-  it("in the whole plan: close-port right after the services stop, open-port once the old role is gone and before the long install", () => {
+  it("in the whole plan: close-port right after the services stop, open-port just before they start", () => {
     const d = desired("serving");
     const o: Observed = {
       records: [{ ...record("mlflow"), services: ["mlflow"], files: ["/etc/mlops/mlflow/mlflow.env"] }],
@@ -187,8 +181,7 @@ describe("plan: host firewall", () => {
     };
     const kinds = plan(d, o, "/var/lib/mlops-agent").actions.map((a) => a.kind);
     expect(kinds.slice(0, 3)).toEqual(["remove-service", "close-port", "remove-file"]);
-    expect(kinds.indexOf("open-port")).toBeGreaterThan(kinds.indexOf("forget-role"));
-    expect(kinds.indexOf("open-port")).toBeLessThan(kinds.indexOf("install-python"));
+    expect(kinds.indexOf("open-port")).toBeGreaterThan(kinds.indexOf("install-python"));
     // The services wait for their venv (deferred); the ports open in this pass all the same.
     expect(kinds.filter((k) => k === "open-port")).toHaveLength(2);
   });
