@@ -58,7 +58,7 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     ...example,
     region: i.region,
     namespace: i.namespace,
-    instanceCount: { mlflow: 1, airflow: 1, serving: 1, ...i.instanceCount },
+    instanceCount: { ...example.instanceCount, ...i.instanceCount },
     artifactsBucket: buckets.artifacts,
     dagsBucket: buckets.dags,
     mysqlAdminSecretOcid: secrets.mysqlAdmin,

@@ -188,13 +188,24 @@ describe("the fleet", () => {
     timings.runsInMysql = runs;
   });
 
-  it("the serving VM loads models:/iris@champion and predicts through the load balancer; its dashboard shows the model", async () => {
+  it("every serving VM loads models:/iris@champion and predicts through the load balancer; the dashboard shows the model", async () => {
     const t0 = Date.now();
-    await sc.waitReady(servingVm, 5 * 60_000);
-    await waitFor("the load balancer marks the serving VM up", async () => ((await fleet.lb.backendStates())[servingVm.name] === "UP" ? true : undefined), 120_000, 2_000);
-    const r = await sc.predict([SETOSA, VIRGINICA]);
-    expect(r.status, r.body).toBe(200);
-    expect(JSON.parse(r.body)).toEqual({ predictions: [0, 2] });
+    await Promise.all(sc.servings.map((vm) => sc.waitReady(vm, 5 * 60_000)));
+    await waitFor(
+      "the load balancer marks every serving VM up",
+      async () => {
+        const states = await fleet.lb.backendStates();
+        return sc.servings.every((vm) => states[vm.name] === "UP") ? true : undefined;
+      },
+      120_000,
+      1_000,
+    );
+    // Round robin: consecutive requests reach every backend, and each answers the same.
+    for (const _ of sc.servings) {
+      const r = await sc.predict([SETOSA, VIRGINICA]);
+      expect(r.status, r.body).toBe(200);
+      expect(JSON.parse(r.body)).toEqual({ predictions: [0, 2] });
+    }
     timings.firstPredictionAfterPipelineSeconds = (Date.now() - t0) / 1000;
     timings.startToFirstPredictionSeconds = (Date.now() - started) / 1000;
 
@@ -284,7 +295,7 @@ describe("the fleet", () => {
       timings.objectStorageHealSeconds = (Date.now() - healedAt) / 1000;
     });
 
-    it("the serving VM's predict killed: the load balancer marks it down, the agent restarts it, the load balancer marks it up", async () => {
+    it("a serving VM's predict killed: the load balancer marks it down and the other answers, the agent restarts it, the load balancer marks it up", async () => {
       const pid = (await servingVm.run(["systemctl", "show", "-p", "MainPID", "--value", "mlops-predict.service"])).trim();
       expect(Number(pid)).toBeGreaterThan(0);
       const seen = new Set<string>();
@@ -301,6 +312,11 @@ describe("the fleet", () => {
         500,
       );
       timings.lbMarkedDownSeconds = (Date.now() - killedAt) / 1000;
+      // Meanwhile the deployment keeps answering through the other serving VM.
+      if (sc.servings.length > 1) {
+        const during = await sc.predict([VIRGINICA]);
+        expect(during.status, during.body).toBe(200);
+      }
       await waitFor("the load balancer to mark it up again", async () => ((await fleet.lb.backendStates())[servingVm.name] === "UP" ? true : undefined), 180_000, 1_000);
       timings.lbBackUpSeconds = (Date.now() - killedAt) / 1000;
       const s = await status(servingVm);
@@ -310,9 +326,15 @@ describe("the fleet", () => {
       expect(readFileSync(join(fleet.dir, "lb/haproxy.log"), "utf8")).toMatch(/Server serving\/\S+ is DOWN/);
     });
 
-    it("a whole VM rebooted rejoins with nothing to do", async () => {
+    it("a whole VM rebooted rejoins with nothing to do, the load balancer answering meanwhile", async () => {
       const t0 = Date.now();
-      await servingVm.container.reboot();
+      const rebooting = servingVm.container.reboot();
+      if (sc.servings.length > 1) {
+        await waitFor("the load balancer to take the rebooting VM out", async () => (/^DOWN/.test((await fleet.lb.backendStates())[servingVm.name] ?? "") ? true : undefined), 60_000, 500);
+        const during = await sc.predict([SETOSA]);
+        expect(during.status, during.body).toBe(200);
+      }
+      await rebooting;
       await sc.waitReady(servingVm, 5 * 60_000);
       timings.servingRebootToReadySeconds = (Date.now() - t0) / 1000;
       const s = await status(servingVm);

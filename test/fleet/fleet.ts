@@ -13,7 +13,9 @@
  * gateway as the private route table's service-gateway rule sends them.
  *
  * The test itself reaches into the VCN only through `request()` (a Unix-socket
- * gateway running in the VCN namespace) and `nsenter` into the VMs.
+ * gateway running in the VCN namespace) and `nsenter` into the VMs (each
+ * agent's /status is read on its VM: the images' firewalls admit only the
+ * role's ports).
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -56,7 +58,7 @@ export interface FleetOptions {
   readonly log: (msg: string) => void;
   /** Host directory bound as every VM's uv cache; a fresh empty one means a cold install. */
   readonly uvCache: string;
-  /** Instances per role (Terraform's instance_count). */
+  /** Instances per role (Terraform's instance_count); default Terraform's: 1 MLflow, 1 Airflow, 2 serving. */
   readonly instanceCount?: Readonly<Record<string, number>>;
 }
 
@@ -150,7 +152,7 @@ export class Fleet {
     const deployment = await renderDeployment({
       region: REGION,
       namespace: NAMESPACE,
-      instanceCount: { mlflow: 1, airflow: 1, serving: 1, ...o.instanceCount },
+      instanceCount: { ...o.instanceCount },
       pythonIndexUrl: `https://${MIRROR_HOST}/simple`,
       agentUrlX64: release.url,
       agentSha256X64: release.sha256,

@@ -84,11 +84,6 @@ export class Vcn {
     return v;
   }
 
-  /** Adds an address to the bridge later (e.g. a service that starts after the VMs). */
-  addAddress(cidr: string): void {
-    ip(["-n", this.netns, "addr", "add", cidr, "dev", "br0"]);
-  }
-
   /**
    * A VM's namespace: eth0 with `address/prefix` on the bridge, a route to the
    * VCN through `gateway`, and `imds0`, its link to its IMDS namespace

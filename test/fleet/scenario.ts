@@ -21,7 +21,9 @@ export class Scenario {
   readonly fleet: Fleet;
   readonly mlflow: FleetVm;
   readonly airflowVm: FleetVm;
+  /** The first serving VM (the one faults are done to), and all of them. */
   readonly serving: FleetVm;
+  readonly servings: readonly FleetVm[];
   readonly #log: (msg: string) => void;
   #token = "";
 
@@ -36,6 +38,7 @@ export class Scenario {
     this.mlflow = byRole("mlflow");
     this.airflowVm = byRole("airflow");
     this.serving = byRole("serving");
+    this.servings = fleet.vms.filter((v) => v.role === "serving");
   }
 
   get mlflowUrl(): string {
