@@ -49,6 +49,13 @@ flags:
 // `firewall` is left out of the help: the host-firewall steps of `apply` alone, for tests and debugging (agent/cli/firewall.ts).
 const COMMANDS = ["run", "plan", "apply", "status", "up", "down", "sync-dags", "validate", "version", "help", "firewall"] as const;
 
+/**
+ * The commands that may open TLS connections (OCI Vault, Object Storage, the
+ * auth service): they trust the OS store first (tls/trust-store.ts). The others
+ * skip it: reading and fingerprinting the bundle costs 60-90 ms a start.
+ */
+const TLS_COMMANDS: ReadonlySet<string> = new Set(["run", "plan", "apply", "firewall", "sync-dags", "up"]);
+
 async function main(argv: string[]): Promise<number> {
   let parsed: ReturnType<typeof parse>;
   const json = argv.includes("--json");
@@ -62,9 +69,12 @@ async function main(argv: string[]): Promise<number> {
   const host = createLinuxHost();
   const env = process.env;
   try {
-    // Before any TLS connection: trust what the OS trusts (a corporate or private CA), see tls/trust-store.ts.
-    const bundle = await findSystemCaBundle(host.fs);
-    useSystemTrustStore(bundle ? await host.fs.readFile(bundle) : undefined);
+    if (TLS_COMMANDS.has(command)) {
+      // Before any TLS connection: trust what the OS trusts (a corporate or private CA).
+      const bundle = await findSystemCaBundle(host.fs);
+      useSystemTrustStore(bundle ? await host.fs.readFile(bundle) : undefined);
+    }
+    const cliLogger = () => createLogger({ scrub, level: flags.json ? "silent" : (env.MLOPS_AGENT_LOG_LEVEL ?? "warn"), destination: process.stderr });
     switch (command) {
       case "version": {
         const v = versionInfo();
@@ -79,9 +89,9 @@ async function main(argv: string[]): Promise<number> {
       case "plan":
         return await planCommand(host, flags, env, silentLogger());
       case "apply":
-        return await applyCommand(host, flags, env, createLogger({ scrub, level: flags.json ? "silent" : env.MLOPS_AGENT_LOG_LEVEL ?? "warn", destination: process.stderr }));
+        return await applyCommand(host, flags, env, cliLogger());
       case "firewall":
-        return await firewallCommand(host, flags, env, createLogger({ scrub, level: flags.json ? "silent" : env.MLOPS_AGENT_LOG_LEVEL ?? "warn", destination: process.stderr }));
+        return await firewallCommand(host, flags, env, cliLogger());
       case "status":
         return await statusCommand(host, flags, env);
       case "up":

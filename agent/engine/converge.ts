@@ -144,7 +144,7 @@ export async function converge(deps: ConvergeDeps): Promise<ConvergeOutcome> {
 
 export interface FirewallOutcome {
   readonly ok: boolean;
-  /** The firewall plan of the first pass (what `--dry-run` prints). */
+  /** The firewall plan of the first pass. */
   readonly planned: readonly Action[];
   readonly notes: readonly string[];
   readonly actions: readonly ActionRecord[];
@@ -155,9 +155,9 @@ export interface FirewallOutcome {
  * Only the host firewall part of converge: observe the firewall and the
  * records, plan with the same `planFirewall`, apply with the same steps,
  * until nothing is left (`mlops-agent firewall`, which the boot test drives
- * without installing a whole role). Changes nothing when `dryRun`.
+ * without installing a whole role).
  */
-export async function convergeFirewall(deps: ConvergeDeps, opts: { dryRun?: boolean } = {}): Promise<FirewallOutcome> {
+export async function convergeFirewall(deps: ConvergeDeps): Promise<FirewallOutcome> {
   const settings = firewallSettings(deps.config);
   const desired = await compile(deps);
   const actions: ActionRecord[] = [];
@@ -168,7 +168,7 @@ export async function convergeFirewall(deps: ConvergeDeps, opts: { dryRun?: bool
     const view = planFirewall(desired, { records: await deps.records.list(), firewall });
     planned ??= view.actions;
     notes = view.notes;
-    if (opts.dryRun || view.actions.length === 0) return { ok: true, planned, notes, actions };
+    if (view.actions.length === 0) return { ok: true, planned, notes, actions };
     const result = await apply(view.actions, { ...deps, desired });
     actions.push(...result.records);
     if (!result.ok) return { ok: false, planned, notes, actions, error: result.error };
