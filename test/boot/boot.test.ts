@@ -15,7 +15,7 @@
  * Needs root, debootstrap and systemd-container (.ci/run installs them);
  * `npm run test:boot`. Logs of every container land in test-output/boot/.
  */
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import type { StatusSnapshot } from "../../agent/status/types.ts";
@@ -93,19 +93,7 @@ async function waitReady(what: string, timeoutMs: number): Promise<void> {
 
 /** Keeps the container's journal and cloud-init logs for a person, whatever the outcome. */
 async function keepLogs(c: BootContainer | undefined): Promise<void> {
-  if (!c) return;
-  const dir = join(OUTPUT, c.name);
-  mkdirSync(dir, { recursive: true });
-  writeFileSync(join(dir, "console.log"), c.consoleLog());
-  if (!c.running) return;
-  const grab = async (file: string, argv: string[]) => {
-    const r = await c.exec(argv, { timeoutMs: 30_000 }).catch((err: unknown) => ({ stdout: "", stderr: String(err) }));
-    writeFileSync(join(dir, file), r.stdout + r.stderr);
-  };
-  await grab("journal.log", ["journalctl", "--no-pager", "-o", "short-iso-precise"]);
-  await grab("cloud-init-output.log", ["cat", "/var/log/cloud-init-output.log"]);
-  await grab("cloud-init.log", ["cat", "/var/log/cloud-init.log"]);
-  await grab("units.txt", ["systemctl", "list-units", "--all", "--no-pager", "mlops-*"]);
+  await c?.keepLogs(join(OUTPUT, c.name));
 }
 
 /** Boots a fresh container with the NoCloud seed for this user-data. */

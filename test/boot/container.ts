@@ -57,7 +57,8 @@ export interface ExecResult {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function alive(pid: number): boolean {
+/** Whether a process of this pid exists (signal 0). */
+export function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;
@@ -326,6 +327,29 @@ export class BootContainer {
     if ((await this.waitExit(15_000)) !== undefined) return;
     this.#nspawn!.kill("SIGKILL");
     await this.waitExit(15_000);
+  }
+
+  /**
+   * Keeps the console output and, while running, the journal, cloud-init's
+   * logs, the mlops units and any `extra` outputs (file name -> command) in
+   * `dir`, for a person. Never throws for a command that fails: its error is
+   * what the file holds.
+   */
+  async keepLogs(dir: string, extra: Readonly<Record<string, readonly string[]>> = {}): Promise<void> {
+    mkdirSync(dir, { recursive: true });
+    writeFileSync(join(dir, "console.log"), this.consoleLog());
+    if (!this.running) return;
+    const outputs: Record<string, readonly string[]> = {
+      "journal.log": ["journalctl", "--no-pager", "-o", "short-iso-precise"],
+      "cloud-init-output.log": ["cat", "/var/log/cloud-init-output.log"],
+      "cloud-init.log": ["cat", "/var/log/cloud-init.log"],
+      "units.txt": ["systemctl", "list-units", "--all", "--no-pager", "mlops-*"],
+      ...extra,
+    };
+    for (const [file, argv] of Object.entries(outputs)) {
+      const r = await this.exec(argv, { timeoutMs: 30_000 }).catch((err: unknown) => ({ stdout: "", stderr: String(err) }));
+      writeFileSync(join(dir, file), r.stdout + r.stderr);
+    }
   }
 
   /** Stops the container, unmounts the overlay and deletes the run directory. Never throws. */

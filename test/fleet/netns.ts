@@ -20,6 +20,7 @@
 import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { alive } from "../boot/container.ts";
 
 export const FLEET_BASE = "/var/tmp/mlops-fleet";
 export const IMDS_ADDRESS = "169.254.169.254";
@@ -28,15 +29,6 @@ function ip(args: readonly string[]): string {
   const r = spawnSync("ip", args, { encoding: "utf8" });
   if (r.status !== 0) throw new Error(`ip ${args.join(" ")} failed: ${(r.stderr || r.stdout).trim()}`);
   return r.stdout;
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 export interface VmLink {

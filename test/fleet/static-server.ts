@@ -13,8 +13,8 @@
 import { createReadStream, readFileSync, statSync } from "node:fs";
 import { createServer } from "node:https";
 import { extname, join, normalize, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { runIfEntry } from "../support/standalone.ts";
 
 const TYPES: Record<string, string> = { ".html": "text/html; charset=utf-8", ".whl": "application/octet-stream", ".gz": "application/gzip" };
 
@@ -58,10 +58,4 @@ async function main(): Promise<void> {
     });
 }
 
-const entry = process.argv[1];
-if (entry !== undefined && pathToFileURL(resolve(entry)).href === import.meta.url) {
-  main().catch((err: unknown) => {
-    process.stderr.write(`static-server: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
-}
+runIfEntry(import.meta.url, "static-server", main);

@@ -14,9 +14,8 @@
  */
 import { request as httpRequest, type IncomingHttpHeaders, createServer } from "node:http";
 import { rmSync } from "node:fs";
-import { resolve } from "node:path";
-import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { runIfEntry } from "../support/standalone.ts";
 
 export interface VcnResponse {
   readonly status: number;
@@ -86,10 +85,4 @@ async function main(): Promise<void> {
     });
 }
 
-const entry = process.argv[1];
-if (entry !== undefined && pathToFileURL(resolve(entry)).href === import.meta.url) {
-  main().catch((err: unknown) => {
-    process.stderr.write(`vcn-gateway: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
-}
+runIfEntry(import.meta.url, "vcn-gateway", main);

@@ -124,22 +124,12 @@ export class FleetVm {
     return this.container.run(argv, { timeoutMs });
   }
 
-  /** Keeps the journal, cloud-init's logs, the units and the agent's status for a person. */
-  async keepLogs(outDir: string): Promise<void> {
-    const dir = join(outDir, this.name);
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, "console.log"), this.container.consoleLog());
-    if (!this.container.running) return;
-    const grab = async (file: string, argv: string[]) => {
-      const r = await this.container.exec(argv, { timeoutMs: 30_000 }).catch((err: unknown) => ({ stdout: "", stderr: String(err) }));
-      writeFileSync(join(dir, file), r.stdout + r.stderr);
-    };
-    await grab("journal.log", ["journalctl", "--no-pager", "-o", "short-iso-precise"]);
-    await grab("cloud-init-output.log", ["cat", "/var/log/cloud-init-output.log"]);
-    await grab("cloud-init.log", ["cat", "/var/log/cloud-init.log"]);
-    await grab("units.txt", ["systemctl", "list-units", "--all", "--no-pager", "mlops-*"]);
-    await grab("status.json", ["curl", "-s", "--max-time", "5", "http://127.0.0.1:9470/status"]);
-    await grab("firewall.txt", ["sh", "-c", "firewall-cmd --list-all 2>&1; iptables -S 2>&1; cat /etc/iptables/rules.v4 2>&1"]);
+  /** Keeps the journal, cloud-init's logs, the units, the agent's status and the firewall for a person. */
+  keepLogs(outDir: string): Promise<void> {
+    return this.container.keepLogs(join(outDir, this.name), {
+      "status.json": ["curl", "-s", "--max-time", "5", "http://127.0.0.1:9470/status"],
+      "firewall.txt": ["sh", "-c", "firewall-cmd --list-all 2>&1; iptables -S 2>&1; cat /etc/iptables/rules.v4 2>&1"],
+    });
   }
 
   async destroy(): Promise<void> {

@@ -27,11 +27,10 @@
  */
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo } from "node:net";
 import { resolve } from "node:path";
-import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { ensureInstanceIdentity, type InstanceIdentity } from "../support/instance-identity.ts";
+import { closeOnSignal, listen, runIfEntry } from "../support/standalone.ts";
 
 export type ImdsInstance = Record<string, unknown> & {
   metadata?: Record<string, string>;
@@ -172,14 +171,7 @@ export async function startImdsServer(opts: ImdsServerOptions = {}): Promise<Imd
   }
 
   const server = createServer(handle);
-  await new Promise<void>((ok, fail) => {
-    server.once("error", fail);
-    server.listen(opts.port ?? 0, host, () => {
-      server.off("error", fail);
-      ok();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listen(server, host, opts.port ?? 0);
   const hostPart = host.includes(":") ? `[${host}]` : host;
 
   return {
@@ -265,20 +257,7 @@ async function main(): Promise<void> {
     server.setMetadata("user_data", readFileSync(userDataFile).toString("base64"));
   }
   process.stdout.write(`${server.url}\n`);
-  const stop = () => {
-    server.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
+  closeOnSignal(() => server.close());
 }
 
-const entry = process.argv[1];
-if (entry !== undefined && pathToFileURL(resolve(entry)).href === import.meta.url) {
-  main().catch((err: unknown) => {
-    process.stderr.write(`imds-server: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
-}
+runIfEntry(import.meta.url, "imds-server", main);

@@ -87,9 +87,8 @@ import {
   writeFileSync,
 } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import type { Socket } from "node:net";
 import { join, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { apiKeyIdFormat, headerValue, signatureKeyId, verifyOciSignature, verifySessionKeyId } from "../support/oci-signature.ts";
 
@@ -102,6 +101,7 @@ export {
   signingString,
   verifyOciSignature,
 } from "../support/oci-signature.ts";
+import { closeOnSignal, listen, runIfEntry } from "../support/standalone.ts";
 
 // ---------------------------------------------------------------------------
 // The server
@@ -1204,14 +1204,7 @@ export async function startObjectStorageServer(opts: ObjectStorageServerOptions)
   const server = createServer((req, res) => service.handle(req, res));
   // Cut at once while unreachable; otherwise `handle` tracks the socket from its first request.
   server.on("connection", (socket) => service.admit(socket));
-  await new Promise<void>((ok, fail) => {
-    server.once("error", fail);
-    server.listen(opts.port ?? 0, host, () => {
-      server.off("error", fail);
-      ok();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listen(server, host, opts.port ?? 0);
   const hostPart = host.includes(":") ? `[${host}]` : host;
   // Object.assign keeps the service's getters (requests, log) live.
   return Object.assign(service, {
@@ -1266,20 +1259,7 @@ async function main(): Promise<void> {
     ...(sessionIssuer !== undefined ? { sessionKey: (keyId: string) => verifySessionKeyId(keyId, sessionIssuer) } : {}),
   });
   process.stdout.write(`${server.url}\n`);
-  const stop = () => {
-    server.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
+  closeOnSignal(() => server.close());
 }
 
-const entry = process.argv[1];
-if (entry !== undefined && pathToFileURL(resolve(entry)).href === import.meta.url) {
-  main().catch((err: unknown) => {
-    process.stderr.write(`object-storage-server: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
-}
+runIfEntry(import.meta.url, "object-storage-server", main);

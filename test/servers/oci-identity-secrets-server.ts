@@ -65,12 +65,12 @@ import {
 } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
-import type { AddressInfo, Socket } from "node:net";
+import type { Socket } from "node:net";
 import { join, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { certFingerprint, subjectIds } from "../support/instance-identity.ts";
 import { headerValue, verifyOciSignature, verifySessionKeyId } from "../support/oci-signature.ts";
+import { closeOnSignal, listen, runIfEntry } from "../support/standalone.ts";
 
 export type Api = "federation" | "secrets";
 
@@ -498,14 +498,7 @@ export async function startOciIdentitySecretsServer(opts: OciIdentitySecretsServ
   const host = opts.host ?? "127.0.0.1";
   const service = createOciIdentitySecretsService(opts);
   const server = createServer((req, res) => service.handle(req, res));
-  await new Promise<void>((ok, fail) => {
-    server.once("error", fail);
-    server.listen(opts.port ?? 0, host, () => {
-      server.off("error", fail);
-      ok();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
+  const port = await listen(server, host, opts.port ?? 0);
   const hostPart = host.includes(":") ? `[${host}]` : host;
   // Object.assign keeps the service's getters (requests, log) live.
   return Object.assign(service, {
@@ -564,20 +557,7 @@ async function main(): Promise<void> {
     ...(values["signing-key"] !== undefined ? { signingKeyPem: readFileSync(values["signing-key"], "utf8") } : {}),
   });
   process.stdout.write(`${server.url}\n`);
-  const stop = () => {
-    server.close().then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
+  closeOnSignal(() => server.close());
 }
 
-const entry = process.argv[1];
-if (entry !== undefined && pathToFileURL(resolve(entry)).href === import.meta.url) {
-  main().catch((err: unknown) => {
-    process.stderr.write(`oci-identity-secrets-server: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
-}
+runIfEntry(import.meta.url, "oci-identity-secrets-server", main);

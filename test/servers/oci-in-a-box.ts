@@ -70,14 +70,14 @@ import { generateKeyPairSync } from "node:crypto";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { createServer as createHttpServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer } from "node:https";
-import { type AddressInfo, isIP, type Socket } from "node:net";
+import { isIP, type Socket } from "node:net";
 import { join, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { ensureInstanceIdentity } from "../support/instance-identity.ts";
 import { ociHostnames } from "../support/test-ca.ts";
 import { createObjectStorageService, type ObjectStorageService, type Operation } from "./object-storage-server.ts";
 import { createOciIdentitySecretsService, type OciIdentitySecretsService } from "./oci-identity-secrets-server.ts";
+import { closeOnSignal, listen, runIfEntry } from "../support/standalone.ts";
 
 export type BoxApi = "objectstorage" | "auth" | "secrets";
 
@@ -141,16 +141,6 @@ function notFound(res: ServerResponse, message: string): void {
   res.end(body);
 }
 
-function listen(server: Server, port: number, host: string): Promise<number> {
-  return new Promise((ok, fail) => {
-    server.once("error", fail);
-    server.listen(port, host, () => {
-      server.off("error", fail);
-      ok((server.address() as AddressInfo).port);
-    });
-  });
-}
-
 function closeServer(server: Server): Promise<void> {
   return new Promise((ok, fail) => {
     server.close((err) => (err ? fail(err) : ok()));
@@ -201,7 +191,7 @@ export async function startOciInABox(opts: OciInABoxOptions): Promise<OciInABox>
   // TLS handshakes that fail (a client without the test CA) are the client's
   // business; they must not take the process down.
   server.on("tlsClientError", () => {});
-  const port = await listen(server, opts.port ?? 0, host);
+  const port = await listen(server, host, opts.port ?? 0);
   const hostPart = host.includes(":") ? `[${host}]` : host;
   return {
     url: `https://${hostPart}:${port}`,
@@ -369,7 +359,7 @@ export async function startControlServer(box: OciInABox, opts: { host?: string; 
       else sendJson(res, err instanceof BadRequest ? 400 : 500, { error: err instanceof Error ? err.message : String(err) });
     });
   });
-  const port = await listen(server, opts.port ?? 0, host);
+  const port = await listen(server, host, opts.port ?? 0);
   const hostPart = host.includes(":") ? `[${host}]` : host;
   return { url: `http://${hostPart}:${port}`, close: () => closeServer(server) };
 }
@@ -467,20 +457,7 @@ async function main(): Promise<void> {
   process.stdout.write(
     `${JSON.stringify({ url: box.url, region: box.region, namespace: values.namespace, hostnames: box.hostnames, ...(control ? { control: control.url } : {}), pid: process.pid })}\n`,
   );
-  const stop = () => {
-    Promise.all([box.close(), control?.close()]).then(
-      () => process.exit(0),
-      () => process.exit(1),
-    );
-  };
-  process.once("SIGINT", stop);
-  process.once("SIGTERM", stop);
+  closeOnSignal(() => Promise.all([box.close(), control?.close()]));
 }
 
-const entry = process.argv[1];
-if (entry !== undefined && pathToFileURL(resolve(entry)).href === import.meta.url) {
-  main().catch((err: unknown) => {
-    process.stderr.write(`oci-in-a-box: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
-}
+runIfEntry(import.meta.url, "oci-in-a-box", main);

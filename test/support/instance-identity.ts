@@ -24,8 +24,8 @@ import { createHash, randomBytes, X509Certificate } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { runIfEntry } from "./standalone.ts";
 
 export const TEST_TENANCY = "ocid1.tenancy.oc1..aaaaaaaatesttenancy";
 /** The instance id of `defaultInstance()` in test/servers/imds-server.ts. */
@@ -153,10 +153,4 @@ async function main(): Promise<void> {
   process.stdout.write(`${resolve(dir)}\n`);
 }
 
-const entry = process.argv[1];
-if (entry !== undefined && pathToFileURL(resolve(entry)).href === import.meta.url) {
-  main().catch((err: unknown) => {
-    process.stderr.write(`instance-identity: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
-}
+runIfEntry(import.meta.url, "instance-identity", main);

@@ -20,9 +20,9 @@ import { createHash } from "node:crypto";
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
 import { createLinuxHost } from "../../agent/host/linux-host.ts";
 import { DEFAULT_INDEX_URL, findPython, installLock, readInstallMarker } from "../../agent/python/python-env.ts";
+import { runIfEntry } from "./standalone.ts";
 
 const REPO = resolve(import.meta.dirname, "../..");
 export const OCI_LOCK = join(REPO, "roles/mlflow/requirements-oci.lock");
@@ -129,13 +129,6 @@ async function build(log: (msg: string) => void): Promise<string> {
   return `${venv}/bin/python`;
 }
 
-const entry = process.argv[1];
-if (entry !== undefined && pathToFileURL(resolve(entry)).href === import.meta.url) {
-  ensureOcifsPython((m) => process.stderr.write(`[oci-python] ${m}\n`)).then(
-    (python) => process.stdout.write(`${python}\n`),
-    (err: unknown) => {
-      process.stderr.write(`oci-python: ${err instanceof Error ? err.message : String(err)}\n`);
-      process.exit(1);
-    },
-  );
-}
+runIfEntry(import.meta.url, "oci-python", async () => {
+  process.stdout.write(`${await ensureOcifsPython((m) => process.stderr.write(`[oci-python] ${m}\n`))}\n`);
+});

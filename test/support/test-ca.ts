@@ -30,8 +30,8 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync, w
 import { isIP } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
+import { runIfEntry } from "./standalone.ts";
 
 export interface TestCa {
   readonly dir: string;
@@ -208,10 +208,4 @@ async function main(): Promise<void> {
   process.stdout.write(`${JSON.stringify({ ca: ca.caPath, cert: ca.certPath, key: ca.keyPath, dns: ca.dns, ips: ca.ips })}\n`);
 }
 
-const entry = process.argv[1];
-if (entry !== undefined && pathToFileURL(resolve(entry)).href === import.meta.url) {
-  main().catch((err: unknown) => {
-    process.stderr.write(`test-ca: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exit(1);
-  });
-}
+runIfEntry(import.meta.url, "test-ca", main);
