@@ -511,9 +511,24 @@ def _error(status: int, message: str) -> Response:
 app = FastAPI(title="mlops prediction API", version=API_VERSION, docs_url=None, redoc_url=None, openapi_url=None)
 
 
+def _exit_with_parent() -> None:
+    """A worker ends when uvicorn's master dies (kill -9): otherwise it keeps the port and
+    answers /ready 200 while every restart of the service fails with "address in use"
+    (systemd's cgroup kill normally reaps it, but not where that kill fails)."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass  # not Linux: the supervisor's group kill is all there is
+
+
 @app.on_event("startup")
 def _startup() -> None:
     import sklearn
+
+    _exit_with_parent()
 
     # The input is validated here (finite numbers); sklearn's own re-checks cost more than the model.
     sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
