@@ -6,14 +6,14 @@
 import { parseArgs } from "node:util";
 import { firewallCommand } from "./cli/firewall.ts";
 import { applyCommand, planCommand } from "./cli/plan-apply.ts";
-import type { CommonFlags } from "./cli/context.ts";
+import type { CommonFlags } from "./config/context.ts";
 import { printError, out } from "./cli/output.ts";
 import { statusCommand } from "./cli/status.ts";
 import { syncDagsCommand } from "./cli/sync-dags.ts";
 import { downCommand, upCommand } from "./cli/up.ts";
 import { validateCommand } from "./cli/validate.ts";
 import { scrub } from "./config/secrets.ts";
-import { runDaemon } from "./daemon.ts";
+import { runDaemon } from "./daemon/daemon.ts";
 import { AgentError } from "./errors.ts";
 import { createLinuxHost } from "./host/linux-host.ts";
 import { createLogger, silentLogger } from "./log.ts";

@@ -9,7 +9,7 @@ import { convergeFirewall } from "../engine/converge.ts";
 import { createRoleRecordStore } from "../engine/role-record.ts";
 import type { Host } from "../host/host.ts";
 import type { Logger } from "../log.ts";
-import { type CommonFlags, loadContext } from "./context.ts";
+import { type CommonFlags, loadContext } from "../config/context.ts";
 import { out } from "./output.ts";
 
 export async function firewallCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv, logger: Logger): Promise<number> {

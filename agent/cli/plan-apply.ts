@@ -13,21 +13,22 @@ import type { AgentConfig } from "../config/schema.ts";
 import { readProcessState } from "../supervisor/process-backend.ts";
 import { createSystemdSupervisor } from "../supervisor/systemd-backend.ts";
 import type { Supervisor } from "../supervisor/types.ts";
-import { type CommonFlags, loadContext } from "./context.ts";
+import { type CommonFlags, loadContext } from "../config/context.ts";
 import { out } from "./output.ts";
 import { findRunningAgent } from "./status.ts";
+import { stateLayout } from "../state/layout.ts";
 
 
 /** A supervisor for observing only: systemd when it runs here, else the process backend's state file. */
 export async function observingSupervisor(host: Host, config: AgentConfig, logger: Logger): Promise<Supervisor> {
   const systemd = config.supervisor !== "process" && (await host.hasSystemd());
-  if (systemd) return createSystemdSupervisor({ host, logger, stateFile: `${config.stateDir}/systemd-restarts.json` });
+  if (systemd) return createSystemdSupervisor({ host, logger, stateFile: stateLayout(config.stateDir).systemdRestarts });
   const refuse = async (): Promise<never> => {
     throw new AgentError("SYSTEMD_UNAVAILABLE", "services on a host without systemd are supervised by `mlops-agent run` (or `up`); start it, or run on a host with systemd");
   };
   return {
     kind: "process",
-    observe: () => readProcessState(host, `${config.stateDir}/services.json`),
+    observe: () => readProcessState(host, stateLayout(config.stateDir).processServices),
     ensure: refuse,
     remove: refuse,
     restart: refuse,
@@ -82,7 +83,7 @@ export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.P
     }
     const agent = await findRunningAgent(host, config.stateDir, config.listen);
     if (agent?.runtime) {
-      const token = (await host.fs.readFile(`${config.stateDir}/token`))?.trim() ?? "";
+      const token = (await host.fs.readFile(stateLayout(config.stateDir).token))?.trim() ?? "";
       const before = agent.status.lastConverge?.finishedAt;
       const r = await fetch(`${agent.url}/converge`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
       if (r.status !== 202) throw new AgentError("AGENT_NOT_RUNNING", `the agent at ${agent.url} refused the converge request (${r.status})`);

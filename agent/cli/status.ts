@@ -7,9 +7,9 @@ import { ROLE_NAMES } from "../config/schema.ts";
 import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
 import type { StatusSnapshot } from "../status/types.ts";
-import type { AgentRuntimeFile } from "../daemon.ts";
-import { type CommonFlags, loadContext, upDefaults } from "./context.ts";
+import { type CommonFlags, loadContext, upDefaults } from "../config/context.ts";
 import { out } from "./output.ts";
+import { type AgentRuntimeFile, stateLayout } from "../state/layout.ts";
 
 export function listenToUrl(listen: string): string {
   const m = /^(.*):(\d+)$/.exec(listen);
@@ -26,7 +26,7 @@ export async function findRunningAgent(
 ): Promise<{ url: string; status: StatusSnapshot; runtime?: AgentRuntimeFile } | undefined> {
   let runtime: AgentRuntimeFile | undefined;
   try {
-    const text = await host.fs.readFile(`${stateDir}/agent.json`);
+    const text = await host.fs.readFile(stateLayout(stateDir).runtime);
     runtime = text ? (JSON.parse(text) as AgentRuntimeFile) : undefined;
   } catch {
     runtime = undefined;

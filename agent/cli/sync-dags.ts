@@ -10,7 +10,7 @@ import { createDagSyncer, dagSyncSettings } from "../dagsync/dag-syncer.ts";
 import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
 import type { Logger } from "../log.ts";
-import { type CommonFlags, DEFAULT_CONFIG_PATH, flagLayer, upDefaults } from "./context.ts";
+import { type CommonFlags, DEFAULT_CONFIG_PATH, flagLayer, upDefaults } from "../config/context.ts";
 import { out } from "./output.ts";
 
 export async function syncDagsCommand(

@@ -16,10 +16,11 @@ import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
 import { availableRoles } from "../roles/catalog.ts";
 import type { StatusSnapshot } from "../status/types.ts";
-import { type CommonFlags, loadContext, upDefaults, upListen } from "./context.ts";
+import { type CommonFlags, loadContext, upDefaults, upListen } from "../config/context.ts";
 import { formatDuration, out } from "./output.ts";
 import { activeRun, championVersion, dagListed, IRIS_DAG, type PipelineTarget, runState, triggerRun } from "./up-pipeline.ts";
 import { findRunningAgent, listenToUrl } from "./status.ts";
+import { stateLayout } from "../state/layout.ts";
 
 export const DEFAULT_UP_DIR = "./.mlops";
 
@@ -281,7 +282,7 @@ export async function downCommand(host: Host, flags: CommonFlags): Promise<numbe
   const dir = resolve(flags.dir ?? DEFAULT_UP_DIR);
   const running: { role: string; pid: number }[] = [];
   for (const { role, stateDir } of upStateDirs(dir)) {
-    const text = await host.fs.readFile(`${stateDir}/agent.json`);
+    const text = await host.fs.readFile(stateLayout(stateDir).runtime);
     const pid = text ? (JSON.parse(text) as { pid: number }).pid : undefined;
     if (pid && host.processAlive(pid)) running.push({ role, pid });
   }

@@ -6,7 +6,7 @@ import { resolveConfig } from "../config/load.ts";
 import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
 import { loadRole } from "../roles/catalog.ts";
-import { type CommonFlags, DEFAULT_CONFIG_PATH, flagLayer, upDefaults } from "./context.ts";
+import { type CommonFlags, DEFAULT_CONFIG_PATH, flagLayer, upDefaults } from "../config/context.ts";
 import { out } from "./output.ts";
 
 export async function validateCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv): Promise<number> {

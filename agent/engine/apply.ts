@@ -21,7 +21,7 @@ import { parseEnvironmentFile } from "../supervisor/environment-file.ts";
 import type { ServiceSpec, Supervisor } from "../supervisor/types.ts";
 import type { Action, OwnerRef } from "./actions.ts";
 import type { DesiredRole } from "./desired.ts";
-import { secretPath } from "./observe.ts";
+import { secretPath, stateLayout } from "../state/layout.ts";
 import { type RoleRecordStore, withItem, withoutItem } from "./role-record.ts";
 
 export interface ApplyDeps {
@@ -123,7 +123,7 @@ async function step(deps: ApplyDeps, a: Action): Promise<void> {
       const bytes = Buffer.from(host.randomBytes(32));
       const value = d?.secretFormats[a.name] === "fernet" ? bytes.toString("base64").replace(/\+/g, "-").replace(/\//g, "_") : bytes.toString("base64url");
       registerSecret(value);
-      await host.fs.mkdir(`${deps.config.stateDir}/secrets`, { mode: 0o700 });
+      await host.fs.mkdir(stateLayout(deps.config.stateDir).secretsDir, { mode: 0o700 });
       await host.fs.writeFileAtomic(secretPath(deps.config.stateDir, a.name), `${value}\n`, { mode: 0o600 });
       return;
     }
@@ -141,8 +141,8 @@ async function step(deps: ApplyDeps, a: Action): Promise<void> {
       await installLock({
         host,
         python,
-        toolsDir: `${deps.config.stateDir}/tools`,
-        cacheDir: py.cacheDir ?? `${deps.config.stateDir}/cache/uv`,
+        toolsDir: stateLayout(deps.config.stateDir).toolsDir,
+        cacheDir: py.cacheDir ?? stateLayout(deps.config.stateDir).uvCacheDir,
         indexUrl: py.indexUrl ?? DEFAULT_INDEX_URL,
         uvVersion: py.uvVersion,
         log,

@@ -3,6 +3,7 @@
  * every role the agent has records of. Reads only; never changes anything.
  * Cheap enough to run on every pass (files, a marker, the supervisor's view).
  */
+import { secretPath } from "../state/layout.ts";
 import type { FileOwner, Host } from "../host/host.ts";
 import type { ServiceObservation, Supervisor } from "../supervisor/types.ts";
 import type { DesiredRole } from "./desired.ts";
@@ -33,9 +34,6 @@ export interface Observed {
   readonly firewall?: FirewallObservation;
 }
 
-export function secretPath(stateDir: string, name: string): string {
-  return `${stateDir}/secrets/${name}`;
-}
 
 export async function observe(deps: {
   host: Host;

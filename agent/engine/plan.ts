@@ -10,7 +10,7 @@ import type { Action } from "./actions.ts";
 import { ACTION_ORDER } from "./actions.ts";
 import type { DesiredRole } from "./desired.ts";
 import type { Observed } from "./observe.ts";
-import { secretPath } from "./observe.ts";
+import { secretPath } from "../state/layout.ts";
 import { portTarget } from "../firewall/host-firewall.ts";
 import { type PortTag, sameTag } from "../firewall/iptables-rules.ts";
 

@@ -7,6 +7,7 @@
  * record that over-approximates, never one that forgets.
  */
 import type { Host } from "../host/host.ts";
+import { stateLayout } from "../state/layout.ts";
 
 export interface RoleRecord {
   readonly role: string;
@@ -33,7 +34,7 @@ export interface RoleRecordStore {
 }
 
 export function createRoleRecordStore(host: Host, stateDir: string): RoleRecordStore {
-  const dir = `${stateDir}/roles`;
+  const dir = stateLayout(stateDir).rolesDir;
   const pathOf = (role: string) => `${dir}/${role}.json`;
 
   async function get(role: string): Promise<RoleRecord | undefined> {

@@ -7,7 +7,8 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { loadContext, onOciMarkerPath } from "../../agent/cli/context.ts";
+import { loadContext } from "../../agent/config/context.ts";
+import { stateLayout } from "../../agent/state/layout.ts";
 import { createLinuxHost } from "../../agent/host/linux-host.ts";
 import { startImdsServer } from "../servers/imds-server.ts";
 
@@ -39,7 +40,7 @@ describe("loadContext and the metadata service", () => {
   });
 
   it("after OCI has answered once, silence is METADATA_UNREACHABLE, not a role change", async () => {
-    writeFileSync(onOciMarkerPath(dir), "2026-01-01T00:00:00Z\n");
+    writeFileSync(stateLayout(dir).onOci, "2026-01-01T00:00:00Z\n");
     await expect(loadContext(host, { config: configPath, metadataUrl: "http://127.0.0.1:1/opc/v2" }, {})).rejects.toMatchObject({
       code: "METADATA_UNREACHABLE",
       recoverable: true,

@@ -5,10 +5,11 @@
 import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { resolve } from "node:path";
-import { type Layer, type ResolvedConfig, resolveConfig } from "../config/load.ts";
-import { ROLE_NAMES } from "../config/schema.ts";
+import { type Layer, type ResolvedConfig, resolveConfig } from "./load.ts";
+import { ROLE_NAMES } from "./schema.ts";
 import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
+import { stateLayout } from "../state/layout.ts";
 import { createImdsClient, type MetadataResult } from "../metadata/imds-client.ts";
 
 export const DEFAULT_CONFIG_PATH = "/etc/mlops-agent/config.json";
@@ -71,10 +72,6 @@ export function flagLayer(f: CommonFlags): Layer {
   return layer;
 }
 
-/** Written by the daemon the first time IMDS answers; see loadContext. */
-export function onOciMarkerPath(stateDir: string): string {
-  return `${stateDir}/on-oci`;
-}
 
 export interface LoadedContext {
   readonly resolved: ResolvedConfig;
@@ -118,7 +115,7 @@ export async function loadContext(host: Host, flags: CommonFlags, env: Readonly<
   // A host that has answered as an OCI instance before is still one: a
   // metadata service that is slow or restarting must not look like "not on
   // OCI", which would drop the role from metadata and tear the node down.
-  if (metadata && !metadata.onOci && (await host.fs.stat(onOciMarkerPath(resolved.config.stateDir))))
+  if (metadata && !metadata.onOci && (await host.fs.stat(stateLayout(resolved.config.stateDir).onOci)))
     throw new AgentError(
       "METADATA_UNREACHABLE",
       `instance metadata did not answer (${metadata.reason}), but this host has answered as an OCI instance before; keeping everything as it is until it answers`,

@@ -7,28 +7,28 @@
  * supervisor stops its children before the agent exits.
  */
 import { randomBytes } from "node:crypto";
-import { AgentError, describeError } from "./errors.ts";
-import type { Host } from "./host/host.ts";
-import type { Logger } from "./log.ts";
-import { type CommonFlags, loadContext, onOciMarkerPath } from "./cli/context.ts";
-import type { ResolvedConfig } from "./config/load.ts";
-import { converge } from "./engine/converge.ts";
-import { createDagSyncer, type DagSyncer, dagSyncSettings } from "./dagsync/dag-syncer.ts";
-import { ensureCurrent } from "./dagsync/sync.ts";
-import type { DesiredRole } from "./engine/desired.ts";
-import { secretPath } from "./engine/observe.ts";
-import { createRoleRecordStore } from "./engine/role-record.ts";
-import { createImdsClient, createMetadataWatcher } from "./metadata/imds-client.ts";
-import { createNotifier, execFileNotify } from "./notify/sd-notify.ts";
-import { createProber } from "./probe/prober.ts";
-import { createMetrics } from "./status/metrics.ts";
-import { buildServer, parseListen } from "./status/server.ts";
-import { StatusStore } from "./status/status-store.ts";
-import type { Phase, ServiceStatus } from "./status/types.ts";
-import { createProcessSupervisor } from "./supervisor/process-backend.ts";
-import { createSystemdSupervisor } from "./supervisor/systemd-backend.ts";
-import type { ServiceSpec, Supervisor } from "./supervisor/types.ts";
-import { versionInfo } from "./version.ts";
+import { AgentError, describeError } from "../errors.ts";
+import type { Host } from "../host/host.ts";
+import type { Logger } from "../log.ts";
+import { type CommonFlags, loadContext } from "../config/context.ts";
+import type { ResolvedConfig } from "../config/load.ts";
+import { converge } from "../engine/converge.ts";
+import { createDagSyncer, type DagSyncer, dagSyncSettings } from "../dagsync/dag-syncer.ts";
+import { ensureCurrent } from "../dagsync/sync.ts";
+import type { DesiredRole } from "../engine/desired.ts";
+import { type AgentRuntimeFile, secretPath, stateLayout } from "../state/layout.ts";
+import { createRoleRecordStore } from "../engine/role-record.ts";
+import { createImdsClient, createMetadataWatcher } from "../metadata/imds-client.ts";
+import { createNotifier, execFileNotify } from "../notify/sd-notify.ts";
+import { createProber } from "../probe/prober.ts";
+import { createMetrics } from "../status/metrics.ts";
+import { buildServer, parseListen } from "../status/server.ts";
+import { StatusStore } from "../status/status-store.ts";
+import type { Phase, ServiceStatus } from "../status/types.ts";
+import { createProcessSupervisor } from "../supervisor/process-backend.ts";
+import { createSystemdSupervisor } from "../supervisor/systemd-backend.ts";
+import type { ServiceSpec, Supervisor } from "../supervisor/types.ts";
+import { versionInfo } from "../version.ts";
 
 export interface DaemonOptions {
   readonly host: Host;
@@ -38,22 +38,13 @@ export interface DaemonOptions {
   readonly signal: AbortSignal;
 }
 
-/** Where `status --dir`, `down` and `apply` find a running agent. */
-export interface AgentRuntimeFile {
-  readonly pid: number;
-  readonly listen: string;
-  readonly startedAt: string;
-}
 
 /** Errors that need a person to fix the configuration: phase `failed`. */
 const CONFIG_ERRORS = new Set(["CONFIG_INVALID", "CONFIG_UNREADABLE", "ROLE_UNKNOWN", "ROLE_NOT_IMPLEMENTED", "SECRET_REF_INVALID", "SYSTEMD_UNAVAILABLE"]);
 
-export function runtimeFilePath(stateDir: string): string {
-  return `${stateDir}/agent.json`;
-}
 
 async function ensureToken(host: Host, stateDir: string): Promise<string> {
-  const path = `${stateDir}/token`;
+  const path = stateLayout(stateDir).token;
   const existing = (await host.fs.readFile(path))?.trim();
   if (existing) return existing;
   const token = randomBytes(24).toString("base64url");
@@ -115,7 +106,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     }
   }
   const runtime: AgentRuntimeFile = { pid: process.pid, listen, startedAt: new Date(host.clock.now()).toISOString() };
-  await host.fs.writeFileAtomic(runtimeFilePath(stateDir), `${JSON.stringify(runtime)}\n`, { mode: 0o644 });
+  await host.fs.writeFileAtomic(stateLayout(stateDir).runtime, `${JSON.stringify(runtime)}\n`, { mode: 0o644 });
   log.info({ listen, supervisor: useSystemd ? "systemd" : "process" }, "status API listening");
 
   const notifier = createNotifier({ env: opts.env, exec: execFileNotify, logger: logger.child({ component: "sd-notify" }) });
@@ -142,11 +133,11 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   });
   const supervisor: (Supervisor & { run?: (s: AbortSignal) => Promise<void> }) =
     useSystemd
-      ? createSystemdSupervisor({ host, logger: logger.child({ component: "systemd" }), stateFile: `${stateDir}/systemd-restarts.json` })
+      ? createSystemdSupervisor({ host, logger: logger.child({ component: "systemd" }), stateFile: stateLayout(stateDir).systemdRestarts })
       : createProcessSupervisor({
           host,
           logger: logger.child({ component: "process-supervisor" }),
-          stateFile: `${stateDir}/services.json`,
+          stateFile: stateLayout(stateDir).processServices,
           onEvent: (e) => {
             if (e.type === "started") {
               prober.markStarted(e.service);
@@ -300,8 +291,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       ctx = loaded.resolved;
       configError = undefined;
       startWatcher(ctx);
-      if (loaded.metadata?.onOci && !(await host.fs.stat(onOciMarkerPath(ctx.config.stateDir))))
-        await host.fs.writeFileAtomic(onOciMarkerPath(ctx.config.stateDir), `${new Date(host.clock.now()).toISOString()}\n`, { mode: 0o644 });
+      if (loaded.metadata?.onOci && !(await host.fs.stat(stateLayout(ctx.config.stateDir).onOci)))
+        await host.fs.writeFileAtomic(stateLayout(ctx.config.stateDir).onOci, `${new Date(host.clock.now()).toISOString()}\n`, { mode: 0o644 });
       store.setRole(ctx.role ?? null, ctx.roleSource, ctx.sources);
       // degraded stays degraded while it retries; a new role or a first pass shows converging.
       const phase = store.snapshot().phase;
@@ -335,7 +326,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       if (desired || !ctx.role) {
         store.setCredentials([
           ...(desired?.secretNames ?? []).map((n) => ({ name: n, path: secretPath(ctx!.config.stateDir, n) })),
-          { name: "status-api-token", path: `${ctx.config.stateDir}/token` },
+          { name: "status-api-token", path: stateLayout(ctx.config.stateDir).token },
         ]);
         await reconcileDagSync(ctx, desired).catch((err: unknown) => log.warn({ err }, "DAG sync setup failed"));
         prober.update(desired?.services.filter((s) => s.inputsHash !== undefined).map((s) => ({ ...s, inputsHash: s.inputsHash! }) as ServiceSpec) ?? []);
@@ -374,6 +365,6 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   store.setPhase("idle", "agent is stopping");
   await Promise.all([supervisorDone, proberDone, watcherDone ?? Promise.resolve(), syncer?.done ?? Promise.resolve()]);
   await app.close();
-  await host.fs.remove(runtimeFilePath(stateDir));
+  await host.fs.remove(stateLayout(stateDir).runtime);
   log.info("agent stopped");
 }

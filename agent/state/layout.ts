@@ -1,0 +1,54 @@
+/**
+ * The state directory's layout: every file the agent keeps under `stateDir`,
+ * named once. Commands find a running agent, its token and its records here;
+ * nothing else spells these paths.
+ */
+
+/** Where `status --dir`, `down` and `apply` find a running agent (written by `run`, removed when it stops). */
+export interface AgentRuntimeFile {
+  readonly pid: number;
+  readonly listen: string;
+  readonly startedAt: string;
+}
+
+export interface StateLayout {
+  readonly dir: string;
+  /** AgentRuntimeFile of the running daemon. */
+  readonly runtime: string;
+  /** Bearer token of the status API (0600). */
+  readonly token: string;
+  /** The process supervisor's record of its children. */
+  readonly processServices: string;
+  /** The systemd supervisor's restart baselines. */
+  readonly systemdRestarts: string;
+  /** Written the first time IMDS answers: this host is an OCI instance. */
+  readonly onOci: string;
+  /** Generated secrets, one file each (0600). */
+  readonly secretsDir: string;
+  /** What the agent installed for each role (engine/role-record.ts). */
+  readonly rolesDir: string;
+  /** uv and other tools the agent installs for itself. */
+  readonly toolsDir: string;
+  /** uv's cache when the config names none. */
+  readonly uvCacheDir: string;
+}
+
+export function stateLayout(stateDir: string): StateLayout {
+  return {
+    dir: stateDir,
+    runtime: `${stateDir}/agent.json`,
+    token: `${stateDir}/token`,
+    processServices: `${stateDir}/services.json`,
+    systemdRestarts: `${stateDir}/systemd-restarts.json`,
+    onOci: `${stateDir}/on-oci`,
+    secretsDir: `${stateDir}/secrets`,
+    rolesDir: `${stateDir}/roles`,
+    toolsDir: `${stateDir}/tools`,
+    uvCacheDir: `${stateDir}/cache/uv`,
+  };
+}
+
+/** A generated secret's file. */
+export function secretPath(stateDir: string, name: string): string {
+  return `${stateLayout(stateDir).secretsDir}/${name}`;
+}
