@@ -31,6 +31,7 @@ export const ERRORS = {
   SUPERVISOR_FAILED: { message: "the service supervisor failed", recoverable: true, httpStatus: 500 },
   FIREWALL_FAILED: { message: "changing the host firewall failed", recoverable: true, httpStatus: 500 },
   SYSTEMD_UNAVAILABLE: { message: "systemd is not running on this host", recoverable: false, httpStatus: 501 },
+  STATE_DIR_LOCKED: { message: "another agent is using this state directory", recoverable: false, httpStatus: 409 },
   AGENT_NOT_RUNNING: { message: "no agent is answering on the status address", recoverable: true, httpStatus: 503 },
   UNAUTHORIZED: { message: "missing or wrong bearer token", recoverable: false, httpStatus: 401 },
   USAGE: { message: "invalid command line", recoverable: false, httpStatus: 400 },

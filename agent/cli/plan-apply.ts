@@ -11,6 +11,7 @@ import type { Host } from "../host/host.ts";
 import type { Logger } from "../log.ts";
 import type { AgentConfig } from "../config/schema.ts";
 import { readProcessState } from "../supervisor/process-backend.ts";
+import { chooseSupervisor } from "../supervisor/select.ts";
 import { createSystemdSupervisor } from "../supervisor/systemd-backend.ts";
 import type { Supervisor } from "../supervisor/types.ts";
 import { type CommonFlags, loadContext } from "../config/context.ts";
@@ -21,8 +22,8 @@ import { stateLayout } from "../state/layout.ts";
 
 /** A supervisor for observing only: systemd when it runs here, else the process backend's state file. */
 export async function observingSupervisor(host: Host, config: AgentConfig, logger: Logger): Promise<Supervisor> {
-  const systemd = config.supervisor !== "process" && (await host.hasSystemd());
-  if (systemd) return createSystemdSupervisor({ host, logger, stateFile: stateLayout(config.stateDir).systemdRestarts });
+  const choice = await chooseSupervisor(host, config);
+  if (choice.kind === "systemd" && !choice.error) return createSystemdSupervisor({ host, logger, stateFile: stateLayout(config.stateDir).systemdRestarts });
   const refuse = async (): Promise<never> => {
     throw new AgentError("SYSTEMD_UNAVAILABLE", "services on a host without systemd are supervised by `mlops-agent run` (or `up`); start it, or run on a host with systemd");
   };
@@ -69,7 +70,6 @@ export async function planCommand(host: Host, flags: CommonFlags, env: NodeJS.Pr
 export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv, logger: Logger): Promise<number> {
   const { resolved } = await loadContext(host, flags, env);
   const { config } = resolved;
-  const systemd = config.supervisor !== "process" && (await host.hasSystemd());
   const supervisor = await observingSupervisor(host, config, logger);
   const records = createRoleRecordStore(host, config.stateDir);
   {
@@ -99,7 +99,7 @@ export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.P
       throw new AgentError("AGENT_NOT_RUNNING", `the agent at ${agent.url} did not finish a converge pass in 30 minutes`);
     }
     // Without systemd only a running agent can run services: refuse before changing anything.
-    if (!systemd)
+    if (supervisor.kind !== "systemd")
       throw new AgentError(
         "AGENT_NOT_RUNNING",
         `no agent runs for state dir ${config.stateDir} and this host has no systemd to run services; start one with \`mlops-agent run\` (or \`up\`), then apply again`,

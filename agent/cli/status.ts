@@ -9,7 +9,9 @@ import type { Host } from "../host/host.ts";
 import type { StatusSnapshot } from "../status/types.ts";
 import { type CommonFlags, loadContext, upDefaults } from "../config/context.ts";
 import { out } from "./output.ts";
-import { type AgentRuntimeFile, stateLayout } from "../state/layout.ts";
+import { resolve } from "node:path";
+import { AGENT_LOCK, lockHolder } from "../state/lock.ts";
+import { type AgentRuntimeFile, parseRuntimeFile, stateLayout, upAgentLogPath } from "../state/layout.ts";
 
 export function listenToUrl(listen: string): string {
   const m = /^(.*):(\d+)$/.exec(listen);
@@ -24,13 +26,7 @@ export async function findRunningAgent(
   stateDir: string,
   listen: string,
 ): Promise<{ url: string; status: StatusSnapshot; runtime?: AgentRuntimeFile } | undefined> {
-  let runtime: AgentRuntimeFile | undefined;
-  try {
-    const text = await host.fs.readFile(stateLayout(stateDir).runtime);
-    runtime = text ? (JSON.parse(text) as AgentRuntimeFile) : undefined;
-  } catch {
-    runtime = undefined;
-  }
+  let runtime = parseRuntimeFile(await host.fs.readFile(stateLayout(stateDir).runtime).catch(() => undefined));
   if (runtime && !host.processAlive(runtime.pid)) runtime = undefined;
   const url = listenToUrl(runtime?.listen ?? listen);
   try {
@@ -42,27 +38,62 @@ export async function findRunningAgent(
   }
 }
 
+/** An agent that left its runtime file behind and whose process is gone: it did not stop cleanly (killed, crashed, the machine rebooted). */
+export interface DeadAgent {
+  readonly pid: number;
+  readonly startedAt: string;
+  /** The last write to its log, when there is one: about when it died. */
+  readonly lastLogAt?: string;
+  readonly log?: string;
+}
+
+export async function findDeadAgent(host: Host, stateDir: string, log?: string): Promise<DeadAgent | undefined> {
+  const runtime = parseRuntimeFile(await host.fs.readFile(stateLayout(stateDir).runtime).catch(() => undefined));
+  // The lock, not the pid, says whether an agent runs here: a pid can be reused by another program.
+  if (!runtime || (await lockHolder(stateDir, AGENT_LOCK))) return undefined;
+  const st = log ? await host.fs.stat(log) : undefined;
+  return { pid: runtime.pid, startedAt: runtime.startedAt, ...(st ? { lastLogAt: new Date(st.mtimeMs).toISOString(), log } : {}) };
+}
+
+export function describeDeadAgent(what: string, d: DeadAgent): string {
+  const since = d.lastLogAt ? `, last heard from at ${d.lastLogAt}` : "";
+  const where = d.log ? `; its log: ${d.log}` : "";
+  return `${what} is not running: pid ${d.pid} (started ${d.startedAt}) is gone${since}${where}`;
+}
+
 export async function statusCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv): Promise<number> {
   let stateDir: string;
   let listen: string;
   if (flags.dir !== undefined) {
-    // Every role's agent of the stack that answers.
-    let found = 0;
-    const all: StatusSnapshot[] = [];
+    // Every role's agent of the stack: the running ones, and those that died without stopping.
+    const all: unknown[] = [];
+    let dead = 0;
     for (const role of ROLE_NAMES) {
       const d = upDefaults(flags.dir, role);
-      const a = await findRunningAgent(host, String(d.stateDir), String(d.listen));
+      const stateDir = String(d.stateDir);
+      const gone = await findDeadAgent(host, stateDir, upAgentLogPath(resolve(flags.dir), role));
+      if (gone) {
+        dead++;
+        const reason = `${describeDeadAgent(`the ${role} agent`, gone)}; \`mlops-agent up --dir ${flags.dir}\` restarts it`;
+        all.push({ agent: { pid: gone.pid, startedAt: gone.startedAt, running: false, lastLogAt: gone.lastLogAt ?? null, log: gone.log ?? null }, role: { name: role, source: "up" }, phase: "failed", reason });
+        if (!flags.json) {
+          if (all.length > 1) out();
+          out(`agent     ${role}: not running`);
+          out(`phase     failed: ${reason}`);
+        }
+        continue;
+      }
+      const a = await findRunningAgent(host, stateDir, String(d.listen));
       if (!a?.runtime) continue;
-      found++;
       all.push(a.status);
       if (!flags.json) {
-        if (found > 1) out();
+        if (all.length > 1) out();
         printStatus(a.url, a.status);
       }
     }
-    if (found === 0) throw new AgentError("AGENT_NOT_RUNNING", `no agent of the stack in ${flags.dir} is running; start it with mlops-agent up --dir ${flags.dir}`);
+    if (all.length === 0) throw new AgentError("AGENT_NOT_RUNNING", `no agent of the stack in ${flags.dir} is running; start it with mlops-agent up --dir ${flags.dir}`);
     if (flags.json) out(JSON.stringify(all, null, 2));
-    return all.some((s) => s.phase === "failed") ? 1 : 0;
+    return dead > 0 || all.some((s) => (s as StatusSnapshot).phase === "failed") ? 1 : 0;
   }
   {
     // Status matters most when the config is broken: fall back to flags and defaults.
@@ -76,6 +107,8 @@ export async function statusCommand(host: Host, flags: CommonFlags, env: NodeJS.
     }
   }
   const agent = await findRunningAgent(host, stateDir, listen);
+  const gone = agent ? undefined : await findDeadAgent(host, stateDir);
+  if (gone) throw new AgentError("AGENT_NOT_RUNNING", `${describeDeadAgent("the agent", gone)}; see \`journalctl -u mlops-agent\` and start it again (\`systemctl start mlops-agent\` or \`mlops-agent run\`)`);
   if (!agent) throw new AgentError("AGENT_NOT_RUNNING", `nothing answers at ${listenToUrl(listen)}/status (state dir ${stateDir}); is \`mlops-agent run\` (or \`up\`) running?`);
   if (flags.json) {
     out(JSON.stringify(agent.status, null, 2));

@@ -52,3 +52,19 @@ export function stateLayout(stateDir: string): StateLayout {
 export function secretPath(stateDir: string, name: string): string {
   return `${stateLayout(stateDir).secretsDir}/${name}`;
 }
+
+/** The log of one role's agent in `up` (its stdout and stderr). */
+export function upAgentLogPath(upDir: string, role: string): string {
+  return `${upDir}/logs/agent-${role}.log`;
+}
+
+/** Reads the runtime file; undefined when absent or unreadable (a half-written one is never left: it is written atomically). */
+export function parseRuntimeFile(text: string | undefined): AgentRuntimeFile | undefined {
+  if (!text) return undefined;
+  try {
+    const r = JSON.parse(text) as Partial<AgentRuntimeFile>;
+    return typeof r.pid === "number" && typeof r.listen === "string" ? { pid: r.pid, listen: r.listen, startedAt: String(r.startedAt ?? "") } : undefined;
+  } catch {
+    return undefined;
+  }
+}

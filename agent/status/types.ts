@@ -45,6 +45,16 @@ export interface ServiceStatus {
   readonly restarts: number;
   readonly pid?: number;
   readonly lastProbe: ProbeRecord | null;
+  /** How the service's process last ended when the agent did not stop it, with the last lines of its log (scrubbed). */
+  readonly lastExit?: ServiceExit;
+}
+
+export interface ServiceExit {
+  readonly code: number | null;
+  readonly signal: string | null;
+  readonly at: string;
+  /** Last non-empty lines of the service's log, secrets removed; absent when there is no log to read. */
+  readonly logTail?: readonly string[];
 }
 
 export interface StatusEvent {

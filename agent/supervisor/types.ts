@@ -93,7 +93,7 @@ export interface ServiceObservation {
   readonly inputsHash?: string;
   /** Whether the service starts at boot / with the supervisor. */
   readonly enabled: boolean;
-  readonly lastExit?: { readonly code: number | null; readonly signal: string | null; readonly at: string };
+  readonly lastExit?: { readonly code: number | null; readonly signal: string | null; readonly at: string; readonly logTail?: readonly string[] };
 }
 
 /**

@@ -11,52 +11,8 @@ import { createRoleRecordStore } from "../../agent/engine/role-record.ts";
 import { createFailingHost } from "../../agent/host/failing-host.ts";
 import { createMemoryHost, type MemoryHost } from "../../agent/host/memory-host.ts";
 import { silentLogger } from "../../agent/log.ts";
-import type { ServiceObservation, ServiceSpec, Supervisor } from "../../agent/supervisor/types.ts";
-
-function memorySupervisor(): Supervisor & { specs: Map<string, ServiceSpec>; log: string[] } {
-  const specs = new Map<string, ServiceSpec>();
-  const log: string[] = [];
-  return {
-    kind: "process",
-    specs,
-    log,
-    async observe(): Promise<ServiceObservation[]> {
-      return [...specs.values()].map((s) => ({ name: s.name, unit: s.unit, role: s.role, state: "running", restarts: 0, inputsHash: s.inputsHash, enabled: true }));
-    },
-    async ensure(spec) {
-      const prev = specs.get(spec.name);
-      specs.set(spec.name, spec);
-      log.push(`ensure ${spec.name}`);
-      return prev ? (prev.inputsHash === spec.inputsHash ? "unchanged" : "restarted") : "started";
-    },
-    async remove(name) {
-      specs.delete(name);
-      log.push(`remove ${name}`);
-    },
-    async restart(name) {
-      log.push(`restart ${name}`);
-    },
-  };
-}
-
-/** exec answers: python version probe, uv, the installed-version query, migrations. */
-function pythonAware(host: MemoryHost): void {
-  host.execHandler = (command, args) => {
-    if (args.includes("import sys, venv; print('%d.%d' % sys.version_info[:2])")) return { code: 0, stdout: "3.11\n", stderr: "" };
-    if (command.endsWith("/uv") && args[0] === "--version") return { code: 0, stdout: "uv 0.13.8\n", stderr: "" };
-    if (args[0] === "-c" && args[1]?.includes("importlib.metadata")) return { code: 0, stdout: "3.17.2\n", stderr: "" };
-    if (command === "id") return { code: 0, stdout: "root\n", stderr: "" };
-    return { code: 0, stdout: "", stderr: "" };
-  };
-  // `uv venv` would create the interpreter; the memory host needs it to exist.
-  const orig = host.exec.bind(host);
-  host.exec = async (command, args, opts) => {
-    const r = await orig(command, args, opts);
-    if (args[0] === "venv") await host.fs.writeFileAtomic(`${args[args.length - 1]}/bin/python`, "", { mode: 0o755 });
-    if (args[0] === "-m" && args[1] === "venv") await host.fs.writeFileAtomic(`${args[2]}/bin/uv`, "", { mode: 0o755 });
-    return r;
-  };
-}
+import type { Supervisor } from "../../agent/supervisor/types.ts";
+import { memorySupervisor, pythonAware } from "../support/memory-node.ts";
 
 function deps(host: MemoryHost, supervisor: Supervisor, role: "mlflow" | undefined): ConvergeDeps {
   const config = configSchema.parse({ mode: "up", stateDir: "/s", configDir: "/etc/mlops", installDir: "/opt/mlops", dataDir: "/data", logDir: "/log" });

@@ -1,0 +1,204 @@
+/**
+ * The daemon's converge loop, level-triggered: every pass reloads the config
+ * and metadata, re-observes and re-plans (`syncOnce`); a metadata change, a
+ * `POST /converge` or the interval only bring the next pass forward
+ * (`trigger`). Errors mean "retry with backoff" (`nextDelay`), never exit.
+ *
+ * `syncOnce` is one pass and returns what happened, so tests drive the
+ * daemon pass by pass; `runLoop(signal)` repeats it on the host clock.
+ */
+import type { LoadedContext } from "../config/context.ts";
+import type { ResolvedConfig } from "../config/load.ts";
+import { converge as realConverge } from "../engine/converge.ts";
+import { createRoleRecordStore } from "../engine/role-record.ts";
+import { describeError } from "../errors.ts";
+import type { Host } from "../host/host.ts";
+import type { Logger } from "../log.ts";
+import type { DagSyncReconciler } from "../dagsync/reconciler.ts";
+import type { Prober } from "../probe/prober.ts";
+import type { Metrics } from "../status/metrics.ts";
+import type { StatusStore } from "../status/status-store.ts";
+import { secretPath, stateLayout } from "../state/layout.ts";
+import type { ServiceSpec, Supervisor } from "../supervisor/types.ts";
+import { CONVERGE_BACKOFF, nextDelay } from "./backoff.ts";
+import { computePhase, type DescribedError } from "./phase.ts";
+import type { ServiceRefresher } from "./service-view.ts";
+
+/** Errors that need a person to fix the configuration: phase `failed` until a pass loads a good one. */
+const CONFIG_ERRORS: ReadonlySet<string> = new Set(["CONFIG_INVALID", "CONFIG_UNREADABLE", "ROLE_UNKNOWN", "ROLE_NOT_IMPLEMENTED", "SECRET_REF_INVALID", "SYSTEMD_UNAVAILABLE"]);
+
+export interface LoopDeps {
+  readonly host: Host;
+  readonly logger: Logger;
+  readonly store: StatusStore;
+  readonly metrics: Pick<Metrics, "observeConverge">;
+  readonly supervisor: Supervisor;
+  readonly prober: Pick<Prober, "update">;
+  readonly dagSync: Pick<DagSyncReconciler, "update">;
+  readonly services: Pick<ServiceRefresher, "refresh">;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** Config, metadata and env, read afresh for every pass. */
+  readonly loadContext: () => Promise<LoadedContext>;
+  /** Each config that loaded (the composition root starts the metadata watcher with the first). */
+  readonly onConfig?: (config: ResolvedConfig) => void;
+  /** The first config, loaded by the composition root before the loop (or why it could not be). */
+  readonly initial?: { readonly config?: ResolvedConfig; readonly error?: unknown };
+  /** Tests replace converge; the daemon uses the engine's. */
+  readonly converge?: typeof realConverge;
+}
+
+/** What one pass did. */
+export interface PassReport {
+  readonly role: string | undefined;
+  readonly roleChanged: boolean;
+  readonly ok: boolean;
+  readonly error?: DescribedError;
+  readonly actions: number;
+  /** When the next pass is due, in ms, unless something triggers it sooner. */
+  readonly delayMs: number;
+}
+
+export interface DaemonLoop {
+  syncOnce(): Promise<PassReport>;
+  runLoop(signal: AbortSignal): Promise<void>;
+  /** Brings the next pass forward (or, during a pass, makes the next one start at once). */
+  trigger(reason: string): void;
+  /** A part the daemon needs stopped for good (the supervisor): phase `failed` with this error from now on. */
+  fail(err: unknown): void;
+  /** Recomputes the phase from what the store shows (services changed, a probe changed). */
+  refreshPhase(): void;
+}
+
+export function createDaemonLoop(deps: LoopDeps): DaemonLoop {
+  const { host, store, logger } = deps;
+  const converge = deps.converge ?? realConverge;
+  let ctx = deps.initial?.config;
+  let configError: unknown = deps.initial?.error;
+  let fatal: unknown;
+  let lastError: DescribedError | undefined;
+  let converged = false;
+  let failures = 0;
+  let wakeReason = "";
+  let wake: AbortController | undefined;
+  let wakePending = false;
+
+  function refreshPhase(): void {
+    const err = fatal ?? configError;
+    const view = computePhase({
+      configError: err === undefined ? undefined : describeError(err),
+      role: ctx?.role,
+      lastError,
+      converged,
+      services: store.snapshot().services,
+    });
+    store.setPhase(view.phase, view.reason, view.error);
+  }
+
+  /** The role changed: forget the old role's convergence and stop probing its services before converge removes them. */
+  function onRoleChange(next: ResolvedConfig): void {
+    store.addEvent("info", "role", `role is ${next.role ?? "none"} (from ${next.roleSource})`);
+    // Until the new role has converged, the old role's healthy services must not make the phase `ready`.
+    converged = false;
+    // A liveness failure of a unit being removed would otherwise restart it; the new role's probes start after its converge.
+    deps.prober.update([]);
+  }
+
+  async function pass(): Promise<PassReport> {
+    const loaded = await deps.loadContext();
+    const roleChanged = ctx?.role !== loaded.resolved.role;
+    if (roleChanged) onRoleChange(loaded.resolved);
+    const c = loaded.resolved;
+    ctx = c;
+    configError = undefined;
+    deps.onConfig?.(c);
+    const layout = stateLayout(c.config.stateDir);
+    if (loaded.metadata?.onOci && !(await host.fs.stat(layout.onOci)))
+      await host.fs.writeFileAtomic(layout.onOci, `${new Date(host.clock.now()).toISOString()}\n`, { mode: 0o644 });
+    store.setRole(c.role ?? null, c.roleSource, c.sources);
+    // degraded stays degraded while it retries; a new role or a first pass shows converging.
+    const shown = store.snapshot().phase;
+    if (roleChanged || shown === "starting" || shown === "idle" || shown === "failed")
+      store.setPhase("converging", `converging role ${c.role ?? "none"}${wakeReason ? ` (${wakeReason})` : ""}`);
+    wakeReason = "";
+
+    const outcome = await converge({
+      host,
+      supervisor: deps.supervisor,
+      records: createRoleRecordStore(host, c.config.stateDir),
+      config: c.config,
+      role: c.role,
+      env: deps.env,
+      logger: logger.child({ component: "converge" }),
+      progress: (line) => store.addEvent("info", "step", line),
+    });
+    const { desired, errorObject: _error, deferred: _deferred, ...record } = outcome;
+    store.recordConverge(record);
+    deps.metrics.observeConverge(outcome);
+    converged = outcome.ok;
+    lastError = outcome.ok ? undefined : describeError(outcome.errorObject);
+    if (!outcome.ok) store.addEvent("error", "converge", outcome.error?.message ?? "converge failed");
+    else if (outcome.actions.length) store.addEvent("info", "converge", `converged in ${outcome.passes} pass(es), ${outcome.actions.length} action(s)`);
+
+    // A pass that failed before it could compile the role leaves probes and DAG sync as they are.
+    if (desired || !c.role) {
+      store.setCredentials([
+        ...(desired?.secretNames ?? []).map((n) => ({ name: n, path: secretPath(c.config.stateDir, n) })),
+        { name: "status-api-token", path: layout.token },
+      ]);
+      await deps.dagSync
+        .update({ config: c.config, dest: desired?.dagSyncDest, venv: desired?.python.venv })
+        .catch((err: unknown) => logger.warn({ err }, "DAG sync setup failed"));
+      deps.prober.update(desired?.services.filter((s) => s.inputsHash !== undefined).map((s) => ({ ...s, inputsHash: s.inputsHash! }) as ServiceSpec) ?? []);
+    }
+    return { role: c.role, roleChanged, ok: outcome.ok, ...(lastError ? { error: lastError } : {}), actions: outcome.actions.length, delayMs: 0 };
+  }
+
+  async function syncOnce(): Promise<PassReport> {
+    let report: PassReport;
+    try {
+      report = await pass();
+    } catch (err) {
+      // A config that cannot be used needs a person (phase failed); anything
+      // else (metadata briefly unreachable, a host error) is retried (degraded).
+      const e = describeError(err);
+      if (CONFIG_ERRORS.has(e.code)) {
+        configError = err;
+        lastError = undefined;
+      } else {
+        configError = undefined;
+        lastError = e;
+      }
+      logger.error({ err }, e.message);
+      report = { role: ctx?.role, roleChanged: false, ok: false, error: e, actions: 0, delayMs: 0 };
+    }
+    failures = report.ok ? 0 : failures + 1;
+    await deps.services.refresh();
+    refreshPhase();
+    return { ...report, delayMs: nextDelay({ failures, policy: CONVERGE_BACKOFF, intervalMs: (ctx?.config.convergeIntervalSeconds ?? 60) * 1_000 }) };
+  }
+
+  return {
+    syncOnce,
+    refreshPhase,
+    trigger(reason) {
+      wakeReason = reason;
+      if (wake) wake.abort();
+      else wakePending = true;
+    },
+    fail(err) {
+      fatal = err;
+      logger.error({ err }, "the daemon cannot go on supervising: phase failed");
+      refreshPhase();
+    },
+    async runLoop(signal) {
+      while (!signal.aborted) {
+        wakePending = false;
+        const { delayMs } = await syncOnce();
+        if (signal.aborted || wakePending) continue;
+        wake = new AbortController();
+        await host.clock.sleep(delayMs, AbortSignal.any([signal, wake.signal]));
+        wake = undefined;
+      }
+    },
+  };
+}
