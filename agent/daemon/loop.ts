@@ -195,9 +195,14 @@ export function createDaemonLoop(deps: LoopDeps): DaemonLoop {
         wakePending = false;
         const { delayMs } = await syncOnce();
         if (signal.aborted || wakePending) continue;
-        wake = new AbortController();
-        await host.clock.sleep(delayMs, AbortSignal.any([signal, wake.signal]));
+        // One controller for both "stop" and "wake" (not AbortSignal.any, which holds its sources weakly).
+        const sleeping = new AbortController();
+        const stop = () => sleeping.abort();
+        signal.addEventListener("abort", stop, { once: true });
+        wake = sleeping;
+        await host.clock.sleep(delayMs, sleeping.signal);
         wake = undefined;
+        signal.removeEventListener("abort", stop);
       }
     },
   };

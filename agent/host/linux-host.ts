@@ -106,9 +106,13 @@ export function createLinuxHost(opts: { spawn?: SpawnFn } = {}): Host {
         uid: o.user?.uid,
         gid: o.user?.gid,
         signal: o.signal,
-        timeout: o.timeoutMs,
         killSignal: "SIGKILL",
       });
+      // Our own timeout, not spawn's: spawn's timer is cleared only on "exit", which a command that
+      // cannot start (ENOENT) never emits, so it kept a stopping agent alive for the whole timeout.
+      const timer = o.timeoutMs ? setTimeout(() => child.kill("SIGKILL"), o.timeoutMs) : undefined;
+      child.on("error", () => clearTimeout(timer));
+      child.on("close", () => clearTimeout(timer));
       let stdout = "";
       let stderr = "";
       child.stdout?.setEncoding("utf8").on("data", (d: string) => {

@@ -3,7 +3,8 @@
  * allowed, exit 1, nothing written. `run` with a bad config keeps serving
  * status with phase `failed`.
  */
-import { existsSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -93,5 +94,47 @@ describe("run with a bad config", () => {
       async () => ((await getJson<StatusSnapshot>(`http://127.0.0.1:${port}/status`)).phase === "idle" ? true : undefined),
       30_000,
     );
+  });
+});
+
+describe("one agent per state directory", () => {
+  it("a second run on the same state dir exits 1 naming the holder; once the first is killed, status says it is not running and exits 1", async () => {
+    const port = await freePort();
+    const stateDir = join(root, "locked-state");
+    const path = config("locked.json", JSON.stringify({ stateDir }));
+    const first = startDaemon(["--config", path, "--listen", `127.0.0.1:${port}`], env);
+    try {
+      await waitFor("phase idle", async () => ((await getJson<StatusSnapshot>(`http://127.0.0.1:${port}/status`)).phase === "idle" ? true : undefined), 30_000);
+      const second = cli(["run", "--config", path, "--listen", `127.0.0.1:${await freePort()}`], { env, timeoutMs: 30_000 });
+      expect(second.code).toBe(1);
+      expect(second.stderr).toMatch(new RegExp(`^error \\[STATE_DIR_LOCKED\\]: .*${stateDir} is in use by another mlops-agent \\(pid ${first.child.pid}, `));
+      expect(second.stderr).toMatch(/another --state-dir/);
+      // The first one was left alone.
+      expect((await getJson<StatusSnapshot>(`http://127.0.0.1:${port}/status`)).agent.pid).toBe(first.child.pid);
+    } finally {
+      first.child.kill("SIGKILL");
+      await new Promise((resolve) => first.child.once("exit", resolve));
+    }
+    const st = cli(["status", "--config", path], { env });
+    expect(st.code).toBe(1);
+    expect(st.stderr).toMatch(new RegExp(`AGENT_NOT_RUNNING.*the agent is not running: pid ${first.child.pid} \\(started [0-9T:.-]+Z\\) is gone; see \`journalctl -u mlops-agent\``));
+  });
+
+  it("status --dir names a stack's agent that died without stopping, with its log, and exits 1", () => {
+    const dir = join(root, "dead-stack");
+    const stateDir = join(dir, "state", "mlflow");
+    mkdirSync(stateDir, { recursive: true });
+    mkdirSync(join(dir, "logs"), { recursive: true });
+    writeFileSync(join(dir, "logs", "agent-mlflow.log"), "{\"msg\":\"converging\"}\n");
+    // A pid that existed and is gone: the agent's runtime file left behind, as after a SIGKILL.
+    const gone = spawnSync("true").pid;
+    writeFileSync(join(stateDir, "agent.json"), JSON.stringify({ pid: gone, listen: "127.0.0.1:9", startedAt: "2026-12-05T01:00:00.000Z" }));
+    const r = cli(["status", "--dir", dir], { env });
+    expect(r.code).toBe(1);
+    expect(r.stdout).toMatch(/agent {5}mlflow: not running/);
+    expect(r.stdout).toMatch(new RegExp(`the mlflow agent is not running: pid ${gone} \\(started 2026-12-05T01:00:00.000Z\\) is gone, last heard from at [0-9T:.-]+Z; its log: ${dir}/logs/agent-mlflow.log; \`mlops-agent up --dir ${dir}\` restarts it`));
+    const j = cli(["status", "--dir", dir, "--json"], { env });
+    expect(j.code).toBe(1);
+    expect(JSON.parse(j.stdout)).toEqual([expect.objectContaining({ phase: "failed", role: { name: "mlflow", source: "up" }, agent: expect.objectContaining({ pid: gone, running: false }) })]);
   });
 });
