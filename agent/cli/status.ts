@@ -130,6 +130,12 @@ export function printStatus(url: string, s: StatusSnapshot): void {
       out(
         `  ${svc.name.padEnd(14)} ${svc.unit.padEnd(26)} ${svc.state.padEnd(9)} ${svc.health.padEnd(9)} restarts ${svc.restarts}${svc.lastProbe ? `  last probe: ${svc.lastProbe.ok ? "ok" : "failed"} ${svc.lastProbe.message}` : ""}`,
       );
+    for (const svc of s.services) {
+      if (!svc.lastExit || svc.state === "running") continue;
+      const how = svc.lastExit.signal ? `killed by ${svc.lastExit.signal}` : `exit code ${svc.lastExit.code}`;
+      out(`  ${svc.name} last exited at ${svc.lastExit.at} (${how}); the end of its log:`);
+      for (const line of svc.lastExit.logTail ?? []) out(`    | ${line}`);
+    }
   }
   if (s.lastConverge) {
     const lc = s.lastConverge;

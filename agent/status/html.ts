@@ -24,7 +24,7 @@ export function escapeHtml(value: unknown): string {
 const STYLE = `
 body{font:14px/1.4 system-ui,sans-serif;margin:1.5em;color:#222;background:#fafafa}
 h1{font-size:1.4em;margin:0 0 .3em}h2{font-size:1.1em;margin:1.4em 0 .4em}
-table{border-collapse:collapse;background:#fff}th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top}
+table{border-collapse:collapse;background:#fff}th,td{border:1px solid #ddd;padding:.25em .6em;text-align:left;vertical-align:top;white-space:pre-line}
 th{background:#f0f0f0}.muted{color:#777}code{font-size:.95em}
 .ok,.healthy,.ready,.info{color:#17702a}.failed,.unhealthy,.error{color:#b00020}
 .degraded,.converging,.starting,.warn,.skipped,.unknown{color:#9a6700}
@@ -45,7 +45,14 @@ function serviceRow(s: ServiceStatus): string {
   const probe = s.lastProbe
     ? `${s.lastProbe.ok ? "ok" : "failed"} ${s.lastProbe.kind} at ${s.lastProbe.at} (${s.lastProbe.latencyMs} ms): ${s.lastProbe.message}`
     : "none yet";
-  return `<tr>${cell(s.name)}${cell(s.unit)}${cell(s.state)}${cell(s.health, s.health)}${cell(s.restarts)}${cell(probe)}</tr>`;
+  return `<tr>${cell(s.name)}${cell(s.unit)}${cell(s.state)}${cell(s.health, s.health)}${cell(s.restarts)}${cell(probe)}${cell(lastExit(s))}</tr>`;
+}
+
+/** How the process last ended and the end of its log (scrubbed by the agent), shown while it is not running. */
+function lastExit(s: ServiceStatus): string {
+  if (!s.lastExit || s.state === "running") return "";
+  const how = s.lastExit.signal ? `killed by ${s.lastExit.signal}` : `exit code ${s.lastExit.code}`;
+  return [`${how} at ${s.lastExit.at}`, ...(s.lastExit.logTail ?? [])].join("\n");
 }
 
 function actionRow(a: ActionRecord): string {
@@ -101,7 +108,7 @@ export function renderStatusPage(snapshot: StatusSnapshot): string {
 </div>
 ${error}
 <h2>Services</h2>
-${table(["name", "unit", "state", "health", "restarts", "last probe"], s.services.map(serviceRow), "no services")}
+${table(["name", "unit", "state", "health", "restarts", "last probe", "last exit"], s.services.map(serviceRow), "no services")}
 <h2>Last converge</h2>
 ${converge}
 <h2>Credentials</h2>

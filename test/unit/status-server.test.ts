@@ -293,6 +293,16 @@ describe("GET /", () => {
     expect(html).not.toMatch(/(src|href)="https?:/); // no external assets
   });
 
+  it("shows how a service that is not running last exited, with the end of its log, escaped", () => {
+    const store = makeStore();
+    store.setServices([
+      mlflow({ state: "backoff", health: "unknown", lastExit: { code: 1, signal: null, at: "2025-01-01T00:06:00.000Z", logTail: ["Traceback", "OSError: [Errno 98] <Address> already in use"] } }),
+    ]);
+    const html = renderStatusPage(store.snapshot());
+    expect(html).toContain("<th>last exit</th>");
+    expect(html).toContain("exit code 1 at 2025-01-01T00:06:00.000Z\nTraceback\nOSError: [Errno 98] &lt;Address&gt; already in use");
+  });
+
   it("renders an empty store without errors", () => {
     const html = renderStatusPage(makeStore().snapshot());
     expect(html).toContain("no services");
