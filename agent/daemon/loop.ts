@@ -69,126 +69,141 @@ export interface DaemonLoop {
   refreshPhase(): void;
 }
 
-export function createDaemonLoop(deps: LoopDeps): DaemonLoop {
+/** What the loop knows between passes. */
+interface LoopState {
+  ctx: ResolvedConfig | undefined;
+  /** The last pass could not load a usable config. */
+  configError: unknown;
+  /** A part the daemon needs stopped for good; never cleared. */
+  fatal: unknown;
+  lastError: DescribedError | undefined;
+  converged: boolean;
+  failures: number;
+  /** Why the next pass was brought forward, shown in its "converging" reason. */
+  wakeReason: string;
+}
+
+function refreshPhase(state: LoopState, store: StatusStore): void {
+  const err = state.fatal ?? state.configError;
+  const view = computePhase({
+    configError: err === undefined ? undefined : describeError(err),
+    role: state.ctx?.role,
+    lastError: state.lastError,
+    converged: state.converged,
+    services: store.snapshot().services,
+  });
+  store.setPhase(view.phase, view.reason, view.error);
+}
+
+/** The role changed: forget the old role's convergence and stop probing its services before converge removes them. */
+function onRoleChange(deps: LoopDeps, state: LoopState, next: ResolvedConfig): void {
+  deps.store.addEvent("info", "role", `role is ${next.role ?? "none"} (from ${next.roleSource})`);
+  // Until the new role has converged, the old role's healthy services must not make the phase `ready`.
+  state.converged = false;
+  // A liveness failure of a unit being removed would otherwise restart it; the new role's probes start after its converge.
+  deps.prober.update([]);
+}
+
+/** One pass: load, converge, hand the result to the probes and DAG sync. Throws what loading throws. */
+async function pass(deps: LoopDeps, state: LoopState): Promise<PassReport> {
   const { host, store, logger } = deps;
-  const converge = deps.converge ?? realConverge;
-  let ctx = deps.initial?.config;
-  let configError: unknown = deps.initial?.error;
-  let fatal: unknown;
-  let lastError: DescribedError | undefined;
-  let converged = false;
-  let failures = 0;
-  let wakeReason = "";
+  const loaded = await deps.loadContext();
+  const roleChanged = state.ctx?.role !== loaded.resolved.role;
+  if (roleChanged) onRoleChange(deps, state, loaded.resolved);
+  const c = loaded.resolved;
+  state.ctx = c;
+  state.configError = undefined;
+  deps.onConfig?.(c);
+  const layout = stateLayout(c.config.stateDir);
+  if (loaded.metadata?.onOci && !(await host.fs.stat(layout.onOci)))
+    await host.fs.writeFileAtomic(layout.onOci, `${new Date(host.clock.now()).toISOString()}\n`, { mode: 0o644 });
+  store.setRole(c.role ?? null, c.roleSource, c.sources);
+  // degraded stays degraded while it retries; a new role or a first pass shows converging.
+  const shown = store.snapshot().phase;
+  if (roleChanged || shown === "starting" || shown === "idle" || shown === "failed")
+    store.setPhase("converging", `converging role ${c.role ?? "none"}${state.wakeReason ? ` (${state.wakeReason})` : ""}`);
+  state.wakeReason = "";
+
+  const outcome = await (deps.converge ?? realConverge)({
+    host,
+    supervisor: deps.supervisor,
+    records: createRoleRecordStore(host, c.config.stateDir),
+    config: c.config,
+    role: c.role,
+    env: deps.env,
+    logger: logger.child({ component: "converge" }),
+    progress: (line) => store.addEvent("info", "step", line),
+  });
+  const { desired, errorObject: _error, deferred: _deferred, ...record } = outcome;
+  store.recordConverge(record);
+  deps.metrics.observeConverge(outcome);
+  state.converged = outcome.ok;
+  state.lastError = outcome.ok ? undefined : describeError(outcome.errorObject);
+  if (!outcome.ok) store.addEvent("error", "converge", outcome.error?.message ?? "converge failed");
+  else if (outcome.actions.length) store.addEvent("info", "converge", `converged in ${outcome.passes} pass(es), ${outcome.actions.length} action(s)`);
+
+  // A pass that failed before it could compile the role leaves probes and DAG sync as they are.
+  if (desired || !c.role) {
+    store.setCredentials([
+      ...(desired?.secretNames ?? []).map((n) => ({ name: n, path: secretPath(c.config.stateDir, n) })),
+      { name: "status-api-token", path: layout.token },
+    ]);
+    await deps.dagSync
+      .update({ config: c.config, dest: desired?.dagSyncDest, venv: desired?.python.venv })
+      .catch((err: unknown) => logger.warn({ err }, "DAG sync setup failed"));
+    deps.prober.update(desired?.services.filter((s) => s.inputsHash !== undefined).map((s) => ({ ...s, inputsHash: s.inputsHash! }) as ServiceSpec) ?? []);
+  }
+  return { role: c.role, roleChanged, ok: outcome.ok, ...(state.lastError ? { error: state.lastError } : {}), actions: outcome.actions.length, delayMs: 0 };
+}
+
+/** A pass that threw: a config that cannot be used needs a person (phase failed); anything else (metadata briefly unreachable, a host error) is retried (degraded). */
+function passFailed(deps: LoopDeps, state: LoopState, err: unknown): PassReport {
+  const e = describeError(err);
+  if (CONFIG_ERRORS.has(e.code)) {
+    state.configError = err;
+    state.lastError = undefined;
+  } else {
+    state.configError = undefined;
+    state.lastError = e;
+  }
+  deps.logger.error({ err }, e.message);
+  return { role: state.ctx?.role, roleChanged: false, ok: false, error: e, actions: 0, delayMs: 0 };
+}
+
+export function createDaemonLoop(deps: LoopDeps): DaemonLoop {
+  const state: LoopState = {
+    ctx: deps.initial?.config,
+    configError: deps.initial?.error,
+    fatal: undefined,
+    lastError: undefined,
+    converged: false,
+    failures: 0,
+    wakeReason: "",
+  };
   let wake: AbortController | undefined;
   let wakePending = false;
 
-  function refreshPhase(): void {
-    const err = fatal ?? configError;
-    const view = computePhase({
-      configError: err === undefined ? undefined : describeError(err),
-      role: ctx?.role,
-      lastError,
-      converged,
-      services: store.snapshot().services,
-    });
-    store.setPhase(view.phase, view.reason, view.error);
-  }
-
-  /** The role changed: forget the old role's convergence and stop probing its services before converge removes them. */
-  function onRoleChange(next: ResolvedConfig): void {
-    store.addEvent("info", "role", `role is ${next.role ?? "none"} (from ${next.roleSource})`);
-    // Until the new role has converged, the old role's healthy services must not make the phase `ready`.
-    converged = false;
-    // A liveness failure of a unit being removed would otherwise restart it; the new role's probes start after its converge.
-    deps.prober.update([]);
-  }
-
-  async function pass(): Promise<PassReport> {
-    const loaded = await deps.loadContext();
-    const roleChanged = ctx?.role !== loaded.resolved.role;
-    if (roleChanged) onRoleChange(loaded.resolved);
-    const c = loaded.resolved;
-    ctx = c;
-    configError = undefined;
-    deps.onConfig?.(c);
-    const layout = stateLayout(c.config.stateDir);
-    if (loaded.metadata?.onOci && !(await host.fs.stat(layout.onOci)))
-      await host.fs.writeFileAtomic(layout.onOci, `${new Date(host.clock.now()).toISOString()}\n`, { mode: 0o644 });
-    store.setRole(c.role ?? null, c.roleSource, c.sources);
-    // degraded stays degraded while it retries; a new role or a first pass shows converging.
-    const shown = store.snapshot().phase;
-    if (roleChanged || shown === "starting" || shown === "idle" || shown === "failed")
-      store.setPhase("converging", `converging role ${c.role ?? "none"}${wakeReason ? ` (${wakeReason})` : ""}`);
-    wakeReason = "";
-
-    const outcome = await converge({
-      host,
-      supervisor: deps.supervisor,
-      records: createRoleRecordStore(host, c.config.stateDir),
-      config: c.config,
-      role: c.role,
-      env: deps.env,
-      logger: logger.child({ component: "converge" }),
-      progress: (line) => store.addEvent("info", "step", line),
-    });
-    const { desired, errorObject: _error, deferred: _deferred, ...record } = outcome;
-    store.recordConverge(record);
-    deps.metrics.observeConverge(outcome);
-    converged = outcome.ok;
-    lastError = outcome.ok ? undefined : describeError(outcome.errorObject);
-    if (!outcome.ok) store.addEvent("error", "converge", outcome.error?.message ?? "converge failed");
-    else if (outcome.actions.length) store.addEvent("info", "converge", `converged in ${outcome.passes} pass(es), ${outcome.actions.length} action(s)`);
-
-    // A pass that failed before it could compile the role leaves probes and DAG sync as they are.
-    if (desired || !c.role) {
-      store.setCredentials([
-        ...(desired?.secretNames ?? []).map((n) => ({ name: n, path: secretPath(c.config.stateDir, n) })),
-        { name: "status-api-token", path: layout.token },
-      ]);
-      await deps.dagSync
-        .update({ config: c.config, dest: desired?.dagSyncDest, venv: desired?.python.venv })
-        .catch((err: unknown) => logger.warn({ err }, "DAG sync setup failed"));
-      deps.prober.update(desired?.services.filter((s) => s.inputsHash !== undefined).map((s) => ({ ...s, inputsHash: s.inputsHash! }) as ServiceSpec) ?? []);
-    }
-    return { role: c.role, roleChanged, ok: outcome.ok, ...(lastError ? { error: lastError } : {}), actions: outcome.actions.length, delayMs: 0 };
-  }
-
   async function syncOnce(): Promise<PassReport> {
-    let report: PassReport;
-    try {
-      report = await pass();
-    } catch (err) {
-      // A config that cannot be used needs a person (phase failed); anything
-      // else (metadata briefly unreachable, a host error) is retried (degraded).
-      const e = describeError(err);
-      if (CONFIG_ERRORS.has(e.code)) {
-        configError = err;
-        lastError = undefined;
-      } else {
-        configError = undefined;
-        lastError = e;
-      }
-      logger.error({ err }, e.message);
-      report = { role: ctx?.role, roleChanged: false, ok: false, error: e, actions: 0, delayMs: 0 };
-    }
-    failures = report.ok ? 0 : failures + 1;
+    const report = await pass(deps, state).catch((err: unknown) => passFailed(deps, state, err));
+    state.failures = report.ok ? 0 : state.failures + 1;
     await deps.services.refresh();
-    refreshPhase();
-    return { ...report, delayMs: nextDelay({ failures, policy: CONVERGE_BACKOFF, intervalMs: (ctx?.config.convergeIntervalSeconds ?? 60) * 1_000 }) };
+    refreshPhase(state, deps.store);
+    const intervalMs = (state.ctx?.config.convergeIntervalSeconds ?? 60) * 1_000;
+    return { ...report, delayMs: nextDelay({ failures: state.failures, policy: CONVERGE_BACKOFF, intervalMs }) };
   }
 
   return {
     syncOnce,
-    refreshPhase,
+    refreshPhase: () => refreshPhase(state, deps.store),
     trigger(reason) {
-      wakeReason = reason;
+      state.wakeReason = reason;
       if (wake) wake.abort();
       else wakePending = true;
     },
     fail(err) {
-      fatal = err;
-      logger.error({ err }, "the daemon cannot go on supervising: phase failed");
-      refreshPhase();
+      state.fatal = err;
+      deps.logger.error({ err }, "the daemon cannot go on supervising: phase failed");
+      refreshPhase(state, deps.store);
     },
     async runLoop(signal) {
       while (!signal.aborted) {
@@ -200,7 +215,7 @@ export function createDaemonLoop(deps: LoopDeps): DaemonLoop {
         const stop = () => sleeping.abort();
         signal.addEventListener("abort", stop, { once: true });
         wake = sleeping;
-        await host.clock.sleep(delayMs, sleeping.signal);
+        await deps.host.clock.sleep(delayMs, sleeping.signal);
         wake = undefined;
         signal.removeEventListener("abort", stop);
       }
