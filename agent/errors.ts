@@ -38,6 +38,7 @@ export const ERRORS = {
   DAG_OBJECT_REJECTED: { message: "a DAG object was refused", recoverable: true, httpStatus: 422 },
   NOT_FOUND: { message: "no such route", recoverable: false, httpStatus: 404 },
   INTERNAL: { message: "internal error; see the agent log", recoverable: true, httpStatus: 500 },
+  OCI_AUTH_FAILED: { message: "instance principal authentication failed", recoverable: true, httpStatus: 503 },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -12,6 +12,8 @@ import type { Host } from "../host/host.ts";
 import type { Logger } from "../log.ts";
 import { type CommonFlags, loadContext } from "../config/context.ts";
 import type { ResolvedConfig } from "../config/load.ts";
+import type { SecretRegistry } from "../config/secret-registry.ts";
+import type { VaultResolvers } from "../config/vault.ts";
 import { converge } from "../engine/converge.ts";
 import { createDagSyncer, type DagSyncer, dagSyncSettings } from "../dagsync/dag-syncer.ts";
 import { ensureCurrent } from "../dagsync/sync.ts";
@@ -36,6 +38,10 @@ export interface DaemonOptions {
   readonly flags: CommonFlags;
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly signal: AbortSignal;
+  /** The process's secret registry: the status store, sd_notify, the prober and converge register and scrub through it. */
+  readonly secrets: SecretRegistry;
+  /** Resolvers for `vault:` references, with their caches, for the daemon's life. */
+  readonly vaults: VaultResolvers;
 }
 
 
@@ -80,6 +86,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     pid: process.pid,
     startedAt: new Date(host.clock.now()),
     supervisor: useSystemd ? "systemd" : "process",
+    secrets: opts.secrets,
   });
   const metrics = createMetrics(store);
   const token = await ensureToken(host, stateDir);
@@ -109,7 +116,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   await host.fs.writeFileAtomic(stateLayout(stateDir).runtime, `${JSON.stringify(runtime)}\n`, { mode: 0o644 });
   log.info({ listen, supervisor: useSystemd ? "systemd" : "process" }, "status API listening");
 
-  const notifier = createNotifier({ env: opts.env, exec: execFileNotify, logger: logger.child({ component: "sd-notify" }) });
+  const notifier = createNotifier({ env: opts.env, exec: execFileNotify, logger: logger.child({ component: "sd-notify" }), secrets: opts.secrets });
   await notifier.ready();
   notifier.startWatchdog(signal);
   store.subscribe((next, prev) => {
@@ -119,6 +126,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const prober = createProber({
     store,
     logger: logger.child({ component: "prober" }),
+    secrets: opts.secrets,
     onLivenessFailure: async (service: string, reason: string) => {
       store.addEvent("warn", "liveness", `${service}: ${reason}; restarting`);
       try {
@@ -307,6 +315,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
         role: ctx.role,
         env: opts.env,
         logger: logger.child({ component: "converge" }),
+        secrets: opts.secrets,
+        vaults: opts.vaults,
         progress: (line) => store.addEvent("info", "step", line),
       });
       const { desired, errorObject: _error, deferred: _deferred, ...record } = outcome;

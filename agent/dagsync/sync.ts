@@ -40,6 +40,12 @@ export interface SyncOptions {
   readonly keepVersions?: number;
   readonly signal?: AbortSignal;
   readonly now?: () => number;
+  /**
+   * Where the background pruning after a swap is tracked, so that the next
+   * pass into the same dest waits for it. Whoever runs passes one after
+   * another keeps one (the DAG syncer does); without it, a pass has its own.
+   */
+  readonly pruning?: Pruning;
 }
 
 export interface Rejected {
@@ -163,12 +169,19 @@ function cloneTree(from: string, to: string): Promise<void> {
   });
 }
 
-/** Old versions are removed after the swap, off the critical path; the next pass waits for it. */
-const pruning = new Map<string, Promise<void>>();
+/** Old versions are removed after the swap, off the critical path; the next pass into the same dest waits for it. */
+export class Pruning {
+  readonly #running = new Map<string, Promise<void>>();
 
-/** Resolves when the background pruning after the last swap in `dest` is done. */
-export function pruned(dest: string): Promise<void> {
-  return pruning.get(dest) ?? Promise.resolve();
+  /** Resolves when the background pruning after the last swap in `dest` is done (at once when there is none). Never rejects. */
+  pruned(dest: string): Promise<void> {
+    return this.#running.get(dest) ?? Promise.resolve();
+  }
+
+  /** Records the pruning started after a swap in `dest`. */
+  started(dest: string, done: Promise<void>): void {
+    this.#running.set(dest, done);
+  }
 }
 
 export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
@@ -177,6 +190,7 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
   const maxObjectBytes = o.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES;
   const maxObjects = o.maxObjects ?? DEFAULT_MAX_OBJECTS;
   const keep = Math.max(2, o.keepVersions ?? 3);
+  const pruning = o.pruning ?? new Pruning();
   const rejected: Rejected[] = [];
   const current = await currentVersion(o.dest);
   const base = {
@@ -219,7 +233,7 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
       else candidates.push(obj);
     }
 
-    await pruning.get(o.dest);
+    await pruning.pruned(o.dest);
     const curDir = current ? join(o.dest, "versions", current.id) : undefined;
     const oldManifest = current?.manifest ?? {};
 
@@ -336,7 +350,7 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
     newDir = undefined; // it is current now: never clean it up
 
     // Prune: keep the newest `keep` versions (by id, which sorts by time), in the background.
-    pruning.set(
+    pruning.started(
       o.dest,
       (async () => {
         const versions = (await readdir(join(o.dest, "versions"))).filter((n) => !n.endsWith(".manifest.json")).sort();

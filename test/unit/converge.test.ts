@@ -12,6 +12,8 @@ import { createFailingHost } from "../../agent/host/failing-host.ts";
 import { createMemoryHost, type MemoryHost } from "../../agent/host/memory-host.ts";
 import { silentLogger } from "../../agent/log.ts";
 import type { ServiceObservation, ServiceSpec, Supervisor } from "../../agent/supervisor/types.ts";
+import { SecretRegistry } from "../../agent/config/secret-registry.ts";
+import { createVaultResolvers } from "../../agent/config/vault.ts";
 
 function memorySupervisor(): Supervisor & { specs: Map<string, ServiceSpec>; log: string[] } {
   const specs = new Map<string, ServiceSpec>();
@@ -60,7 +62,8 @@ function pythonAware(host: MemoryHost): void {
 
 function deps(host: MemoryHost, supervisor: Supervisor, role: "mlflow" | undefined): ConvergeDeps {
   const config = configSchema.parse({ mode: "up", stateDir: "/s", configDir: "/etc/mlops", installDir: "/opt/mlops", dataDir: "/data", logDir: "/log" });
-  return { host, supervisor, records: createRoleRecordStore(host, "/s"), config, role, env: {}, logger: silentLogger() };
+  const secrets = new SecretRegistry();
+  return { host, supervisor, records: createRoleRecordStore(host, "/s"), config, role, env: {}, logger: silentLogger(), secrets, vaults: createVaultResolvers({ registry: secrets }) };
 }
 
 describe("converge on the in-memory host", () => {

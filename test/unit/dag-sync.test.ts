@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createFileSource } from "../../agent/dagsync/file-source.ts";
 import { createOciSource } from "../../agent/dagsync/oci-source.ts";
 import type { DagSource } from "../../agent/dagsync/source.ts";
-import { ensureCurrent, pruned, type SyncResult, syncOnce } from "../../agent/dagsync/sync.ts";
+import { ensureCurrent, Pruning, type SyncResult, syncOnce } from "../../agent/dagsync/sync.ts";
 import { type ObjectStorageServer, startObjectStorageServer } from "../servers/object-storage-server.ts";
 import { FAKE_TENANCY, FAKE_USER, makeKeyPair } from "../support/oci-auth.ts";
 
@@ -289,16 +289,17 @@ describe("DAG sync at scale", () => {
     for (let i = 0; i < 2500; i++) h.put(`d/${String(i).padStart(4, "0")}.py`, GOOD(`d${i}`));
     const dest = mkdtempSync(join(tmpdir(), "dags-scale-"));
     const before = oss.requests.byOperation.ListObjects ?? 0;
-    const r1 = await syncOnce({ source: h.source(), dest, python: PY });
+    const pruning = new Pruning();
+    const r1 = await syncOnce({ source: h.source(), dest, python: PY, pruning });
     expect(r1).toMatchObject({ ok: true, objects: 2500, fetched: 2500 });
     expect((oss.requests.byOperation.ListObjects ?? 0) - before).toBe(3);
     for (let round = 0; round < 4; round++) {
       h.put("d/0042.py", GOOD(`changed-${round}`));
-      const r = await syncOnce({ source: h.source(), dest, python: PY });
+      const r = await syncOnce({ source: h.source(), dest, python: PY, pruning });
       expect(r).toMatchObject({ ok: true, swapped: true, fetched: 1, changed: { added: 0, updated: 1, deleted: 0 } });
     }
     expect(view(dest)["d/0042.py"]).toBe(GOOD("changed-3"));
-    await pruned(dest);
+    await pruning.pruned(dest);
     expect(readdirSync(join(dest, "versions")).filter((n) => !n.endsWith(".json"))).toHaveLength(3);
   });
 
