@@ -27,6 +27,8 @@ interface Harness {
   del(name: string): void;
   /** Entries only a directory can have. */
   putSymlink?(name: string, target: string): void;
+  /** A file whose name is raw bytes (not necessarily UTF-8), at the root. */
+  putRawName?(name: Buffer, body: string): void;
   /** Names only an object store can have. */
   supportsOddNames: boolean;
   unreachable(on: boolean): void;
@@ -44,6 +46,7 @@ function fileHarness(): Harness {
     },
     del: (name) => rmSync(join(root, name)),
     putSymlink: (name, target) => symlinkSync(target, join(root, name)),
+    putRawName: (name, body) => writeFileSync(Buffer.concat([Buffer.from(`${root}/`), name]), body),
     supportsOddNames: false,
     unreachable(on) {
       root = on ? join(saved, "does-not-exist") : saved;
@@ -104,6 +107,8 @@ interface Case {
   only?: "file://" | "oci://";
   change: (h: Harness) => void;
   opts?: { maxObjectBytes?: number; maxObjects?: number };
+  /** Wraps the source the pass uses (to act between its list and its fetches). */
+  wrap?: (source: DagSource, h: Harness) => DagSource;
   expect: (r: SyncResult, files: Record<string, string>, before: Record<string, string>) => void;
 }
 
@@ -221,6 +226,43 @@ const cases: Case[] = [
     },
   },
   {
+    name: "a file whose name is not valid UTF-8 is refused alone; the rest syncs",
+    only: "file://",
+    change: (h) => {
+      h.putRawName!(Buffer.from([0x66, 0xff, 0x2e, 0x70, 0x79]), GOOD("bad-name")); // "f\xff.py"
+      h.put("c.py", GOOD("c"));
+    },
+    expect: (r, files) => {
+      expect(r).toMatchObject({ ok: true, swapped: true, changed: { added: 1, updated: 0, deleted: 0 } });
+      expect(files["c.py"]).toBe(GOOD("c"));
+      expect(Object.keys(files).sort()).toEqual(["a.py", "b.py", "c.py", "lib/util.py"]);
+      expect(r.rejected).toEqual([{ name: "f\uFFFD.py", reason: "name is not valid UTF-8 (bytes 66 ff 2e 70 79)" }]);
+    },
+  },
+  {
+    name: "an object that vanishes between list and fetch is refused alone; the rest syncs",
+    change: (h) => {
+      h.put("gone.py", GOOD("gone"));
+      h.put("c.py", GOOD("c"));
+    },
+    // The real file or object is deleted once the pass has listed it, before it fetches.
+    wrap: (source, h) => ({
+      url: source.url,
+      async list(opts) {
+        const listed = await source.list(opts);
+        h.del("gone.py");
+        return listed;
+      },
+      fetch: (name, opts) => source.fetch(name, opts),
+    }),
+    expect: (r, files) => {
+      expect(r).toMatchObject({ ok: true, swapped: true, changed: { added: 1, updated: 0, deleted: 0 } });
+      expect(files["c.py"]).toBe(GOOD("c"));
+      expect(files["gone.py"]).toBeUndefined();
+      expect(r.rejected).toEqual([{ name: "gone.py", reason: "was listed but is gone (deleted during the sync)" }]);
+    },
+  },
+  {
     name: "object names that escape the prefix are refused, never written",
     only: "oci://",
     change: (h) => {
@@ -259,7 +301,7 @@ for (const make of harnesses) {
         expect(first).toMatchObject({ ok: true, swapped: true, objects: 3, fetched: 3 });
         const before = view(dest);
         c.change(h);
-        const r = await syncOnce({ source: h.source(), dest, python: PY, ...c.opts });
+        const r = await syncOnce({ source: c.wrap ? c.wrap(h.source(), h) : h.source(), dest, python: PY, ...c.opts });
         h.unreachable(false);
         c.expect(r, view(dest), before);
         // Whatever happened, `current` is a symlink to a complete version.
