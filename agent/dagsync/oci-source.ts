@@ -14,7 +14,7 @@ import type { ObjectStorageClient } from "oci-objectstorage";
 import { AgentError } from "../errors.ts";
 import { DEFAULT_IMDS_BASE_URL } from "../metadata/imds-client.ts";
 import { createInstancePrincipals, errorText, type InstancePrincipals, type InstancePrincipalSettings } from "../oci/instance-principal.ts";
-import type { DagSource, ListResult, RemoteObject } from "./source.ts";
+import { type DagSource, type ListResult, type RemoteObject, VANISHED } from "./source.ts";
 
 export interface OciSourceOptions {
   readonly url: string;
@@ -126,7 +126,11 @@ export function createOciSource(o: OciSourceOptions): DagSource {
         if (body.length > maxBytes) throw new AgentError("DAG_OBJECT_REJECTED", `${name} is over the ${maxBytes}-byte limit`);
         return body;
       } catch (err) {
-        throw err instanceof AgentError ? err : unreachable(o, principals, err);
+        if (err instanceof AgentError) throw err;
+        // 404 ObjectNotFound for an object this pass listed: deleted since; refused alone.
+        const e = err as { statusCode?: number; serviceCode?: string };
+        if (e.statusCode === 404 && e.serviceCode !== "BucketNotFound") throw new AgentError("DAG_OBJECT_REJECTED", VANISHED, { cause: err });
+        throw unreachable(o, principals, err);
       }
     },
   };
