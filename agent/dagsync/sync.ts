@@ -133,8 +133,8 @@ export async function compileCheck(python: string, root: string, names: readonly
     child.stderr.on("data", (d: Buffer) => {
       stderr += d;
     });
-    child.on("error", reject);
-    child.on("close", (c) => (c === 0 ? resolve(stdout) : reject(new Error(`compile check exited ${c}: ${stderr.trim().slice(-300)}`))));
+    child.on("error", (err) => reject(new AgentError("DAG_SYNC_FAILED", `compile check with ${python} did not start: ${err.message}`, { cause: err })));
+    child.on("close", (c) => (c === 0 ? resolve(stdout) : reject(new AgentError("DAG_SYNC_FAILED", `compile check with ${python} exited ${c}: ${stderr.trim().slice(-300)}`))));
     child.stdin.end(JSON.stringify(names));
   });
   return new Map(Object.entries(JSON.parse(out) as Record<string, string>));
@@ -164,8 +164,8 @@ function cloneTree(from: string, to: string): Promise<void> {
     child.stderr.on("data", (d: Buffer) => {
       stderr += d;
     });
-    child.on("error", reject);
-    child.on("close", (c) => (c === 0 ? resolve() : reject(new Error(`cp -al exited ${c}: ${stderr.trim().slice(-200)}`))));
+    child.on("error", (err) => reject(new AgentError("DAG_SYNC_FAILED", `cp -al did not start: ${err.message}`, { cause: err })));
+    child.on("close", (c) => (c === 0 ? resolve() : reject(new AgentError("DAG_SYNC_FAILED", `cp -al ${from} exited ${c}: ${stderr.trim().slice(-200)}`))));
   });
 }
 
