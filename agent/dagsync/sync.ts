@@ -15,6 +15,9 @@
  *   does not compile keeps its last good version, or stays out, and is named.
  * - `.airflowignore` (glob syntax) is honoured: ignored objects are not synced.
  * - An unreachable source leaves the current version untouched.
+ * - One bad object never fails the pass: an object the source refuses alone
+ *   (DAG_OBJECT_REJECTED from `fetch`: over the limit, gone since the
+ *   listing) is named in `rejected` and the rest is synced.
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -238,7 +241,10 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
     const oldManifest = current?.manifest ?? {};
 
     // .airflowignore decides what else is synced: read it first (from the
-    // current version when unchanged, else from the source).
+    // current version when unchanged, else from the source). Unlike any other
+    // object, one that cannot be fetched (gone since the listing) fails the
+    // pass: without its rules nothing can be decided, and the current
+    // version stays; the next pass lists again.
     let ignored = 0;
     const ignoreObj = candidates.find((c) => c.name === ".airflowignore");
     if (ignoreObj) {
