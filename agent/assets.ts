@@ -11,6 +11,7 @@ import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import path from "node:path";
 import sea from "node:sea";
 import { fileURLToPath } from "node:url";
+import { AgentError } from "./errors.ts";
 
 /** The top-level folders that are embedded; keep in sync with scripts/build.mjs. */
 export const ASSET_ROOTS = ["roles", "units", "bootstrap", "dags"] as const;
@@ -62,7 +63,7 @@ export function repoRoot(): string {
     }
     const parent = path.dirname(dir);
     if (parent === dir) {
-      throw new Error(`mlops-agent: cannot find the repository root (no mlops-agent package.json above ${start})`);
+      throw new AgentError("ASSET_MISSING", `cannot find the repository root (no mlops-agent package.json above ${start})`);
     }
     dir = parent;
   }
@@ -79,18 +80,18 @@ export function readAsset(relPath: string): string {
     try {
       return sea.getAsset(key, "utf8");
     } catch (err) {
-      throw new Error(`mlops-agent: asset "${key}" is not embedded in this executable (${(err as Error).message})`);
+      throw new AgentError("ASSET_MISSING", `asset "${key}" is not embedded in this executable (${(err as Error).message})`);
     }
   }
   const root = repoRoot();
   const file = path.resolve(root, key);
   if (!file.startsWith(root + path.sep)) {
-    throw new Error(`mlops-agent: asset path "${relPath}" is outside the repository`);
+    throw new AgentError("ASSET_MISSING", `asset path "${relPath}" is outside the repository`);
   }
   try {
     return readFileSync(file, "utf8");
   } catch (err) {
-    throw new Error(`mlops-agent: asset "${key}" not found at ${file} (${(err as NodeJS.ErrnoException).code ?? err})`);
+    throw new AgentError("ASSET_MISSING", `asset "${key}" not found at ${file} (${(err as NodeJS.ErrnoException).code ?? err})`);
   }
 }
 

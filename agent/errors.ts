@@ -39,6 +39,10 @@ export const ERRORS = {
   DAG_OBJECT_REJECTED: { message: "a DAG object was refused", recoverable: true, httpStatus: 422 },
   NOT_FOUND: { message: "no such route", recoverable: false, httpStatus: 404 },
   INTERNAL: { message: "internal error; see the agent log", recoverable: true, httpStatus: 500 },
+  OCI_AUTH_FAILED: { message: "instance principal authentication failed", recoverable: true, httpStatus: 503 },
+  ASSET_MISSING: { message: "a file shipped with the agent is missing", recoverable: false, httpStatus: 500 },
+  TEMPLATE_INVALID: { message: "a template is malformed or its variables do not match", recoverable: false, httpStatus: 500 },
+  DAG_SYNC_FAILED: { message: "writing the synced DAGs failed", recoverable: true, httpStatus: 500 },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

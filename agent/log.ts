@@ -2,8 +2,8 @@
  * The root logger: JSON lines to a destination that the caller passes in
  * (stdout under systemd, where journald keeps it). Components take
  * `log.child({ component })`. Secrets are redacted by path, and values that
- * were resolved from secret references are scrubbed from every line through
- * the registry in `config/secrets.ts`.
+ * were resolved from secret references are scrubbed from every line by the
+ * `scrub` function passed in (the process's SecretRegistry's, from main.ts).
  */
 import pino, { type DestinationStream, type Logger } from "pino";
 
@@ -29,6 +29,7 @@ const REDACT_PATHS = [
 export function createLogger(opts: {
   destination?: DestinationStream;
   level?: string;
+  /** Applied to every line before it is written: `secrets.scrub` of the process's SecretRegistry. */
   scrub?: (line: string) => string;
 }): Logger {
   const scrub = opts.scrub;

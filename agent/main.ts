@@ -12,7 +12,8 @@ import { statusCommand } from "./cli/status.ts";
 import { syncDagsCommand } from "./cli/sync-dags.ts";
 import { downCommand, upCommand } from "./cli/up.ts";
 import { validateCommand } from "./cli/validate.ts";
-import { scrub } from "./config/secrets.ts";
+import { SecretRegistry } from "./config/secret-registry.ts";
+import { createVaultResolvers } from "./config/vault.ts";
 import { runDaemon } from "./daemon/daemon.ts";
 import { AgentError } from "./errors.ts";
 import { createLinuxHost } from "./host/linux-host.ts";
@@ -68,6 +69,13 @@ async function main(argv: string[]): Promise<number> {
   const { command, flags } = parsed;
   const host = createLinuxHost();
   const env = process.env;
+  // The process's one secret registry: every secret value read, resolved or
+  // generated is registered in it, and every way out (log lines, /status,
+  // sd_notify, CLI output) scrubs through it. The vault resolvers (and their
+  // caches) live as long as the process.
+  const secrets = new SecretRegistry();
+  const vaults = createVaultResolvers({ registry: secrets });
+  const scrub = secrets.scrub;
   try {
     if (TLS_COMMANDS.has(command)) {
       // Before any TLS connection: trust what the OS trusts (a corporate or private CA).
@@ -87,11 +95,11 @@ async function main(argv: string[]): Promise<number> {
       case "validate":
         return await validateCommand(host, flags, env);
       case "plan":
-        return await planCommand(host, flags, env, silentLogger());
+        return await planCommand(host, flags, env, silentLogger(), { secrets, vaults });
       case "apply":
-        return await applyCommand(host, flags, env, cliLogger());
+        return await applyCommand(host, flags, env, cliLogger(), { secrets, vaults });
       case "firewall":
-        return await firewallCommand(host, flags, env, cliLogger());
+        return await firewallCommand(host, flags, env, cliLogger(), { secrets, vaults });
       case "status":
         return await statusCommand(host, flags, env);
       case "up":
@@ -112,12 +120,12 @@ async function main(argv: string[]): Promise<number> {
             logger.info({ signal: sig }, "stopping");
             controller.abort();
           });
-        await runDaemon({ host, logger, flags, env, signal: controller.signal });
+        await runDaemon({ host, logger, flags, env, signal: controller.signal, secrets, vaults });
         return 0;
       }
     }
   } catch (err) {
-    printError(err, flags.json === true);
+    printError(err, flags.json === true, secrets);
     return 1;
   }
 }

@@ -21,6 +21,7 @@ import { createMetrics } from "../agent/status/metrics.ts";
 import { buildServer } from "../agent/status/server.ts";
 import { StatusStore } from "../agent/status/status-store.ts";
 import type { ActionRecord } from "../agent/status/types.ts";
+import { SecretRegistry } from "../agent/config/secret-registry.ts";
 
 interface Histogram {
   average: number;
@@ -58,6 +59,7 @@ function realisticStore(): StatusStore {
     pid: process.pid,
     startedAt: new Date(t),
     supervisor: "systemd",
+    secrets: new SecretRegistry(),
     now,
   });
   store.setRole("mlflow", "metadata", { role: "metadata", db: "metadata", artifacts: "file", listen: "default" });

@@ -9,6 +9,7 @@
  * a key of `vars` the template never uses, are both errors (Terraform only
  * catches the first).
  */
+import { AgentError } from "../errors.ts";
 
 const NAME = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
@@ -27,18 +28,18 @@ function scan(template: string): Interpolation[] {
   for (let i = 0; i < template.length; i++) {
     const c = template[i];
     if (c === "%" && template[i + 1] === "{") {
-      throw new Error(`template line ${lineOf(template, i)}: "%{" (a Terraform template directive) is not allowed; only plain \${name} interpolations are`);
+      throw new AgentError("TEMPLATE_INVALID", `template line ${lineOf(template, i)}: "%{" (a Terraform template directive) is not allowed; only plain \${name} interpolations are`);
     }
     if (c !== "$") continue;
     if (template[i + 1] === "$" && template[i + 2] === "{") {
-      throw new Error(`template line ${lineOf(template, i)}: "$\${" (a Terraform escape) is not allowed; write shell variables without braces`);
+      throw new AgentError("TEMPLATE_INVALID", `template line ${lineOf(template, i)}: "$\${" (a Terraform escape) is not allowed; write shell variables without braces`);
     }
     if (template[i + 1] !== "{") continue;
     const close = template.indexOf("}", i + 2);
     const name = close < 0 ? "" : template.slice(i + 2, close);
     if (!NAME.test(name)) {
       const shown = close < 0 ? template.slice(i, i + 20) : template.slice(i, close + 1);
-      throw new Error(`template line ${lineOf(template, i)}: ${JSON.stringify(shown)} is not a plain \${name} interpolation`);
+      throw new AgentError("TEMPLATE_INVALID", `template line ${lineOf(template, i)}: ${JSON.stringify(shown)} is not a plain \${name} interpolation`);
     }
     found.push({ name, start: i, end: close + 1 });
     i = close;
@@ -61,13 +62,13 @@ export function renderUserData(template: string, vars: Record<string, string>): 
     const parts = [];
     if (missing.length) parts.push(`the template uses ${missing.join(", ")}, which ${missing.length === 1 ? "is" : "are"} not given`);
     if (unused.length) parts.push(`${unused.join(", ")} ${unused.length === 1 ? "is" : "are"} given but not used by the template`);
-    throw new Error(`user-data variables do not match: ${parts.join("; ")}`);
+    throw new AgentError("TEMPLATE_INVALID", `user-data variables do not match: ${parts.join("; ")}`);
   }
   let out = "";
   let at = 0;
   for (const t of found) {
     const value = vars[t.name];
-    if (typeof value !== "string") throw new Error(`user-data variable ${t.name} must be a string`);
+    if (typeof value !== "string") throw new AgentError("TEMPLATE_INVALID", `user-data variable ${t.name} must be a string`);
     out += template.slice(at, t.start) + value;
     at = t.end;
   }

@@ -10,9 +10,11 @@ import { createRoleRecordStore } from "../engine/role-record.ts";
 import type { Host } from "../host/host.ts";
 import type { Logger } from "../log.ts";
 import { type CommonFlags, loadContext } from "../config/context.ts";
-import { out } from "./output.ts";
+import { printer } from "./output.ts";
+import type { CommandSecrets } from "./plan-apply.ts";
 
-export async function firewallCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv, logger: Logger): Promise<number> {
+export async function firewallCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv, logger: Logger, secrets: CommandSecrets): Promise<number> {
+  const out = printer(secrets.secrets);
   const { resolved } = await loadContext(host, flags, env);
   const { config } = resolved;
   const outcome = await convergeFirewall({
@@ -23,6 +25,7 @@ export async function firewallCommand(host: Host, flags: CommonFlags, env: NodeJ
     role: resolved.role,
     env,
     logger,
+    ...secrets,
   });
   if (flags.json) {
     out(JSON.stringify({ ok: outcome.ok, role: resolved.role ?? null, planned: outcome.planned, actions: outcome.actions, notes: outcome.notes, error: outcome.error?.message ?? null }, null, 2));

@@ -15,7 +15,7 @@ import { chooseSupervisor } from "../supervisor/select.ts";
 import { createSystemdSupervisor } from "../supervisor/systemd-backend.ts";
 import type { Supervisor } from "../supervisor/types.ts";
 import { type CommonFlags, loadContext } from "../config/context.ts";
-import { out } from "./output.ts";
+import { printer } from "./output.ts";
 import { findRunningAgent } from "./status.ts";
 import { stateLayout } from "../state/layout.ts";
 
@@ -36,7 +36,11 @@ export async function observingSupervisor(host: Host, config: AgentConfig, logge
   };
 }
 
-export async function planCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv, logger: Logger): Promise<number> {
+/** The process's secret registry and vault resolvers (made by main.ts). */
+export type CommandSecrets = Pick<ConvergeDeps, "secrets" | "vaults">;
+
+export async function planCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv, logger: Logger, secrets: CommandSecrets): Promise<number> {
+  const out = printer(secrets.secrets);
   const { resolved } = await loadContext(host, flags, env);
   const supervisor = await observingSupervisor(host, resolved.config, logger);
   const view = await planOnce({
@@ -47,6 +51,7 @@ export async function planCommand(host: Host, flags: CommonFlags, env: NodeJS.Pr
     role: resolved.role,
     env,
     logger,
+    ...secrets,
   });
   const { actions, deferred, notes } = view.plan;
   if (flags.json) {
@@ -67,7 +72,8 @@ export async function planCommand(host: Host, flags: CommonFlags, env: NodeJS.Pr
   return actions.length === 0 && deferred.length === 0 ? 0 : 2;
 }
 
-export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv, logger: Logger): Promise<number> {
+export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv, logger: Logger, secrets: CommandSecrets): Promise<number> {
+  const out = printer(secrets.secrets);
   const { resolved } = await loadContext(host, flags, env);
   const { config } = resolved;
   const supervisor = await observingSupervisor(host, config, logger);
@@ -76,9 +82,9 @@ export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.P
     // A converged node needs nothing. Otherwise, when an agent runs for this
     // state dir, it converges (one converger at a time; without systemd it also
     // owns the services) and we report its result.
-    const view = await planOnce({ host, supervisor, records, config, role: resolved.role, env, logger });
+    const view = await planOnce({ host, supervisor, records, config, role: resolved.role, env, logger, ...secrets });
     if (view.plan.actions.length === 0 && view.plan.deferred.length === 0) {
-      report(flags, true, [], undefined);
+      report(out, flags, true, [], undefined);
       return 0;
     }
     const agent = await findRunningAgent(host, config.stateDir, config.listen);
@@ -92,7 +98,7 @@ export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.P
         await new Promise((res) => setTimeout(res, 500));
         const s = (await (await fetch(`${agent.url}/status`)).json()) as typeof agent.status;
         if (s.lastConverge && s.lastConverge.finishedAt !== before) {
-          report(flags, s.lastConverge.ok, s.lastConverge.actions, s.lastConverge.error?.message);
+          report(out, flags, s.lastConverge.ok, s.lastConverge.actions, s.lastConverge.error?.message);
           return s.lastConverge.ok ? 0 : 1;
         }
       }
@@ -113,14 +119,16 @@ export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.P
     role: resolved.role,
     env,
     logger,
+    ...secrets,
     progress: flags.json ? undefined : (line) => out(`… ${line}`),
   };
   const outcome = await converge(deps);
-  report(flags, outcome.ok, outcome.actions, outcome.error?.message);
+  report(out, flags, outcome.ok, outcome.actions, outcome.error?.message);
   return outcome.ok ? 0 : 1;
 }
 
 function report(
+  out: (line?: string) => void,
   flags: CommonFlags,
   ok: boolean,
   actions: readonly { kind: string; target: string; result: string; durationMs: number; error?: { message: string } }[],

@@ -1,32 +1,21 @@
 /**
  * Secret references: `file:/path`, `env:NAME` and `vault:<secret-ocid>` (OCI
  * Vault through the Secrets API as the instance principal; see vault.ts for
- * its in-memory cache). Every resolved value is registered with the scrubber
- * so that no log line can carry it, whatever path it takes.
+ * its in-memory cache). Every resolved value is registered with the caller's
+ * SecretRegistry so that no log line can carry it, whatever path it takes.
  */
 import { AgentError } from "../errors.ts";
 import type { HostFs } from "../host/host.ts";
 import type { Logger } from "../log.ts";
+import type { SecretRegistry } from "./secret-registry.ts";
 import type { VaultResolver } from "./vault.ts";
-
-const known = new Set<string>();
-
-/** Remember a secret value so `scrub` removes it from any text. Values shorter than 4 chars are not tracked (too many false hits). */
-export function registerSecret(value: string): void {
-  if (value.length >= 4) known.add(value);
-}
-
-/** Replaces every registered secret value in `text` with `[redacted]`. */
-export function scrub(text: string): string {
-  let out = text;
-  for (const s of known) if (out.includes(s)) out = out.split(s).join("[redacted]");
-  return out;
-}
 
 export interface SecretDeps {
   readonly fs: HostFs;
   readonly env: Readonly<Record<string, string | undefined>>;
-  /** Resolves `vault:` references (`vaultResolverFor(config)`); without it they fail. */
+  /** Every resolved value is registered here before it is returned. */
+  readonly registry: SecretRegistry;
+  /** Resolves `vault:` references (`vaults.for(config)` from the composition root); without it they fail. */
   readonly vault?: VaultResolver;
   /** Where a vault refresh that fell back to the cached value is reported. */
   readonly logger?: Logger;
@@ -58,6 +47,6 @@ export async function resolveSecretRef(ref: string, deps: SecretDeps): Promise<s
   } else {
     throw new AgentError("SECRET_REF_INVALID", `${JSON.stringify(ref.slice(0, 8))}…: allowed forms are file:/absolute/path, env:NAME, vault:<secret-ocid>`);
   }
-  registerSecret(value);
+  deps.registry.register(value);
   return value;
 }

@@ -4,7 +4,9 @@
  * authenticated as the instance principal (agent/oci/instance-principal.ts).
  *
  * Cache policy (memory only: values are never written to disk, logged or put
- * on /status; every value is registered with the scrubber):
+ * on /status; every value is registered with the caller's SecretRegistry).
+ * The cache lives in the resolver instance; the composition root keeps one
+ * `VaultResolvers` (one resolver per OCI settings) for the process's life:
  * - a fetched value is used for `oci.secretCacheSeconds` (default 600 s)
  *   without asking again, so a rotated secret is picked up within that time;
  * - when it is due and the refresh fails (Secrets or the auth service down,
@@ -24,9 +26,9 @@
  */
 import { AgentError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { errorText, forgetInstancePrincipal, type InstancePrincipalSettings, instancePrincipal, perRequestTimeout } from "../oci/instance-principal.ts";
+import { createInstancePrincipals, errorText, type InstancePrincipal, type InstancePrincipals, type InstancePrincipalSettings, perRequestTimeout } from "../oci/instance-principal.ts";
 import type { AgentConfig } from "./schema.ts";
-import { registerSecret } from "./secrets.ts";
+import type { SecretRegistry } from "./secret-registry.ts";
 
 export interface VaultSettings {
   /** IMDS v2 base: the instance identity and region come from there. */
@@ -78,8 +80,17 @@ class FetchFailure extends Error {
   }
 }
 
-export function createVaultResolver(settings: VaultSettings, deps: { now?: () => number } = {}): VaultResolver {
+export interface VaultResolverDeps {
+  /** Every fetched value is registered here. */
+  readonly registry: SecretRegistry;
+  /** The instance-principal providers to authenticate with; default: the resolver's own. */
+  readonly principals?: InstancePrincipals;
+  readonly now?: () => number;
+}
+
+export function createVaultResolver(settings: VaultSettings, deps: VaultResolverDeps): VaultResolver {
   const now = deps.now ?? Date.now;
+  const principals = deps.principals ?? createInstancePrincipals();
   const cache = new Map<string, Entry>();
   const inflight = new Map<string, Promise<string>>();
   const retryAfterFailureMs = settings.retryAfterFailureMs ?? 30_000;
@@ -89,9 +100,9 @@ export function createVaultResolver(settings: VaultSettings, deps: { now?: () =>
   let fetches = 0;
 
   async function fetchValue(secretId: string): Promise<{ value: string; versionNumber?: number }> {
-    let principal: Awaited<ReturnType<typeof instancePrincipal>>;
+    let principal: InstancePrincipal;
     try {
-      principal = await instancePrincipal(ip);
+      principal = await principals.get(ip);
     } catch (err) {
       throw new FetchFailure(`instance principal authentication failed: ${errorText(err)}`, false);
     }
@@ -121,7 +132,7 @@ export function createVaultResolver(settings: VaultSettings, deps: { now?: () =>
         );
       if (e.statusCode === 401) {
         // The token was refused: a fresh provider (new session) on the next attempt.
-        forgetInstancePrincipal(ip);
+        principals.forget(ip);
         throw new FetchFailure(`the Secrets service at ${endpoint} refused the session token (HTTP 401 ${e.serviceCode ?? ""}); a new one is requested on the next attempt`, false);
       }
       if (typeof e.statusCode === "number" && e.statusCode > 0)
@@ -149,7 +160,7 @@ export function createVaultResolver(settings: VaultSettings, deps: { now?: () =>
     const entry = cache.get(secretId);
     try {
       const got = await withDeadline(fetchValue(secretId), deadlineMs);
-      registerSecret(got.value);
+      deps.registry.register(got.value);
       cache.set(secretId, { value: got.value, fetchedAt: now(), versionNumber: got.versionNumber });
       logger?.info({ ref, version: got.versionNumber, changed: entry ? entry.value !== got.value : undefined }, `fetched ${ref} (version ${got.versionNumber ?? "?"})`);
       return got.value;
@@ -198,16 +209,26 @@ function withDeadline<T>(p: Promise<T>, ms: number): Promise<T> {
   return Promise.race([p, deadline]).finally(() => clearTimeout(timer));
 }
 
-const resolvers = new Map<string, VaultResolver>();
+/** One resolver (and so one cache) per OCI settings: the composition root keeps one for the process's life. */
+export interface VaultResolvers {
+  /** The resolver for this config's OCI settings, made on first use. Loads nothing until a vault: reference is resolved. */
+  for(config: Pick<AgentConfig, "metadataUrl" | "oci">): VaultResolver;
+}
 
-/** The process-wide resolver (and so the cache) for this config's OCI settings. Loads nothing until a vault: reference is resolved. */
-export function vaultResolverFor(config: Pick<AgentConfig, "metadataUrl" | "oci">): VaultResolver {
-  const s = vaultSettings(config);
-  const key = JSON.stringify(s);
-  let r = resolvers.get(key);
-  if (!r) {
-    r = createVaultResolver(s);
-    resolvers.set(key, r);
-  }
-  return r;
+export function createVaultResolvers(deps: VaultResolverDeps): VaultResolvers {
+  // One set of instance-principal providers for all of them: one federation per settings.
+  const shared: VaultResolverDeps = { ...deps, principals: deps.principals ?? createInstancePrincipals() };
+  const resolvers = new Map<string, VaultResolver>();
+  return {
+    for(config) {
+      const s = vaultSettings(config);
+      const key = JSON.stringify(s);
+      let r = resolvers.get(key);
+      if (!r) {
+        r = createVaultResolver(s, shared);
+        resolvers.set(key, r);
+      }
+      return r;
+    },
+  };
 }

@@ -9,6 +9,8 @@
 import { randomBytes } from "node:crypto";
 import { type CommonFlags, loadContext } from "../config/context.ts";
 import type { ResolvedConfig } from "../config/load.ts";
+import type { SecretRegistry } from "../config/secret-registry.ts";
+import type { VaultResolvers } from "../config/vault.ts";
 import { createDagSyncReconciler } from "../dagsync/reconciler.ts";
 import type { Host } from "../host/host.ts";
 import type { Logger } from "../log.ts";
@@ -35,6 +37,10 @@ export interface DaemonOptions {
   readonly flags: CommonFlags;
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly signal: AbortSignal;
+  /** The process's secret registry: the status store, sd_notify, the prober and converge register and scrub through it. */
+  readonly secrets: SecretRegistry;
+  /** Resolvers for `vault:` references, with their caches, for the daemon's life. */
+  readonly vaults: VaultResolvers;
 }
 
 async function ensureToken(host: Host, path: string): Promise<string> {
@@ -72,7 +78,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
 
   const choice = await chooseSupervisor(host, initial.config?.config);
   if (choice.error) initial = { ...initial, error: initial.error ?? choice.error };
-  const store = new StatusStore({ version: v.version, commit: v.commit, node: v.node, pid: process.pid, startedAt: new Date(startedAt), supervisor: choice.kind });
+  const store = new StatusStore({ version: v.version, commit: v.commit, node: v.node, pid: process.pid, startedAt: new Date(startedAt), supervisor: choice.kind, secrets: opts.secrets });
   const metrics = createMetrics(store);
   const token = await ensureToken(host, layout.token);
 
@@ -89,7 +95,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   await host.fs.writeFileAtomic(layout.runtime, `${JSON.stringify(runtime)}\n`, { mode: 0o644 });
   log.info({ listen, supervisor: choice.kind }, "status API listening");
 
-  const notifier = createNotifier({ env: opts.env, exec: execFileNotify, logger: logger.child({ component: "sd-notify" }) });
+  const notifier = createNotifier({ env: opts.env, exec: execFileNotify, logger: logger.child({ component: "sd-notify" }), secrets: opts.secrets });
   await notifier.ready();
   notifier.startWatchdog(signal);
   store.subscribe((next, prev) => {
@@ -102,6 +108,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const prober: Prober = createProber({
     store,
     logger: logger.child({ component: "prober" }),
+    secrets: opts.secrets,
     onLivenessFailure: async (service, reason) => {
       store.addEvent("warn", "liveness", `${service}: ${reason}; restarting`);
       try {
@@ -161,6 +168,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     dagSync,
     services,
     env: opts.env,
+    secrets: opts.secrets,
+    vaults: opts.vaults,
     loadContext: () => loadContext(host, opts.flags, opts.env),
     onConfig: startWatcher,
     initial,

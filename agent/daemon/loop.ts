@@ -9,6 +9,8 @@
  */
 import type { LoadedContext } from "../config/context.ts";
 import type { ResolvedConfig } from "../config/load.ts";
+import type { SecretRegistry } from "../config/secret-registry.ts";
+import type { VaultResolvers } from "../config/vault.ts";
 import { converge as realConverge } from "../engine/converge.ts";
 import { createRoleRecordStore } from "../engine/role-record.ts";
 import { describeError } from "../errors.ts";
@@ -37,6 +39,8 @@ export interface LoopDeps {
   readonly dagSync: Pick<DagSyncReconciler, "update">;
   readonly services: Pick<ServiceRefresher, "refresh">;
   readonly env: Readonly<Record<string, string | undefined>>;
+  readonly secrets: SecretRegistry;
+  readonly vaults: VaultResolvers;
   /** Config, metadata and env, read afresh for every pass. */
   readonly loadContext: () => Promise<LoadedContext>;
   /** Each config that loaded (the composition root starts the metadata watcher with the first). */
@@ -131,6 +135,8 @@ async function pass(deps: LoopDeps, state: LoopState): Promise<PassReport> {
     config: c.config,
     role: c.role,
     env: deps.env,
+    secrets: deps.secrets,
+    vaults: deps.vaults,
     logger: logger.child({ component: "converge" }),
     progress: (line) => store.addEvent("info", "step", line),
   });

@@ -11,9 +11,10 @@ import cron, { type ScheduledTask } from "node-cron";
 import { AgentError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { createFileSource } from "./file-source.ts";
+import { createInstancePrincipals, type InstancePrincipals } from "../oci/instance-principal.ts";
 import { createOciSource } from "./oci-source.ts";
 import type { DagSource } from "./source.ts";
-import { type SyncResult, syncOnce } from "./sync.ts";
+import { Pruning, type SyncResult, syncOnce } from "./sync.ts";
 
 export interface DagSyncSettings {
   readonly source: string;
@@ -71,7 +72,8 @@ export function dagSyncSettings(
   };
 }
 
-export function makeSource(s: DagSyncSettings): DagSource {
+/** The source for these settings; an oci:// one authenticates through `principals` (the syncer's, kept across sources). */
+export function makeSource(s: DagSyncSettings, principals: InstancePrincipals = createInstancePrincipals()): DagSource {
   if (s.source.startsWith("file://")) return createFileSource(s.source);
   if (s.source.startsWith("oci://"))
     return createOciSource({
@@ -84,6 +86,7 @@ export function makeSource(s: DagSyncSettings): DagSource {
       metadataUrl: s.metadataUrl,
       authEndpoint: s.authEndpoint,
       requestTimeoutMs: s.requestTimeoutMs,
+      principals,
     });
   throw new AgentError("CONFIG_INVALID", `dagSync.source ${JSON.stringify(s.source)}: allowed are oci://<namespace>/<bucket>/<prefix> and file:///<dir>`);
 }
@@ -99,9 +102,13 @@ export function createDagSyncer(opts: {
   settings: DagSyncSettings;
   logger: Logger;
   onResult?: (result: SyncResult, status: DagSyncStatus) => void;
+  /** Instance-principal providers to share with the rest of the process; default: the syncer's own, kept for its life. */
+  principals?: InstancePrincipals;
 }): DagSyncer {
   let settings = opts.settings;
-  let source = makeSource(settings);
+  const principals = opts.principals ?? createInstancePrincipals();
+  const pruning = new Pruning();
+  let source = makeSource(settings, principals);
   let task: ScheduledTask | undefined;
   let running: Promise<SyncResult> | undefined;
   let status: DagSyncStatus | undefined;
@@ -114,6 +121,7 @@ export function createDagSyncer(opts: {
       python: settings.python,
       maxObjectBytes: settings.maxObjectBytes,
       maxObjects: settings.maxObjects,
+      pruning,
     });
     if (r.ok) lastSuccessAt = new Date().toISOString();
     status = {
@@ -158,7 +166,7 @@ export function createDagSyncer(opts: {
       const changed = JSON.stringify(next) !== JSON.stringify(settings);
       if (!changed) return;
       settings = next;
-      source = makeSource(next);
+      source = makeSource(next, principals);
       if (task) schedule();
     },
     async run(signal) {

@@ -1,12 +1,35 @@
 /**
  * `file:///dir` as a DAG source. The etag is size + mtime + inode, as rsync
- * and rclone compare by default; symlinks are refused (a link could point
- * anywhere on the host) and reported.
+ * and rclone compare by default. Refused alone and reported, never failing
+ * the pass: symlinks (a link could point anywhere on the host), entries that
+ * are neither files nor directories, names that are not valid UTF-8 (object
+ * names are text; such a name cannot be written back or shown faithfully),
+ * and entries that vanish while the pass runs (listed, then gone).
+ *
+ * Directories are read with raw (Buffer) names: a name that is not UTF-8
+ * would otherwise come back with U+FFFD in it and name no file.
  */
+import { constants, type Dirent } from "node:fs";
 import { lstat, open, readdir } from "node:fs/promises";
 import { join } from "node:path";
 import { AgentError } from "../errors.ts";
-import type { DagSource, ListResult, RemoteObject } from "./source.ts";
+import { type DagSource, type ListResult, type RemoteObject, VANISHED } from "./source.ts";
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/** The entry's name as text, or undefined when its bytes are not UTF-8. */
+function textName(raw: Buffer): string | undefined {
+  try {
+    return utf8.decode(raw);
+  } catch {
+    return undefined;
+  }
+}
+
+function isGone(err: unknown): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === "ENOENT" || code === "ENOTDIR";
+}
 
 export function createFileSource(url: string): DagSource {
   const root = new URL(url).pathname.replace(/\/+$/, "");
@@ -18,26 +41,39 @@ export function createFileSource(url: string): DagSource {
       const objects: RemoteObject[] = [];
       const rejected: { name: string; reason: string }[] = [];
       async function walk(dir: string, rel: string): Promise<void> {
-        let entries: import("node:fs").Dirent[];
+        let raw: Dirent<Buffer>[];
         try {
-          entries = await readdir(dir, { withFileTypes: true });
+          raw = await readdir(dir, { withFileTypes: true, encoding: "buffer" });
         } catch (err) {
+          // A subdirectory removed since its parent was read is refused alone; the root must be readable.
+          if (rel && isGone(err)) {
+            rejected.push({ name: rel, reason: VANISHED });
+            return;
+          }
           throw new AgentError("DAG_SOURCE_UNREACHABLE", `${url}: cannot read ${dir}: ${(err as Error).message}`, { cause: err });
+        }
+        const entries: { e: Dirent<Buffer>; name: string; path: string }[] = [];
+        for (const e of raw) {
+          const text = textName(e.name);
+          if (text === undefined) {
+            const shown = rel ? `${rel}/${e.name.toString("utf8")}` : e.name.toString("utf8");
+            rejected.push({ name: shown, reason: `name is not valid UTF-8 (bytes ${e.name.toString("hex").replace(/(..)(?!$)/g, "$1 ")})` });
+          } else entries.push({ e, name: rel ? `${rel}/${text}` : text, path: join(dir, text) });
         }
         entries.sort((a, b) => (a.name < b.name ? -1 : 1));
         // Files of one directory are stat'ed together (the thread pool runs them in parallel).
-        const files = entries.filter((e) => e.isFile());
-        const stats = await Promise.all(files.map((e) => lstat(join(dir, e.name))));
-        files.forEach((e, i) => {
-          const st = stats[i]!;
-          objects.push({ name: rel ? `${rel}/${e.name}` : e.name, size: st.size, etag: `${st.size}-${Math.trunc(st.mtimeMs * 1000)}-${st.ino}` });
+        const files = entries.filter((x) => x.e.isFile());
+        const stats = await Promise.all(files.map((x) => lstat(x.path).catch((err: unknown) => (isGone(err) ? undefined : Promise.reject(err)))));
+        files.forEach((x, i) => {
+          const st = stats[i];
+          if (!st) rejected.push({ name: x.name, reason: VANISHED });
+          else objects.push({ name: x.name, size: st.size, etag: `${st.size}-${Math.trunc(st.mtimeMs * 1000)}-${st.ino}` });
         });
-        for (const e of entries) {
+        for (const x of entries) {
           if (objects.length > limit) return;
-          const name = rel ? `${rel}/${e.name}` : e.name;
-          if (e.isSymbolicLink()) rejected.push({ name, reason: "is a symbolic link (not followed)" });
-          else if (e.isDirectory()) await walk(join(dir, e.name), name);
-          else if (!e.isFile()) rejected.push({ name, reason: "is not a regular file" });
+          if (x.e.isSymbolicLink()) rejected.push({ name: x.name, reason: "is a symbolic link (not followed)" });
+          else if (x.e.isDirectory()) await walk(x.path, x.name);
+          else if (!x.e.isFile()) rejected.push({ name: x.name, reason: "is not a regular file" });
         }
       }
       await walk(root, "");
@@ -46,7 +82,14 @@ export function createFileSource(url: string): DagSource {
     async fetch(name, { maxBytes }) {
       const path = join(root, name);
       // O_NOFOLLOW: a file swapped for a symlink between list and fetch is refused too.
-      const fh = await open(path, (await import("node:fs")).constants.O_RDONLY | (await import("node:fs")).constants.O_NOFOLLOW);
+      let fh: import("node:fs/promises").FileHandle;
+      try {
+        fh = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+      } catch (err) {
+        if (isGone(err)) throw new AgentError("DAG_OBJECT_REJECTED", VANISHED, { cause: err });
+        if ((err as { code?: unknown }).code === "ELOOP") throw new AgentError("DAG_OBJECT_REJECTED", "is a symbolic link (not followed)", { cause: err });
+        throw new AgentError("DAG_SOURCE_UNREACHABLE", `${url}: cannot read ${name}: ${(err as Error).message}`, { cause: err });
+      }
       try {
         const s = await fh.stat();
         if (s.size > maxBytes) throw new AgentError("DAG_OBJECT_REJECTED", `${name} is ${s.size} bytes, over the ${maxBytes}-byte limit`);

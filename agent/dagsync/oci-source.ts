@@ -1,7 +1,7 @@
 /**
  * `oci://<namespace>/<bucket>/<prefix>` as a DAG source, through the real
  * oci-objectstorage client. On OCI it authenticates as the instance
- * principal (the shared provider of agent/oci/instance-principal.ts, with the
+ * principal (through the `InstancePrincipals` it is given, or its own, with the
  * IMDS and auth-service URLs from the config); elsewhere with an API-key
  * config file (~/.oci/config style).
  * One client per sync pass (made by `list`, reused by the pass's fetches),
@@ -13,8 +13,8 @@ import type { AuthenticationDetailsProvider } from "oci-common";
 import type { ObjectStorageClient } from "oci-objectstorage";
 import { AgentError } from "../errors.ts";
 import { DEFAULT_IMDS_BASE_URL } from "../metadata/imds-client.ts";
-import { errorText, forgetInstancePrincipal, type InstancePrincipalSettings, instancePrincipal } from "../oci/instance-principal.ts";
-import type { DagSource, ListResult, RemoteObject } from "./source.ts";
+import { createInstancePrincipals, errorText, type InstancePrincipals, type InstancePrincipalSettings } from "../oci/instance-principal.ts";
+import { type DagSource, type ListResult, type RemoteObject, VANISHED } from "./source.ts";
 
 export interface OciSourceOptions {
   readonly url: string;
@@ -32,6 +32,8 @@ export interface OciSourceOptions {
   readonly requestTimeoutMs?: number;
   /** Deadline for one pass (the list and its fetches). */
   readonly timeoutMs?: number;
+  /** Instance principals: the providers to use (shared with whoever composed this source); default: the source's own. */
+  readonly principals?: InstancePrincipals;
 }
 
 export function parseOciUrl(url: string): { namespace: string; bucket: string; prefix: string } {
@@ -44,11 +46,11 @@ export function parseOciUrl(url: string): { namespace: string; bucket: string; p
 
 // The OCI SDK is loaded on first use: it is large, and only an agent that
 // syncs from Object Storage needs it.
-async function provider(o: OciSourceOptions): Promise<AuthenticationDetailsProvider> {
+async function provider(o: OciSourceOptions, principals: InstancePrincipals): Promise<AuthenticationDetailsProvider> {
   const common = await import("oci-common");
   if (o.auth === "api_key") return new common.ConfigFileAuthenticationDetailsProvider(o.configFile, o.profile ?? "DEFAULT");
   try {
-    return (await instancePrincipal(principalSettings(o))).provider;
+    return (await principals.get(principalSettings(o))).provider;
   } catch (err) {
     throw new AgentError("DAG_SOURCE_UNREACHABLE", `${o.url}: instance principal authentication failed: ${errorText(err)}`, { cause: err });
   }
@@ -58,11 +60,11 @@ function principalSettings(o: OciSourceOptions): InstancePrincipalSettings {
   return { metadataUrl: o.metadataUrl ?? DEFAULT_IMDS_BASE_URL, authEndpoint: o.authEndpoint, timeoutMs: o.requestTimeoutMs };
 }
 
-function unreachable(o: OciSourceOptions, err: unknown): AgentError {
+function unreachable(o: OciSourceOptions, principals: InstancePrincipals, err: unknown): AgentError {
   const url = o.url;
   const e = err as { statusCode?: number; serviceCode?: string; message?: string };
   // A refused session token: the next pass federates again.
-  if (e.statusCode === 401 && o.auth === "instance_principal") forgetInstancePrincipal(principalSettings(o));
+  if (e.statusCode === 401 && o.auth === "instance_principal") principals.forget(principalSettings(o));
   const what = e.statusCode ? `HTTP ${e.statusCode}${e.serviceCode ? ` ${e.serviceCode}` : ""}` : (e.message ?? String(err));
   return new AgentError("DAG_SOURCE_UNREACHABLE", `${url}: ${what}`, { cause: err });
 }
@@ -71,6 +73,7 @@ export function createOciSource(o: OciSourceOptions): DagSource {
   const { namespace, bucket, prefix } = parseOciUrl(o.url);
   // One deadline for a whole pass: generous enough for a first sync of 10,000 objects.
   const timeoutMs = o.timeoutMs ?? 600_000;
+  const principals = o.principals ?? createInstancePrincipals();
 
   let passClient: ObjectStorageClient | undefined;
 
@@ -79,7 +82,7 @@ export function createOciSource(o: OciSourceOptions): DagSource {
     const { CircuitBreaker, NoRetryConfigurationDetails } = await import("oci-common");
     const { ObjectStorageClient } = await import("oci-objectstorage");
     const c = new ObjectStorageClient(
-      { authenticationDetailsProvider: await provider(o) },
+      { authenticationDetailsProvider: await provider(o, principals) },
       {
         retryConfiguration: NoRetryConfigurationDetails,
         circuitBreaker: new CircuitBreaker({ disableClientCircuitBreaker: true }),
@@ -109,7 +112,7 @@ export function createOciSource(o: OciSourceOptions): DagSource {
           start = r.listObjects.nextStartWith;
         } while (start && objects.length <= limit);
       } catch (err) {
-        throw unreachable(o, err);
+        throw unreachable(o, principals, err);
       }
       return { objects, rejected: [] };
     },
@@ -123,7 +126,11 @@ export function createOciSource(o: OciSourceOptions): DagSource {
         if (body.length > maxBytes) throw new AgentError("DAG_OBJECT_REJECTED", `${name} is over the ${maxBytes}-byte limit`);
         return body;
       } catch (err) {
-        throw err instanceof AgentError ? err : unreachable(o, err);
+        if (err instanceof AgentError) throw err;
+        // 404 ObjectNotFound for an object this pass listed: deleted since; refused alone.
+        const e = err as { statusCode?: number; serviceCode?: string };
+        if (e.statusCode === 404 && e.serviceCode !== "BucketNotFound") throw new AgentError("DAG_OBJECT_REJECTED", VANISHED, { cause: err });
+        throw unreachable(o, principals, err);
       }
     },
   };

@@ -15,6 +15,9 @@
  *   does not compile keeps its last good version, or stays out, and is named.
  * - `.airflowignore` (glob syntax) is honoured: ignored objects are not synced.
  * - An unreachable source leaves the current version untouched.
+ * - One bad object never fails the pass: an object the source refuses alone
+ *   (DAG_OBJECT_REJECTED from `fetch`: over the limit, gone since the
+ *   listing) is named in `rejected` and the rest is synced.
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -40,6 +43,12 @@ export interface SyncOptions {
   readonly keepVersions?: number;
   readonly signal?: AbortSignal;
   readonly now?: () => number;
+  /**
+   * Where the background pruning after a swap is tracked, so that the next
+   * pass into the same dest waits for it. Whoever runs passes one after
+   * another keeps one (the DAG syncer does); without it, a pass has its own.
+   */
+  readonly pruning?: Pruning;
 }
 
 export interface Rejected {
@@ -127,8 +136,8 @@ export async function compileCheck(python: string, root: string, names: readonly
     child.stderr.on("data", (d: Buffer) => {
       stderr += d;
     });
-    child.on("error", reject);
-    child.on("close", (c) => (c === 0 ? resolve(stdout) : reject(new Error(`compile check exited ${c}: ${stderr.trim().slice(-300)}`))));
+    child.on("error", (err) => reject(new AgentError("DAG_SYNC_FAILED", `compile check with ${python} did not start: ${err.message}`, { cause: err })));
+    child.on("close", (c) => (c === 0 ? resolve(stdout) : reject(new AgentError("DAG_SYNC_FAILED", `compile check with ${python} exited ${c}: ${stderr.trim().slice(-300)}`))));
     child.stdin.end(JSON.stringify(names));
   });
   return new Map(Object.entries(JSON.parse(out) as Record<string, string>));
@@ -158,17 +167,24 @@ function cloneTree(from: string, to: string): Promise<void> {
     child.stderr.on("data", (d: Buffer) => {
       stderr += d;
     });
-    child.on("error", reject);
-    child.on("close", (c) => (c === 0 ? resolve() : reject(new Error(`cp -al exited ${c}: ${stderr.trim().slice(-200)}`))));
+    child.on("error", (err) => reject(new AgentError("DAG_SYNC_FAILED", `cp -al did not start: ${err.message}`, { cause: err })));
+    child.on("close", (c) => (c === 0 ? resolve() : reject(new AgentError("DAG_SYNC_FAILED", `cp -al ${from} exited ${c}: ${stderr.trim().slice(-200)}`))));
   });
 }
 
-/** Old versions are removed after the swap, off the critical path; the next pass waits for it. */
-const pruning = new Map<string, Promise<void>>();
+/** Old versions are removed after the swap, off the critical path; the next pass into the same dest waits for it. */
+export class Pruning {
+  readonly #running = new Map<string, Promise<void>>();
 
-/** Resolves when the background pruning after the last swap in `dest` is done. */
-export function pruned(dest: string): Promise<void> {
-  return pruning.get(dest) ?? Promise.resolve();
+  /** Resolves when the background pruning after the last swap in `dest` is done (at once when there is none). Never rejects. */
+  pruned(dest: string): Promise<void> {
+    return this.#running.get(dest) ?? Promise.resolve();
+  }
+
+  /** Records the pruning started after a swap in `dest`. */
+  started(dest: string, done: Promise<void>): void {
+    this.#running.set(dest, done);
+  }
 }
 
 export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
@@ -177,6 +193,7 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
   const maxObjectBytes = o.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES;
   const maxObjects = o.maxObjects ?? DEFAULT_MAX_OBJECTS;
   const keep = Math.max(2, o.keepVersions ?? 3);
+  const pruning = o.pruning ?? new Pruning();
   const rejected: Rejected[] = [];
   const current = await currentVersion(o.dest);
   const base = {
@@ -219,12 +236,15 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
       else candidates.push(obj);
     }
 
-    await pruning.get(o.dest);
+    await pruning.pruned(o.dest);
     const curDir = current ? join(o.dest, "versions", current.id) : undefined;
     const oldManifest = current?.manifest ?? {};
 
     // .airflowignore decides what else is synced: read it first (from the
-    // current version when unchanged, else from the source).
+    // current version when unchanged, else from the source). Unlike any other
+    // object, one that cannot be fetched (gone since the listing) fails the
+    // pass: without its rules nothing can be decided, and the current
+    // version stays; the next pass lists again.
     let ignored = 0;
     const ignoreObj = candidates.find((c) => c.name === ".airflowignore");
     if (ignoreObj) {
@@ -336,7 +356,7 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
     newDir = undefined; // it is current now: never clean it up
 
     // Prune: keep the newest `keep` versions (by id, which sorts by time), in the background.
-    pruning.set(
+    pruning.started(
       o.dest,
       (async () => {
         const versions = (await readdir(join(o.dest, "versions"))).filter((n) => !n.endsWith(".manifest.json")).sort();

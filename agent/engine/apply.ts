@@ -8,8 +8,9 @@
  */
 import type { Logger } from "../log.ts";
 import type { AgentConfig } from "../config/schema.ts";
-import { registerSecret, resolveSecretRef } from "../config/secrets.ts";
-import { vaultResolverFor } from "../config/vault.ts";
+import type { SecretRegistry } from "../config/secret-registry.ts";
+import { resolveSecretRef } from "../config/secrets.ts";
+import type { VaultResolvers } from "../config/vault.ts";
 import { provisionMysql } from "../db/mysql-provisioner.ts";
 import { provisionPostgres } from "../db/postgres-provisioner.ts";
 import { AgentError, describeError } from "../errors.ts";
@@ -32,6 +33,10 @@ export interface ApplyDeps {
   readonly desired: DesiredRole | undefined;
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly logger: Logger;
+  /** Every secret read, resolved or generated is registered here (the process's SecretRegistry). */
+  readonly secrets: SecretRegistry;
+  /** Resolvers for `vault:` references (the composition root's). */
+  readonly vaults: VaultResolvers;
   /** Progress lines for a person (`up`, `apply`): what is being done now. */
   readonly progress?: (line: string) => void;
 }
@@ -122,7 +127,7 @@ async function step(deps: ApplyDeps, a: Action): Promise<void> {
       // Fernet key is the same bytes in base64url with its padding.
       const bytes = Buffer.from(host.randomBytes(32));
       const value = d?.secretFormats[a.name] === "fernet" ? bytes.toString("base64").replace(/\+/g, "-").replace(/\//g, "_") : bytes.toString("base64url");
-      registerSecret(value);
+      deps.secrets.register(value);
       await host.fs.mkdir(stateLayout(deps.config.stateDir).secretsDir, { mode: 0o700 });
       await host.fs.writeFileAtomic(secretPath(deps.config.stateDir, a.name), `${value}\n`, { mode: 0o600 });
       return;
@@ -159,9 +164,9 @@ async function step(deps: ApplyDeps, a: Action): Promise<void> {
       const passwordText = await host.fs.readFile(secretPath(deps.config.stateDir, db.passwordSecret));
       if (!passwordText) throw new Error(`password ${db.passwordSecret} has not been generated`);
       const password = passwordText.trim();
-      registerSecret(password);
+      deps.secrets.register(password);
       const adminPassword = db.adminPasswordRef
-        ? await resolveSecretRef(db.adminPasswordRef, { fs: host.fs, env: deps.env, vault: vaultResolverFor(deps.config), logger: deps.logger })
+        ? await resolveSecretRef(db.adminPasswordRef, { fs: host.fs, env: deps.env, registry: deps.secrets, vault: deps.vaults.for(deps.config), logger: deps.logger })
         : "";
       const report =
         db.engine === "postgresql"

@@ -19,8 +19,9 @@ import type { Action } from "./actions.ts";
 import { observeFirewall } from "../firewall/host-firewall.ts";
 import type { ActionRecord } from "../status/types.ts";
 import type { RoleRecordStore } from "./role-record.ts";
-import { registerSecret, resolveSecretRef } from "../config/secrets.ts";
-import { vaultResolverFor } from "../config/vault.ts";
+import type { SecretRegistry } from "../config/secret-registry.ts";
+import { resolveSecretRef } from "../config/secrets.ts";
+import type { VaultResolvers } from "../config/vault.ts";
 import { checkLogin as checkMysqlLogin, type LoginCheck } from "../db/mysql-provisioner.ts";
 import { checkPostgresLogin } from "../db/postgres-provisioner.ts";
 import { findSystemCaBundle } from "../tls/trust-store.ts";
@@ -38,6 +39,10 @@ export interface ConvergeDeps {
   readonly role: RoleName | undefined;
   readonly env: Readonly<Record<string, string | undefined>>;
   readonly logger: Logger;
+  /** Every secret read, resolved or generated is registered here (the process's SecretRegistry). */
+  readonly secrets: SecretRegistry;
+  /** Resolvers for `vault:` references; the composition root keeps them (and their caches) for the process's life. */
+  readonly vaults: VaultResolvers;
   readonly progress?: (line: string) => void;
   /** Database login check; defaults to the real one, `false` turns it off (tests without a database). */
   readonly checkLogin?: typeof defaultCheckLogin | false;
@@ -61,7 +66,7 @@ async function compile(deps: ConvergeDeps): Promise<DesiredRole | undefined> {
     const text = (await deps.host.fs.readFile(secretPath(deps.config.stateDir, name)))?.trim();
     if (text) {
       secrets[name] = text;
-      registerSecret(text);
+      deps.secrets.register(text);
     }
   }
   // Secret references the role's templates use (resolved on every pass: a rotated file is picked up).
@@ -70,7 +75,8 @@ async function compile(deps: ConvergeDeps): Promise<DesiredRole | undefined> {
     referenced.celeryBrokerUrl = await resolveSecretRef(deps.config.airflow.celeryBrokerUrl, {
       fs: deps.host.fs,
       env: deps.env,
-      vault: vaultResolverFor(deps.config),
+      registry: deps.secrets,
+      vault: deps.vaults.for(deps.config),
       logger: deps.logger,
     });
   const caBundle = await findSystemCaBundle(deps.host.fs);

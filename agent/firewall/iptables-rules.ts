@@ -8,6 +8,7 @@
  * them, and only them: every other line of the file, its comments, other
  * tables and COMMIT lines, is kept byte for byte and in order.
  */
+import { AgentError } from "../errors.ts";
 
 const TAG = "mlops-agent:";
 
@@ -153,7 +154,7 @@ export function insertIntoRulesFile(text: string, tag: PortTag): string {
   if (f.rules.some((r) => sameTag(agentTag(r.args) ?? { role: "", port: 0 }, tag))) return text;
   const reject = f.rules.find((r) => isRejectOrDrop(r.args));
   const at = reject ? reject.index : f.rules.length ? f.rules[f.rules.length - 1]!.index + 1 : f.commit;
-  if (at === undefined) throw new Error("the rules file has no *filter table");
+  if (at === undefined) throw new AgentError("FIREWALL_FAILED", "the rules file has no *filter table");
   lines.splice(at, 0, acceptRuleLine(tag));
   return lines.join("\n");
 }

@@ -31,7 +31,7 @@
  */
 
 import { execFile } from "node:child_process";
-import { scrub } from "../config/secrets.ts";
+import type { Scrubber } from "../config/secret-registry.ts";
 import type { Logger } from "../log.ts";
 
 /**
@@ -53,6 +53,8 @@ export interface NotifierOptions {
   readonly logger: Logger;
   /** Path or name of the CLI. Default "systemd-notify". */
   readonly command?: string;
+  /** STATUS= text is scrubbed through it (the process's SecretRegistry). */
+  readonly secrets: Scrubber;
 }
 
 export interface Notifier {
@@ -145,7 +147,7 @@ export function createNotifier(opts: NotifierOptions): Notifier {
     enabled,
     ready: () => send("READY=1"),
     // STATUS= travels as an argument of systemd-notify, visible in `ps`: scrubbed.
-    status: (text: string) => send(`STATUS=${scrub(text).replace(/[\r\n]+/g, " ").slice(0, MAX_STATUS_CHARS)}`),
+    status: (text: string) => send(`STATUS=${opts.secrets.scrub(text).replace(/[\r\n]+/g, " ").slice(0, MAX_STATUS_CHARS)}`),
     watchdog: () => send("WATCHDOG=1"),
     watchdogIntervalMs,
     startWatchdog(signal: AbortSignal): void {

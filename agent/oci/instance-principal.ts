@@ -28,13 +28,16 @@
  *   federation retries stay: at most 3 attempts with about a second between
  *   them, and none after a 4xx.
  *
- * Providers are shared per settings for the life of the process (the SDK
- * refreshes the token before it expires); a failed build is not kept, and
- * `forgetInstancePrincipal` drops one whose token a service refused.
+ * Providers are cached per settings in an `InstancePrincipals` instance
+ * (`createInstancePrincipals()`), for as long as whoever composed it keeps it
+ * (the daemon: its whole life; the SDK refreshes the token before it
+ * expires); a failed build is not kept, and `forget` drops one whose token a
+ * service refused. There is no process-wide cache.
  * The OCI SDK is loaded on first use: it is large, and most agents never
  * need it.
  */
 import type { AuthenticationDetailsProvider } from "oci-common";
+import { AgentError } from "../errors.ts";
 import { describeTransportError } from "../metadata/imds-client.ts";
 
 type SessionKeySupplier = import("oci-common/lib/auth/models/session-key-supplier.js").default;
@@ -56,8 +59,6 @@ export interface InstancePrincipal {
   readonly authEndpoint: string;
 }
 
-const providers = new Map<string, Promise<InstancePrincipal>>();
-
 function keyOf(s: InstancePrincipalSettings): string {
   return JSON.stringify([trimSlash(s.metadataUrl), s.authEndpoint ? trimSlash(s.authEndpoint) : "", s.timeoutMs ?? 10_000]);
 }
@@ -66,24 +67,35 @@ function trimSlash(url: string): string {
   return url.replace(/\/+$/, "");
 }
 
-/** The shared provider for these settings, built on first use. Rejects with an Error naming what failed. */
-export function instancePrincipal(settings: InstancePrincipalSettings): Promise<InstancePrincipal> {
-  const key = keyOf(settings);
-  let p = providers.get(key);
-  if (!p) {
-    p = buildInstancePrincipal(settings);
-    providers.set(key, p);
-    // A failure is not remembered: the next caller tries again.
-    p.catch(() => {
-      if (providers.get(key) === p) providers.delete(key);
-    });
-  }
-  return p;
+/** Providers per settings: one federation per settings, shared by the clients that use them. */
+export interface InstancePrincipals {
+  /** The provider for these settings, built on first use and then shared. Rejects with an AgentError naming what failed (a failed build is not kept: the next call tries again). */
+  get(settings: InstancePrincipalSettings): Promise<InstancePrincipal>;
+  /** Drops the provider for these settings (its token was refused); the next `get` builds a new one. */
+  forget(settings: InstancePrincipalSettings): void;
 }
 
-/** Drops the shared provider for these settings (its token was refused); the next use builds a new one. */
-export function forgetInstancePrincipal(settings: InstancePrincipalSettings): void {
-  providers.delete(keyOf(settings));
+export function createInstancePrincipals(): InstancePrincipals {
+  const providers = new Map<string, Promise<InstancePrincipal>>();
+  return {
+    get(settings) {
+      const key = keyOf(settings);
+      let p = providers.get(key);
+      if (!p) {
+        const built = buildInstancePrincipal(settings);
+        p = built;
+        providers.set(key, built);
+        // A failure is not remembered: the next caller tries again.
+        built.catch(() => {
+          if (providers.get(key) === built) providers.delete(key);
+        });
+      }
+      return p;
+    },
+    forget(settings) {
+      providers.delete(keyOf(settings));
+    },
+  };
 }
 
 /** GETs `<metadataUrl>/<path>` as IMDS v2 wants it; the error names the URL and the cause, never the body. */
@@ -96,11 +108,11 @@ async function imdsText(metadataUrl: string, path: string, timeoutMs: number): P
     const timedOut = (err as Error).name === "TimeoutError";
     const cause = (err as { cause?: { message?: unknown } }).cause?.message;
     const what = describeTransportError(err);
-    throw new Error(`${url}: ${timedOut ? `no answer within ${timeoutMs} ms` : what === "fetch failed" && typeof cause === "string" ? `${what}: ${cause}` : what}`);
+    throw new AgentError("OCI_AUTH_FAILED", `${url}: ${timedOut ? `no answer within ${timeoutMs} ms` : what === "fetch failed" && typeof cause === "string" ? `${what}: ${cause}` : what}`);
   }
   if (res.status !== 200) {
     await res.body?.cancel().catch(() => {});
-    throw new Error(`${url} answered HTTP ${res.status}${res.status === 404 ? " (not an OCI instance?)" : ""}`);
+    throw new AgentError("OCI_AUTH_FAILED", `${url} answered HTTP ${res.status}${res.status === 404 ? " (not an OCI instance?)" : ""}`);
   }
   return res.text();
 }
@@ -113,7 +125,7 @@ async function buildInstancePrincipal(s: InstancePrincipalSettings): Promise<Ins
 
   // The region, as the SDK would read it (a short code such as "phx" or a region id).
   const regionText = (await imdsText(metadataUrl, "instance/region", timeoutMs)).trim();
-  if (!/^[a-z0-9-]+$/i.test(regionText)) throw new Error(`${metadataUrl}/instance/region answered something that is not a region`);
+  if (!/^[a-z0-9-]+$/i.test(regionText)) throw new AgentError("OCI_AUTH_FAILED", `${metadataUrl}/instance/region answered something that is not a region`);
   const regionId = common.Region.getRegionIdFromShortCode(regionText);
   const region = common.Region.fromRegionId(regionId) ?? common.Region.register(regionId, common.Realm.OC1);
   const authEndpoint = s.authEndpoint ? trimSlash(s.authEndpoint) : common.EndpointBuilder.createEndpointFromRegion("https://auth.{region}.{secondLevelDomain}", region);
@@ -158,14 +170,14 @@ async function buildInstancePrincipal(s: InstancePrincipalSettings): Promise<Ins
   try {
     provider = (await new Builder().build()) as unknown as AuthenticationDetailsProvider;
   } catch (err) {
-    throw new Error(`instance principal setup failed: ${errorText(err)}`);
+    throw new AgentError("OCI_AUTH_FAILED", `instance principal setup failed: ${errorText(err)}`, { cause: err });
   }
   // The first session token now, so a refusing auth service is reported as such
   // (and not as a failure of whichever service call happened to need it).
   try {
     await provider.getKeyId();
   } catch (err) {
-    throw new Error(`the auth service at ${authEndpoint} issued no session token: ${errorText(err)}`);
+    throw new AgentError("OCI_AUTH_FAILED", `the auth service at ${authEndpoint} issued no session token: ${errorText(err)}`);
   }
   return { provider, regionId, authEndpoint };
 }
@@ -184,8 +196,9 @@ export function perRequestTimeout(ms: number): { readonly signal: AbortSignal } 
   };
 }
 
-/** The SDK throws Errors, OciErrors and plain `{ code, message }` objects. */
+/** The SDK throws Errors, OciErrors and plain `{ code, message }` objects; ours are AgentErrors, whose detail is the text (the caller adds its own context). */
 export function errorText(err: unknown): string {
+  if (err instanceof AgentError) return err.detail;
   if (typeof err === "object" && err !== null && typeof (err as { message?: unknown }).message === "string") return (err as { message: string }).message;
   return String(err);
 }

@@ -10,7 +10,7 @@
  */
 import { spawn } from "node:child_process";
 import { connect } from "node:net";
-import { scrub } from "../config/secrets.ts";
+import type { Scrubber } from "../config/secret-registry.ts";
 import type { ProbeSpec } from "../supervisor/types.ts";
 
 export interface ProbeResult {
@@ -32,6 +32,8 @@ export interface RunProbeOptions {
   readonly fetch?: typeof globalThis.fetch;
   /** Aborts the probe early (agent shutting down); reported as a failure. */
   readonly signal?: AbortSignal;
+  /** Known secrets are scrubbed from the reason a failing endpoint gives; without it the reason is kept as is (the status store and the logger scrub again). */
+  readonly secrets?: Scrubber;
 }
 
 const DEFAULT_HOST = "127.0.0.1";
@@ -79,7 +81,7 @@ async function httpGet(
     const text = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
     if (!ok) {
       // A service that says why it is not ready (`{"reason": ...}`) is quoted, so /status says it too.
-      const why = await failureReason(res);
+      const why = await failureReason(res, opts.secrets);
       return { ok, message: `${text} from GET ${url}${why ? `: ${why}` : ""}` };
     }
     if (!spec.json) {
@@ -110,7 +112,7 @@ async function httpGet(
  * `message`, `detail`, `error` that is a string in a JSON body, or a short
  * plain-text body. At most 200 characters, with known secrets redacted.
  */
-async function failureReason(res: Response): Promise<string | undefined> {
+async function failureReason(res: Response, secrets: Scrubber | undefined): Promise<string | undefined> {
   let body: string;
   try {
     body = (await res.text()).slice(0, 4096);
@@ -127,7 +129,8 @@ async function failureReason(res: Response): Promise<string | undefined> {
   }
   if (!why) return undefined;
   why = why.replace(/\s+/g, " ").trim();
-  return scrub(why.length > 200 ? `${why.slice(0, 199)}…` : why);
+  const short = why.length > 200 ? `${why.slice(0, 199)}…` : why;
+  return secrets ? secrets.scrub(short) : short;
 }
 
 function tcpSocket(spec: { port: number; host?: string }, opts: RunProbeOptions): Promise<Omit<ProbeResult, "latencyMs">> {

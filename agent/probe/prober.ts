@@ -28,6 +28,7 @@
  * replaced when a service's probes or inputsHash change, stopped for
  * services that disappear.
  */
+import type { Scrubber } from "../config/secret-registry.ts";
 import type { HostClock } from "../host/host.ts";
 import type { Logger } from "../log.ts";
 import type { StatusStore } from "../status/status-store.ts";
@@ -61,6 +62,8 @@ export interface ProberOptions {
   readonly clock?: Pick<HostClock, "now" | "sleep">;
   readonly exec?: ProbeExec;
   readonly fetch?: typeof globalThis.fetch;
+  /** Known secrets are scrubbed from the reasons failing endpoints give (the process's SecretRegistry). */
+  readonly secrets?: Scrubber;
 }
 
 export interface Prober {
@@ -207,6 +210,7 @@ class ProbeWorker {
       ...(opts.exec ? { exec: opts.exec } : {}),
       ...(opts.fetch ? { fetch: opts.fetch } : {}),
       ...(signal ? { signal } : {}),
+      ...(opts.secrets ? { secrets: opts.secrets } : {}),
     });
     if (this.stopped || signal?.aborted) return !this.stopped;
     // The process restarted or stopped while the probe ran: the result is about a process that is gone.

@@ -4,7 +4,7 @@
  * Readers never cause effects. `subscribe` listeners run only when the
  * snapshot changed (like kubelet's status cache).
  */
-import { scrub } from "../config/secrets.ts";
+import type { Scrubber } from "../config/secret-registry.ts";
 import type {
   ConvergeRecord,
   Phase,
@@ -17,13 +17,6 @@ import type {
 
 const MAX_EVENTS = 100;
 
-function scrubDeep(v: unknown): unknown {
-  if (typeof v === "string") return scrub(v);
-  if (Array.isArray(v)) return v.map(scrubDeep);
-  if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, scrubDeep(x)]));
-  return v;
-}
-
 export interface StatusStoreInit {
   readonly version: string;
   readonly commit: string;
@@ -31,6 +24,8 @@ export interface StatusStoreInit {
   readonly pid: number;
   readonly startedAt: Date;
   readonly supervisor: "systemd" | "process" | "none";
+  /** Every string stored is passed through `secrets.redact` (the process's SecretRegistry). */
+  readonly secrets: Scrubber;
   readonly now?: () => Date;
 }
 
@@ -40,9 +35,11 @@ export class StatusStore {
   #snapshot: StatusSnapshot;
   readonly #listeners = new Set<StatusListener>();
   readonly #now: () => Date;
+  readonly #secrets: Scrubber;
 
   constructor(init: StatusStoreInit) {
     this.#now = init.now ?? (() => new Date());
+    this.#secrets = init.secrets;
     this.#snapshot = {
       schemaVersion: 1,
       agent: {
@@ -78,7 +75,7 @@ export class StatusStore {
     const previous = this.#snapshot;
     // Error texts come from tools (pip, pymysql, systemctl) that may echo a
     // secret: every string is scrubbed of resolved secret values before it is stored.
-    const next = scrubDeep({ ...previous, ...patch }) as StatusSnapshot;
+    const next = this.#secrets.redact({ ...previous, ...patch });
     if (JSON.stringify(next) === JSON.stringify(previous)) return;
     this.#snapshot = next;
     for (const l of this.#listeners) l(next, previous);

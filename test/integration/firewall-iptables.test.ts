@@ -26,6 +26,8 @@ import { createRoleRecordStore } from "../../agent/engine/role-record.ts";
 import type { Host } from "../../agent/host/host.ts";
 import { createLinuxHost } from "../../agent/host/linux-host.ts";
 import { silentLogger } from "../../agent/log.ts";
+import { SecretRegistry } from "../../agent/config/secret-registry.ts";
+import { createVaultResolvers } from "../../agent/config/vault.ts";
 
 const FIXTURE = new URL("../fixtures/firewall/ubuntu-oci-rules.v4", import.meta.url);
 const NS = `mlops-fw-${process.pid}`;
@@ -66,7 +68,8 @@ function deps(role: RoleName | undefined): ConvergeDeps {
     firewall: { iptablesRulesPath: rulesPath },
   });
   const host = namespacedHost();
-  return { host, supervisor: undefined, records: createRoleRecordStore(host, config.stateDir), config, role, env: {}, logger: silentLogger(), checkLogin: false };
+  const secrets = new SecretRegistry();
+  return { host, supervisor: undefined, records: createRoleRecordStore(host, config.stateDir), config, role, env: {}, logger: silentLogger(), checkLogin: false, secrets, vaults: createVaultResolvers({ registry: secrets }) };
 }
 
 /** `lines` with `inserted` placed right before the INPUT REJECT rule. */

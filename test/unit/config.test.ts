@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { envLayer, resolveConfig, type ConfigInputs } from "../../agent/config/load.ts";
-import { registerSecret, resolveSecretRef, scrub } from "../../agent/config/secrets.ts";
+import { SecretRegistry } from "../../agent/config/secret-registry.ts";
+import { resolveSecretRef } from "../../agent/config/secrets.ts";
 import { AgentError } from "../../agent/errors.ts";
 import { createMemoryHost } from "../../agent/host/memory-host.ts";
 import type { MetadataResult } from "../../agent/metadata/imds-client.ts";
@@ -82,22 +83,27 @@ describe("config errors name the field and what is allowed", () => {
 
 describe("secret references", () => {
   it("resolves file: and env: and scrubs the values from any text", async () => {
+    const registry = new SecretRegistry();
     const host = createMemoryHost({ files: { "/run/secrets/db": "file-secret-1\n" } });
-    expect(await resolveSecretRef("file:/run/secrets/db", { fs: host.fs, env: {} })).toBe("file-secret-1");
-    expect(await resolveSecretRef("env:DB_PW", { fs: host.fs, env: { DB_PW: "env-secret-2" } })).toBe("env-secret-2");
-    expect(scrub('{"msg":"connect with file-secret-1 and env-secret-2"}')).toBe('{"msg":"connect with [redacted] and [redacted]"}');
+    expect(await resolveSecretRef("file:/run/secrets/db", { fs: host.fs, env: {}, registry })).toBe("file-secret-1");
+    expect(await resolveSecretRef("env:DB_PW", { fs: host.fs, env: { DB_PW: "env-secret-2" }, registry })).toBe("env-secret-2");
+    expect(registry.scrub('{"msg":"connect with file-secret-1 and env-secret-2"}')).toBe('{"msg":"connect with [redacted] and [redacted]"}');
+    // The registry is the caller's: another one knows nothing of these values.
+    expect(new SecretRegistry().scrub("file-secret-1")).toBe("file-secret-1");
   });
   it("reports missing and unsupported references clearly", async () => {
+    const registry = new SecretRegistry();
     const host = createMemoryHost();
-    await expect(resolveSecretRef("file:/nope", { fs: host.fs, env: {} })).rejects.toThrow(/secret file \/nope does not exist/);
-    await expect(resolveSecretRef("env:NOPE", { fs: host.fs, env: {} })).rejects.toThrow(/NOPE is not set/);
+    await expect(resolveSecretRef("file:/nope", { fs: host.fs, env: {}, registry })).rejects.toThrow(/secret file \/nope does not exist/);
+    await expect(resolveSecretRef("env:NOPE", { fs: host.fs, env: {}, registry })).rejects.toThrow(/NOPE is not set/);
     // vault: references resolve through the resolver the caller passes (test/unit/vault.test.ts); never a default one.
-    await expect(resolveSecretRef("vault:ocid1.vaultsecret.oc1..abc", { fs: host.fs, env: {} })).rejects.toThrow(/vault:ocid1\.vaultsecret\.oc1\.\.abc: no OCI settings/);
-    await expect(resolveSecretRef("vault:ocid1.secret.oc1..abc", { fs: host.fs, env: {} })).rejects.toThrow(/a vault reference is vault:ocid1\.vaultsecret/);
-    await expect(resolveSecretRef("hunter2", { fs: host.fs, env: {} })).rejects.toThrow(/allowed forms/);
+    await expect(resolveSecretRef("vault:ocid1.vaultsecret.oc1..abc", { fs: host.fs, env: {}, registry })).rejects.toThrow(/vault:ocid1\.vaultsecret\.oc1\.\.abc: no OCI settings/);
+    await expect(resolveSecretRef("vault:ocid1.secret.oc1..abc", { fs: host.fs, env: {}, registry })).rejects.toThrow(/a vault reference is vault:ocid1\.vaultsecret/);
+    await expect(resolveSecretRef("hunter2", { fs: host.fs, env: {}, registry })).rejects.toThrow(/allowed forms/);
   });
   it("does not track very short values", () => {
-    registerSecret("ab");
-    expect(scrub("ab cd")).toBe("ab cd");
+    const registry = new SecretRegistry();
+    registry.register("ab");
+    expect(registry.scrub("ab cd")).toBe("ab cd");
   });
 });

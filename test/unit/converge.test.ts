@@ -13,10 +13,13 @@ import { createMemoryHost, type MemoryHost } from "../../agent/host/memory-host.
 import { silentLogger } from "../../agent/log.ts";
 import type { Supervisor } from "../../agent/supervisor/types.ts";
 import { memorySupervisor, pythonAware } from "../support/memory-node.ts";
+import { SecretRegistry } from "../../agent/config/secret-registry.ts";
+import { createVaultResolvers } from "../../agent/config/vault.ts";
 
 function deps(host: MemoryHost, supervisor: Supervisor, role: "mlflow" | undefined): ConvergeDeps {
   const config = configSchema.parse({ mode: "up", stateDir: "/s", configDir: "/etc/mlops", installDir: "/opt/mlops", dataDir: "/data", logDir: "/log" });
-  return { host, supervisor, records: createRoleRecordStore(host, "/s"), config, role, env: {}, logger: silentLogger() };
+  const secrets = new SecretRegistry();
+  return { host, supervisor, records: createRoleRecordStore(host, "/s"), config, role, env: {}, logger: silentLogger(), secrets, vaults: createVaultResolvers({ registry: secrets }) };
 }
 
 describe("converge on the in-memory host", () => {

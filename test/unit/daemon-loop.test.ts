@@ -9,6 +9,8 @@ import { describe, expect, it } from "vitest";
 import type { LoadedContext } from "../../agent/config/context.ts";
 import type { ResolvedConfig } from "../../agent/config/load.ts";
 import { configSchema } from "../../agent/config/schema.ts";
+import { SecretRegistry } from "../../agent/config/secret-registry.ts";
+import { createVaultResolvers } from "../../agent/config/vault.ts";
 import { createDaemonLoop, type LoopDeps } from "../../agent/daemon/loop.ts";
 import { createServiceRefresher } from "../../agent/daemon/service-view.ts";
 import type { DagSyncWanted } from "../../agent/dagsync/reconciler.ts";
@@ -26,7 +28,8 @@ function node() {
   const host: MemoryHost = createMemoryHost({ files: { "/usr/bin/python3.11": "" } });
   pythonAware(host);
   const supervisor = memorySupervisor();
-  const store = new StatusStore({ version: "t", commit: "t", node: "t", pid: 1, startedAt: new Date(0), supervisor: "process" });
+  const secrets = new SecretRegistry();
+  const store = new StatusStore({ version: "t", commit: "t", node: "t", pid: 1, startedAt: new Date(0), supervisor: "process", secrets });
   const health = new Map<string, Health>();
   const probed: string[][] = [];
   const dagSync: DagSyncWanted[] = [];
@@ -42,6 +45,8 @@ function node() {
     dagSync: { update: async (w) => void dagSync.push(w) },
     services,
     env: {},
+    secrets,
+    vaults: createVaultResolvers({ registry: secrets }),
     loadContext: async (): Promise<LoadedContext> => {
       world.passes++;
       if (world.fail) throw world.fail;

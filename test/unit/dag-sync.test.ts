@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createFileSource } from "../../agent/dagsync/file-source.ts";
 import { createOciSource } from "../../agent/dagsync/oci-source.ts";
 import type { DagSource } from "../../agent/dagsync/source.ts";
-import { ensureCurrent, pruned, type SyncResult, syncOnce } from "../../agent/dagsync/sync.ts";
+import { ensureCurrent, Pruning, type SyncResult, syncOnce } from "../../agent/dagsync/sync.ts";
 import { type ObjectStorageServer, startObjectStorageServer } from "../servers/object-storage-server.ts";
 import { FAKE_TENANCY, FAKE_USER, makeKeyPair } from "../support/oci-auth.ts";
 
@@ -27,6 +27,8 @@ interface Harness {
   del(name: string): void;
   /** Entries only a directory can have. */
   putSymlink?(name: string, target: string): void;
+  /** A file whose name is raw bytes (not necessarily UTF-8), at the root. */
+  putRawName?(name: Buffer, body: string): void;
   /** Names only an object store can have. */
   supportsOddNames: boolean;
   unreachable(on: boolean): void;
@@ -44,6 +46,7 @@ function fileHarness(): Harness {
     },
     del: (name) => rmSync(join(root, name)),
     putSymlink: (name, target) => symlinkSync(target, join(root, name)),
+    putRawName: (name, body) => writeFileSync(Buffer.concat([Buffer.from(`${root}/`), name]), body),
     supportsOddNames: false,
     unreachable(on) {
       root = on ? join(saved, "does-not-exist") : saved;
@@ -104,6 +107,8 @@ interface Case {
   only?: "file://" | "oci://";
   change: (h: Harness) => void;
   opts?: { maxObjectBytes?: number; maxObjects?: number };
+  /** Wraps the source the pass uses (to act between its list and its fetches). */
+  wrap?: (source: DagSource, h: Harness) => DagSource;
   expect: (r: SyncResult, files: Record<string, string>, before: Record<string, string>) => void;
 }
 
@@ -221,6 +226,43 @@ const cases: Case[] = [
     },
   },
   {
+    name: "a file whose name is not valid UTF-8 is refused alone; the rest syncs",
+    only: "file://",
+    change: (h) => {
+      h.putRawName!(Buffer.from([0x66, 0xff, 0x2e, 0x70, 0x79]), GOOD("bad-name")); // "f\xff.py"
+      h.put("c.py", GOOD("c"));
+    },
+    expect: (r, files) => {
+      expect(r).toMatchObject({ ok: true, swapped: true, changed: { added: 1, updated: 0, deleted: 0 } });
+      expect(files["c.py"]).toBe(GOOD("c"));
+      expect(Object.keys(files).sort()).toEqual(["a.py", "b.py", "c.py", "lib/util.py"]);
+      expect(r.rejected).toEqual([{ name: "f\uFFFD.py", reason: "name is not valid UTF-8 (bytes 66 ff 2e 70 79)" }]);
+    },
+  },
+  {
+    name: "an object that vanishes between list and fetch is refused alone; the rest syncs",
+    change: (h) => {
+      h.put("gone.py", GOOD("gone"));
+      h.put("c.py", GOOD("c"));
+    },
+    // The real file or object is deleted once the pass has listed it, before it fetches.
+    wrap: (source, h) => ({
+      url: source.url,
+      async list(opts) {
+        const listed = await source.list(opts);
+        h.del("gone.py");
+        return listed;
+      },
+      fetch: (name, opts) => source.fetch(name, opts),
+    }),
+    expect: (r, files) => {
+      expect(r).toMatchObject({ ok: true, swapped: true, changed: { added: 1, updated: 0, deleted: 0 } });
+      expect(files["c.py"]).toBe(GOOD("c"));
+      expect(files["gone.py"]).toBeUndefined();
+      expect(r.rejected).toEqual([{ name: "gone.py", reason: "was listed but is gone (deleted during the sync)" }]);
+    },
+  },
+  {
     name: "object names that escape the prefix are refused, never written",
     only: "oci://",
     change: (h) => {
@@ -259,7 +301,7 @@ for (const make of harnesses) {
         expect(first).toMatchObject({ ok: true, swapped: true, objects: 3, fetched: 3 });
         const before = view(dest);
         c.change(h);
-        const r = await syncOnce({ source: h.source(), dest, python: PY, ...c.opts });
+        const r = await syncOnce({ source: c.wrap ? c.wrap(h.source(), h) : h.source(), dest, python: PY, ...c.opts });
         h.unreachable(false);
         c.expect(r, view(dest), before);
         // Whatever happened, `current` is a symlink to a complete version.
@@ -289,16 +331,17 @@ describe("DAG sync at scale", () => {
     for (let i = 0; i < 2500; i++) h.put(`d/${String(i).padStart(4, "0")}.py`, GOOD(`d${i}`));
     const dest = mkdtempSync(join(tmpdir(), "dags-scale-"));
     const before = oss.requests.byOperation.ListObjects ?? 0;
-    const r1 = await syncOnce({ source: h.source(), dest, python: PY });
+    const pruning = new Pruning();
+    const r1 = await syncOnce({ source: h.source(), dest, python: PY, pruning });
     expect(r1).toMatchObject({ ok: true, objects: 2500, fetched: 2500 });
     expect((oss.requests.byOperation.ListObjects ?? 0) - before).toBe(3);
     for (let round = 0; round < 4; round++) {
       h.put("d/0042.py", GOOD(`changed-${round}`));
-      const r = await syncOnce({ source: h.source(), dest, python: PY });
+      const r = await syncOnce({ source: h.source(), dest, python: PY, pruning });
       expect(r).toMatchObject({ ok: true, swapped: true, fetched: 1, changed: { added: 0, updated: 1, deleted: 0 } });
     }
     expect(view(dest)["d/0042.py"]).toBe(GOOD("changed-3"));
-    await pruned(dest);
+    await pruning.pruned(dest);
     expect(readdirSync(join(dest, "versions")).filter((n) => !n.endsWith(".json"))).toHaveLength(3);
   });
 

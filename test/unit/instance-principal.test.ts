@@ -11,12 +11,16 @@ import type { Socket } from "node:net";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createVaultResolver } from "../../agent/config/vault.ts";
 import { createOciSource } from "../../agent/dagsync/oci-source.ts";
-import { forgetInstancePrincipal, instancePrincipal } from "../../agent/oci/instance-principal.ts";
+import { createInstancePrincipals } from "../../agent/oci/instance-principal.ts";
+import { SecretRegistry } from "../../agent/config/secret-registry.ts";
 import { freePort } from "../support/agent-process.ts";
 import { type ImdsServer, startImdsServer } from "../servers/imds-server.ts";
 import { type ObjectStorageServer, startObjectStorageServer } from "../servers/object-storage-server.ts";
 import { type OciIdentitySecretsServer, startOciIdentitySecretsServer } from "../servers/oci-identity-secrets-server.ts";
 import { type InstanceIdentity, makeInstanceIdentity } from "../support/instance-identity.ts";
+
+/** The instance-principal providers these tests share (as the daemon shares one set between its OCI clients). */
+const principals = createInstancePrincipals();
 
 let identity: InstanceIdentity;
 let imds: ImdsServer;
@@ -42,6 +46,7 @@ afterAll(async () => {
 
 const source = (over: { metadataUrl?: string; authEndpoint?: string; endpoint?: string } = {}) =>
   createOciSource({
+    principals,
     url: "oci://testns/dags/prod",
     auth: "instance_principal",
     metadataUrl: over.metadataUrl ?? imds.url,
@@ -63,14 +68,14 @@ describe("instance principals for the oci:// DAG source", () => {
 
   it("the provider carries the region from IMDS and is shared with vault: references (one federation)", async () => {
     const settings = { metadataUrl: imds.url, authEndpoint: oci.url, timeoutMs: 2_000 };
-    forgetInstancePrincipal(settings);
+    principals.forget(settings);
     oci.resetCounters();
-    const ip = await instancePrincipal(settings);
+    const ip = await principals.get(settings);
     expect(ip.regionId).toBe("us-phoenix-1"); // IMDS says "phx"
     expect((ip.provider as unknown as { getRegion(): { regionId: string } }).getRegion().regionId).toBe("us-phoenix-1");
     expect(ip.authEndpoint).toBe(oci.url);
     await source().list({ limit: 100 });
-    const vault = createVaultResolver({ ...settings, secretsEndpoint: oci.url, cacheTtlMs: 60_000 });
+    const vault = createVaultResolver({ ...settings, secretsEndpoint: oci.url, cacheTtlMs: 60_000 }, { registry: new SecretRegistry(), principals });
     expect(await vault.resolve("ocid1.vaultsecret.oc1.phx.shared")).toBe("shared-session-value");
     expect(oci.requests.federation.ok).toBe(1);
   });
@@ -94,9 +99,10 @@ describe("instance principals for the oci:// DAG source", () => {
   it("an unreachable IMDS or auth service fails within the request timeout, not the SDK's minutes", async () => {
     const closed = `http://127.0.0.1:${await freePort()}`;
     const t0 = Date.now();
-    const noImds = await instancePrincipal({ metadataUrl: `${closed}/opc/v2`, authEndpoint: oci.url, timeoutMs: 1_000 }).catch((e: Error) => e);
-    expect((noImds as Error).message).toBe(`${closed}/opc/v2/instance/region: connection refused`);
-    const noAuth = await instancePrincipal({ metadataUrl: imds.url, authEndpoint: closed, timeoutMs: 1_000 }).catch((e: Error) => e);
+    const noImds = await principals.get({ metadataUrl: `${closed}/opc/v2`, authEndpoint: oci.url, timeoutMs: 1_000 }).catch((e: Error) => e);
+    // An AgentError (OCI_AUTH_FAILED) whose detail is the cause; callers add their own context.
+    expect(noImds).toMatchObject({ code: "OCI_AUTH_FAILED", detail: `${closed}/opc/v2/instance/region: connection refused` });
+    const noAuth = await principals.get({ metadataUrl: imds.url, authEndpoint: closed, timeoutMs: 1_000 }).catch((e: Error) => e);
     expect((noAuth as Error).message).toContain(`the auth service at ${closed} issued no session token: Failed to fetch the token from auth server`);
     // The SDK's own federation retries (3 attempts, about a second apart) are the longest part.
     expect(Date.now() - t0).toBeLessThan(10_000);

@@ -16,10 +16,14 @@ import { DefaultRequestSigner } from "oci-common";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createVaultResolver } from "../../agent/config/vault.ts";
 import { createOciSource } from "../../agent/dagsync/oci-source.ts";
-import { instancePrincipal } from "../../agent/oci/instance-principal.ts";
+import { createInstancePrincipals } from "../../agent/oci/instance-principal.ts";
+import { SecretRegistry } from "../../agent/config/secret-registry.ts";
 import { type ImdsServer, startImdsServer } from "../servers/imds-server.ts";
 import { type OciIdentitySecretsServer, startOciIdentitySecretsServer } from "../servers/oci-identity-secrets-server.ts";
 import { certFingerprint, type InstanceIdentity, makeInstanceIdentity } from "../support/instance-identity.ts";
+
+/** The instance-principal providers these tests share (as the daemon shares one set between its OCI clients). */
+const principals = createInstancePrincipals();
 
 const SECRET = "ocid1.vaultsecret.oc1.phx.amaaaaaaservertest";
 
@@ -35,7 +39,7 @@ beforeAll(async () => {
   oci = await startOciIdentitySecretsServer({ trustedCaPem: identity.intermediatePem, secrets: { [SECRET]: "server-test-value" } });
   vi.spyOn(console, "warn").mockImplementation(() => {});
   vi.spyOn(console, "log").mockImplementation(() => {});
-  const ip = await instancePrincipal({ metadataUrl: imds.url, authEndpoint: oci.url, timeoutMs: 2_000 });
+  const ip = await principals.get({ metadataUrl: imds.url, authEndpoint: oci.url, timeoutMs: 2_000 });
   session = { keyId: await ip.provider.getKeyId(), privateKey: ip.provider.getPrivateKey() };
 });
 
@@ -128,14 +132,14 @@ describe("Secrets API signature checks", () => {
   it("rejects an expired token; the SDK then federates again by itself", async () => {
     const short = await startOciIdentitySecretsServer({ trustedCaPem: identity.intermediatePem, tokenTtlSeconds: 1, secrets: { [SECRET]: "short-lived-session" } });
     try {
-      const ip = await instancePrincipal({ metadataUrl: imds.url, authEndpoint: short.url, timeoutMs: 2_000 });
+      const ip = await principals.get({ metadataUrl: imds.url, authEndpoint: short.url, timeoutMs: 2_000 });
       const keyId = await ip.provider.getKeyId();
       const key = ip.provider.getPrivateKey();
       await new Promise((r) => setTimeout(r, 2_100));
       expect((await getBundle(short, keyId, key)).status).toBe(401);
       expect(short.requests.lastRejection).toMatch(/expired/);
       // Through the resolver: the SDK sees the expired token and gets a new one before signing.
-      const vault = createVaultResolver({ metadataUrl: imds.url, authEndpoint: short.url, secretsEndpoint: short.url, timeoutMs: 2_000, cacheTtlMs: 60_000 });
+      const vault = createVaultResolver({ metadataUrl: imds.url, authEndpoint: short.url, secretsEndpoint: short.url, timeoutMs: 2_000, cacheTtlMs: 60_000 }, { registry: new SecretRegistry(), principals });
       expect(await vault.resolve(SECRET)).toBe("short-lived-session");
       expect(short.requests.federation.ok).toBe(2);
     } finally {
@@ -186,7 +190,7 @@ describe("federation signature and certificate checks", () => {
     const mismatched = await startImdsServer({ identity: { ...identity, keyPem: other.keyPem } });
     try {
       const before = oci.requests.federation.rejected;
-      const err = await instancePrincipal({ metadataUrl: mismatched.url, authEndpoint: oci.url, timeoutMs: 2_000 }).then(
+      const err = await principals.get({ metadataUrl: mismatched.url, authEndpoint: oci.url, timeoutMs: 2_000 }).then(
         () => undefined,
         (e: unknown) => e as Error,
       );
@@ -196,7 +200,7 @@ describe("federation signature and certificate checks", () => {
 
       // A certificate (with its own key) from a CA the auth service does not trust.
       mismatched.setIdentity(other);
-      const untrusted = await instancePrincipal({ metadataUrl: mismatched.url, authEndpoint: oci.url, timeoutMs: 2_000 }).then(
+      const untrusted = await principals.get({ metadataUrl: mismatched.url, authEndpoint: oci.url, timeoutMs: 2_000 }).then(
         () => undefined,
         (e: unknown) => e as Error,
       );
@@ -257,13 +261,13 @@ describe("standalone servers, as the boot test runs them", () => {
       "ocid1.vaultsecret.oc1.phx.cli=from-the-command-line",
     ]);
     expect(ociUrl).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-    const vault = createVaultResolver({ metadataUrl: imdsUrl, authEndpoint: ociUrl, secretsEndpoint: ociUrl, timeoutMs: 5_000, cacheTtlMs: 60_000 });
+    const vault = createVaultResolver({ metadataUrl: imdsUrl, authEndpoint: ociUrl, secretsEndpoint: ociUrl, timeoutMs: 5_000, cacheTtlMs: 60_000 }, { registry: new SecretRegistry(), principals });
     expect(await vault.resolve("ocid1.vaultsecret.oc1.phx.cli")).toBe("from-the-command-line");
 
     const apiKey = join(dir, "api-key.pub");
     writeFileSync(apiKey, generateKeyPairSync("rsa", { modulusLength: 2048, publicKeyEncoding: { type: "spki", format: "pem" }, privateKeyEncoding: { type: "pkcs8", format: "pem" } }).publicKey);
     const ossUrl = await start(["test/servers/object-storage-server.ts", "--port", "0", "--public-key", apiKey, "--bucket", "dags", "--session-signing-key", signingKey]);
-    const listed = await createOciSource({ url: "oci://testns/dags/prod", auth: "instance_principal", metadataUrl: imdsUrl, authEndpoint: ociUrl, endpoint: ossUrl, requestTimeoutMs: 5_000 }).list({ limit: 10 });
+    const listed = await createOciSource({ principals, url: "oci://testns/dags/prod", auth: "instance_principal", metadataUrl: imdsUrl, authEndpoint: ociUrl, endpoint: ossUrl, requestTimeoutMs: 5_000 }).list({ limit: 10 });
     expect(listed.objects).toEqual([]);
   });
 

@@ -25,13 +25,17 @@ import { SecretsClient } from "oci-secrets";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { createVaultResolver } from "../../agent/config/vault.ts";
 import { createOciSource } from "../../agent/dagsync/oci-source.ts";
-import { forgetInstancePrincipal, instancePrincipal } from "../../agent/oci/instance-principal.ts";
+import { createInstancePrincipals } from "../../agent/oci/instance-principal.ts";
+import { SecretRegistry } from "../../agent/config/secret-registry.ts";
 import { type ImdsServer, defaultInstance, startImdsServer } from "../servers/imds-server.ts";
 import { type OciInABox, routeApi, startControlServer, startOciInABox } from "../servers/oci-in-a-box.ts";
 import { type InstanceIdentity, makeInstanceIdentity } from "../support/instance-identity.ts";
 import { REPO } from "../support/agent-process.ts";
 import { makeKeyPair, makeProvider } from "../support/oci-auth.ts";
 import { ensureTestCa, type TestCa } from "../support/test-ca.ts";
+
+/** The instance-principal providers these tests share (as the daemon shares one set between its OCI clients). */
+const principals = createInstancePrincipals();
 
 const NS = "testns";
 const REGION = "us-phoenix-1";
@@ -78,7 +82,7 @@ afterAll(async () => {
 const settings = () => ({ metadataUrl: imds.url, authEndpoint: box.url, timeoutMs: 5_000 });
 
 async function sessionClient(metadataUrl = imds.url): Promise<ObjectStorageClient> {
-  const ip = await instancePrincipal({ ...settings(), metadataUrl });
+  const ip = await principals.get({ ...settings(), metadataUrl });
   const client = new ObjectStorageClient(
     { authenticationDetailsProvider: ip.provider },
     { retryConfiguration: NoRetryConfigurationDetails, circuitBreaker: new CircuitBreaker({ disableClientCircuitBreaker: true }) },
@@ -113,11 +117,12 @@ describe("OCI in a box, Node SDK over HTTPS with the test CA", () => {
 
 
   it("the agent's oci:// source and vault: resolver share one federated session", async () => {
-    forgetInstancePrincipal(settings());
+    principals.forget(settings());
     box.identity.resetCounters();
     box.objectStorage.resetCounters();
     box.objectStorage.putObject("mlops-dags", "prod/etl.py", "DAG = 'etl'\n");
     const source = createOciSource({
+      principals,
       url: `oci://${NS}/mlops-dags/prod`,
       auth: "instance_principal",
       ...settings(),
@@ -127,7 +132,7 @@ describe("OCI in a box, Node SDK over HTTPS with the test CA", () => {
     });
     expect((await source.list({ limit: 100 })).objects.map((o) => o.name)).toEqual(["etl.py"]);
     expect(Buffer.from(await source.fetch("etl.py", { maxBytes: 1024 })).toString()).toBe("DAG = 'etl'\n");
-    const vault = createVaultResolver({ ...settings(), secretsEndpoint: box.url, cacheTtlMs: 60_000 });
+    const vault = createVaultResolver({ ...settings(), secretsEndpoint: box.url, cacheTtlMs: 60_000 }, { registry: new SecretRegistry(), principals });
     expect(await vault.resolve(SECRET)).toBe("from-the-box");
     expect(box.identity.requests.federation.ok).toBe(1);
     expect(box.identity.requests.secrets).toMatchObject({ verified: 1, ok: 1 });
@@ -207,7 +212,7 @@ describe("OCI in a box, Node SDK over HTTPS with the test CA", () => {
     const imds2 = await startImdsServer({ identity: second, instance: { ...defaultInstance(), id: second.instance } });
     const imds3 = await startImdsServer({ identity: stranger });
     try {
-      forgetInstancePrincipal(settings());
+      principals.forget(settings());
       box.identity.resetCounters();
       box.objectStorage.resetCounters();
       const [a, b] = await Promise.all([sessionClient(), sessionClient(imds2.url)]);
@@ -215,7 +220,7 @@ describe("OCI in a box, Node SDK over HTTPS with the test CA", () => {
       await b.getNamespace({});
       expect(box.identity.requests.federation.ok).toBe(2);
       expect(box.objectStorage.requests).toMatchObject({ verified: 2, rejected: 0 });
-      const err = await instancePrincipal({ ...settings(), metadataUrl: imds3.url }).catch((e: Error) => e);
+      const err = await principals.get({ ...settings(), metadataUrl: imds3.url }).catch((e: Error) => e);
       expect(err).toBeInstanceOf(Error);
       expect(box.identity.requests.lastRejection).toMatch(/not issued by the trusted CA/);
       expect(box.identity.requests.federation.ok).toBe(2);
@@ -278,7 +283,7 @@ describe("OCI in a box, Node SDK over HTTPS with the test CA", () => {
     await expect(client.getNamespace({})).rejects.toMatchObject({ statusCode: 503 });
 
     await call("POST", "/secret", { id: SECRET, value: "rotated" });
-    const vault = createVaultResolver({ ...settings(), secretsEndpoint: box.url, cacheTtlMs: 0 });
+    const vault = createVaultResolver({ ...settings(), secretsEndpoint: box.url, cacheTtlMs: 0 }, { registry: new SecretRegistry(), principals });
     expect(await vault.resolve(SECRET)).toBe("rotated");
     const counters = await call("GET", "/counters");
     expect(counters.json).toHaveProperty("objectstorage.verified");
@@ -294,7 +299,7 @@ describe("OCI in a box, Node SDK over HTTPS with the test CA", () => {
     };
     diagnosticsChannel.subscribe("net.client.socket", onSocket);
     try {
-      forgetInstancePrincipal(settings());
+      principals.forget(settings());
       const client = await sessionClient();
       await client.listObjects({ namespaceName: NS, bucketName: "mlops-dags" });
       client.close();

@@ -6,6 +6,7 @@ import { runProbe } from "../../agent/probe/probe.ts";
 import { createProber, type ProbeChange, type Prober, probeConfig } from "../../agent/probe/prober.ts";
 import { StatusStore } from "../../agent/status/status-store.ts";
 import { DEFAULT_RESTART_POLICY, type ProbeSpec, type ServiceSpec } from "../../agent/supervisor/types.ts";
+import { SecretRegistry } from "../../agent/config/secret-registry.ts";
 
 /** A real HTTP server on 127.0.0.1 whose answer per path the test flips. */
 class FlipServer {
@@ -73,6 +74,7 @@ function newStore(...names: string[]): StatusStore {
     pid: process.pid,
     startedAt: new Date(),
     supervisor: "process",
+    secrets: new SecretRegistry(),
   });
   store.setServices(names.map((name) => ({ name, unit: `mlops-${name}.service`, state: "running", health: "unknown", restarts: 0, lastProbe: null })));
   return store;

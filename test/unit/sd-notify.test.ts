@@ -14,6 +14,7 @@ import { createInterface } from "node:readline";
 import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { createLogger } from "../../agent/log.ts";
 import { createNotifier, execFileNotify, type NotifyExec } from "../../agent/notify/sd-notify.ts";
+import { SecretRegistry } from "../../agent/config/secret-registry.ts";
 
 const LISTENER = String.raw`
 import json, os, socket, struct, sys
@@ -125,7 +126,7 @@ describe("sd-notify", () => {
       calls.push([cmd, ...args]);
       return { code: 0 };
     };
-    const n = createNotifier({ env: {}, exec, logger: captureLogger().logger });
+    const n = createNotifier({ secrets: new SecretRegistry(), env: {}, exec, logger: captureLogger().logger });
     expect(n.enabled).toBe(false);
     await n.ready();
     await n.status("x");
@@ -141,14 +142,14 @@ describe("sd-notify", () => {
   it("derives the ping period from WATCHDOG_USEC and WATCHDOG_PID", () => {
     const { logger } = captureLogger();
     const exec: NotifyExec = async () => ({ code: 0 });
-    const mk = (env: Record<string, string>) => createNotifier({ env: { NOTIFY_SOCKET: "/x", ...env }, exec, pid: 4242, logger });
+    const mk = (env: Record<string, string>) => createNotifier({ secrets: new SecretRegistry(), env: { NOTIFY_SOCKET: "/x", ...env }, exec, pid: 4242, logger });
     expect(mk({}).watchdogIntervalMs()).toBeUndefined();
     expect(mk({ WATCHDOG_USEC: "30000000" }).watchdogIntervalMs()).toBe(15_000);
     expect(mk({ WATCHDOG_USEC: "30000000", WATCHDOG_PID: "4242" }).watchdogIntervalMs()).toBe(15_000);
     expect(mk({ WATCHDOG_USEC: "30000000", WATCHDOG_PID: "1" }).watchdogIntervalMs()).toBeUndefined();
     expect(mk({ WATCHDOG_USEC: "0" }).watchdogIntervalMs()).toBeUndefined();
     expect(mk({ WATCHDOG_USEC: "soon" }).watchdogIntervalMs()).toBeUndefined();
-    expect(createNotifier({ env: { WATCHDOG_USEC: "30000000" }, exec, logger }).watchdogIntervalMs()).toBeUndefined();
+    expect(createNotifier({ secrets: new SecretRegistry(), env: { WATCHDOG_USEC: "30000000" }, exec, logger }).watchdogIntervalMs()).toBeUndefined();
   });
 
   it("sends READY, STATUS, WATCHDOG and STOPPING through the real CLI, attributed to our pid", async () => {
@@ -156,7 +157,7 @@ describe("sd-notify", () => {
     const listener = await startListener(socketPath);
     children.push(listener.child);
     const { logger, lines } = captureLogger();
-    const n = createNotifier({
+    const n = createNotifier({ secrets: new SecretRegistry(),
       env: { NOTIFY_SOCKET: socketPath, WATCHDOG_USEC: "200000", WATCHDOG_PID: String(process.pid) },
       exec: execFileNotify,
       logger,
@@ -191,7 +192,7 @@ describe("sd-notify", () => {
     const socketPath = path.join(dir, "stop.sock");
     const listener = await startListener(socketPath);
     children.push(listener.child);
-    const n = createNotifier({
+    const n = createNotifier({ secrets: new SecretRegistry(),
       env: { NOTIFY_SOCKET: socketPath, WATCHDOG_USEC: "100000" },
       exec: execFileNotify,
       logger: captureLogger().logger,
@@ -208,9 +209,9 @@ describe("sd-notify", () => {
 
   it("never throws: a refused socket or a missing CLI only logs a warning", async () => {
     const { logger, lines } = captureLogger();
-    const refused = createNotifier({ env: { NOTIFY_SOCKET: path.join(dir, "nobody.sock") }, exec: execFileNotify, logger });
+    const refused = createNotifier({ secrets: new SecretRegistry(), env: { NOTIFY_SOCKET: path.join(dir, "nobody.sock") }, exec: execFileNotify, logger });
     await expect(refused.ready()).resolves.toBeUndefined();
-    const missing = createNotifier({
+    const missing = createNotifier({ secrets: new SecretRegistry(),
       env: { NOTIFY_SOCKET: path.join(dir, "nobody.sock") },
       exec: execFileNotify,
       logger,

@@ -12,6 +12,7 @@ import { buildServer, type BuildServerOptions, parseListen, type StatusServer } 
 import { StatusStore } from "../../agent/status/status-store.ts";
 import type { ConvergeRecord, ServiceStatus } from "../../agent/status/types.ts";
 import { parsePrometheusText, sampleValue } from "../support/prom-parse.ts";
+import { SecretRegistry } from "../../agent/config/secret-registry.ts";
 
 const TOKEN = "s3cr3t-token-0123456789abcdef";
 
@@ -23,6 +24,7 @@ function makeStore(): StatusStore {
     pid: 4321,
     startedAt: new Date("2025-01-01T00:00:00Z"),
     supervisor: "systemd",
+    secrets: new SecretRegistry(),
   });
 }
 

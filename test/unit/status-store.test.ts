@@ -1,8 +1,9 @@
 import { describe, expect, it } from "vitest";
 import { StatusStore } from "../../agent/status/status-store.ts";
 import type { ServiceStatus, StatusSnapshot } from "../../agent/status/types.ts";
+import { SecretRegistry } from "../../agent/config/secret-registry.ts";
 
-function makeStore(): StatusStore {
+function makeStore(secrets = new SecretRegistry()): StatusStore {
   let t = Date.parse("2025-01-01T00:00:00Z");
   return new StatusStore({
     version: "0.1.0",
@@ -11,6 +12,7 @@ function makeStore(): StatusStore {
     pid: 1234,
     startedAt: new Date("2025-01-01T00:00:00Z"),
     supervisor: "systemd",
+    secrets,
     now: () => {
       t += 1000;
       return new Date(t);
@@ -45,6 +47,23 @@ describe("StatusStore", () => {
     expect(s.services).toEqual([]);
     expect(s.events).toEqual([]);
     expect(s.lastConverge).toBeNull();
+  });
+
+  it("scrubs the values registered in its registry from events, reasons and errors, and only those", () => {
+    const secrets = new SecretRegistry();
+    const store = makeStore(secrets);
+    secrets.register("hunter2-db-password");
+    store.setPhase("degraded", "pymysql said: access denied for hunter2-db-password", { code: "DB_AUTH_FAILED", message: "login with hunter2-db-password refused" });
+    store.addEvent("warn", "step", "uv echoed hunter2-db-password and not-a-secret");
+    const s = store.snapshot();
+    expect(s.reason).toBe("pymysql said: access denied for [redacted]");
+    expect(s.error).toEqual({ code: "DB_AUTH_FAILED", message: "login with [redacted] refused" });
+    expect(s.events.map((e) => e.message)).toEqual(["starting -> degraded: pymysql said: access denied for [redacted]", "uv echoed [redacted] and not-a-secret"]);
+    expect(JSON.stringify(s)).not.toContain("hunter2");
+    // Another store's registry knows nothing of it: no state is shared between registries.
+    const other = makeStore();
+    other.addEvent("info", "step", "hunter2-db-password");
+    expect(other.snapshot().events[0]?.message).toBe("hunter2-db-password");
   });
 
   it("keeps only the newest 100 events, oldest dropped first", () => {

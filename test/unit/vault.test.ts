@@ -8,16 +8,17 @@
  */
 import diagnosticsChannel from "node:diagnostics_channel";
 import type { Socket } from "node:net";
-import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from "vitest";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from "vitest";
 import { configSchema } from "../../agent/config/schema.ts";
-import { resolveSecretRef, scrub } from "../../agent/config/secrets.ts";
-import { createVaultResolver, type VaultSettings, vaultResolverFor } from "../../agent/config/vault.ts";
+import { SecretRegistry } from "../../agent/config/secret-registry.ts";
+import { resolveSecretRef } from "../../agent/config/secrets.ts";
+import { createVaultResolver, createVaultResolvers, type VaultSettings } from "../../agent/config/vault.ts";
 import { converge } from "../../agent/engine/converge.ts";
 import { createRoleRecordStore } from "../../agent/engine/role-record.ts";
 import { AgentError } from "../../agent/errors.ts";
 import { createMemoryHost, type MemoryHost } from "../../agent/host/memory-host.ts";
 import { createLogger } from "../../agent/log.ts";
-import { forgetInstancePrincipal } from "../../agent/oci/instance-principal.ts";
+import { createInstancePrincipals, type InstancePrincipals } from "../../agent/oci/instance-principal.ts";
 import type { ServiceObservation, ServiceSpec, Supervisor } from "../../agent/supervisor/types.ts";
 import { type ImdsServer, startImdsServer } from "../servers/imds-server.ts";
 import { type OciIdentitySecretsServer, startOciIdentitySecretsServer } from "../servers/oci-identity-secrets-server.ts";
@@ -48,6 +49,14 @@ afterAll(async () => {
   await oci?.close();
 });
 
+// Each test has its own registry and instance-principal providers: nothing carries over.
+let registry: SecretRegistry;
+let principals: InstancePrincipals;
+beforeEach(() => {
+  registry = new SecretRegistry();
+  principals = createInstancePrincipals();
+});
+
 afterEach(() => {
   oci.failNext("secrets", 0, 503);
   oci.failNext("federation", 0, 503);
@@ -70,7 +79,7 @@ function clock(start = 1_000_000) {
 /** A logger writing parsed JSON lines into `lines`, through the scrubber as in the daemon. */
 function capture() {
   const raw: string[] = [];
-  const logger = createLogger({ destination: { write: (l: string) => void raw.push(l) }, scrub, level: "debug" });
+  const logger = createLogger({ destination: { write: (l: string) => void raw.push(l) }, scrub: (l) => registry.scrub(l), level: "debug" });
   return { logger, raw, lines: () => raw.map((l) => JSON.parse(l) as Record<string, unknown>) };
 }
 
@@ -87,9 +96,9 @@ describe("vault: references through the real SDK", () => {
   it("resolves the secret: IMDS identity, federation signed with the instance key, Secrets signed by the session", async () => {
     oci.resetCounters();
     const imdsBefore = imds.byPath;
-    const vault = createVaultResolver(settings());
+    const vault = createVaultResolver(settings(), { registry, principals });
     const host = createMemoryHost();
-    expect(await resolveSecretRef(`vault:${DB}`, { fs: host.fs, env: {}, vault })).toBe(DB_VALUE); // trailing newline dropped, as for file:
+    expect(await resolveSecretRef(`vault:${DB}`, { fs: host.fs, env: {}, registry, vault })).toBe(DB_VALUE); // trailing newline dropped, as for file:
     expect(oci.requests.federation).toMatchObject({ total: 1, verified: 1, ok: 1, rejected: 0 });
     expect(oci.requests.secrets).toMatchObject({ total: 1, verified: 1, ok: 1, rejected: 0 });
     expect(oci.log.find((r) => r.api === "secrets")?.url).toBe(`/20190301/secretbundles/${DB}?stage=CURRENT`);
@@ -97,11 +106,11 @@ describe("vault: references through the real SDK", () => {
     for (const p of ["identity/cert.pem", "identity/key.pem", "identity/intermediate.pem", "instance/region"])
       expect(imds.byPath[`/opc/v2/${p}`] ?? 0, p).toBeGreaterThan(imdsBefore[`/opc/v2/${p}`] ?? 0);
     // Resolved values are scrubbed from any text.
-    expect(scrub(`password=${DB_VALUE}`)).toBe("password=[redacted]");
+    expect(registry.scrub(`password=${DB_VALUE}`)).toBe("password=[redacted]");
   });
 
   it("caches in memory: a second resolution makes no request at all", async () => {
-    const vault = createVaultResolver(settings());
+    const vault = createVaultResolver(settings(), { registry, principals });
     expect(await vault.resolve(DB)).toBe(DB_VALUE);
     oci.resetCounters();
     const imdsBefore = imds.requests;
@@ -116,7 +125,7 @@ describe("vault: references through the real SDK", () => {
   it("concurrent first resolutions share one request", async () => {
     const id = "ocid1.vaultsecret.oc1.phx.amaaaaaaconcurrent";
     oci.setSecret(id, "concurrent-value-1");
-    const vault = createVaultResolver(settings());
+    const vault = createVaultResolver(settings(), { registry, principals });
     oci.resetCounters();
     expect(await Promise.all([vault.resolve(id), vault.resolve(id), vault.resolve(id)])).toEqual(Array(3).fill("concurrent-value-1"));
     expect(oci.requests.secrets.total).toBe(1);
@@ -126,7 +135,7 @@ describe("vault: references through the real SDK", () => {
     const id = "ocid1.vaultsecret.oc1.phx.amaaaaaarotated";
     oci.setSecret(id, "rotating-value-v1");
     const c = clock();
-    const vault = createVaultResolver(settings({ cacheTtlMs: 600_000 }), { now: c.now });
+    const vault = createVaultResolver(settings({ cacheTtlMs: 600_000 }), { registry, principals, now: c.now });
     expect(await vault.resolve(id)).toBe("rotating-value-v1");
     expect(oci.setSecret(id, "rotating-value-v2").versionNumber).toBe(2);
     c.advance(599_000);
@@ -135,13 +144,13 @@ describe("vault: references through the real SDK", () => {
     c.advance(2_000);
     expect(await vault.resolve(id)).toBe("rotating-value-v2");
     expect(vault.fetches).toBe(2);
-    expect(scrub("rotating-value-v1 rotating-value-v2")).toBe("[redacted] [redacted]");
+    expect(registry.scrub("rotating-value-v1 rotating-value-v2")).toBe("[redacted] [redacted]");
   });
 
   it("a missing secret is SECRET_UNAVAILABLE naming the OCID and the 404, and a deleted one stops resolving", async () => {
-    const vault = createVaultResolver(settings());
+    const vault = createVaultResolver(settings(), { registry, principals });
     const missing = "ocid1.vaultsecret.oc1.phx.amaaaaaamissing";
-    const err = await failure(resolveSecretRef(`vault:${missing}`, { fs: createMemoryHost().fs, env: {}, vault }));
+    const err = await failure(resolveSecretRef(`vault:${missing}`, { fs: createMemoryHost().fs, env: {}, registry, vault }));
     expect(err).toBeInstanceOf(AgentError);
     expect(err.code).toBe("SECRET_UNAVAILABLE");
     expect(err.recoverable).toBe(true);
@@ -153,7 +162,7 @@ describe("vault: references through the real SDK", () => {
     const id = "ocid1.vaultsecret.oc1.phx.amaaaaaadeleted";
     oci.setSecret(id, "soon-deleted-value");
     const c = clock();
-    const v2 = createVaultResolver(settings({ cacheTtlMs: 1_000 }), { now: c.now });
+    const v2 = createVaultResolver(settings({ cacheTtlMs: 1_000 }), { registry, principals, now: c.now });
     expect(await v2.resolve(id)).toBe("soon-deleted-value");
     oci.deleteSecret(id);
     c.advance(1_001);
@@ -165,9 +174,9 @@ describe("vault: references through the real SDK", () => {
     const own = await startOciIdentitySecretsServer({ trustedCaPem: identity.intermediatePem, secrets: { [DB]: DB_VALUE } });
     const port = Number(new URL(own.url).port);
     const s = settings({ authEndpoint: own.url, secretsEndpoint: own.url });
-    const vault = createVaultResolver(s);
+    const vault = createVaultResolver(s, { registry, principals });
     // A session first (federation works), then the Secrets endpoint goes away.
-    forgetInstancePrincipal(s);
+    principals.forget(s);
     const warm = "ocid1.vaultsecret.oc1.phx.amaaaaaawarm";
     own.setSecret(warm, "warm-up-value-1");
     expect(await vault.resolve(warm)).toBe("warm-up-value-1");
@@ -192,7 +201,7 @@ describe("vault: references through the real SDK", () => {
   it("a Secrets 5xx or a dropped connection fails the first resolution, and is retried on the next", async () => {
     const id = "ocid1.vaultsecret.oc1.phx.amaaaaaaflaky";
     oci.setSecret(id, "flaky-value-123");
-    const vault = createVaultResolver(settings());
+    const vault = createVaultResolver(settings(), { registry, principals });
     oci.failNext("secrets", 1, 503);
     expect((await failure(vault.resolve(id))).message).toMatch(/answered HTTP 503 ServiceUnavailable/);
     oci.setUnreachable("secrets", true);
@@ -205,8 +214,8 @@ describe("vault: references through the real SDK", () => {
     const id = "ocid1.vaultsecret.oc1.phx.amaaaaaaslow";
     oci.setSecret(id, "slow-value-4d2e");
     const s = settings({ timeoutMs: 500 });
-    const vault = createVaultResolver(s);
-    forgetInstancePrincipal(s);
+    const vault = createVaultResolver(s, { registry, principals });
+    principals.forget(s);
     oci.setLatency("secrets", 5_000);
     const t0 = Date.now();
     const err = await failure(vault.resolve(id));
@@ -220,7 +229,7 @@ describe("vault: references through the real SDK", () => {
     const id = "ocid1.vaultsecret.oc1.phx.amaaaaaastale";
     oci.setSecret(id, "stale-but-good-value");
     const c = clock();
-    const vault = createVaultResolver(settings({ cacheTtlMs: 1_000, retryAfterFailureMs: 30_000 }), { now: c.now });
+    const vault = createVaultResolver(settings({ cacheTtlMs: 1_000, retryAfterFailureMs: 30_000 }), { registry, principals, now: c.now });
     const log = capture();
     expect(await vault.resolve(id, { logger: log.logger })).toBe("stale-but-good-value");
     c.advance(1_001);
@@ -245,11 +254,11 @@ describe("vault: references through the real SDK", () => {
 
   it("IMDS without an identity, or an auth service that refuses, is SECRET_UNAVAILABLE naming the cause", async () => {
     const s = settings();
-    const vault = createVaultResolver(s);
+    const vault = createVaultResolver(s, { registry, principals });
     const id = "ocid1.vaultsecret.oc1.phx.amaaaaaanoident";
     oci.setSecret(id, "never-fetched-value");
 
-    forgetInstancePrincipal(s);
+    principals.forget(s);
     imds.setIdentity(undefined);
     const noIdentity = await failure(vault.resolve(id));
     expect(noIdentity.code).toBe("SECRET_UNAVAILABLE");
@@ -257,7 +266,7 @@ describe("vault: references through the real SDK", () => {
     expect(noIdentity.message).toMatch(/instance principal authentication failed: .*\/opc\/v2\/identity\/cert\.pem answered HTTP 404/);
     imds.setIdentity(identity);
 
-    forgetInstancePrincipal(s);
+    principals.forget(s);
     oci.failNext("federation", 1, 401);
     const refused = await failure(vault.resolve(id));
     expect(refused.code).toBe("SECRET_UNAVAILABLE");
@@ -273,8 +282,8 @@ describe("vault: references through the real SDK", () => {
     const value = "do-not-log-this-9b1e";
     oci.setSecret(id, value);
     const log = capture();
-    const vault = createVaultResolver(settings());
-    const resolved = await resolveSecretRef(`vault:${id}`, { fs: createMemoryHost().fs, env: {}, vault, logger: log.logger });
+    const vault = createVaultResolver(settings(), { registry, principals });
+    const resolved = await resolveSecretRef(`vault:${id}`, { fs: createMemoryHost().fs, env: {}, registry, vault, logger: log.logger });
     expect(resolved).toBe(value);
     // Anything that carries it on the way out is scrubbed...
     log.logger.info({ uri: `amqp://u:${value}@h//`, note: value }, `connecting with ${value}`);
@@ -285,7 +294,7 @@ describe("vault: references through the real SDK", () => {
     expect(log.lines().some((l) => l.msg === `fetched vault:${id} (version 1)`)).toBe(true);
     // ...and nothing the SDK printed, nor any failure, carries it.
     oci.failNext("secrets", 1, 500);
-    await failure(createVaultResolver(settings()).resolve(id));
+    await failure(createVaultResolver(settings(), { registry, principals }).resolve(id));
     expect(sdkConsole.join("\n")).not.toContain(value);
   });
 
@@ -305,7 +314,7 @@ describe("vault: references through the real SDK", () => {
     const imds2 = await startImdsServer({ identity });
     const oci2 = await startOciIdentitySecretsServer({ trustedCaPem: identity.intermediatePem, secrets: { [DB]: DB_VALUE } });
     try {
-      const vault = createVaultResolver(settings({ metadataUrl: imds2.url, authEndpoint: oci2.url, secretsEndpoint: oci2.url }));
+      const vault = createVaultResolver(settings({ metadataUrl: imds2.url, authEndpoint: oci2.url, secretsEndpoint: oci2.url }), { registry, principals });
       expect(await vault.resolve(DB)).toBe(DB_VALUE);
     } finally {
       diagnosticsChannel.unsubscribe("net.client.socket", onSocket);
@@ -374,7 +383,8 @@ describe("vault: references in converge", () => {
       airflow: { executor: "CeleryExecutor", celeryBrokerUrl: `vault:${BROKER}` },
     });
     const log = capture();
-    const deps = { host, supervisor: memorySupervisor(), records: createRoleRecordStore(host, "/s"), config, role: "airflow" as const, env: {}, logger: log.logger, checkLogin: false as const };
+    const vaults = createVaultResolvers({ registry });
+    const deps = { host, supervisor: memorySupervisor(), records: createRoleRecordStore(host, "/s"), config, role: "airflow" as const, env: {}, logger: log.logger, checkLogin: false as const, secrets: registry, vaults };
 
     const first = await converge(deps);
     expect(first.ok).toBe(false);
@@ -391,10 +401,10 @@ describe("vault: references in converge", () => {
     expect(envFile?.[1].mode).toBe(0o600);
     expect(envFile?.[1].content).toContain(`AIRFLOW__CELERY__BROKER_URL=${BROKER_URL}`);
     expect(log.raw.join("")).not.toContain(BROKER_URL);
-    // The process-wide cache: a third pass fetches nothing.
+    // The composition root's cache: a third pass fetches nothing.
     oci.resetCounters();
     await converge(deps);
     expect(oci.requests.secrets.total).toBe(0);
-    expect(vaultResolverFor(config).fetches).toBe(2); // the 404, then the value, then nothing
+    expect(vaults.for(config).fetches).toBe(2); // the 404, then the value, then nothing
   });
 });
