@@ -7,9 +7,11 @@ import { randomBytes as nodeRandomBytes } from "node:crypto";
 import { userInfo } from "node:os";
 import * as fsp from "node:fs/promises";
 import { dirname, basename, join } from "node:path";
+import { AgentError } from "../errors.ts";
 import type { ExecOptions, ExecResult, FileOwner, FileStat, Host, HostFs } from "./host.ts";
+import { createLinuxProcesses, type SpawnFn } from "./linux-processes.ts";
 
-export type SpawnFn = typeof nodeSpawn;
+export type { SpawnFn };
 
 /** The environment a child gets before `opts.env`: enough to run tools, nothing secret. */
 function baseEnv(): Record<string, string> {
@@ -30,6 +32,24 @@ const linuxFs: HostFs = {
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw err;
+    }
+  },
+  async readFileTail(path, maxBytes) {
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(path, "r");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+    try {
+      const { size } = await fh.stat();
+      const length = Math.min(size, maxBytes);
+      const buf = Buffer.alloc(length);
+      await fh.read(buf, 0, length, size - length);
+      return buf.toString("utf8");
+    } finally {
+      await fh.close();
     }
   },
   async writeFileAtomic(path, content, opts) {
@@ -137,6 +157,7 @@ export function createLinuxHost(opts: { spawn?: SpawnFn } = {}): Host {
 
   return {
     fs: linuxFs,
+    processes: createLinuxProcesses({ spawn }),
     exec,
     users: {
       async lookup(name): Promise<FileOwner | undefined> {
@@ -149,9 +170,9 @@ export function createLinuxHost(opts: { spawn?: SpawnFn } = {}): Host {
         if (existing) return existing;
         const r = await exec("useradd", ["--system", "--user-group", "--home-dir", home, "--shell", "/usr/sbin/nologin", name]);
         // Exit 9: the user appeared between lookup and useradd (another agent pass).
-        if (r.code !== 0 && r.code !== 9) throw new Error(`useradd ${name} failed (exit ${r.code}): ${r.stderr.trim()}`);
+        if (r.code !== 0 && r.code !== 9) throw new AgentError("HOST_FAILED", `useradd ${name} failed (exit ${r.code}): ${r.stderr.trim()}`);
         const created = await this.lookup(name);
-        if (!created) throw new Error(`user ${name} not found after useradd`);
+        if (!created) throw new AgentError("HOST_FAILED", `user ${name} not found after useradd`);
         return created;
       },
       current() {
