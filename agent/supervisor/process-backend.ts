@@ -30,73 +30,22 @@
  *    (process-leftovers.ts).
  */
 import { AgentError, isAgentError } from "../errors.ts";
-import type { FileOwner, Host, PortListener } from "../host/host.ts";
+import type { Host, PortListener } from "../host/host.ts";
 import type { Logger } from "../log.ts";
+import { KeyedLock } from "./keyed-lock.ts";
 import { readLogTail, type Scrub } from "./log-tail.ts";
 import { checkPorts } from "./port-check.ts";
 import { terminateGroup } from "./process-group.ts";
 import { stopLeftovers } from "./process-leftovers.ts";
 import { parseStateFile, type PersistedService, type StateFileContent, StateFileWriter } from "./process-state-file.ts";
+import type { ProcessEvent, ProcessSupervisor, ProcessSupervisorOptions } from "./process-types.ts";
 import { decideRestart, type ExitRecord } from "./restart-policy.ts";
-import { buildEnvironment, DEFAULT_PATH, type InheritedEnvironment, resolveCommand, withParentDeathSignal } from "./service-command.ts";
-import type { ServiceExit, ServiceObservation, ServiceRunState, ServiceSpec, Supervisor } from "./types.ts";
+import { DEFAULT_PATH, type InheritedEnvironment, prepareLaunch, resolveCommand } from "./service-command.ts";
+import type { ServiceExit, ServiceObservation, ServiceRunState, ServiceSpec } from "./types.ts";
 
 export { parseProcStat } from "../host/proc-parse.ts";
 export { readProcessState } from "./process-state-file.ts";
-
-export type ProcessEvent =
-  | { readonly type: "started"; readonly service: string; readonly pid: number; readonly reason: string }
-  | {
-      readonly type: "exited";
-      readonly service: string;
-      readonly pid: number;
-      readonly code: number | null;
-      readonly signal: string | null;
-      /** true when the supervisor stopped it (stop, restart, remove, shutdown). */
-      readonly expected: boolean;
-    }
-  | {
-      readonly type: "backoff";
-      readonly service: string;
-      readonly delayMs: number;
-      readonly reason: string;
-      readonly crashLooping: boolean;
-    }
-  | { readonly type: "stopped"; readonly service: string; readonly reason: string }
-  /** A start failed with an error retrying cannot fix (PORT_IN_USE): state "failed" until the next `ensure`. */
-  | { readonly type: "failed"; readonly service: string; readonly reason: string };
-
-export interface ProcessSupervisorOptions {
-  readonly host: Host;
-  readonly logger: Logger;
-  /** Where pids, start times and restart counts are kept, e.g. `<state-dir>/processes.json`. */
-  readonly stateFile: string;
-  /** Uniform in [0, 1) for backoff jitter. */
-  readonly rand?: () => number;
-  /**
-   * The signal a service gets when the agent dies without stopping it
-   * (through `setpriv --pdeathsig`, if installed). null: none (then only the
-   * next supervisor's sweep stops leftovers). Default SIGTERM.
-   */
-  readonly parentDeathSignal?: NodeJS.Signals | null;
-  /** Every start, exit, backoff and stop: wire to the prober (markStarted/markStopped) and to status events. */
-  readonly onEvent?: (event: ProcessEvent) => void;
-  /** How long to wait for a process group after SIGKILL before reporting it stuck. Default 5 s. */
-  readonly killWaitMs?: number;
-  /** Removes secrets from log lines before they enter `lastExit.logTail`. Default: none. */
-  readonly scrub?: Scrub;
-  /** PATH and LANG the services inherit. Default: the agent's (process.env). */
-  readonly inheritedEnv?: InheritedEnvironment;
-}
-
-export interface ProcessSupervisor extends Supervisor {
-  readonly kind: "process";
-  /**
-   * Resolves after `signal` aborts and every service's process group is gone
-   * (SIGTERM, grace, SIGKILL). Afterwards `ensure` and `restart` refuse.
-   */
-  run(signal: AbortSignal): Promise<void>;
-}
+export type { ProcessEvent, ProcessSupervisor, ProcessSupervisorOptions } from "./process-types.ts";
 
 interface RunningProcess {
   readonly pid: number;
@@ -156,7 +105,7 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
   readonly #writer: StateFileWriter;
 
   readonly #entries = new Map<string, Entry>();
-  readonly #locks = new Map<string, Promise<unknown>>();
+  readonly #locks = new KeyedLock();
   /** Process groups that may still have members: SIGKILLed at agent exit as a last resort. */
   readonly #groups = new Set<number>();
   #unregisterExit: (() => void) | undefined;
@@ -195,7 +144,7 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
 
   async ensure(spec: ServiceSpec, reason: string): Promise<"started" | "restarted" | "unchanged"> {
     await this.#init();
-    return this.#withLock(spec.name, async () => {
+    return this.#locks.run(spec.name, async () => {
       this.#assertOpen(spec.name);
       const e = this.#entries.get(spec.name);
       if (!e) {
@@ -232,7 +181,7 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
 
   async remove(name: string): Promise<void> {
     await this.#init();
-    await this.#withLock(name, async () => {
+    await this.#locks.run(name, async () => {
       const e = this.#entries.get(name);
       if (!e) return;
       await this.#stop(e, "removed");
@@ -245,7 +194,7 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
 
   async restart(name: string, reason: string): Promise<void> {
     await this.#init();
-    await this.#withLock(name, async () => {
+    await this.#locks.run(name, async () => {
       this.#assertOpen(name);
       const e = this.#entries.get(name);
       if (!e) throw new AgentError("SUPERVISOR_FAILED", `cannot restart ${name}: no such service`);
@@ -267,7 +216,7 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
     }
     this.#closed = true;
     this.#log.info({ services: [...this.#entries.keys()] }, "stopping all services");
-    await Promise.all([...this.#entries.values()].map((e) => this.#withLock(e.spec.name, () => this.#stop(e, "agent stopping"))));
+    await Promise.all([...this.#entries.values()].map((e) => this.#locks.run(e.spec.name, () => this.#stop(e, "agent stopping"))));
     // Groups left by crashed leaders that never restarted.
     await Promise.all(
       [...this.#groups].map((g) => terminateGroup(this.#host, g, 1_000, this.#killWaitMs).then(() => this.#groups.delete(g))),
@@ -295,30 +244,11 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
     await this.#writer.write();
   }
 
-  /** Everything `spawnService` needs, checked: a missing directory, binary or file is an error here, not a crash loop. */
-  async #prepare(spec: ServiceSpec): Promise<{ argv: string[]; env: Record<string, string>; user?: FileOwner }> {
-    const [command, ...args] = spec.command;
-    if (command === undefined) throw new AgentError("SUPERVISOR_FAILED", `service ${spec.name} has an empty command`);
-    const cwdStat = await this.#host.fs.stat(spec.workingDirectory);
-    if (!cwdStat?.isDirectory) {
-      throw new AgentError("SUPERVISOR_FAILED", `working directory ${spec.workingDirectory} of ${spec.name} does not exist`);
-    }
-    const env = await buildEnvironment(this.#host, spec, this.#inherited, this.#log);
-    const resolved = await resolveCommand(this.#host, command, spec.workingDirectory, env.PATH ?? DEFAULT_PATH);
-    if (!resolved) throw new AgentError("SUPERVISOR_FAILED", `command ${command} of ${spec.name} not found or not executable`);
-    const asRoot = this.#host.users.current().uid === 0;
-    if (spec.user && !asRoot) {
-      this.#log.debug({ service: spec.name, user: spec.user.name }, "not root: running the service as the agent's user");
-    }
-    const user = spec.user && asRoot ? { uid: spec.user.uid, gid: spec.user.gid } : undefined;
-    const argv = withParentDeathSignal([resolved, ...args], await this.#setprivPath(), this.#pdeathsig);
-    return { argv, env, ...(user ? { user } : {}) };
-  }
-
   /** Prepares and spawns the process; sets e.proc as soon as the pid is known so no exit is missed. */
   async #spawnProcess(e: Entry, reason: string): Promise<void> {
     const spec = e.spec;
-    const { argv, env, user } = await this.#prepare(spec);
+    const setpriv = await this.#setprivPath();
+    const { argv, env, user } = await prepareLaunch(this.#host, spec, this.#inherited, this.#log, setpriv, this.#pdeathsig);
     await checkPorts(this.#host, spec, (l) => this.#isOwnListener(e, l), this.#scrub);
     const [command, ...args] = argv as [string, ...string[]];
     const child = await this.#host.processes.spawnService({
@@ -426,7 +356,7 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
       if (ac.signal.aborted) return;
       e.backoff = undefined;
       const name = e.spec.name;
-      return this.#withLock(name, async () => {
+      return this.#locks.run(name, async () => {
         if (e.removed || this.#closed || e.state !== "backoff" || this.#entries.get(name) !== e) return;
         e.restarts++;
         try {
@@ -571,20 +501,5 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
     } catch (err) {
       this.#log.error({ err, event: event.type }, "process event listener failed");
     }
-  }
-
-  /** Runs `fn` after every earlier operation on the same service: ensure/remove/restart never interleave. */
-  #withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.#locks.get(name) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const settled = next.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#locks.set(name, settled);
-    void settled.then(() => {
-      if (this.#locks.get(name) === settled) this.#locks.delete(name);
-    });
-    return next;
   }
 }

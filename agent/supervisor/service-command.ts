@@ -9,7 +9,7 @@
  */
 import { delimiter, isAbsolute, join, resolve as resolvePath } from "node:path";
 import { AgentError } from "../errors.ts";
-import type { Host } from "../host/host.ts";
+import type { FileOwner, Host } from "../host/host.ts";
 import type { Logger } from "../log.ts";
 import { parseEnvironmentFile } from "./environment-file.ts";
 import type { ServiceSpec } from "./types.ts";
@@ -75,4 +75,33 @@ export async function buildEnvironment(
 export function withParentDeathSignal(argv: readonly string[], setpriv: string | undefined, signal: NodeJS.Signals | null): string[] {
   if (!setpriv || !signal) return [...argv];
   return [setpriv, "--pdeathsig", signal.replace(/^SIG/, ""), "--", ...argv];
+}
+
+/**
+ * Everything `host.processes.spawnService` needs, checked: a missing working
+ * directory, binary or environment file is a SUPERVISOR_FAILED error here,
+ * not a crash loop. The spec's user applies only when the agent is root.
+ */
+export async function prepareLaunch(
+  host: Host,
+  spec: ServiceSpec,
+  inherited: InheritedEnvironment,
+  log: Logger,
+  setpriv: string | undefined,
+  parentDeathSignal: NodeJS.Signals | null,
+): Promise<{ argv: string[]; env: Record<string, string>; user?: FileOwner }> {
+  const [command, ...args] = spec.command;
+  if (command === undefined) throw new AgentError("SUPERVISOR_FAILED", `service ${spec.name} has an empty command`);
+  const cwdStat = await host.fs.stat(spec.workingDirectory);
+  if (!cwdStat?.isDirectory) {
+    throw new AgentError("SUPERVISOR_FAILED", `working directory ${spec.workingDirectory} of ${spec.name} does not exist`);
+  }
+  const env = await buildEnvironment(host, spec, inherited, log);
+  const resolved = await resolveCommand(host, command, spec.workingDirectory, env.PATH ?? DEFAULT_PATH);
+  if (!resolved) throw new AgentError("SUPERVISOR_FAILED", `command ${command} of ${spec.name} not found or not executable`);
+  const asRoot = host.users.current().uid === 0;
+  if (spec.user && !asRoot) log.debug({ service: spec.name, user: spec.user.name }, "not root: running the service as the agent's user");
+  const user = spec.user && asRoot ? { uid: spec.user.uid, gid: spec.user.gid } : undefined;
+  const argv = withParentDeathSignal([resolved, ...args], setpriv, parentDeathSignal);
+  return { argv, env, ...(user ? { user } : {}) };
 }
