@@ -17,6 +17,8 @@ export interface FakeProcess {
   readonly startTime: string;
   /** Signals it survives (SIGKILL always ends it). */
   readonly ignores: Set<string>;
+  /** Its cgroup path, e.g. "/system.slice/mlops-mlflow.service" (systemd tests). */
+  readonly cgroup?: string;
   exit?: ProcessExit;
 }
 
@@ -28,7 +30,7 @@ export interface MemoryProcessTable extends HostProcesses {
   /** Live processes by pid. */
   readonly live: Map<number, FakeProcess>;
   /** Adds a process the supervisor did not start (another program, a grandchild with `pgid`). */
-  add(command: readonly string[], opts?: { pgid?: number; ignores?: string[] }): FakeProcess;
+  add(command: readonly string[], opts?: { pgid?: number; ignores?: string[]; cgroup?: string }): FakeProcess;
   /** The process exits now with this code or signal (a crash, a clean exit). */
   exit(pid: number, exit: ProcessExit): void;
   /** A socket in LISTEN state on `address:port`, held by `pid` (undefined: holder not visible). */
@@ -70,7 +72,14 @@ export function createMemoryProcesses(fs: HostFs): MemoryProcessTable {
     exitHandlers,
     add(command, opts = {}) {
       const pid = nextPid++;
-      const p: FakeProcess = { pid, pgid: opts.pgid ?? pid, command, startTime: String(ticks++), ignores: new Set(opts.ignores ?? []) };
+      const p: FakeProcess = {
+        pid,
+        pgid: opts.pgid ?? pid,
+        command,
+        startTime: String(ticks++),
+        ignores: new Set(opts.ignores ?? []),
+        ...(opts.cgroup ? { cgroup: opts.cgroup } : {}),
+      };
       live.set(pid, p);
       return p;
     },
@@ -131,7 +140,8 @@ export function createMemoryProcesses(fs: HostFs): MemoryProcessTable {
         .filter((s) => s.port === port)
         .map((s) => {
           const p = s.pid === undefined ? undefined : live.get(s.pid);
-          return { address: s.address, port, ...(p ? { pid: p.pid, pgid: p.pgid, command: [...p.command] } : {}) };
+          const holder = p ? { pid: p.pid, pgid: p.pgid, command: [...p.command], ...(p.cgroup ? { cgroup: p.cgroup } : {}) } : {};
+          return { address: s.address, port, ...holder };
         });
     },
     async isExecutable(path) {
