@@ -25,7 +25,32 @@ function baseEnv(): Record<string, string> {
   return env;
 }
 
-const linuxFs: HostFs = {
+/**
+ * Errors from the system become HOST_FAILED naming the operation and path;
+ * the system's message (with its errno code, e.g. "EACCES: permission
+ * denied") stays in the message and the original in `cause`.
+ */
+export function hostError(op: string, err: unknown): AgentError {
+  if (err instanceof AgentError) return err;
+  return new AgentError("HOST_FAILED", `${op}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+}
+
+/** The same methods, every rejection turned into a HOST_FAILED AgentError. */
+function guarded(fs: HostFs): HostFs {
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(fs) as [string, (...a: unknown[]) => Promise<unknown>][]) {
+    out[name] = async (...args: unknown[]) => {
+      try {
+        return await fn(...args);
+      } catch (err) {
+        throw hostError(`${name} ${String(args[0])}`, err);
+      }
+    };
+  }
+  return out as unknown as HostFs;
+}
+
+const rawFs: HostFs = {
   async readFile(path) {
     try {
       return await fsp.readFile(path, "utf8");
@@ -114,6 +139,8 @@ const linuxFs: HostFs = {
   },
 };
 
+const linuxFs = guarded(rawFs);
+
 export function createLinuxHost(opts: { spawn?: SpawnFn } = {}): Host {
   const spawn = opts.spawn ?? nodeSpawn;
 
@@ -139,7 +166,7 @@ export function createLinuxHost(opts: { spawn?: SpawnFn } = {}): Host {
         stderr += d;
         o.onOutput?.(d);
       });
-      child.on("error", reject);
+      child.on("error", (err) => reject(hostError(`exec ${command}`, err)));
       child.on("close", (code, sig) => resolve({ code: code ?? (sig ? 128 : 1), stdout, stderr }));
       child.stdin?.on("error", () => {});
       child.stdin?.end(o.input ?? "");

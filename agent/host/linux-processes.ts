@@ -110,21 +110,26 @@ export function createLinuxProcesses(opts: { spawn?: SpawnFn } = {}): HostProces
   return {
     selfPid: process.pid,
     async spawnService(o): Promise<SpawnedProcess> {
-      mkdirSync(dirname(o.logFile), { recursive: true, mode: 0o755 });
-      const fd = openSync(o.logFile, "a", 0o640);
       let child: ReturnType<SpawnFn>;
       try {
-        fchmodSync(fd, 0o640);
-        if (o.user) fchownSync(fd, o.user.uid, o.user.gid);
-        child = spawnFn(o.command, [...o.args], {
-          cwd: o.cwd,
-          env: { ...o.env },
-          stdio: ["ignore", fd, fd],
-          detached: true,
-          ...(o.user ? { uid: o.user.uid, gid: o.user.gid } : {}),
-        });
-      } finally {
-        closeSync(fd);
+        mkdirSync(dirname(o.logFile), { recursive: true, mode: 0o755 });
+        const fd = openSync(o.logFile, "a", 0o640);
+        try {
+          fchmodSync(fd, 0o640);
+          if (o.user) fchownSync(fd, o.user.uid, o.user.gid);
+          child = spawnFn(o.command, [...o.args], {
+            cwd: o.cwd,
+            env: { ...o.env },
+            stdio: ["ignore", fd, fd],
+            detached: true,
+            ...(o.user ? { uid: o.user.uid, gid: o.user.gid } : {}),
+          });
+        } finally {
+          closeSync(fd);
+        }
+      } catch (err) {
+        // The log file cannot be opened, or spawn() threw (EAGAIN, a bad option).
+        throw new AgentError("HOST_FAILED", `cannot start ${o.command} (log ${o.logFile}): ${(err as Error).message}`, { cause: err });
       }
       const pid = child.pid;
       if (pid === undefined) {

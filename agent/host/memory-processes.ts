@@ -102,7 +102,7 @@ export function createMemoryProcesses(fs: HostFs): MemoryProcessTable {
     },
     async spawnService(opts) {
       const err = table.failSpawn?.(opts);
-      if (err) throw err;
+      if (err) throw err instanceof AgentError ? err : new AgentError("HOST_FAILED", err.message, { cause: err });
       if ((await fs.readFile(opts.logFile)) === undefined) await fs.writeFileAtomic(opts.logFile, "", { mode: 0o640, ...(opts.user ? { owner: opts.user } : {}) });
       const p: FakeProcess = {
         ...table.add([opts.command, ...opts.args], { ignores: table.spawnIgnores }),

@@ -235,9 +235,12 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
     e.lastStartAt = this.#host.clock.now();
     try {
       await this.#spawnProcess(e, reason);
-    } catch (err) {
-      if (isAgentError(err) && !err.recoverable) this.#failed(e, err);
-      else this.#crashed(e, { at: this.#host.clock.now(), code: null, signal: null }, `failed to start: ${(err as Error).message}`);
+    } catch (cause) {
+      const err = isAgentError(cause)
+        ? cause
+        : new AgentError("SUPERVISOR_FAILED", `cannot start ${e.spec.name}: ${(cause as Error).message}`, { cause });
+      if (!err.recoverable) this.#failed(e, err);
+      else this.#crashed(e, { at: this.#host.clock.now(), code: null, signal: null }, `failed to start: ${err.message}`);
       await this.#writer.write();
       throw err;
     }
