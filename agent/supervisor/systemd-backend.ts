@@ -11,10 +11,10 @@
  * status of the main process and the tail of its log (the unit's
  * StandardOutput= file, else the journal), scrubbed.
  */
+import { constants as osConstants } from "node:os";
 import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
 import type { Logger } from "../log.ts";
-import { constants as osConstants } from "node:os";
 import { readLogTail, type Scrub, tailLines } from "./log-tail.ts";
 import { checkPorts } from "./port-check.ts";
 import type { ServiceExit, ServiceObservation, ServiceRunState, ServiceSpec, Supervisor } from "./types.ts";
@@ -72,6 +72,59 @@ function mapState(active: string, sub: string): ServiceRunState {
   return "unknown";
 }
 
+/** `systemctl show` output: one KEY=VALUE a line. */
+function parseShow(text: string): Record<string, string> {
+  return Object.fromEntries(
+    text
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+  );
+}
+
+/** Agent-initiated restarts per service, and the inputs hash each unit was last (re)started with. */
+interface State {
+  restarts: Record<string, number>;
+  started: Record<string, string>;
+}
+
+async function readStateFile(host: Host, path: string): Promise<State> {
+  const text = await host.fs.readFile(path);
+  try {
+    const parsed = text ? (JSON.parse(text) as Partial<State>) : {};
+    return { restarts: parsed.restarts ?? {}, started: parsed.started ?? {} };
+  } catch {
+    return { restarts: {}, started: {} };
+  }
+}
+
+async function updateStateFile(host: Host, path: string, change: (s: State) => void): Promise<void> {
+  const s = await readStateFile(host, path);
+  change(s);
+  await host.fs.writeFileAtomic(path, JSON.stringify(s), { mode: 0o600 });
+}
+
+function withHeader(spec: ServiceSpec): string {
+  if (!spec.unitFile) throw new AgentError("SUPERVISOR_FAILED", `service ${spec.name} has no rendered unit file`);
+  return `# mlops-role: ${spec.role}\n# mlops-inputs-hash: ${spec.inputsHash}\n${spec.unitFile}`;
+}
+
+/** The unit's StandardOutput= file when it has one, else the journal; undefined when neither says anything. */
+async function unitLogTail(host: Host, unit: string, unitText: string, scrub: Scrub): Promise<string[] | undefined> {
+  const file = LOG_FILE_RE.exec(unitText)?.[1]?.trim();
+  if (file) return readLogTail(host, file, scrub);
+  try {
+    const r = await host.exec("journalctl", ["-u", unit, "-n", "5", "-o", "cat", "--no-pager"], { timeoutMs: 10_000 });
+    const tail = r.code === 0 ? tailLines(r.stdout, scrub) : [];
+    return tail.length > 0 ? tail : undefined;
+  } catch {
+    return undefined; // no journalctl: a tail is a hint, never an error
+  }
+}
+
+/** A listener in the unit's own cgroup is the unit itself (the restart case), not a conflict. */
+const ownedBy = (unit: string) => (l: { cgroup?: string }) => l.cgroup?.endsWith(`/${unit}`) === true;
+
 export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor {
   const { host } = opts;
   const unitDir = opts.unitDir ?? "/etc/systemd/system";
@@ -88,50 +141,12 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
     return (await host.exec("systemctl", args, { timeoutMs: 15_000 })).stdout;
   }
 
-  interface State {
-    restarts: Record<string, number>;
-    started: Record<string, string>;
-  }
-
-  async function readState(): Promise<State> {
-    const text = await host.fs.readFile(opts.stateFile);
-    try {
-      const parsed = text ? (JSON.parse(text) as Partial<State>) : {};
-      return { restarts: parsed.restarts ?? {}, started: parsed.started ?? {} };
-    } catch {
-      return { restarts: {}, started: {} };
-    }
-  }
-
-  async function updateState(change: (s: State) => void): Promise<void> {
-    const s = await readState();
-    change(s);
-    await host.fs.writeFileAtomic(opts.stateFile, JSON.stringify(s), { mode: 0o600 });
-  }
+  const readState = () => readStateFile(host, opts.stateFile);
+  const updateState = (change: (s: State) => void) => updateStateFile(host, opts.stateFile, change);
 
   const unitPath = (unit: string) => `${unitDir}/${unit}`;
   const unitOf = (name: string) => `mlops-${name}.service`;
 
-  function withHeader(spec: ServiceSpec): string {
-    if (!spec.unitFile) throw new AgentError("SUPERVISOR_FAILED", `service ${spec.name} has no rendered unit file`);
-    return `# mlops-role: ${spec.role}\n# mlops-inputs-hash: ${spec.inputsHash}\n${spec.unitFile}`;
-  }
-
-  /** The unit's StandardOutput= file when it has one, else the journal; undefined when neither says anything. */
-  async function unitLogTail(unit: string, unitText: string): Promise<string[] | undefined> {
-    const file = LOG_FILE_RE.exec(unitText)?.[1]?.trim();
-    if (file) return readLogTail(host, file, scrub);
-    try {
-      const r = await host.exec("journalctl", ["-u", unit, "-n", "5", "-o", "cat", "--no-pager"], { timeoutMs: 10_000 });
-      const tail = r.code === 0 ? tailLines(r.stdout, scrub) : [];
-      return tail.length > 0 ? tail : undefined;
-    } catch {
-      return undefined; // no journalctl: a tail is a hint, never an error
-    }
-  }
-
-  /** A listener in the unit's own cgroup is the unit itself (the restart case), not a conflict. */
-  const ownedBy = (unit: string) => (l: { cgroup?: string }) => l.cgroup?.endsWith(`/${unit}`) === true;
 
   return {
     kind: "systemd",
@@ -150,17 +165,12 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
           "ActiveState,SubState,MainPID,UnitFileState,NRestarts,ExecMainCode,ExecMainStatus,ExecMainExitTimestamp",
           unit,
         );
-        const props = Object.fromEntries(
-          show
-            .split("\n")
-            .filter(Boolean)
-            .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
-        );
+        const props = parseShow(show);
         const name = unit.replace(/^mlops-/, "").replace(/\.service$/, "");
         const pid = Number(props.MainPID ?? 0);
         const state = mapState(props.ActiveState ?? "", props.SubState ?? "");
         const exit = exitFromProps(props, state);
-        const logTail = exit ? await unitLogTail(unit, text) : undefined;
+        const logTail = exit ? await unitLogTail(host, unit, text, scrub) : undefined;
         out.push({
           name,
           unit,
