@@ -29,6 +29,8 @@ export const ERRORS = {
   PACKAGE_INSTALL_FAILED: { message: "installing packages failed", recoverable: true, httpStatus: 503 },
   STEP_FAILED: { message: "a converge step failed", recoverable: true, httpStatus: 500 },
   SUPERVISOR_FAILED: { message: "the service supervisor failed", recoverable: true, httpStatus: 500 },
+  PORT_IN_USE: { message: "a port the service listens on is held by another process", recoverable: false, httpStatus: 409 },
+  HOST_FAILED: { message: "an operation on this host failed", recoverable: true, httpStatus: 500 },
   FIREWALL_FAILED: { message: "changing the host firewall failed", recoverable: true, httpStatus: 500 },
   SYSTEMD_UNAVAILABLE: { message: "systemd is not running on this host", recoverable: false, httpStatus: 501 },
   STATE_DIR_LOCKED: { message: "another agent is using this state directory", recoverable: false, httpStatus: 409 },

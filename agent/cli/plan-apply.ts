@@ -19,11 +19,10 @@ import { printer } from "./output.ts";
 import { findRunningAgent } from "./status.ts";
 import { stateLayout } from "../state/layout.ts";
 
-
 /** A supervisor for observing only: systemd when it runs here, else the process backend's state file. */
-export async function observingSupervisor(host: Host, config: AgentConfig, logger: Logger): Promise<Supervisor> {
+export async function observingSupervisor(host: Host, config: AgentConfig, logger: Logger, scrub: (text: string) => string): Promise<Supervisor> {
   const choice = await chooseSupervisor(host, config);
-  if (choice.kind === "systemd" && !choice.error) return createSystemdSupervisor({ host, logger, stateFile: stateLayout(config.stateDir).systemdRestarts });
+  if (choice.kind === "systemd" && !choice.error) return createSystemdSupervisor({ host, logger, stateFile: stateLayout(config.stateDir).systemdRestarts, scrub });
   const refuse = async (): Promise<never> => {
     throw new AgentError("SYSTEMD_UNAVAILABLE", "services on a host without systemd are supervised by `mlops-agent run` (or `up`); start it, or run on a host with systemd");
   };
@@ -42,7 +41,7 @@ export type CommandSecrets = Pick<ConvergeDeps, "secrets" | "vaults">;
 export async function planCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv, logger: Logger, secrets: CommandSecrets): Promise<number> {
   const out = printer(secrets.secrets);
   const { resolved } = await loadContext(host, flags, env);
-  const supervisor = await observingSupervisor(host, resolved.config, logger);
+  const supervisor = await observingSupervisor(host, resolved.config, logger, secrets.secrets.scrub);
   const view = await planOnce({
     host,
     supervisor,
@@ -76,7 +75,7 @@ export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.P
   const out = printer(secrets.secrets);
   const { resolved } = await loadContext(host, flags, env);
   const { config } = resolved;
-  const supervisor = await observingSupervisor(host, config, logger);
+  const supervisor = await observingSupervisor(host, config, logger, secrets.secrets.scrub);
   const records = createRoleRecordStore(host, config.stateDir);
   {
     // A converged node needs nothing. Otherwise, when an agent runs for this

@@ -124,11 +124,12 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const services = createServiceRefresher({ observe: () => supervisor.observe(), prober, store, clock: host.clock, logger: log });
   supervisor =
     choice.kind === "systemd"
-      ? createSystemdSupervisor({ host, logger: logger.child({ component: "systemd" }), stateFile: layout.systemdRestarts })
+      ? createSystemdSupervisor({ host, logger: logger.child({ component: "systemd" }), stateFile: layout.systemdRestarts, scrub: opts.secrets.scrub })
       : createProcessSupervisor({
           host,
           logger: logger.child({ component: "process-supervisor" }),
           stateFile: layout.processServices,
+          scrub: opts.secrets.scrub,
           onEvent: (e) => {
             onProcessEvent(e, prober, store);
             void services.refresh();
@@ -221,6 +222,9 @@ function onProcessEvent(e: ProcessEvent, prober: Prober, store: StatusStore): vo
   } else if (e.type === "backoff") {
     prober.markStopped(e.service);
     store.addEvent(e.crashLooping ? "error" : "warn", "service", `${e.service}: ${e.reason}`);
+  } else if (e.type === "failed") {
+    prober.markStopped(e.service);
+    store.addEvent("error", "service", `${e.service} cannot start: ${e.reason}`);
   } else {
     prober.markStopped(e.service);
   }

@@ -49,9 +49,9 @@ export function computePhase(input: PhaseInput): PhaseView {
 }
 
 /** "mlflow keeps exiting (exit code 1): OSError: [Errno 98] address already in use" */
-export function exitReason(service: Pick<ServiceStatus, "name" | "restarts">, exit: ServiceExit): string {
-  const how = exit.signal ? `killed by ${exit.signal}` : `exit code ${exit.code ?? "unknown"}`;
-  const verb = service.restarts > 0 ? "keeps exiting" : "exited";
+export function exitReason(service: Pick<ServiceStatus, "name">, exit: ServiceExit): string {
+  const how = exit.signal ? `killed by ${exit.signal}` : exit.code === null ? "did not start" : `exit code ${exit.code}`;
+  const verb = exit.keepsExiting ? "keeps exiting" : "exited";
   const last = exit.logTail?.at(-1);
   return `${service.name} ${verb} (${how})${last ? `: ${last}` : "; its log is empty"}`;
 }

@@ -2,19 +2,36 @@
  * A Host whose every operation fails, for testing that errors become
  * "retry next pass" results and never crashes or half-written state.
  */
+import { AgentError } from "../errors.ts";
 import type { Host } from "./host.ts";
 
 export function createFailingHost(message = "injected host failure"): Host {
   const fail = async (): Promise<never> => {
-    throw Object.assign(new Error(message), { code: "EIO" });
+    throw new AgentError("HOST_FAILED", message);
   };
   return {
-    fs: { readFile: fail, writeFileAtomic: fail, stat: fail, mkdir: fail, remove: fail, readdir: fail, chown: fail, chmod: fail },
+    fs: { readFile: fail, readFileTail: fail, writeFileAtomic: fail, stat: fail, mkdir: fail, remove: fail, readdir: fail, chown: fail, chmod: fail },
+    processes: {
+      selfPid: process.pid,
+      spawnService: fail,
+      info: fail,
+      groupMembers: fail,
+      groupExists: () => {
+        throw new AgentError("HOST_FAILED", message);
+      },
+      signalGroup: () => {
+        throw new AgentError("HOST_FAILED", message);
+      },
+      cmdline: fail,
+      listeners: fail,
+      isExecutable: fail,
+      onAgentExit: () => () => {},
+    },
     exec: fail,
     users: { lookup: fail, ensureSystemUser: fail, current: () => ({ uid: 0, gid: 0 }), currentName: () => "root" },
     clock: { now: () => 0, sleep: async () => {} },
     randomBytes: () => {
-      throw new Error(message);
+      throw new AgentError("HOST_FAILED", message);
     },
     hasSystemd: fail,
     processAlive: () => false,

@@ -7,9 +7,11 @@ import { randomBytes as nodeRandomBytes } from "node:crypto";
 import { userInfo } from "node:os";
 import * as fsp from "node:fs/promises";
 import { dirname, basename, join } from "node:path";
+import { AgentError } from "../errors.ts";
 import type { ExecOptions, ExecResult, FileOwner, FileStat, Host, HostFs } from "./host.ts";
+import { createLinuxProcesses, type SpawnFn } from "./linux-processes.ts";
 
-export type SpawnFn = typeof nodeSpawn;
+export type { SpawnFn };
 
 /** The environment a child gets before `opts.env`: enough to run tools, nothing secret. */
 function baseEnv(): Record<string, string> {
@@ -23,13 +25,56 @@ function baseEnv(): Record<string, string> {
   return env;
 }
 
-const linuxFs: HostFs = {
+/**
+ * Errors from the system become HOST_FAILED naming the operation and path;
+ * the system's message (with its errno code, e.g. "EACCES: permission
+ * denied") stays in the message and the original in `cause`.
+ */
+export function hostError(op: string, err: unknown): AgentError {
+  if (err instanceof AgentError) return err;
+  return new AgentError("HOST_FAILED", `${op}: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+}
+
+/** The same methods, every rejection turned into a HOST_FAILED AgentError. */
+function guarded(fs: HostFs): HostFs {
+  const out: Record<string, unknown> = {};
+  for (const [name, fn] of Object.entries(fs) as [string, (...a: unknown[]) => Promise<unknown>][]) {
+    out[name] = async (...args: unknown[]) => {
+      try {
+        return await fn(...args);
+      } catch (err) {
+        throw hostError(`${name} ${String(args[0])}`, err);
+      }
+    };
+  }
+  return out as unknown as HostFs;
+}
+
+const rawFs: HostFs = {
   async readFile(path) {
     try {
       return await fsp.readFile(path, "utf8");
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
       throw err;
+    }
+  },
+  async readFileTail(path, maxBytes) {
+    let fh: fsp.FileHandle;
+    try {
+      fh = await fsp.open(path, "r");
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+      throw err;
+    }
+    try {
+      const { size } = await fh.stat();
+      const length = Math.min(size, maxBytes);
+      const buf = Buffer.alloc(length);
+      await fh.read(buf, 0, length, size - length);
+      return buf.toString("utf8");
+    } finally {
+      await fh.close();
     }
   },
   async writeFileAtomic(path, content, opts) {
@@ -94,6 +139,8 @@ const linuxFs: HostFs = {
   },
 };
 
+const linuxFs = guarded(rawFs);
+
 export function createLinuxHost(opts: { spawn?: SpawnFn } = {}): Host {
   const spawn = opts.spawn ?? nodeSpawn;
 
@@ -123,7 +170,7 @@ export function createLinuxHost(opts: { spawn?: SpawnFn } = {}): Host {
         stderr += d;
         o.onOutput?.(d);
       });
-      child.on("error", reject);
+      child.on("error", (err) => reject(hostError(`exec ${command}`, err)));
       child.on("close", (code, sig) => resolve({ code: code ?? (sig ? 128 : 1), stdout, stderr }));
       child.stdin?.on("error", () => {});
       child.stdin?.end(o.input ?? "");
@@ -141,6 +188,7 @@ export function createLinuxHost(opts: { spawn?: SpawnFn } = {}): Host {
 
   return {
     fs: linuxFs,
+    processes: createLinuxProcesses({ spawn }),
     exec,
     users: {
       async lookup(name): Promise<FileOwner | undefined> {
@@ -153,9 +201,9 @@ export function createLinuxHost(opts: { spawn?: SpawnFn } = {}): Host {
         if (existing) return existing;
         const r = await exec("useradd", ["--system", "--user-group", "--home-dir", home, "--shell", "/usr/sbin/nologin", name]);
         // Exit 9: the user appeared between lookup and useradd (another agent pass).
-        if (r.code !== 0 && r.code !== 9) throw new Error(`useradd ${name} failed (exit ${r.code}): ${r.stderr.trim()}`);
+        if (r.code !== 0 && r.code !== 9) throw new AgentError("HOST_FAILED", `useradd ${name} failed (exit ${r.code}): ${r.stderr.trim()}`);
         const created = await this.lookup(name);
-        if (!created) throw new Error(`user ${name} not found after useradd`);
+        if (!created) throw new AgentError("HOST_FAILED", `user ${name} not found after useradd`);
         return created;
       },
       current() {

@@ -1,8 +1,11 @@
 /**
  * An in-memory Host for planner and apply tests: a map of files, a fake
- * clock, deterministic randomness, and an `exec` that answers from a table.
+ * clock, deterministic randomness, an `exec` that answers from a table and a
+ * fake process table (`processes`, see memory-processes.ts) the test drives.
  * Nothing touches the real machine.
  */
+import { AgentError } from "../errors.ts";
+import { createMemoryProcesses, type MemoryProcessTable } from "./memory-processes.ts";
 import type { ExecOptions, ExecResult, FileOwner, FileStat, Host, HostFs } from "./host.ts";
 
 interface Entry {
@@ -19,6 +22,7 @@ export interface MemoryHost extends Host {
   /** Answers for exec, by command name; default exit 0 with empty output. */
   execHandler: (command: string, args: readonly string[]) => ExecResult;
   users_: Map<string, FileOwner>;
+  readonly processes: MemoryProcessTable;
   setNow(ms: number): void;
 }
 
@@ -43,8 +47,12 @@ export function createMemoryHost(init: { files?: Record<string, string>; users?:
     async readFile(path) {
       const e = files.get(path);
       if (!e) return undefined;
-      if (e.dir) throw Object.assign(new Error(`EISDIR: ${path}`), { code: "EISDIR" });
+      if (e.dir) throw new AgentError("HOST_FAILED", `EISDIR: ${path} is a directory`);
       return e.content;
+    },
+    async readFileTail(path, maxBytes) {
+      const text = await fs.readFile(path);
+      return text === undefined ? undefined : Buffer.from(text).subarray(-maxBytes).toString("utf8");
     },
     async writeFileAtomic(path, content, opts) {
       parentDirs(path);
@@ -69,7 +77,7 @@ export function createMemoryHost(init: { files?: Record<string, string>; users?:
       for (const k of [...files.keys()]) {
         if (k === path) files.delete(k);
         else if (k.startsWith(`${path}/`)) {
-          if (!opts?.recursive) throw Object.assign(new Error(`ENOTEMPTY: ${path}`), { code: "ENOTEMPTY" });
+          if (!opts?.recursive) throw new AgentError("HOST_FAILED", `ENOTEMPTY: ${path} is not empty`);
           files.delete(k);
         }
       }
@@ -94,6 +102,7 @@ export function createMemoryHost(init: { files?: Record<string, string>; users?:
     execHandler: () => ({ code: 0, stdout: "", stderr: "" }),
     users_: users,
     fs,
+    processes: createMemoryProcesses(fs),
     async exec(command, args, opts) {
       host.execLog.push({ command, args, opts });
       return host.execHandler(command, args);
@@ -120,7 +129,7 @@ export function createMemoryHost(init: { files?: Record<string, string>; users?:
     },
     randomBytes: (n) => Uint8Array.from({ length: n }, () => counter++ % 256),
     hasSystemd: async () => init.systemd ?? false,
-    processAlive: () => false,
+    processAlive: (pid) => host.processes.live.has(pid),
     setNow(ms) {
       now = ms;
     },

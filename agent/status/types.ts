@@ -2,6 +2,9 @@
  * The shape of `GET /status` (schemaVersion 1). Additive changes only; a
  * breaking change bumps schemaVersion.
  */
+import type { ServiceExit } from "../supervisor/types.ts";
+
+export type { ServiceExit };
 
 export type Phase = "starting" | "converging" | "ready" | "degraded" | "failed" | "idle";
 
@@ -49,13 +52,6 @@ export interface ServiceStatus {
   readonly lastExit?: ServiceExit;
 }
 
-export interface ServiceExit {
-  readonly code: number | null;
-  readonly signal: string | null;
-  readonly at: string;
-  /** Last non-empty lines of the service's log, secrets removed; absent when there is no log to read. */
-  readonly logTail?: readonly string[];
-}
 
 export interface StatusEvent {
   readonly at: string;

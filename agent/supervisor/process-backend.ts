@@ -1,327 +1,53 @@
 /**
  * The process supervisor: the `Supervisor` backend for hosts without systemd
- * (`mlops-agent up`, CI). It gives each service what its systemd unit would:
+ * (`mlops-agent up`, CI). This file is its state machine; it reaches the
+ * machine only through the Host port (`host.processes`, `host.fs`,
+ * `host.clock`). It gives each service what its systemd unit would:
  *
- * - its own process group (spawned `detached`, i.e. setsid), so stopping a
- *   service signals the whole group, like systemd's KillMode=control-group:
- *   SIGTERM, `stopTimeoutMs` of grace, then SIGKILL; a stop returns only
- *   when no process of the group is left;
- * - an environment built like systemd's: a small base (PATH, LANG,
- *   HOME=working directory, USER/LOGNAME when it runs as a user), then
- *   `environment`, then every `environmentFiles` file (EnvironmentFile=
- *   syntax; a leading "-" makes a file optional). Secrets only travel this
- *   way, never in argv;
+ * - its own process group (`host.processes.spawnService`), so stopping a
+ *   service signals the whole group, like KillMode=control-group: SIGTERM,
+ *   `stopTimeoutMs` of grace, then SIGKILL (process-group.ts); a stop
+ *   returns only when no process of the group is left;
+ * - the command and environment systemd would build (service-command.ts);
  * - the service's uid/gid when the spec names a user and the agent is root;
- * - stdout and stderr appended to `logFile` (mode 0640) through a file
- *   descriptor the child owns, so output is never lost and a child never
- *   dies of a broken pipe when the agent goes away;
+ * - stdout and stderr appended to `logFile`;
+ * - a port check before every start (port-check.ts): a port held by another
+ *   program is PORT_IN_USE, state "failed", retried on the next `ensure`;
  * - restarts after every exit, delayed by `decideRestart` (state "backoff"
- *   while waiting); it never gives up.
+ *   while waiting); it never gives up. `lastExit` carries the exit status,
+ *   the tail of the log and whether the service keeps exiting.
  *
  * Lifetime: the services live exactly as long as the agent that started
- * them. `run(signal)` stops them all gracefully when the signal aborts; a
- * process 'exit' handler SIGKILLs any group still known as a last resort.
- * When the agent is killed outright (SIGKILL, OOM), two things make sure the
- * services do not live on unsupervised and unseen:
+ * them. `run(signal)` stops them all gracefully when the signal aborts; an
+ * agent-exit handler (one per supervisor, registered while it has process
+ * groups, removed by `run`) SIGKILLs any group still known as a last resort.
+ * When the agent is killed outright (SIGKILL, OOM):
  * 1. the kernel's parent-death signal: each service is exec'd through
- *    `setpriv --pdeathsig SIGTERM` (util-linux) when it is installed, so it
- *    gets SIGTERM the moment the agent dies. Node has no prctl() of its own.
- * 2. the state file: pids, process groups and process start times (field 22
- *    of /proc/<pid>/stat, so a reused pid is never mistaken for ours). The
- *    next supervisor, before it starts anything, stops every group a dead
- *    agent left behind (SIGTERM, grace, SIGKILL).
- *
- * Leftovers are killed, never adopted. Adopting would keep a service up
- * across an agent restart, but an adopted process is not our child: no exit
- * status, no reaping, only /proc polling, and a second code path for every
- * state. In `up` and CI a restart costs seconds and the agent's lifetime is
- * the stack's lifetime; VMs run services under systemd, which survives the
- * agent anyway. The state file also works as a guard: if the supervisor it
- * names is still alive, a second supervisor refuses to start rather than
- * take its services away.
- *
- * Other processes (`mlops-agent plan`, `status --dir`) read the state file
- * with `readProcessState`: it checks each pid and its start time in /proc.
+ *    `setpriv --pdeathsig SIGTERM` (util-linux) when it is installed;
+ * 2. the state file (process-state-file.ts): the next supervisor, before it
+ *    starts anything, stops every group a dead agent left behind, and
+ *    refuses to start while the agent that wrote it lives
+ *    (process-leftovers.ts).
  */
-import { type ChildProcess, spawn as nodeSpawn } from "node:child_process";
-import { closeSync, constants as fsConstants, fchmodSync, fchownSync, mkdirSync, openSync } from "node:fs";
-import { access, readdir, readFile } from "node:fs/promises";
-import { delimiter, dirname, isAbsolute, join, resolve as resolvePath } from "node:path";
-import { AgentError } from "../errors.ts";
-import type { Host } from "../host/host.ts";
-import type { SpawnFn } from "../host/linux-host.ts";
+import { AgentError, isAgentError } from "../errors.ts";
+import type { Host, PortListener } from "../host/host.ts";
 import type { Logger } from "../log.ts";
+import { KeyedLock } from "./keyed-lock.ts";
+import { readLogTail, type Scrub } from "./log-tail.ts";
+import { checkPorts } from "./port-check.ts";
+import { terminateGroup } from "./process-group.ts";
+import { stopLeftovers } from "./process-leftovers.ts";
+import { parseStateFile, type PersistedService, type StateFileContent, StateFileWriter } from "./process-state-file.ts";
+import type { ProcessEvent, ProcessSupervisor, ProcessSupervisorOptions } from "./process-types.ts";
 import { decideRestart, type ExitRecord } from "./restart-policy.ts";
-import { parseEnvironmentFile } from "./environment-file.ts";
-import type { ServiceObservation, ServiceRunState, ServiceSpec, Supervisor } from "./types.ts";
+import { DEFAULT_PATH, type InheritedEnvironment, prepareLaunch, resolveCommand } from "./service-command.ts";
+import type { ServiceExit, ServiceObservation, ServiceRunState, ServiceSpec } from "./types.ts";
 
-// ---------------------------------------------------------------------------
-// Public types
-
-export type ProcessEvent =
-  | { readonly type: "started"; readonly service: string; readonly pid: number; readonly reason: string }
-  | {
-      readonly type: "exited";
-      readonly service: string;
-      readonly pid: number;
-      readonly code: number | null;
-      readonly signal: string | null;
-      /** true when the supervisor stopped it (stop, restart, remove, shutdown). */
-      readonly expected: boolean;
-    }
-  | {
-      readonly type: "backoff";
-      readonly service: string;
-      readonly delayMs: number;
-      readonly reason: string;
-      readonly crashLooping: boolean;
-    }
-  | { readonly type: "stopped"; readonly service: string; readonly reason: string };
-
-export interface ProcessSupervisorOptions {
-  readonly host: Host;
-  readonly logger: Logger;
-  /** Where pids, start times and restart counts are kept, e.g. `<state-dir>/processes.json`. */
-  readonly stateFile: string;
-  /** Uniform in [0, 1) for backoff jitter. */
-  readonly rand?: () => number;
-  readonly spawn?: SpawnFn;
-  /**
-   * The signal a service gets when the agent dies without stopping it
-   * (through `setpriv --pdeathsig`, if installed). null: none (then only the
-   * next supervisor's sweep stops leftovers). Default SIGTERM.
-   */
-  readonly parentDeathSignal?: NodeJS.Signals | null;
-  /** Every start, exit, backoff and stop: wire to the prober (markStarted/markStopped) and to status events. */
-  readonly onEvent?: (event: ProcessEvent) => void;
-  /** How long to wait for a process group after SIGKILL before reporting it stuck. Default 5 s. */
-  readonly killWaitMs?: number;
-}
-
-export interface ProcessSupervisor extends Supervisor {
-  readonly kind: "process";
-  /**
-   * Resolves after `signal` aborts and every service's process group is gone
-   * (SIGTERM, grace, SIGKILL). Afterwards `ensure` and `restart` refuse.
-   */
-  run(signal: AbortSignal): Promise<void>;
-}
-
-// ---------------------------------------------------------------------------
-// The state file
-
-interface PersistedService {
-  readonly name: string;
-  readonly unit: string;
-  readonly role: string;
-  readonly state: ServiceRunState;
-  readonly pid?: number;
-  /** Process group of the service (the pid it was started with). */
-  readonly pgid?: number;
-  /** Field 22 of /proc/<pid>/stat: clock ticks after boot. */
-  readonly startTime?: string;
-  readonly inputsHash: string;
-  readonly restarts: number;
-  readonly consecutiveFailures: number;
-  readonly crashLooping: boolean;
-  readonly startedAt?: string;
-  readonly backoffUntil?: string;
-  readonly lastExit?: { readonly code: number | null; readonly signal: string | null; readonly at: string };
-  readonly stopTimeoutMs: number;
-}
-
-interface StateFileContent {
-  readonly schemaVersion: 1;
-  /** The supervisor that owns the services; null once it stopped them all. */
-  readonly supervisor: { readonly pid: number; readonly startTime?: string; readonly startedAt: string } | null;
-  readonly updatedAt: string;
-  readonly services: readonly PersistedService[];
-}
-
-function parseStateFile(text: string, path: string): StateFileContent {
-  let data: unknown;
-  try {
-    data = JSON.parse(text);
-  } catch (err) {
-    throw new AgentError("SUPERVISOR_FAILED", `state file ${path} is not valid JSON`, { cause: err });
-  }
-  const d = data as Partial<StateFileContent> | null;
-  if (!d || typeof d !== "object" || d.schemaVersion !== 1 || !Array.isArray(d.services)) {
-    throw new AgentError("SUPERVISOR_FAILED", `state file ${path} has an unknown format (schemaVersion 1 expected)`);
-  }
-  return d as StateFileContent;
-}
-
-// ---------------------------------------------------------------------------
-// /proc
-
-interface ProcStat {
-  readonly pid: number;
-  readonly state: string;
-  readonly pgrp: number;
-  readonly startTime: string;
-}
-
-/** Parses /proc/<pid>/stat; the command name (field 2) may contain spaces and parentheses. */
-export function parseProcStat(text: string): ProcStat | undefined {
-  const open = text.indexOf("(");
-  const close = text.lastIndexOf(")");
-  if (open < 0 || close < open) return undefined;
-  const pid = Number(text.slice(0, open).trim());
-  // Fields from 3 on, after the ")": index 0 = field 3 (state).
-  const rest = text.slice(close + 1).trim().split(/\s+/);
-  const state = rest[0];
-  const pgrp = Number(rest[2]);
-  const startTime = rest[19];
-  if (!Number.isInteger(pid) || state === undefined || !Number.isInteger(pgrp) || startTime === undefined) return undefined;
-  return { pid, state, pgrp, startTime };
-}
-
-type ReadText = (path: string) => Promise<string | undefined>;
-
-async function readProcStat(read: ReadText, pid: number): Promise<ProcStat | undefined> {
-  try {
-    const text = await read(`/proc/${pid}/stat`);
-    return text === undefined ? undefined : parseProcStat(text);
-  } catch {
-    // ESRCH and friends: the process went away between readdir and read.
-    return undefined;
-  }
-}
-
-function isDead(stat: ProcStat): boolean {
-  return stat.state === "Z" || stat.state === "X" || stat.state === "x";
-}
-
-/** Whether `pid` is alive and (when a start time was recorded) the same process that was recorded. */
-async function processMatches(host: Host, pid: number, startTime: string | undefined): Promise<boolean> {
-  const stat = await readProcStat((p) => host.fs.readFile(p), pid);
-  if (stat) return !isDead(stat) && (startTime === undefined || stat.startTime === startTime);
-  // No /proc entry: dead on Linux. Without a recorded start time (no /proc where it was written), ask the host.
-  return startTime === undefined && host.processAlive(pid);
-}
-
-const readProcText: ReadText = async (path) => {
-  try {
-    return await readFile(path, "utf8");
-  } catch {
-    return undefined;
-  }
-};
-
-/** Live (non-zombie) members of process group `pgid`. */
-async function groupMembers(pgid: number): Promise<number[]> {
-  try {
-    process.kill(-pgid, 0);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ESRCH") return [];
-    // EPERM: members exist that we may not signal; look at /proc anyway.
-  }
-  let entries: string[];
-  try {
-    entries = await readdir("/proc");
-  } catch {
-    return [pgid]; // no /proc: kill(0) said the group exists; trust it
-  }
-  const members: number[] = [];
-  for (const e of entries) {
-    if (!/^\d+$/.test(e)) continue;
-    const stat = await readProcStat(readProcText, Number(e));
-    if (stat && stat.pgrp === pgid && !isDead(stat)) members.push(stat.pid);
-  }
-  return members;
-}
-
-function signalGroup(pgid: number, signal: NodeJS.Signals): void {
-  try {
-    process.kill(-pgid, signal);
-  } catch {
-    // ESRCH: already gone.
-  }
-}
-
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
-
-async function waitGroupGone(pgid: number, timeoutMs: number): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    if ((await groupMembers(pgid)).length === 0) return true;
-    if (Date.now() >= deadline) return false;
-    await sleep(Math.min(50, Math.max(1, deadline - Date.now())));
-  }
-}
-
-/** SIGTERM, grace, SIGKILL. Resolves when the group is empty (or reports it stuck). */
-async function terminateGroup(
-  pgid: number,
-  graceMs: number,
-  killWaitMs: number,
-): Promise<"terminated" | "killed" | "stuck" | "gone"> {
-  if ((await groupMembers(pgid)).length === 0) return "gone";
-  signalGroup(pgid, "SIGTERM");
-  if (await waitGroupGone(pgid, graceMs)) return "terminated";
-  signalGroup(pgid, "SIGKILL");
-  return (await waitGroupGone(pgid, killWaitMs)) ? "killed" : "stuck";
-}
-
-// Last resort: if the agent exits without `run(signal)` having stopped the
-// services (an uncaught exception, process.exit), SIGKILL every group still
-// known. 'exit' handlers must be synchronous, hence no grace period.
-const groupsAtExit = new Set<Set<number>>();
-let exitHandlerInstalled = false;
-function registerGroups(groups: Set<number>): void {
-  groupsAtExit.add(groups);
-  if (exitHandlerInstalled) return;
-  exitHandlerInstalled = true;
-  process.on("exit", () => {
-    for (const set of groupsAtExit) for (const pgid of set) signalGroup(pgid, "SIGKILL");
-  });
-}
-
-// ---------------------------------------------------------------------------
-// Reading the state from another process
-
-/**
- * The services as the state file and /proc describe them, for processes
- * other than the supervisor (`plan`, `status --dir`). A missing file means
- * no services. A recorded pid counts only if the process with that pid has
- * the recorded start time.
- */
-export async function readProcessState(host: Host, stateFile: string): Promise<ServiceObservation[]> {
-  const text = await host.fs.readFile(stateFile);
-  if (text === undefined) return [];
-  const content = parseStateFile(text, stateFile);
-  const sup = content.supervisor;
-  const supervisorAlive = sup ? await processMatches(host, sup.pid, sup.startTime) : false;
-  const out: ServiceObservation[] = [];
-  for (const s of content.services) {
-    const alive = s.pid !== undefined && (await processMatches(host, s.pid, s.startTime));
-    let state: ServiceRunState;
-    if (alive) state = "running";
-    else if (!supervisorAlive) state = "stopped";
-    else if (s.state === "backoff" || s.state === "stopped" || s.state === "failed") state = s.state;
-    else state = "unknown"; // it just exited; the supervisor has not recorded it yet
-    out.push({
-      name: s.name,
-      unit: s.unit,
-      role: s.role,
-      state,
-      restarts: s.restarts,
-      enabled: true,
-      ...(alive && s.pid !== undefined ? { pid: s.pid } : {}),
-      // The hash of what runs, or of what the supervisor is about to start again.
-      ...(alive || (supervisorAlive && state === "backoff") ? { inputsHash: s.inputsHash } : {}),
-      ...(s.lastExit ? { lastExit: s.lastExit } : {}),
-    });
-  }
-  return out.sort((a, b) => a.name.localeCompare(b.name));
-}
-
-// ---------------------------------------------------------------------------
-// The supervisor
+export { parseProcStat } from "../host/proc-parse.ts";
+export { readProcessState } from "./process-state-file.ts";
+export type { ProcessEvent, ProcessSupervisor, ProcessSupervisorOptions } from "./process-types.ts";
 
 interface RunningProcess {
-  readonly child: ChildProcess;
   readonly pid: number;
   readonly pgid: number;
   startTime?: string;
@@ -341,9 +67,10 @@ interface Entry {
   crashLooping: boolean;
   /** Unexpected exits, newest last, bounded. */
   exits: ExitRecord[];
-  lastExit?: ExitRecord;
+  lastExit?: ServiceExit;
   lastStartAt: number;
-  backoffTimer?: NodeJS.Timeout;
+  /** Aborts the pending backoff restart. */
+  backoff?: AbortController;
   backoffUntil?: number;
   /** A group whose leader crashed but whose other members may still run. */
   lingeringPgid?: number;
@@ -351,7 +78,6 @@ interface Entry {
 }
 
 const MAX_EXITS = 20;
-const DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 function describeExit(e: { code: number | null; signal: string | null }): string {
   if (e.signal) return `killed by ${e.signal}`;
@@ -359,28 +85,7 @@ function describeExit(e: { code: number | null; signal: string | null }): string
   return `exited with code ${e.code}`;
 }
 
-async function isExecutable(path: string): Promise<boolean> {
-  try {
-    await access(path, fsConstants.X_OK);
-    return true;
-  } catch {
-    return false;
-  }
-}
-
-/** Finds `command` like execvp does, so a missing binary is a clear error instead of a crash loop. */
-async function resolveCommand(command: string, cwd: string, pathVar: string): Promise<string | undefined> {
-  if (command.includes("/")) {
-    const p = isAbsolute(command) ? command : resolvePath(cwd, command);
-    return (await isExecutable(p)) ? p : undefined;
-  }
-  for (const dir of pathVar.split(delimiter)) {
-    if (!dir) continue;
-    const p = join(dir, command);
-    if (await isExecutable(p)) return p;
-  }
-  return undefined;
-}
+const iso = (ms: number) => new Date(ms).toISOString();
 
 export function createProcessSupervisor(opts: ProcessSupervisorOptions): ProcessSupervisor {
   return new ProcessSupervisorImpl(opts);
@@ -392,24 +97,25 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
   readonly #log: Logger;
   readonly #stateFile: string;
   readonly #rand: () => number;
-  readonly #spawnFn: SpawnFn;
   readonly #pdeathsig: NodeJS.Signals | null;
   readonly #onEvent: ((e: ProcessEvent) => void) | undefined;
   readonly #killWaitMs: number;
+  readonly #scrub: Scrub;
+  readonly #inherited: InheritedEnvironment;
+  readonly #writer: StateFileWriter;
 
   readonly #entries = new Map<string, Entry>();
-  readonly #locks = new Map<string, Promise<unknown>>();
-  /** Process groups that may still have members: SIGKILLed on process exit as a last resort. */
+  readonly #locks = new KeyedLock();
+  /** Process groups that may still have members: SIGKILLed at agent exit as a last resort. */
   readonly #groups = new Set<number>();
+  #unregisterExit: (() => void) | undefined;
   /** Restart counts carried over from the state file of a previous run. */
-  readonly #carried = new Map<string, number>();
+  #carried = new Map<string, number>();
   #ready: Promise<void> | undefined;
   #closed = false;
   #setpriv: string | undefined | null = null; // null: not looked up yet
   #selfStartTime: string | undefined;
-  readonly #startedAt = new Date();
-  #dirty = false;
-  #writing: Promise<void> | undefined;
+  readonly #startedAt: number;
   /** Set by run() at the end: the file then says no supervisor owns the services. */
   #shutdownWrite = false;
 
@@ -418,11 +124,15 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
     this.#log = opts.logger;
     this.#stateFile = opts.stateFile;
     this.#rand = opts.rand ?? Math.random;
-    this.#spawnFn = opts.spawn ?? nodeSpawn;
     this.#pdeathsig = opts.parentDeathSignal === undefined ? "SIGTERM" : opts.parentDeathSignal;
     this.#onEvent = opts.onEvent;
     this.#killWaitMs = opts.killWaitMs ?? 5_000;
-    registerGroups(this.#groups);
+    this.#scrub = opts.scrub ?? ((t) => t);
+    this.#inherited = opts.inheritedEnv ?? { PATH: process.env.PATH, LANG: process.env.LANG };
+    this.#startedAt = opts.host.clock.now();
+    this.#writer = new StateFileWriter(opts.host, opts.stateFile, () => this.#content(), (err) =>
+      this.#log.error({ err, stateFile: this.#stateFile }, "cannot write the process state file"),
+    );
   }
 
   // -- Supervisor ----------------------------------------------------------
@@ -434,7 +144,7 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
 
   async ensure(spec: ServiceSpec, reason: string): Promise<"started" | "restarted" | "unchanged"> {
     await this.#init();
-    return this.#withLock(spec.name, async () => {
+    return this.#locks.run(spec.name, async () => {
       this.#assertOpen(spec.name);
       const e = this.#entries.get(spec.name);
       if (!e) {
@@ -471,20 +181,20 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
 
   async remove(name: string): Promise<void> {
     await this.#init();
-    await this.#withLock(name, async () => {
+    await this.#locks.run(name, async () => {
       const e = this.#entries.get(name);
       if (!e) return;
       await this.#stop(e, "removed");
       e.removed = true;
       this.#entries.delete(name);
       this.#carried.delete(name);
-      await this.#persist();
+      await this.#writer.write();
     });
   }
 
   async restart(name: string, reason: string): Promise<void> {
     await this.#init();
-    await this.#withLock(name, async () => {
+    await this.#locks.run(name, async () => {
       this.#assertOpen(name);
       const e = this.#entries.get(name);
       if (!e) throw new AgentError("SUPERVISOR_FAILED", `cannot restart ${name}: no such service`);
@@ -506,16 +216,18 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
     }
     this.#closed = true;
     this.#log.info({ services: [...this.#entries.keys()] }, "stopping all services");
-    await Promise.all(
-      [...this.#entries.values()].map((e) => this.#withLock(e.spec.name, () => this.#stop(e, "agent stopping"))),
-    );
+    await Promise.all([...this.#entries.values()].map((e) => this.#locks.run(e.spec.name, () => this.#stop(e, "agent stopping"))));
     // Groups left by crashed leaders that never restarted.
-    await Promise.all([...this.#groups].map((g) => terminateGroup(g, 1_000, this.#killWaitMs).then(() => this.#groups.delete(g))));
-    await this.#persist(true);
-    groupsAtExit.delete(this.#groups);
+    await Promise.all(
+      [...this.#groups].map((g) => terminateGroup(this.#host, g, 1_000, this.#killWaitMs).then(() => this.#groups.delete(g))),
+    );
+    this.#shutdownWrite = true;
+    await this.#writer.write();
+    this.#unregisterExit?.();
+    this.#unregisterExit = undefined;
   }
 
-  // -- Start and stop ------------------------------------------------------
+  // -- Start -----------------------------------------------------------------
 
   async #start(e: Entry, reason: string): Promise<void> {
     this.#clearBackoff(e);
@@ -523,110 +235,94 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
     e.lastStartAt = this.#host.clock.now();
     try {
       await this.#spawnProcess(e, reason);
-    } catch (err) {
-      const at = this.#host.clock.now();
-      this.#crashed(e, { at, code: null, signal: null }, `failed to start: ${(err as Error).message}`);
-      await this.#persist();
+    } catch (cause) {
+      const err = isAgentError(cause)
+        ? cause
+        : new AgentError("SUPERVISOR_FAILED", `cannot start ${e.spec.name}: ${(cause as Error).message}`, { cause });
+      if (!err.recoverable) this.#failed(e, err);
+      else this.#crashed(e, { at: this.#host.clock.now(), code: null, signal: null }, `failed to start: ${err.message}`);
+      await this.#writer.write();
       throw err;
     }
-    await this.#persist();
+    await this.#writer.write();
   }
 
-  /** Prepares and spawns the process; sets e.proc synchronously with the spawn so no exit is missed. */
+  /** Prepares and spawns the process; sets e.proc as soon as the pid is known so no exit is missed. */
   async #spawnProcess(e: Entry, reason: string): Promise<void> {
     const spec = e.spec;
-    const [command, ...args] = spec.command;
-    if (command === undefined) throw new AgentError("SUPERVISOR_FAILED", `service ${spec.name} has an empty command`);
-    const cwdStat = await this.#host.fs.stat(spec.workingDirectory);
-    if (!cwdStat?.isDirectory) {
-      throw new AgentError("SUPERVISOR_FAILED", `working directory ${spec.workingDirectory} of ${spec.name} does not exist`);
-    }
-    const env = await this.#environment(spec);
-    const resolved = await resolveCommand(command, spec.workingDirectory, env.PATH ?? DEFAULT_PATH);
-    if (!resolved) {
-      throw new AgentError("SUPERVISOR_FAILED", `command ${command} of ${spec.name} not found or not executable`);
-    }
-    const asRoot = this.#host.users.current().uid === 0;
-    const user = spec.user && asRoot ? spec.user : undefined;
-    if (spec.user && !asRoot) {
-      this.#log.debug({ service: spec.name, user: spec.user.name }, "not root: running the service as the agent's user");
-    }
-
-    let argv = [resolved, ...args];
     const setpriv = await this.#setprivPath();
-    if (setpriv && this.#pdeathsig) argv = [setpriv, "--pdeathsig", this.#pdeathsig.replace(/^SIG/, ""), "--", ...argv];
-
-    mkdirSync(dirname(spec.logFile), { recursive: true, mode: 0o755 });
-    const fd = openSync(spec.logFile, "a", 0o640);
-    let child: ChildProcess;
-    try {
-      fchmodSync(fd, 0o640);
-      if (user) fchownSync(fd, user.uid, user.gid);
-      child = this.#spawnFn(argv[0] as string, argv.slice(1), {
-        cwd: spec.workingDirectory,
-        env,
-        stdio: ["ignore", fd, fd],
-        detached: true,
-        ...(user ? { uid: user.uid, gid: user.gid } : {}),
-      });
-    } finally {
-      closeSync(fd);
-    }
+    const { argv, env, user } = await prepareLaunch(this.#host, spec, this.#inherited, this.#log, setpriv, this.#pdeathsig);
+    await checkPorts(this.#host, spec, (l) => this.#isOwnListener(e, l), this.#scrub);
+    const [command, ...args] = argv as [string, ...string[]];
+    const child = await this.#host.processes.spawnService({
+      command,
+      args,
+      cwd: spec.workingDirectory,
+      env,
+      logFile: spec.logFile,
+      ...(user ? { user } : {}),
+    });
     const pid = child.pid;
-    if (pid === undefined) {
-      const err = await new Promise<Error>((resolve) => child.once("error", resolve));
-      throw new AgentError("SUPERVISOR_FAILED", `cannot start ${spec.name}: ${err.message}`, { cause: err });
-    }
-    child.on("error", (err) => this.#log.error({ err, service: spec.name, pid }, "child process error"));
-
-    let resolveExited!: (x: ExitRecord) => void;
     const proc: RunningProcess = {
-      child,
       pid,
       pgid: pid,
       startedAt: this.#host.clock.now(),
       stopping: false,
-      exited: new Promise((r) => {
-        resolveExited = r;
-      }),
+      exited: child.exited.then((x) => ({ at: this.#host.clock.now(), code: x.code, signal: x.signal })),
     };
-    child.once("exit", (code, signal) => {
-      const exit: ExitRecord = { at: this.#host.clock.now(), code, signal };
+    void proc.exited.then((exit) => {
       proc.exit = exit;
-      resolveExited(exit);
-      this.#onExit(e, proc, exit);
+      return this.#onExit(e, proc, exit);
     });
     e.proc = proc;
     e.state = "running";
     e.backoffUntil = undefined;
-    this.#groups.add(pid);
+    this.#track(pid);
     this.#log.info({ service: spec.name, pid, reason }, `started ${spec.name} (pid ${pid}): ${reason}`);
     this.#emit({ type: "started", service: spec.name, pid, reason });
-
-    const stat = await readProcStat(readProcText, pid);
-    if (stat && !proc.exit) proc.startTime = stat.startTime;
+    const info = await this.#host.processes.info(pid);
+    if (info && !proc.exit) proc.startTime = info.startTime;
   }
 
-  #onExit(e: Entry, proc: RunningProcess, exit: ExitRecord): void {
+  /** A listener that is this service itself: its running group, or one its crashed leader left. */
+  #isOwnListener(e: Entry, l: PortListener): boolean {
+    return l.pgid !== undefined && (l.pgid === e.proc?.pgid || l.pgid === e.lingeringPgid);
+  }
+
+  async #setprivPath(): Promise<string | undefined> {
+    if (this.#setpriv === null) {
+      this.#setpriv = await resolveCommand(this.#host, "setpriv", "/", DEFAULT_PATH);
+      if (!this.#setpriv && this.#pdeathsig) {
+        this.#log.warn("setpriv (util-linux) not found: services will outlive an agent killed with SIGKILL until the next start");
+      }
+    }
+    return this.#setpriv;
+  }
+
+  // -- Exits and backoff -------------------------------------------------------
+
+  async #onExit(e: Entry, proc: RunningProcess, exit: ExitRecord): Promise<void> {
     const name = e.spec.name;
-    e.lastExit = exit;
     const expected = proc.stopping || e.proc !== proc;
+    e.lastExit = { code: exit.code, signal: exit.signal, at: iso(exit.at) };
     this.#emit({ type: "exited", service: name, pid: proc.pid, code: exit.code, signal: exit.signal, expected });
     if (expected) return;
     e.proc = undefined;
     // The leader is gone; the rest of its group (workers it forked) goes too, as with systemd.
-    signalGroup(proc.pgid, "SIGTERM");
-    if (!this.#groupMaybeAlive(proc.pgid)) this.#groups.delete(proc.pgid);
+    this.#host.processes.signalGroup(proc.pgid, "SIGTERM");
+    if (!this.#host.processes.groupExists(proc.pgid)) this.#groups.delete(proc.pgid);
     else e.lingeringPgid = proc.pgid;
     this.#crashed(e, exit, describeExit(exit));
-    void this.#persist();
+    // The cause is usually the last thing the service printed.
+    const logTail = await readLogTail(this.#host, e.spec.logFile, this.#scrub);
+    if (logTail && e.lastExit?.at === iso(exit.at)) e.lastExit = { ...e.lastExit, logTail };
+    void this.#writer.write();
   }
 
   /** An unexpected exit or a failed start: decide the backoff and schedule the next start. */
   #crashed(e: Entry, exit: ExitRecord, what: string): void {
     const name = e.spec.name;
     e.exits = [...e.exits, exit].slice(-MAX_EXITS);
-    e.lastExit = exit;
     const d = decideRestart({
       history: { exits: e.exits, lastStartAt: e.lastStartAt, consecutiveFailures: e.consecutiveFailures },
       policy: e.spec.restart,
@@ -635,6 +331,8 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
     });
     e.consecutiveFailures = d.consecutiveFailures;
     e.crashLooping = d.crashLooping;
+    const keepsExiting = d.crashLooping || d.consecutiveFailures >= 2;
+    e.lastExit = { code: exit.code, signal: exit.signal, at: iso(exit.at), ...(keepsExiting ? { keepsExiting } : {}) };
     e.state = "backoff";
     e.backoffUntil = this.#host.clock.now() + d.delayMs;
     const fields = { service: name, exit: { code: exit.code, signal: exit.signal }, delayMs: d.delayMs };
@@ -642,20 +340,43 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
     if (d.crashLooping) this.#log.error(fields, msg);
     else this.#log.warn(fields, msg);
     this.#emit({ type: "backoff", service: name, delayMs: d.delayMs, reason: d.reason, crashLooping: d.crashLooping });
+    this.#scheduleRestart(e, d.delayMs, d.reason);
+  }
+
+  /** A start that retrying cannot fix: no backoff; the next `ensure` (the next converge pass) tries again. */
+  #failed(e: Entry, err: AgentError): void {
+    e.state = "failed";
+    e.backoffUntil = undefined;
+    this.#log.error({ service: e.spec.name, err }, `${e.spec.name} not started: ${err.detail}`);
+    this.#emit({ type: "failed", service: e.spec.name, reason: err.message });
+  }
+
+  #scheduleRestart(e: Entry, delayMs: number, reason: string): void {
     this.#clearBackoff(e);
-    e.backoffTimer = setTimeout(() => {
-      e.backoffTimer = undefined;
-      void this.#withLock(name, async () => {
+    const ac = new AbortController();
+    e.backoff = ac;
+    void this.#host.clock.sleep(delayMs, ac.signal).then(() => {
+      if (ac.signal.aborted) return;
+      e.backoff = undefined;
+      const name = e.spec.name;
+      return this.#locks.run(name, async () => {
         if (e.removed || this.#closed || e.state !== "backoff" || this.#entries.get(name) !== e) return;
         e.restarts++;
         try {
-          await this.#start(e, `restart after backoff (${d.reason})`);
+          await this.#start(e, `restart after backoff (${reason})`);
         } catch {
-          // Logged and rescheduled by #start.
+          // Logged and rescheduled (or marked failed) by #start.
         }
       });
-    }, d.delayMs);
+    });
   }
+
+  #clearBackoff(e: Entry): void {
+    e.backoff?.abort();
+    e.backoff = undefined;
+  }
+
+  // -- Stop --------------------------------------------------------------------
 
   /** Graceful stop: SIGTERM to the group, `stopTimeoutMs`, SIGKILL; resolves when the group is gone. Idempotent. */
   async #stop(e: Entry, reason: string): Promise<void> {
@@ -663,9 +384,11 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
     const proc = e.proc;
     if (proc) {
       proc.stopping = true;
-      const outcome = await terminateGroup(proc.pgid, e.spec.stopTimeoutMs, this.#killWaitMs);
-      // The group is empty; let the 'exit' event record the status (it follows the reaping closely).
-      await Promise.race([proc.exited, sleep(1_000)]);
+      const outcome = await terminateGroup(this.#host, proc.pgid, e.spec.stopTimeoutMs, this.#killWaitMs);
+      // The group is empty; let the exit notification record the status (it follows the reaping closely).
+      const ac = new AbortController();
+      await Promise.race([proc.exited, this.#host.clock.sleep(1_000, ac.signal)]);
+      ac.abort();
       if (outcome !== "stuck") this.#groups.delete(proc.pgid);
       const fields = { service: e.spec.name, pid: proc.pid, outcome, reason };
       if (outcome === "stuck") this.#log.error(fields, `${e.spec.name}: processes left after SIGKILL`);
@@ -679,73 +402,27 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
       e.backoffUntil = undefined;
       this.#emit({ type: "stopped", service: e.spec.name, reason });
     }
-    await this.#persist();
+    await this.#writer.write();
   }
 
   async #reapLingering(e: Entry): Promise<void> {
     const pgid = e.lingeringPgid;
     if (pgid === undefined) return;
     e.lingeringPgid = undefined;
-    const outcome = await terminateGroup(pgid, Math.min(1_000, e.spec.stopTimeoutMs), this.#killWaitMs);
+    const outcome = await terminateGroup(this.#host, pgid, Math.min(1_000, e.spec.stopTimeoutMs), this.#killWaitMs);
     if (outcome !== "stuck") this.#groups.delete(pgid);
   }
 
-  #clearBackoff(e: Entry): void {
-    if (e.backoffTimer) clearTimeout(e.backoffTimer);
-    e.backoffTimer = undefined;
+  /** Remembers a group for the last-resort kill at agent exit; the handler is registered with the first group. */
+  #track(pgid: number): void {
+    this.#groups.add(pgid);
+    this.#unregisterExit ??= this.#host.processes.onAgentExit(() => {
+      // Exit handlers must be synchronous: no grace period.
+      for (const g of this.#groups) this.#host.processes.signalGroup(g, "SIGKILL");
+    });
   }
 
-  #groupMaybeAlive(pgid: number): boolean {
-    try {
-      process.kill(-pgid, 0);
-      return true;
-    } catch (err) {
-      return (err as NodeJS.ErrnoException).code !== "ESRCH";
-    }
-  }
-
-  // -- Environment -----------------------------------------------------------
-
-  async #environment(spec: ServiceSpec): Promise<Record<string, string>> {
-    const env: Record<string, string> = {
-      PATH: process.env.PATH || DEFAULT_PATH,
-      LANG: process.env.LANG || "C.UTF-8",
-      HOME: spec.workingDirectory,
-    };
-    if (spec.user) {
-      env.USER = spec.user.name;
-      env.LOGNAME = spec.user.name;
-    }
-    Object.assign(env, spec.environment);
-    // As with systemd, files override Environment=, later files override earlier ones.
-    for (const ref of spec.environmentFiles) {
-      const optional = ref.startsWith("-");
-      const path = optional ? ref.slice(1) : ref;
-      const text = await this.#host.fs.readFile(path);
-      if (text === undefined) {
-        if (optional) continue;
-        throw new AgentError("SUPERVISOR_FAILED", `environment file ${path} of ${spec.name} does not exist`);
-      }
-      const parsed = parseEnvironmentFile(text);
-      if (parsed.errors.length > 0) {
-        this.#log.warn({ service: spec.name, file: path, problems: parsed.errors }, `ignored invalid lines in environment file ${path}`);
-      }
-      Object.assign(env, parsed.vars);
-    }
-    return env;
-  }
-
-  async #setprivPath(): Promise<string | undefined> {
-    if (this.#setpriv === null) {
-      this.#setpriv = process.platform === "linux" ? await resolveCommand("setpriv", "/", DEFAULT_PATH) : undefined;
-      if (!this.#setpriv && this.#pdeathsig) {
-        this.#log.warn("setpriv (util-linux) not found: services will outlive an agent killed with SIGKILL until the next start");
-      }
-    }
-    return this.#setpriv;
-  }
-
-  // -- The state file --------------------------------------------------------
+  // -- The state file ------------------------------------------------------------
 
   /** Once: refuse if a live supervisor owns the state file, else stop what a dead one left behind. */
   #init(): Promise<void> {
@@ -757,8 +434,7 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
   }
 
   async #sweep(): Promise<void> {
-    const self = await readProcStat(readProcText, process.pid);
-    this.#selfStartTime = self?.startTime;
+    this.#selfStartTime = (await this.#host.processes.info(this.#host.processes.selfPid))?.startTime;
     const text = await this.#host.fs.readFile(this.#stateFile);
     if (text !== undefined) {
       let content: StateFileContent | undefined;
@@ -767,42 +443,12 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
       } catch (err) {
         this.#log.warn({ err, stateFile: this.#stateFile }, "ignoring an unreadable state file");
       }
-      if (content) await this.#stopLeftovers(content);
+      if (content) this.#carried = await stopLeftovers(this.#host, content, this.#stateFile, this.#log, this.#killWaitMs);
     }
-    await this.#persist();
+    await this.#writer.write();
   }
 
-  async #stopLeftovers(content: StateFileContent): Promise<void> {
-    const sup = content.supervisor;
-    if (sup && sup.pid !== process.pid && (await processMatches(this.#host, sup.pid, sup.startTime))) {
-      throw new AgentError(
-        "SUPERVISOR_FAILED",
-        `another mlops-agent (pid ${sup.pid}) supervises the services in ${this.#stateFile}; stop it first (mlops-agent down)`,
-      );
-    }
-    for (const s of content.services) {
-      this.#carried.set(s.name, s.restarts);
-      const pgid = s.pgid;
-      if (pgid === undefined) continue;
-      // While any member of a group lives, Linux does not hand out its number as a pid. So a live
-      // process with that pid is either our recorded leader (same start time) or proof that the
-      // group died and the number was reused by someone else's process: leave that one alone.
-      const holder = await readProcStat(readProcText, pgid);
-      if (holder && !isDead(holder)) {
-        const ours = s.pid === pgid && s.startTime !== undefined && holder.startTime === s.startTime;
-        if (!ours) continue;
-      }
-      const members = await groupMembers(pgid);
-      if (members.length === 0) continue;
-      this.#log.warn(
-        { service: s.name, pgid, pids: members },
-        `stopping ${s.name} left running by a previous agent (pid ${sup?.pid ?? "?"})`,
-      );
-      await terminateGroup(pgid, s.stopTimeoutMs, this.#killWaitMs);
-    }
-  }
-
-  #content(shutdown: boolean): StateFileContent {
+  #content(): StateFileContent {
     const services: PersistedService[] = [...this.#entries.values()].map((e) => {
       const p = e.proc;
       return {
@@ -810,58 +456,28 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
         unit: e.spec.unit,
         role: e.spec.role,
         state: e.state,
-        ...(p ? { pid: p.pid, pgid: p.pgid, startedAt: new Date(p.startedAt).toISOString() } : {}),
+        ...(p ? { pid: p.pid, pgid: p.pgid, startedAt: iso(p.startedAt) } : {}),
         ...(p?.startTime !== undefined ? { startTime: p.startTime } : {}),
         ...(!p && e.lingeringPgid !== undefined ? { pgid: e.lingeringPgid } : {}),
         inputsHash: e.spec.inputsHash,
         restarts: e.restarts,
         consecutiveFailures: e.consecutiveFailures,
         crashLooping: e.crashLooping,
-        ...(e.backoffUntil !== undefined ? { backoffUntil: new Date(e.backoffUntil).toISOString() } : {}),
-        ...(e.lastExit ? { lastExit: this.#exitJson(e.lastExit) } : {}),
+        ...(e.backoffUntil !== undefined ? { backoffUntil: iso(e.backoffUntil) } : {}),
+        ...(e.lastExit ? { lastExit: e.lastExit } : {}),
         stopTimeoutMs: e.spec.stopTimeoutMs,
       };
     });
+    const self = { pid: this.#host.processes.selfPid, startedAt: iso(this.#startedAt) };
     return {
       schemaVersion: 1,
-      supervisor: shutdown
-        ? null
-        : {
-            pid: process.pid,
-            ...(this.#selfStartTime !== undefined ? { startTime: this.#selfStartTime } : {}),
-            startedAt: this.#startedAt.toISOString(),
-          },
-      updatedAt: new Date(this.#host.clock.now()).toISOString(),
+      supervisor: this.#shutdownWrite ? null : { ...self, ...(this.#selfStartTime !== undefined ? { startTime: this.#selfStartTime } : {}) },
+      updatedAt: iso(this.#host.clock.now()),
       services: services.sort((a, b) => a.name.localeCompare(b.name)),
     };
   }
 
-  /**
-   * Writes the state file (atomically, through the host). Coalesces: while a
-   * write is running, further changes are written once more after it; the
-   * promise resolves when the latest state is on disk. Write errors are
-   * logged, not thrown: the next change writes again.
-   */
-  #persist(shutdown = false): Promise<void> {
-    this.#dirty = true;
-    if (shutdown) this.#shutdownWrite = true;
-    this.#writing ??= (async () => {
-      while (this.#dirty) {
-        this.#dirty = false;
-        try {
-          const json = `${JSON.stringify(this.#content(this.#shutdownWrite), null, 2)}\n`;
-          await this.#host.fs.writeFileAtomic(this.#stateFile, json, { mode: 0o644 });
-        } catch (err) {
-          this.#log.error({ err, stateFile: this.#stateFile }, "cannot write the process state file");
-        }
-      }
-    })().finally(() => {
-      this.#writing = undefined;
-    });
-    return this.#writing;
-  }
-
-  // -- Helpers ----------------------------------------------------------------
+  // -- Small parts -----------------------------------------------------------------
 
   #observation(e: Entry): ServiceObservation {
     const p = e.proc;
@@ -874,12 +490,8 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
       enabled: true,
       ...(p ? { pid: p.pid } : {}),
       ...(p || e.state === "backoff" ? { inputsHash: e.spec.inputsHash } : {}),
-      ...(e.lastExit ? { lastExit: this.#exitJson(e.lastExit) } : {}),
+      ...(e.lastExit ? { lastExit: e.lastExit } : {}),
     };
-  }
-
-  #exitJson(x: ExitRecord): { code: number | null; signal: string | null; at: string } {
-    return { code: x.code, signal: x.signal, at: new Date(x.at).toISOString() };
   }
 
   #assertOpen(name: string): void {
@@ -892,20 +504,5 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
     } catch (err) {
       this.#log.error({ err, event: event.type }, "process event listener failed");
     }
-  }
-
-  /** Runs `fn` after every earlier operation on the same service: ensure/remove/restart never interleave. */
-  #withLock<T>(name: string, fn: () => Promise<T>): Promise<T> {
-    const prev = this.#locks.get(name) ?? Promise.resolve();
-    const next = prev.then(fn, fn);
-    const settled = next.then(
-      () => undefined,
-      () => undefined,
-    );
-    this.#locks.set(name, settled);
-    void settled.then(() => {
-      if (this.#locks.get(name) === settled) this.#locks.delete(name);
-    });
-    return next;
   }
 }

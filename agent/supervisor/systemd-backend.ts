@@ -4,12 +4,20 @@
  * the agent reads back: the role and the inputs hash the unit was last
  * (re)started with. `ensure` writes the unit only when it changed, reloads
  * systemd only then, enables the unit, and restarts it only when its inputs
- * changed; a running unit with unchanged inputs is left alone.
+ * changed; a running unit with unchanged inputs is left alone. Before a
+ * start or restart it checks the spec's ports (port-check.ts): a port held
+ * by a process outside the unit's own cgroup is PORT_IN_USE. A unit that is
+ * failed or waiting to restart is observed with `lastExit`: systemd's exit
+ * status of the main process and the tail of its log (the unit's
+ * StandardOutput= file, else the journal), scrubbed.
  */
+import { constants as osConstants } from "node:os";
 import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
 import type { Logger } from "../log.ts";
-import type { ServiceObservation, ServiceRunState, ServiceSpec, Supervisor } from "./types.ts";
+import { readLogTail, type Scrub, tailLines } from "./log-tail.ts";
+import { checkPorts } from "./port-check.ts";
+import type { ServiceExit, ServiceObservation, ServiceRunState, ServiceSpec, Supervisor } from "./types.ts";
 
 const HASH_RE = /^# mlops-inputs-hash: ([0-9a-f]+)$/m;
 const ROLE_RE = /^# mlops-role: ([a-z0-9-]+)$/m;
@@ -20,6 +28,40 @@ export interface SystemdBackendOptions {
   readonly unitDir?: string;
   /** Agent-initiated restarts (systemd counts its own in NRestarts) and the inputs hash each unit was started with. */
   readonly stateFile: string;
+  /** Removes secrets from log lines before they enter `lastExit.logTail`. Default: none. */
+  readonly scrub?: Scrub;
+}
+
+const LOG_FILE_RE = /^StandardOutput=(?:append|file|truncate):(.+)$/m;
+const SIGNAL_NAMES = new Map(Object.entries(osConstants.signals).map(([name, n]) => [n, name]));
+
+/** systemd's "Thu 2026-01-01 00:00:00 UTC" as ISO; local time when the zone is not UTC (systemd prints the host's zone). */
+function parseTimestamp(text: string): string | undefined {
+  const m = /(\d{4}-\d{2}-\d{2}) (\d{2}:\d{2}:\d{2})(?: (UTC|GMT))?/.exec(text);
+  if (!m) return undefined;
+  const ms = Date.parse(`${m[1]}T${m[2]}${m[3] ? "Z" : ""}`);
+  return Number.isNaN(ms) ? undefined : new Date(ms).toISOString();
+}
+
+/**
+ * The main process's last exit from `systemctl show` properties, for a unit
+ * that is failed or in auto-restart. ExecMainCode is the waitid() si_code:
+ * 1 exited (ExecMainStatus is the exit code), 2 killed, 3 dumped (a signal number).
+ */
+export function exitFromProps(props: Record<string, string>, state: ServiceRunState): Omit<ServiceExit, "logTail"> | undefined {
+  if (state !== "backoff" && state !== "failed") return undefined;
+  const at = parseTimestamp(props.ExecMainExitTimestamp ?? "");
+  if (!at) return undefined;
+  const how = Number(props.ExecMainCode ?? 0);
+  const status = Number(props.ExecMainStatus ?? 0);
+  const killed = how === 2 || how === 3;
+  const keepsExiting = Number(props.NRestarts ?? 0) >= 1;
+  return {
+    code: killed ? null : status,
+    signal: killed ? (SIGNAL_NAMES.get(status) ?? `signal ${status}`) : null,
+    at,
+    ...(keepsExiting ? { keepsExiting } : {}),
+  };
 }
 
 function mapState(active: string, sub: string): ServiceRunState {
@@ -30,9 +72,63 @@ function mapState(active: string, sub: string): ServiceRunState {
   return "unknown";
 }
 
+/** `systemctl show` output: one KEY=VALUE a line. */
+function parseShow(text: string): Record<string, string> {
+  return Object.fromEntries(
+    text
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+  );
+}
+
+/** Agent-initiated restarts per service, and the inputs hash each unit was last (re)started with. */
+interface State {
+  restarts: Record<string, number>;
+  started: Record<string, string>;
+}
+
+async function readStateFile(host: Host, path: string): Promise<State> {
+  const text = await host.fs.readFile(path);
+  try {
+    const parsed = text ? (JSON.parse(text) as Partial<State>) : {};
+    return { restarts: parsed.restarts ?? {}, started: parsed.started ?? {} };
+  } catch {
+    return { restarts: {}, started: {} };
+  }
+}
+
+async function updateStateFile(host: Host, path: string, change: (s: State) => void): Promise<void> {
+  const s = await readStateFile(host, path);
+  change(s);
+  await host.fs.writeFileAtomic(path, JSON.stringify(s), { mode: 0o600 });
+}
+
+function withHeader(spec: ServiceSpec): string {
+  if (!spec.unitFile) throw new AgentError("SUPERVISOR_FAILED", `service ${spec.name} has no rendered unit file`);
+  return `# mlops-role: ${spec.role}\n# mlops-inputs-hash: ${spec.inputsHash}\n${spec.unitFile}`;
+}
+
+/** The unit's StandardOutput= file when it has one, else the journal; undefined when neither says anything. */
+async function unitLogTail(host: Host, unit: string, unitText: string, scrub: Scrub): Promise<string[] | undefined> {
+  const file = LOG_FILE_RE.exec(unitText)?.[1]?.trim();
+  if (file) return readLogTail(host, file, scrub);
+  try {
+    const r = await host.exec("journalctl", ["-u", unit, "-n", "5", "-o", "cat", "--no-pager"], { timeoutMs: 10_000 });
+    const tail = r.code === 0 ? tailLines(r.stdout, scrub) : [];
+    return tail.length > 0 ? tail : undefined;
+  } catch {
+    return undefined; // no journalctl: a tail is a hint, never an error
+  }
+}
+
+/** A listener in the unit's own cgroup is the unit itself (the restart case), not a conflict. */
+const ownedBy = (unit: string) => (l: { cgroup?: string }) => l.cgroup?.endsWith(`/${unit}`) === true;
+
 export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor {
   const { host } = opts;
   const unitDir = opts.unitDir ?? "/etc/systemd/system";
+  const scrub = opts.scrub ?? ((t: string) => t);
 
   async function systemctl(...args: string[]): Promise<string> {
     const r = await host.exec("systemctl", args, { timeoutMs: 120_000 });
@@ -45,34 +141,12 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
     return (await host.exec("systemctl", args, { timeoutMs: 15_000 })).stdout;
   }
 
-  interface State {
-    restarts: Record<string, number>;
-    started: Record<string, string>;
-  }
-
-  async function readState(): Promise<State> {
-    const text = await host.fs.readFile(opts.stateFile);
-    try {
-      const parsed = text ? (JSON.parse(text) as Partial<State>) : {};
-      return { restarts: parsed.restarts ?? {}, started: parsed.started ?? {} };
-    } catch {
-      return { restarts: {}, started: {} };
-    }
-  }
-
-  async function updateState(change: (s: State) => void): Promise<void> {
-    const s = await readState();
-    change(s);
-    await host.fs.writeFileAtomic(opts.stateFile, JSON.stringify(s), { mode: 0o600 });
-  }
+  const readState = () => readStateFile(host, opts.stateFile);
+  const updateState = (change: (s: State) => void) => updateStateFile(host, opts.stateFile, change);
 
   const unitPath = (unit: string) => `${unitDir}/${unit}`;
   const unitOf = (name: string) => `mlops-${name}.service`;
 
-  function withHeader(spec: ServiceSpec): string {
-    if (!spec.unitFile) throw new AgentError("SUPERVISOR_FAILED", `service ${spec.name} has no rendered unit file`);
-    return `# mlops-role: ${spec.role}\n# mlops-inputs-hash: ${spec.inputsHash}\n${spec.unitFile}`;
-  }
 
   return {
     kind: "systemd",
@@ -85,25 +159,29 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
         const text = (await host.fs.readFile(unitPath(unit))) ?? "";
         const role = ROLE_RE.exec(text)?.[1];
         if (!role) continue; // not ours
-        const show = await query("show", "-p", "ActiveState,SubState,MainPID,UnitFileState,NRestarts", unit);
-        const props = Object.fromEntries(
-          show
-            .split("\n")
-            .filter(Boolean)
-            .map((l) => [l.slice(0, l.indexOf("=")), l.slice(l.indexOf("=") + 1)]),
+        const show = await query(
+          "show",
+          "-p",
+          "ActiveState,SubState,MainPID,UnitFileState,NRestarts,ExecMainCode,ExecMainStatus,ExecMainExitTimestamp",
+          unit,
         );
+        const props = parseShow(show);
         const name = unit.replace(/^mlops-/, "").replace(/\.service$/, "");
         const pid = Number(props.MainPID ?? 0);
+        const state = mapState(props.ActiveState ?? "", props.SubState ?? "");
+        const exit = exitFromProps(props, state);
+        const logTail = exit ? await unitLogTail(host, unit, text, scrub) : undefined;
         out.push({
           name,
           unit,
           role,
-          state: mapState(props.ActiveState ?? "", props.SubState ?? ""),
+          state,
           pid: pid > 0 ? pid : undefined,
           restarts: Number(props.NRestarts ?? 0) + (restarts[name] ?? 0),
           // What the process runs with, not what the file says: see the header comment.
           inputsHash: HASH_RE.exec(text)?.[1] === started[name] ? started[name] : undefined,
           enabled: props.UnitFileState === "enabled",
+          ...(exit ? { lastExit: { ...exit, ...(logTail ? { logTail } : {}) } } : {}),
         });
       }
       return out;
@@ -123,10 +201,12 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
       let result: "unchanged" | "restarted" | "started";
       if (active === "active" || active === "activating") {
         if (startedWith === spec.inputsHash) return "unchanged";
+        await checkPorts(host, spec, ownedBy(spec.unit), scrub);
         opts.logger.info({ unit: spec.unit, reason }, "restarting: inputs changed");
         await systemctl("restart", spec.unit);
         result = "restarted";
       } else {
+        await checkPorts(host, spec, ownedBy(spec.unit), scrub);
         // A failed unit may have hit its start limit; clear it so start can run.
         await query("reset-failed", spec.unit);
         await systemctl("start", spec.unit);

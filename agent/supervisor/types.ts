@@ -77,6 +77,21 @@ export interface ServiceSpec {
   readonly inputsHash: string;
   /** Rendered unit file content (systemd backend only). */
   readonly unitFile?: string;
+  /**
+   * The TCP addresses the service listens on. Before starting it, both
+   * backends check them: one held by another program (not an earlier
+   * instance of this service) is a PORT_IN_USE error naming the port, the
+   * holder and `configKey`, the config key that picks another port (e.g.
+   * "mlflow.port"). `host` "0.0.0.0" or "::" clashes with any address.
+   */
+  readonly ports?: readonly ServicePort[];
+}
+
+export interface ServicePort {
+  readonly host: string;
+  readonly port: number;
+  /** The config key that sets this port, named in the error so the user knows what to change. */
+  readonly configKey?: string;
 }
 
 export type ServiceRunState = "running" | "starting" | "stopped" | "failed" | "backoff" | "unknown";
@@ -93,7 +108,36 @@ export interface ServiceObservation {
   readonly inputsHash?: string;
   /** Whether the service starts at boot / with the supervisor. */
   readonly enabled: boolean;
-  readonly lastExit?: { readonly code: number | null; readonly signal: string | null; readonly at: string; readonly logTail?: readonly string[] };
+  /** The last time the service exited (or failed to start), and why. */
+  readonly lastExit?: ServiceExit;
+}
+
+/**
+ * Why a service stopped running, for `/status` and the phase reason
+ * ("mlflow keeps exiting: exited with code 1: … address already in use").
+ * Plain JSON: the process backend also keeps it in its state file.
+ */
+export interface ServiceExit {
+  /** Exit code; null when a signal ended it or it never started. */
+  readonly code: number | null;
+  /** Signal name ("SIGKILL"); null when it exited by itself. */
+  readonly signal: string | null;
+  /** ISO time of the exit. */
+  readonly at: string;
+  /**
+   * The service keeps exiting: it exited on its own (not stopped by the
+   * supervisor) at least twice in a row, each time before staying up for
+   * the restart policy's `resetAfterMs` (systemd: it is in auto-restart or
+   * failed after restarts). Absent means false.
+   */
+  readonly keepsExiting?: boolean;
+  /**
+   * The last non-empty lines (at most 5, oldest first, each at most 300
+   * characters) of the service's log (process backend: `logFile` as it was
+   * at the exit; systemd: its log file, else the journal), passed through the
+   * supervisor's `scrub`. Absent when the log is empty or unreadable.
+   */
+  readonly logTail?: readonly string[];
 }
 
 /**

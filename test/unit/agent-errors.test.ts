@@ -19,9 +19,7 @@ const AGENT = fileURLToPath(new URL("../../agent", import.meta.url));
  */
 const NOT_YET_CONVERTED: readonly string[] = [
   "engine/", // converted on another branch
-  "host/", // converted on another branch
   "roles/", // converted on another branch
-  "supervisor/", // converted on another branch
   "cli/up.ts", // converted on another branch
   "cli/up-pipeline.ts", // converted on another branch
 ];

@@ -114,7 +114,7 @@ describe("the daemon, pass by pass", () => {
   it("a service that keeps exiting: the phase names its exit and the last line of its log", async () => {
     const n = node();
     await n.loop.syncOnce();
-    n.supervisor.observed.set("mlflow", { state: "backoff", restarts: 4, lastExit: { code: 1, signal: null, at: "2026-01-01T00:00:00Z", logTail: ["[Errno 98] Address already in use"] } });
+    n.supervisor.observed.set("mlflow", { state: "backoff", restarts: 4, lastExit: { code: 1, signal: null, at: "2026-01-01T00:00:00Z", keepsExiting: true, logTail: ["[Errno 98] Address already in use"] } });
     await n.loop.syncOnce();
     expect(n.store.snapshot().phase).toBe("degraded");
     expect(n.store.snapshot().reason).toBe("mlflow keeps exiting (exit code 1): [Errno 98] Address already in use");

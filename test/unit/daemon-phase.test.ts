@@ -12,7 +12,7 @@ const base: PhaseInput = { role: "web-role", converged: true, services: [healthy
 const dbDown = { code: "DB_UNREACHABLE", message: "database server is unreachable: 10.0.2.10:3306 refused", recoverable: true };
 const badTemplate = { code: "RENDER_FAILED", message: "template web.env.tmpl: unknown variable", recoverable: false };
 const badConfig = { code: "CONFIG_INVALID", message: "configuration is invalid: listen: expected HOST:PORT", recoverable: false };
-const exited = { code: 1, signal: null, at: "2026-01-01T00:00:00Z", logTail: ["Traceback (most recent call last):", "OSError: [Errno 98] Address already in use"] };
+const exited = { code: 1, signal: null, at: "2026-01-01T00:00:00Z", keepsExiting: true, logTail: ["Traceback (most recent call last):", "OSError: [Errno 98] Address already in use"] };
 
 describe("computePhase", () => {
   const cases: { name: string; input: Partial<PhaseInput>; phase: string; reason: RegExp; error?: string }[] = [
@@ -30,7 +30,7 @@ describe("computePhase", () => {
     },
     {
       name: "a first exit is an exit, not a loop; a signal is named",
-      input: { services: [{ ...healthy, state: "failed", health: "unknown", lastExit: { ...exited, code: null, signal: "SIGKILL", logTail: [] } }] },
+      input: { services: [{ ...healthy, state: "failed", health: "unknown", lastExit: { ...exited, code: null, signal: "SIGKILL", keepsExiting: false, logTail: [] } }] },
       phase: "degraded",
       reason: /^web exited \(killed by SIGKILL\); its log is empty$/,
     },

@@ -66,7 +66,9 @@ function spec(name: string, script: string, over: Partial<ServiceSpec> = {}): Se
   };
 }
 
-function supervisor(extra: { onEvent?: (e: ProcessEvent) => void; parentDeathSignal?: NodeJS.Signals | null } = {}) {
+function supervisor(
+  extra: { onEvent?: (e: ProcessEvent) => void; parentDeathSignal?: NodeJS.Signals | null; scrub?: (t: string) => string } = {},
+) {
   const sup = createProcessSupervisor({
     host,
     logger: silentLogger(),
@@ -420,6 +422,48 @@ describe("process supervisor", () => {
     expect(after[0]).toMatchObject({ name: "seen", state: "stopped" });
     expect(after[0].pid).toBeUndefined();
     expect(after[0].inputsHash).toBeUndefined();
+  });
+
+  it("a port held by another program is PORT_IN_USE before the start, naming the holder; the next ensure starts once it is free", async () => {
+    const port = await freePort();
+    const holder = spawn("python3", ["-m", "http.server", "--bind", "127.0.0.1", String(port)], { cwd: dir, stdio: "ignore" });
+    strays.push(holder);
+    await waitFor(async () => (await runProbe({ tcpSocket: { port } }, { timeoutMs: 500 })).ok);
+    const events: ProcessEvent[] = [];
+    const { sup } = supervisor({ onEvent: (e) => events.push(e) });
+    const server = `require('node:http').createServer((q, r) => r.end('ok')).listen(${port}, '127.0.0.1');`;
+    const s = spec("web", server, { ports: [{ host: "127.0.0.1", port, configKey: "web.port" }] });
+    const t0 = Date.now();
+    const err = await sup.ensure(s, "test").catch((e: unknown) => e);
+    expect(Date.now() - t0).toBeLessThan(5_000);
+    expect(isAgentError(err) && err.code).toBe("PORT_IN_USE");
+    const msg = (err as Error).message;
+    expect(msg).toContain(`port ${port}`);
+    expect(msg).toContain("role test");
+    expect(msg).toMatch(/held by pid \d+ \(\S*python\S* -m http\.server --bind 127\.0\.0\.1/);
+    expect(msg).toContain("web.port");
+    expect(await logOf(s)).toBe(""); // never started
+    expect((await sup.observe())[0]).toMatchObject({ name: "web", state: "failed" });
+    expect(events.map((e) => e.type)).toEqual(["failed"]);
+
+    const gone = new Promise((r) => holder.once("exit", r));
+    holder.kill("SIGTERM");
+    await gone;
+    expect(await sup.ensure(s, "retry")).toBe("started");
+    await waitFor(async () => (await runProbe({ httpGet: { path: "/", port } }, { timeoutMs: 500 })).ok);
+  });
+
+  it("a service that keeps exiting reports its exit code and the last lines of its log, scrubbed", async () => {
+    const { sup } = supervisor({ scrub: (t) => t.replaceAll("s3cr3t", "***") });
+    const policy: RestartPolicySpec = { initialDelayMs: 20, maxDelayMs: 80, factor: 2, resetAfterMs: 60_000, jitter: 0 };
+    const script = "for (let i = 1; i <= 7; i++) console.log('line ' + i); console.error('db password s3cr3t'); console.error('OSError: [Errno 98] address already in use'); process.exit(4);";
+    await sup.ensure(spec("exiter", script, { restart: policy }), "test");
+    const o = await waitFor(async () => {
+      const x = (await sup.observe())[0];
+      return x?.lastExit?.keepsExiting && x.lastExit.logTail ? x : undefined;
+    });
+    expect(o.lastExit).toMatchObject({ code: 4, signal: null, keepsExiting: true });
+    expect(o.lastExit?.logTail).toEqual(["line 5", "line 6", "line 7", "db password ***", "OSError: [Errno 98] address already in use"]);
   });
 
   it("readProcessState: a missing state file means no services", async () => {

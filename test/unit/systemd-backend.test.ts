@@ -97,3 +97,83 @@ describe("systemd backend", () => {
     expect(await sup.observe()).toEqual([]);
   });
 });
+
+describe("systemd backend: ports and exits", () => {
+  const withPorts = (over: Partial<ServiceSpec> = {}): ServiceSpec => ({
+    ...spec("a1"),
+    ports: [{ host: "0.0.0.0", port: 5000, configKey: "mlflow.port" }],
+    ...over,
+  });
+
+  it("does not start a unit whose port another program holds: PORT_IN_USE names it", async () => {
+    const { host, calls, sup } = setup("inactive");
+    const other = host.processes.add(["/usr/bin/python3", "-m", "http.server", "5000"], { cgroup: "/user.slice/session-1.scope" });
+    host.processes.listen(5000, "127.0.0.1", other.pid);
+    const err = await sup.ensure(withPorts(), "not installed").catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: "PORT_IN_USE", recoverable: false, httpStatus: 409 });
+    expect((err as Error).message).toContain(`pid ${other.pid} (/usr/bin/python3 -m http.server 5000)`);
+    expect((err as Error).message).toContain("mlflow.port");
+    expect(calls.filter((c) => c.includes(" start "))).toEqual([]);
+    expect(calls.at(-1)).toBe("systemctl is-active mlops-mlflow.service");
+  });
+
+  it("a listener in the unit's own cgroup is the unit itself: the restart goes ahead", async () => {
+    const { host, calls, sup } = setup("active");
+    await sup.ensure(withPorts(), "x");
+    const own = host.processes.add(["/opt/mlops/mlflow/venv/bin/python", "mlflow"], { cgroup: "/system.slice/mlops-mlflow.service" });
+    host.processes.listen(5000, "0.0.0.0", own.pid);
+    expect(await sup.ensure(withPorts({ inputsHash: "b2" }), "inputs changed")).toBe("restarted");
+    expect(calls.at(-1)).toBe("systemctl restart mlops-mlflow.service");
+  });
+
+  it("a unit in auto-restart is observed with its exit status and the journal's last lines, scrubbed", async () => {
+    const host = createMemoryHost({ systemd: true });
+    const journal = "starting\nusing password hunter2\n\n[Errno 98] address already in use\n";
+    host.execHandler = (_cmd, args) => {
+      if (args[0] === "show")
+        return {
+          code: 0,
+          stdout:
+            "ActiveState=activating\nSubState=auto-restart\nMainPID=0\nUnitFileState=enabled\nNRestarts=3\nExecMainCode=1\nExecMainStatus=1\nExecMainExitTimestamp=Thu 2026-01-01 10:00:05 UTC\n",
+          stderr: "",
+        };
+      if (args[0] === "-u") return { code: 0, stdout: journal, stderr: "" };
+      return { code: 0, stdout: "", stderr: "" };
+    };
+    const sup = createSystemdSupervisor({
+      host,
+      logger: silentLogger(),
+      stateFile: "/s/restarts.json",
+      scrub: (t) => t.replaceAll("hunter2", "[redacted]"),
+    });
+    await sup.ensure(spec("a1"), "x");
+    const [o] = await sup.observe();
+    expect(o).toMatchObject({ state: "backoff", restarts: 3 });
+    expect(o?.lastExit).toEqual({
+      code: 1,
+      signal: null,
+      at: "2026-01-01T10:00:05.000Z",
+      keepsExiting: true,
+      logTail: ["starting", "using password [redacted]", "[Errno 98] address already in use"],
+    });
+    expect(host.execLog.map((c) => `${c.command} ${c.args.join(" ")}`)).toContain("journalctl -u mlops-mlflow.service -n 5 -o cat --no-pager");
+  });
+
+  it("a failed unit that logs to a file: the tail comes from the file; a killed main process names the signal", async () => {
+    const host = createMemoryHost({ systemd: true });
+    host.execHandler = (_cmd, args) =>
+      args[0] === "show"
+        ? {
+            code: 0,
+            stdout: "ActiveState=failed\nSubState=failed\nMainPID=0\nUnitFileState=enabled\nNRestarts=0\nExecMainCode=2\nExecMainStatus=9\nExecMainExitTimestamp=Thu 2026-01-01 10:00:05 UTC\n",
+            stderr: "",
+          }
+        : { code: 0, stdout: "", stderr: "" };
+    await host.fs.writeFileAtomic("/var/log/mlops/mlflow.log", "one\ntwo\n", { mode: 0o640 });
+    const sup = createSystemdSupervisor({ host, logger: silentLogger(), stateFile: "/s/restarts.json" });
+    await sup.ensure({ ...spec("a1"), unitFile: "[Service]\nExecStart=/bin/true\nStandardOutput=append:/var/log/mlops/mlflow.log\n" }, "x");
+    const [o] = await sup.observe();
+    expect(o?.lastExit).toEqual({ code: null, signal: "SIGKILL", at: "2026-01-01T10:00:05.000Z", logTail: ["one", "two"] });
+    expect(host.execLog.some((c) => c.command === "journalctl")).toBe(false);
+  });
+});
