@@ -103,38 +103,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     if (next.services !== prev.services) loop?.refreshPhase();
   });
 
-  // The prober and the supervisor refer to each other (a failed liveness probe restarts; a start resets probes).
-  let supervisor: Supervisor;
-  const prober: Prober = createProber({
-    store,
-    logger: logger.child({ component: "prober" }),
-    secrets: opts.secrets,
-    onLivenessFailure: async (service, reason) => {
-      store.addEvent("warn", "liveness", `${service}: ${reason}; restarting`);
-      try {
-        await supervisor.restart(service, reason);
-        // systemd reports no start events: the restart itself is the start.
-        if (supervisor.kind === "systemd") prober.markStarted(service);
-      } catch (err) {
-        log.warn({ err }, "restart failed");
-      }
-    },
-    onChange: () => loop?.refreshPhase(),
-  });
-  const services = createServiceRefresher({ observe: () => supervisor.observe(), prober, store, clock: host.clock, logger: log });
-  supervisor =
-    choice.kind === "systemd"
-      ? createSystemdSupervisor({ host, logger: logger.child({ component: "systemd" }), stateFile: layout.systemdRestarts, scrub: opts.secrets.scrub })
-      : createProcessSupervisor({
-          host,
-          logger: logger.child({ component: "process-supervisor" }),
-          stateFile: layout.processServices,
-          scrub: opts.secrets.scrub,
-          onEvent: (e) => {
-            onProcessEvent(e, prober, store);
-            void services.refresh();
-          },
-        });
+  const { supervisor, prober, services } = buildSupervision(opts, { kind: choice.kind, layout, store, log, onChange: () => loop?.refreshPhase() });
   const dagSync = createDagSyncReconciler({
     host,
     logger: logger.child({ component: "dag-sync" }),
@@ -146,19 +115,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     },
   });
 
-  // Metadata watcher: a role or config change brings the next pass forward. Started once a config has loaded (it needs the metadata URL); not in `--dir` mode.
-  let watcherDone: Promise<unknown> | undefined;
-  const startWatcher = (c: ResolvedConfig) => {
-    if (watcherDone || opts.flags.dir !== undefined) return;
-    const watcher = createMetadataWatcher({
-      client: createImdsClient({ baseUrl: c.config.metadataUrl }),
-      intervalMs: c.config.metadataPollSeconds * 1000,
-      logger: logger.child({ component: "metadata" }),
-      onChange: () => loop?.trigger("instance metadata changed"),
-    });
-    watcherDone = watcher.run(signal).catch((err: unknown) => log.error({ err }, "the metadata watcher stopped"));
-  };
-
+  const watcher = metadataWatcher(opts, log, (reason) => loop?.trigger(reason));
   const daemonLoop = createDaemonLoop({
     host,
     logger,
@@ -172,7 +129,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     secrets: opts.secrets,
     vaults: opts.vaults,
     loadContext: () => loadContext(host, opts.flags, opts.env),
-    onConfig: startWatcher,
+    onConfig: watcher.start,
     initial,
   });
   loop = daemonLoop;
@@ -187,11 +144,74 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
 
   await notifier.stopping();
   store.setPhase("idle", "agent is stopping");
-  await Promise.all([...parts, watcherDone]);
+  await Promise.all([...parts, watcher.done()]);
   await app.close();
   await host.fs.remove(layout.runtime);
   await lock.release();
   log.info("agent stopped");
+}
+
+/**
+ * The supervisor of the node's services and the prober, which refer to each
+ * other: a failed liveness probe restarts through the supervisor, and the
+ * process supervisor's start events reset the probes.
+ */
+function buildSupervision(
+  opts: DaemonOptions,
+  at: { kind: "systemd" | "process"; layout: ReturnType<typeof stateLayout>; store: StatusStore; log: Logger; onChange: () => void },
+): { supervisor: Supervisor; prober: Prober; services: ReturnType<typeof createServiceRefresher> } {
+  const { host, logger } = opts;
+  const { store, log } = at;
+  let supervisor: Supervisor | undefined;
+  const prober: Prober = createProber({
+    store,
+    logger: logger.child({ component: "prober" }),
+    secrets: opts.secrets,
+    onLivenessFailure: async (service, reason) => {
+      store.addEvent("warn", "liveness", `${service}: ${reason}; restarting`);
+      try {
+        await supervisor?.restart(service, reason);
+        // systemd reports no start events: the restart itself is the start.
+        if (supervisor?.kind === "systemd") prober.markStarted(service);
+      } catch (err) {
+        log.warn({ err }, "restart failed");
+      }
+    },
+    onChange: at.onChange,
+  });
+  const services = createServiceRefresher({ observe: async () => (await supervisor?.observe()) ?? [], prober, store, clock: host.clock, logger: log });
+  supervisor =
+    at.kind === "systemd"
+      ? createSystemdSupervisor({ host, logger: logger.child({ component: "systemd" }), stateFile: at.layout.systemdRestarts, scrub: opts.secrets.scrub })
+      : createProcessSupervisor({
+          host,
+          logger: logger.child({ component: "process-supervisor" }),
+          stateFile: at.layout.processServices,
+          scrub: opts.secrets.scrub,
+          onEvent: (e) => {
+            onProcessEvent(e, prober, store);
+            void services.refresh();
+          },
+        });
+  return { supervisor, prober, services };
+}
+
+/** Metadata watcher: a role or config change brings the next pass forward. Started with the first config that loads (it needs the metadata URL); never in `--dir` mode. */
+function metadataWatcher(opts: DaemonOptions, log: Logger, trigger: (reason: string) => void): { start: (c: ResolvedConfig) => void; done: () => Promise<unknown> } {
+  let done: Promise<unknown> | undefined;
+  return {
+    start(c) {
+      if (done || opts.flags.dir !== undefined) return;
+      const watcher = createMetadataWatcher({
+        client: createImdsClient({ baseUrl: c.config.metadataUrl }),
+        intervalMs: c.config.metadataPollSeconds * 1000,
+        logger: opts.logger.child({ component: "metadata" }),
+        onChange: () => trigger("instance metadata changed"),
+      });
+      done = watcher.run(opts.signal).catch((err: unknown) => log.error({ err }, "the metadata watcher stopped"));
+    },
+    done: () => done ?? Promise.resolve(),
+  };
 }
 
 /** The status API is what tells an operator what is wrong, so failing to listen (port taken, address not yet configured) is retried, never fatal. false: stopped first. */

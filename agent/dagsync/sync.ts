@@ -187,21 +187,143 @@ export class Pruning {
   }
 }
 
+/** Names and sizes the pass accepts; the others are refused alone, with their reason. */
+function screen(objects: readonly RemoteObject[], maxObjectBytes: number, rejected: Rejected[]): RemoteObject[] {
+  const candidates: RemoteObject[] = [];
+  for (const obj of objects) {
+    const bad = checkName(obj.name);
+    if (bad) rejected.push({ name: obj.name, reason: `name ${bad}` });
+    else if (obj.size > maxObjectBytes) rejected.push({ name: obj.name, reason: `${obj.size} bytes, over the ${maxObjectBytes}-byte limit` });
+    else candidates.push(obj);
+  }
+  return candidates;
+}
+
+/**
+ * .airflowignore decides what else is synced: read it first (from the
+ * current version when unchanged, else from the source). Unlike any other
+ * object, one that cannot be fetched (gone since the listing) fails the
+ * pass: without its rules nothing can be decided, and the current version
+ * stays; the next pass lists again.
+ */
+async function applyIgnore(
+  o: SyncOptions,
+  candidates: RemoteObject[],
+  current: { dir: string | undefined; manifest: Manifest },
+  maxObjectBytes: number,
+): Promise<{ kept: RemoteObject[]; ignored: number }> {
+  const ignoreObj = candidates.find((c) => c.name === ".airflowignore");
+  if (!ignoreObj) return { kept: candidates, ignored: 0 };
+  const same = current.dir && current.manifest[ignoreObj.name]?.etag === ignoreObj.etag;
+  const text = same
+    ? await readFile(join(current.dir!, ".airflowignore"), "utf8")
+    : Buffer.from(await o.source.fetch(ignoreObj.name, { maxBytes: maxObjectBytes, signal: o.signal })).toString("utf8");
+  const rules = parseAirflowIgnore(text);
+  const kept = candidates.filter((c) => c === ignoreObj || !isIgnored(rules, c.name));
+  return { kept, ignored: candidates.length - kept.length };
+}
+
+/**
+ * Fetches the changed objects into `newDir`, a few at a time (object stores
+ * answer in tens of milliseconds each). Changed files get a new inode (a
+ * temp file renamed over the link): the current version keeps its content,
+ * and the new mtime tells Airflow to re-parse. An object refused on fetch
+ * (too big, gone since the listing) is refused alone.
+ */
+async function fetchChanged(o: SyncOptions, toFetch: readonly RemoteObject[], newDir: string, manifest: Manifest, rejected: Rejected[], maxObjectBytes: number): Promise<{ fetched: number; changedPy: string[] }> {
+  const made = new Set<string>();
+  const ensureDir = async (d: string) => {
+    if (made.has(d)) return;
+    await mkdir(d, { recursive: true, mode: 0o755 });
+    made.add(d);
+  };
+  let fetched = 0;
+  const changedPy: string[] = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < toFetch.length) {
+      const obj = toFetch[next++]!;
+      try {
+        const body = await o.source.fetch(obj.name, { maxBytes: maxObjectBytes, signal: o.signal });
+        const target = join(newDir, obj.name);
+        await ensureDir(dirname(target));
+        const tmp = `${target}.mlops-tmp`;
+        await writeFile(tmp, body, { mode: 0o644 });
+        await rename(tmp, target);
+        fetched++;
+        manifest[obj.name] = { etag: obj.etag, size: obj.size };
+        if (obj.name.endsWith(".py")) changedPy.push(obj.name);
+      } catch (err) {
+        if (!(err instanceof AgentError && err.code === "DAG_OBJECT_REJECTED")) throw err;
+        rejected.push({ name: obj.name, reason: err.detail });
+        await rm(join(newDir, obj.name), { force: true });
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: FETCH_CONCURRENCY }, worker));
+  return { fetched, changedPy: changedPy.sort() };
+}
+
+/** Compiles what is new: a broken file keeps its last good version or stays out. */
+async function dropBroken(python: string, newDir: string, changedPy: readonly string[], manifest: Manifest, current: { dir: string | undefined; manifest: Manifest }, rejected: Rejected[]): Promise<void> {
+  const broken = await compileCheck(python, newDir, [...changedPy]);
+  for (const [name, error] of broken) {
+    await rm(join(newDir, name), { force: true });
+    delete manifest[name];
+    const old = current.manifest[name];
+    if (current.dir && old) {
+      await link(join(current.dir, name), join(newDir, name));
+      manifest[name] = old;
+      rejected.push({ name, reason: `does not compile (${error}); kept the last good version` });
+    } else rejected.push({ name, reason: `does not compile (${error}); left out` });
+  }
+}
+
+function countChanges(manifest: Manifest, old: Manifest): SyncResult["changed"] {
+  let added = 0;
+  let updated = 0;
+  for (const [name, e] of Object.entries(manifest)) {
+    if (!old[name]) added++;
+    else if (old[name].etag !== e.etag) updated++;
+  }
+  return { added, updated, deleted: Object.keys(old).filter((n) => !(n in manifest)).length };
+}
+
+/** Makes version `id` current (an atomic symlink swap), then prunes to the newest `keep` versions in the background. */
+async function swapIn(dest: string, id: string, manifest: Manifest, keep: number, pruning: Pruning): Promise<void> {
+  await writeFile(manifestPath(dest, id), `${JSON.stringify(manifest)}\n`, { mode: 0o644 });
+  const tmpLink = join(dest, `.${CURRENT}.${id}`);
+  await symlink(join("versions", id), tmpLink);
+  await rename(tmpLink, join(dest, CURRENT));
+  pruning.started(
+    dest,
+    (async () => {
+      // Ids sort by time.
+      const versions = (await readdir(join(dest, "versions"))).filter((n) => !n.endsWith(".manifest.json")).sort();
+      for (const old of versions.slice(0, Math.max(0, versions.length - keep))) {
+        if (old === id) continue;
+        await rm(join(dest, "versions", old), { recursive: true, force: true });
+        await rm(manifestPath(dest, old), { force: true });
+      }
+    })().catch(() => {}),
+  );
+}
+
+/**
+ * One pass: list, screen, diff against the current version, fetch what
+ * changed into a new version (hard links for the rest), compile-check it,
+ * and swap it in. Never throws: a failure is a result, and the current
+ * version stays as it was.
+ */
 export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
   const now = o.now ?? Date.now;
   const started = now();
   const maxObjectBytes = o.maxObjectBytes ?? DEFAULT_MAX_OBJECT_BYTES;
   const maxObjects = o.maxObjects ?? DEFAULT_MAX_OBJECTS;
-  const keep = Math.max(2, o.keepVersions ?? 3);
   const pruning = o.pruning ?? new Pruning();
   const rejected: Rejected[] = [];
   const current = await currentVersion(o.dest);
-  const base = {
-    source: o.source.url,
-    startedAt: new Date(started).toISOString(),
-    fetched: 0,
-    ignored: 0,
-  };
+  const base = { source: o.source.url, startedAt: new Date(started).toISOString(), fetched: 0, ignored: 0 };
   const unchanged = (extra: Partial<SyncResult>): SyncResult => {
     const m = current?.manifest ?? {};
     return {
@@ -226,157 +348,39 @@ export async function syncOnce(o: SyncOptions): Promise<SyncResult> {
       const reason = `the source has more than ${maxObjects} objects; nothing was synced`;
       return unchanged({ ok: false, error: { code: "DAG_OBJECT_REJECTED", message: `${o.source.url}: ${reason}` }, rejected: [...rejected, { name: "*", reason }] });
     }
-
-    // Validate names and sizes.
-    let candidates: RemoteObject[] = [];
-    for (const obj of listed.objects) {
-      const bad = checkName(obj.name);
-      if (bad) rejected.push({ name: obj.name, reason: `name ${bad}` });
-      else if (obj.size > maxObjectBytes) rejected.push({ name: obj.name, reason: `${obj.size} bytes, over the ${maxObjectBytes}-byte limit` });
-      else candidates.push(obj);
-    }
-
     await pruning.pruned(o.dest);
-    const curDir = current ? join(o.dest, "versions", current.id) : undefined;
-    const oldManifest = current?.manifest ?? {};
-
-    // .airflowignore decides what else is synced: read it first (from the
-    // current version when unchanged, else from the source). Unlike any other
-    // object, one that cannot be fetched (gone since the listing) fails the
-    // pass: without its rules nothing can be decided, and the current
-    // version stays; the next pass lists again.
-    let ignored = 0;
-    const ignoreObj = candidates.find((c) => c.name === ".airflowignore");
-    if (ignoreObj) {
-      const same = curDir && oldManifest[ignoreObj.name]?.etag === ignoreObj.etag;
-      const text = same
-        ? await readFile(join(curDir, ".airflowignore"), "utf8")
-        : Buffer.from(await o.source.fetch(ignoreObj.name, { maxBytes: maxObjectBytes, signal: o.signal })).toString("utf8");
-      const rules = parseAirflowIgnore(text);
-      const kept = candidates.filter((c) => c === ignoreObj || !isIgnored(rules, c.name));
-      ignored = candidates.length - kept.length;
-      candidates = kept;
-    }
+    const cur = { dir: current ? join(o.dest, "versions", current.id) : undefined, manifest: current?.manifest ?? {} };
+    const { kept: candidates, ignored } = await applyIgnore(o, screen(listed.objects, maxObjectBytes, rejected), cur, maxObjectBytes);
 
     // The diff, before anything is written: an unchanged source costs a listing.
     const wanted = new Map(candidates.map((c) => [c.name, c]));
-    const toFetch = candidates.filter((c) => oldManifest[c.name]?.etag !== c.etag);
-    const toDelete = Object.keys(oldManifest).filter((n) => !wanted.has(n));
-    if (current && toFetch.length === 0 && toDelete.length === 0) {
-      return unchanged({ ignored, rejected });
-    }
+    const toFetch = candidates.filter((c) => cur.manifest[c.name]?.etag !== c.etag);
+    const toDelete = Object.keys(cur.manifest).filter((n) => !wanted.has(n));
+    if (current && toFetch.length === 0 && toDelete.length === 0) return unchanged({ ignored, rejected });
 
     const id = `${new Date(started).toISOString().replace(/[-:.]/g, "")}-${randomBytes(3).toString("hex")}`;
     newDir = join(o.dest, "versions", id);
     await mkdir(join(o.dest, "versions"), { recursive: true, mode: 0o755 });
-    if (curDir) await cloneTree(curDir, newDir);
+    if (cur.dir) await cloneTree(cur.dir, newDir);
     else await mkdir(newDir, { recursive: true, mode: 0o755 });
     const manifest: Manifest = {};
-    for (const c of candidates) if (!toFetch.includes(c)) manifest[c.name] = oldManifest[c.name]!;
+    for (const c of candidates) if (!toFetch.includes(c)) manifest[c.name] = cur.manifest[c.name]!;
     for (const n of toDelete) await rm(join(newDir, n), { force: true });
 
-    // Changed files get a new inode (write a temp file, rename over the link):
-    // the current version keeps its content, and the new mtime tells Airflow to re-parse.
-    const made = new Set<string>();
-    const ensureDir = async (d: string) => {
-      if (made.has(d)) return;
-      await mkdir(d, { recursive: true, mode: 0o755 });
-      made.add(d);
-    };
-    let fetched = 0;
-    const changedPy: string[] = [];
-    let next = 0;
-    const worker = async () => {
-      while (next < toFetch.length) {
-        const obj = toFetch[next++]!;
-        try {
-          const body = await o.source.fetch(obj.name, { maxBytes: maxObjectBytes, signal: o.signal });
-          const target = join(newDir!, obj.name);
-          await ensureDir(dirname(target));
-          const tmp = `${target}.mlops-tmp`;
-          await writeFile(tmp, body, { mode: 0o644 });
-          await rename(tmp, target);
-          fetched++;
-          manifest[obj.name] = { etag: obj.etag, size: obj.size };
-          if (obj.name.endsWith(".py")) changedPy.push(obj.name);
-        } catch (err) {
-          if (err instanceof AgentError && err.code === "DAG_OBJECT_REJECTED") {
-            rejected.push({ name: obj.name, reason: err.detail });
-            await rm(join(newDir!, obj.name), { force: true });
-          } else throw err;
-        }
-      }
-    };
-    // A few fetches at a time: object stores answer in tens of milliseconds each.
-    await Promise.all(Array.from({ length: FETCH_CONCURRENCY }, worker));
-    changedPy.sort();
+    const { fetched, changedPy } = await fetchChanged(o, toFetch, newDir, manifest, rejected, maxObjectBytes);
+    if (o.python && changedPy.length) await dropBroken(o.python, newDir, changedPy, manifest, cur, rejected);
 
-    // Compile what is new: a broken file keeps its last good version or stays out.
-    if (o.python && changedPy.length) {
-      const broken = await compileCheck(o.python, newDir, changedPy);
-      for (const [name, error] of broken) {
-        await rm(join(newDir, name), { force: true });
-        delete manifest[name];
-        const old = oldManifest[name];
-        if (curDir && old) {
-          await link(join(curDir, name), join(newDir, name));
-          manifest[name] = old;
-          rejected.push({ name, reason: `does not compile (${error}); kept the last good version` });
-        } else rejected.push({ name, reason: `does not compile (${error}); left out` });
-      }
-    }
-
-    let added = 0;
-    let updated = 0;
-    for (const [name, e] of Object.entries(manifest)) {
-      const old = oldManifest[name];
-      if (!old) added++;
-      else if (old.etag !== e.etag) updated++;
-    }
-    const deleted = Object.keys(oldManifest).filter((n) => !(n in manifest)).length;
-    const stats = {
-      objects: Object.keys(manifest).length,
-      bytes: Object.values(manifest).reduce((n, e) => n + e.size, 0),
-      changed: { added, updated, deleted },
-      fetched,
-      ignored,
-    };
-
-    if (current && added === 0 && updated === 0 && deleted === 0) {
+    const changed = countChanges(manifest, cur.manifest);
+    const stats = { objects: Object.keys(manifest).length, bytes: Object.values(manifest).reduce((n, e) => n + e.size, 0), changed, fetched, ignored };
+    if (current && changed.added === 0 && changed.updated === 0 && changed.deleted === 0) {
       // Everything that changed was refused: keep the current version.
       await rm(newDir, { recursive: true, force: true });
       newDir = undefined;
       return unchanged({ ...stats, rejected });
     }
-
-    await writeFile(manifestPath(o.dest, id), `${JSON.stringify(manifest)}\n`, { mode: 0o644 });
-    const tmpLink = join(o.dest, `.${CURRENT}.${id}`);
-    await symlink(join("versions", id), tmpLink);
-    await rename(tmpLink, join(o.dest, CURRENT));
+    await swapIn(o.dest, id, manifest, Math.max(2, o.keepVersions ?? 3), pruning);
     newDir = undefined; // it is current now: never clean it up
-
-    // Prune: keep the newest `keep` versions (by id, which sorts by time), in the background.
-    pruning.started(
-      o.dest,
-      (async () => {
-        const versions = (await readdir(join(o.dest, "versions"))).filter((n) => !n.endsWith(".manifest.json")).sort();
-        for (const old of versions.slice(0, Math.max(0, versions.length - keep))) {
-          if (old === id) continue;
-          await rm(join(o.dest, "versions", old), { recursive: true, force: true });
-          await rm(manifestPath(o.dest, old), { force: true });
-        }
-      })().catch(() => {}),
-    );
-
-    return {
-      ...base,
-      ...stats,
-      ok: true,
-      rejected,
-      swapped: true,
-      version: id,
-      durationMs: now() - started,
-    };
+    return { ...base, ...stats, ok: true, rejected, swapped: true, version: id, durationMs: now() - started };
   } catch (err) {
     if (newDir) await rm(newDir, { recursive: true, force: true }).catch(() => {});
     const e = describeError(err);
