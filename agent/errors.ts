@@ -38,6 +38,8 @@ export const ERRORS = {
   DAG_OBJECT_REJECTED: { message: "a DAG object was refused", recoverable: true, httpStatus: 422 },
   NOT_FOUND: { message: "no such route", recoverable: false, httpStatus: 404 },
   INTERNAL: { message: "internal error; see the agent log", recoverable: true, httpStatus: 500 },
+  ROLE_SPEC_INVALID: { message: "a role spec is invalid", recoverable: false, httpStatus: 500 },
+  RENDER_FAILED: { message: "a role template cannot be rendered", recoverable: false, httpStatus: 500 },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

@@ -3,7 +3,7 @@
  * Finds the agent through `<stateDir>/agent.json` (written by `run`), falling
  * back to the configured listen address.
  */
-import { ROLE_NAMES } from "../config/schema.ts";
+import { roleNames } from "../roles/catalog.ts";
 import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
 import type { StatusSnapshot } from "../status/types.ts";
@@ -49,7 +49,7 @@ export async function statusCommand(host: Host, flags: CommonFlags, env: NodeJS.
     // Every role's agent of the stack that answers.
     let found = 0;
     const all: StatusSnapshot[] = [];
-    for (const role of ROLE_NAMES) {
+    for (const role of roleNames()) {
       const d = upDefaults(flags.dir, role);
       const a = await findRunningAgent(host, String(d.stateDir), String(d.listen));
       if (!a?.runtime) continue;

@@ -175,7 +175,7 @@ async function step(deps: ApplyDeps, a: Action): Promise<void> {
               user: db.user,
               userHost: db.userHost,
               password,
-              requireExplicitDefaultsForTimestamp: dd.role === "airflow",
+              requireExplicitDefaultsForTimestamp: dd.spec.database?.explicitDefaultsForTimestamp ?? false,
             });
       deps.logger.info({ step: "provision-database", server: report.version, database: db.name, user: db.user }, "database provisioned");
       await deps.records.update(dd.role, (r) => ({ ...r, database: { fingerprint: a.fingerprint, provisionedAt: new Date(host.clock.now()).toISOString() } }));

@@ -54,9 +54,9 @@ export const DEFAULT_RESTART_POLICY: RestartPolicySpec = {
 };
 
 export interface ServiceSpec {
-  /** Short name, e.g. "mlflow". */
+  /** Short name, the role spec's service name. */
   readonly name: string;
-  /** systemd unit name, e.g. "mlops-mlflow.service"; the process backend uses it as a label. */
+  /** systemd unit name, `mlops-<name>.service`; the process backend uses it as a label. */
   readonly unit: string;
   readonly role: string;
   /** argv; never contains a secret (secrets travel in environment files). */
@@ -77,6 +77,8 @@ export interface ServiceSpec {
   readonly inputsHash: string;
   /** Rendered unit file content (systemd backend only). */
   readonly unitFile?: string;
+  /** Addresses the service listens on, used to refuse a port held by another program. */
+  readonly ports?: readonly { readonly host: string; readonly port: number; readonly configKey?: string }[];
 }
 
 export type ServiceRunState = "running" | "starting" | "stopped" | "failed" | "backoff" | "unknown";
