@@ -271,7 +271,7 @@ async function advancePipeline(t: PipelineTarget, p: PipelineProgress, progress:
     if (state === "failed")
       throw fatal(`${IRIS_DAG} run ${p.runId} failed (${detail}); see the task logs in Airflow, then run mlops-agent up again`);
     if (state === "success") {
-      // The run may keep the alias where it was (no better model): then no champion exists and serving waits.
+      // The run may keep the alias where it was (no better model): then no champion exists and the model server waits.
       const v = await championVersion(t);
       if (!v) throw fatal(`${IRIS_DAG} succeeded but did not set ${t.modelName}@${t.modelAlias}; see its promote task`);
       progress("pipeline", `${t.modelName}@${t.modelAlias} is version ${v}`);
