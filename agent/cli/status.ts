@@ -3,7 +3,7 @@
  * Finds the agent through `<stateDir>/agent.json` (written by `run`), falling
  * back to the configured listen address.
  */
-import { ROLE_NAMES } from "../config/schema.ts";
+import { roleNames } from "../roles/catalog.ts";
 import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
 import type { StatusSnapshot } from "../status/types.ts";
@@ -68,7 +68,7 @@ export async function statusCommand(host: Host, flags: CommonFlags, env: NodeJS.
     // Every role's agent of the stack: the running ones, and those that died without stopping.
     const all: unknown[] = [];
     let dead = 0;
-    for (const role of ROLE_NAMES) {
+    for (const role of roleNames()) {
       const d = upDefaults(flags.dir, role);
       const stateDir = String(d.stateDir);
       const gone = await findDeadAgent(host, stateDir, upAgentLogPath(resolve(flags.dir), role));
@@ -95,16 +95,14 @@ export async function statusCommand(host: Host, flags: CommonFlags, env: NodeJS.
     if (flags.json) out(JSON.stringify(all, null, 2));
     return dead > 0 || all.some((s) => (s as StatusSnapshot).phase === "failed") ? 1 : 0;
   }
-  {
-    // Status matters most when the config is broken: fall back to flags and defaults.
-    try {
-      const { resolved } = await loadContext(host, flags, env);
-      stateDir = resolved.config.stateDir;
-      listen = resolved.config.listen;
-    } catch {
-      stateDir = flags.stateDir ?? "/var/lib/mlops-agent";
-      listen = flags.listen ?? "0.0.0.0:9470";
-    }
+  // Status matters most when the config is broken: fall back to flags and defaults.
+  try {
+    const { resolved } = await loadContext(host, flags, env);
+    stateDir = resolved.config.stateDir;
+    listen = resolved.config.listen;
+  } catch {
+    stateDir = flags.stateDir ?? "/var/lib/mlops-agent";
+    listen = flags.listen ?? "0.0.0.0:9470";
   }
   const agent = await findRunningAgent(host, stateDir, listen);
   const gone = agent ? undefined : await findDeadAgent(host, stateDir);

@@ -12,6 +12,9 @@ import type { Host } from "../host/host.ts";
 import type { Logger } from "../log.ts";
 import { type CommonFlags, DEFAULT_CONFIG_PATH, flagLayer, upDefaults } from "../config/context.ts";
 import { out } from "./output.ts";
+import { availableRoles, loadRole } from "../roles/catalog.ts";
+import { rolePaths } from "../roles/context.ts";
+import { renderString } from "../roles/render.ts";
 
 export async function syncDagsCommand(
   host: Host,
@@ -35,13 +38,17 @@ export async function syncDagsCommand(
   });
   const d = config.dagSync;
   if (!d.source) throw new AgentError("USAGE", "no DAG source: pass --source oci://<namespace>/<bucket>/<prefix> or file:///<dir>, or set dagSync.source");
-  // Compile-check with the Airflow venv's Python when the role is installed, else the system's.
-  const venvPython = `${config.installDir}/airflow/venv/bin/python`;
+  // The role that reads the DAGs is the one whose spec has `dagSync`: compile-check
+  // with its venv's Python when it is installed, else the system's.
+  const role = availableRoles().find((r) => loadRole(r).dagSync);
+  if (!role) throw new AgentError("ROLE_NOT_IMPLEMENTED", "no role in this build keeps a DAG folder (dagSync in its role.json)");
+  const paths = rolePaths(config, role);
+  const venvPython = `${paths.venv}/bin/python`;
   const settings = dagSyncSettings(
     d,
     {
       source: d.source,
-      dest: d.dest ?? `${config.dataDir}/airflow/dags`,
+      dest: d.dest ?? renderString(loadRole(role).dagSync!.dest, { ...paths }, `role ${role} dagSync`),
       python: (await host.fs.stat(venvPython)) ? venvPython : "/usr/bin/python3",
     },
     config,

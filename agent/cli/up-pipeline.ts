@@ -1,16 +1,21 @@
 /**
  * The first model of a fresh `up`: trigger the iris pipeline once through
- * Airflow's REST API and wait until MLflow has a champion for the serving
- * role to load. A stack that already has a champion is left alone.
+ * the pipeline runner's REST API (Airflow 3's) and wait until the model
+ * registry (MLflow's REST API) has a champion for the model server to load.
+ * A stack that already has a champion is left alone. Which roles provide
+ * these comes from their role.json (`up-roles.ts`).
  */
 import { AgentError } from "../errors.ts";
 
 export const IRIS_DAG = "iris_pipeline";
 
 export interface PipelineTarget {
-  readonly mlflowUrl: string;
-  readonly airflowUrl: string;
+  /** Base of the registry's REST API (`.../api/2.0/<registry>`). */
+  readonly registryApi: string;
+  readonly runnerUrl: string;
   readonly adminUser: string;
+  /** Name of the runner's generated admin password (named in errors, never shown). */
+  readonly passwordSecret: string;
   /** Read when needed: the file appears once the Airflow role has converged. */
   readonly adminPassword: () => Promise<string>;
   readonly modelName: string;
@@ -22,9 +27,9 @@ async function http(url: string, init?: RequestInit): Promise<Response> {
 }
 
 /** The version the alias points at, or undefined while there is none. */
-export async function championVersion(t: Pick<PipelineTarget, "mlflowUrl" | "modelName" | "modelAlias">): Promise<string | undefined> {
+export async function championVersion(t: Pick<PipelineTarget, "registryApi" | "modelName" | "modelAlias">): Promise<string | undefined> {
   const r = await http(
-    `${t.mlflowUrl}/api/2.0/mlflow/registered-models/alias?name=${encodeURIComponent(t.modelName)}&alias=${encodeURIComponent(t.modelAlias)}`,
+    `${t.registryApi}/registered-models/alias?name=${encodeURIComponent(t.modelName)}&alias=${encodeURIComponent(t.modelAlias)}`,
   );
   if (r.status === 404) return undefined;
   if (!r.ok) {
@@ -51,31 +56,31 @@ function authHeader(t: PipelineTarget): Promise<Record<string, string>> {
 }
 
 async function login(t: PipelineTarget): Promise<Record<string, string>> {
-  const r = await http(`${t.airflowUrl}/auth/token`, {
+  const r = await http(`${t.runnerUrl}/auth/token`, {
     method: "POST",
     headers: { "content-type": "application/json" },
     body: JSON.stringify({ username: t.adminUser, password: await t.adminPassword() }),
   });
-  if (!r.ok) throw new AgentError("STEP_FAILED", `Airflow refused the admin login (${r.status}); the password is in the airflow-admin-password file`);
+  if (!r.ok) throw new AgentError("STEP_FAILED", `Airflow refused the admin login (${r.status}); the password is in the ${t.passwordSecret} file`);
   return { authorization: `Bearer ${((await r.json()) as { access_token: string }).access_token}` };
 }
 
 /** Whether Airflow has parsed the DAG yet. */
 export async function dagListed(t: PipelineTarget): Promise<boolean> {
-  const r = await http(`${t.airflowUrl}/api/v2/dags/${IRIS_DAG}`, { headers: await authHeader(t) });
+  const r = await http(`${t.runnerUrl}/api/v2/dags/${IRIS_DAG}`, { headers: await authHeader(t) });
   return r.status === 200;
 }
 
 /** The run of the pipeline that is queued or running, if any (a second `up` must not start another). */
 export async function activeRun(t: PipelineTarget): Promise<string | undefined> {
-  const r = await http(`${t.airflowUrl}/api/v2/dags/${IRIS_DAG}/dagRuns?state=queued&state=running&limit=1`, { headers: await authHeader(t) });
+  const r = await http(`${t.runnerUrl}/api/v2/dags/${IRIS_DAG}/dagRuns?state=queued&state=running&limit=1`, { headers: await authHeader(t) });
   if (!r.ok) return undefined;
   const body = (await r.json()) as { dag_runs?: { dag_run_id: string }[] };
   return body.dag_runs?.[0]?.dag_run_id;
 }
 
 export async function triggerRun(t: PipelineTarget): Promise<string> {
-  const r = await http(`${t.airflowUrl}/api/v2/dags/${IRIS_DAG}/dagRuns`, {
+  const r = await http(`${t.runnerUrl}/api/v2/dags/${IRIS_DAG}/dagRuns`, {
     method: "POST",
     headers: { ...(await authHeader(t)), "content-type": "application/json" },
     body: JSON.stringify({ logical_date: null, note: "triggered by mlops-agent up" }),
@@ -87,7 +92,7 @@ export async function triggerRun(t: PipelineTarget): Promise<string> {
 /** `queued`, `running`, `success` or `failed`, with the task that failed. */
 export async function runState(t: PipelineTarget, runId: string): Promise<{ state: string; detail: string }> {
   const headers = await authHeader(t);
-  const base = `${t.airflowUrl}/api/v2/dags/${IRIS_DAG}/dagRuns/${encodeURIComponent(runId)}`;
+  const base = `${t.runnerUrl}/api/v2/dags/${IRIS_DAG}/dagRuns/${encodeURIComponent(runId)}`;
   const run = (await (await http(base, { headers })).json()) as { state: string };
   const tis = (await (await http(`${base}/taskInstances`, { headers })).json()) as {
     task_instances?: { task_id: string; state: string | null }[];

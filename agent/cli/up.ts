@@ -11,15 +11,15 @@ import { closeSync, mkdirSync, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { isSingleExecutable } from "../assets.ts";
-import { type AgentConfig, ROLE_NAMES } from "../config/schema.ts";
 import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
-import { availableRoles } from "../roles/catalog.ts";
+import { availableRoles, roleNames } from "../roles/catalog.ts";
 import type { StatusSnapshot } from "../status/types.ts";
 import { type CommonFlags, loadContext, upDefaults, upListen } from "../config/context.ts";
 import { formatDuration, out } from "./output.ts";
 import { activeRun, championVersion, dagListed, IRIS_DAG, type PipelineTarget, runState, triggerRun } from "./up-pipeline.ts";
 import { findRunningAgent, listenToUrl } from "./status.ts";
+import { provider, type RoleUp, roleUp } from "./up-roles.ts";
 import { stateLayout } from "../state/layout.ts";
 
 export const DEFAULT_UP_DIR = "./.mlops";
@@ -30,22 +30,18 @@ function selfCommand(): { cmd: string; args: string[] } {
   return { cmd: process.execPath, args: ["--max-semi-space-size=1", ...process.execArgv, process.argv[1] ?? ""] };
 }
 
-/** `--roles`: validated against the known and the available roles; default: every available role. */
+/** `--roles`: validated against the role catalogue; default: every role in it. */
 export function stackRoles(roles: string | undefined): string[] {
   const available = availableRoles();
   if (roles === undefined) return available;
   const list = [...new Set(roles.split(",").map((r) => r.trim()).filter(Boolean))];
   if (list.length === 0) throw new AgentError("USAGE", `--roles needs at least one role; available: ${available.join(", ")}`);
-  for (const r of list) {
-    if (!(ROLE_NAMES as readonly string[]).includes(r))
-      throw new AgentError("ROLE_UNKNOWN", `--roles names ${JSON.stringify(r)}; allowed: ${ROLE_NAMES.join(", ")}`);
-    if (!available.includes(r))
-      throw new AgentError("ROLE_NOT_IMPLEMENTED", `--roles names ${r}, which this build cannot run yet; available: ${available.join(", ")}`);
-  }
+  for (const r of list)
+    if (!available.includes(r)) throw new AgentError("ROLE_UNKNOWN", `--roles names ${JSON.stringify(r)}; allowed: ${roleNames().join(", ")}`);
   return list;
 }
 
-/** The status address of a role's agent: `--listen` moves the base port (mlflow), the others follow. */
+/** The status address of a role's agent: `--listen` moves the base port (the role with `up.order` 0), the others follow. */
 function listenFor(role: string, flagListen: string | undefined): string {
   if (!flagListen) return upListen(role);
   const m = /^(.*):(\d+)$/.exec(flagListen);
@@ -53,67 +49,75 @@ function listenFor(role: string, flagListen: string | undefined): string {
   return `${m?.[1] ?? "127.0.0.1"}:${Number(upListen(role, base).split(":")[1])}`;
 }
 
-type Stack = { role: string; stateDir: string; listen: string; config: AgentConfig };
+type Stack = { role: string; stateDir: string; listen: string; up: RoleUp };
 type Seen = { role: string; url: string; status: StatusSnapshot };
 
 const IRIS_COLUMNS = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"];
 
-/** The curl that gets a prediction from the serving role. */
-export function predictionCurl(port: number): string {
+/** The curl that gets a prediction from the model server. */
+export function predictionCurl(invocationsUrl: string): string {
   const body = JSON.stringify({ dataframe_split: { columns: IRIS_COLUMNS, data: [[5.1, 3.5, 1.4, 0.2]] } });
-  return `curl -s -X POST http://127.0.0.1:${port}/invocations -H 'Content-Type: application/json' -d '${body}'`;
+  return `curl -s -X POST ${invocationsUrl} -H 'Content-Type: application/json' -d '${body}'`;
 }
 
+function linkLine(label: string, text: string): string {
+  return `  ${label.padEnd(14)} ${text}`;
+}
+
+/** The summary: every role's links (in `up` order), the agents, where things are, and something to try. */
 function summary(dir: string, stacks: Stack[], seen: Seen[], elapsedMs: number, fresh: boolean, model: string | undefined): void {
   const names = stacks.map((s) => s.role).join(" + ");
-  const cfg = (role: string) => stacks.find((s) => s.role === role)?.config;
+  const ups = stacks.map((s) => s.up).sort((a, b) => a.order - b.order);
+  const server = provider(ups, "modelServer");
   out(fresh ? `mlops stack is up (${names}) after ${formatDuration(elapsedMs)}` : `mlops stack is already up (${names}); nothing to do`);
-  const mlflow = cfg("mlflow");
-  const airflow = cfg("airflow");
-  const serving = cfg("serving");
-  if (mlflow) out(`  MLflow         http://127.0.0.1:${mlflow.mlflow.port}`);
-  if (airflow) out(`  Airflow        http://127.0.0.1:${airflow.airflow.port}   (user ${airflow.airflow.adminUser})`);
-  if (serving) {
-    out(`  prediction API http://127.0.0.1:${serving.serving.port}/invocations   (/models, /ready, /metrics)${model ? `: ${model}` : ""}`);
-    if (!model)
+  for (const l of ups.flatMap((u) => u.links)) {
+    out(linkLine(l.label, `${l.url}${l.note ? `   ${l.note}` : ""}${l.servesModel && model ? `: ${model}` : ""}`));
+    if (l.servesModel && server && !model)
       out(
-        `                 no model yet: register one in MLflow with alias ${serving.serving.modelAlias} (models:/${serving.serving.modelName}@${serving.serving.modelAlias}); it is served within ${serving.serving.pollSeconds} s`,
+        linkLine(
+          "",
+          `no model yet: register one in MLflow with alias ${server.modelAlias} (models:/${server.modelName}@${server.modelAlias}); it is served within ${server.pollSeconds} s`,
+        ),
       );
-    out(`  dashboard      http://127.0.0.1:${serving.serving.dashboardPort}`);
   }
-  for (const s of seen) out(`  ${`${s.role} agent`.padEnd(14)} ${s.url}/   (mlops-agent status --dir ${dir})`);
-  out(`  logs           ${dir}/logs/`);
-  out(`  data           ${dir}/data/   (kept by: mlops-agent down --dir ${dir})`);
-  out("  credentials    (files readable by their owner only; every service listens on 127.0.0.1)");
+  for (const s of seen) out(linkLine(`${s.role} agent`, `${s.url}/   (mlops-agent status --dir ${dir})`));
+  out(linkLine("logs", `${dir}/logs/`));
+  out(linkLine("data", `${dir}/data/   (kept by: mlops-agent down --dir ${dir})`));
+  out(linkLine("credentials", "(files readable by their owner only; every service listens on 127.0.0.1)"));
   for (const s of seen) for (const c of s.status.credentials) out(`    ${c.name}: ${c.path}`);
-  if (airflow) out(`    Airflow login: user ${airflow.airflow.adminUser}, password in the airflow-admin-password file above`);
-  if (serving && model) out(`  try            ${predictionCurl(serving.serving.port)}`);
-  else if (mlflow) out(`  try            curl -s 'http://127.0.0.1:${mlflow.mlflow.port}/api/2.0/mlflow/experiments/search?max_results=5'`);
+  for (const n of ups.flatMap((u) => u.credentialNotes)) out(`    ${n}`);
+  const tryLine = server && model ? predictionCurl(server.invocationsUrl) : ups.find((u) => u.try)?.try;
+  if (tryLine) out(linkLine("try", tryLine));
 }
 
-type ServedModel = Pick<PipelineTarget, "mlflowUrl" | "modelName" | "modelAlias">;
+type ServedModel = Pick<PipelineTarget, "registryApi" | "modelName" | "modelAlias">;
 
-/** What the serving role serves, when MLflow is in the stack to ask. */
+/** What the model server serves, when a model registry is in the stack to ask. */
 function servedModel(stacks: Stack[]): ServedModel | undefined {
-  const mlflow = stacks.find((s) => s.role === "mlflow")?.config;
-  const serving = stacks.find((s) => s.role === "serving")?.config;
-  if (!mlflow || !serving) return undefined;
-  return { mlflowUrl: `http://127.0.0.1:${mlflow.mlflow.port}`, modelName: serving.serving.modelName, modelAlias: serving.serving.modelAlias };
+  const ups = stacks.map((s) => s.up);
+  const registry = provider(ups, "modelRegistry");
+  const server = provider(ups, "modelServer");
+  if (!registry || !server) return undefined;
+  return { registryApi: registry.api, modelName: server.modelName, modelAlias: server.modelAlias };
 }
 
-/** The pipeline step of `up`: with MLflow, Airflow and serving in the stack, make sure there is a champion to serve. */
+/** The pipeline step of `up`: with a registry, a runner and a server in the stack, make sure there is a champion to serve. */
 function pipelineTarget(stacks: Stack[], served: ServedModel | undefined, seen: () => Seen[]): PipelineTarget | undefined {
-  const airflow = stacks.find((s) => s.role === "airflow")?.config;
-  if (!served || !airflow) return undefined;
+  const runner = provider(
+    stacks.map((s) => s.up),
+    "pipelineRunner",
+  );
+  if (!served || !runner) return undefined;
   return {
     ...served,
-    airflowUrl: `http://127.0.0.1:${airflow.airflow.port}`,
-    adminUser: airflow.airflow.adminUser,
+    runnerUrl: runner.url,
+    adminUser: runner.user,
+    passwordSecret: runner.passwordSecret,
     adminPassword: async () => {
       const path = seen()
-        .find((s) => s.role === "airflow")
-        ?.status.credentials.find((c) => c.name === "airflow-admin-password")?.path;
-      if (!path) throw new AgentError("STEP_FAILED", "the Airflow agent does not report its admin password file yet");
+        .find((s) => s.role === runner.role)
+        ?.status.credentials.find((c) => c.name === runner.passwordSecret)?.path;
+      if (!path) throw new AgentError("STEP_FAILED", `the ${runner.role} agent does not report its ${runner.passwordSecret} file yet`);
       return (await readFile(path, "utf8")).trim();
     },
   };
@@ -129,7 +133,7 @@ export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.Proc
   for (const role of roles) {
     const listen = listenFor(role, flags.listen);
     const { resolved } = await loadContext(host, { ...flags, dir, role, listen }, env);
-    stacks.push({ role, stateDir: resolved.config.stateDir, listen, config: resolved.config });
+    stacks.push({ role, stateDir: resolved.config.stateDir, listen, up: roleUp(role, resolved.config) });
   }
 
   let allReady = true;
@@ -181,7 +185,11 @@ export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.Proc
     out(`[${formatDuration(Date.now() - started).padStart(6)}] ${who.padEnd(8)} ${line}`);
     last.set(who, line);
   };
-  // The pipeline: idle until MLflow and Airflow are ready, then trigger (or find) a run and follow it.
+  // The pipeline: idle until the registry and the runner are ready, then trigger (or find) a run and follow it.
+  const ups = stacks.map((s) => s.up);
+  const registryRole = provider(ups, "modelRegistry")?.role;
+  const runnerRole = provider(ups, "pipelineRunner")?.role;
+  const server = provider(ups, "modelServer");
   let pipeline: PipelineProgress = {
     step: target ? "wait" : "done",
     since: 0,
@@ -205,17 +213,17 @@ export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.Proc
         );
     }
     const ready = (role: string) => got.find((g) => g.role === role)?.status.phase === "ready";
-    if (target && pipeline.step !== "done" && ready("mlflow") && ready("airflow")) {
+    if (target && pipeline.step !== "done" && ready(registryRole ?? "") && ready(runnerRole ?? "")) {
       try {
         pipeline = await advancePipeline(target, pipeline, progress);
       } catch (err) {
         if ((err as { fatal?: boolean }).fatal) throw err;
-        // Airflow just became ready and may still refuse a login or not list the DAG: retry.
-        progress("pipeline", `waiting for Airflow: ${(err as Error).message}`);
+        // The runner just became ready and may still refuse a login or not list the DAG: retry.
+        progress("pipeline", `waiting for ${runnerRole}: ${(err as Error).message}`);
       }
     }
-    // Without Airflow nothing trains a model: serving that only lacks one is as up as it gets.
-    const up = (g: Seen) => g.status.phase === "ready" || (!target && g.role === "serving" && waitsForModel(g.status));
+    // Without a runner nothing trains a model: a model server that only lacks one is as up as it gets.
+    const up = (g: Seen) => g.status.phase === "ready" || (!target && !!server && g.role === server.role && waitsForModel(g.status, server.service));
     if (got.length === stacks.length && got.every(up) && pipeline.step === "done") {
       summary(dir, stacks, got, Date.now() - started, true, modelLine(pipeline.version ?? (await champion())));
       return 0;
@@ -224,10 +232,10 @@ export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.Proc
   throw new AgentError("STEP_FAILED", `the stack was not ready after 60 minutes; see mlops-agent status --dir ${dir}`);
 }
 
-/** The serving role runs and only its readiness (a model to serve) is missing. */
-export function waitsForModel(s: StatusSnapshot): boolean {
+/** The model server's role runs and only `service`'s readiness (a model to serve) is missing. */
+export function waitsForModel(s: StatusSnapshot, service: string): boolean {
   if (s.phase !== "degraded" || s.error) return false;
-  return s.services.every((x) => x.state === "running" && (x.health === "healthy" || (x.name === "predict" && x.lastProbe?.kind === "readiness")));
+  return s.services.every((x) => x.state === "running" && (x.health === "healthy" || (x.name === service && x.lastProbe?.kind === "readiness")));
 }
 
 /** A pipeline outcome that retrying cannot change: `up` stops with it. */
@@ -263,7 +271,7 @@ async function advancePipeline(t: PipelineTarget, p: PipelineProgress, progress:
     if (state === "failed")
       throw fatal(`${IRIS_DAG} run ${p.runId} failed (${detail}); see the task logs in Airflow, then run mlops-agent up again`);
     if (state === "success") {
-      // The run may keep the alias where it was (no better model): then no champion exists and serving waits.
+      // The run may keep the alias where it was (no better model): then no champion exists and the model server waits.
       const v = await championVersion(t);
       if (!v) throw fatal(`${IRIS_DAG} succeeded but did not set ${t.modelName}@${t.modelAlias}; see its promote task`);
       progress("pipeline", `${t.modelName}@${t.modelAlias} is version ${v}`);
@@ -275,7 +283,7 @@ async function advancePipeline(t: PipelineTarget, p: PipelineProgress, progress:
 
 /** The state dirs of every role's agent under DIR. */
 export function upStateDirs(dir: string): { role: string; stateDir: string }[] {
-  return ROLE_NAMES.map((role) => ({ role, stateDir: String(upDefaults(dir, role).stateDir) }));
+  return roleNames().map((role) => ({ role, stateDir: String(upDefaults(dir, role).stateDir) }));
 }
 
 export async function downCommand(host: Host, flags: CommonFlags): Promise<number> {

@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { resolve } from "node:path";
 import { type Layer, type ResolvedConfig, resolveConfig } from "./load.ts";
-import { ROLE_NAMES } from "./schema.ts";
+import { loadRole, roleNames } from "../roles/catalog.ts";
 import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
 import { stateLayout } from "../state/layout.ts";
@@ -27,10 +27,15 @@ export interface CommonFlags {
   readonly json?: boolean;
 }
 
-/** Status API port of each role's agent in `up`: 9470 for mlflow, 9471 for airflow, 9472 for serving. */
+/** Status API port of each role's agent in `up`: the base (9470) plus the role's `up.order`; a role without one, or not in the catalogue, gets the base. */
 export function upListen(role: string, base = 9470): string {
-  const i = Math.max(0, (ROLE_NAMES as readonly string[]).indexOf(role));
-  return `127.0.0.1:${base + i}`;
+  let order = 0;
+  try {
+    order = loadRole(role).up?.order ?? 0;
+  } catch {
+    // An unknown role is reported by the config check that follows, naming the allowed ones.
+  }
+  return `127.0.0.1:${base + order}`;
 }
 
 /**
@@ -39,7 +44,8 @@ export function upListen(role: string, base = 9470): string {
  * and status port; the roles' files never overlap (they live under
  * `<dir>/<role>` subfolders).
  */
-export function upDefaults(dir: string, role = "mlflow"): Layer {
+/** `role` defaults to the first role in `up` order. */
+export function upDefaults(dir: string, role: string = roleNames()[0] ?? ""): Layer {
   const d = resolve(dir);
   const dags = resolve("dags");
   return {

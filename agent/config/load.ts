@@ -8,7 +8,8 @@
 import { AgentError } from "../errors.ts";
 import type { MetadataResult } from "../metadata/imds-client.ts";
 import type { ValueSource } from "../status/types.ts";
-import { type AgentConfig, configSchema, formatIssues, ROLE_NAMES, type RoleName } from "./schema.ts";
+import { type AgentConfig, configSchema, formatIssues, type RoleName } from "./schema.ts";
+import { roleNames } from "../roles/catalog.ts";
 
 export type Layer = Record<string, unknown>;
 
@@ -35,7 +36,7 @@ export interface ResolvedConfig {
 }
 
 /** Env variables read by the agent that are not config fields. */
-const ENV_NOT_CONFIG = new Set(["MLOPS_AGENT_LOG_LEVEL", "MLOPS_AGENT_TOKEN"]);
+const ENV_NOT_CONFIG = new Set(["MLOPS_AGENT_LOG_LEVEL", "MLOPS_AGENT_TOKEN", "MLOPS_AGENT_ROLES_DIR"]);
 
 function isPlainObject(v: unknown): v is Layer {
   return typeof v === "object" && v !== null && !Array.isArray(v);
@@ -97,8 +98,9 @@ function parseJsonLayer(text: string, where: string): Layer {
 }
 
 function checkRole(value: string, where: string): RoleName {
-  if ((ROLE_NAMES as readonly string[]).includes(value)) return value as RoleName;
-  throw new AgentError("ROLE_UNKNOWN", `${where} is ${JSON.stringify(value)}; allowed: ${ROLE_NAMES.join(", ")}`);
+  const names = roleNames();
+  if (names.includes(value)) return value;
+  throw new AgentError("ROLE_UNKNOWN", `${where} is ${JSON.stringify(value)}; allowed: ${names.join(", ")}`);
 }
 
 export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {

@@ -5,9 +5,12 @@
  */
 import cron from "node-cron";
 import { z } from "zod";
+import { roleNames } from "../roles/catalog.ts";
 
-export const ROLE_NAMES = ["mlflow", "airflow", "serving"] as const;
-export type RoleName = (typeof ROLE_NAMES)[number];
+export { formatIssues } from "./format-issues.ts";
+
+/** A role's name; the role catalogue (`agent/roles/catalog.ts`) is the list of them. */
+export type RoleName = string;
 
 /** `file:/abs/path`, `env:NAME` or `vault:<secret-ocid>`; never a literal secret. */
 export const secretRefSchema = z
@@ -197,7 +200,15 @@ export const firewallSchema = z
 
 export const configSchema = z
   .object({
-    role: z.enum(ROLE_NAMES, { message: `must be one of ${ROLE_NAMES.join(", ")}` }).optional(),
+    role: z
+      .string()
+      .superRefine((v, ctx) => {
+        const names = roleNames();
+        if (!names.includes(v)) ctx.addIssue({ code: "custom", message: `must be one of ${names.join(", ")}` });
+      })
+      .optional(),
+    /** Per-role values for `{{settings.<key>}}`, over the defaults in the role's `settings` (e.g. a role added from MLOPS_AGENT_ROLES_DIR). */
+    roleSettings: z.record(z.string(), z.record(z.string(), z.union([z.string(), z.number(), z.boolean()]))).default({}),
     /** `vm`: system paths, MySQL, systemd where present. `up`: one machine, everything under `--dir`. */
     mode: z.enum(["vm", "up"]).default("vm"),
     stateDir: z.string().startsWith("/", "must be an absolute path").default("/var/lib/mlops-agent"),
@@ -263,16 +274,3 @@ export const configSchema = z
   .strict();
 
 export type AgentConfig = z.infer<typeof configSchema>;
-
-/** Formats zod issues as `field.path: message` lines. */
-export function formatIssues(error: z.ZodError): string {
-  return error.issues
-    .map((i) => {
-      const path = i.path.length ? i.path.join(".") : "(root)";
-      if (i.code === "unrecognized_keys") return `${path}: unknown field(s) ${i.keys.map((k) => JSON.stringify(k)).join(", ")}`;
-      if (i.code === "invalid_value" && "values" in i)
-        return `${path}: ${i.message}`;
-      return `${path}: ${i.message}`;
-    })
-    .join("; ");
-}

@@ -48,7 +48,7 @@ export function computePhase(input: PhaseInput): PhaseView {
   return { phase: "ready", reason: `role ${role} converged; ${services.length} service(s) healthy`, error: null };
 }
 
-/** "mlflow keeps exiting (exit code 1): OSError: [Errno 98] address already in use" */
+/** "web keeps exiting (exit code 1): OSError: [Errno 98] address already in use" */
 export function exitReason(service: Pick<ServiceStatus, "name">, exit: ServiceExit): string {
   const how = exit.signal ? `killed by ${exit.signal}` : exit.code === null ? "did not start" : `exit code ${exit.code}`;
   const verb = exit.keepsExiting ? "keeps exiting" : "exited";

@@ -51,12 +51,12 @@ async function ownerOf(deps: ApplyDeps, ref: OwnerRef): Promise<FileOwner | unde
   if (ref === "root" || !deps.desired) return deps.desired?.createUser ? { uid: 0, gid: 0 } : undefined;
   if (!deps.desired.createUser) return undefined;
   const o = await deps.host.users.lookup(deps.desired.serviceUser);
-  if (!o) throw new Error(`service user ${deps.desired.serviceUser} does not exist`);
+  if (!o) throw new AgentError("STEP_FAILED", `service user ${deps.desired.serviceUser} does not exist`);
   return o;
 }
 
 function need<T>(v: T | undefined, what: string): T {
-  if (v === undefined) throw new Error(`${what} is not part of the desired state`);
+  if (v === undefined) throw new AgentError("STEP_FAILED", `${what} is not part of the desired state`);
   return v;
 }
 
@@ -64,7 +64,7 @@ async function readEnvFiles(host: Host, paths: readonly string[]): Promise<Recor
   const env: Record<string, string> = {};
   for (const p of paths) {
     const text = await host.fs.readFile(p);
-    if (text === undefined) throw new Error(`environment file ${p} does not exist`);
+    if (text === undefined) throw new AgentError("STEP_FAILED", `environment file ${p} does not exist`);
     Object.assign(env, parseEnvironmentFile(text).vars);
   }
   return env;
@@ -162,7 +162,7 @@ async function step(deps: ApplyDeps, a: Action): Promise<void> {
       const dd = need(d, "database");
       const db = need(dd.database, "database");
       const passwordText = await host.fs.readFile(secretPath(deps.config.stateDir, db.passwordSecret));
-      if (!passwordText) throw new Error(`password ${db.passwordSecret} has not been generated`);
+      if (!passwordText) throw new AgentError("STEP_FAILED", `password ${db.passwordSecret} has not been generated`);
       const password = passwordText.trim();
       deps.secrets.register(password);
       const adminPassword = db.adminPasswordRef
@@ -180,7 +180,7 @@ async function step(deps: ApplyDeps, a: Action): Promise<void> {
               user: db.user,
               userHost: db.userHost,
               password,
-              requireExplicitDefaultsForTimestamp: dd.role === "airflow",
+              requireExplicitDefaultsForTimestamp: dd.spec.database?.explicitDefaultsForTimestamp ?? false,
             });
       deps.logger.info({ step: "provision-database", server: report.version, database: db.name, user: db.user }, "database provisioned");
       await deps.records.update(dd.role, (r) => ({ ...r, database: { fingerprint: a.fingerprint, provisionedAt: new Date(host.clock.now()).toISOString() } }));
@@ -192,7 +192,7 @@ async function step(deps: ApplyDeps, a: Action): Promise<void> {
         dd.files.find((x) => x.path === a.target),
         `file ${a.target}`,
       );
-      if (f.content === undefined) throw new Error(`file ${a.target} cannot be rendered yet`);
+      if (f.content === undefined) throw new AgentError("STEP_FAILED", `file ${a.target} cannot be rendered yet`);
       await noteRole(deps, dd);
       await deps.records.update(dd.role, (r) => ({ ...r, files: withItem(r.files, a.target) }));
       await host.fs.writeFileAtomic(a.target, f.content, { mode: a.mode, owner: await ownerOf(deps, a.owner) });

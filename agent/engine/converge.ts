@@ -1,30 +1,35 @@
 /**
- * converge: observe -> plan -> apply, repeated until the plan is empty (or a
- * step fails, or the pass limit is reached). Each pass starts from a fresh
- * observation, so a pass only has to make progress, not finish.
+ * converge: one straight path per pass, repeated until the plan is empty (or
+ * a step fails, or the pass limit is reached):
+ *
+ *   gatherInputs (gather.ts: config, secrets, CA bundle; the only reads)
+ *   -> compileDesired (desired.ts: pure)
+ *   -> observe (observe.ts: the host as it is)
+ *   -> plan (plan.ts: pure)
+ *   -> apply (apply.ts: the only writes)
+ *
+ * Each pass starts from a fresh observation, so a pass only has to make
+ * progress, not finish.
  */
 import type { AgentConfig, RoleName } from "../config/schema.ts";
 import { AgentError, describeError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
 import type { Logger } from "../log.ts";
-import { loadRole } from "../roles/catalog.ts";
 import type { ConvergeRecord } from "../status/types.ts";
 import type { Supervisor } from "../supervisor/types.ts";
 import { apply } from "./apply.ts";
 import { compileDesired, type DesiredRole } from "./desired.ts";
+import { gatherInputs } from "./gather.ts";
 import { type Observed, observe } from "./observe.ts";
-import { secretPath } from "../state/layout.ts";
 import { type Plan, plan, planFirewall } from "./plan.ts";
 import type { Action } from "./actions.ts";
 import { observeFirewall } from "../firewall/host-firewall.ts";
 import type { ActionRecord } from "../status/types.ts";
 import type { RoleRecordStore } from "./role-record.ts";
 import type { SecretRegistry } from "../config/secret-registry.ts";
-import { resolveSecretRef } from "../config/secrets.ts";
 import type { VaultResolvers } from "../config/vault.ts";
 import { checkLogin as checkMysqlLogin, type LoginCheck } from "../db/mysql-provisioner.ts";
 import { checkPostgresLogin } from "../db/postgres-provisioner.ts";
-import { findSystemCaBundle } from "../tls/trust-store.ts";
 
 /** Logs in as a role's database user, with the driver of its engine. */
 function defaultCheckLogin(t: { engine: string; host: string; port: number; user: string; password: string; database: string }): Promise<LoginCheck> {
@@ -56,31 +61,10 @@ export interface PlanView {
 
 const MAX_PASSES = 6;
 
-async function compile(deps: ConvergeDeps): Promise<DesiredRole | undefined> {
-  if (!deps.role) return undefined;
-  const spec = loadRole(deps.role);
-  // Every generated secret the role may use that exists already; missing ones are planned.
-  const secrets: Record<string, string> = {};
-  const names = [...spec.secrets.map((s) => s.name), ...(spec.database ? [spec.database.passwordSecret] : [])];
-  for (const name of names) {
-    const text = (await deps.host.fs.readFile(secretPath(deps.config.stateDir, name)))?.trim();
-    if (text) {
-      secrets[name] = text;
-      deps.secrets.register(text);
-    }
-  }
-  // Secret references the role's templates use (resolved on every pass: a rotated file is picked up).
-  const referenced: Record<string, string> = {};
-  if (deps.role === "airflow" && deps.config.airflow.executor === "CeleryExecutor" && deps.config.airflow.celeryBrokerUrl)
-    referenced.celeryBrokerUrl = await resolveSecretRef(deps.config.airflow.celeryBrokerUrl, {
-      fs: deps.host.fs,
-      env: deps.env,
-      registry: deps.secrets,
-      vault: deps.vaults.for(deps.config),
-      logger: deps.logger,
-    });
-  const caBundle = await findSystemCaBundle(deps.host.fs);
-  return compileDesired({ role: deps.role, spec, config: deps.config, secrets, referenced, currentUser: deps.host.users.currentName(), caBundle });
+/** Gather, then compile: the desired role of this pass (undefined without a role). */
+export async function compile(deps: ConvergeDeps): Promise<DesiredRole | undefined> {
+  const inputs = await gatherInputs(deps);
+  return inputs && compileDesired(inputs);
 }
 
 /** One observation and plan; changes nothing. */

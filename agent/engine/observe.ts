@@ -7,7 +7,7 @@ import { secretPath } from "../state/layout.ts";
 import type { FileOwner, Host } from "../host/host.ts";
 import type { ServiceObservation, Supervisor } from "../supervisor/types.ts";
 import type { DesiredRole } from "./desired.ts";
-import { sha256 } from "./desired.ts";
+import { sha256 } from "./hash.ts";
 import type { RoleRecord, RoleRecordStore } from "./role-record.ts";
 import { readInstallMarker, type InstallMarker } from "../python/python-env.ts";
 import type { LoginCheck } from "../db/mysql-provisioner.ts";

@@ -3,10 +3,12 @@
  * whose value is missing is an error naming it, never an empty string: a
  * half-rendered config is worse than none.
  */
+import { AgentError } from "../errors.ts";
 
 export type TemplateContext = Readonly<Record<string, unknown>>;
 
-function lookup(ctx: TemplateContext, path: string): unknown {
+/** The value at a dotted path, or undefined; arrays and objects are returned as they are. */
+export function lookup(ctx: TemplateContext, path: string): unknown {
   let cur: unknown = ctx;
   for (const seg of path.split(".")) {
     if (cur === null || typeof cur !== "object") return undefined;
@@ -18,8 +20,8 @@ function lookup(ctx: TemplateContext, path: string): unknown {
 export function renderString(template: string, ctx: TemplateContext, where: string): string {
   return template.replace(/\{\{\s*([A-Za-z0-9_.]+)\s*\}\}/g, (_, path: string) => {
     const v = lookup(ctx, path);
-    if (v === undefined || v === null) throw new Error(`${where}: template value {{${path}}} is not defined`);
-    if (typeof v === "object") throw new Error(`${where}: template value {{${path}}} is not a scalar`);
+    if (v === undefined || v === null) throw new AgentError("RENDER_FAILED", `${where}: template value {{${path}}} is not defined`);
+    if (typeof v === "object") throw new AgentError("RENDER_FAILED", `${where}: template value {{${path}}} is not a scalar`);
     return String(v);
   });
 }

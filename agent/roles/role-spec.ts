@@ -3,6 +3,8 @@
  * templates and lock files it names next to it. No imperative code lives in a
  * role; anything computed comes from the template context (`context.ts`).
  * Strings may contain `{{dotted.path}}` placeholders, rendered by `render.ts`.
+ * Repeated blocks are written once (`serviceDefaults`, `definitions.probes`)
+ * and expanded by `role-definitions.ts` before this schema checks the result.
  */
 import { z } from "zod";
 
@@ -37,6 +39,42 @@ export const roleProbeSchema = z.union([
 /** A command argument: a plain string, or a group of arguments present only when a context value is non-empty. */
 const argSchema = z.union([templated, z.object({ when: z.string(), args: z.array(templated).min(1) }).strict()]);
 
+/** A config value resolved as a secret reference (file:, env:, vault:) on every pass, as `{{secrets.<key>}}`. */
+const secretRefSchema = z
+  .object({
+    key: z.string().regex(/^[a-zA-Z][a-zA-Z0-9]*$/),
+    /** Dotted config path of the reference, e.g. a broker URL setting. */
+    configPath: z.string(),
+    /** Resolved only when this config value equals `equals` (e.g. the executor that uses it). */
+    when: z.object({ configPath: z.string(), equals: z.union([z.string(), z.number(), z.boolean()]) }).strict().optional(),
+  })
+  .strict();
+
+/** What `up` prints for the role and what the role offers the rest of the one-machine stack. */
+const upSchema = z
+  .object({
+    /** Position in `up`: the role's agent listens on the status base port + `order` (and `down`/`status` walk roles in this order). */
+    order: z.number().int().min(0).max(99),
+    /** Lines of the summary: `label  url   note`. `servesModel` appends the served model (or how to get one). */
+    links: z
+      .array(z.object({ label: z.string().max(14), url: templated, note: templated.optional(), servesModel: z.boolean().default(false) }).strict())
+      .default([]),
+    /** Printed under the credential files. */
+    credentialNotes: z.array(templated).default([]),
+    /** A command to try once the stack is up, when no model is served yet. */
+    try: templated.optional(),
+    /** The model registry the `up` pipeline asks for a champion. */
+    modelRegistry: z.object({ url: templated, api: templated }).strict().optional(),
+    /** The pipeline runner (a REST API with a DAG that trains and promotes the champion). */
+    pipelineRunner: z.object({ url: templated, user: templated, passwordSecret: z.string() }).strict().optional(),
+    /** The service that serves the champion; while it has none, only its readiness fails and `up` still counts it as up without a runner. */
+    modelServer: z
+      .object({ service: z.string(), invocationsUrl: templated, modelName: templated, modelAlias: templated, pollSeconds: templated })
+      .strict()
+      .optional(),
+  })
+  .strict();
+
 export const roleSpecSchema = z
   .object({
     name: z.string().regex(/^[a-z][a-z0-9-]*$/),
@@ -63,6 +101,8 @@ export const roleSpecSchema = z
         drivers: z.object({ mysql: z.string().optional(), postgresql: z.string().optional() }).strict(),
         /** Whether `up` (one machine, no database server) may use SQLite. */
         sqliteInUp: z.boolean(),
+        /** MySQL: the server must have explicit_defaults_for_timestamp ON (the role's migrations rely on it). */
+        explicitDefaultsForTimestamp: z.boolean().default(false),
       })
       .strict()
       .optional(),
@@ -81,6 +121,10 @@ export const roleSpecSchema = z
           .strict(),
       )
       .default([]),
+    /** Default values of `{{settings.<key>}}`; the config's `roleSettings.<role>` overrides them. */
+    settings: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
+    secretRefs: z.array(secretRefSchema).default([]),
+    up: upSchema.optional(),
     /** Keep a DAG folder synced from `dagSync.source` into this directory (`<dir>/current`). */
     dagSync: z.object({ dest: templated }).strict().optional(),
     directories: z.array(z.object({ path: templated, mode, owner: z.enum(["service", "root"]) }).strict()),
@@ -121,6 +165,8 @@ export const roleSpecSchema = z
             environmentFiles: z.array(z.string()),
             environment: z.record(z.string(), templated).default({}),
             ports: z.array(templated),
+            /** Addresses the service listens on (a port held by another program is refused); `configKey` names the setting to change. */
+            listen: z.array(z.object({ host: templated, port: templated, configKey: z.string().optional() }).strict()).default([]),
             /** Paths the hardened unit may write (ProtectSystem=strict). */
             writablePaths: z.array(templated),
             probes: z

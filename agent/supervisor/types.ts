@@ -54,9 +54,9 @@ export const DEFAULT_RESTART_POLICY: RestartPolicySpec = {
 };
 
 export interface ServiceSpec {
-  /** Short name, e.g. "mlflow". */
+  /** Short name, the role spec's service name. */
   readonly name: string;
-  /** systemd unit name, e.g. "mlops-mlflow.service"; the process backend uses it as a label. */
+  /** systemd unit name, `mlops-<name>.service`; the process backend uses it as a label. */
   readonly unit: string;
   readonly role: string;
   /** argv; never contains a secret (secrets travel in environment files). */
@@ -82,7 +82,7 @@ export interface ServiceSpec {
    * backends check them: one held by another program (not an earlier
    * instance of this service) is a PORT_IN_USE error naming the port, the
    * holder and `configKey`, the config key that picks another port (e.g.
-   * "mlflow.port"). `host` "0.0.0.0" or "::" clashes with any address.
+   * "web.port"). `host` "0.0.0.0" or "::" clashes with any address.
    */
   readonly ports?: readonly ServicePort[];
 }
@@ -114,7 +114,7 @@ export interface ServiceObservation {
 
 /**
  * Why a service stopped running, for `/status` and the phase reason
- * ("mlflow keeps exiting: exited with code 1: … address already in use").
+ * ("web keeps exiting (exit code 1): … address already in use").
  * Plain JSON: the process backend also keeps it in its state file.
  */
 export interface ServiceExit {

@@ -12,18 +12,6 @@ import { describe, expect, it } from "vitest";
 
 const AGENT = fileURLToPath(new URL("../../agent", import.meta.url));
 
-/**
- * Parts of agent/ that other branches of issue 10 convert (supervisor, host,
- * engine, roles, `up`). The lead empties this list once those branches are
- * merged; then every site anywhere in agent/ fails this test.
- */
-const NOT_YET_CONVERTED: readonly string[] = [
-  "engine/", // converted on another branch
-  "roles/", // converted on another branch
-  "cli/up.ts", // converted on another branch
-  "cli/up-pipeline.ts", // converted on another branch
-];
-
 const PLAIN = /\bnew (?:Error|TypeError|RangeError)\(/;
 
 /** `file:line: text` for every plain-error construction in `root`'s .ts files, comments skipped. */
@@ -49,8 +37,7 @@ function plainErrorSites(root: string): string[] {
 
 describe("errors thrown by agent code", () => {
   it("are AgentErrors from the catalogue, never plain Error or TypeError", () => {
-    const all = plainErrorSites(AGENT);
-    const sites = all.filter((s) => !NOT_YET_CONVERTED.some((prefix) => s.startsWith(prefix)));
+    const sites = plainErrorSites(AGENT);
     expect(sites, `plain errors in agent/ (throw new AgentError(CODE, detail) instead; add a code to agent/errors.ts and docs/errors.md if none fits):\n${sites.join("\n")}`).toEqual([]);
   });
 

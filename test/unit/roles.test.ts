@@ -8,14 +8,15 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { listAssets, readAsset } from "../../agent/assets.ts";
-import { configSchema, ROLE_NAMES, type RoleName } from "../../agent/config/schema.ts";
+import { configSchema, type RoleName } from "../../agent/config/schema.ts";
 import { compileDesired } from "../../agent/engine/desired.ts";
-import { availableRoles, loadRole, parseRoleSpec } from "../../agent/roles/catalog.ts";
+import { availableRoles, loadRole, parseRoleSpec, roleNames } from "../../agent/roles/catalog.ts";
 
 describe("role specs", () => {
-  it("there is a spec for mlflow, and every spec names a known role", () => {
+  it("there is a spec for mlflow, and the catalogue lists every role in up order", () => {
     expect(availableRoles()).toContain("mlflow");
-    for (const r of availableRoles()) expect(ROLE_NAMES as readonly string[]).toContain(r);
+    expect(roleNames()).toEqual(["mlflow", "airflow", "serving"]);
+    expect([...roleNames()].sort()).toEqual(availableRoles());
   });
 
   for (const name of availableRoles()) {

@@ -1,0 +1,81 @@
+/**
+ * The first stage of a pass: every read a compile needs (the role spec, the
+ * generated secrets in the state dir, the config's secret references the
+ * role declares, the OS CA bundle), returned as plain data. This is the only
+ * I/O before planning; `compileDesired` then is pure.
+ */
+import type { AgentConfig, RoleName } from "../config/schema.ts";
+import type { SecretRegistry } from "../config/secret-registry.ts";
+import { resolveSecretRef } from "../config/secrets.ts";
+import type { VaultResolvers } from "../config/vault.ts";
+import type { Host } from "../host/host.ts";
+import type { Logger } from "../log.ts";
+import { loadRole } from "../roles/catalog.ts";
+import type { RoleSpec } from "../roles/role-spec.ts";
+import { secretPath } from "../state/layout.ts";
+import { findSystemCaBundle } from "../tls/trust-store.ts";
+import { type DesiredInputs, lookupPath } from "./desired.ts";
+
+export interface GatherDeps {
+  readonly host: Host;
+  readonly config: AgentConfig;
+  readonly role: RoleName | undefined;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly logger: Logger;
+  /** Every secret read or resolved is registered here for scrubbing. */
+  readonly secrets: SecretRegistry;
+  readonly vaults: VaultResolvers;
+}
+
+/** Every generated secret the role may use that exists already; missing ones are planned. Each is registered for scrubbing. */
+export async function readGeneratedSecrets(host: Host, stateDir: string, spec: RoleSpec, registry: SecretRegistry): Promise<Record<string, string>> {
+  const secrets: Record<string, string> = {};
+  const names = [...spec.secrets.map((s) => s.name), ...(spec.database ? [spec.database.passwordSecret] : [])];
+  for (const name of names) {
+    const text = (await host.fs.readFile(secretPath(stateDir, name)))?.trim();
+    if (text) {
+      secrets[name] = text;
+      registry.register(text);
+    }
+  }
+  return secrets;
+}
+
+/** The references of `spec.secretRefs` that apply under this config, by config path (none set: nothing to resolve). */
+export function secretRefsToResolve(spec: RoleSpec, config: AgentConfig): { key: string; ref: string }[] {
+  const optional = (path: string) => {
+    try {
+      return lookupPath(config, path);
+    } catch {
+      return undefined;
+    }
+  };
+  return spec.secretRefs.flatMap((r) => {
+    if (r.when && optional(r.when.configPath) !== r.when.equals) return [];
+    const ref = optional(r.configPath);
+    return typeof ref === "string" ? [{ key: r.key, ref }] : [];
+  });
+}
+
+/** Resolved on every pass: a rotated file or Vault secret is picked up. */
+async function resolveReferences(deps: GatherDeps, spec: RoleSpec): Promise<Record<string, string>> {
+  const referenced: Record<string, string> = {};
+  for (const { key, ref } of secretRefsToResolve(spec, deps.config))
+    referenced[key] = await resolveSecretRef(ref, { fs: deps.host.fs, env: deps.env, registry: deps.secrets, vault: deps.vaults.for(deps.config), logger: deps.logger });
+  return referenced;
+}
+
+/** undefined when the node has no role. */
+export async function gatherInputs(deps: GatherDeps): Promise<DesiredInputs | undefined> {
+  if (!deps.role) return undefined;
+  const spec = loadRole(deps.role);
+  return {
+    role: deps.role,
+    spec,
+    config: deps.config,
+    secrets: await readGeneratedSecrets(deps.host, deps.config.stateDir, spec, deps.secrets),
+    referenced: await resolveReferences(deps, spec),
+    currentUser: deps.host.users.currentName(),
+    caBundle: await findSystemCaBundle(deps.host.fs),
+  };
+}

@@ -1,0 +1,84 @@
+/**
+ * The per-role context registry: for a role whose templates need values
+ * computed from the config (not just copied from it), one pure function
+ * keyed by the role's name returns them. A role without an entry gets the
+ * base context only (`context.ts`). This is the only TypeScript that knows a
+ * role by name, and only for what plain data cannot say.
+ */
+import type { TemplateContext } from "./render.ts";
+import type { RoleContextInput } from "./role-paths.ts";
+
+export type RoleContextFn = (input: RoleContextInput) => TemplateContext;
+
+/** Probes run on this host: a wildcard bind is reached on loopback, a specific one on itself. */
+function local(host: string): string {
+  return host === "0.0.0.0" || host === "::" ? "127.0.0.1" : host;
+}
+
+/** Hosts MLflow 3 accepts besides the ones configured: loopback names, so that local probes and tools work. */
+const MLFLOW_LOCAL_HOSTS = ["localhost", "localhost:*", "127.0.0.1", "127.0.0.1:*", "[::1]", "[::1]:*"];
+
+/** On one machine (`up`) MLflow is the local one, wherever its port was moved. */
+function trackingUri({ config }: RoleContextInput, configured: string): string {
+  return config.mode === "up" ? `http://127.0.0.1:${config.mlflow.port}` : configured;
+}
+
+function mlflowContext({ config, paths }: RoleContextInput): TemplateContext {
+  const m = config.mlflow;
+  const artifactsUri = m.artifactsDestination ?? `${paths.dataDir}/artifacts`;
+  const oci = artifactsUri.startsWith("oci://");
+  const probeHost = local(m.host);
+  const localHosts = [...MLFLOW_LOCAL_HOSTS, probeHost, `${probeHost}:*`];
+  return {
+    mlflow: {
+      ...m,
+      artifactsUri,
+      // --allowed-hosts replaces MLflow's defaults: keep the names probes and local tools use.
+      allowedHostsArg: m.allowedHosts.length ? [...new Set([...localHosts, ...m.allowedHosts])].join(",") : "",
+      probeHost,
+      artifactsOci: oci ? "yes" : "",
+    },
+    // Object Storage through the oci-mlflow plugin authenticates with the
+    // instance principal: no key material on the VM.
+    artifactsEnvLines: oci ? "OCIFS_IAM_TYPE=instance_principal" : "",
+  };
+}
+
+function airflowContext(input: RoleContextInput): TemplateContext {
+  const { config, paths, secrets } = input;
+  const celery = config.airflow.executor === "CeleryExecutor";
+  return {
+    airflow: {
+      ...config.airflow,
+      celery: celery ? "yes" : "",
+      mlflowTrackingUri: trackingUri(input, config.airflow.mlflowTrackingUri),
+      probeHost: local(config.airflow.host),
+    },
+    // CeleryExecutor: the broker from its secret reference (role.json secretRefs);
+    // results in the metadata DB, through SQLAlchemy's default driver (`db+<engine>://`).
+    celeryEnvLines:
+      celery && secrets?.celeryBrokerUrl
+        ? `AIRFLOW__CELERY__BROKER_URL=${secrets.celeryBrokerUrl}\nAIRFLOW__CELERY__RESULT_BACKEND=db+${secrets.databaseUriPlain ?? ""}`
+        : "",
+    // The syncer swaps `<dags>/current` atomically; Airflow reads through the link.
+    dagsFolder: `${paths.dataDir}/dags/current`,
+  };
+}
+
+function servingContext(input: RoleContextInput): TemplateContext {
+  const s = input.config.serving;
+  return {
+    serving: {
+      ...s,
+      mlflowTrackingUri: trackingUri(input, s.mlflowTrackingUri),
+      probeHost: local(s.host),
+      dashboardProbeHost: local(s.dashboardHost),
+    },
+  };
+}
+
+export const ROLE_CONTEXTS: Readonly<Record<string, RoleContextFn>> = {
+  mlflow: mlflowContext,
+  airflow: airflowContext,
+  serving: servingContext,
+};
