@@ -69,6 +69,11 @@ export class AgentError extends Error {
   }
 }
 
+/** Whether `code` (e.g. from another agent's /status) is one of the catalogue's. */
+export function isErrorCode(code: string): code is ErrorCode {
+  return Object.hasOwn(ERRORS, code);
+}
+
 export function isAgentError(err: unknown): err is AgentError {
   return err instanceof AgentError;
 }

@@ -16,6 +16,7 @@ import { createSystemdSupervisor } from "../supervisor/systemd-backend.ts";
 import type { Supervisor } from "../supervisor/types.ts";
 import { type CommonFlags, loadContext } from "../config/context.ts";
 import { printer } from "./output.ts";
+import { requestConverge } from "./converge-request.ts";
 import { findRunningAgent } from "./status.ts";
 import { stateLayout } from "../state/layout.ts";
 
@@ -88,20 +89,9 @@ export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.P
     }
     const agent = await findRunningAgent(host, config.stateDir, config.listen);
     if (agent?.runtime) {
-      const token = (await host.fs.readFile(stateLayout(config.stateDir).token))?.trim() ?? "";
-      const before = agent.status.lastConverge?.finishedAt;
-      const r = await fetch(`${agent.url}/converge`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
-      if (r.status !== 202) throw new AgentError("AGENT_NOT_RUNNING", `the agent at ${agent.url} refused the converge request (${r.status})`);
-      const deadline = Date.now() + 30 * 60_000;
-      while (Date.now() < deadline) {
-        await new Promise((res) => setTimeout(res, 500));
-        const s = (await (await fetch(`${agent.url}/status`)).json()) as typeof agent.status;
-        if (s.lastConverge && s.lastConverge.finishedAt !== before) {
-          report(out, flags, s.lastConverge.ok, s.lastConverge.actions, s.lastConverge.error?.message);
-          return s.lastConverge.ok ? 0 : 1;
-        }
-      }
-      throw new AgentError("AGENT_NOT_RUNNING", `the agent at ${agent.url} did not finish a converge pass in 30 minutes`);
+      const done = (await requestConverge(host, agent, config.stateDir, 30 * 60_000)).lastConverge!;
+      report(out, flags, done.ok, done.actions, done.error?.message);
+      return done.ok ? 0 : 1;
     }
     // Without systemd only a running agent can run services: refuse before changing anything.
     if (supervisor.kind !== "systemd")

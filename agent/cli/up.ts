@@ -11,16 +11,18 @@ import { closeSync, mkdirSync, openSync } from "node:fs";
 import { readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { isSingleExecutable } from "../assets.ts";
-import { AgentError } from "../errors.ts";
+import { AgentError, ERRORS, isErrorCode } from "../errors.ts";
 import type { Host } from "../host/host.ts";
 import { availableRoles, roleNames } from "../roles/catalog.ts";
 import type { StatusSnapshot } from "../status/types.ts";
 import { type CommonFlags, loadContext, upDefaults, upListen } from "../config/context.ts";
 import { formatDuration, out } from "./output.ts";
 import { activeRun, championVersion, dagListed, IRIS_DAG, type PipelineTarget, runState, triggerRun } from "./up-pipeline.ts";
+import { requestConverge } from "./converge-request.ts";
 import { findRunningAgent, listenToUrl } from "./status.ts";
 import { provider, type RoleUp, roleUp } from "./up-roles.ts";
-import { stateLayout } from "../state/layout.ts";
+import { parseRuntimeFile, stateLayout, upAgentLogPath } from "../state/layout.ts";
+import { AGENT_LOCK, describeHolder, type HeldLock, lockHolder, tryLock, UP_LOCK } from "../state/lock.ts";
 
 export const DEFAULT_UP_DIR = "./.mlops";
 
@@ -136,26 +138,18 @@ export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.Proc
     stacks.push({ role, stateDir: resolved.config.stateDir, listen, up: roleUp(role, resolved.config) });
   }
 
-  let allReady = true;
-  for (const s of stacks) {
-    const agent = await findRunningAgent(host, s.stateDir, s.listen);
-    if (agent && !agent.runtime)
-      throw new AgentError("USAGE", `another agent already answers at ${listenToUrl(s.listen)} (not the ${s.role} agent of ${dir}); stop it or pass --listen HOST:PORT`);
-    if (agent?.status.phase !== "ready") allReady = false;
-    if (agent) continue;
-    mkdirSync(`${dir}/logs`, { recursive: true });
-    const logFd = openSync(`${dir}/logs/agent-${s.role}.log`, "a", 0o640);
-    const self = selfCommand();
-    const child = spawn(self.cmd, [...self.args, "run", "--dir", dir, "--role", s.role, "--listen", s.listen], {
-      detached: true,
-      stdio: ["ignore", logFd, logFd],
-      env: process.env,
-      cwd: process.cwd(),
-    });
-    child.unref();
-    closeSync(logFd);
-    out(`started the ${s.role} agent (pid ${child.pid}); log: ${dir}/logs/agent-${s.role}.log`);
+  // One `up` at a time per directory: a second one waits for the first, then finds the stack as the first left it.
+  const lock = await takeUpLock(dir);
+  try {
+    return await startAndFollow(host, dir, stacks, started);
+  } finally {
+    await lock.release();
   }
+}
+
+/** Starts the agents that are not running, then follows them (and the pipeline) until the stack is up. */
+async function startAndFollow(host: Host, dir: string, stacks: Stack[], started: number): Promise<number> {
+  const allReady = await startAgents(host, dir, stacks);
   let seen: Seen[] = [];
   const collect = async () => {
     const got: Seen[] = [];
@@ -207,10 +201,7 @@ export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.Proc
       const step = [...s.events].reverse().find((e) => e.type === "step")?.message;
       progress(g.role, `${s.phase}: ${s.reason}${step && s.phase === "converging" ? ` — ${step}` : ""}`);
       if (s.phase === "failed")
-        throw new AgentError(
-          s.error?.code === "CONFIG_INVALID" ? "CONFIG_INVALID" : "STEP_FAILED",
-          `${g.role}: ${s.reason} (the agents keep running; see mlops-agent status --dir ${dir}, stop them with mlops-agent down --dir ${dir})`,
-        );
+        throw failedAgent(g.role, s, dir);
     }
     const ready = (role: string) => got.find((g) => g.role === role)?.status.phase === "ready";
     if (target && pipeline.step !== "done" && ready(registryRole ?? "") && ready(runnerRole ?? "")) {
@@ -230,6 +221,58 @@ export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.Proc
     }
   }
   throw new AgentError("STEP_FAILED", `the stack was not ready after 60 minutes; see mlops-agent status --dir ${dir}`);
+}
+
+/** An agent of the stack reports phase failed: `up` stops with its error, under its own code when it has one. */
+function failedAgent(role: string, s: StatusSnapshot, dir: string): AgentError {
+  const code = s.error && isErrorCode(s.error.code) ? s.error.code : "STEP_FAILED";
+  // The reason already starts with the catalogue's message of its code: say it once.
+  const prefix = `${ERRORS[code].message}: `;
+  const reason = s.reason.startsWith(prefix) ? s.reason.slice(prefix.length) : s.reason;
+  return new AgentError(code, `${role}: ${reason} (the agents keep running; see mlops-agent status --dir ${dir}, stop them with mlops-agent down --dir ${dir})`);
+}
+
+/** Waits while another `up` holds DIR's lock (it says who, once), then takes it. */
+async function takeUpLock(dir: string): Promise<HeldLock> {
+  mkdirSync(dir, { recursive: true });
+  const me = { pid: process.pid, command: process.argv.slice(1).join(" "), startedAt: new Date().toISOString() };
+  let said = false;
+  for (;;) {
+    const r = await tryLock(dir, UP_LOCK, me);
+    if ("release" in r) return r;
+    if (!said) out(`${describeHolder(r.heldBy)} is starting the stack in ${dir}; waiting for it to finish`);
+    said = true;
+    await new Promise((res) => setTimeout(res, 1_000));
+  }
+}
+
+/** Starts each role's agent unless one runs (or is starting: it holds its state dir). true: every one was already ready. */
+async function startAgents(host: Host, dir: string, stacks: readonly Stack[]): Promise<boolean> {
+  let allReady = true;
+  for (const s of stacks) {
+    const agent = await findRunningAgent(host, s.stateDir, s.listen);
+    if (agent && !agent.runtime)
+      throw new AgentError("USAGE", `another agent already answers at ${listenToUrl(s.listen)} (not the ${s.role} agent of ${dir}); stop it or pass --listen HOST:PORT`);
+    if (agent?.status.phase !== "ready") allReady = false;
+    // A failed agent tries again now (the cause may be gone: a port freed, a config fixed), not at its next backoff.
+    // Its pass shows "converging" as it starts; the follow loop below reports how it ends.
+    if (agent?.status.phase === "failed") await requestConverge(host, agent, s.stateDir, 60_000, (st) => st.phase !== "failed").catch(() => {});
+    if (agent || (await lockHolder(s.stateDir, AGENT_LOCK))) continue;
+    mkdirSync(`${dir}/logs`, { recursive: true });
+    const log = upAgentLogPath(dir, s.role);
+    const logFd = openSync(log, "a", 0o640);
+    const self = selfCommand();
+    const child = spawn(self.cmd, [...self.args, "run", "--dir", dir, "--role", s.role, "--listen", s.listen], {
+      detached: true,
+      stdio: ["ignore", logFd, logFd],
+      env: process.env,
+      cwd: process.cwd(),
+    });
+    child.unref();
+    closeSync(logFd);
+    out(`started the ${s.role} agent (pid ${child.pid}); log: ${log}`);
+  }
+  return allReady;
 }
 
 /** The model server's role runs and only `service`'s readiness (a model to serve) is missing. */
@@ -288,11 +331,12 @@ export function upStateDirs(dir: string): { role: string; stateDir: string }[] {
 
 export async function downCommand(host: Host, flags: CommonFlags): Promise<number> {
   const dir = resolve(flags.dir ?? DEFAULT_UP_DIR);
-  const running: { role: string; pid: number }[] = [];
+  // The lock, not the runtime file's pid, says which agent runs: a pid can be reused by another program.
+  const running: { role: string; pid: number; stateDir: string }[] = [];
   for (const { role, stateDir } of upStateDirs(dir)) {
-    const text = await host.fs.readFile(stateLayout(stateDir).runtime);
-    const pid = text ? (JSON.parse(text) as { pid: number }).pid : undefined;
-    if (pid && host.processAlive(pid)) running.push({ role, pid });
+    const holder = await lockHolder(stateDir, AGENT_LOCK);
+    const pid = holder === "unknown" ? parseRuntimeFile(await host.fs.readFile(stateLayout(stateDir).runtime))?.pid : holder?.pid;
+    if (pid) running.push({ role, pid, stateDir });
   }
   if (running.length === 0) {
     out(`nothing is running for ${dir}`);
@@ -300,8 +344,10 @@ export async function downCommand(host: Host, flags: CommonFlags): Promise<numbe
   }
   for (const r of running) process.kill(r.pid, "SIGTERM");
   const deadline = Date.now() + 90_000;
-  while (running.some((r) => host.processAlive(r.pid)) && Date.now() < deadline) await new Promise((res) => setTimeout(res, 200));
-  const stuck = running.filter((r) => host.processAlive(r.pid));
+  const stopped = async (r: (typeof running)[number]) => (await lockHolder(r.stateDir, AGENT_LOCK)) === undefined;
+  const stillRunning = async () => (await Promise.all(running.map(async (r) => ((await stopped(r)) ? undefined : r)))).filter((r) => r !== undefined);
+  while ((await stillRunning()).length && Date.now() < deadline) await new Promise((res) => setTimeout(res, 200));
+  const stuck = await stillRunning();
   for (const r of stuck) process.kill(r.pid, "SIGKILL");
   if (stuck.length)
     throw new AgentError("SUPERVISOR_FAILED", `the ${stuck.map((r) => r.role).join(", ")} agent did not stop within 90 s and was killed; \`mlops-agent up\` cleans up what it left`);

@@ -18,6 +18,7 @@ import type { Logger } from "../log.ts";
 import type { ConvergeRecord } from "../status/types.ts";
 import type { Supervisor } from "../supervisor/types.ts";
 import { apply } from "./apply.ts";
+import { checkPortsFree } from "./port-preflight.ts";
 import { compileDesired, type DesiredRole } from "./desired.ts";
 import { gatherInputs } from "./gather.ts";
 import { type Observed, observe } from "./observe.ts";
@@ -122,6 +123,7 @@ export async function converge(deps: ConvergeDeps): Promise<ConvergeOutcome> {
       notes = view.plan.notes;
       desired = view.desired;
       if (view.plan.actions.length === 0) return finish();
+      if (passes === 0) await checkPortsFree(deps.host, view.desired, view.observed, deps.secrets.scrub);
       passes++;
       const result = await apply(view.plan.actions, { ...deps, desired: view.desired });
       all.push(...result.records);

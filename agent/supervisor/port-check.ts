@@ -32,7 +32,7 @@ export function addressesClash(want: string, have: string): boolean {
  */
 export async function checkPorts(
   host: Host,
-  spec: ServiceSpec,
+  spec: Pick<ServiceSpec, "name" | "role" | "ports">,
   isOwn: (l: PortListener) => boolean,
   scrub: Scrub = (t) => t,
 ): Promise<void> {

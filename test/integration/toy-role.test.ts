@@ -1,8 +1,9 @@
 /**
  * A role added without code: the toy fixture (test/fixtures/roles/toy, one
  * role.json, one template, a one-package lock) given to the real CLI through
- * MLOPS_AGENT_ROLES_DIR. `plan` plans it, `up --roles toy` brings it to ready
- * and prints its link, `apply` and `plan` then have nothing to do, `status`
+ * MLOPS_AGENT_ROLES_DIR. `plan` plans it; `up` with its port held by another
+ * program stops at once naming the holder; two `up --roles toy` side by side
+ * bring it to ready with one agent and print its link; `apply` and `plan` then have nothing to do, `status`
  * reads its agent and `down` stops it.
  */
 import { mkdtempSync } from "node:fs";
@@ -10,7 +11,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import type { StatusSnapshot } from "../../agent/status/types.ts";
-import { cli, freePort, getJson } from "../support/agent-process.ts";
+import { execFileSync, spawn } from "node:child_process";
+import { cli, cliAsync, freePort, getJson, waitFor } from "../support/agent-process.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "mlops-toy-"));
 const rolesDir = new URL("../fixtures/roles/", import.meta.url).pathname;
@@ -38,10 +40,36 @@ describe("a role from MLOPS_AGENT_ROLES_DIR", { timeout: 10 * 60_000 }, () => {
     expect(r.stdout).toMatch(/write-file\s+\S+\/etc\/toy\/toy_server\.py/);
   });
 
-  it("up --roles toy brings it to ready and prints its link", async () => {
-    const r = cli(["up", "--dir", dir, "--roles", "toy", "--listen", listen], { env, timeoutMs: 10 * 60_000 });
-    expect(r.stderr).toBe("");
-    expect(r.code).toBe(0);
+  it("up with the role's port held by another program stops within seconds, naming the port, the holder and the config key", async () => {
+    const holder = spawn("python3", ["-m", "http.server", String(port), "--bind", "127.0.0.1"], { stdio: "ignore" });
+    try {
+      await waitFor("the other program listens", async () => (await fetch(`http://127.0.0.1:${port}/`).then(() => true).catch(() => undefined)), 10_000, 100);
+      const t0 = Date.now();
+      const r = cli(["up", "--dir", dir, "--roles", "toy", "--listen", listen], { env, timeoutMs: 5 * 60_000 });
+      expect(r.code).toBe(1);
+      expect(r.stderr).toMatch(/^error \[PORT_IN_USE\]: /);
+      expect(r.stderr).toMatch(new RegExp(`^error \\[PORT_IN_USE\\]: a port the service listens on is held by another process: toy: port ${port} on 127.0.0.1 for toy \\(role toy\\) is held by pid ${holder.pid} \\(\\S*python3 -m http.server ${port} --bind 127.0.0.1\\)`));
+      expect(r.stderr).toContain("pick another port with the config key roleSettings.toy.port");
+      // Before anything was installed: the check comes before the pass changes anything.
+      expect(Date.now() - t0).toBeLessThan(60_000);
+    } finally {
+      holder.kill("SIGKILL");
+      await new Promise((resolve) => holder.once("exit", resolve));
+    }
+  });
+
+  it("two up side by side: one starts the stack, the other waits for it; one agent, both succeed", async () => {
+    // The agent of the failed up above is still running (phase failed): up asks it to try again now.
+    const [a, b] = await Promise.all([
+      cliAsync(["up", "--dir", dir, "--roles", "toy", "--listen", listen], { env, timeoutMs: 10 * 60_000 }),
+      new Promise((r) => setTimeout(r, 300)).then(() => cliAsync(["up", "--dir", dir, "--roles", "toy", "--listen", listen], { env, timeoutMs: 10 * 60_000 })),
+    ]);
+    expect([a.code, b.code, a.stderr, b.stderr]).toEqual([0, 0, "", ""]);
+    expect(b.stdout).toMatch(/another mlops-agent \(pid \d+, .*\) is starting the stack in .*; waiting for it to finish/);
+    expect(b.stdout).toContain("mlops stack is already up (toy)");
+    const agents = execFileSync("pgrep", ["-f", `run --dir ${dir} --role toy`], { encoding: "utf8" }).trim().split("\n");
+    expect(agents).toHaveLength(1);
+    const r = a;
     expect(r.stdout).toContain("mlops stack is up (toy)");
     expect(r.stdout).toContain(`  toy            http://127.0.0.1:${port}/   (a role from a directory)`);
     const answer = await fetch(`http://127.0.0.1:${port}/ready`);
