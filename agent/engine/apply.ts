@@ -78,159 +78,193 @@ async function noteRole(deps: ApplyDeps, d: DesiredRole): Promise<void> {
   }));
 }
 
-async function step(deps: ApplyDeps, a: Action): Promise<void> {
+async function removeService(deps: ApplyDeps, a: Extract<Action, { kind: "remove-service" }>): Promise<void> {
+  await deps.supervisor?.remove(a.target);
+  await deps.records.update(a.role, (r) => ({ ...r, services: withoutItem(r.services, a.target) }));
+}
+
+async function closePortStep(deps: ApplyDeps, a: Extract<Action, { kind: "close-port" }>): Promise<void> {
+  const { host } = deps;
+  const tag = { role: a.role, port: a.port };
+  await closePort(host, a.firewall, tag, deps.config.firewall);
+  // The record goes after the port is closed (a crash in between closes it again next pass).
+  if (a.firewall === "firewalld" && (await deps.records.get(a.role)))
+    await deps.records.update(a.role, (r) => ({ ...r, ports: withoutItem(r.ports ?? [], a.target) }));
+}
+
+async function openPortStep(deps: ApplyDeps, a: Extract<Action, { kind: "open-port" }>): Promise<void> {
+  const { host } = deps;
+  // firewalld ports carry no tag: the record says they are the agent's, written before they open.
+  if (a.firewall === "firewalld") await deps.records.update(a.role, (r) => ({ ...r, ports: withItem(r.ports ?? [], a.target) }));
+  await openPort(host, a.firewall, { role: a.role, port: a.port }, deps.config.firewall);
+}
+
+async function removeFile(deps: ApplyDeps, a: Extract<Action, { kind: "remove-file" }>): Promise<void> {
+  const { host } = deps;
+  await host.fs.remove(a.target, { recursive: true });
+  await deps.records.update(a.role, (r) => ({
+    ...r,
+    files: withoutItem(r.files, a.target),
+    directories: withoutItem(r.directories, a.target),
+  }));
+}
+
+async function forgetRole(deps: ApplyDeps, a: Extract<Action, { kind: "forget-role" }>): Promise<void> {
+  await deps.records.remove(a.target);
+}
+
+async function ensureUser(deps: ApplyDeps, a: Extract<Action, { kind: "ensure-user" }>): Promise<void> {
+  const { host } = deps;
+  await host.users.ensureSystemUser(a.target, a.home);
+}
+
+async function ensureDirectory(deps: ApplyDeps, a: Extract<Action, { kind: "ensure-directory" }>): Promise<void> {
   const { host } = deps;
   const d = deps.desired;
-  switch (a.kind) {
-    case "remove-service": {
-      await deps.supervisor?.remove(a.target);
-      await deps.records.update(a.role, (r) => ({ ...r, services: withoutItem(r.services, a.target) }));
-      return;
-    }
-    case "close-port": {
-      const tag = { role: a.role, port: a.port };
-      await closePort(host, a.firewall, tag, deps.config.firewall);
-      // The record goes after the port is closed (a crash in between closes it again next pass).
-      if (a.firewall === "firewalld" && (await deps.records.get(a.role)))
-        await deps.records.update(a.role, (r) => ({ ...r, ports: withoutItem(r.ports ?? [], a.target) }));
-      return;
-    }
-    case "open-port": {
-      // firewalld ports carry no tag: the record says they are the agent's, written before they open.
-      if (a.firewall === "firewalld") await deps.records.update(a.role, (r) => ({ ...r, ports: withItem(r.ports ?? [], a.target) }));
-      await openPort(host, a.firewall, { role: a.role, port: a.port }, deps.config.firewall);
-      return;
-    }
-    case "remove-file": {
-      await host.fs.remove(a.target, { recursive: true });
-      await deps.records.update(a.role, (r) => ({
-        ...r,
-        files: withoutItem(r.files, a.target),
-        directories: withoutItem(r.directories, a.target),
-      }));
-      return;
-    }
-    case "forget-role":
-      await deps.records.remove(a.target);
-      return;
-    case "ensure-user":
-      await host.users.ensureSystemUser(a.target, a.home);
-      return;
-    case "ensure-directory": {
-      const dd = need(d, "directory");
-      await noteRole(deps, dd);
-      await host.fs.mkdir(a.target, { mode: a.mode, owner: await ownerOf(deps, a.owner) });
-      return;
-    }
-    case "generate-secret": {
-      // 32 random bytes, URL-safe: no quoting problems in URIs or env files. A
-      // Fernet key is the same bytes in base64url with its padding.
-      const bytes = Buffer.from(host.randomBytes(32));
-      const value = d?.secretFormats[a.name] === "fernet" ? bytes.toString("base64").replace(/\+/g, "-").replace(/\//g, "_") : bytes.toString("base64url");
-      deps.secrets.register(value);
-      await host.fs.mkdir(stateLayout(deps.config.stateDir).secretsDir, { mode: 0o700 });
-      await host.fs.writeFileAtomic(secretPath(deps.config.stateDir, a.name), `${value}\n`, { mode: 0o600 });
-      return;
-    }
-    case "install-python": {
-      const dd = need(d, "python environment");
-      await noteRole(deps, dd);
-      const py = deps.config.python;
-      const log = (m: string) => {
-        deps.logger.info({ step: "install-python" }, m);
-        deps.progress?.(m);
-      };
-      const python = await findPython(host, py.interpreter, log);
-      await host.fs.mkdir(dd.paths.installDir, { mode: 0o755 });
-      await host.fs.writeFileAtomic(dd.python.lockPath, dd.python.lockText, { mode: 0o644 });
-      await installLock({
-        host,
-        python,
-        toolsDir: stateLayout(deps.config.stateDir).toolsDir,
-        cacheDir: py.cacheDir ?? stateLayout(deps.config.stateDir).uvCacheDir,
-        indexUrl: py.indexUrl ?? DEFAULT_INDEX_URL,
-        uvVersion: py.uvVersion,
-        log,
-        venv: dd.python.venv,
-        lockPath: dd.python.lockPath,
-        lockHash: dd.python.lockHash,
-        versionOf: dd.spec.python.versionOf,
-      });
-      return;
-    }
-    case "provision-database": {
-      const dd = need(d, "database");
-      const db = need(dd.database, "database");
-      const passwordText = await host.fs.readFile(secretPath(deps.config.stateDir, db.passwordSecret));
-      if (!passwordText) throw new AgentError("STEP_FAILED", `password ${db.passwordSecret} has not been generated`);
-      const password = passwordText.trim();
-      deps.secrets.register(password);
-      const adminPassword = db.adminPasswordRef
-        ? await resolveSecretRef(db.adminPasswordRef, { fs: host.fs, env: deps.env, registry: deps.secrets, vault: deps.vaults.for(deps.config), logger: deps.logger })
-        : "";
-      const report =
-        db.engine === "postgresql"
-          ? await provisionPostgres({ host: db.host, port: db.port, adminUser: db.adminUser, adminPassword, adminDatabase: deps.config.postgres.adminDatabase, database: db.name, user: db.user, password })
-          : await provisionMysql({
-              host: db.host,
-              port: db.port,
-              adminUser: db.adminUser,
-              adminPassword,
-              database: db.name,
-              user: db.user,
-              userHost: db.userHost,
-              password,
-              requireExplicitDefaultsForTimestamp: dd.spec.database?.explicitDefaultsForTimestamp ?? false,
-            });
-      deps.logger.info({ step: "provision-database", server: report.version, database: db.name, user: db.user }, "database provisioned");
-      await deps.records.update(dd.role, (r) => ({ ...r, database: { fingerprint: a.fingerprint, provisionedAt: new Date(host.clock.now()).toISOString() } }));
-      return;
-    }
-    case "write-file": {
-      const dd = need(d, "file");
-      const f = need(
-        dd.files.find((x) => x.path === a.target),
-        `file ${a.target}`,
-      );
-      if (f.content === undefined) throw new AgentError("STEP_FAILED", `file ${a.target} cannot be rendered yet`);
-      await noteRole(deps, dd);
-      await deps.records.update(dd.role, (r) => ({ ...r, files: withItem(r.files, a.target) }));
-      await host.fs.writeFileAtomic(a.target, f.content, { mode: a.mode, owner: await ownerOf(deps, a.owner) });
-      return;
-    }
-    case "migrate-database": {
-      const dd = need(d, "migration");
-      const m = need(dd.migrate, "migration");
-      // The secrets in these files were registered for scrubbing when they were read or generated.
-      const env = await readEnvFiles(host, m.envFiles);
-      for (const [cmd, ...args] of m.commands) {
-        const r = await host.exec(cmd!, args, { env, user: await ownerOf(deps, "service"), cwd: dd.paths.dataDir, timeoutMs: 900_000 });
-        if (r.code !== 0)
-          throw new AgentError("STEP_FAILED", `${cmd!.split("/").pop()} ${args.join(" ")} exited ${r.code}: ${(r.stderr || r.stdout).trim().split("\n").slice(-5).join(" | ")}`);
-      }
-      await deps.records.update(dd.role, (rec) => ({ ...rec, migratedVersion: a.version }));
-      return;
-    }
-    case "ensure-service": {
-      const dd = need(d, "service");
-      const s = need(
-        dd.services.find((x) => x.name === a.service),
-        `service ${a.service}`,
-      );
-      if (!deps.supervisor) throw new AgentError("SUPERVISOR_FAILED", "no supervisor is available to run services");
-      const owner = await ownerOf(deps, "service");
-      const spec: ServiceSpec = {
-        ...s,
-        inputsHash: a.inputsHash,
-        user: owner ? { name: s.userName, uid: owner.uid, gid: owner.gid } : undefined,
-      };
-      await deps.records.update(dd.role, (r) => ({ ...r, services: withItem(r.services, s.name) }));
-      await host.fs.mkdir(spec.workingDirectory, { mode: 0o750, owner });
-      const result = await deps.supervisor.ensure(spec, a.reason);
-      deps.logger.info({ step: "ensure-service", unit: s.unit, result }, `service ${s.name} ${result}`);
-      return;
-    }
+  const dd = need(d, "directory");
+  await noteRole(deps, dd);
+  await host.fs.mkdir(a.target, { mode: a.mode, owner: await ownerOf(deps, a.owner) });
+}
+
+async function generateSecret(deps: ApplyDeps, a: Extract<Action, { kind: "generate-secret" }>): Promise<void> {
+  const { host } = deps;
+  const d = deps.desired;
+  // 32 random bytes, URL-safe: no quoting problems in URIs or env files. A
+  // Fernet key is the same bytes in base64url with its padding.
+  const bytes = Buffer.from(host.randomBytes(32));
+  const value = d?.secretFormats[a.name] === "fernet" ? bytes.toString("base64").replace(/\+/g, "-").replace(/\//g, "_") : bytes.toString("base64url");
+  deps.secrets.register(value);
+  await host.fs.mkdir(stateLayout(deps.config.stateDir).secretsDir, { mode: 0o700 });
+  await host.fs.writeFileAtomic(secretPath(deps.config.stateDir, a.name), `${value}\n`, { mode: 0o600 });
+}
+
+async function installPython(deps: ApplyDeps, _a: Extract<Action, { kind: "install-python" }>): Promise<void> {
+  const { host } = deps;
+  const d = deps.desired;
+  const dd = need(d, "python environment");
+  await noteRole(deps, dd);
+  const py = deps.config.python;
+  const log = (m: string) => {
+    deps.logger.info({ step: "install-python" }, m);
+    deps.progress?.(m);
+  };
+  const python = await findPython(host, py.interpreter, log);
+  await host.fs.mkdir(dd.paths.installDir, { mode: 0o755 });
+  await host.fs.writeFileAtomic(dd.python.lockPath, dd.python.lockText, { mode: 0o644 });
+  await installLock({
+    host,
+    python,
+    toolsDir: stateLayout(deps.config.stateDir).toolsDir,
+    cacheDir: py.cacheDir ?? stateLayout(deps.config.stateDir).uvCacheDir,
+    indexUrl: py.indexUrl ?? DEFAULT_INDEX_URL,
+    uvVersion: py.uvVersion,
+    log,
+    venv: dd.python.venv,
+    lockPath: dd.python.lockPath,
+    lockHash: dd.python.lockHash,
+    versionOf: dd.spec.python.versionOf,
+  });
+}
+
+async function provisionDatabase(deps: ApplyDeps, a: Extract<Action, { kind: "provision-database" }>): Promise<void> {
+  const { host } = deps;
+  const d = deps.desired;
+  const dd = need(d, "database");
+  const db = need(dd.database, "database");
+  const passwordText = await host.fs.readFile(secretPath(deps.config.stateDir, db.passwordSecret));
+  if (!passwordText) throw new AgentError("STEP_FAILED", `password ${db.passwordSecret} has not been generated`);
+  const password = passwordText.trim();
+  deps.secrets.register(password);
+  const adminPassword = db.adminPasswordRef
+    ? await resolveSecretRef(db.adminPasswordRef, { fs: host.fs, env: deps.env, registry: deps.secrets, vault: deps.vaults.for(deps.config), logger: deps.logger })
+    : "";
+  const report =
+    db.engine === "postgresql"
+      ? await provisionPostgres({ host: db.host, port: db.port, adminUser: db.adminUser, adminPassword, adminDatabase: deps.config.postgres.adminDatabase, database: db.name, user: db.user, password })
+      : await provisionMysql({
+          host: db.host,
+          port: db.port,
+          adminUser: db.adminUser,
+          adminPassword,
+          database: db.name,
+          user: db.user,
+          userHost: db.userHost,
+          password,
+          requireExplicitDefaultsForTimestamp: dd.spec.database?.explicitDefaultsForTimestamp ?? false,
+        });
+  deps.logger.info({ step: "provision-database", server: report.version, database: db.name, user: db.user }, "database provisioned");
+  await deps.records.update(dd.role, (r) => ({ ...r, database: { fingerprint: a.fingerprint, provisionedAt: new Date(host.clock.now()).toISOString() } }));
+}
+
+async function writeFile(deps: ApplyDeps, a: Extract<Action, { kind: "write-file" }>): Promise<void> {
+  const { host } = deps;
+  const d = deps.desired;
+  const dd = need(d, "file");
+  const f = need(
+    dd.files.find((x) => x.path === a.target),
+    `file ${a.target}`,
+  );
+  if (f.content === undefined) throw new AgentError("STEP_FAILED", `file ${a.target} cannot be rendered yet`);
+  await noteRole(deps, dd);
+  await deps.records.update(dd.role, (r) => ({ ...r, files: withItem(r.files, a.target) }));
+  await host.fs.writeFileAtomic(a.target, f.content, { mode: a.mode, owner: await ownerOf(deps, a.owner) });
+}
+
+async function migrateDatabase(deps: ApplyDeps, a: Extract<Action, { kind: "migrate-database" }>): Promise<void> {
+  const { host } = deps;
+  const d = deps.desired;
+  const dd = need(d, "migration");
+  const m = need(dd.migrate, "migration");
+  // The secrets in these files were registered for scrubbing when they were read or generated.
+  const env = await readEnvFiles(host, m.envFiles);
+  for (const [cmd, ...args] of m.commands) {
+    const r = await host.exec(cmd!, args, { env, user: await ownerOf(deps, "service"), cwd: dd.paths.dataDir, timeoutMs: 900_000 });
+    if (r.code !== 0)
+      throw new AgentError("STEP_FAILED", `${cmd!.split("/").pop()} ${args.join(" ")} exited ${r.code}: ${(r.stderr || r.stdout).trim().split("\n").slice(-5).join(" | ")}`);
   }
+  await deps.records.update(dd.role, (rec) => ({ ...rec, migratedVersion: a.version }));
+}
+
+async function ensureService(deps: ApplyDeps, a: Extract<Action, { kind: "ensure-service" }>): Promise<void> {
+  const { host } = deps;
+  const d = deps.desired;
+  const dd = need(d, "service");
+  const s = need(
+    dd.services.find((x) => x.name === a.service),
+    `service ${a.service}`,
+  );
+  if (!deps.supervisor) throw new AgentError("SUPERVISOR_FAILED", "no supervisor is available to run services");
+  const owner = await ownerOf(deps, "service");
+  const spec: ServiceSpec = {
+    ...s,
+    inputsHash: a.inputsHash,
+    user: owner ? { name: s.userName, uid: owner.uid, gid: owner.gid } : undefined,
+  };
+  await deps.records.update(dd.role, (r) => ({ ...r, services: withItem(r.services, s.name) }));
+  await host.fs.mkdir(spec.workingDirectory, { mode: 0o750, owner });
+  const result = await deps.supervisor.ensure(spec, a.reason);
+  deps.logger.info({ step: "ensure-service", unit: s.unit, result }, `service ${s.name} ${result}`);
+}
+
+/** One step per action kind: the only code that changes the machine. */
+const STEPS: { [K in Action["kind"]]: (deps: ApplyDeps, a: Extract<Action, { kind: K }>) => Promise<void> } = {
+  "remove-service": removeService,
+  "close-port": closePortStep,
+  "open-port": openPortStep,
+  "remove-file": removeFile,
+  "forget-role": forgetRole,
+  "ensure-user": ensureUser,
+  "ensure-directory": ensureDirectory,
+  "generate-secret": generateSecret,
+  "install-python": installPython,
+  "provision-database": provisionDatabase,
+  "write-file": writeFile,
+  "migrate-database": migrateDatabase,
+  "ensure-service": ensureService,
+};
+
+function step(deps: ApplyDeps, a: Action): Promise<void> {
+  return (STEPS[a.kind] as (deps: ApplyDeps, a: Action) => Promise<void>)(deps, a);
 }
 
 export async function apply(actions: readonly Action[], deps: ApplyDeps): Promise<ApplyResult> {

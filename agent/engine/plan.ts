@@ -10,6 +10,7 @@ import type { Action } from "./actions.ts";
 import { ACTION_ORDER } from "./actions.ts";
 import type { DesiredRole } from "./desired.ts";
 import type { Observed } from "./observe.ts";
+import type { RoleRecord } from "./role-record.ts";
 import { secretPath } from "../state/layout.ts";
 import { portTarget } from "../firewall/host-firewall.ts";
 import { type PortTag, sameTag } from "../firewall/iptables-rules.ts";
@@ -28,148 +29,164 @@ function octal(mode: number): string {
   return `0${mode.toString(8).padStart(3, "0")}`;
 }
 
-export function plan(desired: DesiredRole | undefined, observed: Observed, stateDir: string): Plan {
-  const actions: Action[] = [];
-  const deferred: string[] = [];
+/** What the sub-planners add to. */
+interface Draft {
+  readonly actions: Action[];
+  readonly deferred: string[];
+}
 
-  // 1. Tear down every role the node has that is not the desired one.
+/** 1. Tear down every role the node has that is not the desired one, and services no role owns. */
+function planTeardown(desired: DesiredRole | undefined, observed: Observed, out: Draft): void {
   const desiredServices = new Set(desired?.services.map((s) => s.name) ?? []);
   for (const rec of observed.records) {
     if (rec.role === desired?.role) continue;
     const why = desired ? `role changed from ${rec.role} to ${desired.role}` : `role ${rec.role} is no longer assigned`;
-    for (const svc of rec.services) if (!desiredServices.has(svc)) actions.push({ kind: "remove-service", target: svc, role: rec.role, reason: why });
-    for (const f of rec.files) actions.push({ kind: "remove-file", target: f, role: rec.role, reason: why });
-    for (const d of rec.directories) actions.push({ kind: "remove-file", target: d, role: rec.role, reason: `${why} (data directories are kept)` });
-    actions.push({ kind: "forget-role", target: rec.role, reason: why });
+    for (const svc of rec.services) if (!desiredServices.has(svc)) out.actions.push({ kind: "remove-service", target: svc, role: rec.role, reason: why });
+    for (const f of rec.files) out.actions.push({ kind: "remove-file", target: f, role: rec.role, reason: why });
+    for (const d of rec.directories) out.actions.push({ kind: "remove-file", target: d, role: rec.role, reason: `${why} (data directories are kept)` });
+    out.actions.push({ kind: "forget-role", target: rec.role, reason: why });
   }
   const recorded = new Set(observed.records.flatMap((r) => r.services));
   for (const svc of observed.services) {
     if (desiredServices.has(svc.name) || recorded.has(svc.name)) continue;
-    actions.push({ kind: "remove-service", target: svc.name, role: svc.role, reason: `service ${svc.name} is not part of the desired role` });
+    out.actions.push({ kind: "remove-service", target: svc.name, role: svc.role, reason: `service ${svc.name} is not part of the desired role` });
   }
+}
 
+/** The service user, directories and generated secrets. */
+function planBasics(desired: DesiredRole, observed: Observed, stateDir: string, out: Draft): void {
+  const owner = observed.serviceOwner;
+  if (desired.createUser && !owner)
+    out.actions.push({ kind: "ensure-user", target: desired.serviceUser, home: desired.paths.dataDir, reason: "service user does not exist" });
+  for (const d of desired.directories) {
+    const o = observed.directories[d.path];
+    const wantUid = d.owner === "root" ? 0 : owner?.uid;
+    if (!o) out.actions.push({ kind: "ensure-directory", target: d.path, mode: d.mode, owner: d.owner, reason: "missing" });
+    else if (o.mode !== d.mode) out.actions.push({ kind: "ensure-directory", target: d.path, mode: d.mode, owner: d.owner, reason: `mode is ${octal(o.mode)}, want ${octal(d.mode)}` });
+    else if (wantUid !== undefined && o.uid !== wantUid && desired.createUser)
+      out.actions.push({ kind: "ensure-directory", target: d.path, mode: d.mode, owner: d.owner, reason: `owned by uid ${o.uid}, want ${d.owner}` });
+  }
+  for (const name of desired.secretNames)
+    if (observed.secrets[name] === undefined) out.actions.push({ kind: "generate-secret", target: secretPath(stateDir, name), name, reason: "not generated yet" });
+}
+
+/** The role's database on a server (not SQLite). false: not ready for migrations in this pass. */
+function planDatabase(desired: DesiredRole, observed: Observed, record: RoleRecord | undefined, out: Draft): boolean {
+  const db = desired.database;
+  if (!db || db.engine === "sqlite") return true;
+  if (db.fingerprint === undefined) {
+    out.deferred.push(`provision-database ${db.name}: after the password is generated`);
+    return false;
+  }
+  const changed = record?.database?.fingerprint !== db.fingerprint;
+  if (!changed && observed.databaseLogin !== "auth-failed") return true;
+  out.actions.push({
+    kind: "provision-database",
+    target: `${db.host}:${db.port}/${db.name}`,
+    role: desired.role,
+    fingerprint: db.fingerprint,
+    reason: changed
+      ? record?.database
+        ? "database settings or password changed"
+        : "not provisioned"
+      : `user ${db.user} cannot log in to ${db.name} (dropped or changed outside the agent)`,
+  });
+  return false;
+}
+
+/** Rendered files; the paths of those still waiting for a secret. */
+function planFiles(desired: DesiredRole, observed: Observed, out: Draft): Set<string> {
+  const pending = new Set<string>();
+  const owner = observed.serviceOwner;
+  for (const f of desired.files) {
+    if (f.hash === undefined) {
+      out.deferred.push(`write-file ${f.path}: after its secrets exist`);
+      pending.add(f.path);
+      continue;
+    }
+    const o = observed.files[f.path];
+    const wantUid = f.owner === "root" ? 0 : owner?.uid;
+    let reason: string | undefined;
+    if (!o) reason = "missing";
+    else if (o.hash !== f.hash) reason = "content differs";
+    else if (o.mode !== f.mode) reason = `mode is ${octal(o.mode)}, want ${octal(f.mode)}`;
+    else if (desired.createUser && wantUid !== undefined && o.uid !== wantUid) reason = `owned by uid ${o.uid}, want ${f.owner}`;
+    if (reason) out.actions.push({ kind: "write-file", target: f.path, mode: f.mode, owner: f.owner, hash: f.hash, secret: f.secret, reason });
+  }
+  return pending;
+}
+
+/** The schema migration. true: one is still pending (services wait for it). */
+function planMigration(desired: DesiredRole, observed: Observed, record: RoleRecord | undefined, ready: { venv: boolean; db: boolean; pendingFiles: Set<string> }, out: Draft): boolean {
+  if (!desired.migrate) return false;
+  const db = desired.database;
+  const version = observed.install?.version;
+  if (!ready.venv || version === undefined) {
+    out.deferred.push("migrate-database: after the Python environment is installed");
+    return true;
+  }
+  if (!ready.db && db && db.engine !== "sqlite" && db.fingerprint === undefined) return true;
+  if (desired.migrate.envFiles.some((p) => ready.pendingFiles.has(p))) {
+    out.deferred.push("migrate-database: after its environment file is written");
+    return true;
+  }
+  if (record?.migratedVersion !== version)
+    out.actions.push({
+      kind: "migrate-database",
+      target: db ? `${db.engine}:${db.name}` : desired.role,
+      role: desired.role,
+      version,
+      reason: record?.migratedVersion ? `installed version changed from ${record.migratedVersion} to ${version}` : `schema not yet brought to ${version}`,
+    });
+  return false;
+}
+
+/** Services once their inputs are in place, and what the record has that the role no longer does. */
+function planServices(desired: DesiredRole, observed: Observed, record: RoleRecord | undefined, blocked: boolean, out: Draft): void {
+  for (const s of desired.services) {
+    if (s.inputsHash === undefined || blocked) {
+      out.deferred.push(`ensure-service ${s.unit}: after its inputs are in place`);
+      continue;
+    }
+    const o = observed.services.find((x) => x.name === s.name);
+    let reason: string | undefined;
+    if (!o) reason = "not installed";
+    else if (o.inputsHash !== s.inputsHash) reason = "inputs changed (unit, environment or packages)";
+    else if (!ACTIVE_STATES.has(o.state)) reason = `state is ${o.state}`;
+    else if (!o.enabled) reason = "not enabled";
+    if (reason) out.actions.push({ kind: "ensure-service", target: s.unit, service: s.name, inputsHash: s.inputsHash, reason });
+  }
+  if (!record) return;
+  const desiredPaths = new Set(desired.files.map((f) => f.path));
+  const desiredServices = new Set(desired.services.map((s) => s.name));
+  for (const f of record.files) if (!desiredPaths.has(f)) out.actions.push({ kind: "remove-file", target: f, role: desired.role, reason: "no longer part of the role" });
+  for (const svc of record.services)
+    if (!desiredServices.has(svc)) out.actions.push({ kind: "remove-service", target: svc, role: desired.role, reason: "no longer part of the role" });
+}
+
+export function plan(desired: DesiredRole | undefined, observed: Observed, stateDir: string): Plan {
+  const out: Draft = { actions: [], deferred: [] };
+  planTeardown(desired, observed, out);
   if (desired) {
     const record = observed.records.find((r) => r.role === desired.role);
-    const owner = observed.serviceOwner;
-
-    if (desired.createUser && !owner)
-      actions.push({ kind: "ensure-user", target: desired.serviceUser, home: desired.paths.dataDir, reason: "service user does not exist" });
-
-    for (const d of desired.directories) {
-      const o = observed.directories[d.path];
-      const wantUid = d.owner === "root" ? 0 : owner?.uid;
-      if (!o) actions.push({ kind: "ensure-directory", target: d.path, mode: d.mode, owner: d.owner, reason: "missing" });
-      else if (o.mode !== d.mode) actions.push({ kind: "ensure-directory", target: d.path, mode: d.mode, owner: d.owner, reason: `mode is ${octal(o.mode)}, want ${octal(d.mode)}` });
-      else if (wantUid !== undefined && o.uid !== wantUid && desired.createUser)
-        actions.push({ kind: "ensure-directory", target: d.path, mode: d.mode, owner: d.owner, reason: `owned by uid ${o.uid}, want ${d.owner}` });
-    }
-
-    for (const name of desired.secretNames)
-      if (observed.secrets[name] === undefined)
-        actions.push({ kind: "generate-secret", target: secretPath(stateDir, name), name, reason: "not generated yet" });
-
-    const installed = observed.install;
-    const venvCurrent = installed?.lockHash === desired.python.lockHash;
-    if (!venvCurrent)
-      actions.push({
+    planBasics(desired, observed, stateDir, out);
+    const venv = observed.install?.lockHash === desired.python.lockHash;
+    if (!venv)
+      out.actions.push({
         kind: "install-python",
         target: desired.python.venv,
         role: desired.role,
         lockHash: desired.python.lockHash,
-        reason: installed ? "lock file changed" : "not installed",
+        reason: observed.install ? "lock file changed" : "not installed",
       });
-
-    const db = desired.database;
-    let dbReady = true;
-    if (db && db.engine !== "sqlite") {
-      if (db.fingerprint === undefined) {
-        deferred.push(`provision-database ${db.name}: after the password is generated`);
-        dbReady = false;
-      } else if (record?.database?.fingerprint !== db.fingerprint || observed.databaseLogin === "auth-failed") {
-        actions.push({
-          kind: "provision-database",
-          target: `${db.host}:${db.port}/${db.name}`,
-          role: desired.role,
-          fingerprint: db.fingerprint,
-          reason:
-            record?.database?.fingerprint !== db.fingerprint
-              ? record?.database
-                ? "database settings or password changed"
-                : "not provisioned"
-              : `user ${db.user} cannot log in to ${db.name} (dropped or changed outside the agent)`,
-        });
-        dbReady = false;
-      }
-    }
-
-    const pendingFiles = new Set<string>();
-    for (const f of desired.files) {
-      if (f.hash === undefined) {
-        deferred.push(`write-file ${f.path}: after its secrets exist`);
-        pendingFiles.add(f.path);
-        continue;
-      }
-      const o = observed.files[f.path];
-      const wantUid = f.owner === "root" ? 0 : owner?.uid;
-      let reason: string | undefined;
-      if (!o) reason = "missing";
-      else if (o.hash !== f.hash) reason = "content differs";
-      else if (o.mode !== f.mode) reason = `mode is ${octal(o.mode)}, want ${octal(f.mode)}`;
-      else if (desired.createUser && wantUid !== undefined && o.uid !== wantUid) reason = `owned by uid ${o.uid}, want ${f.owner}`;
-      if (reason) actions.push({ kind: "write-file", target: f.path, mode: f.mode, owner: f.owner, hash: f.hash, secret: f.secret, reason });
-    }
-
-    let migrationPending = false;
-    if (desired.migrate) {
-      const version = installed?.version;
-      if (!venvCurrent || version === undefined) {
-        deferred.push("migrate-database: after the Python environment is installed");
-        migrationPending = true;
-      } else if (!dbReady && db && db.engine !== "sqlite" && db.fingerprint === undefined) {
-        migrationPending = true;
-      } else if (desired.migrate.envFiles.some((p) => pendingFiles.has(p))) {
-        deferred.push("migrate-database: after its environment file is written");
-        migrationPending = true;
-      } else if (record?.migratedVersion !== version) {
-        actions.push({
-          kind: "migrate-database",
-          target: db ? `${db.engine}:${db.name}` : desired.role,
-          role: desired.role,
-          version,
-          reason: record?.migratedVersion ? `installed version changed from ${record.migratedVersion} to ${version}` : `schema not yet brought to ${version}`,
-        });
-      }
-    }
-
-    for (const s of desired.services) {
-      if (s.inputsHash === undefined || !venvCurrent || migrationPending) {
-        deferred.push(`ensure-service ${s.unit}: after its inputs are in place`);
-        continue;
-      }
-      const o = observed.services.find((x) => x.name === s.name);
-      let reason: string | undefined;
-      if (!o) reason = "not installed";
-      else if (o.inputsHash !== s.inputsHash) reason = "inputs changed (unit, environment or packages)";
-      else if (!ACTIVE_STATES.has(o.state)) reason = `state is ${o.state}`;
-      else if (!o.enabled) reason = "not enabled";
-      if (reason) actions.push({ kind: "ensure-service", target: s.unit, service: s.name, inputsHash: s.inputsHash, reason });
-    }
-
-    // Anything on the record that the desired role no longer has.
-    if (record) {
-      const desiredPaths = new Set(desired.files.map((f) => f.path));
-      for (const f of record.files)
-        if (!desiredPaths.has(f)) actions.push({ kind: "remove-file", target: f, role: desired.role, reason: "no longer part of the role" });
-      for (const svc of record.services)
-        if (!desiredServices.has(svc)) actions.push({ kind: "remove-service", target: svc, role: desired.role, reason: "no longer part of the role" });
-    }
+    const db = planDatabase(desired, observed, record, out);
+    const pendingFiles = planFiles(desired, observed, out);
+    const migrationPending = planMigration(desired, observed, record, { venv, db, pendingFiles }, out);
+    planServices(desired, observed, record, !venv || migrationPending, out);
   }
-
   const firewall = planFirewall(desired, observed);
-  actions.push(...firewall.actions);
-
-  actions.sort((a, b) => rank(a) - rank(b));
-  return { actions, deferred, notes: firewall.notes };
+  const actions = [...out.actions, ...firewall.actions].sort((a, b) => rank(a) - rank(b));
+  return { actions, deferred: out.deferred, notes: firewall.notes };
 }
 
 const rank = (a: Action) => ACTION_ORDER.indexOf(a.kind);
