@@ -6,7 +6,6 @@
  * SIGTERM/SIGINT, stops them all before it returns: the process supervisor
  * stops its children before the agent exits.
  */
-import { randomBytes } from "node:crypto";
 import { type CommonFlags, loadContext } from "../config/context.ts";
 import type { ResolvedConfig } from "../config/load.ts";
 import type { SecretRegistry } from "../config/secret-registry.ts";
@@ -46,7 +45,7 @@ export interface DaemonOptions {
 async function ensureToken(host: Host, path: string): Promise<string> {
   const existing = (await host.fs.readFile(path))?.trim();
   if (existing) return existing;
-  const token = randomBytes(24).toString("base64url");
+  const token = Buffer.from(host.randomBytes(24)).toString("base64url");
   await host.fs.writeFileAtomic(path, `${token}\n`, { mode: 0o600 });
   return token;
 }

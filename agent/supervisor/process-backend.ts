@@ -28,6 +28,10 @@
  *    starts anything, stops every group a dead agent left behind, and
  *    refuses to start while the agent that wrote it lives
  *    (process-leftovers.ts).
+ *
+ * About 500 lines, on purpose: the transitions of one service (start, exit,
+ * backoff, restart, stop, adoption after an agent restart) read best side by
+ * side; everything that is not the state machine lives in the files above.
  */
 import { AgentError, isAgentError } from "../errors.ts";
 import type { Host, PortListener } from "../host/host.ts";
