@@ -165,6 +165,16 @@ async function waitForPhase(t: Target, t0: number): Promise<void> {
   }
 }
 
+/** Whether a process we started still runs (a zombie does not: nothing reaps it while cleanup() blocks). */
+function running(pid: number | undefined): boolean {
+  if (!pid) return false;
+  try {
+    return !/^\d+ \(.*\) [ZX]/.test(readFileSync(`/proc/${pid}/stat`, "utf8"));
+  } catch {
+    return false;
+  }
+}
+
 /** Stops everything this script started; idempotent, synchronous (also used on SIGINT). */
 function cleanup(): void {
   for (const t of targets) {
@@ -179,8 +189,8 @@ function cleanup(): void {
   }
   // The agent stops its services before it exits; give it the time it takes.
   const until = Date.now() + 30_000;
-  while (Date.now() < until && targets.some((t) => t.pid && smapsRollup(t.pid))) spawnSync("sleep", ["0.5"]);
-  for (const t of targets) if (t.pid && smapsRollup(t.pid)) process.kill(-t.pid, "SIGKILL");
+  while (Date.now() < until && targets.some((t) => running(t.pid))) spawnSync("sleep", ["0.5"]);
+  for (const t of targets) if (running(t.pid)) process.kill(-t.pid!, "SIGKILL");
   targets.length = 0;
   for (const d of dirs.splice(0)) {
     if (opts.keep) console.log(`kept ${d}`);
