@@ -7,7 +7,10 @@
  *   flock /tmp/mlops-integration.lock npx tsx bench/idle-memory.ts \
  *     [--idle-seconds 300] [--interval 10] [--bin dist/mlops-agent] [--baseline PATH] [--keep]
  *
- * Starts, at the same time and each in its own temp dir on free ports:
+ * Starts, at the same time and each in its own temp dir on free ports (the
+ * agents with the `Environment=` of units/mlops-agent.service, which systemd
+ * and `up` give them; a --baseline build gets none unless
+ * MLOPS_BENCH_BASELINE_ENV=unit):
  *   - "mlflow":  `BIN run --dir D --role mlflow` (one-machine mode, SQLite, the
  *                MLflow port moved off 5000 through MLOPS_AGENT_MLFLOW__PORT;
  *                MLflow is installed into a venv by uv, from the warm cache
@@ -113,14 +116,20 @@ function versionOf(cmd: string): string {
   return `${r.stdout}`.trim() || `? (${r.stderr.trim().split("\n")[0]})`;
 }
 
+/** The `Environment=` settings of the agent's unit (units/mlops-agent.service), which `up` also gives its agents. */
+function unitEnvironment(): Record<string, string> {
+  const unit = readFileSync(join(REPO, "units/mlops-agent.service"), "utf8");
+  return Object.fromEntries([...unit.matchAll(/^Environment=([A-Z_][A-Z0-9_]*)=(.*)$/gm)].map((m) => [m[1]!, m[2]!]));
+}
+
 const targets: Target[] = [];
 const dirs: string[] = [];
 
-async function startAgent(name: string, bin: string, role: "mlflow" | undefined, isGoal: boolean): Promise<Target> {
+async function startAgent(name: string, bin: string, role: "mlflow" | undefined, isGoal: boolean, unitEnv: Record<string, string>): Promise<Target> {
   const dir = mkdtempSync(join(tmpdir(), `mlops-idle-mem-${role ?? "none"}-`));
   dirs.push(dir);
   const listen = `127.0.0.1:${await freePort()}`;
-  const env: Record<string, string | undefined> = { ...process.env, MLOPS_AGENT_MLFLOW__PORT: String(await freePort()) };
+  const env: Record<string, string | undefined> = { ...process.env, ...unitEnv, MLOPS_AGENT_MLFLOW__PORT: String(await freePort()) };
   let args: string[];
   if (role) args = ["run", "--dir", dir, "--role", role, "--listen", listen];
   else {
@@ -209,9 +218,12 @@ async function main(): Promise<void> {
   const bin = resolve(opts.bin);
   const stale = staleness(bin);
   if (stale) console.warn(`warning: ${stale}`);
-  const builds = [{ label: "", bin }];
-  if (opts.baseline) builds.push({ label: "baseline ", bin: resolve(opts.baseline) });
-  for (const b of builds) console.log(`${b.label || "under test "}${b.bin}: ${versionOf(b.bin)}`);
+  // The build under test runs with this checkout's unit environment; a baseline with none
+  // (set MLOPS_BENCH_BASELINE_ENV=unit to give it the same).
+  const unitEnv = unitEnvironment();
+  const builds = [{ label: "", bin, env: unitEnv }];
+  if (opts.baseline) builds.push({ label: "baseline ", bin: resolve(opts.baseline), env: process.env.MLOPS_BENCH_BASELINE_ENV === "unit" ? unitEnv : {} });
+  for (const b of builds) console.log(`${b.label || "under test "}${b.bin}: ${versionOf(b.bin)}; environment ${JSON.stringify(b.env)}`);
   console.log(`bare node: ${NODE} ${spawnSync(NODE, ["--version"], { encoding: "utf8" }).stdout.trim()}`);
   // The V8 flags the binary bakes in (scripts/build.mjs), for the second bare node.
   const seaConfig = join(REPO, "dist/bundle/sea-config.json");
@@ -221,8 +233,8 @@ async function main(): Promise<void> {
   const t0 = Date.now();
   const agents: Target[] = [];
   for (const b of builds) {
-    agents.push(await startAgent(`${b.label}agent, mlflow role`, b.bin, "mlflow", b.label === ""));
-    agents.push(await startAgent(`${b.label}agent, no role`, b.bin, undefined, false));
+    agents.push(await startAgent(`${b.label}agent, mlflow role`, b.bin, "mlflow", b.label === "", b.env));
+    agents.push(await startAgent(`${b.label}agent, no role`, b.bin, undefined, false, b.env));
   }
   startBareNode("bare node", []);
   if (v8Flags.length > 0) startBareNode(`bare node ${v8Flags.join(" ")}`, v8Flags);
