@@ -266,6 +266,47 @@ const zodEnglishOnly = {
   },
 };
 
+/**
+ * esbuild plugin for the main bundle: node built-ins that dependencies require
+ * at load time but the agent never uses are required on first use instead
+ * (issue 10: each costs an idle agent RSS for its whole life).
+ * - fastify's lib/server.js: node:http2 and node:https, used only to create
+ *   an HTTP/2 or TLS server (`http2`/`https` options), which the status
+ *   server never asks for (http2 alone is about 4 MiB);
+ * - prom-client's index.js: `Pushgateway` (it requires https and zlib),
+ *   which the agent does not use.
+ * The build fails if a dependency changes so that a rewrite no longer fits.
+ */
+const LAZY_REQUIRES = [
+  { file: /[\\/]fastify[\\/]lib[\\/]server\.js$/, name: "http2", eager: "const http2 = require('node:http2')\n", members: ["createSecureServer", "createServer"] },
+  { file: /[\\/]fastify[\\/]lib[\\/]server\.js$/, name: "https", eager: "const https = require('node:https')\n", members: ["createServer"] },
+];
+const lazyBuiltins = {
+  name: "mlops-lazy-builtins",
+  setup(b) {
+    b.onLoad({ filter: /[\\/]fastify[\\/]lib[\\/]server\.js$/ }, (a) => {
+      let src = readFileSync(a.path, "utf8");
+      // JSDoc lines name types (http2.Http2Server), not uses.
+      const code = src.replace(/^\s*\*.*$/gm, "");
+      for (const r of LAZY_REQUIRES.filter((x) => x.file.test(a.path))) {
+        const used = new Set([...code.matchAll(new RegExp(`\\b${r.name}\\.(\\w+)`, "g"))].map((m) => m[1]));
+        if (!src.includes(r.eager) || [...used].some((m) => !r.members.includes(m))) {
+          fail(`${a.path}: the lazy node:${r.name} rewrite no longer fits (uses ${[...used].join(", ") || "nothing"})`);
+        }
+        src = src.replace(r.eager, `const ${r.name} = { ${r.members.map((m) => `${m}: (...args) => require('node:${r.name}').${m}(...args)`).join(", ")} }\n`);
+      }
+      return { contents: src, loader: "js", resolveDir: path.dirname(a.path) };
+    });
+    b.onLoad({ filter: /[\\/]prom-client[\\/]index\.js$/ }, (a) => {
+      const src = readFileSync(a.path, "utf8");
+      const eager = "exports.Pushgateway = require('./lib/pushgateway');\n";
+      if (!src.includes(eager)) fail(`${a.path}: the lazy Pushgateway rewrite no longer fits`);
+      const lazy = "Object.defineProperty(exports, 'Pushgateway', { enumerable: true, get: () => require('./lib/pushgateway') });\n";
+      return { contents: src.replace(eager, lazy), loader: "js", resolveDir: path.dirname(a.path) };
+    });
+  },
+};
+
 async function bundleLazyChunks() {
   const esbuild = await import("esbuild");
   rmSync(LAZY_DIR, { recursive: true, force: true });
@@ -319,7 +360,7 @@ async function bundle(version, commit) {
       __MLOPS_VERSION__: JSON.stringify(version),
       __MLOPS_COMMIT__: JSON.stringify(commit),
     },
-    esbuildPlugins: [lazyStubs, zodEnglishOnly],
+    esbuildPlugins: [lazyStubs, zodEnglishOnly, lazyBuiltins],
     esbuildOptions(options) {
       // Belt and braces: agent/assets.ts copes with an empty import.meta too.
       options.logOverride = {

@@ -22,10 +22,12 @@
  *   cannot make the agent buffer without bound. `maxBodyBytes: 0` discards
  *   the body unread.
  * - `https:` URLs load `node:https` on first use (the process trust store
- *   applies, see agent/tls/trust-store.ts); other schemes are refused.
+ *   applies, see agent/tls/trust-store.ts); other schemes are refused with
+ *   CONFIG_INVALID (the URLs come from the config).
  */
 import type { IncomingHttpHeaders, IncomingMessage, RequestOptions } from "node:http";
 import { request as nodeHttpRequest } from "node:http";
+import { AgentError } from "../errors.ts";
 
 export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 
@@ -64,7 +66,7 @@ async function requestFor(url: URL): Promise<RequestFn> {
     httpsRequest ??= (await import("node:https")).request;
     return httpsRequest;
   }
-  throw new TypeError(`unsupported URL scheme ${url.protocol} in ${url.href}`);
+  throw new AgentError("CONFIG_INVALID", `unsupported URL scheme ${url.protocol} in ${url.href}: only http and https`);
 }
 
 /** One request; see the file header for the contract. */
@@ -124,11 +126,9 @@ export const httpRequest: HttpClient = async (target, init = {}) => {
         size += chunk.length;
       });
       res.on("end", done);
+      // A server that hangs up before the end of the body: Node destroys the
+      // response with an ECONNRESET "aborted" error, which lands here.
       res.on("error", (err) => finish(err));
-      // Closed before the end of the body (the server hung up): a transport failure.
-      res.on("close", () => {
-        if (!res.complete) finish(Object.assign(new Error("the connection closed before the body was complete"), { code: "ECONNRESET" }));
-      });
     });
     req.on("error", (err) => finish(err));
     signal?.addEventListener("abort", onAbort, { once: true });
