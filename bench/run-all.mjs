@@ -5,6 +5,7 @@
  *   - status-load.ts       status API throughput vs a bare fastify hello-world
  *   - apply-converged.mjs  `apply` on a converged node: median < 0.5 s with the binary
  *   - agent-rss.mjs        idle agent RSS < 80 MiB after 5 minutes (binary and dev CLI)
+ *   - idle-memory.ts       idle agent RSS and PSS (MLflow role, no role) beside a bare node
  *   - mlflow-cold-warm.mjs `up` from nothing to ready, empty vs warm uv cache
  *   - boot-to-ready.ts     a VM (nspawn + systemd + cloud-init) from start to
  *                          /readyz 200 per role, cold vs warm uv cache (root)
@@ -17,7 +18,7 @@
  *   node_modules/.bin/node bench/run-all.mjs [--quick] [--only name,name]
  *
  * --quick shortens what has a duration: status-load 3 s per target, 5 apply
- * runs, 1 minute of RSS sampling, dag-sync with 2,000 files and 3 rounds,
+ * runs, 1 minute of RSS sampling (both memory benches), dag-sync with 2,000 files and 3 rounds,
  * boot-to-ready MLflow only
  * (the cold/warm run cannot be shortened).
  * Uses dist/mlops-agent as it is (run `npm run build` first); warns when it
@@ -39,6 +40,7 @@ const known = {
   "status-load.ts": { full: ["--routes", "/status,/metrics,/"], quick: ["--duration", "3", "--routes", "/status,/metrics,/"] },
   "apply-converged.mjs": { full: [], quick: ["--runs", "5"] },
   "agent-rss.mjs": { full: [], quick: ["--minutes", "1"] },
+  "idle-memory.ts": { full: [], quick: ["--idle-seconds", "60"] },
   "mlflow-cold-warm.mjs": { full: [], quick: [] },
   "dag-sync.ts": { full: [], quick: ["--files", "2000", "--rounds", "3"] },
   "boot-to-ready.ts": { full: [], quick: ["--roles", "mlflow"] },

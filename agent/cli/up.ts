@@ -32,6 +32,9 @@ function selfCommand(): { cmd: string; args: string[] } {
   return { cmd: process.execPath, args: ["--max-semi-space-size=1", ...process.execArgv, process.argv[1] ?? ""] };
 }
 
+/** The allocator setting of units/mlops-agent.service (at most two malloc arenas: ~5 MiB less RSS); the caller's environment wins. */
+const AGENT_ENV = { MALLOC_ARENA_MAX: "2" };
+
 /** `--roles`: validated against the role catalogue; default: every role in it. */
 export function stackRoles(roles: string | undefined): string[] {
   const available = availableRoles();
@@ -265,7 +268,7 @@ async function startAgents(host: Host, dir: string, stacks: readonly Stack[]): P
     const child = spawn(self.cmd, [...self.args, "run", "--dir", dir, "--role", s.role, "--listen", s.listen], {
       detached: true,
       stdio: ["ignore", logFd, logFd],
-      env: process.env,
+      env: { ...AGENT_ENV, ...process.env },
       cwd: process.cwd(),
     });
     child.unref();

@@ -21,11 +21,14 @@
 import { setTimeout as sleepTimer } from "node:timers/promises";
 import { z } from "zod";
 import { AgentError } from "../errors.ts";
+import { type HttpClient, httpRequest } from "../http/http-client.ts";
 import type { Logger } from "../log.ts";
 
 export const DEFAULT_IMDS_BASE_URL = "http://169.254.169.254/opc/v2";
 /** OCI's cap on the combined size of an instance's metadata. */
 export const METADATA_MAX_BYTES = 32_000;
+/** The most of an `/instance/` body read: its metadata is capped at 32,000 bytes, so 1 MiB is far beyond a real answer. */
+const INSTANCE_MAX_BYTES = 1024 * 1024;
 
 export interface InstanceMetadata {
   id?: string;
@@ -52,7 +55,8 @@ export interface ImdsClientOptions {
   retries?: number;
   /** Delay before the first retry; doubles on each further retry. Default 250. */
   backoffMs?: number;
-  fetch?: typeof globalThis.fetch;
+  /** The HTTP client; default `httpRequest` (node:http, see agent/http/http-client.ts). */
+  http?: HttpClient;
   /** Rejects with the signal's reason when aborted. Default: a timer. */
   sleep?: (ms: number, signal?: AbortSignal) => Promise<void>;
 }
@@ -101,7 +105,7 @@ export function createImdsClient(opts: ImdsClientOptions = {}): ImdsClient {
   const timeoutMs = opts.timeoutMs ?? 2000;
   const retries = opts.retries ?? 4;
   const backoffMs = opts.backoffMs ?? 250;
-  const fetchFn = opts.fetch ?? globalThis.fetch;
+  const request = opts.http ?? httpRequest;
   const sleep = opts.sleep ?? defaultSleep;
 
   let parsedBase: URL;
@@ -124,21 +128,20 @@ export function createImdsClient(opts: ImdsClientOptions = {}): ImdsClient {
     const timeout = AbortSignal.timeout(timeoutMs);
     const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
     try {
-      const res = await fetchFn(url, {
+      // Redirects are not followed (IMDS sends none): a 3xx is an unexpected status.
+      const res = await request(url, {
         method: "GET",
         headers: { Authorization: "Bearer Oracle", Accept: "application/json" },
-        redirect: "error",
         signal: combined,
+        maxBodyBytes: INSTANCE_MAX_BYTES,
       });
-      if (res.status !== 200) {
-        await res.body?.cancel().catch(() => {});
-        return { kind: "status", status: res.status };
-      }
-      const body = await res.text();
-      return { kind: "ok", body, contentType: res.headers.get("content-type") ?? "" };
+      if (res.status !== 200) return { kind: "status", status: res.status };
+      if (res.truncated) throw new AgentError("METADATA_INVALID", `${url} answered more than ${INSTANCE_MAX_BYTES} bytes`);
+      return { kind: "ok", body: res.body.toString("utf8"), contentType: res.headers["content-type"] ?? "" };
     } catch (err) {
       // The caller's own abort is not an answer about the cloud: pass it on.
       if (signal?.aborted) throw signal.reason;
+      if (err instanceof AgentError) throw err;
       if (timeout.aborted) return { kind: "transport", reason: `no answer within ${timeoutMs} ms` };
       return { kind: "transport", reason: describeTransportError(err) };
     }
@@ -180,10 +183,10 @@ export function createImdsClient(opts: ImdsClientOptions = {}): ImdsClient {
   };
 }
 
-/** The cause of a failed fetch in a few words (`connection refused`, …), from the socket error fetch wraps. */
+/** The cause of a failed request in a few words (`connection refused`, …), from its socket error. */
 export function describeTransportError(err: unknown): string {
   let e: unknown = err;
-  // fetch wraps the socket error: TypeError("fetch failed", { cause }), sometimes twice.
+  // The socket error may be wrapped (fetch: TypeError("fetch failed", { cause }), sometimes twice).
   for (let depth = 0; depth < 4 && e instanceof Error; depth++) {
     const code = (e as { code?: unknown }).code;
     if (typeof code === "string") return NETWORK_CODES[code] ?? code;

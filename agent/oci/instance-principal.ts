@@ -38,6 +38,7 @@
  */
 import type { AuthenticationDetailsProvider } from "oci-common";
 import { AgentError } from "../errors.ts";
+import { type HttpResponse, httpRequest } from "../http/http-client.ts";
 import { describeTransportError } from "../metadata/imds-client.ts";
 
 type SessionKeySupplier = import("oci-common/lib/auth/models/session-key-supplier.js").default;
@@ -98,23 +99,24 @@ export function createInstancePrincipals(): InstancePrincipals {
   };
 }
 
-/** GETs `<metadataUrl>/<path>` as IMDS v2 wants it; the error names the URL and the cause, never the body. */
+/** The most of an IMDS identity answer read (a PEM certificate chain or key is a few KiB). */
+const IMDS_MAX_BYTES = 1024 * 1024;
+
+/** GETs `<metadataUrl>/<path>` as IMDS v2 wants it (no redirects followed); the error names the URL and the cause, never the body. */
 async function imdsText(metadataUrl: string, path: string, timeoutMs: number): Promise<string> {
   const url = `${metadataUrl}/${path}`;
-  let res: Response;
+  let res: HttpResponse;
   try {
-    res = await fetch(url, { headers: { Authorization: "Bearer Oracle" }, redirect: "error", signal: AbortSignal.timeout(timeoutMs) });
+    res = await httpRequest(url, { headers: { Authorization: "Bearer Oracle" }, signal: AbortSignal.timeout(timeoutMs), maxBodyBytes: IMDS_MAX_BYTES });
   } catch (err) {
     const timedOut = (err as Error).name === "TimeoutError";
-    const cause = (err as { cause?: { message?: unknown } }).cause?.message;
-    const what = describeTransportError(err);
-    throw new AgentError("OCI_AUTH_FAILED", `${url}: ${timedOut ? `no answer within ${timeoutMs} ms` : what === "fetch failed" && typeof cause === "string" ? `${what}: ${cause}` : what}`);
+    throw new AgentError("OCI_AUTH_FAILED", `${url}: ${timedOut ? `no answer within ${timeoutMs} ms` : describeTransportError(err)}`);
   }
   if (res.status !== 200) {
-    await res.body?.cancel().catch(() => {});
     throw new AgentError("OCI_AUTH_FAILED", `${url} answered HTTP ${res.status}${res.status === 404 ? " (not an OCI instance?)" : ""}`);
   }
-  return res.text();
+  if (res.truncated) throw new AgentError("OCI_AUTH_FAILED", `${url} answered more than ${IMDS_MAX_BYTES} bytes`);
+  return res.body.toString("utf8");
 }
 
 async function buildInstancePrincipal(s: InstancePrincipalSettings): Promise<InstancePrincipal> {

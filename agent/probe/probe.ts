@@ -11,6 +11,7 @@
 import { spawn } from "node:child_process";
 import { connect } from "node:net";
 import type { Scrubber } from "../config/secret-registry.ts";
+import { type HttpClient, type HttpResponse, httpRequest } from "../http/http-client.ts";
 import type { ProbeSpec } from "../supervisor/types.ts";
 
 export interface ProbeResult {
@@ -29,7 +30,8 @@ export type ProbeExec = (
 export interface RunProbeOptions {
   readonly timeoutMs: number;
   readonly exec?: ProbeExec;
-  readonly fetch?: typeof globalThis.fetch;
+  /** The HTTP client for HTTP GET probes; default `httpRequest` (node:http). */
+  readonly http?: HttpClient;
   /** Aborts the probe early (agent shutting down); reported as a failure. */
   readonly signal?: AbortSignal;
   /** Known secrets are scrubbed from the reason a failing endpoint gives; without it the reason is kept as is (the status store and the logger scrub again). */
@@ -61,37 +63,40 @@ function clip(text: string): string {
   return t.length > MAX_OUTPUT ? `${t.slice(0, MAX_OUTPUT)}…` : t;
 }
 
+/** Bytes of a failing endpoint's body read for its reason (the reason itself is cut to 200 characters). */
+const REASON_BODY_BYTES = 16 * 1024;
+/** Bytes of a JSON body read for a `json` check; a longer body fails the check instead of being buffered. */
+const JSON_BODY_BYTES = 1024 * 1024;
+
 async function httpGet(
   spec: { path: string; port: number; host?: string; json?: { field: string; equals: string } },
   opts: RunProbeOptions,
 ): Promise<Omit<ProbeResult, "latencyMs">> {
-  const doFetch = opts.fetch ?? globalThis.fetch;
+  const request = opts.http ?? httpRequest;
   const path = spec.path.startsWith("/") ? spec.path : `/${spec.path}`;
   const url = `http://${urlHost(spec.host ?? DEFAULT_HOST)}:${spec.port}${path}`;
   const timeout = AbortSignal.timeout(opts.timeoutMs);
   const signal = opts.signal ? AbortSignal.any([timeout, opts.signal]) : timeout;
   try {
-    const res = await doFetch(url, {
+    // The status decides first, so the body is read only as far as the answer needs it.
+    const res = await request(url, {
       method: "GET",
-      redirect: "manual",
       signal,
       headers: { "user-agent": "mlops-agent-probe/1", accept: "*/*" },
+      maxBodyBytes: spec.json ? JSON_BODY_BYTES : REASON_BODY_BYTES,
     });
     const ok = res.status >= 200 && res.status < 400;
     const text = `HTTP ${res.status}${res.statusText ? ` ${res.statusText}` : ""}`;
     if (!ok) {
       // A service that says why it is not ready (`{"reason": ...}`) is quoted, so /status says it too.
-      const why = await failureReason(res, opts.secrets);
+      const why = failureReason(res, opts.secrets);
       return { ok, message: `${text} from GET ${url}${why ? `: ${why}` : ""}` };
     }
-    if (!spec.json) {
-      // The body is not needed; cancel it so the connection is released.
-      await res.body?.cancel().catch(() => {});
-      return { ok, message: text };
-    }
+    if (!spec.json) return { ok, message: text };
+    if (res.truncated) return { ok: false, message: `GET ${url}: the body is over ${JSON_BODY_BYTES} bytes` };
     let value: unknown;
     try {
-      value = await res.json();
+      value = JSON.parse(res.body.toString("utf8"));
       for (const seg of spec.json.field.split(".")) value = (value as Record<string, unknown> | null)?.[seg];
     } catch {
       return { ok: false, message: `GET ${url}: the body is not JSON` };
@@ -112,19 +117,14 @@ async function httpGet(
  * `message`, `detail`, `error` that is a string in a JSON body, or a short
  * plain-text body. At most 200 characters, with known secrets redacted.
  */
-async function failureReason(res: Response, secrets: Scrubber | undefined): Promise<string | undefined> {
-  let body: string;
-  try {
-    body = (await res.text()).slice(0, 4096);
-  } catch {
-    return undefined;
-  }
+function failureReason(res: HttpResponse, secrets: Scrubber | undefined): string | undefined {
+  const body = res.body.toString("utf8").slice(0, 4096);
   let why: string | undefined;
   try {
     const json = JSON.parse(body) as Record<string, unknown>;
     why = ["reason", "message", "detail", "error"].map((k) => json?.[k]).find((v): v is string => typeof v === "string");
   } catch {
-    const type = res.headers.get("content-type") ?? "";
+    const type = res.headers["content-type"] ?? "";
     if (type.startsWith("text/plain")) why = body.trim().split("\n")[0];
   }
   if (!why) return undefined;

@@ -30,6 +30,7 @@
  */
 import type { Scrubber } from "../config/secret-registry.ts";
 import type { HostClock } from "../host/host.ts";
+import type { HttpClient } from "../http/http-client.ts";
 import type { Logger } from "../log.ts";
 import type { StatusStore } from "../status/status-store.ts";
 import type { Health, ProbeRecord } from "../status/types.ts";
@@ -61,7 +62,8 @@ export interface ProberOptions {
   readonly onChange?: (change: ProbeChange) => void;
   readonly clock?: Pick<HostClock, "now" | "sleep">;
   readonly exec?: ProbeExec;
-  readonly fetch?: typeof globalThis.fetch;
+  /** The HTTP client for HTTP GET probes; default node:http (see agent/http/http-client.ts). */
+  readonly http?: HttpClient;
   /** Known secrets are scrubbed from the reasons failing endpoints give (the process's SecretRegistry). */
   readonly secrets?: Scrubber;
 }
@@ -208,7 +210,7 @@ class ProbeWorker {
     const r = await runProbe(this.spec, {
       timeoutMs: this.config.timeoutMs,
       ...(opts.exec ? { exec: opts.exec } : {}),
-      ...(opts.fetch ? { fetch: opts.fetch } : {}),
+      ...(opts.http ? { http: opts.http } : {}),
       ...(signal ? { signal } : {}),
       ...(opts.secrets ? { secrets: opts.secrets } : {}),
     });

@@ -16,7 +16,7 @@
  * Calling `observeConverge` directly with the same record is harmless: a
  * record (keyed by startedAt + finishedAt) is only ever counted once.
  */
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import type { StatusStore } from "./status-store.ts";
 import type { ConvergeRecord, Phase } from "./types.ts";
 
@@ -114,7 +114,7 @@ export function createMetrics(store: StatusStore): Metrics {
     },
   });
 
-  collectDefaultMetrics({ register: registry });
+  processMetrics(registry);
 
   let lastObserved: string | undefined;
   const observeConverge = (record: ConvergeRecord): void => {
@@ -167,4 +167,47 @@ export function createMetrics(store: StatusStore): Metrics {
     render: () => registry.metrics(),
     contentType: registry.contentType,
   };
+}
+
+/**
+ * The process metrics kept from prom-client's defaults, under the same names
+ * and types: CPU seconds, resident memory and event-loop lag, each read at
+ * scrape time. `collectDefaultMetrics` also kept a GC PerformanceObserver and
+ * an event-loop delay histogram running between scrapes, and exported
+ * ~20 families (heap spaces, handles, file descriptors, versions) that no test,
+ * README or dashboard reads.
+ */
+function processMetrics(registry: Registry): void {
+  const cpu = (help: string, seconds: (u: NodeJS.CpuUsage) => number, name: string) =>
+    new Counter({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.reset();
+        this.inc(seconds(process.cpuUsage()) / 1e6);
+      },
+    });
+  cpu("Total user CPU time spent in seconds.", (u) => u.user, "process_cpu_user_seconds_total");
+  cpu("Total system CPU time spent in seconds.", (u) => u.system, "process_cpu_system_seconds_total");
+  cpu("Total user and system CPU time spent in seconds.", (u) => u.user + u.system, "process_cpu_seconds_total");
+  new Gauge({
+    name: "process_resident_memory_bytes",
+    help: "Resident memory size in bytes.",
+    registers: [registry],
+    collect() {
+      this.set(process.memoryUsage.rss());
+    },
+  });
+  new Gauge({
+    name: "nodejs_eventloop_lag_seconds",
+    help: "Lag of event loop in seconds.",
+    registers: [registry],
+    // Measured as prom-client does: how late a setImmediate scheduled at scrape time runs.
+    async collect() {
+      const start = process.hrtime.bigint();
+      await new Promise((resolve) => setImmediate(resolve));
+      this.set(Number(process.hrtime.bigint() - start) / 1e9);
+    },
+  });
 }

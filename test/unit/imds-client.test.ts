@@ -3,6 +3,7 @@ import { Writable } from "node:stream";
 import pino from "pino";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { AgentError } from "../../agent/errors.ts";
+import { httpRequest } from "../../agent/http/http-client.ts";
 import {
   createImdsClient,
   createMetadataWatcher,
@@ -187,9 +188,9 @@ describe("createImdsClient", () => {
     // first answer from the real server (404), later attempts to a closed port
     const c = client({
       retries: 2,
-      fetch: (input, init) => {
+      http: (url, init) => {
         calls++;
-        return fetch(calls === 1 ? input : `http://127.0.0.1:${port}/opc/v2/instance/`, init);
+        return httpRequest(calls === 1 ? url : `http://127.0.0.1:${port}/opc/v2/instance/`, init);
       },
     });
     imds.failNext(1, 404);
