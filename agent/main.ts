@@ -3,6 +3,7 @@
  * returns its exit code. Errors print `error [CODE]: message` and exit 1.
  * No top-level await: the build bundles this file as CommonJS.
  */
+import { readFileSync } from "node:fs";
 import { parseArgs } from "node:util";
 import { firewallCommand } from "./cli/firewall.ts";
 import { applyCommand, planCommand } from "./cli/plan-apply.ts";
@@ -18,7 +19,7 @@ import { runDaemon } from "./daemon/daemon.ts";
 import { AgentError } from "./errors.ts";
 import { createLinuxHost } from "./host/linux-host.ts";
 import { createLogger, silentLogger } from "./log.ts";
-import { findSystemCaBundle, useSystemTrustStore } from "./tls/trust-store.ts";
+import { findSystemCaBundle, trustSystemStoreOnFirstUse } from "./tls/trust-store.ts";
 import { versionInfo } from "./version.ts";
 
 const USAGE = `usage: mlops-agent <command> [flags]
@@ -78,9 +79,9 @@ async function main(argv: string[]): Promise<number> {
   const scrub = secrets.scrub;
   try {
     if (TLS_COMMANDS.has(command)) {
-      // Before any TLS connection: trust what the OS trusts (a corporate or private CA).
+      // At the first TLS connection: trust what the OS trusts (a corporate or private CA).
       const bundle = await findSystemCaBundle(host.fs);
-      useSystemTrustStore(bundle ? await host.fs.readFile(bundle) : undefined);
+      trustSystemStoreOnFirstUse(() => (bundle ? readFileSync(bundle, "utf8") : undefined));
     }
     const cliLogger = () => createLogger({ scrub, level: flags.json ? "silent" : (env.MLOPS_AGENT_LOG_LEVEL ?? "warn"), destination: process.stderr });
     switch (command) {

@@ -19,8 +19,7 @@
  * The bundle file is the first of SYSTEM_CA_BUNDLES that exists: Debian and
  * Ubuntu, then Oracle Linux / RHEL, then SUSE.
  */
-import { X509Certificate } from "node:crypto";
-import * as tls from "node:tls";
+import tls from "node:tls";
 import type { HostFs } from "../host/host.ts";
 
 export const SYSTEM_CA_BUNDLES = [
@@ -86,10 +85,46 @@ export function useSystemTrustStore(bundlePem = ""): number {
 }
 
 /** SHA-256 of a PEM certificate's DER; "" for text that is not one (skipped). */
+/**
+ * The certificate's DER as canonical base64 (the PEM body without its armour
+ * and line breaks): Node re-encodes what it is given, so line widths differ,
+ * but the same DER is always the same base64. No X.509 parsing: parsing ~300
+ * certificates cost an agent ~6 MiB it kept.
+ */
 function fingerprint(pem: string): string {
-  try {
-    return new X509Certificate(pem).fingerprint256;
-  } catch {
-    return "";
-  }
+  return pem.replace(/-----(BEGIN|END) CERTIFICATE-----|\s/g, "");
 }
+
+/**
+ * Trusts the OS store just before this process's first TLS connection or
+ * secure context, not at start: loading and comparing the stores costs
+ * ~12 MiB that an agent making no TLS connection (`up`, a role without Vault
+ * or an oci:// source) never needs. Every TLS client in Node (https, fetch,
+ * mysql2, pg, the OCI SDK) reaches `tls.connect` or
+ * `tls.createSecureContext` through the module object, which is where the
+ * hook sits. Idempotent; the hook applies the store once.
+ */
+export function trustSystemStoreOnFirstUse(readBundle: () => string | undefined): void {
+  const mod = tls as unknown as Record<"connect" | "createSecureContext", (...args: unknown[]) => unknown> & { [HOOKED]?: true };
+  if (mod[HOOKED]) return;
+  mod[HOOKED] = true;
+  const originals = { connect: mod.connect, createSecureContext: mod.createSecureContext };
+  let applied = false;
+  const apply = () => {
+    if (applied) return;
+    applied = true;
+    mod.connect = originals.connect;
+    mod.createSecureContext = originals.createSecureContext;
+    useSystemTrustStore(readBundle());
+  };
+  mod.connect = (...args) => {
+    apply();
+    return originals.connect(...args);
+  };
+  mod.createSecureContext = (...args) => {
+    apply();
+    return originals.createSecureContext(...args);
+  };
+}
+
+const HOOKED = Symbol.for("mlops-agent.trust-store-hook");

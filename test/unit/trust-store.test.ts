@@ -89,4 +89,39 @@ describe("the OS trust store", () => {
     expect(out.after).toBe(200);
     expect(out.keepsBundled).toBe(true);
   });
+
+  for (const first of ["fetch", "https"] as const)
+    it(`on first use: nothing is loaded until the first TLS connection (${first} first), then https and fetch both trust the OS bundle`, () => {
+      const ca = ensureTestCa(join(work, "ca"));
+      const bundle = join(work, "os-bundle-lazy.crt");
+      writeFileSync(bundle, ca.caPem);
+      const script = `
+        import { createServer, get } from "node:https";
+        import { readFileSync } from "node:fs";
+        import tls from "node:tls";
+        import { trustSystemStoreOnFirstUse } from ${JSON.stringify(join(REPO, "agent/tls/trust-store.ts"))};
+        // The server's own secure context is made before the hook: only the client can trigger it.
+        const server = createServer({ cert: readFileSync(${JSON.stringify(ca.certPath)}), key: readFileSync(${JSON.stringify(ca.keyPath)}) }, (_q, r) => r.end("ok"));
+        await new Promise((ok) => server.listen(0, "127.0.0.1", ok));
+        const url = "https://127.0.0.1:" + server.address().port + "/";
+        let reads = 0;
+        trustSystemStoreOnFirstUse(() => { reads++; return readFileSync(${JSON.stringify(bundle)}, "utf8"); });
+        trustSystemStoreOnFirstUse(() => { reads += 100; return ""; });
+        const defaultsBefore = tls.getCACertificates("default").length;
+        const readsBefore = reads;
+        const viaHttps = () => new Promise((ok) => get(url, (r) => { r.resume(); ok(r.statusCode); }).on("error", (e) => ok(String(e.code ?? e))));
+        const viaFetch = () => fetch(url).then((r) => r.status, (e) => String(e.cause?.code ?? e));
+        const results = ${JSON.stringify(first)} === "fetch" ? [await viaFetch(), await viaHttps()] : [await viaHttps(), await viaFetch()];
+        const added = tls.getCACertificates("default").length - defaultsBefore;
+        console.log(JSON.stringify({ readsBefore, reads, results, added, restored: tls.connect.name === "connect" }));
+        server.close();
+      `;
+      const env = { ...process.env };
+      delete env.NODE_EXTRA_CA_CERTS;
+      const r = spawnSync(join(REPO, "node_modules/.bin/node"), ["--import", "tsx", "--input-type=module", "-e", script], { cwd: REPO, encoding: "utf8", env });
+      expect(r.status, r.stderr).toBe(0);
+      const out = JSON.parse(r.stdout.trim().split("\n").pop()!) as Record<string, unknown>;
+      expect(out).toEqual({ readsBefore: 0, reads: 1, results: [200, 200], added: expect.any(Number), restored: true });
+      expect(out.added).toBeGreaterThanOrEqual(1);
+    });
 });
