@@ -65,6 +65,38 @@ export function createMetrics(store: StatusStore): Metrics {
   convergeTotal.inc({ result: "ok" }, 0);
   convergeTotal.inc({ result: "failed" }, 0);
 
+  stateMetrics(registry, store);
+  processMetrics(registry);
+
+  let lastObserved: string | undefined;
+  const observeConverge = (record: ConvergeRecord): void => {
+    const key = `${record.startedAt}|${record.finishedAt}`;
+    if (key === lastObserved) return;
+    lastObserved = key;
+    const seconds = (Date.parse(record.finishedAt) - Date.parse(record.startedAt)) / 1000;
+    if (Number.isFinite(seconds) && seconds >= 0) convergeDuration.observe(seconds);
+    convergeTotal.inc({ result: record.ok ? "ok" : "failed" });
+    for (const a of record.actions) actionsTotal.inc({ kind: a.kind, result: a.result });
+  };
+
+  const initial = store.snapshot().lastConverge;
+  if (initial) observeConverge(initial);
+  store.subscribe((next, previous) => {
+    if (next.lastConverge && next.lastConverge !== previous.lastConverge) observeConverge(next.lastConverge);
+  });
+
+  return {
+    registry,
+    observeConverge,
+    observeDagSync: dagSyncMetrics(registry),
+    render: () => registry.metrics(),
+    contentType: registry.contentType,
+  };
+}
+
+/** What the store shows, read at scrape time: service health and restarts, the phase, build info. */
+function stateMetrics(registry: Registry, store: StatusStore): void {
+  const name = (n: string): string => METRIC_PREFIX + n;
   new Gauge({
     name: name("service_healthy"),
     help: "1 if the service's probes say it is healthy, 0 otherwise (unhealthy or unknown).",
@@ -113,26 +145,11 @@ export function createMetrics(store: StatusStore): Metrics {
       );
     },
   });
+}
 
-  processMetrics(registry);
-
-  let lastObserved: string | undefined;
-  const observeConverge = (record: ConvergeRecord): void => {
-    const key = `${record.startedAt}|${record.finishedAt}`;
-    if (key === lastObserved) return;
-    lastObserved = key;
-    const seconds = (Date.parse(record.finishedAt) - Date.parse(record.startedAt)) / 1000;
-    if (Number.isFinite(seconds) && seconds >= 0) convergeDuration.observe(seconds);
-    convergeTotal.inc({ result: record.ok ? "ok" : "failed" });
-    for (const a of record.actions) actionsTotal.inc({ kind: a.kind, result: a.result });
-  };
-
-  const initial = store.snapshot().lastConverge;
-  if (initial) observeConverge(initial);
-  store.subscribe((next, previous) => {
-    if (next.lastConverge && next.lastConverge !== previous.lastConverge) observeConverge(next.lastConverge);
-  });
-
+/** DAG sync passes, as the syncer reports them. */
+function dagSyncMetrics(registry: Registry): Metrics["observeDagSync"] {
+  const name = (n: string): string => METRIC_PREFIX + n;
   const dagSyncTotal = new Counter({
     name: name("dag_sync_total"),
     help: "DAG sync passes by result (ok or failed).",
@@ -150,7 +167,7 @@ export function createMetrics(store: StatusStore): Metrics {
   const dagSyncRejected = new Gauge({ name: name("dag_sync_rejected_objects"), help: "Objects refused by the last DAG sync pass.", registers: [registry] });
   const dagSyncObjects = new Gauge({ name: name("dag_sync_objects"), help: "Objects in the current DAG folder version.", registers: [registry] });
   const dagSyncBytes = new Gauge({ name: name("dag_sync_bytes"), help: "Bytes in the current DAG folder version.", registers: [registry] });
-  function observeDagSync(r: Parameters<Metrics["observeDagSync"]>[0]): void {
+  return (r) => {
     dagSyncTotal.inc({ result: r.ok ? "ok" : "failed" });
     dagSyncDuration.observe(r.durationMs / 1000);
     dagSyncFetched.inc(r.fetched);
@@ -158,14 +175,6 @@ export function createMetrics(store: StatusStore): Metrics {
     dagSyncRejected.set(r.rejected.length);
     dagSyncObjects.set(r.objects);
     dagSyncBytes.set(r.bytes);
-  }
-
-  return {
-    registry,
-    observeConverge,
-    observeDagSync,
-    render: () => registry.metrics(),
-    contentType: registry.contentType,
   };
 }
 
