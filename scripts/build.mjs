@@ -445,7 +445,12 @@ async function main() {
     // built-in punycode, which prints DEP0040 on every start of the executable.
     // A 1 MiB young generation: the agent is mostly idle, and the default
     // (16 MiB semi-spaces) costs ~30 MiB of RSS for nothing.
-    execArgv: ["--disable-warning=DEP0040", "--max-semi-space-size=1"],
+    // No optimizing compilers (TurboFan, Maglev; the Sparkplug baseline stays):
+    // the agent's work is waiting on processes, sockets and files, and their
+    // code and compile zones cost an idle agent ~6 MiB (bench/idle-memory.ts:
+    // 82.2 -> 76.5 MiB RSS with the MLflow role; `plan` x5 took 758-787 ms
+    // with TurboFan and 734-782 ms without).
+    execArgv: ["--disable-warning=DEP0040", "--max-semi-space-size=1", "--no-opt", "--no-maglev"],
     assets,
   };
   writeFileSync(SEA_CONFIG, `${JSON.stringify(seaConfig, null, 2)}\n`);
