@@ -11,7 +11,7 @@ import type { LoadedContext } from "../config/context.ts";
 import type { ResolvedConfig } from "../config/load.ts";
 import type { SecretRegistry } from "../config/secret-registry.ts";
 import type { VaultResolvers } from "../config/vault.ts";
-import { converge as realConverge } from "../engine/converge.ts";
+import { converge } from "../engine/converge.ts";
 import { createRoleRecordStore } from "../engine/role-record.ts";
 import { describeError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
@@ -47,8 +47,6 @@ export interface LoopDeps {
   readonly onConfig?: (config: ResolvedConfig) => void;
   /** The first config, loaded by the composition root before the loop (or why it could not be). */
   readonly initial?: { readonly config?: ResolvedConfig; readonly error?: unknown };
-  /** Tests replace converge; the daemon uses the engine's. */
-  readonly converge?: typeof realConverge;
 }
 
 /** What one pass did. */
@@ -128,7 +126,7 @@ async function pass(deps: LoopDeps, state: LoopState): Promise<PassReport> {
     store.setPhase("converging", `converging role ${c.role ?? "none"}${state.wakeReason ? ` (${state.wakeReason})` : ""}`);
   state.wakeReason = "";
 
-  const outcome = await (deps.converge ?? realConverge)({
+  const outcome = await converge({
     host,
     supervisor: deps.supervisor,
     records: createRoleRecordStore(host, c.config.stateDir),

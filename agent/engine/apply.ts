@@ -120,19 +120,17 @@ async function ensureUser(deps: ApplyDeps, a: Extract<Action, { kind: "ensure-us
 
 async function ensureDirectory(deps: ApplyDeps, a: Extract<Action, { kind: "ensure-directory" }>): Promise<void> {
   const { host } = deps;
-  const d = deps.desired;
-  const dd = need(d, "directory");
+  const dd = need(deps.desired, "directory");
   await noteRole(deps, dd);
   await host.fs.mkdir(a.target, { mode: a.mode, owner: await ownerOf(deps, a.owner) });
 }
 
 async function generateSecret(deps: ApplyDeps, a: Extract<Action, { kind: "generate-secret" }>): Promise<void> {
   const { host } = deps;
-  const d = deps.desired;
   // 32 random bytes, URL-safe: no quoting problems in URIs or env files. A
   // Fernet key is the same bytes in base64url with its padding.
   const bytes = Buffer.from(host.randomBytes(32));
-  const value = d?.secretFormats[a.name] === "fernet" ? bytes.toString("base64").replace(/\+/g, "-").replace(/\//g, "_") : bytes.toString("base64url");
+  const value = deps.desired?.secretFormats[a.name] === "fernet" ? bytes.toString("base64").replace(/\+/g, "-").replace(/\//g, "_") : bytes.toString("base64url");
   deps.secrets.register(value);
   await host.fs.mkdir(stateLayout(deps.config.stateDir).secretsDir, { mode: 0o700 });
   await host.fs.writeFileAtomic(secretPath(deps.config.stateDir, a.name), `${value}\n`, { mode: 0o600 });
@@ -140,8 +138,7 @@ async function generateSecret(deps: ApplyDeps, a: Extract<Action, { kind: "gener
 
 async function installPython(deps: ApplyDeps, _a: Extract<Action, { kind: "install-python" }>): Promise<void> {
   const { host } = deps;
-  const d = deps.desired;
-  const dd = need(d, "python environment");
+  const dd = need(deps.desired, "python environment");
   await noteRole(deps, dd);
   const py = deps.config.python;
   const log = (m: string) => {
@@ -168,8 +165,7 @@ async function installPython(deps: ApplyDeps, _a: Extract<Action, { kind: "insta
 
 async function provisionDatabase(deps: ApplyDeps, a: Extract<Action, { kind: "provision-database" }>): Promise<void> {
   const { host } = deps;
-  const d = deps.desired;
-  const dd = need(d, "database");
+  const dd = need(deps.desired, "database");
   const db = need(dd.database, "database");
   const passwordText = await host.fs.readFile(secretPath(deps.config.stateDir, db.passwordSecret));
   if (!passwordText) throw new AgentError("STEP_FAILED", `password ${db.passwordSecret} has not been generated`);
@@ -198,8 +194,7 @@ async function provisionDatabase(deps: ApplyDeps, a: Extract<Action, { kind: "pr
 
 async function writeFile(deps: ApplyDeps, a: Extract<Action, { kind: "write-file" }>): Promise<void> {
   const { host } = deps;
-  const d = deps.desired;
-  const dd = need(d, "file");
+  const dd = need(deps.desired, "file");
   const f = need(
     dd.files.find((x) => x.path === a.target),
     `file ${a.target}`,
@@ -212,8 +207,7 @@ async function writeFile(deps: ApplyDeps, a: Extract<Action, { kind: "write-file
 
 async function migrateDatabase(deps: ApplyDeps, a: Extract<Action, { kind: "migrate-database" }>): Promise<void> {
   const { host } = deps;
-  const d = deps.desired;
-  const dd = need(d, "migration");
+  const dd = need(deps.desired, "migration");
   const m = need(dd.migrate, "migration");
   // The secrets in these files were registered for scrubbing when they were read or generated.
   const env = await readEnvFiles(host, m.envFiles);
@@ -227,8 +221,7 @@ async function migrateDatabase(deps: ApplyDeps, a: Extract<Action, { kind: "migr
 
 async function ensureService(deps: ApplyDeps, a: Extract<Action, { kind: "ensure-service" }>): Promise<void> {
   const { host } = deps;
-  const d = deps.desired;
-  const dd = need(d, "service");
+  const dd = need(deps.desired, "service");
   const s = need(
     dd.services.find((x) => x.name === a.service),
     `service ${a.service}`,

@@ -11,24 +11,20 @@
  * Each pass starts from a fresh observation, so a pass only has to make
  * progress, not finish.
  */
-import type { AgentConfig, RoleName } from "../config/schema.ts";
+import type { AgentConfig } from "../config/schema.ts";
 import { AgentError, describeError } from "../errors.ts";
-import type { Host } from "../host/host.ts";
-import type { Logger } from "../log.ts";
 import type { ConvergeRecord } from "../status/types.ts";
 import type { Supervisor } from "../supervisor/types.ts";
 import { apply } from "./apply.ts";
 import { checkPortsFree } from "./port-preflight.ts";
 import { compileDesired, type DesiredRole } from "./desired.ts";
-import { gatherInputs } from "./gather.ts";
+import { type GatherDeps, gatherInputs } from "./gather.ts";
 import { type Observed, observe } from "./observe.ts";
 import { type Plan, plan, planFirewall } from "./plan.ts";
 import type { Action } from "./actions.ts";
 import { observeFirewall } from "../firewall/host-firewall.ts";
 import type { ActionRecord } from "../status/types.ts";
 import type { RoleRecordStore } from "./role-record.ts";
-import type { SecretRegistry } from "../config/secret-registry.ts";
-import type { VaultResolvers } from "../config/vault.ts";
 import { checkLogin as checkMysqlLogin, type LoginCheck } from "../db/mysql-provisioner.ts";
 import { checkPostgresLogin } from "../db/postgres-provisioner.ts";
 
@@ -37,18 +33,10 @@ function defaultCheckLogin(t: { engine: string; host: string; port: number; user
   return t.engine === "postgresql" ? checkPostgresLogin(t) : checkMysqlLogin(t);
 }
 
-export interface ConvergeDeps {
-  readonly host: Host;
+/** What a pass needs: what gathering needs, plus the supervisor and the role records. */
+export interface ConvergeDeps extends GatherDeps {
   readonly supervisor: Supervisor | undefined;
   readonly records: RoleRecordStore;
-  readonly config: AgentConfig;
-  readonly role: RoleName | undefined;
-  readonly env: Readonly<Record<string, string | undefined>>;
-  readonly logger: Logger;
-  /** Every secret read, resolved or generated is registered here (the process's SecretRegistry). */
-  readonly secrets: SecretRegistry;
-  /** Resolvers for `vault:` references; the composition root keeps them (and their caches) for the process's life. */
-  readonly vaults: VaultResolvers;
   readonly progress?: (line: string) => void;
   /** Database login check; defaults to the real one, `false` turns it off (tests without a database). */
   readonly checkLogin?: typeof defaultCheckLogin | false;

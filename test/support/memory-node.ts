@@ -36,11 +36,12 @@ export function memorySupervisor(): Supervisor & { specs: Map<string, ServiceSpe
 }
 
 /** exec answers: python version probe, uv, the installed-version query, migrations. */
-export function pythonAware(host: MemoryHost): void {
+/** `installedVersion`: what the role's `versionOf` package reports once installed. */
+export function pythonAware(host: MemoryHost, installedVersion = "3.17.2"): void {
   host.execHandler = (command, args) => {
     if (args.includes("import sys, venv; print('%d.%d' % sys.version_info[:2])")) return { code: 0, stdout: "3.11\n", stderr: "" };
     if (command.endsWith("/uv") && args[0] === "--version") return { code: 0, stdout: "uv 0.13.8\n", stderr: "" };
-    if (args[0] === "-c" && args[1]?.includes("importlib.metadata")) return { code: 0, stdout: "3.17.2\n", stderr: "" };
+    if (args[0] === "-c" && args[1]?.includes("importlib.metadata")) return { code: 0, stdout: `${installedVersion}\n`, stderr: "" };
     if (command === "id") return { code: 0, stdout: "root\n", stderr: "" };
     return { code: 0, stdout: "", stderr: "" };
   };

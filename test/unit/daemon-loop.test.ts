@@ -130,43 +130,42 @@ describe("the daemon, pass by pass", () => {
   });
 });
 
+/**
+ * Runs the loop on the node's fake clock for `passes` passes and answers when
+ * each started (ms after the first); `onPass(n)` runs as pass n (from 1) loads.
+ */
+async function passStarts(n: ReturnType<typeof node>, passes: number, onPass: (pass: number, loop: ReturnType<typeof createDaemonLoop>) => void): Promise<number[]> {
+  const stop = new AbortController();
+  const start = n.host.clock.now();
+  const seen: number[] = [];
+  const load = n.deps.loadContext;
+  const loop = createDaemonLoop({
+    ...n.deps,
+    loadContext: async () => {
+      seen.push(n.host.clock.now() - start);
+      onPass(seen.length, loop);
+      if (seen.length === passes) stop.abort();
+      return load();
+    },
+  });
+  await loop.runLoop(stop.signal);
+  return seen;
+}
+
 describe("runLoop on the host clock", () => {
   it("waits the backoff between failing passes, the interval after good ones, and stops when asked", async () => {
     const n = node();
-    const stop = new AbortController();
     n.world.fail = new AgentError("METADATA_UNREACHABLE", "down");
-    const start = n.host.clock.now();
-    const seen: number[] = [];
-    const load = n.deps.loadContext;
-    const loop = createDaemonLoop({
-      ...n.deps,
-      loadContext: async () => {
-        seen.push(n.host.clock.now() - start);
-        if (seen.length === 4) n.world.fail = undefined;
-        if (seen.length === 6) stop.abort();
-        return load();
-      },
+    const seen = await passStarts(n, 6, (pass) => {
+      if (pass === 4) n.world.fail = undefined;
     });
-    await loop.runLoop(stop.signal);
     expect(seen).toEqual([0, 5_000, 15_000, 35_000, 65_000, 95_000]);
   });
 
   it("a trigger during a pass starts the next pass at once", async () => {
-    const n = node();
-    const stop = new AbortController();
-    const start = n.host.clock.now();
-    const seen: number[] = [];
-    const load = n.deps.loadContext;
-    const loop = createDaemonLoop({
-      ...n.deps,
-      loadContext: async () => {
-        seen.push(n.host.clock.now() - start);
-        if (seen.length === 1) loop.trigger("instance metadata changed");
-        if (seen.length === 3) stop.abort();
-        return load();
-      },
+    const seen = await passStarts(node(), 3, (pass, loop) => {
+      if (pass === 1) loop.trigger("instance metadata changed");
     });
-    await loop.runLoop(stop.signal);
     expect(seen).toEqual([0, 0, 30_000]);
   });
 });

@@ -21,6 +21,19 @@ import { ensureTestCa } from "../support/test-ca.ts";
 const work = mkdtempSync(join(tmpdir(), "trust-store-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
+/**
+ * Runs `script` (ES module, TypeScript through tsx) in a child Node, since the
+ * default CA list is process-wide, and answers the JSON of its last line.
+ */
+function runChild(script: string): Record<string, unknown> {
+  const env = { ...process.env };
+  // This machine points Node at its own bundle; the child must start from Node's bundled roots only.
+  delete env.NODE_EXTRA_CA_CERTS;
+  const r = spawnSync(join(REPO, "node_modules/.bin/node"), ["--import", "tsx", "--input-type=module", "-e", script], { cwd: REPO, encoding: "utf8", env });
+  expect(r.status, r.stderr).toBe(0);
+  return JSON.parse(r.stdout.trim().split("\n").pop()!) as Record<string, unknown>;
+}
+
 describe("the OS trust store", () => {
   it("finds the first bundle of Debian/Ubuntu, Oracle Linux or SUSE that exists and is not empty", async () => {
     expect(await findSystemCaBundle(createMemoryHost({}).fs)).toBeUndefined();
@@ -77,12 +90,7 @@ describe("the OS trust store", () => {
       console.log(JSON.stringify({ before, added, again, after, bundled, keepsBundled }));
       server.close();
     `;
-    const env = { ...process.env };
-    // This machine points Node at its own bundle; the child must start from Node's bundled roots only.
-    delete env.NODE_EXTRA_CA_CERTS;
-    const r = spawnSync(join(REPO, "node_modules/.bin/node"), ["--import", "tsx", "--input-type=module", "-e", script], { cwd: REPO, encoding: "utf8", env });
-    expect(r.status, r.stderr).toBe(0);
-    const out = JSON.parse(r.stdout.trim().split("\n").pop()!) as Record<string, unknown>;
+    const out = runChild(script);
     expect(out.before).toMatch(/SELF_SIGNED|UNABLE_TO_VERIFY|UNABLE_TO_GET_ISSUER/);
     expect(out.added).toBeGreaterThanOrEqual(1);
     expect(out.again).toBe(0);
@@ -116,11 +124,7 @@ describe("the OS trust store", () => {
         console.log(JSON.stringify({ readsBefore, reads, results, added, restored: tls.connect.name === "connect" }));
         server.close();
       `;
-      const env = { ...process.env };
-      delete env.NODE_EXTRA_CA_CERTS;
-      const r = spawnSync(join(REPO, "node_modules/.bin/node"), ["--import", "tsx", "--input-type=module", "-e", script], { cwd: REPO, encoding: "utf8", env });
-      expect(r.status, r.stderr).toBe(0);
-      const out = JSON.parse(r.stdout.trim().split("\n").pop()!) as Record<string, unknown>;
+      const out = runChild(script);
       expect(out).toEqual({ readsBefore: 0, reads: 1, results: [200, 200], added: expect.any(Number), restored: true });
       expect(out.added).toBeGreaterThanOrEqual(1);
     });

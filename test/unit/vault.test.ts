@@ -16,13 +16,13 @@ import { createVaultResolver, createVaultResolvers, type VaultSettings } from ".
 import { converge } from "../../agent/engine/converge.ts";
 import { createRoleRecordStore } from "../../agent/engine/role-record.ts";
 import { AgentError } from "../../agent/errors.ts";
-import { createMemoryHost, type MemoryHost } from "../../agent/host/memory-host.ts";
+import { createMemoryHost } from "../../agent/host/memory-host.ts";
 import { createLogger } from "../../agent/log.ts";
 import { createInstancePrincipals, type InstancePrincipals } from "../../agent/oci/instance-principal.ts";
-import type { ServiceObservation, ServiceSpec, Supervisor } from "../../agent/supervisor/types.ts";
 import { type ImdsServer, startImdsServer } from "../servers/imds-server.ts";
 import { type OciIdentitySecretsServer, startOciIdentitySecretsServer } from "../servers/oci-identity-secrets-server.ts";
 import { type InstanceIdentity, makeInstanceIdentity } from "../support/instance-identity.ts";
+import { memorySupervisor, pythonAware } from "../support/memory-node.ts";
 
 const DB = "ocid1.vaultsecret.oc1.phx.amaaaaaadbadmin";
 const DB_VALUE = "vault-db-admin-Pw-7f3a9c";
@@ -334,43 +334,9 @@ describe("vault: references in converge", () => {
   const BROKER = "ocid1.vaultsecret.oc1.phx.amaaaaaabroker";
   const BROKER_URL = "amqp://airflow:broker-Pw-from-vault@10.0.2.20:5672//";
 
-  /** Remembers what it was asked to run and reports it running (as in converge.test.ts). */
-  function memorySupervisor(): Supervisor {
-    const specs = new Map<string, ServiceSpec>();
-    return {
-      kind: "process",
-      observe: async (): Promise<ServiceObservation[]> =>
-        [...specs.values()].map((s) => ({ name: s.name, unit: s.unit, role: s.role, state: "running", restarts: 0, inputsHash: s.inputsHash, enabled: true })),
-      ensure: async (spec) => {
-        specs.set(spec.name, spec);
-        return "started";
-      },
-      remove: async (name) => {
-        specs.delete(name);
-      },
-      restart: async () => {},
-    };
-  }
-
-  function pythonAware(host: MemoryHost): void {
-    host.execHandler = (command, args) => {
-      if (args.includes("import sys, venv; print('%d.%d' % sys.version_info[:2])")) return { code: 0, stdout: "3.11\n", stderr: "" };
-      if (command.endsWith("/uv") && args[0] === "--version") return { code: 0, stdout: "uv 0.13.8\n", stderr: "" };
-      if (args[0] === "-c" && args[1]?.includes("importlib.metadata")) return { code: 0, stdout: "3.3.2\n", stderr: "" };
-      return { code: 0, stdout: "", stderr: "" };
-    };
-    const orig = host.exec.bind(host);
-    host.exec = async (command, args, opts) => {
-      const r = await orig(command, args, opts);
-      if (args[0] === "venv") await host.fs.writeFileAtomic(`${args[args.length - 1]}/bin/python`, "", { mode: 0o755 });
-      if (args[0] === "-m" && args[1] === "venv") await host.fs.writeFileAtomic(`${args[2]}/bin/uv`, "", { mode: 0o755 });
-      return r;
-    };
-  }
-
   it("a broker URL from the Vault: SECRET_UNAVAILABLE (recoverable) while it is missing, converged once it exists", async () => {
     const host = createMemoryHost({ files: { "/usr/bin/python3.11": "" } });
-    pythonAware(host);
+    pythonAware(host, "3.3.2");
     const config = configSchema.parse({
       mode: "up",
       stateDir: "/s",
