@@ -199,7 +199,7 @@ describe("mlflow role with basic auth through `mlops-agent run`", { timeout: 25 
     await new Promise((r) => setTimeout(r, 3_000));
     stop = true;
     await loop;
-    expect(answers.length).toBeGreaterThan(10);
+    expect(answers.length).toBeGreaterThanOrEqual(5);
     expect(answers.filter((s) => s !== 200)).toEqual([]);
     // The grace file holds a hash and a deadline, never a password.
     const grace = readFileSync(`${root}/data/mlflow/auth-grace.json`, "utf8");

@@ -183,3 +183,35 @@ describe("grants and rotation, pure", () => {
     expect(JSON.stringify(after)).not.toContain("old-password");
   });
 });
+
+describe("the airflow role as a client of MLflow with auth, its admin password from Vault", () => {
+  const airflow = (over: Record<string, unknown>, referenced: Record<string, string>) =>
+    compileDesired({
+      role: "airflow",
+      spec: loadRole("airflow"),
+      config: configSchema.parse({ role: "airflow", airflow: over }),
+      secrets: { "airflow-db-password": "db-pw-0123456789", "airflow-fernet-key": "f", "airflow-jwt-secret": "j", "airflow-api-secret-key": "k", "airflow-admin-password": "generated" },
+      referenced,
+      currentUser: "root",
+    });
+
+  it("a referenced admin password replaces the generated one (nothing generated, the env file has the Vault value)", () => {
+    const d = airflow(
+      { adminPassword: "vault:ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaairflowadmin", mlflowUser: "airflow", mlflowPassword: "vault:ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaamlflowpw", baseUrl: "https://mlops.example.com:8080/" },
+      { adminPassword: "from-vault-0123456789", mlflowPassword: "mlflow-pw-0123456789" },
+    );
+    expect(d.secretNames).not.toContain("airflow-admin-password");
+    const env = d.files.find((f) => f.id === "env")!.content!;
+    expect(env).toContain("MLOPS_AIRFLOW_ADMIN_PASSWORD=from-vault-0123456789");
+    expect(env).toContain("MLFLOW_TRACKING_USERNAME=airflow\nMLFLOW_TRACKING_PASSWORD=mlflow-pw-0123456789");
+    expect(env).toContain("AIRFLOW__API__BASE_URL=https://mlops.example.com:8080/");
+  });
+
+  it("without them: the generated admin password, no MLflow login, no base URL", () => {
+    const d = airflow({}, {});
+    expect(d.secretNames).toContain("airflow-admin-password");
+    const env = d.files.find((f) => f.id === "env")!.content!;
+    expect(env).toContain("MLOPS_AIRFLOW_ADMIN_PASSWORD=generated");
+    expect(env).not.toMatch(/MLFLOW_TRACKING_USERNAME|AIRFLOW__API__BASE_URL/);
+  });
+});
