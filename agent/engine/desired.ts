@@ -8,7 +8,7 @@
 import type { AgentConfig, RoleName } from "../config/schema.ts";
 import { AgentError } from "../errors.ts";
 import { readRoleAsset } from "../roles/catalog.ts";
-import { buildContext, rolePaths, type RolePaths } from "../roles/context.ts";
+import { buildContext, rolePaths, type RolePaths, type SecretValues } from "../roles/context.ts";
 import { contextTruthy, renderString, type TemplateContext } from "../roles/render.ts";
 import type { RoleSpec } from "../roles/role-spec.ts";
 import type { OwnerRef } from "./actions.ts";
@@ -53,7 +53,7 @@ export interface DesiredInputs {
   /** Generated secrets that exist, by name (`<role>-db-password` and the role's `secrets`). */
   readonly secrets: Readonly<Record<string, string>>;
   /** Values resolved from the config's secret references, by template key (role.json `secretRefs`). */
-  readonly referenced?: Readonly<Record<string, string>>;
+  readonly referenced?: SecretValues;
   readonly currentUser: string;
   /** The OS CA bundle file (tls/trust-store.ts), given to every service so Python trusts what the OS trusts. */
   readonly caBundle?: string;
@@ -65,7 +65,7 @@ export interface DesiredInputs {
 interface SecretsPart {
   readonly names: readonly string[];
   /** Template values under `secrets.`: generated secrets by key, resolved references, database URIs. */
-  readonly values: Readonly<Record<string, string>>;
+  readonly values: SecretValues;
   /** A secret a template may use does not exist yet. */
   readonly pending: boolean;
 }
@@ -74,7 +74,7 @@ interface SecretsPart {
 function compileSecrets(inputs: DesiredInputs, paths: RolePaths): SecretsPart & { database: DesiredDatabase | undefined } {
   const { spec } = inputs;
   const names: string[] = [];
-  const values: Record<string, string> = { ...inputs.referenced };
+  const values: Record<string, string | readonly string[]> = { ...inputs.referenced };
   let pending = false;
   for (const sec of spec.secrets) {
     names.push(sec.name);
