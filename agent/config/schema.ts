@@ -187,8 +187,33 @@ export const servingSchema = z
     pollSeconds: z.number().min(1).max(3600).default(5),
     /** Larger request bodies are answered 413. */
     maxBodyBytes: z.number().int().min(1024).max(1024 * 1024 * 1024).default(5 * 1024 * 1024),
+    /** MLflow basic-auth user the API and the dashboard read the registry as (with mlflowPassword, or neither). */
+    mlflowUser: z.string().regex(/^[A-Za-z0-9_.@-]{1,64}$/, "must be an MLflow user name: 1-64 letters, digits, _ . @ -").optional(),
+    mlflowPassword: secretRefSchema.optional(),
+    /**
+     * Keys the prediction API accepts (`Authorization: Bearer <key>` or `X-API-Key`). Any key
+     * (or dashboardApiKey) set: every route but /health and /ready needs one.
+     */
+    apiKeys: z.array(secretRefSchema).max(64).optional(),
+    /** The dashboard's own key for the API (accepted by the API too); required with apiKeys, alone it turns keys on too. */
+    dashboardApiKey: secretRefSchema.optional(),
   })
-  .strict();
+  .strict()
+  .superRefine((s, ctx) => {
+    // Both or neither: a user without a password (or the reverse) is a half-done edit, not "no auth".
+    if ((s.mlflowUser === undefined) !== (s.mlflowPassword === undefined)) {
+      const missing = s.mlflowUser === undefined ? "mlflowUser" : "mlflowPassword";
+      const given = missing === "mlflowUser" ? "mlflowPassword" : "mlflowUser";
+      ctx.addIssue({ code: "custom", path: [missing], message: `required when serving.${given} is set (give both, or neither for an MLflow without auth)` });
+    }
+    // The dashboard calls the API with a key of its own: without one it would only ever get 401.
+    if (s.apiKeys?.length && s.dashboardApiKey === undefined)
+      ctx.addIssue({
+        code: "custom",
+        path: ["dashboardApiKey"],
+        message: "required when serving.apiKeys is set: the dashboard calls the prediction API with a key of its own (a secret reference)",
+      });
+  });
 
 export const dagSyncSchema = z
   .object({

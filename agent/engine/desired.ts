@@ -8,7 +8,7 @@
 import type { AgentConfig, RoleName } from "../config/schema.ts";
 import { AgentError } from "../errors.ts";
 import { readRoleAsset } from "../roles/catalog.ts";
-import { buildContext, rolePaths, type RolePaths } from "../roles/context.ts";
+import { buildContext, rolePaths, type RolePaths, type SecretValues } from "../roles/context.ts";
 import { contextTruthy, renderString, type TemplateContext } from "../roles/render.ts";
 import type { RoleSpec } from "../roles/role-spec.ts";
 import type { OwnerRef } from "./actions.ts";
@@ -75,7 +75,7 @@ export interface DesiredInputs {
   /** Generated secrets that exist, by name (`<role>-db-password` and the role's `secrets`). */
   readonly secrets: Readonly<Record<string, string>>;
   /** Values resolved from the config's secret references, by template key (role.json `secretRefs`). */
-  readonly referenced?: Readonly<Record<string, string>>;
+  readonly referenced?: SecretValues;
   readonly currentUser: string;
   /** The access provider's resolved secret references, by its own keys (role.json `access`). */
   readonly accessSecrets?: Readonly<Record<string, string>>;
@@ -89,7 +89,7 @@ export interface DesiredInputs {
 interface SecretsPart {
   readonly names: readonly string[];
   /** Template values under `secrets.`: generated secrets by key, resolved references, database URIs. */
-  readonly values: Readonly<Record<string, string>>;
+  readonly values: SecretValues;
   /** A secret a template may use does not exist yet. */
   readonly pending: boolean;
 }
@@ -98,7 +98,7 @@ interface SecretsPart {
 function compileSecrets(inputs: DesiredInputs, paths: RolePaths): SecretsPart & { database: DesiredDatabase | undefined } {
   const { spec } = inputs;
   const names: string[] = [];
-  const values: Record<string, string> = { ...inputs.referenced };
+  const values: Record<string, string | readonly string[]> = { ...inputs.referenced };
   let pending = false;
   for (const sec of spec.secrets) {
     // A secret reference with the same key (e.g. an admin password kept in Vault) replaces the generated secret.

@@ -43,8 +43,11 @@ export async function readGeneratedSecrets(host: Host, stateDir: string, spec: R
   return secrets;
 }
 
+/** A reference to resolve: one (`ref`) or, for a `list` entry, several (`refs`, in order). */
+export type SecretRefToResolve = { key: string; ref: string } | { key: string; refs: string[] };
+
 /** The references of `spec.secretRefs` that apply under this config, by config path (none set: nothing to resolve). */
-export function secretRefsToResolve(spec: RoleSpec, config: AgentConfig): { key: string; ref: string }[] {
+export function secretRefsToResolve(spec: RoleSpec, config: AgentConfig): SecretRefToResolve[] {
   const optional = (path: string) => {
     try {
       return lookupPath(config, path);
@@ -52,18 +55,26 @@ export function secretRefsToResolve(spec: RoleSpec, config: AgentConfig): { key:
       return undefined;
     }
   };
-  return spec.secretRefs.flatMap((r) => {
+  return spec.secretRefs.flatMap((r): SecretRefToResolve[] => {
     if (r.when && optional(r.when.configPath) !== r.when.equals) return [];
-    const ref = optional(r.configPath);
-    return typeof ref === "string" ? [{ key: r.key, ref }] : [];
+    const value = optional(r.configPath);
+    if (r.list) return Array.isArray(value) ? [{ key: r.key, refs: value.filter((v): v is string => typeof v === "string") }] : [];
+    return typeof value === "string" ? [{ key: r.key, ref: value }] : [];
   });
 }
 
 /** Resolved on every pass: a rotated file or Vault secret is picked up. */
-async function resolveReferences(deps: GatherDeps, spec: RoleSpec): Promise<Record<string, string>> {
-  const referenced: Record<string, string> = {};
-  for (const { key, ref } of secretRefsToResolve(spec, deps.config))
-    referenced[key] = await resolveSecretRef(ref, { fs: deps.host.fs, env: deps.env, registry: deps.secrets, vault: deps.vaults.for(deps.config), logger: deps.logger });
+async function resolveReferences(deps: GatherDeps, spec: RoleSpec): Promise<Record<string, string | readonly string[]>> {
+  const secretDeps = { fs: deps.host.fs, env: deps.env, registry: deps.secrets, vault: deps.vaults.for(deps.config), logger: deps.logger };
+  const referenced: Record<string, string | readonly string[]> = {};
+  for (const r of secretRefsToResolve(spec, deps.config)) {
+    if ("ref" in r) referenced[r.key] = await resolveSecretRef(r.ref, secretDeps);
+    else {
+      const values: string[] = [];
+      for (const ref of r.refs) values.push(await resolveSecretRef(ref, secretDeps));
+      referenced[r.key] = values;
+    }
+  }
   return referenced;
 }
 

@@ -7,10 +7,10 @@
 import type { AgentConfig, RoleName } from "../config/schema.ts";
 import type { TemplateContext } from "./render.ts";
 import { ROLE_CONTEXTS } from "./role-contexts.ts";
-import type { RolePaths } from "./role-paths.ts";
+import type { RolePaths, SecretValues } from "./role-paths.ts";
 import type { RoleSpec } from "./role-spec.ts";
 
-export { type RoleContextInput, type RolePaths, rolePaths } from "./role-paths.ts";
+export { type RoleContextInput, type RolePaths, rolePaths, type SecretValues } from "./role-paths.ts";
 
 export function buildContext(opts: {
   config: AgentConfig;
@@ -19,7 +19,7 @@ export function buildContext(opts: {
   paths: RolePaths;
   serviceUser: string;
   /** undefined while secrets are pending. */
-  secrets: Readonly<Record<string, string>> | undefined;
+  secrets: SecretValues | undefined;
 }): TemplateContext {
   const { config, paths } = opts;
   const own = ROLE_CONTEXTS[opts.role]?.({ config, paths, secrets: opts.secrets }) ?? {};

@@ -5,8 +5,10 @@
  * base context only (`context.ts`). This is the only TypeScript that knows a
  * role by name, and only for what plain data cannot say.
  */
+import { AgentError } from "../errors.ts";
+import { environmentLine } from "../supervisor/environment-file.ts";
 import type { TemplateContext } from "./render.ts";
-import type { RoleContextInput } from "./role-paths.ts";
+import type { RoleContextInput, SecretValues } from "./role-paths.ts";
 
 export type RoleContextFn = (input: RoleContextInput) => TemplateContext;
 
@@ -108,6 +110,39 @@ function airflowContext(input: RoleContextInput): TemplateContext {
   };
 }
 
+/** Shorter keys are refused: a key is the only thing between the internet and the API. */
+const MIN_API_KEY_LENGTH = 16;
+
+/** A resolved API key the API can compare and a client can send in a header; the error names the setting, never the value. */
+function checkApiKey(value: string, setting: string, ref: string): string {
+  // Visible ASCII only: what an HTTP header carries unchanged (no whitespace, no control characters).
+  if (!/^[\x21-\x7e]+$/.test(value))
+    throw new AgentError("SECRET_UNAVAILABLE", `${setting} (${ref}): the key has whitespace, control or non-ASCII characters, which an HTTP header cannot carry`);
+  if (value.length < MIN_API_KEY_LENGTH)
+    throw new AgentError("SECRET_UNAVAILABLE", `${setting} (${ref}): the key is ${value.length} characters; use at least ${MIN_API_KEY_LENGTH} (e.g. openssl rand -hex 32)`);
+  return value;
+}
+
+/**
+ * The lines of the 0600 env file both serving services read: the API keys the
+ * API accepts (one variable each, so no separator can split a key), the
+ * dashboard's own key, and the MLflow credentials. Quoted, so a value cannot
+ * end early or add a variable. Empty while secrets are pending or not configured.
+ */
+function servingEnvLines(s: RoleContextInput["config"]["serving"], secrets: SecretValues | undefined): string {
+  if (!secrets) return "";
+  const lines: string[] = [];
+  const keys = secrets.apiKeys;
+  if (Array.isArray(keys))
+    for (const [i, k] of (keys as readonly string[]).entries())
+      lines.push(environmentLine(`MLOPS_SERVING_API_KEY_${i + 1}`, checkApiKey(k, `serving.apiKeys[${i}]`, s.apiKeys?.[i] ?? "")));
+  if (typeof secrets.dashboardApiKey === "string")
+    lines.push(environmentLine("MLOPS_DASHBOARD_API_KEY", checkApiKey(secrets.dashboardApiKey, "serving.dashboardApiKey", s.dashboardApiKey ?? "")));
+  if (s.mlflowUser !== undefined && typeof secrets.mlflowPassword === "string")
+    lines.push(environmentLine("MLFLOW_TRACKING_USERNAME", s.mlflowUser), environmentLine("MLFLOW_TRACKING_PASSWORD", secrets.mlflowPassword));
+  return lines.join("\n");
+}
+
 function servingContext(input: RoleContextInput): TemplateContext {
   const s = input.config.serving;
   return {
@@ -117,6 +152,7 @@ function servingContext(input: RoleContextInput): TemplateContext {
       probeHost: local(s.host),
       dashboardProbeHost: local(s.dashboardHost),
     },
+    servingEnvLines: servingEnvLines(s, input.secrets),
   };
 }
 

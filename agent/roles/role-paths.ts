@@ -28,10 +28,13 @@ export function rolePaths(config: AgentConfig, role: string): RolePaths {
   };
 }
 
+/** Secret values by template key: a string, or the values of a `list` secret reference in order. */
+export type SecretValues = Readonly<Record<string, string | readonly string[]>>;
+
 /** What a per-role context function is given. Pure data. */
 export interface RoleContextInput {
   readonly config: AgentConfig;
   readonly paths: RolePaths;
   /** undefined while secrets are pending. */
-  readonly secrets: Readonly<Record<string, string>> | undefined;
+  readonly secrets: SecretValues | undefined;
 }

@@ -41,12 +41,18 @@ export const roleProbeSchema = z.union([
 /** A command argument: a plain string, or a group of arguments present only when a context value is non-empty. */
 const argSchema = z.union([templated, z.object({ when: z.string(), args: z.array(templated).min(1) }).strict()]);
 
-/** A config value resolved as a secret reference (file:, env:, vault:) on every pass, as `{{secrets.<key>}}`. */
+/**
+ * A config value resolved as a secret reference (file:, env:, vault:) on every pass, as
+ * `{{secrets.<key>}}`; with `list`, the config value is an array of references and
+ * `secrets.<key>` the array of their values, in order (for the role's context function:
+ * a template renders scalars only).
+ */
 const secretRefSchema = z
   .object({
     key: z.string().regex(/^[a-zA-Z][a-zA-Z0-9]*$/),
     /** Dotted config path of the reference, e.g. a broker URL setting. */
     configPath: z.string(),
+    list: z.boolean().default(false),
     /** Resolved only when this config value equals `equals` (e.g. the executor that uses it). */
     when: z.object({ configPath: z.string(), equals: z.union([z.string(), z.number(), z.boolean()]) }).strict().optional(),
   })

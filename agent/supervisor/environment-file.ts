@@ -2,6 +2,7 @@
  * systemd `EnvironmentFile=` syntax. Used by the process backend and by
  * migrations so that secrets reach a child only through its environment.
  */
+import { AgentError } from "../errors.ts";
 
 
 export interface ParsedEnvironmentFile {
@@ -11,6 +12,16 @@ export interface ParsedEnvironmentFile {
 }
 
 const KEY_RE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * One `KEY="VALUE"` line that `parseEnvironmentFile` (and systemd) read back as
+ * exactly `value`, whatever it holds: a secret with a quote, a backslash, a `$` or
+ * a newline cannot end the value early or add a variable of its own.
+ */
+export function environmentLine(key: string, value: string): string {
+  if (!KEY_RE.test(key)) throw new AgentError("RENDER_FAILED", `invalid environment variable name ${JSON.stringify(key)}`);
+  return `${key}="${value.replace(/[\\"$`]/g, (c) => `\\${c}`)}"`;
+}
 
 /**
  * Parses systemd EnvironmentFile= syntax: KEY=VALUE lines; blank lines and

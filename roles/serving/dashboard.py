@@ -3,7 +3,10 @@ mlops dashboard: the model being served, a prediction form, batch predictions
 from a CSV, and the accuracy of every registered version.
 
 Reads from the prediction API (MLOPS_DASHBOARD_API_URL) and MLflow's REST API
-(MLFLOW_TRACKING_URI) only.
+(MLFLOW_TRACKING_URI) only. Calls the API with its own key when the agent gave
+it one (MLOPS_DASHBOARD_API_KEY, as `Authorization: Bearer`), and MLflow with
+basic auth when MLFLOW_TRACKING_USERNAME/_PASSWORD are set; all three come from
+the serving role's 0600 env file.
 """
 
 from __future__ import annotations
@@ -23,6 +26,19 @@ FEATURES = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width
 SPECIES = {0: "setosa", 1: "versicolor", 2: "virginica"}
 TIMEOUT = 10
 
+
+def api_headers() -> dict[str, str]:
+    """The dashboard's own key for the prediction API, if the API wants keys."""
+    key = os.environ.get("MLOPS_DASHBOARD_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def mlflow_auth() -> tuple[str, str] | None:
+    """MLflow basic auth, as the MLflow client reads it from the environment."""
+    user, password = os.environ.get("MLFLOW_TRACKING_USERNAME"), os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    return (user, password) if user and password else None
+
+
 st.set_page_config(page_title="mlops dashboard", layout="wide")
 
 
@@ -39,6 +55,7 @@ def predict(columns: list[str], rows: list[list[float]]) -> tuple[list | None, s
         r = requests.post(
             f"{API}/invocations",
             json={"dataframe_split": {"columns": columns, "data": rows}},
+            headers=api_headers(),
             timeout=TIMEOUT,
         )
     except requests.RequestException as exc:
@@ -55,19 +72,26 @@ def predict(columns: list[str], rows: list[list[float]]) -> tuple[list | None, s
 @st.cache_data(ttl=5, show_spinner=False)
 def served_model() -> tuple[dict | None, str | None]:
     try:
-        r = requests.get(f"{API}/models", timeout=TIMEOUT)
+        r = requests.get(f"{API}/models", headers=api_headers(), timeout=TIMEOUT)
         body = r.json()
     except (requests.RequestException, ValueError) as exc:
         return None, f"the prediction API at {API} did not answer: {exc}"
+    if r.status_code != 200:
+        return None, f"the prediction API answered {r.status_code}: {body.get('message', body)}"
     models = body.get("models") or []
     if not models:
         return None, f"no model loaded yet: {body.get('lastError')}"
     return models[0], None
 
 
+def forbidden(exc: requests.HTTPError) -> bool:
+    """MLflow refused the read: a serving user may read the registered model and not its runs."""
+    return exc.response is not None and exc.response.status_code in (401, 403)
+
+
 @st.cache_data(ttl=5, show_spinner=False)
 def run_metrics(run_id: str) -> dict[str, float]:
-    r = requests.get(f"{MLFLOW}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, timeout=TIMEOUT)
+    r = requests.get(f"{MLFLOW}/api/2.0/mlflow/runs/get", params={"run_id": run_id}, auth=mlflow_auth(), timeout=TIMEOUT)
     r.raise_for_status()
     return {m["key"]: m["value"] for m in r.json()["run"]["data"].get("metrics", [])}
 
@@ -77,6 +101,7 @@ def versions() -> pd.DataFrame:
     r = requests.get(
         f"{MLFLOW}/api/2.0/mlflow/model-versions/search",
         params={"filter": f"name='{MODEL}'", "max_results": 200},
+        auth=mlflow_auth(),
         timeout=TIMEOUT,
     )
     r.raise_for_status()
@@ -87,7 +112,11 @@ def versions() -> pd.DataFrame:
         if "accuracy" in tags:
             acc = float(tags["accuracy"])
         elif v.get("run_id"):
-            acc = run_metrics(v["run_id"]).get("accuracy")
+            try:
+                acc = run_metrics(v["run_id"]).get("accuracy")
+            except requests.HTTPError as exc:
+                if not forbidden(exc):
+                    raise
         rows.append(
             {
                 "version": int(v["version"]),
@@ -119,6 +148,11 @@ else:
                 for col, (k, v) in zip(cols, sorted(metrics.items())):
                     col.metric(k, f"{v:.4f}")
             st.caption(f"MLflow run {model['runId']}")
+        except requests.HTTPError as exc:
+            if not forbidden(exc):
+                st.warning(f"MLflow at {MLFLOW} did not answer: {exc}")
+            else:
+                st.caption(f"MLflow run {model['runId']} (its metrics are not readable by this dashboard's MLflow user)")
         except requests.RequestException as exc:
             st.warning(f"MLflow at {MLFLOW} did not answer: {exc}")
 

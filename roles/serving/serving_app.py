@@ -19,6 +19,15 @@ Routes:
 A client's mistake is a 400 (what is wrong, what is allowed), 413 (body over
 the cap) or 415 (content type); never a 500.
 
+API keys: when MLOPS_SERVING_API_KEY_<n> or MLOPS_DASHBOARD_API_KEY is set (the
+agent renders them from serving.apiKeys and serving.dashboardApiKey into the
+service's 0600 env file), every route except /health and /ready needs one of
+them, as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>``; without a key
+or with a wrong one the answer is 401 with a JSON message and
+``WWW-Authenticate: Bearer``. Keys are compared in constant time (as SHA-256
+digests, so not even their length shows). The load balancer's health check and
+the agent's probes use /health and /ready, which stay open.
+
 Speed: for a model whose signature has only numeric columns (the iris model),
 the input is checked against the signature here, once, and the flavor's own
 predict is called with a DataFrame of the signature's columns and dtypes, which
@@ -28,7 +37,8 @@ on a sample before the model is swapped in), it gets that array and skips the
 DataFrame too. Every other model goes through ``PyFuncModel.predict`` and its
 enforcement.
 
-Settings (environment): MLFLOW_TRACKING_URI, MLOPS_SERVING_MODEL_NAME,
+Settings (environment): MLFLOW_TRACKING_URI (with MLFLOW_TRACKING_USERNAME and
+MLFLOW_TRACKING_PASSWORD for an MLflow with basic auth), MLOPS_SERVING_MODEL_NAME,
 MLOPS_SERVING_MODEL_ALIAS, MLOPS_SERVING_POLL_SECONDS,
 MLOPS_SERVING_MAX_BODY_BYTES, MLOPS_SERVING_MODEL_CACHE (where model versions
 are downloaded), PROMETHEUS_MULTIPROC_DIR (set by serving_main.py).
@@ -38,6 +48,8 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import hashlib
+import hmac
 import io
 import logging
 import os
@@ -508,7 +520,77 @@ def _error(status: int, message: str) -> Response:
     return _json({"error_code": "BAD_REQUEST" if status == 400 else str(status), "message": message}, status)
 
 
+# ------------------------------------------------------------------ API keys
+
+# Routes the load balancer and the agent's probes call without a key.
+OPEN_PATHS = frozenset({"/health", "/ready"})
+KEY_HELP = "send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'"
+
+
+def _api_key_digests(env: dict[str, str]) -> list[bytes]:
+    """SHA-256 of every key the API accepts: MLOPS_SERVING_API_KEY_<n> and MLOPS_DASHBOARD_API_KEY."""
+    names = [n for n in env if n.startswith("MLOPS_SERVING_API_KEY_")] + ["MLOPS_DASHBOARD_API_KEY"]
+    return [hashlib.sha256(env[n].encode()).digest() for n in sorted(names) if env.get(n)]
+
+
+def _presented_key(headers: list[tuple[bytes, bytes]]) -> bytes | None:
+    """The key a request carries: `Authorization: Bearer <key>`, else `X-API-Key: <key>`."""
+    bearer = api_key = None
+    for name, value in headers:
+        if name == b"authorization" and bearer is None:
+            scheme, _, rest = value.strip().partition(b" ")
+            if scheme.lower() == b"bearer" and rest.strip():
+                bearer = rest.strip()
+        elif name == b"x-api-key" and api_key is None and value.strip():
+            api_key = value.strip()
+    return bearer if bearer is not None else api_key
+
+
+class ApiKeys:
+    """
+    ASGI middleware: every route but OPEN_PATHS needs one of the keys. Pure ASGI (no
+    BaseHTTPMiddleware): a request costs one header scan and a digest comparison per key.
+    """
+
+    def __init__(self, app: Any, digests: list[bytes]) -> None:
+        self.app = app
+        self.digests = digests
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or not self.digests or scope["path"] in OPEN_PATHS:
+            await self.app(scope, receive, send)
+            return
+        presented = _presented_key(scope["headers"])
+        if presented is not None:
+            got = hashlib.sha256(presented).digest()
+            ok = False
+            for d in self.digests:  # every key compared, in constant time each
+                ok |= hmac.compare_digest(got, d)
+            if ok:
+                await self.app(scope, receive, send)
+                return
+            message = f"the API key is not valid; {KEY_HELP}"
+        else:
+            message = f"this API needs an API key; {KEY_HELP}"
+        if scope["path"] == "/invocations" and _registry is not None:
+            REQUESTS.labels("401").inc()
+        body = orjson.dumps({"error_code": "UNAUTHENTICATED", "message": message})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 401,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"www-authenticate", b'Bearer realm="mlops prediction API"'),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
 app = FastAPI(title="mlops prediction API", version=API_VERSION, docs_url=None, redoc_url=None, openapi_url=None)
+app.add_middleware(ApiKeys, digests=_api_key_digests(dict(os.environ)))
 
 
 def _exit_with_parent() -> None:
