@@ -28,6 +28,12 @@ function trackingUri({ config }: RoleContextInput, configured: string): string {
 /** A value in MLflow's basic_auth.ini, which Python's configparser reads with `%` interpolation. */
 const iniValue = (v: string | undefined) => (v ?? "").replace(/%/g, "%%");
 
+/** A single secret value (role.json `secretRefs` without `list`). */
+const one = (secrets: SecretValues | undefined, key: string): string | undefined => {
+  const v = secrets?.[key];
+  return typeof v === "string" ? v : undefined;
+};
+
 /**
  * MLflow's basic-auth app: what the env file adds. The first line is a
  * comment on purpose: the ini file is not a restart input (an admin password
@@ -38,7 +44,7 @@ function mlflowAuthEnvLines(auth: NonNullable<RoleContextInput["config"]["mlflow
   return [
     `# auth: default permission ${auth.defaultPermission}, database ${auth.database.name}, admin ${auth.adminUser} (a change restarts MLflow)`,
     `MLFLOW_AUTH_CONFIG_PATH=${paths.configDir}/basic_auth.ini`,
-    `MLFLOW_FLASK_SERVER_SECRET_KEY=${secretKey ?? ""}`,
+    environmentLine("MLFLOW_FLASK_SERVER_SECRET_KEY", secretKey ?? ""),
     `MLOPS_MLFLOW_AUTH_GRACE_FILE=${paths.dataDir}/auth-grace.json`,
     `PYTHONPATH=${paths.configDir}/python`,
   ].join("\n");
@@ -73,8 +79,8 @@ function mlflowContext({ config, paths, secrets }: RoleContextInput): TemplateCo
       authEnabled: m.auth ? "yes" : "",
       ...mlflowUpAuth(m.auth),
     },
-    authIni: { databaseUri: iniValue(secrets?.authDatabaseUri), adminPassword: iniValue(secrets?.authAdminPassword) },
-    authEnvLines: m.auth ? mlflowAuthEnvLines(m.auth, paths, secrets?.authSecretKey) : "",
+    authIni: { databaseUri: iniValue(one(secrets, "authDatabaseUri")), adminPassword: iniValue(one(secrets, "authAdminPassword")) },
+    authEnvLines: m.auth ? mlflowAuthEnvLines(m.auth, paths, one(secrets, "authSecretKey")) : "",
     // Object Storage through the oci-mlflow plugin authenticates with the
     // instance principal: no key material on the VM.
     artifactsEnvLines: oci ? "OCIFS_IAM_TYPE=instance_principal" : "",
@@ -83,7 +89,7 @@ function mlflowContext({ config, paths, secrets }: RoleContextInput): TemplateCo
 
 /** MLflow with auth: the client role's user and password, for every process of the role (the MLflow client reads them from the environment). */
 function mlflowClientEnvLines(user: string | undefined, password: string | undefined): string {
-  return user && password ? `MLFLOW_TRACKING_USERNAME=${user}\nMLFLOW_TRACKING_PASSWORD=${password}` : "";
+  return user && password ? `${environmentLine("MLFLOW_TRACKING_USERNAME", user)}\n${environmentLine("MLFLOW_TRACKING_PASSWORD", password)}` : "";
 }
 
 function airflowContext(input: RoleContextInput): TemplateContext {
@@ -102,7 +108,7 @@ function airflowContext(input: RoleContextInput): TemplateContext {
       celery && secrets?.celeryBrokerUrl
         ? `AIRFLOW__CELERY__BROKER_URL=${secrets.celeryBrokerUrl}\nAIRFLOW__CELERY__RESULT_BACKEND=db+${secrets.databaseUriPlain ?? ""}`
         : "",
-    mlflowClientEnvLines: mlflowClientEnvLines(config.airflow.mlflowUser, secrets?.mlflowPassword),
+    mlflowClientEnvLines: mlflowClientEnvLines(config.airflow.mlflowUser, one(secrets, "mlflowPassword")),
     // Links Airflow builds (and its UI's own address) use the load balancer's address.
     baseUrlEnvLines: config.airflow.baseUrl ? `AIRFLOW__API__BASE_URL=${config.airflow.baseUrl}` : "",
     // The syncer swaps `<dags>/current` atomically; Airflow reads through the link.

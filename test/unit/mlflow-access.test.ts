@@ -79,7 +79,7 @@ describe("the mlflow role with mlflow.auth", () => {
     expect(ini.content).toContain("authorization_function = mlops_auth:authenticate");
     const env = d.files.find((f) => f.id === "env")!.content!;
     expect(env).toContain("MLFLOW_AUTH_CONFIG_PATH=/etc/mlops/mlflow/basic_auth.ini");
-    expect(env).toContain("MLFLOW_FLASK_SERVER_SECRET_KEY=flask-key-0123456789");
+    expect(env).toContain(`MLFLOW_FLASK_SERVER_SECRET_KEY="flask-key-0123456789"`);
     expect(env).toContain("PYTHONPATH=/etc/mlops/mlflow/python");
     expect(env).not.toContain("admin%pw"); // the admin password is only in the ini: rotating it restarts nothing
     expect(d.files.find((f) => f.id === "auth-module")?.path).toBe("/etc/mlops/mlflow/python/mlops_auth.py");
@@ -203,7 +203,7 @@ describe("the airflow role as a client of MLflow with auth, its admin password f
     expect(d.secretNames).not.toContain("airflow-admin-password");
     const env = d.files.find((f) => f.id === "env")!.content!;
     expect(env).toContain("MLOPS_AIRFLOW_ADMIN_PASSWORD=from-vault-0123456789");
-    expect(env).toContain("MLFLOW_TRACKING_USERNAME=airflow\nMLFLOW_TRACKING_PASSWORD=mlflow-pw-0123456789");
+    expect(env).toContain(`MLFLOW_TRACKING_USERNAME="airflow"\nMLFLOW_TRACKING_PASSWORD="mlflow-pw-0123456789"`);
     expect(env).toContain("AIRFLOW__API__BASE_URL=https://mlops.example.com:8080/");
   });
 
