@@ -23,6 +23,8 @@ locals {
 
   # "mlflow-0" => { role, index, private_ip }, for every VM of every role.
   instances         = module.instance_bootstrap.instances
+  mlflow_instances  = { for k, v in local.instances : k => v if v.role == "mlflow" }
+  airflow_instances = { for k, v in local.instances : k => v if v.role == "airflow" }
   serving_instances = { for k, v in local.instances : k => v if v.role == "serving" }
   airflow_enabled   = var.instance_count["airflow"] > 0
 

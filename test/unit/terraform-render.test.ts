@@ -119,14 +119,54 @@ describe("loadBalancerSpec()", () => {
   const dir = mkdtempSync(join(tmpdir(), "lb-spec-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("reads terraform/loadbalancer.tf: HTTP 80 to the serving VMs' 8000, round robin, GET /ready every 10 s", async () => {
-    expect(await loadBalancerSpec()).toEqual({
-      listenerPort: 80,
+  it("reads terraform/loadbalancer.tf: every listener (the issue 11 contract's table), and the old single-listener fields from the prediction API's", async () => {
+    const spec = await loadBalancerSpec();
+    const fast = { protocol: "HTTP", returnCode: 200, intervalMs: 2000, timeoutMs: 1500, retries: 2 };
+    const ui = { protocol: "HTTP", returnCode: 200, intervalMs: 5000, timeoutMs: 3000, retries: 3 };
+    const forward = { protocol: "HTTP", ssl: true, policy: "ROUND_ROBIN", redirect: null };
+    expect(spec.listeners).toEqual([
+      {
+        name: "http",
+        port: 80,
+        protocol: "HTTP",
+        ssl: false,
+        backendSet: null,
+        backendRole: null,
+        backendPort: null,
+        policy: null,
+        healthCheck: null,
+        redirect: { responseCode: 301, protocol: "HTTPS", host: "{host}", port: 443, path: "{path}", query: "{query}" },
+      },
+      { ...forward, name: "predict", port: 443, backendSet: "serving", backendRole: "serving", backendPort: 8000, healthCheck: { ...fast, port: 8000, urlPath: "/ready" } },
+      { ...forward, name: "mlflow", port: 5000, backendSet: "mlflow", backendRole: "mlflow", backendPort: 5000, healthCheck: { ...ui, port: 5000, urlPath: "/health" } },
+      { ...forward, name: "airflow", port: 8080, backendSet: "airflow", backendRole: "airflow", backendPort: 8080, healthCheck: { ...ui, port: 8080, urlPath: "/api/v2/version" } },
+      {
+        ...forward,
+        name: "dashboard",
+        port: 8501,
+        backendSet: "dashboard",
+        backendRole: "serving",
+        backendPort: 8501,
+        healthCheck: { ...fast, port: 8501, urlPath: "/_stcore/health" },
+      },
+    ]);
+    const { listeners: _, ...old } = spec;
+    expect(old).toEqual({
+      listenerPort: 443,
       listenerProtocol: "HTTP",
       backendPort: 8000,
       policy: "ROUND_ROBIN",
-      healthCheck: { protocol: "HTTP", port: 8000, urlPath: "/ready", returnCode: 200, intervalMs: 2000, timeoutMs: 1500, retries: 2 },
+      healthCheck: { ...fast, port: 8000, urlPath: "/ready" },
     });
+  });
+
+  it("refuses a redirect that does not cover every path, and a rule set it would not reproduce", async () => {
+    const base = readFileSync(join(REPO, "terraform", "loadbalancer.tf"), "utf8");
+    const file = join(dir, "loadbalancer.tf");
+    writeFileSync(file, base.replace('attribute_value = "/"', 'attribute_value = "/api"'));
+    await expect(loadBalancerSpec(file)).rejects.toThrow(/redirect does not cover every path/);
+    writeFileSync(file, base.replace('action        = "REDIRECT"', 'action        = "ALLOW"'));
+    await expect(loadBalancerSpec(file)).rejects.toThrow(/rule set https_redirect has a "ALLOW" rule; only REDIRECT is reproduced/);
   });
 
   it("refuses a value that is not a literal, naming it, rather than guessing", async () => {
