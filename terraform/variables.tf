@@ -409,3 +409,14 @@ variable "lb_ca_certificate_pem" {
   }
 }
 
+# ------------------------------------------------------------------ credentials
+
+variable "serving_api_key_count" {
+  description = "How many API keys for the prediction API Terraform generates (Vault secrets; output serving_api_key_secret_ocids). Calls to /invocations and /models need one (the API's 401 says how to send it); the dashboard has a key of its own besides these."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.serving_api_key_count >= 1 && var.serving_api_key_count <= 20 && floor(var.serving_api_key_count) == var.serving_api_key_count
+    error_message = "serving_api_key_count must be a whole number from 1 to 20."
+  }
+}

@@ -26,6 +26,9 @@ import {
 } from "../support/terraform-render.ts";
 import { AGENT_UNIT, EXAMPLE_AGENT_CONFIG, USER_DATA_TEMPLATE } from "../support/user-data.ts";
 
+// biome-ignore lint/suspicious/noExplicitAny: the agent config as Terraform renders it, untyped JSON
+type Any = any;
+
 const b64 = (s: string) => Buffer.from(s, "utf8").toString("base64");
 
 /** JSON as Terraform's jsonencode() writes it: compact, object keys sorted (and <, >, & escaped, which these values do not hold). */
@@ -98,13 +101,91 @@ describe("terraform console render of modules/instance-bootstrap", () => {
       exampleBootstrapInputs({ vcnCidr: "172.16.0.0/16", pythonIndexUrl: null, instanceCount: { mlflow: 0, airflow: 0, serving: 3 }, agentUnit: "[Unit]\nDescription=x ${y} %{z}\n" }),
     );
     expect(Object.keys(other.agentConfig)).not.toContain("python");
-    expect(other.agentConfig.serving).toEqual({ mlflowTrackingUri: "http://127.0.0.1:5000" });
+    expect((other.agentConfig.serving as Record<string, unknown>).mlflowTrackingUri).toBe("http://127.0.0.1:5000");
+    expect((other.agentConfig.airflow as Record<string, unknown>).mlflowTrackingUri).toBe("http://127.0.0.1:5000");
     expect(other.addresses.mysqlIp).toBe("172.16.2.10");
     expect(other.addresses.appSubnetMysqlHost).toBe("172.16.1.%");
     expect(Object.values(other.instances).map((v) => v.privateIp)).toEqual(["172.16.1.50", "172.16.1.51", "172.16.1.52"]);
     // The unit text is passed literally (no template pass over it), as file() does in the root module.
     const unitB64 = /unit_b64='([^']*)'/.exec(other.instances["serving-2"]!.userData)?.[1] ?? "";
     expect(Buffer.from(unitB64, "base64").toString()).toBe("[Unit]\nDescription=x ${y} %{z}\n");
+  });
+
+  it("secrets are vault:<ocid> references to exactly the input secret OCIDs, at the contract's keys; the load balancer's name is MLflow's allowed host and Airflow's base URL", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const inputs = exampleBootstrapInputs({
+      lbHostname: "ml.corp.example.net",
+      servingApiKeySecretOcids: ["ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaakeyone", "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaakeytwo"],
+    });
+    const r = await renderInstances(inputs);
+    const c = r.agentConfig as Any;
+    const v = (ocid: string) => `vault:${ocid}`;
+    expect(c.mlflow.allowedHosts).toEqual(["ml.corp.example.net"]);
+    expect(c.mlflow.auth).toEqual({
+      adminUser: "admin",
+      adminPassword: v(inputs.mlflowAdminSecretOcid),
+      secretKey: v(inputs.mlflowSecretKeySecretOcid),
+      database: { name: "mlflow_auth" },
+      users: [
+        {
+          name: "airflow",
+          password: v(inputs.mlflowAirflowPasswordSecretOcid),
+          grants: [
+            { experiment: "iris", permission: "EDIT" },
+            { registeredModel: "iris", permission: "EDIT" },
+          ],
+        },
+        { name: "serving", password: v(inputs.mlflowServingPasswordSecretOcid), grants: [{ registeredModel: "iris", permission: "READ" }] },
+      ],
+    });
+    expect(c.airflow).toEqual({
+      mlflowTrackingUri: "http://10.0.1.10:5000",
+      mlflowUser: "airflow",
+      mlflowPassword: v(inputs.mlflowAirflowPasswordSecretOcid),
+      adminPassword: v(inputs.airflowAdminSecretOcid),
+      baseUrl: "https://ml.corp.example.net:8080/",
+    });
+    expect(c.serving).toEqual({
+      mlflowTrackingUri: "http://10.0.1.10:5000",
+      mlflowUser: "serving",
+      mlflowPassword: v(inputs.mlflowServingPasswordSecretOcid),
+      apiKeys: inputs.servingApiKeySecretOcids.map(v),
+      dashboardApiKey: v(inputs.servingDashboardApiKeySecretOcid),
+    });
+    // Every value under a secret-bearing key is a vault: reference, and every secret OCID given is used.
+    const secretKeys = /^(adminPassword|password|secretKey|mlflowPassword|apiKeys|dashboardApiKey)$/;
+    const refs: string[] = [];
+    const walk = (x: unknown, key = ""): void => {
+      if (Array.isArray(x)) for (const e of x) walk(e, key);
+      else if (typeof x === "object" && x !== null) for (const [k, e] of Object.entries(x)) walk(e, k);
+      else if (secretKeys.test(key)) refs.push(String(x));
+    };
+    walk(c);
+    for (const ref of refs) expect(ref, ref).toMatch(/^vault:ocid1\.vaultsecret\./);
+    const given = [
+      inputs.mysqlAdminSecretOcid,
+      inputs.postgresAdminSecretOcid,
+      inputs.mlflowAdminSecretOcid,
+      inputs.mlflowSecretKeySecretOcid,
+      inputs.mlflowAirflowPasswordSecretOcid,
+      inputs.mlflowServingPasswordSecretOcid,
+      inputs.airflowAdminSecretOcid,
+      ...inputs.servingApiKeySecretOcids,
+      inputs.servingDashboardApiKeySecretOcid,
+    ];
+    expect([...new Set(refs)].sort()).toEqual(given.map(v).sort());
+  });
+
+  it("the user-data holds the config with its vault: references and nothing else secret: no other vault:, file: or env: value, no password-looking string", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    for (const [key, vm] of Object.entries(fleet.instances)) {
+      const configB64 = /config_b64='([^']*)'/.exec(vm.userData)?.[1];
+      expect(configB64, `${key}: no config in the user-data`).toBeDefined();
+      expect(JSON.parse(Buffer.from(configB64!, "base64").toString("utf8")), key).toEqual(fleet.agentConfig);
+      // Outside the base64 payloads, the text names no secret reference either.
+      const plain = vm.userData.replace(/[A-Za-z0-9+/=]{200,}/g, "<b64>");
+      expect(plain, key).not.toMatch(/vault:|ocid1\.vaultsecret|password|secret_key|api_?key/i);
+    }
   });
 
   it("the module refuses instance counts it has no addresses for", async (ctx) => {
