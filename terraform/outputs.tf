@@ -18,7 +18,7 @@ output "urls" {
 }
 
 output "prediction_api_url" {
-  description = "Prediction API (MLflow scoring protocol) behind the load balancer."
+  description = "Prediction API (MLflow scoring protocol) behind the load balancer; /invocations and /models need an API key (serving_api_key_secret_ocids)."
   value       = "https://${var.lb_hostname}/"
 }
 
@@ -50,6 +50,26 @@ output "mysql_admin_secret_ocid" {
 output "postgres_admin_secret_ocid" {
   description = "Vault secret holding the PostgreSQL admin password."
   value       = oci_vault_secret.postgres_admin.id
+}
+
+output "mlflow_admin_secret_ocid" {
+  description = "Vault secret holding the MLflow admin password (user admin; README.md, \"Credentials\")."
+  value       = oci_vault_secret.app["mlflow-admin-password"].id
+}
+
+output "airflow_admin_secret_ocid" {
+  description = "Vault secret holding the Airflow admin password (user admin; README.md, \"Credentials\")."
+  value       = oci_vault_secret.app["airflow-admin-password"].id
+}
+
+output "serving_api_key_secret_ocids" {
+  description = "Vault secrets holding the prediction API's keys, one per client to hand out."
+  value       = oci_vault_secret.serving_api_key[*].id
+}
+
+output "app_secret_ocids" {
+  description = "Every credential secrets.tf generates, by name (the MLflow users' passwords, the Flask secret key, the dashboard's API key, and the above)."
+  value       = { for k, v in oci_vault_secret.app : k => v.id }
 }
 
 output "buckets" {

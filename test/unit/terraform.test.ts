@@ -453,6 +453,18 @@ describe("terraform/: structure and references", () => {
     ]);
   });
 
+  it("outputs: one HTTPS URL per load balancer listener, the admin secrets' OCIDs, and nothing secret", async () => {
+    const outputs = fileJson(parsed, "outputs.tf").output;
+    const spec = await loadBalancerSpec();
+    const urls = outputs.urls[0].value;
+    const byName = Object.fromEntries(spec.listeners.filter((l) => l.ssl).map((l) => [l.name, l.port === 443 ? "https://${var.lb_hostname}/" : `https://\${var.lb_hostname}:${l.port}/`]));
+    expect(urls).toEqual(byName);
+    expect(outputs.mlflow_admin_secret_ocid[0].value).toBe('${oci_vault_secret.app["mlflow-admin-password"].id}');
+    expect(outputs.airflow_admin_secret_ocid[0].value).toBe('${oci_vault_secret.app["airflow-admin-password"].id}');
+    expect(outputs.serving_api_key_secret_ocids[0].value).toBe("${oci_vault_secret.serving_api_key[*].id}");
+    const text = JSON.stringify(outputs);
+    expect(text).not.toMatch(/random_password|secret_content|_pem\b|http:\/\/\$\{v\.private_ip\}:(5000|8080|8501|8000)/);
+  });
 });
 
 describe("the agent config Terraform writes to /etc/mlops-agent/config.json", () => {
