@@ -135,7 +135,7 @@ describe("terraform console render of modules/instance-bootstrap", () => {
             { registeredModel: "iris", permission: "EDIT" },
           ],
         },
-        { name: "serving", password: v(inputs.mlflowServingPasswordSecretOcid), grants: [{ registeredModel: "iris", permission: "READ" }] },
+        { name: "serving", password: v(inputs.mlflowServingPasswordSecretOcid), grants: [{ experiment: "iris", permission: "READ" }, { registeredModel: "iris", permission: "READ" }] },
       ],
     });
     expect(c.airflow).toEqual({

@@ -80,7 +80,9 @@ locals {
             {
               name     = "serving"
               password = "vault:${var.mlflow_serving_password_secret_ocid}"
+              # Reading a model's files needs READ on the experiment that logged it too (MLflow 3.17).
               grants = [
+                { experiment = "iris", permission = "READ" },
                 { registeredModel = "iris", permission = "READ" },
               ]
             },
