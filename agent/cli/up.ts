@@ -60,10 +60,11 @@ type Seen = { role: string; url: string; status: StatusSnapshot };
 
 const IRIS_COLUMNS = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"];
 
-/** The curl that gets a prediction from the model server. */
-export function predictionCurl(invocationsUrl: string): string {
+/** The curl that gets a prediction from the model server; with a key in a `file:` reference, it sends the key read from the file (never the key itself). */
+export function predictionCurl(invocationsUrl: string, apiKeyRef?: string): string {
   const body = JSON.stringify({ dataframe_split: { columns: IRIS_COLUMNS, data: [[5.1, 3.5, 1.4, 0.2]] } });
-  return `curl -s -X POST ${invocationsUrl} -H 'Content-Type: application/json' -d '${body}'`;
+  const key = apiKeyRef?.startsWith("file:") ? ` -H "Authorization: Bearer $(cat ${apiKeyRef.slice("file:".length)})"` : "";
+  return `curl -s -X POST ${invocationsUrl}${key} -H 'Content-Type: application/json' -d '${body}'`;
 }
 
 function linkLine(label: string, text: string): string {
@@ -93,7 +94,7 @@ function summary(dir: string, stacks: Stack[], seen: Seen[], elapsedMs: number, 
   out(`    shared between the roles (MLflow's admin and secret key, each role's MLflow user): ${upSecretsDir(dir)}/`);
   for (const s of seen) for (const c of s.status.credentials) out(`    ${c.name}: ${c.path}`);
   for (const n of ups.flatMap((u) => u.credentialNotes)) out(`    ${n}`);
-  const tryLine = server && model ? predictionCurl(server.invocationsUrl) : ups.find((u) => u.try)?.try;
+  const tryLine = server && model ? predictionCurl(server.invocationsUrl, server.apiKeyRef) : ups.find((u) => u.try)?.try;
   if (tryLine) out(linkLine("try", tryLine));
 }
 

@@ -1,6 +1,7 @@
 /**
  * The credentials an `up` stack shares between its roles (MLflow's admin and
- * secret key, the password of each role's MLflow user), generated once into
+ * secret key, the password of each role's MLflow user, the prediction API's
+ * key and the dashboard's), generated once into
  * `<dir>/secrets/` (0700, files 0600) and named in each role's config as
  * `file:` references (`upDefaults`), as Vault secrets are on OCI. A file that
  * exists is never rewritten.
@@ -9,7 +10,14 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
 
-export const UP_SECRETS = ["mlflow-admin-password", "mlflow-secret-key", "mlflow-airflow-password", "mlflow-serving-password"] as const;
+export const UP_SECRETS = [
+  "mlflow-admin-password",
+  "mlflow-secret-key",
+  "mlflow-airflow-password",
+  "mlflow-serving-password",
+  "serving-api-key",
+  "dashboard-api-key",
+] as const;
 export type UpSecret = (typeof UP_SECRETS)[number];
 
 export function upSecretsDir(dir: string): string {

@@ -157,6 +157,7 @@ function servingContext(input: RoleContextInput): TemplateContext {
       mlflowTrackingUri: trackingUri(input, s.mlflowTrackingUri),
       probeHost: local(s.host),
       dashboardProbeHost: local(s.dashboardHost),
+      upApiKeyRef: s.apiKeys?.[0] ?? "",
     },
     servingEnvLines: servingEnvLines(s, input.secrets),
   };

@@ -78,7 +78,15 @@ const upSchema = z
     pipelineRunner: z.object({ url: templated, user: templated, passwordSecret: z.string() }).strict().optional(),
     /** The service that serves the champion; while it has none, only its readiness fails and `up` still counts it as up without a runner. */
     modelServer: z
-      .object({ service: z.string(), invocationsUrl: templated, modelName: templated, modelAlias: templated, pollSeconds: templated })
+      .object({
+        service: z.string(),
+        invocationsUrl: templated,
+        modelName: templated,
+        modelAlias: templated,
+        pollSeconds: templated,
+        /** A secret reference to a key the API accepts (empty: it needs none); `up`'s printed curl sends it. */
+        apiKeyRef: templated.optional(),
+      })
       .strict()
       .optional(),
   })
