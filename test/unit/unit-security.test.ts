@@ -39,6 +39,8 @@ describe("systemd-analyze security --offline: exposure of the rendered units", (
       for (const s of d.services) {
         const { level, report } = analyze(s.unit, s.unitFile!)!;
         expect(level, `${s.unit}: ${level}\n${exposedDirectives(report).join("\n")}`).toBeLessThanOrEqual(ROLE_UNIT_MAX_EXPOSURE);
+        // Airflow's task supervisor watches non-dumpable children through /proc: invisible would hide them.
+        expect(s.unitFile).toMatch(role === "airflow" ? /^ProtectProc=default$/m : /^ProtectProc=invisible$/m);
       }
     });
   }
