@@ -109,6 +109,7 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
       execStart: command.map(systemdQuote).join(" "),
       stopTimeoutSeconds: s.stopTimeoutSeconds,
       writablePaths: s.writablePaths.map((p) => renderString(p, i.ctx, where)).join(" "),
+      protectProc: s.protectProc,
     },
     `unit ${unit}`,
   );

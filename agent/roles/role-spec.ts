@@ -213,6 +213,12 @@ export const roleSpecSchema = z
             listen: z.array(z.object({ host: templated, port: templated, configKey: z.string().optional() }).strict()).default([]),
             /** Paths the hardened unit may write (ProtectSystem=strict). */
             writablePaths: z.array(templated),
+            /**
+             * The unit's ProtectProc=: `invisible` (other processes hidden in /proc) unless the
+             * service watches children that made themselves non-dumpable, which `invisible`
+             * hides from their own parent (Airflow's task supervisor: psutil.Process(child)).
+             */
+            protectProc: z.enum(["invisible", "default"]).default("invisible"),
             probes: z
               .object({ liveness: roleProbeSchema.optional(), readiness: roleProbeSchema.optional(), startup: roleProbeSchema.optional() })
               .strict(),
