@@ -5,7 +5,6 @@
  */
 import type { FileOwner, Host } from "../host/host.ts";
 import type { HttpClient } from "../http/http-client.ts";
-import type { Logger } from "../log.ts";
 
 export interface AccessContext {
   /** The service's base URL on this host. */
@@ -21,9 +20,6 @@ export interface AccessContext {
   readonly appliedFile: string;
   readonly host: Host;
   readonly http: HttpClient;
-  readonly logger: Logger;
-  /** Registers a derived secret (e.g. an Authorization header) for scrubbing. */
-  readonly register: (secret: string) => void;
 }
 
 export interface AccessOutcome {

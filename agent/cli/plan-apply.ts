@@ -15,6 +15,7 @@ import { chooseSupervisor } from "../supervisor/select.ts";
 import { createSystemdSupervisor } from "../supervisor/systemd-backend.ts";
 import type { Supervisor } from "../supervisor/types.ts";
 import { type CommonFlags, loadContext } from "../config/context.ts";
+import { ensureUpSecrets } from "../config/up-secrets.ts";
 import { printer } from "./output.ts";
 import { requestConverge } from "./converge-request.ts";
 import { findRunningAgent } from "./status.ts";
@@ -75,6 +76,7 @@ export async function planCommand(host: Host, flags: CommonFlags, env: NodeJS.Pr
 export async function applyCommand(host: Host, flags: CommonFlags, env: NodeJS.ProcessEnv, logger: Logger, secrets: CommandSecrets): Promise<number> {
   const out = printer(secrets.secrets);
   const { resolved } = await loadContext(host, flags, env);
+  if (flags.dir !== undefined) ensureUpSecrets(flags.dir);
   const { config } = resolved;
   const supervisor = await observingSupervisor(host, config, logger, secrets.secrets.scrub);
   const records = createRoleRecordStore(host, config.stateDir);

@@ -7,6 +7,7 @@
  * stops its children before the agent exits.
  */
 import { type CommonFlags, loadContext } from "../config/context.ts";
+import { ensureUpSecrets } from "../config/up-secrets.ts";
 import type { ResolvedConfig } from "../config/load.ts";
 import type { SecretRegistry } from "../config/secret-registry.ts";
 import type { VaultResolvers } from "../config/vault.ts";
@@ -80,6 +81,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   const store = new StatusStore({ version: v.version, commit: v.commit, node: v.node, pid: process.pid, startedAt: new Date(startedAt), supervisor: choice.kind, secrets: opts.secrets });
   const metrics = createMetrics(store);
   const token = await ensureToken(host, layout.token);
+  // One-machine mode: the credentials the roles share (config/up-secrets.ts), whether `up` or a person started this agent.
+  if (opts.flags.dir !== undefined) ensureUpSecrets(opts.flags.dir);
 
   let loop: DaemonLoop | undefined;
   const app = buildServer({

@@ -258,8 +258,6 @@ async function ensureAccess(deps: ApplyDeps, a: Extract<Action, { kind: "ensure-
     appliedFile: secretPath(deps.config.stateDir, `${dd.role}-access-applied.json`),
     host: deps.host,
     http: deps.http ?? httpRequest,
-    logger: deps.logger,
-    register: (v) => deps.secrets.register(v),
   });
   for (const change of outcome.changes) deps.logger.info({ step: "ensure-access", provider: access.provider }, change);
   if (outcome.waiting.length) deps.logger.info({ step: "ensure-access", waiting: outcome.waiting }, "some grants wait for their resources");

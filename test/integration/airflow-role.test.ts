@@ -90,7 +90,16 @@ beforeAll(async () => {
       convergeIntervalSeconds: 10,
       python: { cacheDir: `${process.env.HOME ?? "/root"}/.cache/mlops-agent/uv` },
       postgres: { host: "127.0.0.1", port: 5432, adminUser: "postgres" },
-      airflow: { host: "127.0.0.1", port: airflowPort, parallelism: 2, mlflowTrackingUri: `http://127.0.0.1:${mlflowPort}`, database: { engine: "postgresql", name: DB, user: USER } },
+      // The MLflow stack (one-machine layout) has authentication on: the pipeline logs as its `airflow` user.
+      airflow: {
+        host: "127.0.0.1",
+        port: airflowPort,
+        parallelism: 2,
+        mlflowTrackingUri: `http://127.0.0.1:${mlflowPort}`,
+        mlflowUser: "airflow",
+        mlflowPassword: `file:${join(root, "mlflow-stack/secrets/mlflow-airflow-password")}`,
+        database: { engine: "postgresql", name: DB, user: USER },
+      },
       dagSync: { source: "oci://testns/dags/prod", auth: "api_key", ociConfigFile: join(root, "oci-config"), endpoint: oss.url, schedule: "*/5 * * * * *" },
     }),
   );
@@ -153,9 +162,12 @@ describe("airflow role with DAG sync and the iris pipeline", { timeout: 30 * 60_
       3_000,
     );
     expect(final).toBe("success");
-    const alias = await getJson<{ model_version?: { version: string; aliases?: string[] } }>(
-      `http://127.0.0.1:${mlflowPort}/api/2.0/mlflow/registered-models/alias?name=iris&alias=champion`,
-    );
+    const admin = readFileSync(join(root, "mlflow-stack/secrets/mlflow-admin-password"), "utf8").trim();
+    const alias = (await (
+      await fetch(`http://127.0.0.1:${mlflowPort}/api/2.0/mlflow/registered-models/alias?name=iris&alias=champion`, {
+        headers: { authorization: `Basic ${Buffer.from(`admin:${admin}`).toString("base64")}` },
+      })
+    ).json()) as { model_version?: { version: string; aliases?: string[] } };
     expect(alias.model_version?.aliases).toContain("champion");
   });
 
