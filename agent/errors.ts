@@ -45,6 +45,7 @@ export const ERRORS = {
   ASSET_MISSING: { message: "a file shipped with the agent is missing", recoverable: false, httpStatus: 500 },
   TEMPLATE_INVALID: { message: "a template is malformed or its variables do not match", recoverable: false, httpStatus: 500 },
   DAG_SYNC_FAILED: { message: "writing the synced DAGs failed", recoverable: true, httpStatus: 500 },
+  ACCESS_PROVISION_FAILED: { message: "setting users and permissions in a service failed", recoverable: true, httpStatus: 503 },
   ROLE_SPEC_INVALID: { message: "a role spec is invalid", recoverable: false, httpStatus: 500 },
   RENDER_FAILED: { message: "a role template cannot be rendered", recoverable: false, httpStatus: 500 },
 } as const satisfies Record<string, ErrorSpec>;

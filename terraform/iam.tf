@@ -6,7 +6,11 @@
 #   - list and read DAG files in the dags bucket (DAG sync) and binaries in
 #     the releases bucket;
 #   - read, write and delete MLflow artifacts in the artifacts bucket;
-#   - read the two database admin password secrets.
+#   - read this deployment's secrets: the two database admin passwords and
+#     the credentials of secrets.tf (MLflow, Airflow, API keys), by OCID.
+#     One dynamic group for every VM, so every VM may read every one of them:
+#     a VM's role comes from instance metadata and may change, and dynamic
+#     group rules cannot match that (nor freeform tags).
 # Nothing else: no instance, network or vault management.
 #
 # Order: the instances depend on the tag and the agents policy, the buckets
@@ -32,6 +36,13 @@ resource "oci_identity_tag" "agent" {
 locals {
   agent_tag_key   = "${oci_identity_tag_namespace.mlops.name}.${oci_identity_tag.agent.name}"
   agent_tag_value = "mlops-agent"
+
+  # Every secret the agent config names (vault:<ocid>).
+  agent_secret_ids = concat(
+    [oci_vault_secret.mysql_admin.id, oci_vault_secret.postgres_admin.id],
+    [for k in sort(keys(oci_vault_secret.app)) : oci_vault_secret.app[k].id],
+    oci_vault_secret.serving_api_key[*].id,
+  )
 }
 
 resource "oci_identity_dynamic_group" "agents" {
@@ -52,7 +63,7 @@ resource "oci_identity_policy" "agents" {
     "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read buckets in ${local.policy_scope} where any {target.bucket.name = '${oci_objectstorage_bucket.artifacts.name}', target.bucket.name = '${oci_objectstorage_bucket.dags.name}', target.bucket.name = '${oci_objectstorage_bucket.releases.name}'}",
     "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read objects in ${local.policy_scope} where any {target.bucket.name = '${oci_objectstorage_bucket.dags.name}', target.bucket.name = '${oci_objectstorage_bucket.releases.name}'}",
     "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to manage objects in ${local.policy_scope} where target.bucket.name = '${oci_objectstorage_bucket.artifacts.name}'",
-    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read secret-bundles in ${local.policy_scope} where any {target.secret.id = '${oci_vault_secret.mysql_admin.id}', target.secret.id = '${oci_vault_secret.postgres_admin.id}'}",
+    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read secret-bundles in ${local.policy_scope} where any {${join(", ", [for id in local.agent_secret_ids : "target.secret.id = '${id}'"])}}",
   ]
   freeform_tags = local.common_tags
 }

@@ -23,6 +23,8 @@ locals {
 
   # "mlflow-0" => { role, index, private_ip }, for every VM of every role.
   instances         = module.instance_bootstrap.instances
+  mlflow_instances  = { for k, v in local.instances : k => v if v.role == "mlflow" }
+  airflow_instances = { for k, v in local.instances : k => v if v.role == "airflow" }
   serving_instances = { for k, v in local.instances : k => v if v.role == "serving" }
   airflow_enabled   = var.instance_count["airflow"] > 0
 
@@ -64,10 +66,20 @@ module "instance_bootstrap" {
   dags_bucket                = oci_objectstorage_bucket.dags.name
   mysql_admin_secret_ocid    = oci_vault_secret.mysql_admin.id
   postgres_admin_secret_ocid = oci_vault_secret.postgres_admin.id
-  mysql_admin_user           = var.mysql_admin_user
-  postgres_admin_user        = var.postgres_admin_user
-  python_index_url           = var.python_index_url
-  agent_urls                 = local.agent_urls
-  agent_sha256               = var.agent_sha256
-  agent_unit                 = file("${path.module}/../units/mlops-agent.service")
+
+  lb_hostname                           = var.lb_hostname
+  mlflow_admin_secret_ocid              = oci_vault_secret.app["mlflow-admin-password"].id
+  mlflow_secret_key_secret_ocid         = oci_vault_secret.app["mlflow-secret-key"].id
+  mlflow_airflow_password_secret_ocid   = oci_vault_secret.app["mlflow-airflow-password"].id
+  mlflow_serving_password_secret_ocid   = oci_vault_secret.app["mlflow-serving-password"].id
+  airflow_admin_secret_ocid             = oci_vault_secret.app["airflow-admin-password"].id
+  serving_api_key_secret_ocids          = oci_vault_secret.serving_api_key[*].id
+  serving_dashboard_api_key_secret_ocid = oci_vault_secret.app["serving-dashboard-api-key"].id
+
+  mysql_admin_user    = var.mysql_admin_user
+  postgres_admin_user = var.postgres_admin_user
+  python_index_url    = var.python_index_url
+  agent_urls          = local.agent_urls
+  agent_sha256        = var.agent_sha256
+  agent_unit          = file("${path.module}/../units/mlops-agent.service")
 }

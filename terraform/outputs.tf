@@ -1,24 +1,25 @@
-# Where everything is. The VMs and databases have private addresses only:
-# reach them from admin_cidr (VPN, bastion) as network.tf allows.
+# Where everything is. Users reach the services only through the load
+# balancer, over HTTPS, at lb_hostname (point its DNS A record at
+# load_balancer_ip); the VMs and databases have private addresses only.
 
-output "mlflow_urls" {
-  description = "MLflow UI and tracking API, one per MLflow VM."
-  value       = [for k, v in local.instances : "http://${v.private_ip}:5000" if v.role == "mlflow"]
+output "load_balancer_ip" {
+  description = "Public address of the load balancer: the A record of lb_hostname."
+  value       = oci_load_balancer_load_balancer.api.ip_address_details[0].ip_address
 }
 
-output "airflow_urls" {
-  description = "Airflow UI and API (api-server), one per Airflow VM; user admin, password in /var/lib/mlops-agent/secrets/airflow-admin-password on the VM."
-  value       = [for k, v in local.instances : "http://${v.private_ip}:8080" if v.role == "airflow"]
+output "urls" {
+  description = "Each service behind the load balancer, over HTTPS: predict from api_cidr (http://<lb_hostname>/ redirects to it), dashboard, mlflow and airflow from admin_cidr."
+  value = {
+    predict   = "https://${var.lb_hostname}/"
+    dashboard = "https://${var.lb_hostname}:8501/"
+    mlflow    = "https://${var.lb_hostname}:5000/"
+    airflow   = "https://${var.lb_hostname}:8080/"
+  }
 }
 
 output "prediction_api_url" {
-  description = "Prediction API (MLflow scoring protocol) behind the load balancer."
-  value       = "http://${oci_load_balancer_load_balancer.api.ip_address_details[0].ip_address}/"
-}
-
-output "dashboard_urls" {
-  description = "Serving dashboard, one per serving VM."
-  value       = [for k, v in local.serving_instances : "http://${v.private_ip}:8501"]
+  description = "Prediction API (MLflow scoring protocol) behind the load balancer; /invocations and /models need an API key (serving_api_key_secret_ocids)."
+  value       = "https://${var.lb_hostname}/"
 }
 
 output "agent_status_urls" {
@@ -49,6 +50,26 @@ output "mysql_admin_secret_ocid" {
 output "postgres_admin_secret_ocid" {
   description = "Vault secret holding the PostgreSQL admin password."
   value       = oci_vault_secret.postgres_admin.id
+}
+
+output "mlflow_admin_secret_ocid" {
+  description = "Vault secret holding the MLflow admin password (user admin; README.md, \"Credentials\")."
+  value       = oci_vault_secret.app["mlflow-admin-password"].id
+}
+
+output "airflow_admin_secret_ocid" {
+  description = "Vault secret holding the Airflow admin password (user admin; README.md, \"Credentials\")."
+  value       = oci_vault_secret.app["airflow-admin-password"].id
+}
+
+output "serving_api_key_secret_ocids" {
+  description = "Vault secrets holding the prediction API's keys, one per client to hand out."
+  value       = oci_vault_secret.serving_api_key[*].id
+}
+
+output "app_secret_ocids" {
+  description = "Every credential secrets.tf generates, by name (the MLflow users' passwords, the Flask secret key, the dashboard's API key, and the above)."
+  value       = { for k, v in oci_vault_secret.app : k => v.id }
 }
 
 output "buckets" {

@@ -69,7 +69,7 @@ variable "vcn_cidr" {
 }
 
 variable "admin_cidr" {
-  description = "The only network that may reach SSH and the UIs (MLflow 5000, Airflow 8080, dashboard 8501): your VPN, bastion or office range. The instances have private addresses only."
+  description = "The only network that may reach the UIs through the load balancer (MLflow 5000, Airflow 8080, dashboard 8501, all HTTPS), and SSH unless bastion_cidr says otherwise: your VPN, bastion or office range. The instances have private addresses only."
   type        = string
   validation {
     condition     = can(cidrnetmask(var.admin_cidr)) && var.admin_cidr != "0.0.0.0/0"
@@ -78,12 +78,22 @@ variable "admin_cidr" {
 }
 
 variable "api_cidr" {
-  description = "Network allowed to call the prediction API on the load balancer (port 80); null means admin_cidr. Set 0.0.0.0/0 to make it public."
+  description = "Network allowed to call the prediction API on the load balancer (HTTPS 443, and 80, which only redirects to 443); null means admin_cidr. Set 0.0.0.0/0 to make it public."
   type        = string
   default     = null
   validation {
     condition     = var.api_cidr == null || can(cidrnetmask(var.api_cidr))
     error_message = "api_cidr must be an IPv4 CIDR block such as 0.0.0.0/0 or 198.51.100.0/24, or null."
+  }
+}
+
+variable "bastion_cidr" {
+  description = "Network that may open SSH (22) to the VMs: an OCI Bastion session's or a jump host's range; null means admin_cidr. Nothing else reaches a VM from outside the VCN."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.bastion_cidr == null || (can(cidrnetmask(var.bastion_cidr)) && var.bastion_cidr != "0.0.0.0/0")
+    error_message = "bastion_cidr must be an IPv4 CIDR block such as 10.0.0.0/24 or 203.0.113.0/24, and not 0.0.0.0/0; or null (admin_cidr)."
   }
 }
 
@@ -344,5 +354,69 @@ variable "lb_max_bandwidth_mbps" {
   validation {
     condition     = var.lb_max_bandwidth_mbps >= 10 && var.lb_max_bandwidth_mbps <= 8000
     error_message = "lb_max_bandwidth_mbps must be from 10 to 8000."
+  }
+}
+
+variable "lb_hostname" {
+  description = "DNS name users reach the load balancer by (point an A record at output load_balancer_ip). The TLS certificate must be for this name; MLflow's allowed hosts and Airflow's base URL are set from it."
+  type        = string
+  validation {
+    condition     = can(regex("^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\\.)+[a-z][a-z0-9-]{0,61}[a-z0-9]$", var.lb_hostname)) && length(var.lb_hostname) <= 253
+    error_message = "lb_hostname must be a fully qualified DNS name in lower case, such as mlops.example.com (no scheme, port or trailing dot)."
+  }
+}
+
+variable "lb_certificate_ocid" {
+  description = "OCID of a certificate in OCI Certificates (issued by an OCI private CA or imported) for lb_hostname; the listeners use it and follow its renewals. Set this or lb_certificate_pem and lb_private_key_pem, not both."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.lb_certificate_ocid == null || can(regex("^ocid1\\.certificate\\.", var.lb_certificate_ocid))
+    error_message = "lb_certificate_ocid must be a certificate OCID (ocid1.certificate.oc1...), or null."
+  }
+}
+
+variable "lb_certificate_pem" {
+  description = "PEM certificate (the leaf for lb_hostname, intermediates after it) uploaded to the load balancer; with lb_private_key_pem, instead of lb_certificate_ocid. Give it with -var-file or TF_VAR_lb_certificate_pem=\"$(cat cert.pem)\"."
+  type        = string
+  default     = null
+  sensitive   = true
+  validation {
+    condition     = var.lb_certificate_pem == null || can(regex("-----BEGIN CERTIFICATE-----", var.lb_certificate_pem))
+    error_message = "lb_certificate_pem must be PEM text (-----BEGIN CERTIFICATE-----), or null."
+  }
+}
+
+variable "lb_private_key_pem" {
+  description = "PEM private key of lb_certificate_pem (unencrypted). It is kept in the Terraform state and in the load balancer, nowhere else."
+  type        = string
+  default     = null
+  sensitive   = true
+  validation {
+    condition     = var.lb_private_key_pem == null || can(regex("-----BEGIN ([A-Z]+ )?PRIVATE KEY-----", var.lb_private_key_pem))
+    error_message = "lb_private_key_pem must be a PEM private key (-----BEGIN PRIVATE KEY----- or -----BEGIN RSA/EC PRIVATE KEY-----), or null."
+  }
+}
+
+variable "lb_ca_certificate_pem" {
+  description = "Optional PEM CA certificate(s) of lb_certificate_pem's issuer, stored with it on the load balancer."
+  type        = string
+  default     = null
+  sensitive   = true
+  validation {
+    condition     = var.lb_ca_certificate_pem == null || can(regex("-----BEGIN CERTIFICATE-----", var.lb_ca_certificate_pem))
+    error_message = "lb_ca_certificate_pem must be PEM text (-----BEGIN CERTIFICATE-----), or null."
+  }
+}
+
+# ------------------------------------------------------------------ credentials
+
+variable "serving_api_key_count" {
+  description = "How many API keys for the prediction API Terraform generates (Vault secrets; output serving_api_key_secret_ocids). Calls to /invocations and /models need one (the API's 401 says how to send it); the dashboard has a key of its own besides these."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.serving_api_key_count >= 1 && var.serving_api_key_count <= 20 && floor(var.serving_api_key_count) == var.serving_api_key_count
+    error_message = "serving_api_key_count must be a whole number from 1 to 20."
   }
 }

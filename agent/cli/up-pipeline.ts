@@ -12,6 +12,8 @@ export const IRIS_DAG = "iris_pipeline";
 export interface PipelineTarget {
   /** Base of the registry's REST API (`.../api/2.0/<registry>`). */
   readonly registryApi: string;
+  /** The registry's login (MLflow with auth), read when needed. */
+  readonly registryHeaders?: () => Promise<Record<string, string>>;
   readonly runnerUrl: string;
   readonly adminUser: string;
   /** Name of the runner's generated admin password (named in errors, never shown). */
@@ -27,10 +29,10 @@ async function http(url: string, init?: RequestInit): Promise<Response> {
 }
 
 /** The version the alias points at, or undefined while there is none. */
-export async function championVersion(t: Pick<PipelineTarget, "registryApi" | "modelName" | "modelAlias">): Promise<string | undefined> {
-  const r = await http(
-    `${t.registryApi}/registered-models/alias?name=${encodeURIComponent(t.modelName)}&alias=${encodeURIComponent(t.modelAlias)}`,
-  );
+export async function championVersion(t: Pick<PipelineTarget, "registryApi" | "registryHeaders" | "modelName" | "modelAlias">): Promise<string | undefined> {
+  const r = await http(`${t.registryApi}/registered-models/alias?name=${encodeURIComponent(t.modelName)}&alias=${encodeURIComponent(t.modelAlias)}`, {
+    headers: (await t.registryHeaders?.()) ?? {},
+  });
   if (r.status === 404) return undefined;
   if (!r.ok) {
     // MLflow 3 answers 400 INVALID_PARAMETER_VALUE / RESOURCE_DOES_NOT_EXIST while the registered model does not exist.

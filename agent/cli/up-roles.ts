@@ -24,10 +24,17 @@ export interface RoleUp {
   readonly links: readonly UpLink[];
   readonly credentialNotes: readonly string[];
   readonly try: string | undefined;
-  readonly modelRegistry: { readonly url: string; readonly api: string } | undefined;
+  readonly modelRegistry: { readonly url: string; readonly api: string; readonly user?: string; readonly passwordRef?: string } | undefined;
   readonly pipelineRunner: { readonly url: string; readonly user: string; readonly passwordSecret: string } | undefined;
   readonly modelServer:
-    | { readonly service: string; readonly invocationsUrl: string; readonly modelName: string; readonly modelAlias: string; readonly pollSeconds: string }
+    | {
+        readonly service: string;
+        readonly invocationsUrl: string;
+        readonly modelName: string;
+        readonly modelAlias: string;
+        readonly pollSeconds: string;
+        readonly apiKeyRef?: string;
+      }
     | undefined;
 }
 

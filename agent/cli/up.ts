@@ -16,6 +16,7 @@ import type { Host } from "../host/host.ts";
 import { availableRoles, roleNames } from "../roles/catalog.ts";
 import type { StatusSnapshot } from "../status/types.ts";
 import { type CommonFlags, loadContext, upDefaults, upListen } from "../config/context.ts";
+import { ensureUpSecrets, upSecretsDir } from "../config/up-secrets.ts";
 import { formatDuration, out } from "./output.ts";
 import { activeRun, championVersion, dagListed, IRIS_DAG, type PipelineTarget, runState, triggerRun } from "./up-pipeline.ts";
 import { requestConverge } from "./converge-request.ts";
@@ -59,10 +60,11 @@ type Seen = { role: string; url: string; status: StatusSnapshot };
 
 const IRIS_COLUMNS = ["sepal_length_cm", "sepal_width_cm", "petal_length_cm", "petal_width_cm"];
 
-/** The curl that gets a prediction from the model server. */
-export function predictionCurl(invocationsUrl: string): string {
+/** The curl that gets a prediction from the model server; with a key in a `file:` reference, it sends the key read from the file (never the key itself). */
+export function predictionCurl(invocationsUrl: string, apiKeyRef?: string): string {
   const body = JSON.stringify({ dataframe_split: { columns: IRIS_COLUMNS, data: [[5.1, 3.5, 1.4, 0.2]] } });
-  return `curl -s -X POST ${invocationsUrl} -H 'Content-Type: application/json' -d '${body}'`;
+  const key = apiKeyRef?.startsWith("file:") ? ` -H "Authorization: Bearer $(cat ${apiKeyRef.slice("file:".length)})"` : "";
+  return `curl -s -X POST ${invocationsUrl}${key} -H 'Content-Type: application/json' -d '${body}'`;
 }
 
 function linkLine(label: string, text: string): string {
@@ -89,13 +91,24 @@ function summary(dir: string, stacks: Stack[], seen: Seen[], elapsedMs: number, 
   out(linkLine("logs", `${dir}/logs/`));
   out(linkLine("data", `${dir}/data/   (kept by: mlops-agent down --dir ${dir})`));
   out(linkLine("credentials", "(files readable by their owner only; every service listens on 127.0.0.1)"));
+  out(`    shared between the roles (MLflow's admin and secret key, each role's MLflow user): ${upSecretsDir(dir)}/`);
   for (const s of seen) for (const c of s.status.credentials) out(`    ${c.name}: ${c.path}`);
   for (const n of ups.flatMap((u) => u.credentialNotes)) out(`    ${n}`);
-  const tryLine = server && model ? predictionCurl(server.invocationsUrl) : ups.find((u) => u.try)?.try;
+  const tryLine = server && model ? predictionCurl(server.invocationsUrl, server.apiKeyRef) : ups.find((u) => u.try)?.try;
   if (tryLine) out(linkLine("try", tryLine));
 }
 
-type ServedModel = Pick<PipelineTarget, "registryApi" | "modelName" | "modelAlias">;
+type ServedModel = Pick<PipelineTarget, "registryApi" | "registryHeaders" | "modelName" | "modelAlias">;
+
+/** Basic auth from a `file:` reference (what `up` writes; see config/up-secrets.ts). */
+function registryLogin(user: string | undefined, passwordRef: string | undefined): PipelineTarget["registryHeaders"] {
+  if (!user || !passwordRef) return undefined;
+  return async () => {
+    if (!passwordRef.startsWith("file:")) throw new AgentError("STEP_FAILED", `up reads the registry's password from a file: reference, not ${passwordRef}`);
+    const password = (await readFile(passwordRef.slice("file:".length), "utf8")).trim();
+    return { authorization: `Basic ${Buffer.from(`${user}:${password}`).toString("base64")}` };
+  };
+}
 
 /** What the model server serves, when a model registry is in the stack to ask. */
 function servedModel(stacks: Stack[]): ServedModel | undefined {
@@ -103,7 +116,7 @@ function servedModel(stacks: Stack[]): ServedModel | undefined {
   const registry = provider(ups, "modelRegistry");
   const server = provider(ups, "modelServer");
   if (!registry || !server) return undefined;
-  return { registryApi: registry.api, modelName: server.modelName, modelAlias: server.modelAlias };
+  return { registryApi: registry.api, registryHeaders: registryLogin(registry.user, registry.passwordRef), modelName: server.modelName, modelAlias: server.modelAlias };
 }
 
 /** The pipeline step of `up`: with a registry, a runner and a server in the stack, make sure there is a champion to serve. */
@@ -152,6 +165,7 @@ export async function upCommand(host: Host, flags: CommonFlags, env: NodeJS.Proc
 
 /** Starts the agents that are not running, then follows them (and the pipeline) until the stack is up. */
 async function startAndFollow(host: Host, dir: string, stacks: Stack[], started: number): Promise<number> {
+  ensureUpSecrets(dir);
   const allReady = await startAgents(host, dir, stacks);
   let seen: Seen[] = [];
   const collect = async () => {

@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { homedir } from "node:os";
 import { resolve } from "node:path";
 import { type Layer, type ResolvedConfig, resolveConfig } from "./load.ts";
+import { upSecretRef } from "./up-secrets.ts";
 import { loadRole, roleNames } from "../roles/catalog.ts";
 import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
@@ -60,9 +61,36 @@ export function upDefaults(dir: string, role: string = roleNames()[0] ?? ""): La
     supervisor: "process",
     convergeIntervalSeconds: 30,
     database: { engine: "sqlite" },
-    mlflow: { host: "127.0.0.1", workers: 1 },
-    serving: { host: "127.0.0.1", dashboardHost: "127.0.0.1", workers: 1 },
-    airflow: { host: "127.0.0.1", parallelism: 2 },
+    // Authentication on, as on OCI: the shared credentials are files in <dir>/secrets (cli/up-secrets.ts).
+    mlflow: {
+      host: "127.0.0.1",
+      workers: 1,
+      auth: {
+        adminPassword: upSecretRef(d, "mlflow-admin-password"),
+        secretKey: upSecretRef(d, "mlflow-secret-key"),
+        users: [
+          { name: "airflow", password: upSecretRef(d, "mlflow-airflow-password"), grants: [] },
+          {
+            name: "serving",
+            password: upSecretRef(d, "mlflow-serving-password"),
+            grants: [
+              { experiment: "iris", permission: "READ" },
+              { registeredModel: "iris", permission: "READ" },
+            ],
+          },
+        ],
+      },
+    },
+    serving: {
+      host: "127.0.0.1",
+      dashboardHost: "127.0.0.1",
+      workers: 1,
+      mlflowUser: "serving",
+      mlflowPassword: upSecretRef(d, "mlflow-serving-password"),
+      apiKeys: [upSecretRef(d, "serving-api-key")],
+      dashboardApiKey: upSecretRef(d, "dashboard-api-key"),
+    },
+    airflow: { host: "127.0.0.1", parallelism: 2, mlflowUser: "airflow", mlflowPassword: upSecretRef(d, "mlflow-airflow-password") },
     // The repository's dags/ (run from a checkout) is the DAG source.
     ...(existsSync(dags) ? { dagSync: { source: `file://${dags}` } } : {}),
     // One uv cache for every `up` directory, so a second stack installs warm.

@@ -55,6 +55,14 @@ export const postgresSchema = z
 const dbNameSchema = z.string().regex(/^[a-z0-9_]{1,63}$/, "must be 1-63 lower-case letters, digits or _");
 const dbUserSchema = z.string().regex(/^[a-z0-9_]{1,32}$/, "must be 1-32 lower-case letters, digits or _");
 
+/** MLFLOW_TRACKING_USERNAME/_PASSWORD for a role that calls MLflow: both or neither. */
+const mlflowClientFields = {
+  mlflowUser: z.string().regex(/^[A-Za-z0-9_.@-]{1,64}$/, "must be 1-64 letters, digits or _ . @ -").optional(),
+  mlflowPassword: secretRefSchema.optional(),
+};
+const bothOrNeither = (v: { mlflowUser?: string; mlflowPassword?: string }) => (v.mlflowUser === undefined) === (v.mlflowPassword === undefined);
+const bothOrNeitherIssue = { message: "mlflowUser and mlflowPassword go together: set both (MLflow with auth) or neither", path: ["mlflowPassword"] };
+
 export const airflowSchema = z
   .object({
     host: z.string().regex(/^(0\.0\.0\.0|::|[0-9.]+|[0-9a-fA-F:]+)$/, "must be an IP address to bind, e.g. 0.0.0.0 or 127.0.0.1").default("0.0.0.0"),
@@ -65,6 +73,11 @@ export const airflowSchema = z
     /** Task slots; LocalExecutor starts this many worker processes up front. */
     parallelism: z.number().int().min(1).max(64).default(4),
     adminUser: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default("admin"),
+    /** The admin's password as a secret reference (Terraform: a Vault secret); absent: generated in the state dir. */
+    adminPassword: secretRefSchema.optional(),
+    /** The address people reach Airflow by (the load balancer's), for links Airflow builds. */
+    baseUrl: z.string().url().optional(),
+    ...mlflowClientFields,
     /** Seconds until new DAG files are parsed (Airflow's default is 300). */
     refreshIntervalSeconds: z.number().int().min(1).max(3600).default(5),
     /** Given to DAGs as the Airflow Variable `mlflow_tracking_uri` and $MLFLOW_TRACKING_URI. */
@@ -83,7 +96,48 @@ export const airflowSchema = z
   .refine((a) => a.executor !== "CeleryExecutor" || a.celeryBrokerUrl !== undefined, {
     message: "CeleryExecutor needs celeryBrokerUrl (a secret reference such as file:/etc/mlops-agent/broker-url)",
     path: ["celeryBrokerUrl"],
-  });
+  })
+  .refine(bothOrNeither, bothOrNeitherIssue);
+
+const MLFLOW_PERMISSIONS = ["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"] as const;
+const mlflowPermission = z.enum(MLFLOW_PERMISSIONS, { message: `must be one of ${MLFLOW_PERMISSIONS.join(", ")}` });
+const mlflowNameSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/, "must be a name: letters, digits, . _ -");
+
+/** What one MLflow user may do beyond what it creates itself (MLflow gives a creator MANAGE on what it creates). */
+const mlflowGrantSchema = z
+  .object({ experiment: mlflowNameSchema.optional(), registeredModel: mlflowNameSchema.optional(), permission: mlflowPermission })
+  .strict()
+  .refine((g) => (g.experiment === undefined) !== (g.registeredModel === undefined), "names exactly one of experiment or registeredModel");
+
+/** MLflow's basic-auth app: its own schema on the MySQL server, users provisioned through its REST API. */
+export const mlflowAuthSchema = z
+  .object({
+    adminUser: z.string().regex(/^[A-Za-z0-9_.@-]{1,64}$/, "must be 1-64 letters, digits or _ . @ -").default("admin"),
+    adminPassword: secretRefSchema,
+    /** MLFLOW_FLASK_SERVER_SECRET_KEY: the same on every MLflow server behind one load balancer. */
+    secretKey: secretRefSchema,
+    /** What a user may do with a resource it has no permission on. */
+    defaultPermission: mlflowPermission.default("NO_PERMISSIONS"),
+    database: z
+      .object({ name: z.string().regex(/^[A-Za-z0-9_]{1,64}$/, "must be 1-64 letters, digits or _").default("mlflow_auth") })
+      .strict()
+      .default({ name: "mlflow_auth" }),
+    /** After a user's password changes, the previous one is still accepted this long, so clients switch on their next converge. */
+    rotationGraceSeconds: z.number().int().min(0).max(86_400).default(900),
+    users: z
+      .array(
+        z
+          .object({
+            name: z.string().regex(/^[A-Za-z0-9_.@-]{1,64}$/, "must be 1-64 letters, digits or _ . @ -"),
+            password: secretRefSchema,
+            grants: z.array(mlflowGrantSchema).default([]),
+          })
+          .strict(),
+      )
+      .default([])
+      .refine((users) => new Set(users.map((u) => u.name)).size === users.length, "user names must be unique"),
+  })
+  .strict();
 
 export const mlflowSchema = z
   .object({
@@ -107,6 +161,8 @@ export const mlflowSchema = z
       })
       .strict()
       .default({ name: "mlflow", user: "mlflow" }),
+    /** Absent: MLflow without authentication (anyone who reaches the port may do anything). */
+    auth: mlflowAuthSchema.optional(),
   })
   .strict();
 

@@ -21,6 +21,8 @@ export interface MysqlTarget {
   readonly adminUser: string;
   readonly adminPassword: string;
   readonly database: string;
+  /** More schemas the same user owns (e.g. MLflow's auth database). */
+  readonly extraDatabases?: readonly string[];
   readonly user: string;
   readonly userHost: string;
   readonly password: string;
@@ -123,6 +125,10 @@ export async function provisionMysql(t: MysqlTarget): Promise<PreflightReport> {
       // The user may predate this password (regenerated, or made by hand): make it match.
       await admin.query("ALTER USER ?@? IDENTIFIED BY ?", [t.user, t.userHost, t.password]);
       await admin.query(`GRANT ALL PRIVILEGES ON ${db}.* TO ?@?`, [t.user, t.userHost]);
+      for (const extra of t.extraDatabases ?? []) {
+        await admin.query(`CREATE DATABASE IF NOT EXISTS ${ident(extra)} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+        await admin.query(`GRANT ALL PRIVILEGES ON ${ident(extra)}.* TO ?@?`, [t.user, t.userHost]);
+      }
     } catch (err) {
       throw err instanceof AgentError ? err : classify(err, `provisioning database ${t.database} and user ${t.user}`);
     }

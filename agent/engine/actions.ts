@@ -20,9 +20,10 @@ export type Action =
   | { kind: "install-python"; target: string; role: string; lockHash: string; reason: string }
   | { kind: "provision-database"; target: string; role: string; fingerprint: string; reason: string }
   | { kind: "write-file"; target: string; mode: number; owner: OwnerRef; hash: string; secret: boolean; reason: string }
-  | { kind: "migrate-database"; target: string; role: string; version: string; reason: string }
+  | { kind: "migrate-database"; target: string; role: string; version: string; inputsHash?: string; reason: string }
   | { kind: "open-port"; target: string; firewall: FirewallKind; port: number; role: string; reason: string }
-  | { kind: "ensure-service"; target: string; service: string; inputsHash: string; reason: string };
+  | { kind: "ensure-service"; target: string; service: string; inputsHash: string; reason: string }
+  | { kind: "ensure-access"; target: string; role: string; provider: string; fingerprint: string; reason: string };
 
 export type ActionKind = Action["kind"];
 
@@ -45,6 +46,7 @@ export const ACTION_ORDER: readonly ActionKind[] = [
   "migrate-database",
   "open-port",
   "ensure-service",
+  "ensure-access",
 ];
 
 export function describeAction(a: Action): string {

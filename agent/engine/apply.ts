@@ -6,6 +6,8 @@
  * `step "<kind> <target>" failed: <cause>`. The next pass re-observes and
  * re-plans, so nothing needs undoing.
  */
+import { accessProvider, accessProviderNames } from "../access/providers.ts";
+import { type HttpClient, httpRequest } from "../http/http-client.ts";
 import type { Logger } from "../log.ts";
 import type { AgentConfig } from "../config/schema.ts";
 import type { SecretRegistry } from "../config/secret-registry.ts";
@@ -37,6 +39,8 @@ export interface ApplyDeps {
   readonly secrets: SecretRegistry;
   /** Resolvers for `vault:` references (the composition root's). */
   readonly vaults: VaultResolvers;
+  /** The client for services' own APIs (access providers); default `httpRequest`. */
+  readonly http?: HttpClient;
   /** Progress lines for a person (`up`, `apply`): what is being done now. */
   readonly progress?: (line: string) => void;
 }
@@ -183,6 +187,7 @@ async function provisionDatabase(deps: ApplyDeps, a: Extract<Action, { kind: "pr
           adminUser: db.adminUser,
           adminPassword,
           database: db.name,
+          extraDatabases: db.extraNames,
           user: db.user,
           userHost: db.userHost,
           password,
@@ -216,7 +221,7 @@ async function migrateDatabase(deps: ApplyDeps, a: Extract<Action, { kind: "migr
     if (r.code !== 0)
       throw new AgentError("STEP_FAILED", `${cmd!.split("/").pop()} ${args.join(" ")} exited ${r.code}: ${(r.stderr || r.stdout).trim().split("\n").slice(-5).join(" | ")}`);
   }
-  await deps.records.update(dd.role, (rec) => ({ ...rec, migratedVersion: a.version }));
+  await deps.records.update(dd.role, (rec) => ({ ...rec, migratedVersion: a.version, ...(a.inputsHash ? { migratedInputs: a.inputsHash } : {}) }));
 }
 
 async function ensureService(deps: ApplyDeps, a: Extract<Action, { kind: "ensure-service" }>): Promise<void> {
@@ -239,6 +244,32 @@ async function ensureService(deps: ApplyDeps, a: Extract<Action, { kind: "ensure
   deps.logger.info({ step: "ensure-service", unit: s.unit, result }, `service ${s.name} ${result}`);
 }
 
+async function ensureAccess(deps: ApplyDeps, a: Extract<Action, { kind: "ensure-access" }>): Promise<void> {
+  const dd = need(deps.desired, "access");
+  const access = need(dd.access, "access");
+  const provider = accessProvider(access.provider);
+  if (!provider) throw new AgentError("ROLE_SPEC_INVALID", `access provider ${JSON.stringify(access.provider)} is not one of ${accessProviderNames().join(", ")}`);
+  const outcome = await provider.apply({
+    url: access.url,
+    settings: access.settings,
+    secrets: access.secrets,
+    stateFile: access.stateFile,
+    stateOwner: await ownerOf(deps, "service"),
+    appliedFile: secretPath(deps.config.stateDir, `${dd.role}-access-applied.json`),
+    host: deps.host,
+    http: deps.http ?? httpRequest,
+    logger: deps.logger,
+    register: (v) => deps.secrets.register(v),
+  });
+  for (const change of outcome.changes) deps.logger.info({ step: "ensure-access", provider: access.provider }, change);
+  if (outcome.waiting.length) deps.logger.info({ step: "ensure-access", waiting: outcome.waiting }, "some grants wait for their resources");
+  const attemptedAt = new Date(deps.host.clock.now()).toISOString();
+  await deps.records.update(dd.role, (r) => ({
+    ...r,
+    access: { fingerprint: a.fingerprint, complete: outcome.complete, attemptedAt, ...(outcome.waiting.length ? { waiting: [...outcome.waiting] } : {}) },
+  }));
+}
+
 /** One step per action kind: the only code that changes the machine. */
 const STEPS: { [K in Action["kind"]]: (deps: ApplyDeps, a: Extract<Action, { kind: K }>) => Promise<void> } = {
   "remove-service": removeService,
@@ -254,6 +285,7 @@ const STEPS: { [K in Action["kind"]]: (deps: ApplyDeps, a: Extract<Action, { kin
   "write-file": writeFile,
   "migrate-database": migrateDatabase,
   "ensure-service": ensureService,
+  "ensure-access": ensureAccess,
 };
 
 function step(deps: ApplyDeps, a: Action): Promise<void> {

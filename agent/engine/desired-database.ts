@@ -42,6 +42,19 @@ function chooseEngine(spec: DatabaseSpec, config: AgentConfig, role: string, con
   return engine;
 }
 
+/** The extra schemas whose config path is set, by key. */
+function extraNames(spec: DatabaseSpec, config: AgentConfig): { key: string; name: string }[] {
+  return spec.extraDatabases.flatMap((x) => {
+    let name: unknown;
+    try {
+      name = lookupPath(config, x.nameConfigPath);
+    } catch {
+      return [];
+    }
+    return typeof name === "string" ? [{ key: x.key, name }] : [];
+  });
+}
+
 export function compileDatabase(opts: {
   spec: DatabaseSpec;
   config: AgentConfig;
@@ -56,25 +69,36 @@ export function compileDatabase(opts: {
   const sqlitePath = `${paths.dataDir}/${role}.db`;
   // SQLite has no server; the record keeps the (unused) MySQL settings, as it always has.
   const server = serverFor(engine === "sqlite" ? "mysql" : engine, config);
-  let secretValues: Record<string, string> = {};
-  if (engine === "sqlite") secretValues = { databaseUri: `sqlite:///${sqlitePath}`, databaseUriPlain: `sqlite:///${sqlitePath}` };
-  else if (password !== undefined) {
-    const auth = `${encodeURIComponent(dbConf.user)}:${encodeURIComponent(password)}@${server.host}:${server.port}/${dbConf.name}`;
-    const query = engine === "mysql" ? "?charset=utf8mb4" : "";
-    secretValues = { databaseUri: `${spec.drivers[engine]}://${auth}${query}`, databaseUriPlain: `${engine}://${auth}${query}` };
+  const extras = extraNames(spec, config);
+  if (engine === "postgresql" && extras.length)
+    throw new AgentError("ROLE_SPEC_INVALID", `role ${role}: extraDatabases are supported on MySQL and SQLite, not PostgreSQL`);
+  const secretValues: Record<string, string> = {};
+  if (engine === "sqlite") {
+    Object.assign(secretValues, { databaseUri: `sqlite:///${sqlitePath}`, databaseUriPlain: `sqlite:///${sqlitePath}` });
+    for (const x of extras) secretValues[`${x.key}DatabaseUri`] = `sqlite:///${paths.dataDir}/${role}-${x.key}.db`;
+  } else if (password !== undefined) {
+    const uri = (name: string, driver: string) => {
+      const query = engine === "mysql" ? "?charset=utf8mb4" : "";
+      return `${driver}://${encodeURIComponent(dbConf.user)}:${encodeURIComponent(password)}@${server.host}:${server.port}/${name}${query}`;
+    };
+    const driver = spec.drivers[engine]!;
+    Object.assign(secretValues, { databaseUri: uri(dbConf.name, driver), databaseUriPlain: uri(dbConf.name, engine) });
+    for (const x of extras) secretValues[`${x.key}DatabaseUri`] = uri(x.name, driver);
   }
+  const extraList = extras.map((x) => x.name);
   const fingerprint =
     engine === "sqlite"
       ? sha256(`sqlite:${sqlitePath}`)
       : password === undefined
         ? undefined
-        : sha256(JSON.stringify([engine, server.host, server.port, dbConf.name, dbConf.user, server.userHost, sha256(password)]));
+        : sha256(JSON.stringify([engine, server.host, server.port, dbConf.name, dbConf.user, server.userHost, sha256(password), ...(extraList.length ? [extraList] : [])]));
   return {
     database: {
       engine,
       host: server.host,
       port: server.port,
       name: dbConf.name,
+      extraNames: extraList,
       user: dbConf.user,
       userHost: server.userHost,
       adminUser: server.adminUser,
@@ -93,6 +117,8 @@ export interface DesiredDatabase {
   readonly host: string;
   readonly port: number;
   readonly name: string;
+  /** More schemas for the same user on the same server (e.g. MLflow's auth database). */
+  readonly extraNames: readonly string[];
   readonly user: string;
   readonly userHost: string;
   readonly adminUser: string;

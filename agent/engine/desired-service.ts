@@ -42,6 +42,7 @@ export function renderProbe(p: RoleServiceSpec["probes"]["liveness"], ctx: Templ
         port: Number(renderString(p.httpGet.port, ctx, where)),
         host: p.httpGet.host === undefined ? undefined : renderString(p.httpGet.host, ctx, where),
         json: p.httpGet.json,
+        ...renderBasicAuth(p.httpGet.basicAuth, ctx, where),
       },
     };
   if ("tcpSocket" in p)
@@ -53,6 +54,12 @@ export function renderProbe(p: RoleServiceSpec["probes"]["liveness"], ctx: Templ
       },
     };
   return { ...timing, exec: { command: p.exec.command.map((c) => renderString(c, ctx, where)) } };
+}
+
+/** A probe's basic auth when its `when` holds and the secrets it names exist (not yet on a first pass). */
+function renderBasicAuth(b: { when: string; user: string; password: string } | undefined, ctx: TemplateContext, where: string): { basicAuth?: { user: string; password: string } } {
+  if (!b || !contextTruthy(ctx, b.when) || ctx.secrets === undefined) return {};
+  return { basicAuth: { user: renderString(b.user, ctx, where), password: renderString(b.password, ctx, where) } };
 }
 
 function renderCommand(s: RoleServiceSpec, ctx: TemplateContext, where: string): string[] {
@@ -102,6 +109,7 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
       execStart: command.map(systemdQuote).join(" "),
       stopTimeoutSeconds: s.stopTimeoutSeconds,
       writablePaths: s.writablePaths.map((p) => renderString(p, i.ctx, where)).join(" "),
+      protectProc: s.protectProc,
     },
     `unit ${unit}`,
   );

@@ -34,7 +34,14 @@ export interface DesiredRole {
   readonly files: readonly DesiredFile[];
   readonly python: { readonly venv: string; readonly lockText: string; readonly lockHash: string; readonly lockPath: string };
   readonly database: DesiredDatabase | undefined;
-  readonly migrate: { readonly commands: readonly (readonly string[])[]; readonly envFiles: readonly string[] } | undefined;
+  readonly migrate:
+    | {
+        readonly commands: readonly (readonly string[])[];
+        readonly envFiles: readonly string[];
+        /** The environment files' content hashes; undefined while one is pending. */
+        readonly inputsHash: string | undefined;
+      }
+    | undefined;
   /** Where the DAG syncer keeps its versions (`<dest>/current` is what the role reads). */
   readonly dagSyncDest: string | undefined;
   /** Generated secrets and how to make each one. */
@@ -44,6 +51,21 @@ export interface DesiredRole {
   readonly ports: readonly number[];
   /** Secret files (in the state dir) the role needs, by name. */
   readonly secretNames: readonly string[];
+  /** Users and permissions inside a service, set through its API (role.json `access`). */
+  readonly access: DesiredAccess | undefined;
+}
+
+export interface DesiredAccess {
+  readonly provider: string;
+  readonly service: string;
+  readonly url: string;
+  readonly stateFile: string;
+  /** The config object the provider reads. */
+  readonly settings: unknown;
+  /** Its resolved secret references (never in actions or records). */
+  readonly secrets: Readonly<Record<string, string>>;
+  /** Changes whenever the settings or a password change. */
+  readonly fingerprint: string;
 }
 
 export interface DesiredInputs {
@@ -55,6 +77,8 @@ export interface DesiredInputs {
   /** Values resolved from the config's secret references, by template key (role.json `secretRefs`). */
   readonly referenced?: SecretValues;
   readonly currentUser: string;
+  /** The access provider's resolved secret references, by its own keys (role.json `access`). */
+  readonly accessSecrets?: Readonly<Record<string, string>>;
   /** The OS CA bundle file (tls/trust-store.ts), given to every service so Python trusts what the OS trusts. */
   readonly caBundle?: string;
   /** Reads a role asset (templates, lock files, the unit template); defaults to the catalogue's reader. */
@@ -77,6 +101,8 @@ function compileSecrets(inputs: DesiredInputs, paths: RolePaths): SecretsPart & 
   const values: Record<string, string | readonly string[]> = { ...inputs.referenced };
   let pending = false;
   for (const sec of spec.secrets) {
+    // A secret reference with the same key (e.g. an admin password kept in Vault) replaces the generated secret.
+    if (inputs.referenced?.[sec.key] !== undefined) continue;
     names.push(sec.name);
     const v = inputs.secrets[sec.name];
     if (v === undefined) pending = true;
@@ -89,7 +115,7 @@ function compileSecrets(inputs: DesiredInputs, paths: RolePaths): SecretsPart & 
 }
 
 function compileFiles(spec: RoleSpec, ctx: TemplateContext, role: string, secretsPending: boolean, assets: (key: string) => string): DesiredFile[] {
-  return spec.files.map((f) => {
+  return spec.files.filter((f) => f.when === undefined || contextTruthy(ctx, f.when)).map((f) => {
     const where = `role ${role} file ${f.id}`;
     const template = assets(f.template);
     const needsSecret = /\{\{\s*secrets\./.test(template);
@@ -156,6 +182,7 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
       ? {
           commands: spec.migrate.commands.map((cmd) => cmd.map((c) => renderString(c, ctx, `role ${role} migrate`))),
           envFiles: spec.migrate.environmentFiles.map((id) => fileRef(id, `role ${role} migrate`).path),
+          inputsHash: migrateInputsHash(spec.migrate.environmentFiles.map((id) => fileRef(id, `role ${role} migrate`).hash)),
         }
       : undefined,
     services: present.map((s) => compileService(s, serviceInputs)),
@@ -163,5 +190,28 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
     secretNames: secrets.names,
     dagSyncDest: spec.dagSync ? renderString(spec.dagSync.dest, ctx, `role ${role} dagSync`) : undefined,
     secretFormats: Object.fromEntries(spec.secrets.map((x) => [x.name, x.format])),
+    access: compileAccess(spec, ctx, config, inputs.accessSecrets ?? {}),
+  };
+}
+
+function migrateInputsHash(hashes: readonly (string | undefined)[]): string | undefined {
+  return hashes.some((h) => h === undefined) ? undefined : sha256(JSON.stringify(hashes));
+}
+
+/** The role's access block when its `when` holds: the settings, their secrets and a fingerprint of both. */
+function compileAccess(spec: RoleSpec, ctx: TemplateContext, config: AgentConfig, secrets: Readonly<Record<string, string>>): DesiredAccess | undefined {
+  const a = spec.access;
+  if (!a || !contextTruthy(ctx, a.when)) return undefined;
+  const where = `role ${spec.name} access`;
+  const settings = lookupPath(config, a.configPath);
+  const secretHashes = Object.fromEntries(Object.entries(secrets).map(([k, v]) => [k, sha256(v)]));
+  return {
+    provider: a.provider,
+    service: a.service,
+    url: renderString(a.url, ctx, where),
+    stateFile: renderString(a.stateFile, ctx, where),
+    settings,
+    secrets,
+    fingerprint: sha256(JSON.stringify({ provider: a.provider, settings, secretHashes })),
   };
 }

@@ -10,6 +10,8 @@ import { resolveSecretRef } from "../config/secrets.ts";
 import type { VaultResolvers } from "../config/vault.ts";
 import type { Host } from "../host/host.ts";
 import type { Logger } from "../log.ts";
+import { accessProvider, accessProviderNames } from "../access/providers.ts";
+import { AgentError } from "../errors.ts";
 import { loadRole } from "../roles/catalog.ts";
 import type { RoleSpec } from "../roles/role-spec.ts";
 import { secretPath } from "../state/layout.ts";
@@ -76,6 +78,24 @@ async function resolveReferences(deps: GatherDeps, spec: RoleSpec): Promise<Reco
   return referenced;
 }
 
+/** The access provider's secret references (role.json `access`), resolved on every pass like the others. */
+async function resolveAccessSecrets(deps: GatherDeps, spec: RoleSpec): Promise<Record<string, string>> {
+  if (!spec.access) return {};
+  let settings: unknown;
+  try {
+    settings = lookupPath(deps.config, spec.access.configPath);
+  } catch {
+    return {};
+  }
+  if (settings === undefined) return {};
+  const provider = accessProvider(spec.access.provider);
+  if (!provider) throw new AgentError("ROLE_SPEC_INVALID", `role ${spec.name}: access provider ${JSON.stringify(spec.access.provider)} is not one of ${accessProviderNames().join(", ")}`);
+  const out: Record<string, string> = {};
+  for (const [key, ref] of Object.entries(provider.secretRefs(settings)))
+    out[key] = await resolveSecretRef(ref, { fs: deps.host.fs, env: deps.env, registry: deps.secrets, vault: deps.vaults.for(deps.config), logger: deps.logger });
+  return out;
+}
+
 /** undefined when the node has no role. */
 export async function gatherInputs(deps: GatherDeps): Promise<DesiredInputs | undefined> {
   if (!deps.role) return undefined;
@@ -86,6 +106,7 @@ export async function gatherInputs(deps: GatherDeps): Promise<DesiredInputs | un
     config: deps.config,
     secrets: await readGeneratedSecrets(deps.host, deps.config.stateDir, spec, deps.secrets),
     referenced: await resolveReferences(deps, spec),
+    accessSecrets: await resolveAccessSecrets(deps, spec),
     currentUser: deps.host.users.currentName(),
     caBundle: await findSystemCaBundle(deps.host.fs),
   };

@@ -32,6 +32,8 @@ export interface Observed {
   readonly databaseLogin?: LoginCheck;
   /** The host firewall; undefined when the agent leaves it alone (`up`, `firewall.manage: false`). */
   readonly firewall?: FirewallObservation;
+  /** When it was observed (ms since the epoch): retries that wait for time (access grants) compare against it. */
+  readonly now?: number;
 }
 
 
@@ -81,5 +83,5 @@ export async function observe(deps: {
   if (db && db.engine !== "sqlite" && password && record?.database?.fingerprint === db.fingerprint && deps.checkLogin)
     databaseLogin = await deps.checkLogin({ engine: db.engine, host: db.host, port: db.port, user: db.user, password, database: db.name });
   const firewall = deps.firewall ? await observeFirewall(host, deps.firewall) : undefined;
-  return { records, serviceOwner, directories, files, secrets, install, services, databaseLogin, firewall };
+  return { records, serviceOwner, directories, files, secrets, install, services, databaseLogin, firewall, now: host.clock.now() };
 }

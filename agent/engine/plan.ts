@@ -130,14 +130,14 @@ function planMigration(desired: DesiredRole, observed: Observed, record: RoleRec
     out.deferred.push("migrate-database: after its environment file is written");
     return true;
   }
+  const inputsHash = desired.migrate.inputsHash;
+  let reason: string | undefined;
   if (record?.migratedVersion !== version)
-    out.actions.push({
-      kind: "migrate-database",
-      target: db ? `${db.engine}:${db.name}` : desired.role,
-      role: desired.role,
-      version,
-      reason: record?.migratedVersion ? `installed version changed from ${record.migratedVersion} to ${version}` : `schema not yet brought to ${version}`,
-    });
+    reason = record?.migratedVersion ? `installed version changed from ${record.migratedVersion} to ${version}` : `schema not yet brought to ${version}`;
+  // Migrations also set things up from the environment (e.g. Airflow's admin password): a changed environment runs them again.
+  else if (inputsHash !== undefined && record.migratedInputs !== inputsHash) reason = "its environment changed (a setting or a rotated secret)";
+  if (reason)
+    out.actions.push({ kind: "migrate-database", target: db ? `${db.engine}:${db.name}` : desired.role, role: desired.role, version, ...(inputsHash ? { inputsHash } : {}), reason });
   return false;
 }
 
@@ -164,6 +164,33 @@ function planServices(desired: DesiredRole, observed: Observed, record: RoleReco
     if (!desiredServices.has(svc)) out.actions.push({ kind: "remove-service", target: svc, role: desired.role, reason: "no longer part of the role" });
 }
 
+/** An access run that found something missing (an experiment not created yet) is tried again this much later. */
+export const ACCESS_RETRY_MS = 30_000;
+
+/** Users and permissions inside a service, once the service runs and nothing else in this pass restarts it. */
+function planAccess(desired: DesiredRole, observed: Observed, record: RoleRecord | undefined, out: Draft): void {
+  const a = desired.access;
+  if (!a) return;
+  const done = record?.access;
+  let reason: string | undefined;
+  if (done?.fingerprint !== a.fingerprint) reason = done ? "users, permissions or passwords changed" : "not provisioned";
+  else if (!done.complete) {
+    const due = Date.parse(done.attemptedAt) + ACCESS_RETRY_MS;
+    if (observed.now !== undefined && observed.now < due) {
+      out.deferred.push(`ensure-access: waiting for ${done.waiting?.join("; ") || "resources to exist"}`);
+      return;
+    }
+    reason = `waiting for ${done.waiting?.join("; ") || "resources to exist"}`;
+  }
+  if (!reason) return;
+  const svc = observed.services.find((s) => s.name === a.service);
+  if (out.actions.some((x) => x.kind === "ensure-service" && x.service === a.service) || !svc || !ACTIVE_STATES.has(svc.state)) {
+    out.deferred.push(`ensure-access ${a.url}: after ${a.service} runs`);
+    return;
+  }
+  out.actions.push({ kind: "ensure-access", target: a.url, role: desired.role, provider: a.provider, fingerprint: a.fingerprint, reason });
+}
+
 export function plan(desired: DesiredRole | undefined, observed: Observed, stateDir: string): Plan {
   const out: Draft = { actions: [], deferred: [] };
   planTeardown(desired, observed, out);
@@ -183,6 +210,7 @@ export function plan(desired: DesiredRole | undefined, observed: Observed, state
     const pendingFiles = planFiles(desired, observed, out);
     const migrationPending = planMigration(desired, observed, record, { venv, db, pendingFiles }, out);
     planServices(desired, observed, record, !venv || migrationPending, out);
+    planAccess(desired, observed, record, out);
   }
   const firewall = planFirewall(desired, observed);
   const actions = [...out.actions, ...firewall.actions].sort((a, b) => rank(a) - rank(b));

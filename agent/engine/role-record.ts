@@ -16,6 +16,14 @@ export interface RoleRecord {
   readonly services: readonly string[];
   readonly database?: { readonly fingerprint: string; readonly provisionedAt: string };
   readonly migratedVersion?: string;
+  /** The environment files' hashes the migrations last ran with. */
+  readonly migratedInputs?: string;
+  /**
+   * Users and permissions set through the service's API (role.json `access`):
+   * what was applied, and whether something named in the config did not exist
+   * yet (tried again `ACCESS_RETRY_MS` later, not within the same converge).
+   */
+  readonly access?: { readonly fingerprint: string; readonly complete: boolean; readonly attemptedAt: string; readonly waiting?: readonly string[] };
   /**
    * firewalld ports the agent opened for the role (`firewalld:5000/tcp`):
    * firewalld ports carry no tag, so this is how the agent knows which ones

@@ -33,9 +33,9 @@ export const DEFAULT_MAX_BODY_BYTES = 1024 * 1024;
 
 export interface HttpRequestInit {
   /** Default GET. */
-  readonly method?: "GET" | "PUT";
+  readonly method?: "GET" | "PUT" | "POST" | "PATCH" | "DELETE";
   readonly headers?: Readonly<Record<string, string>>;
-  /** Sent with a PUT; its length is set as `content-length`. */
+  /** Sent with the request; its length is set as `content-length`. */
   readonly body?: string | Uint8Array;
   readonly signal?: AbortSignal;
   /** Bytes of the body kept; default `DEFAULT_MAX_BODY_BYTES`. 0: the body is not read. */

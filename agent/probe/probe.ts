@@ -69,7 +69,7 @@ const REASON_BODY_BYTES = 16 * 1024;
 const JSON_BODY_BYTES = 1024 * 1024;
 
 async function httpGet(
-  spec: { path: string; port: number; host?: string; json?: { field: string; equals: string } },
+  spec: { path: string; port: number; host?: string; json?: { field: string; equals: string }; basicAuth?: { user: string; password: string } },
   opts: RunProbeOptions,
 ): Promise<Omit<ProbeResult, "latencyMs">> {
   const request = opts.http ?? httpRequest;
@@ -82,7 +82,11 @@ async function httpGet(
     const res = await request(url, {
       method: "GET",
       signal,
-      headers: { "user-agent": "mlops-agent-probe/1", accept: "*/*" },
+      headers: {
+        "user-agent": "mlops-agent-probe/1",
+        accept: "*/*",
+        ...(spec.basicAuth ? { authorization: `Basic ${Buffer.from(`${spec.basicAuth.user}:${spec.basicAuth.password}`).toString("base64")}` } : {}),
+      },
       maxBodyBytes: spec.json ? JSON_BODY_BYTES : REASON_BODY_BYTES,
     });
     const ok = res.status >= 200 && res.status < 400;

@@ -25,7 +25,44 @@ function trackingUri({ config }: RoleContextInput, configured: string): string {
   return config.mode === "up" ? `http://127.0.0.1:${config.mlflow.port}` : configured;
 }
 
-function mlflowContext({ config, paths }: RoleContextInput): TemplateContext {
+/** A value in MLflow's basic_auth.ini, which Python's configparser reads with `%` interpolation. */
+const iniValue = (v: string | undefined) => (v ?? "").replace(/%/g, "%%");
+
+/** A single secret value (role.json `secretRefs` without `list`). */
+const one = (secrets: SecretValues | undefined, key: string): string | undefined => {
+  const v = secrets?.[key];
+  return typeof v === "string" ? v : undefined;
+};
+
+/**
+ * MLflow's basic-auth app: what the env file adds. The first line is a
+ * comment on purpose: the ini file is not a restart input (an admin password
+ * rotation goes through the REST API without a restart), so the settings
+ * that need one are echoed here, where a change restarts MLflow.
+ */
+function mlflowAuthEnvLines(auth: NonNullable<RoleContextInput["config"]["mlflow"]["auth"]>, paths: RoleContextInput["paths"], secretKey: string | undefined): string {
+  return [
+    `# auth: default permission ${auth.defaultPermission}, database ${auth.database.name}, admin ${auth.adminUser} (a change restarts MLflow)`,
+    `MLFLOW_AUTH_CONFIG_PATH=${paths.configDir}/basic_auth.ini`,
+    environmentLine("MLFLOW_FLASK_SERVER_SECRET_KEY", secretKey ?? ""),
+    `MLOPS_MLFLOW_AUTH_GRACE_FILE=${paths.dataDir}/auth-grace.json`,
+    `PYTHONPATH=${paths.configDir}/python`,
+  ].join("\n");
+}
+
+/** What `up` prints and logs in with (role.json `up`): the admin's password file, never its value. */
+function mlflowUpAuth(auth: RoleContextInput["config"]["mlflow"]["auth"]): Record<string, string> {
+  if (!auth) return { authNote: "MLflow has no login (mlflow.auth is not set)", curlAuth: "", registryUser: "", registryPasswordRef: "" };
+  const file = auth.adminPassword.startsWith("file:") ? auth.adminPassword.slice("file:".length) : undefined;
+  return {
+    authNote: `MLflow login: user ${auth.adminUser}, password ${file ? `in ${file}` : `from ${auth.adminPassword}`}`,
+    curlAuth: file ? `-u "${auth.adminUser}:$(cat ${file})" ` : "",
+    registryUser: auth.adminUser,
+    registryPasswordRef: auth.adminPassword,
+  };
+}
+
+function mlflowContext({ config, paths, secrets }: RoleContextInput): TemplateContext {
   const m = config.mlflow;
   const artifactsUri = m.artifactsDestination ?? `${paths.dataDir}/artifacts`;
   const oci = artifactsUri.startsWith("oci://");
@@ -39,11 +76,20 @@ function mlflowContext({ config, paths }: RoleContextInput): TemplateContext {
       allowedHostsArg: m.allowedHosts.length ? [...new Set([...localHosts, ...m.allowedHosts])].join(",") : "",
       probeHost,
       artifactsOci: oci ? "yes" : "",
+      authEnabled: m.auth ? "yes" : "",
+      ...mlflowUpAuth(m.auth),
     },
+    authIni: { databaseUri: iniValue(one(secrets, "authDatabaseUri")), adminPassword: iniValue(one(secrets, "authAdminPassword")) },
+    authEnvLines: m.auth ? mlflowAuthEnvLines(m.auth, paths, one(secrets, "authSecretKey")) : "",
     // Object Storage through the oci-mlflow plugin authenticates with the
     // instance principal: no key material on the VM.
     artifactsEnvLines: oci ? "OCIFS_IAM_TYPE=instance_principal" : "",
   };
+}
+
+/** MLflow with auth: the client role's user and password, for every process of the role (the MLflow client reads them from the environment). */
+function mlflowClientEnvLines(user: string | undefined, password: string | undefined): string {
+  return user && password ? `${environmentLine("MLFLOW_TRACKING_USERNAME", user)}\n${environmentLine("MLFLOW_TRACKING_PASSWORD", password)}` : "";
 }
 
 function airflowContext(input: RoleContextInput): TemplateContext {
@@ -62,6 +108,9 @@ function airflowContext(input: RoleContextInput): TemplateContext {
       celery && secrets?.celeryBrokerUrl
         ? `AIRFLOW__CELERY__BROKER_URL=${secrets.celeryBrokerUrl}\nAIRFLOW__CELERY__RESULT_BACKEND=db+${secrets.databaseUriPlain ?? ""}`
         : "",
+    mlflowClientEnvLines: mlflowClientEnvLines(config.airflow.mlflowUser, one(secrets, "mlflowPassword")),
+    // Links Airflow builds (and its UI's own address) use the load balancer's address.
+    baseUrlEnvLines: config.airflow.baseUrl ? `AIRFLOW__API__BASE_URL=${config.airflow.baseUrl}` : "",
     // The syncer swaps `<dags>/current` atomically; Airflow reads through the link.
     dagsFolder: `${paths.dataDir}/dags/current`,
   };
@@ -108,6 +157,7 @@ function servingContext(input: RoleContextInput): TemplateContext {
       mlflowTrackingUri: trackingUri(input, s.mlflowTrackingUri),
       probeHost: local(s.host),
       dashboardProbeHost: local(s.dashboardHost),
+      upApiKeyRef: s.apiKeys?.[0] ?? "",
     },
     servingEnvLines: servingEnvLines(s, input.secrets),
   };

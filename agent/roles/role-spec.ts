@@ -18,6 +18,8 @@ const httpGet = z.object({
       port: templated,
       host: z.string().optional(),
       json: z.object({ field: z.string(), equals: z.string() }).strict().optional(),
+      /** HTTP basic auth, when the context value `when` is non-empty (a service behind its own login). */
+      basicAuth: z.object({ when: z.string(), user: templated, password: templated }).strict().optional(),
     })
     .strict(),
 });
@@ -70,12 +72,21 @@ const upSchema = z
     /** A command to try once the stack is up, when no model is served yet. */
     try: templated.optional(),
     /** The model registry the `up` pipeline asks for a champion. */
-    modelRegistry: z.object({ url: templated, api: templated }).strict().optional(),
+    /** `user`/`passwordRef` (a secret reference; empty: no login) are what `up` logs in with to ask for the champion. */
+    modelRegistry: z.object({ url: templated, api: templated, user: templated.optional(), passwordRef: templated.optional() }).strict().optional(),
     /** The pipeline runner (a REST API with a DAG that trains and promotes the champion). */
     pipelineRunner: z.object({ url: templated, user: templated, passwordSecret: z.string() }).strict().optional(),
     /** The service that serves the champion; while it has none, only its readiness fails and `up` still counts it as up without a runner. */
     modelServer: z
-      .object({ service: z.string(), invocationsUrl: templated, modelName: templated, modelAlias: templated, pollSeconds: templated })
+      .object({
+        service: z.string(),
+        invocationsUrl: templated,
+        modelName: templated,
+        modelAlias: templated,
+        pollSeconds: templated,
+        /** A secret reference to a key the API accepts (empty: it needs none); `up`'s printed curl sends it. */
+        apiKeyRef: templated.optional(),
+      })
       .strict()
       .optional(),
   })
@@ -109,6 +120,13 @@ export const roleSpecSchema = z
         sqliteInUp: z.boolean(),
         /** MySQL: the server must have explicit_defaults_for_timestamp ON (the role's migrations rely on it). */
         explicitDefaultsForTimestamp: z.boolean().default(false),
+        /**
+         * More schemas on the same server for the same user, each present when its
+         * config path is set: `{{secrets.<key>DatabaseUri}}` (SQLite in `up`: `<dataDir>/<role>-<key>.db`).
+         */
+        extraDatabases: z
+          .array(z.object({ key: z.string().regex(/^[a-z][a-zA-Z0-9]*$/), nameConfigPath: z.string() }).strict())
+          .default([]),
       })
       .strict()
       .optional(),
@@ -131,6 +149,24 @@ export const roleSpecSchema = z
     settings: z.record(z.string(), z.union([z.string(), z.number(), z.boolean()])).default({}),
     secretRefs: z.array(secretRefSchema).default([]),
     up: upSchema.optional(),
+    /**
+     * Users and permissions inside a service (e.g. MLflow's basic-auth app), set
+     * through the service's own API once it runs, by the named provider
+     * (`agent/access/providers.ts`) from the config at `configPath`.
+     */
+    access: z
+      .object({
+        provider: z.string(),
+        when: z.string(),
+        configPath: z.string(),
+        /** The service whose API it is; provisioning waits for it to run. */
+        service: z.string(),
+        url: templated,
+        /** A file of the provider's own, owned by the service user, mode 0600 (e.g. rotated passwords' grace hashes). */
+        stateFile: templated,
+      })
+      .strict()
+      .optional(),
     /** Keep a DAG folder synced from `dagSync.source` into this directory (`<dir>/current`). */
     dagSync: z.object({ dest: templated }).strict().optional(),
     directories: z.array(z.object({ path: templated, mode, owner: z.enum(["service", "root"]) }).strict()),
@@ -138,6 +174,8 @@ export const roleSpecSchema = z
       z
         .object({
           id: z.string().regex(/^[a-z0-9-]+$/),
+          /** Present only when this context value is non-empty. */
+          when: z.string().optional(),
           path: templated,
           /** Repository-relative template path. */
           template: z.string(),
@@ -175,6 +213,12 @@ export const roleSpecSchema = z
             listen: z.array(z.object({ host: templated, port: templated, configKey: z.string().optional() }).strict()).default([]),
             /** Paths the hardened unit may write (ProtectSystem=strict). */
             writablePaths: z.array(templated),
+            /**
+             * The unit's ProtectProc=: `invisible` (other processes hidden in /proc) unless the
+             * service watches children that made themselves non-dumpable, which `invisible`
+             * hides from their own parent (Airflow's task supervisor: psutil.Process(child)).
+             */
+            protectProc: z.enum(["invisible", "default"]).default("invisible"),
             probes: z
               .object({ liveness: roleProbeSchema.optional(), readiness: roleProbeSchema.optional(), startup: roleProbeSchema.optional() })
               .strict(),

@@ -14,6 +14,8 @@ export interface HttpGetProbe {
      * /api/v2/monitor/health): the JSON value at this dotted path must equal `equals`.
      */
     readonly json?: { readonly field: string; readonly equals: string };
+    /** Sent as HTTP basic auth (a service behind its own login); never shown. */
+    readonly basicAuth?: { readonly user: string; readonly password: string };
   };
 }
 export interface TcpSocketProbe {

@@ -43,6 +43,7 @@ import {
   type StaticServer,
   serveRelease,
 } from "./stack.ts";
+import { AGENT_UNIT_MAX_EXPOSURE, exposedDirectives, overallExposure, ROLE_UNIT_MAX_EXPOSURE } from "../support/unit-security.ts";
 
 const started = Date.now();
 const log = (msg: string) => process.stderr.write(`[boot ${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${msg}\n`);
@@ -114,6 +115,22 @@ async function cloudInitStatus(c: BootContainer): Promise<{ code: number; text: 
   const result = await c.exec(["cat", "/run/cloud-init/result.json"]);
   const errors = result.code === 0 ? ((JSON.parse(result.stdout) as { v1: { errors: string[] } }).v1.errors ?? []) : [`no result.json: ${result.stderr}`];
   return { code: r.code, text: r.stdout + r.stderr, errors };
+}
+
+/**
+ * `systemd-analyze security` on loaded units inside the container (what the
+ * container's systemd makes of them, not the offline reading): logs every
+ * level and returns them with the exposed directives of each.
+ */
+async function exposure(units: readonly string[]): Promise<Record<string, { level: number; exposed: string[] }>> {
+  const out: Record<string, { level: number; exposed: string[] }> = {};
+  for (const unit of units) {
+    const r = await vm!.exec(["systemd-analyze", "security", "--no-pager", unit], { timeoutMs: 60_000 });
+    const report = r.stdout + r.stderr;
+    out[unit] = { level: overallExposure(report, unit), exposed: exposedDirectives(report) };
+    log(`  systemd-analyze security ${unit}: ${out[unit].level}`);
+  }
+  return out;
 }
 
 const agentProps = () => vm!.show(AGENT, ["ActiveState", "SubState", "MainPID", "NRestarts", "StatusText", "Type", "WatchdogUSec", "NotifyAccess"]);
@@ -244,6 +261,22 @@ describe("boot: one VM through its life under real systemd", () => {
     expect(JSON.stringify(await status())).not.toContain(secret);
   });
 
+  it(`systemd-analyze security: mlops-mlflow.service at ${ROLE_UNIT_MAX_EXPOSURE.toFixed(1)} or below, the agent at ${AGENT_UNIT_MAX_EXPOSURE.toFixed(1)} or below`, async () => {
+    const levels = await exposure(["mlops-mlflow.service", AGENT]);
+    const mlflow = levels["mlops-mlflow.service"]!;
+    expect(mlflow.level, mlflow.exposed.join("\n")).toBeLessThanOrEqual(ROLE_UNIT_MAX_EXPOSURE);
+    const agent = levels[AGENT]!;
+    expect(agent.level, agent.exposed.join("\n")).toBeLessThanOrEqual(AGENT_UNIT_MAX_EXPOSURE);
+    // Hardened and still serving: the sandbox is what systemd applied to the running process.
+    expect(await vm!.show("mlops-mlflow.service", ["ActiveState", "MemoryDenyWriteExecute", "ProtectProc", "CapabilityBoundingSet"])).toEqual({
+      ActiveState: "active",
+      MemoryDenyWriteExecute: "yes",
+      ProtectProc: "invisible",
+      CapabilityBoundingSet: "",
+    });
+    expect(await readyz()).toBe(200);
+  });
+
   it("kill -9 of mlops-mlflow's main process: systemd restarts it, healthy again, restart counted on /status", { timeout: 3 * 60_000 }, async () => {
     const before = (await status()).services[0]!;
     const pid = (await vm!.show("mlops-mlflow.service", ["MainPID"])).MainPID!;
@@ -317,6 +350,9 @@ describe("boot: one VM through its life under real systemd", () => {
     expect(s.role).toEqual({ name: "airflow", source: "metadata" });
     expect(s.services.map((x) => [x.unit, x.health])).toEqual(AIRFLOW_UNITS.map((u) => [u, "healthy"]));
     for (const unit of AIRFLOW_UNITS) expect(await vm!.show(unit, ["ActiveState", "UnitFileState"]), unit).toEqual({ ActiveState: "active", UnitFileState: "enabled" });
+    // Every Airflow unit as systemd loaded it: exposure 2.0 or below.
+    const levels = await exposure(AIRFLOW_UNITS);
+    for (const unit of AIRFLOW_UNITS) expect(levels[unit]!.level, `${unit}\n${levels[unit]!.exposed.join("\n")}`).toBeLessThanOrEqual(ROLE_UNIT_MAX_EXPOSURE);
     // The old role: stopped, disabled, unit file and rendered config removed (data stays).
     expect(await vm!.show("mlops-mlflow.service", ["LoadState", "ActiveState"])).toEqual({ LoadState: "not-found", ActiveState: "inactive" });
     expect(vm!.exists("/etc/systemd/system/mlops-mlflow.service")).toBe(false);

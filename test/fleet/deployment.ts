@@ -14,6 +14,21 @@ export interface DeploymentInputs {
   readonly pythonIndexUrl: string;
   readonly agentUrlX64: string;
   readonly agentSha256X64: string;
+  /** The load balancer's DNS name (terraform's lb_hostname); default "mlops.fleet.test" (.test is reserved for tests). */
+  readonly lbHostname?: string;
+}
+
+/** OCIDs of the deployment's Vault secrets (terraform/database.tf and secrets.tf), as a real apply would learn them. */
+export interface DeploymentSecrets {
+  readonly mysqlAdmin: string;
+  readonly postgresAdmin: string;
+  readonly mlflowAdmin: string;
+  readonly mlflowSecretKey: string;
+  readonly mlflowAirflowPassword: string;
+  readonly mlflowServingPassword: string;
+  readonly airflowAdmin: string;
+  readonly servingApiKeys: readonly string[];
+  readonly servingDashboardApiKey: string;
 }
 
 export interface Deployment {
@@ -33,7 +48,9 @@ export interface Deployment {
     readonly mirrorIp: string;
   };
   readonly buckets: { readonly artifacts: string; readonly dags: string };
-  readonly secrets: { readonly mysqlAdmin: string; readonly postgresAdmin: string };
+  readonly secrets: DeploymentSecrets;
+  /** The name the load balancer's certificate is for, MLflow's allowed host and Airflow's base URL. */
+  readonly lbHostname: string;
   readonly mysqlAdminUser: string;
   readonly postgresAdminUser: string;
   readonly agentConfig: Record<string, unknown>;
@@ -49,10 +66,19 @@ export interface Deployment {
  */
 export async function renderDeployment(i: DeploymentInputs): Promise<Deployment> {
   const example = exampleBootstrapInputs();
-  const secrets = {
-    mysqlAdmin: `ocid1.vaultsecret.oc1.${i.region}.amaaaaaafleetmysqladmin`,
-    postgresAdmin: `ocid1.vaultsecret.oc1.${i.region}.amaaaaaafleetpostgresadmin`,
+  const ocid = (name: string) => `ocid1.vaultsecret.oc1.${i.region}.amaaaaaafleet${name}`;
+  const secrets: DeploymentSecrets = {
+    mysqlAdmin: ocid("mysqladmin"),
+    postgresAdmin: ocid("postgresadmin"),
+    mlflowAdmin: ocid("mlflowadmin"),
+    mlflowSecretKey: ocid("mlflowsecretkey"),
+    mlflowAirflowPassword: ocid("mlflowairflowpassword"),
+    mlflowServingPassword: ocid("mlflowservingpassword"),
+    airflowAdmin: ocid("airflowadmin"),
+    servingApiKeys: [ocid("servingapikey0")],
+    servingDashboardApiKey: ocid("servingdashboardapikey"),
   };
+  const lbHostname = i.lbHostname ?? "mlops.fleet.test";
   const buckets = { artifacts: "mlops-artifacts", dags: "mlops-dags" };
   const r = await renderInstances({
     ...example,
@@ -63,6 +89,14 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     dagsBucket: buckets.dags,
     mysqlAdminSecretOcid: secrets.mysqlAdmin,
     postgresAdminSecretOcid: secrets.postgresAdmin,
+    lbHostname,
+    mlflowAdminSecretOcid: secrets.mlflowAdmin,
+    mlflowSecretKeySecretOcid: secrets.mlflowSecretKey,
+    mlflowAirflowPasswordSecretOcid: secrets.mlflowAirflowPassword,
+    mlflowServingPasswordSecretOcid: secrets.mlflowServingPassword,
+    airflowAdminSecretOcid: secrets.airflowAdmin,
+    servingApiKeySecretOcids: secrets.servingApiKeys,
+    servingDashboardApiKeySecretOcid: secrets.servingDashboardApiKey,
     pythonIndexUrl: i.pythonIndexUrl,
     agentUrls: { x86_64: i.agentUrlX64, aarch64: i.agentUrlX64.replace(/x64$/, "arm64") },
     agentSha256: { x86_64: i.agentSha256X64, aarch64: "0".repeat(64) },
@@ -89,6 +123,7 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     },
     buckets,
     secrets,
+    lbHostname,
     mysqlAdminUser: config.database.adminUser,
     postgresAdminUser: config.postgres.adminUser,
     agentConfig: r.agentConfig,

@@ -21,6 +21,7 @@ import { REPO, waitFor } from "../support/agent-process.ts";
 import { DEFAULT_UV_CACHE, Fleet } from "./fleet.ts";
 import { IRIS_COLUMNS, IRIS_DAG, Scenario, SETOSA, VIRGINICA } from "./scenario.ts";
 import type { FleetVm } from "./vm.ts";
+import { AGENT_UNIT_MAX_EXPOSURE, exposedDirectives, overallExposure, ROLE_UNIT_MAX_EXPOSURE } from "../support/unit-security.ts";
 
 const started = Date.now();
 const log = (msg: string) => process.stderr.write(`[fleet ${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${msg}\n`);
@@ -232,6 +233,22 @@ describe("the fleet", () => {
       await page.screenshot({ path: join(OUTPUT, "dashboard.png"), fullPage: true });
     } finally {
       await browser.close();
+    }
+  });
+
+  // The only place the serving role's units run under systemd; the boot test covers MLflow's and Airflow's too.
+  it("systemd-analyze security on every VM: each role unit at 2.0 or below, the agent at its documented ceiling", async () => {
+    for (const vm of fleet.vms) {
+      const listed = await vm.run(["systemctl", "list-units", "--plain", "--no-legend", "--all", "mlops-*.service"]);
+      const units = listed.split("\n").map((l) => l.trim().split(/\s+/)[0]!).filter(Boolean);
+      expect(units.length, vm.name).toBeGreaterThan(1);
+      for (const unit of units) {
+        const report = await vm.run(["systemd-analyze", "security", "--no-pager", unit]);
+        const level = overallExposure(report, unit);
+        log(`${vm.name} systemd-analyze security ${unit}: ${level}`);
+        const max = unit === "mlops-agent.service" ? AGENT_UNIT_MAX_EXPOSURE : ROLE_UNIT_MAX_EXPOSURE;
+        expect(level, `${vm.name} ${unit}\n${exposedDirectives(report).join("\n")}`).toBeLessThanOrEqual(max);
+      }
     }
   });
 

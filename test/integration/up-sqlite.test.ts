@@ -5,9 +5,11 @@
  * champion is served and prints a `curl` that gets a prediction. Then a second
  * `up` that changes nothing, a kill -9 that heals, `plan` with nothing to do,
  * `down` that keeps the data, and an `up` again that reuses what is installed.
+ * Authentication is on, as on OCI: MLflow's login, each role's MLflow user and
+ * the prediction API's key, generated into <dir>/secrets.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -16,6 +18,7 @@ import { cli, freePort, getJson, waitFor } from "../support/agent-process.ts";
 import { MlflowClient } from "../support/mlflow-client.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "mlops-up-"));
+const secretFile = (name: string) => readFileSync(join(dir, "secrets", name), "utf8").trim();
 let env: Record<string, string> = {};
 let listen = "";
 
@@ -55,11 +58,15 @@ describe("up / down on SQLite", { timeout: 40 * 60_000 }, () => {
     expect(r.stdout).toContain(`prediction API http://127.0.0.1:${apiPort}/invocations   (/models, /ready, /metrics): iris version 1 (@champion)`);
     expect(r.stdout).toContain(`dashboard      http://127.0.0.1:${dashPort}`);
     expect(r.stdout).toMatch(/airflow-admin-password: \S+\/state\/airflow\/secrets\/airflow-admin-password/);
+    expect(r.stdout).toContain(`MLflow login: user admin, password in ${dir}/secrets/mlflow-admin-password`);
+    expect(r.stdout).toContain(`${dir}/secrets/`);
     // Progress: what is installed or started, with the elapsed time; the pipeline's run followed to the end.
     expect(r.stdout).toMatch(/\[\s*\d+s\] serving\s+converging: .*install/);
     expect(r.stdout).toMatch(/\] pipeline\s+triggered iris_pipeline run /);
     expect(r.stdout).toMatch(/\] pipeline\s+iris@champion is version 1/);
-    mlflow = new MlflowClient(`http://127.0.0.1:${mlflowPort}`);
+    // MLflow answers only with a login: the admin's password is in the file up printed.
+    expect((await fetch(`http://127.0.0.1:${mlflowPort}/api/2.0/mlflow/experiments/search?max_results=1`)).status).toBe(401);
+    mlflow = new MlflowClient(`http://127.0.0.1:${mlflowPort}`, { user: "admin", password: secretFile("mlflow-admin-password") });
     const exp = await mlflow.createExperiment("up-test");
     const run = await mlflow.createRun(exp);
     runId = run.runId;
@@ -69,9 +76,14 @@ describe("up / down on SQLite", { timeout: 40 * 60_000 }, () => {
     expect(readFileSync(join(dir, "data/mlflow/mlflow.db")).subarray(0, 15).toString()).toBe("SQLite format 3");
   });
 
-  it("the printed curl gets a prediction from the champion", () => {
+  it("the printed curl gets a prediction from the champion with the API key (read from its file, not printed); without it, 401", async () => {
     const line = upOutput.split("\n").find((l) => l.trim().startsWith("try"));
-    expect(line).toContain(`curl -s -X POST http://127.0.0.1:${apiPort}/invocations`);
+    expect(line).toContain(`curl -s -X POST http://127.0.0.1:${apiPort}/invocations -H "Authorization: Bearer $(cat ${dir}/secrets/serving-api-key)"`);
+    expect(upOutput).not.toContain(secretFile("serving-api-key"));
+    expect(statSync(join(dir, "secrets")).mode & 0o777).toBe(0o700);
+    expect(statSync(join(dir, "secrets/serving-api-key")).mode & 0o777).toBe(0o600);
+    const without = await fetch(`http://127.0.0.1:${apiPort}/invocations`, { method: "POST", headers: { "content-type": "text/csv" }, body: "a\n1\n" });
+    expect(without.status).toBe(401);
     const command = line!.trim().slice("try".length).trim();
     expect(JSON.parse(execFileSync("bash", ["-c", command], { encoding: "utf8" }))).toEqual({ predictions: [0] });
   });
@@ -89,7 +101,7 @@ describe("up / down on SQLite", { timeout: 40 * 60_000 }, () => {
     };
     expect(runs.dag_runs).toHaveLength(1);
     expect(runs.dag_runs[0]).toMatchObject({ state: "success", note: "triggered by mlops-agent up" });
-    const alias = (await (await fetch(`${mlflow.base}/api/2.0/mlflow/registered-models/alias?name=iris&alias=champion`)).json()) as {
+    const alias = (await (await fetch(`${mlflow.base}/api/2.0/mlflow/registered-models/alias?name=iris&alias=champion`, { headers: mlflow.authHeader })).json()) as {
       model_version?: { aliases?: string[]; version?: string };
     };
     expect(alias.model_version).toMatchObject({ version: "1", aliases: ["champion"] });
@@ -151,7 +163,7 @@ describe("up / down on SQLite", { timeout: 40 * 60_000 }, () => {
     expect(r.stdout).toContain(": iris version 1 (@champion)");
     const answer = await fetch(`http://127.0.0.1:${apiPort}/invocations`, {
       method: "POST",
-      headers: { "content-type": "text/csv" },
+      headers: { "content-type": "text/csv", authorization: `Bearer ${secretFile("serving-api-key")}` },
       body: "sepal_length_cm,sepal_width_cm,petal_length_cm,petal_width_cm\n6.7,3.0,5.2,2.3\n",
     });
     expect(await answer.json()).toEqual({ predictions: [2] });

@@ -3,12 +3,20 @@
  * really works: experiments, runs, metrics, proxied artifacts.
  */
 export class MlflowClient {
-  constructor(readonly base: string) {}
+  /** `credentials`: a user of MLflow's basic-auth app. */
+  constructor(
+    readonly base: string,
+    readonly credentials?: { user: string; password: string },
+  ) {}
+
+  get authHeader(): Record<string, string> {
+    return this.credentials ? { authorization: `Basic ${Buffer.from(`${this.credentials.user}:${this.credentials.password}`).toString("base64")}` } : {};
+  }
 
   async call<T>(method: string, path: string, body?: unknown): Promise<T> {
     const r = await fetch(`${this.base}${path}`, {
       method,
-      headers: body ? { "content-type": "application/json" } : undefined,
+      headers: { ...this.authHeader, ...(body ? { "content-type": "application/json" } : {}) },
       body: body ? JSON.stringify(body) : undefined,
       signal: AbortSignal.timeout(30_000),
     });
@@ -40,13 +48,13 @@ export class MlflowClient {
   /** Uploads through the artifact proxy (`mlflow-artifacts:/...` URIs). */
   async putArtifact(artifactUri: string, name: string, content: string): Promise<void> {
     const path = artifactUri.replace(/^mlflow-artifacts:\//, "");
-    const r = await fetch(`${this.base}/api/2.0/mlflow-artifacts/artifacts/${path}/${name}`, { method: "PUT", body: content });
+    const r = await fetch(`${this.base}/api/2.0/mlflow-artifacts/artifacts/${path}/${name}`, { method: "PUT", body: content, headers: this.authHeader });
     if (!r.ok) throw new Error(`PUT artifact: ${r.status} ${await r.text()}`);
   }
 
   async getArtifact(artifactUri: string, name: string): Promise<string> {
     const path = artifactUri.replace(/^mlflow-artifacts:\//, "");
-    const r = await fetch(`${this.base}/api/2.0/mlflow-artifacts/artifacts/${path}/${name}`);
+    const r = await fetch(`${this.base}/api/2.0/mlflow-artifacts/artifacts/${path}/${name}`, { headers: this.authHeader });
     if (!r.ok) throw new Error(`GET artifact: ${r.status}`);
     return r.text();
   }

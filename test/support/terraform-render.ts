@@ -44,6 +44,17 @@ export interface BootstrapInputs {
   readonly dagsBucket: string;
   readonly mysqlAdminSecretOcid: string;
   readonly postgresAdminSecretOcid: string;
+  /** The load balancer's DNS name (MLflow's allowed host, Airflow's base URL). */
+  readonly lbHostname: string;
+  /** OCIDs of the Vault secrets of terraform/secrets.tf; the config carries them as vault:<ocid>. */
+  readonly mlflowAdminSecretOcid: string;
+  readonly mlflowSecretKeySecretOcid: string;
+  readonly mlflowAirflowPasswordSecretOcid: string;
+  readonly mlflowServingPasswordSecretOcid: string;
+  readonly airflowAdminSecretOcid: string;
+  /** At least one. */
+  readonly servingApiKeySecretOcids: readonly string[];
+  readonly servingDashboardApiKeySecretOcid: string;
   readonly mysqlAdminUser: string;
   readonly postgresAdminUser: string;
   /** null or absent: the agent's default index (the key is left out of the config). */
@@ -99,6 +110,14 @@ export function exampleBootstrapInputs(over: Partial<BootstrapInputs> = {}): Boo
     dagsBucket: "mlops-dags",
     mysqlAdminSecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexamplemysqladminpassword",
     postgresAdminSecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexamplepostgresadminpassword",
+    lbHostname: "mlops.example.com",
+    mlflowAdminSecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexamplemlflowadminpassword",
+    mlflowSecretKeySecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexamplemlflowsecretkey",
+    mlflowAirflowPasswordSecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexamplemlflowairflowpassword",
+    mlflowServingPasswordSecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexamplemlflowservingpassword",
+    airflowAdminSecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexampleairflowadminpassword",
+    servingApiKeySecretOcids: ["ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexampleservingapikey0"],
+    servingDashboardApiKeySecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexampleservingdashboardapikey",
     mysqlAdminUser: "mlopsadmin",
     postgresAdminUser: "mlopsadmin",
     pythonIndexUrl: "https://pypi.org/simple",
@@ -119,6 +138,14 @@ function tfvars(inputs: BootstrapInputs): Record<string, unknown> {
     dags_bucket: inputs.dagsBucket,
     mysql_admin_secret_ocid: inputs.mysqlAdminSecretOcid,
     postgres_admin_secret_ocid: inputs.postgresAdminSecretOcid,
+    lb_hostname: inputs.lbHostname,
+    mlflow_admin_secret_ocid: inputs.mlflowAdminSecretOcid,
+    mlflow_secret_key_secret_ocid: inputs.mlflowSecretKeySecretOcid,
+    mlflow_airflow_password_secret_ocid: inputs.mlflowAirflowPasswordSecretOcid,
+    mlflow_serving_password_secret_ocid: inputs.mlflowServingPasswordSecretOcid,
+    airflow_admin_secret_ocid: inputs.airflowAdminSecretOcid,
+    serving_api_key_secret_ocids: inputs.servingApiKeySecretOcids,
+    serving_dashboard_api_key_secret_ocid: inputs.servingDashboardApiKeySecretOcid,
     mysql_admin_user: inputs.mysqlAdminUser,
     postgres_admin_user: inputs.postgresAdminUser,
     python_index_url: inputs.pythonIndexUrl ?? null,

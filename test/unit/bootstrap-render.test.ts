@@ -88,7 +88,10 @@ describe("bootstrap/user-data.yaml.tftpl", () => {
 
   it("fits in OCI instance metadata (32,000 bytes in all) with room for the SSH key and the role", () => {
     const userData = Buffer.from(renderUserData(USER_DATA_TEMPLATE, userDataVars())).toString("base64");
-    expect(userData.length).toBeLessThan(20_000);
+    // 24,000 leaves 8,000 bytes of the 32,000 for the other metadata keys: a few SSH keys (an RSA-4096 one is
+    // about 750 bytes) and the role. The hardened agent unit (with its reasons) and MLflow's auth settings made it
+    // 21,868 bytes (issue 11).
+    expect(userData.length).toBeLessThan(24_000);
   });
 
   it("carries no secret: the example config has only vault: references for passwords", () => {

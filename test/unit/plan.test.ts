@@ -28,6 +28,7 @@ function convergedObserved(d: DesiredRole): Observed {
         services: d.services.map((s) => s.name),
         database: { fingerprint: d.database!.fingerprint!, provisionedAt: "2026-01-01T00:00:00Z" },
         migratedVersion: "3.18.0",
+        migratedInputs: d.migrate?.inputsHash,
         updatedAt: "2026-01-01T00:00:00Z",
       },
     ],
@@ -80,7 +81,13 @@ const cases: { name: string; mutate: Mutation; want: string[]; deferred?: RegExp
   {
     name: "database settings changed: provision again",
     mutate: (_d, o) => ({ d: desiredFor({ database: { host: "10.0.1.5" } }), o }),
-    want: ["provision-database 10.0.1.5:3306/mlflow", "write-file /etc/mlops/mlflow/mlflow.env", "ensure-service mlops-mlflow.service"],
+    // The environment changed (a new server in the URI): the schema is brought to head there before the restart.
+    want: ["provision-database 10.0.1.5:3306/mlflow", "write-file /etc/mlops/mlflow/mlflow.env", "migrate-database mysql:mlflow", "ensure-service mlops-mlflow.service"],
+  },
+  {
+    name: "a rotated secret in the migrations' environment (e.g. Airflow's admin password): migrate again",
+    mutate: (_d, o) => ({ o: { ...o, records: [{ ...o.records[0]!, migratedInputs: "before-rotation" }] } }),
+    want: ["migrate-database mysql:mlflow"],
   },
   {
     name: "database user dropped outside the agent: provision again",

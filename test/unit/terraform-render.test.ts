@@ -26,6 +26,9 @@ import {
 } from "../support/terraform-render.ts";
 import { AGENT_UNIT, EXAMPLE_AGENT_CONFIG, USER_DATA_TEMPLATE } from "../support/user-data.ts";
 
+// biome-ignore lint/suspicious/noExplicitAny: the agent config as Terraform renders it, untyped JSON
+type Any = any;
+
 const b64 = (s: string) => Buffer.from(s, "utf8").toString("base64");
 
 /** JSON as Terraform's jsonencode() writes it: compact, object keys sorted (and <, >, & escaped, which these values do not hold). */
@@ -98,13 +101,91 @@ describe("terraform console render of modules/instance-bootstrap", () => {
       exampleBootstrapInputs({ vcnCidr: "172.16.0.0/16", pythonIndexUrl: null, instanceCount: { mlflow: 0, airflow: 0, serving: 3 }, agentUnit: "[Unit]\nDescription=x ${y} %{z}\n" }),
     );
     expect(Object.keys(other.agentConfig)).not.toContain("python");
-    expect(other.agentConfig.serving).toEqual({ mlflowTrackingUri: "http://127.0.0.1:5000" });
+    expect((other.agentConfig.serving as Record<string, unknown>).mlflowTrackingUri).toBe("http://127.0.0.1:5000");
+    expect((other.agentConfig.airflow as Record<string, unknown>).mlflowTrackingUri).toBe("http://127.0.0.1:5000");
     expect(other.addresses.mysqlIp).toBe("172.16.2.10");
     expect(other.addresses.appSubnetMysqlHost).toBe("172.16.1.%");
     expect(Object.values(other.instances).map((v) => v.privateIp)).toEqual(["172.16.1.50", "172.16.1.51", "172.16.1.52"]);
     // The unit text is passed literally (no template pass over it), as file() does in the root module.
     const unitB64 = /unit_b64='([^']*)'/.exec(other.instances["serving-2"]!.userData)?.[1] ?? "";
     expect(Buffer.from(unitB64, "base64").toString()).toBe("[Unit]\nDescription=x ${y} %{z}\n");
+  });
+
+  it("secrets are vault:<ocid> references to exactly the input secret OCIDs, at the contract's keys; the load balancer's name is MLflow's allowed host and Airflow's base URL", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const inputs = exampleBootstrapInputs({
+      lbHostname: "ml.corp.example.net",
+      servingApiKeySecretOcids: ["ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaakeyone", "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaakeytwo"],
+    });
+    const r = await renderInstances(inputs);
+    const c = r.agentConfig as Any;
+    const v = (ocid: string) => `vault:${ocid}`;
+    expect(c.mlflow.allowedHosts).toEqual(["ml.corp.example.net"]);
+    expect(c.mlflow.auth).toEqual({
+      adminUser: "admin",
+      adminPassword: v(inputs.mlflowAdminSecretOcid),
+      secretKey: v(inputs.mlflowSecretKeySecretOcid),
+      database: { name: "mlflow_auth" },
+      users: [
+        {
+          name: "airflow",
+          password: v(inputs.mlflowAirflowPasswordSecretOcid),
+          grants: [
+            { experiment: "iris", permission: "EDIT" },
+            { registeredModel: "iris", permission: "EDIT" },
+          ],
+        },
+        { name: "serving", password: v(inputs.mlflowServingPasswordSecretOcid), grants: [{ experiment: "iris", permission: "READ" }, { registeredModel: "iris", permission: "READ" }] },
+      ],
+    });
+    expect(c.airflow).toEqual({
+      mlflowTrackingUri: "http://10.0.1.10:5000",
+      mlflowUser: "airflow",
+      mlflowPassword: v(inputs.mlflowAirflowPasswordSecretOcid),
+      adminPassword: v(inputs.airflowAdminSecretOcid),
+      baseUrl: "https://ml.corp.example.net:8080/",
+    });
+    expect(c.serving).toEqual({
+      mlflowTrackingUri: "http://10.0.1.10:5000",
+      mlflowUser: "serving",
+      mlflowPassword: v(inputs.mlflowServingPasswordSecretOcid),
+      apiKeys: inputs.servingApiKeySecretOcids.map(v),
+      dashboardApiKey: v(inputs.servingDashboardApiKeySecretOcid),
+    });
+    // Every value under a secret-bearing key is a vault: reference, and every secret OCID given is used.
+    const secretKeys = /^(adminPassword|password|secretKey|mlflowPassword|apiKeys|dashboardApiKey)$/;
+    const refs: string[] = [];
+    const walk = (x: unknown, key = ""): void => {
+      if (Array.isArray(x)) for (const e of x) walk(e, key);
+      else if (typeof x === "object" && x !== null) for (const [k, e] of Object.entries(x)) walk(e, k);
+      else if (secretKeys.test(key)) refs.push(String(x));
+    };
+    walk(c);
+    for (const ref of refs) expect(ref, ref).toMatch(/^vault:ocid1\.vaultsecret\./);
+    const given = [
+      inputs.mysqlAdminSecretOcid,
+      inputs.postgresAdminSecretOcid,
+      inputs.mlflowAdminSecretOcid,
+      inputs.mlflowSecretKeySecretOcid,
+      inputs.mlflowAirflowPasswordSecretOcid,
+      inputs.mlflowServingPasswordSecretOcid,
+      inputs.airflowAdminSecretOcid,
+      ...inputs.servingApiKeySecretOcids,
+      inputs.servingDashboardApiKeySecretOcid,
+    ];
+    expect([...new Set(refs)].sort()).toEqual(given.map(v).sort());
+  });
+
+  it("the user-data holds the config with its vault: references and nothing else secret: no other vault:, file: or env: value, no password-looking string", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    for (const [key, vm] of Object.entries(fleet.instances)) {
+      const configB64 = /config_b64='([^']*)'/.exec(vm.userData)?.[1];
+      expect(configB64, `${key}: no config in the user-data`).toBeDefined();
+      expect(JSON.parse(Buffer.from(configB64!, "base64").toString("utf8")), key).toEqual(fleet.agentConfig);
+      // Outside the base64 payloads, the text names no secret reference either.
+      const plain = vm.userData.replace(/[A-Za-z0-9+/=]{200,}/g, "<b64>");
+      expect(plain, key).not.toMatch(/vault:|ocid1\.vaultsecret|password|secret_key|api_?key/i);
+    }
   });
 
   it("the module refuses instance counts it has no addresses for", async (ctx) => {
@@ -119,14 +200,54 @@ describe("loadBalancerSpec()", () => {
   const dir = mkdtempSync(join(tmpdir(), "lb-spec-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-  it("reads terraform/loadbalancer.tf: HTTP 80 to the serving VMs' 8000, round robin, GET /ready every 10 s", async () => {
-    expect(await loadBalancerSpec()).toEqual({
-      listenerPort: 80,
+  it("reads terraform/loadbalancer.tf: every listener (the issue 11 contract's table), and the old single-listener fields from the prediction API's", async () => {
+    const spec = await loadBalancerSpec();
+    const fast = { protocol: "HTTP", returnCode: 200, intervalMs: 2000, timeoutMs: 1500, retries: 2 };
+    const ui = { protocol: "HTTP", returnCode: 200, intervalMs: 5000, timeoutMs: 3000, retries: 3 };
+    const forward = { protocol: "HTTP", ssl: true, policy: "ROUND_ROBIN", redirect: null };
+    expect(spec.listeners).toEqual([
+      {
+        name: "http",
+        port: 80,
+        protocol: "HTTP",
+        ssl: false,
+        backendSet: null,
+        backendRole: null,
+        backendPort: null,
+        policy: null,
+        healthCheck: null,
+        redirect: { responseCode: 301, protocol: "HTTPS", host: "{host}", port: 443, path: "{path}", query: "{query}" },
+      },
+      { ...forward, name: "predict", port: 443, backendSet: "serving", backendRole: "serving", backendPort: 8000, healthCheck: { ...fast, port: 8000, urlPath: "/ready" } },
+      { ...forward, name: "mlflow", port: 5000, backendSet: "mlflow", backendRole: "mlflow", backendPort: 5000, healthCheck: { ...ui, port: 5000, urlPath: "/health" } },
+      { ...forward, name: "airflow", port: 8080, backendSet: "airflow", backendRole: "airflow", backendPort: 8080, healthCheck: { ...ui, port: 8080, urlPath: "/api/v2/version" } },
+      {
+        ...forward,
+        name: "dashboard",
+        port: 8501,
+        backendSet: "dashboard",
+        backendRole: "serving",
+        backendPort: 8501,
+        healthCheck: { ...fast, port: 8501, urlPath: "/_stcore/health" },
+      },
+    ]);
+    const { listeners: _, ...old } = spec;
+    expect(old).toEqual({
+      listenerPort: 443,
       listenerProtocol: "HTTP",
       backendPort: 8000,
       policy: "ROUND_ROBIN",
-      healthCheck: { protocol: "HTTP", port: 8000, urlPath: "/ready", returnCode: 200, intervalMs: 2000, timeoutMs: 1500, retries: 2 },
+      healthCheck: { ...fast, port: 8000, urlPath: "/ready" },
     });
+  });
+
+  it("refuses a redirect that does not cover every path, and a rule set it would not reproduce", async () => {
+    const base = readFileSync(join(REPO, "terraform", "loadbalancer.tf"), "utf8");
+    const file = join(dir, "loadbalancer.tf");
+    writeFileSync(file, base.replace('attribute_value = "/"', 'attribute_value = "/api"'));
+    await expect(loadBalancerSpec(file)).rejects.toThrow(/redirect does not cover every path/);
+    writeFileSync(file, base.replace('action        = "REDIRECT"', 'action        = "ALLOW"'));
+    await expect(loadBalancerSpec(file)).rejects.toThrow(/rule set https_redirect has a "ALLOW" rule; only REDIRECT is reproduced/);
   });
 
   it("refuses a value that is not a literal, naming it, rather than guessing", async () => {

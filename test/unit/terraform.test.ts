@@ -25,6 +25,7 @@ import { resolveConfig } from "../../agent/config/load.ts";
 import { REPO } from "../support/agent-process.ts";
 import { CHECKOV_ENV, CHECKOV_VERSION, ensurePythonTools } from "../support/python-tools.ts";
 import { TERRAFORM_MISSING, terraform, terraformBinary, terraformOk } from "../support/terraform-cli.ts";
+import { type ListenerSpec, loadBalancerSpec } from "../support/load-balancer-spec.ts";
 import { moduleSandbox } from "../support/terraform-render.ts";
 import {
   checkModule,
@@ -76,6 +77,7 @@ describe("terraform/: structure and references", () => {
       "iam.tf",
       "compute.tf",
       "loadbalancer.tf",
+      "secrets.tf",
       "README.md",
       "terraform.tfvars.example",
       "agent-config.example.json",
@@ -115,6 +117,16 @@ describe("terraform/: structure and references", () => {
     expect(call.source).toBe("./modules/instance-bootstrap");
     expect(call.mysql_admin_secret_ocid).toBe("${oci_vault_secret.mysql_admin.id}");
     expect(call.postgres_admin_secret_ocid).toBe("${oci_vault_secret.postgres_admin.id}");
+    expect(call.lb_hostname).toBe("${var.lb_hostname}");
+    expect(call.mlflow_admin_secret_ocid).toBe('${oci_vault_secret.app["mlflow-admin-password"].id}');
+    expect(call.mlflow_secret_key_secret_ocid).toBe('${oci_vault_secret.app["mlflow-secret-key"].id}');
+    expect(call.mlflow_airflow_password_secret_ocid).toBe('${oci_vault_secret.app["mlflow-airflow-password"].id}');
+    expect(call.mlflow_serving_password_secret_ocid).toBe('${oci_vault_secret.app["mlflow-serving-password"].id}');
+    expect(call.airflow_admin_secret_ocid).toBe('${oci_vault_secret.app["airflow-admin-password"].id}');
+    expect(call.serving_api_key_secret_ocids).toBe("${oci_vault_secret.serving_api_key[*].id}");
+    expect(call.serving_dashboard_api_key_secret_ocid).toBe('${oci_vault_secret.app["serving-dashboard-api-key"].id}');
+    // Every input of the module is a name, an address or an OCID: no secret value reaches the user-data it builds.
+    expect(JSON.stringify(call)).not.toMatch(/random_password|\.result\b|var\.lb_(certificate|private_key|ca_certificate)_pem/);
     expect(call.agent_unit).toBe('${file("${path.module}/../units/mlops-agent.service")}');
     const locals = fileJson(parsed, "locals.tf").locals[0];
     expect(locals.instances).toBe("${module.instance_bootstrap.instances}");
@@ -138,9 +150,28 @@ describe("terraform/: structure and references", () => {
       expect(decl.type, `${name} has no type`).toBeDefined();
       expect(String(decl.description ?? "").length, `${name} has no description`).toBeGreaterThan(10);
     }
-    for (const name of ["region", "tenancy_ocid", "compartment_ocid", "admin_cidr", "ssh_public_key", "instance_count", "arch", "agent_sha256", "release_par_expires_at"]) {
+    for (const name of [
+      "region",
+      "tenancy_ocid",
+      "compartment_ocid",
+      "admin_cidr",
+      "bastion_cidr",
+      "ssh_public_key",
+      "instance_count",
+      "arch",
+      "agent_sha256",
+      "release_par_expires_at",
+      "lb_hostname",
+      "lb_certificate_ocid",
+      "lb_certificate_pem",
+      "lb_private_key_pem",
+      "serving_api_key_count",
+    ]) {
       expect(variables[name]?.[0]?.validation, `${name} has no validation`).toBeDefined();
     }
+    // The load balancer's PEM inputs never show in a plan or an output.
+    for (const name of ["lb_certificate_pem", "lb_private_key_pem", "lb_ca_certificate_pem"]) expect(variables[name]?.[0]?.sensitive, name).toBe(true);
+    expect(variables.lb_hostname?.[0]?.default, "lb_hostname has no default: the certificate is for it").toBeUndefined();
   });
 
   it("every file a .tf reads through path.module exists", () => {
@@ -191,32 +222,106 @@ describe("terraform/: structure and references", () => {
     expect(JSON.stringify(node.metadata)).not.toMatch(/password|random_password/i);
   });
 
-  it("the only public listener is the load balancer, on port 80, in front of serving:8000 with /ready health checks", () => {
-    const lb = fileJson(parsed, "loadbalancer.tf").resource;
-    const hc = lb.oci_load_balancer_backend_set.serving[0].health_checker[0];
-    expect(hc).toMatchObject({ protocol: "HTTP", port: 8000, url_path: "/ready" });
-    expect(lb.oci_load_balancer_listener.http[0].port).toBe(80);
-    expect(lb.oci_load_balancer_backend.serving[0].port).toBe(8000);
-    expect(lb.oci_load_balancer_load_balancer.api[0].shape).toBe("flexible");
+  it("the load balancer is the contract's table: one HTTPS listener per service, and HTTP 80 only redirects to HTTPS 443", async () => {
+    const spec = await loadBalancerSpec();
+    const row = (l: ListenerSpec) =>
+      l.redirect
+        ? `${l.name} ${l.port} ${l.protocol}${l.ssl ? "+TLS" : ""} -> redirect ${l.redirect.responseCode} ${l.redirect.protocol}:${l.redirect.port}`
+        : `${l.name} ${l.port} ${l.protocol}${l.ssl ? "+TLS" : ""} -> ${l.backendSet} (${l.backendRole}:${l.backendPort}) GET ${l.healthCheck?.urlPath} ${l.healthCheck?.returnCode}`;
+    expect(spec.listeners.map(row)).toEqual([
+      "http 80 HTTP -> redirect 301 HTTPS:443",
+      "predict 443 HTTP+TLS -> serving (serving:8000) GET /ready 200",
+      "mlflow 5000 HTTP+TLS -> mlflow (mlflow:5000) GET /health 200",
+      "airflow 8080 HTTP+TLS -> airflow (airflow:8080) GET /api/v2/version 200",
+      "dashboard 8501 HTTP+TLS -> dashboard (serving:8501) GET /_stcore/health 200",
+    ]);
+    // Every listener terminates TLS except the one whose every request is redirected, and that one forwards nothing.
+    for (const l of spec.listeners) expect(l.ssl || (l.redirect !== null && l.backendSet === null), l.name).toBe(true);
+    expect(spec.listeners.filter((l) => !l.ssl).map((l) => l.name)).toEqual(["http"]);
+    expect(spec.listeners.find((l) => l.name === "http")!.redirect).toEqual({ responseCode: 301, protocol: "HTTPS", host: "{host}", port: 443, path: "{path}", query: "{query}" });
+    // The health check asks the port it forwards to.
+    for (const l of spec.listeners) if (l.healthCheck) expect(l.healthCheck.port, l.name).toBe(l.backendPort);
+
+    const lb = fileJson(parsed, "loadbalancer.tf");
+    expect(lb.resource.oci_load_balancer_load_balancer.api[0].shape).toBe("flexible");
+    for (const [name, [listener]] of Object.entries(lb.resource.oci_load_balancer_listener as Record<string, Any[]>)) {
+      if (name === "http") continue;
+      expect(listener.ssl_configuration[0], name).toEqual({
+        certificate_name: "${local.lb_tls.certificate_name}",
+        certificate_ids: "${local.lb_tls.certificate_ids}",
+        protocols: "${local.lb_tls.protocols}",
+        cipher_suite_name: "${local.lb_tls.cipher_suite}",
+        server_order_preference: "ENABLED",
+        verify_peer_certificate: false,
+      });
+    }
+    const tls = lb.locals[0].lb_tls;
+    expect(tls.protocols).toEqual(["TLSv1.2", "TLSv1.3"]);
+    // One certificate source or the other: an uploaded PEM certificate, or OCI Certificates' certificate OCID.
+    expect(tls.certificate_name).toBe("${one(oci_load_balancer_certificate.pem[*].certificate_name)}");
+    expect(tls.certificate_ids).toBe("${local.lb_certificate_from_pem ? null : [var.lb_certificate_ocid]}");
+    const pem = lb.resource.oci_load_balancer_certificate.pem[0];
+    expect(pem.count).toBe("${local.lb_certificate_from_pem ? 1 : 0}");
+    expect(pem).toMatchObject({ public_certificate: "${var.lb_certificate_pem}", private_key: "${var.lb_private_key_pem}", ca_certificate: "${var.lb_ca_certificate_pem}" });
+    expect(pem.lifecycle[0].create_before_destroy).toBe(true);
+
     const subnets = fileJson(parsed, "network.tf").resource.oci_core_subnet;
     expect(subnets.app[0].prohibit_public_ip_on_vnic).toBe(true);
     expect(subnets.db[0].prohibit_public_ip_on_vnic).toBe(true);
   });
 
-  it("ingress: SSH and UIs from admin_cidr only, 8000 from the LB, 9470 from the VCN, databases from the app subnet", () => {
+  it("ingress: the LB's listeners from api_cidr (80, 443) and admin_cidr (UIs); VM ports only from the LB, the VMs that use them, the VCN (9470) and bastion_cidr (22)", () => {
     const rules: Record<string, { nsg: string; port: number; source: string }> = fileJson(parsed, "network.tf").locals[0].ingress_rules;
-    const rows = Object.values(rules).map((r) => ({ nsg: r.nsg, port: r.port, source: r.source.replace(/^\$\{(.*)\}$/, "$1") }));
-    expect(rows.length).toBe(15);
-    const sources = (port: number) => [...new Set(rows.filter((r) => r.port === port).map((r) => r.source))].sort();
-    expect(sources(22)).toEqual(["var.admin_cidr"]);
-    expect(sources(8080)).toEqual(["var.admin_cidr"]);
-    expect(sources(8501)).toEqual(["var.admin_cidr"]);
-    expect(sources(5000)).toEqual(['oci_core_network_security_group.nsg["airflow"].id', 'oci_core_network_security_group.nsg["serving"].id', "var.admin_cidr"]);
-    expect(sources(8000)).toEqual(['oci_core_network_security_group.nsg["lb"].id']);
-    expect(sources(9470)).toEqual(["var.vcn_cidr"]);
-    expect(sources(3306)).toEqual(["local.app_subnet_cidr"]);
-    expect(sources(5432)).toEqual(["local.app_subnet_cidr"]);
-    expect(rows.filter((r) => r.port === 3306 || r.port === 5432).every((r) => r.nsg === "db")).toBe(true);
+    const short = (src: string) => src.replace(/^\$\{(.*)\}$/, "$1").replace(/^oci_core_network_security_group\.nsg\["(\w+)"\]\.id$/, "nsg:$1");
+    const table = Object.values(rules)
+      .map((r) => `${r.nsg}:${r.port} <- ${short(r.source)}`)
+      .sort();
+    expect(table).toEqual(
+      [
+        "lb:80 <- local.api_cidr",
+        "lb:443 <- local.api_cidr",
+        "lb:5000 <- var.admin_cidr",
+        "lb:8080 <- var.admin_cidr",
+        "lb:8501 <- var.admin_cidr",
+        "mlflow:22 <- local.bastion_cidr",
+        "mlflow:5000 <- nsg:lb",
+        "mlflow:5000 <- nsg:airflow",
+        "mlflow:5000 <- nsg:serving",
+        "mlflow:9470 <- var.vcn_cidr",
+        "airflow:22 <- local.bastion_cidr",
+        "airflow:8080 <- nsg:lb",
+        "airflow:9470 <- var.vcn_cidr",
+        "serving:22 <- local.bastion_cidr",
+        "serving:8000 <- nsg:lb",
+        "serving:8501 <- nsg:lb",
+        "serving:9470 <- var.vcn_cidr",
+        "db:3306 <- local.app_subnet_cidr",
+        "db:5432 <- local.app_subnet_cidr",
+      ].sort(),
+    );
+    // No UI or API port of a VM is reachable from a CIDR (admin_cidr included): only through the LB, or from a VM NSG.
+    for (const r of Object.values(rules)) {
+      if (["mlflow", "airflow", "serving"].includes(r.nsg) && [5000, 8000, 8080, 8501].includes(r.port)) expect(short(r.source), `${r.nsg}:${r.port}`).toMatch(/^nsg:/);
+      if (r.nsg !== "lb") expect(short(r.source), `${r.nsg}:${r.port}`).not.toBe("var.admin_cidr");
+    }
+    const locals = fileJson(parsed, "network.tf").locals[0];
+    expect(locals.bastion_cidr).toBe("${coalesce(var.bastion_cidr, var.admin_cidr)}");
+    expect(locals.api_cidr).toBe("${coalesce(var.api_cidr, var.admin_cidr)}");
+  });
+
+  it("egress: the load balancer reaches exactly each listener's backend port on its backends' NSG, nothing else", async () => {
+    const rules: Record<string, { nsg: string; protocol: string; port: number | null; destination: string }> = fileJson(parsed, "network.tf").locals[0].egress_rules;
+    const lbRules = Object.values(rules)
+      .filter((r) => r.nsg === "lb")
+      .map((r) => `${r.protocol}:${r.port} -> ${r.destination}`)
+      .sort();
+    const spec = await loadBalancerSpec();
+    const wanted = spec.listeners
+      .filter((l) => l.backendSet !== null)
+      .map((l) => `6:${l.backendPort} -> \${oci_core_network_security_group.nsg["${l.backendRole}"].id}`)
+      .sort();
+    expect(lbRules).toEqual(wanted);
+    expect(lbRules).toHaveLength(4);
   });
 
   it("buckets are private, versioned and encrypted with the vault key; the release URLs are read-only", () => {
@@ -297,6 +402,69 @@ describe("terraform/: structure and references", () => {
     expect(variables.db_backup_retention_days[0].default).toBe(7);
     expect(db.oci_vault_secret.mysql_admin[0].secret_content[0].content).toBe("${base64encode(random_password.mysql_admin.result)}");
   });
+
+  it("credentials: generated by random_password, stored only as Vault secrets (and the DB systems' admin passwords), never passed anywhere else", () => {
+    const secrets = fileJson(parsed, "secrets.tf");
+    expect(Object.keys(secrets.locals[0].app_secrets).sort()).toEqual([
+      "airflow-admin-password",
+      "mlflow-admin-password",
+      "mlflow-airflow-password",
+      "mlflow-secret-key",
+      "mlflow-serving-password",
+      "serving-dashboard-api-key",
+    ]);
+    const app = secrets.resource.oci_vault_secret.app[0];
+    expect(app.for_each).toBe("${local.app_secrets}");
+    expect(app.secret_content[0].content).toBe("${base64encode(random_password.app[each.key].result)}");
+    const keys = secrets.resource.oci_vault_secret.serving_api_key[0];
+    expect(keys.count).toBe("${var.serving_api_key_count}");
+    expect(keys.secret_content[0].content).toBe("${base64encode(random_password.serving_api_key[count.index].result)}");
+    for (const s of [app, keys]) expect(s).toMatchObject({ vault_id: "${oci_kms_vault.main.id}", key_id: "${oci_kms_key.main.id}" });
+    expect(fileJson(parsed, "variables.tf").variable.serving_api_key_count[0].default).toBe(1);
+    // The places a generated value may go: a Vault secret's content, and the DB systems it is the admin password of.
+    const allowed = [
+      /^\s*content\s*=\s*base64encode\(random_password\.\w+\[[^\]]+\]\.result\)$/,
+      /^\s*content\s*=\s*base64encode\(random_password\.(mysql|postgres)_admin\.result\)$/,
+      /^\s*admin_password\s*=\s*random_password\.mysql_admin\.result$/,
+      /^\s*password\s*=\s*random_password\.postgres_admin\.result$/,
+    ];
+    const uses: string[] = [];
+    for (const dir of [TF_DIR, MODULE_DIR])
+      for (const f of tfFiles(dir))
+        for (const line of f.text.split("\n")) if (/random_password\.\w+/.test(line) && !/^\s*#/.test(line) && !/^resource /.test(line)) uses.push(`${f.name}: ${line}`);
+    expect(uses.length).toBeGreaterThanOrEqual(6);
+    for (const u of uses) expect(allowed.some((re) => re.test(u.replace(/^[^:]+: /, ""))), u).toBe(true);
+    // The PEM certificate and key go to the load balancer certificate only.
+    for (const f of tfFiles()) {
+      const lines = f.text.split("\n").filter((l) => /var\.lb_(private_key|certificate|ca_certificate)_pem\b/.test(l) && !/^\s*#/.test(l));
+      for (const l of lines) expect(`${f.name}: ${l.trim()}`).toMatch(/^(loadbalancer\.tf: (public_certificate|private_key|ca_certificate|certificate_name|lb_certificate_from_pem|lb_private_key_given|lb_ca_certificate_given)\s*=|variables\.tf: condition)/);
+    }
+  });
+
+  it("IAM: the VMs may read every Vault secret the deployment creates, and no other", () => {
+    const declared = checkModule(parsed).declared.resources.filter((r) => r.startsWith("oci_vault_secret."));
+    expect(declared.sort()).toEqual(["oci_vault_secret.app", "oci_vault_secret.mysql_admin", "oci_vault_secret.postgres_admin", "oci_vault_secret.serving_api_key"]);
+    const ids: string = fileJson(parsed, "iam.tf").locals[0].agent_secret_ids;
+    for (const r of declared) expect(ids, r).toContain(r);
+    const statements: string[] = fileJson(parsed, "iam.tf").resource.oci_identity_policy.agents[0].statements;
+    const read = statements.filter((s) => s.includes("secret"));
+    expect(read).toEqual([
+      "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read secret-bundles in ${local.policy_scope} where any {${join(\", \", [for id in local.agent_secret_ids : \"target.secret.id = '${id}'\"])}}",
+    ]);
+  });
+
+  it("outputs: one HTTPS URL per load balancer listener, the admin secrets' OCIDs, and nothing secret", async () => {
+    const outputs = fileJson(parsed, "outputs.tf").output;
+    const spec = await loadBalancerSpec();
+    const urls = outputs.urls[0].value;
+    const byName = Object.fromEntries(spec.listeners.filter((l) => l.ssl).map((l) => [l.name, l.port === 443 ? "https://${var.lb_hostname}/" : `https://\${var.lb_hostname}:${l.port}/`]));
+    expect(urls).toEqual(byName);
+    expect(outputs.mlflow_admin_secret_ocid[0].value).toBe('${oci_vault_secret.app["mlflow-admin-password"].id}');
+    expect(outputs.airflow_admin_secret_ocid[0].value).toBe('${oci_vault_secret.app["airflow-admin-password"].id}');
+    expect(outputs.serving_api_key_secret_ocids[0].value).toBe("${oci_vault_secret.serving_api_key[*].id}");
+    const text = JSON.stringify(outputs);
+    expect(text).not.toMatch(/random_password|secret_content|_pem\b|http:\/\/\$\{v\.private_ip\}:(5000|8080|8501|8000)/);
+  });
 });
 
 describe("the agent config Terraform writes to /etc/mlops-agent/config.json", () => {
@@ -314,6 +482,16 @@ describe("the agent config Terraform writes to /etc/mlops-agent/config.json", ()
     // Secrets only as references (the root passes the Vault secrets' OCIDs), and the role is not in it (it comes from metadata).
     expect(expression).toContain('adminPassword = "vault:${var.mysql_admin_secret_ocid}"');
     expect(expression).toContain('adminPassword = "vault:${var.postgres_admin_secret_ocid}"');
+    for (const v of [
+      "mlflow_admin_secret_ocid",
+      "mlflow_secret_key_secret_ocid",
+      "mlflow_airflow_password_secret_ocid",
+      "mlflow_serving_password_secret_ocid",
+      "airflow_admin_secret_ocid",
+      "serving_dashboard_api_key_secret_ocid",
+    ])
+      expect(expression, v).toContain(`"vault:\${var.${v}}"`);
+    expect(expression).toContain('apiKeys           = [for ocid in var.serving_api_key_secret_ocids : "vault:${ocid}"]');
     expect(expression).not.toMatch(/\brole\s*=/);
   });
 
@@ -398,12 +576,57 @@ describe("terraform/ with the terraform binary (offline, provider-free files onl
       // Regions with three ADs: the region's own list bounds the index at plan time (a postcondition in database.tf).
       ["availability_domain_index=2", null],
       ['agent_dist_dir=/opt/dist', null],
+      ["lb_hostname=https://mlops.example.com", /lb_hostname must be a fully qualified DNS name/],
+      ["lb_hostname=localhost", /lb_hostname must be a fully qualified DNS name/],
+      ["lb_hostname=ml-ops.eu.example.org", null],
+      ["bastion_cidr=0.0.0.0/0", /bastion_cidr must be an IPv4 CIDR block/],
+      ["bastion_cidr=10.0.0.0/24", null],
+      ["serving_api_key_count=0", /serving_api_key_count must be a whole number from 1 to 20/],
+      ["serving_api_key_count=3", null],
+      ["lb_certificate_ocid=ocid1.vaultsecret.oc1..x", /lb_certificate_ocid must be a certificate OCID/],
+      ["lb_private_key_pem=not-a-key", /lb_private_key_pem must be a PEM private key/],
     ];
     for (const [arg, error] of cases) {
       const r = await evaluate(dir, "var.instance_count", ["-var", arg]);
       if (error) expect(r.errors, arg).toMatch(error);
       else expect(r.errors, arg).toBe("");
     }
+  });
+
+  it("the load balancer's certificate comes from exactly one source: OCI Certificates, or PEM certificate and key together (loadbalancer.tf's preconditions)", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const lbText = readFileSync(join(TF_DIR, "loadbalancer.tf"), "utf8");
+    const local = (name: string) => {
+      const m = new RegExp(`^\\s*${name}\\s*=\\s*(.+)$`, "m").exec(lbText);
+      if (!m) throw new Error(`loadbalancer.tf has no one-line local ${name}`);
+      return `  ${name} = ${m[1]}`;
+    };
+    const [lb] = await parseFiles([{ name: "loadbalancer.tf", text: lbText }]);
+    const conditions = ((lb!.json as Any).resource.oci_load_balancer_load_balancer.api[0].lifecycle[0].precondition as Any[]).map((p) =>
+      String(p.condition).replace(/^\$\{(.*)\}$/s, "$1"),
+    );
+    expect(conditions).toHaveLength(3);
+    const dir = await sandbox(["variables.tf"], {
+      "terraform.tfvars": readFileSync(join(TF_DIR, "terraform.tfvars.example"), "utf8"),
+      "cert.tf": `locals {\n${["lb_certificate_from_pem", "lb_private_key_given", "lb_ca_certificate_given"].map(local).join("\n")}\n}\n`,
+      "pem.tfvars": 'lb_certificate_ocid = null\nlb_certificate_pem = "-----BEGIN CERTIFICATE-----\\nx"\nlb_private_key_pem = "-----BEGIN PRIVATE KEY-----\\nx"\n',
+      "none.tfvars": "lb_certificate_ocid = null\n",
+      "cert-only.tfvars": 'lb_certificate_ocid = null\nlb_certificate_pem = "-----BEGIN CERTIFICATE-----\\nx"\n',
+    });
+    const check = async (args: string[]) => {
+      const r = await evaluate(dir, `jsonencode([${conditions.join(", ")}])`, args);
+      expect(r.errors, args.join(" ")).toBe("");
+      return JSON.parse(JSON.parse(r.value)) as boolean[];
+    };
+    const pem = ["-var", "lb_certificate_pem=-----BEGIN CERTIFICATE-----", "-var", "lb_private_key_pem=-----BEGIN PRIVATE KEY-----"];
+    // [one source, certificate and key together, CA only with the PEM certificate]
+    expect(await check([])).toEqual([true, true, true]);
+    expect(await check(["-var-file", "pem.tfvars"])).toEqual([true, true, true]);
+    expect(await check(["-var-file", "pem.tfvars", "-var", "lb_ca_certificate_pem=-----BEGIN CERTIFICATE-----"])).toEqual([true, true, true]);
+    expect(await check(pem)).toEqual([false, true, true]);
+    expect(await check(["-var-file", "none.tfvars"])).toEqual([false, true, true]);
+    expect(await check(["-var-file", "cert-only.tfvars"])).toEqual([true, false, true]);
+    expect(await check(["-var", "lb_ca_certificate_pem=-----BEGIN CERTIFICATE-----"])).toEqual([true, true, false]);
   });
 
   it("policy_scope is `tenancy` for the root compartment and `compartment id <ocid>` for any other", async (ctx) => {

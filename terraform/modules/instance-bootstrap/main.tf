@@ -56,12 +56,54 @@ locals {
       }
       mlflow = {
         artifactsDestination = "oci://${var.artifacts_bucket}@${var.namespace}/mlflow"
+        # The name users reach MLflow by through the load balancer (MLflow 3
+        # answers other Host headers only for localhost and private IPs).
+        allowedHosts = [var.lb_hostname]
+        # MLflow's basic-auth app: its users in their own schema of the MySQL
+        # server; one user per client role with what its flows need (the
+        # pipeline logs runs of experiment iris and registers versions of
+        # model iris and moves its alias; serving reads model iris).
+        auth = {
+          adminUser     = "admin"
+          adminPassword = "vault:${var.mlflow_admin_secret_ocid}"
+          secretKey     = "vault:${var.mlflow_secret_key_secret_ocid}"
+          database      = { name = "mlflow_auth" }
+          users = [
+            {
+              name     = "airflow"
+              password = "vault:${var.mlflow_airflow_password_secret_ocid}"
+              grants = [
+                { experiment = "iris", permission = "EDIT" },
+                { registeredModel = "iris", permission = "EDIT" },
+              ]
+            },
+            {
+              name     = "serving"
+              password = "vault:${var.mlflow_serving_password_secret_ocid}"
+              # Reading a model's files needs READ on the experiment that logged it too (MLflow 3.17).
+              grants = [
+                { experiment = "iris", permission = "READ" },
+                { registeredModel = "iris", permission = "READ" },
+              ]
+            },
+          ]
+        }
       }
+      # VM to VM, MLflow stays plain HTTP inside the private subnet (its NSG
+      # admits the Airflow and serving NSGs), with each role's own user.
       airflow = {
         mlflowTrackingUri = length(local.mlflow_ips) > 0 ? "http://${local.mlflow_ips[0]}:5000" : "http://127.0.0.1:5000"
+        mlflowUser        = "airflow"
+        mlflowPassword    = "vault:${var.mlflow_airflow_password_secret_ocid}"
+        adminPassword     = "vault:${var.airflow_admin_secret_ocid}"
+        baseUrl           = "https://${var.lb_hostname}:8080/"
       }
       serving = {
         mlflowTrackingUri = length(local.mlflow_ips) > 0 ? "http://${local.mlflow_ips[0]}:5000" : "http://127.0.0.1:5000"
+        mlflowUser        = "serving"
+        mlflowPassword    = "vault:${var.mlflow_serving_password_secret_ocid}"
+        apiKeys           = [for ocid in var.serving_api_key_secret_ocids : "vault:${ocid}"]
+        dashboardApiKey   = "vault:${var.serving_dashboard_api_key_secret_ocid}"
       }
       dagSync = {
         source = "oci://${var.namespace}/${var.dags_bucket}/"

@@ -53,6 +53,50 @@ variable "postgres_admin_secret_ocid" {
   type        = string
 }
 
+variable "lb_hostname" {
+  description = "DNS name of the load balancer: MLflow's allowed host, and Airflow's base URL https://<lb_hostname>:8080/."
+  type        = string
+}
+
+variable "mlflow_admin_secret_ocid" {
+  description = "OCID of the Vault secret holding the MLflow admin password (mlflow.auth.adminPassword)."
+  type        = string
+}
+
+variable "mlflow_secret_key_secret_ocid" {
+  description = "OCID of the Vault secret holding MLflow's Flask secret key (mlflow.auth.secretKey)."
+  type        = string
+}
+
+variable "mlflow_airflow_password_secret_ocid" {
+  description = "OCID of the Vault secret holding the password of MLflow user airflow (the MLflow VM provisions it, the Airflow VMs use it)."
+  type        = string
+}
+
+variable "mlflow_serving_password_secret_ocid" {
+  description = "OCID of the Vault secret holding the password of MLflow user serving (the MLflow VM provisions it, the serving VMs use it)."
+  type        = string
+}
+
+variable "airflow_admin_secret_ocid" {
+  description = "OCID of the Vault secret holding the Airflow admin password (airflow.adminPassword)."
+  type        = string
+}
+
+variable "serving_api_key_secret_ocids" {
+  description = "OCIDs of the Vault secrets holding the prediction API's keys (serving.apiKeys), at least one."
+  type        = list(string)
+  validation {
+    condition     = length(var.serving_api_key_secret_ocids) > 0
+    error_message = "serving_api_key_secret_ocids needs at least one secret OCID."
+  }
+}
+
+variable "serving_dashboard_api_key_secret_ocid" {
+  description = "OCID of the Vault secret holding the dashboard's own API key (serving.dashboardApiKey)."
+  type        = string
+}
+
 variable "mysql_admin_user" {
   description = "Administrative user of the MySQL DB system."
   type        = string
