@@ -7,9 +7,10 @@
  * request loop (zero failures), and Debian's chromium drives the dashboard and
  * the agent's status page (screenshots in test-output/).
  *
- * The stack runs with API keys (serving.apiKeys from a file: and an env:
- * reference, serving.dashboardApiKey) and an MLflow user (serving.mlflowUser +
- * mlflowPassword): every request below sends a key, the keys' own tests check
+ * The stack runs with auth as `up` sets it up (MLflow's basic auth, the
+ * serving role's MLflow user, whose password the test writes into
+ * <dir>/secrets first), with API keys of the test's own (serving.apiKeys from a
+ * file: and an env: reference, serving.dashboardApiKey): every request below sends a key, the keys' own tests check
  * 401s and the open probe routes, a second MLflow with basic auth checks that
  * the role's credentials really read the model (and only that), Streamlit's
  * AppTest runs the dashboard with its key where chromium is missing, a key is
@@ -51,6 +52,8 @@ let api = "";
 let mlflow = "";
 let dashboard = "";
 let statusUrl = "";
+/** Basic auth as MLflow's admin of the stack (`up` generates the password into <dir>/secrets). */
+let mlflowAdmin: Record<string, string> = {};
 
 async function post(
   body: string | Uint8Array | ReadableStream,
@@ -74,7 +77,7 @@ async function post(
 async function setAlias(version: string): Promise<void> {
   const r = await fetch(`${mlflow}/api/2.0/mlflow/registered-models/alias`, {
     method: "POST",
-    headers: { "content-type": "application/json" },
+    headers: { "content-type": "application/json", ...mlflowAdmin },
     body: JSON.stringify({ name: "iris", alias: "champion", version }),
   });
   expect(r.status).toBe(200);
@@ -138,7 +141,10 @@ beforeAll(async () => {
   mkdirSync(keys, { mode: 0o700 });
   writeFileSync(join(keys, "api-key"), `${KEY_FILE}\n`, { mode: 0o600 });
   writeFileSync(join(keys, "dashboard-api-key"), KEY_DASH, { mode: 0o600 });
-  writeFileSync(join(keys, "mlflow-password"), MLFLOW_PW, { mode: 0o600 });
+  // The serving role's MLflow password, before `up` generates one (it never rewrites a file that exists):
+  // MLflow's user and the role's env file both get this one.
+  mkdirSync(join(dir, "secrets"), { mode: 0o700 });
+  writeFileSync(join(dir, "secrets", "mlflow-serving-password"), `${MLFLOW_PW}\n`, { mode: 0o600 });
   env = {
     MLOPS_AGENT_MLFLOW__PORT: String(mlflowPort),
     MLOPS_AGENT_SERVING__PORT: String(apiPort),
@@ -148,8 +154,6 @@ beforeAll(async () => {
     MLOPS_AGENT_SERVING__MAX_BODY_BYTES: String(MAX_BODY),
     MLOPS_AGENT_SERVING__API_KEYS: JSON.stringify([`file:${join(keys, "api-key")}`, "env:MLOPS_TEST_SERVING_KEY"]),
     MLOPS_AGENT_SERVING__DASHBOARD_API_KEY: `file:${join(keys, "dashboard-api-key")}`,
-    MLOPS_AGENT_SERVING__MLFLOW_USER: "serving",
-    MLOPS_AGENT_SERVING__MLFLOW_PASSWORD: `file:${join(keys, "mlflow-password")}`,
     MLOPS_TEST_SERVING_KEY: KEY_ENV,
   };
   api = `http://127.0.0.1:${apiPort}`;
@@ -167,11 +171,18 @@ beforeAll(async () => {
   for (const secret of SECRETS) expect(up.stdout).not.toContain(secret);
   const notReady = await fetch(`${api}/ready`);
   expect(notReady.status).toBe(503);
-  expect(((await notReady.json()) as { reason: string }).reason).toContain("no version of registered model iris has alias champion yet");
-  // Two versions, trained like the pipeline trains them; champion -> version 1.
-  const reg = spawnSync(`${dir}/opt/mlflow/venv/bin/python`, [join(REPO, "test/fixtures/register_iris.py"), mlflow, "iris", "2", "champion"], {
+  // With MLflow's auth, a model that does not exist yet is a 403 like one the user may not read.
+  expect(((await notReady.json()) as { reason: string }).reason).toBe(
+    "no model loaded: MLflow answered 403 for iris@champion as user serving: no registered model iris yet, or the user has no READ on it",
+  );
+  // Two versions, trained like the pipeline trains them (experiment iris, which the serving user may read), registered
+  // as MLflow's admin; champion -> version 1.
+  const adminPassword = readFileSync(join(dir, "secrets", "mlflow-admin-password"), "utf8").trim();
+  mlflowAdmin = { authorization: `Basic ${Buffer.from(`admin:${adminPassword}`).toString("base64")}` };
+  const reg = spawnSync(`${dir}/opt/mlflow/venv/bin/python`, [join(REPO, "test/fixtures/register_iris.py"), mlflow, "iris", "2", "champion", "iris"], {
     encoding: "utf8",
     timeout: 300_000,
+    env: { ...process.env, MLFLOW_TRACKING_USERNAME: "admin", MLFLOW_TRACKING_PASSWORD: adminPassword },
   });
   expect(reg.status, reg.stderr).toBe(0);
   expect(JSON.parse(reg.stdout.trim().split("\n").pop() ?? "[]")).toEqual(["1", "2"]);
@@ -492,7 +503,7 @@ describe("MLflow with basic auth: the role's MLflow user reads the model it serv
       },
       120_000,
     );
-    expect(refused).toMatch(/no model loaded: .*403/);
+    expect(refused).toBe("no model loaded: MLflow answered 403 for iris@champion as user serving: no registered model iris yet, or the user has no READ on it");
     const grant = async (resource_type: string, resource_id: string) =>
       expect((await mlflowCall("POST", "/api/3.0/mlflow/users/permissions/grant", admin, { username: "serving", resource_type, resource_id, permission: "READ" })).status).toBe(200);
     await grant("registered_model", "iris");
