@@ -209,6 +209,14 @@ class ModelHolder:
         except MlflowException as exc:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST" or "not found" in str(exc).lower():
                 raise RuntimeError(f"no version of registered model {MODEL_NAME} has alias {MODEL_ALIAS} yet") from None
+            if "error code 403" in str(exc):
+                # MLflow's basic auth answers 403 alike for a model the user may not read and one
+                # that does not exist yet (so that 403 tells nothing about what exists).
+                user = os.environ.get("MLFLOW_TRACKING_USERNAME", "(none)")
+                raise RuntimeError(
+                    f"MLflow answered 403 for {MODEL_NAME}@{MODEL_ALIAS} as user {user}: no registered model "
+                    f"{MODEL_NAME} yet, or the user has no READ on it"
+                ) from None
             raise
         self.last_check = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if self.current is not None and self.current.version == str(mv.version):

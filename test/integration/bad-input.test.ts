@@ -25,6 +25,20 @@ const cases: { name: string; text: string; message: RegExp }[] = [
   { name: "unknown role", text: JSON.stringify({ role: "mlfow" }), message: /role: must be one of mlflow, airflow, serving/ },
   { name: "wrong type", text: JSON.stringify({ role: "mlflow", mlflow: { port: "5000" } }), message: /mlflow\.port: .*number/i },
   { name: "secret as a literal", text: JSON.stringify({ database: { adminPassword: "admin123" } }), message: /adminPassword: must be a secret reference/ },
+  {
+    name: "an API key as a literal",
+    text: JSON.stringify({ role: "serving", serving: { apiKeys: ["env:KEY", "s3cret-api-key-literal"], dashboardApiKey: "env:DASH" } }),
+    message: /serving\.apiKeys\.1: must be a secret reference: file:\/absolute\/path, env:VARIABLE_NAME or vault:ocid1\.vaultsecret/,
+  },
+  { name: "apiKeys not a list", text: JSON.stringify({ role: "serving", serving: { apiKeys: "env:KEY", dashboardApiKey: "env:DASH" } }), message: /serving\.apiKeys: .*array/i },
+  {
+    name: "apiKeys without the dashboard's key",
+    text: JSON.stringify({ role: "serving", serving: { apiKeys: ["env:KEY"] } }),
+    message: /serving\.dashboardApiKey: required when serving\.apiKeys is set: the dashboard calls the prediction API with a key of its own/,
+  },
+  { name: "an MLflow user without password", text: JSON.stringify({ role: "serving", serving: { mlflowUser: "serving" } }), message: /serving\.mlflowPassword: required when serving\.mlflowUser is set/ },
+  { name: "an MLflow password without user", text: JSON.stringify({ role: "serving", serving: { mlflowPassword: "env:PW" } }), message: /serving\.mlflowUser: required when serving\.mlflowPassword is set/ },
+  { name: "an MLflow password as a literal", text: JSON.stringify({ role: "serving", serving: { mlflowUser: "serving", mlflowPassword: "hunter2hunter2" } }), message: /serving\.mlflowPassword: must be a secret reference/ },
 ];
 
 describe("bad config through the CLI", () => {
@@ -38,6 +52,7 @@ describe("bad config through the CLI", () => {
         expect(r.stderr).toMatch(/^error \[(CONFIG_INVALID|ROLE_UNKNOWN)\]: /);
         expect(r.stderr).toMatch(c.message);
         expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+        for (const literal of ["s3cret-api-key-literal", "hunter2hunter2"]) expect(r.stderr + r.stdout).not.toContain(literal); // a literal given by mistake is not echoed
         expect(existsSync(stateDir)).toBe(false);
       });
 
