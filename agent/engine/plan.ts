@@ -166,6 +166,12 @@ function planServices(desired: DesiredRole, observed: Observed, record: RoleReco
 
 /** An access run that found something missing (an experiment not created yet) is tried again this much later. */
 export const ACCESS_RETRY_MS = 30_000;
+/**
+ * A complete one is checked again this much later: the service itself changes
+ * grants (MLflow gives a creator MANAGE on what it creates, over the EDIT the
+ * config names), and a person may change a user by hand.
+ */
+export const ACCESS_REFRESH_MS = 5 * 60_000;
 
 /** Users and permissions inside a service, once the service runs and nothing else in this pass restarts it. */
 function planAccess(desired: DesiredRole, observed: Observed, record: RoleRecord | undefined, out: Draft): void {
@@ -181,7 +187,8 @@ function planAccess(desired: DesiredRole, observed: Observed, record: RoleRecord
       return;
     }
     reason = `waiting for ${done.waiting?.join("; ") || "resources to exist"}`;
-  }
+  } else if (observed.now !== undefined && observed.now >= Date.parse(done.attemptedAt) + ACCESS_REFRESH_MS)
+    reason = `checking users and grants again (every ${ACCESS_REFRESH_MS / 60_000} min: MLflow gives creators MANAGE, a person may change a user)`;
   if (!reason) return;
   const svc = observed.services.find((s) => s.name === a.service);
   if (out.actions.some((x) => x.kind === "ensure-service" && x.service === a.service) || !svc || !ACTIVE_STATES.has(svc.state)) {

@@ -11,7 +11,7 @@ import { hashPassword, passwordMatches } from "../../agent/access/password-hash.
 import { configSchema, formatIssues } from "../../agent/config/schema.ts";
 import { compileDesired, type DesiredRole } from "../../agent/engine/desired.ts";
 import type { Observed } from "../../agent/engine/observe.ts";
-import { ACCESS_RETRY_MS, plan } from "../../agent/engine/plan.ts";
+import { ACCESS_REFRESH_MS, ACCESS_RETRY_MS, plan } from "../../agent/engine/plan.ts";
 import { loadRole } from "../../agent/roles/catalog.ts";
 
 const AUTH = {
@@ -128,6 +128,9 @@ describe("planning the access step", () => {
     expect(kinds(d, fresh)).toEqual(["ensure-access"]);
     const done = { ...fresh.records[0]!, access: { fingerprint: d.access!.fingerprint, complete: true, attemptedAt: "2026-01-01T00:09:00Z" } };
     expect(kinds(d, { ...fresh, records: [done] })).toEqual([]);
+    // Checked again after ACCESS_REFRESH_MS: what MLflow or a person changed is put back.
+    const later = plan(d, { ...fresh, records: [done], now: Date.parse("2026-01-01T00:09:00Z") + ACCESS_REFRESH_MS }, "/s");
+    expect(later.actions.map((a) => [a.kind, a.reason])).toEqual([["ensure-access", expect.stringMatching(/checking users and grants again/)]]);
     const rotated = mlflow(AUTH, { ...ACCESS_SECRETS, "user:airflow": "rotated-0123456789" });
     expect(plan(rotated, { ...converged(rotated), records: [{ ...done, migratedInputs: rotated.migrate?.inputsHash }] }, "/s").actions.map((a) => a.reason)).toEqual([
       "users, permissions or passwords changed",
