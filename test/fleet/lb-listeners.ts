@@ -1,0 +1,117 @@
+/**
+ * The fleet's load balancer as listeners and backend sets, whatever shape
+ * test/support/load-balancer-spec.ts reads from terraform/loadbalancer.tf:
+ * test/fleet/load-balancer.ts makes one HAProxy frontend per listener and one
+ * backend per backend set from this, and the access matrix
+ * (access-matrix.ts) lists the listeners as the load balancer's ports.
+ *
+ * Adapter: while loadbalancer.tf declares one HTTP listener in front of the
+ * serving VMs (the spec has `listenerPort`), that listener's backend set and
+ * health check become the `serving` set behind an HTTPS `predict` listener on
+ * 443, and the other listeners of issue 11's contract are added with the
+ * contract's health checks (`CONTRACT`); port 80 only redirects to HTTPS.
+ * Once the spec lists its listeners, they are taken as they are.
+ */
+import type { LoadBalancerSpec } from "../support/load-balancer-spec.ts";
+
+export interface HealthCheck {
+  readonly protocol: string;
+  readonly port: number;
+  readonly urlPath: string;
+  readonly returnCode: number;
+  readonly intervalMs: number;
+  readonly timeoutMs: number;
+  readonly retries: number;
+}
+
+export interface FleetBackendSet {
+  readonly name: string;
+  /** The VMs of this role are its backends (Terraform: `for_each = local.<role>_instances`). */
+  readonly role: string;
+  readonly backendPort: number;
+  readonly policy: string;
+  readonly healthCheck: HealthCheck;
+}
+
+export interface FleetListener {
+  readonly name: string;
+  readonly port: number;
+  /** TLS ends at the load balancer (an OCI HTTP listener with an ssl_configuration). */
+  readonly tls: boolean;
+  /** Where its requests go, unless it redirects. */
+  readonly backendSet?: string;
+  /** A rule set that answers every request with a redirect to the same host and path. */
+  readonly redirect?: {
+    readonly protocol: "https";
+    readonly port: number;
+    readonly code: number;
+  };
+}
+
+export interface FleetLoadBalancer {
+  readonly listeners: readonly FleetListener[];
+  readonly backendSets: readonly FleetBackendSet[];
+}
+
+/** Issue 11's table (the shared contract), for what the spec does not declare yet. */
+const CONTRACT = {
+  listeners: [
+    {
+      name: "http",
+      port: 80,
+      tls: false,
+      redirect: { protocol: "https", port: 443, code: 301 },
+    },
+    { name: "predict", port: 443, tls: true, backendSet: "serving" },
+    { name: "dashboard", port: 8501, tls: true, backendSet: "dashboard" },
+    { name: "mlflow", port: 5000, tls: true, backendSet: "mlflow" },
+    { name: "airflow", port: 8080, tls: true, backendSet: "airflow" },
+  ],
+  backendSets: [
+    {
+      name: "dashboard",
+      role: "serving",
+      backendPort: 8501,
+      urlPath: "/_stcore/health",
+    },
+    { name: "mlflow", role: "mlflow", backendPort: 5000, urlPath: "/health" },
+    {
+      name: "airflow",
+      role: "airflow",
+      backendPort: 8080,
+      urlPath: "/api/v2/version",
+    },
+  ],
+} as const;
+
+/** The listeners and backend sets the fleet's load balancer serves for `spec`. */
+export function fleetLoadBalancer(spec: LoadBalancerSpec): FleetLoadBalancer {
+  const serving: FleetBackendSet = {
+    name: "serving",
+    role: "serving",
+    backendPort: spec.backendPort,
+    policy: spec.policy,
+    healthCheck: spec.healthCheck,
+  };
+  const others = CONTRACT.backendSets.map(
+    (b): FleetBackendSet => ({
+      name: b.name,
+      role: b.role,
+      backendPort: b.backendPort,
+      policy: spec.policy,
+      healthCheck: {
+        ...spec.healthCheck,
+        port: b.backendPort,
+        urlPath: b.urlPath,
+      },
+    }),
+  );
+  return { listeners: CONTRACT.listeners, backendSets: [serving, ...others] };
+}
+
+/** The listener on `port`, or an error naming the ports there are. */
+export function listenerOn(lb: FleetLoadBalancer, port: number): FleetListener {
+  const l = lb.listeners.find((x) => x.port === port);
+  if (!l) throw new Error(`the load balancer has no listener on ${port} (${lb.listeners.map((x) => x.port).join(", ")})`);
+  return l;
+}
