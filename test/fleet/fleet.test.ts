@@ -7,7 +7,7 @@
  * serving VM predicts through the load balancer → faults and heals → no
  * secret anywhere it must not be.
  *
- * Needs root, debootstrap, systemd-container, haproxy, mariadb, postgresql,
+ * Needs root, debootstrap, systemd-container, haproxy, nftables, mariadb, postgresql,
  * firewalld and iptables; `npm run test:fleet`. Logs and screenshots of the
  * run land in test-output/fleet/.
  */
