@@ -10,9 +10,13 @@
  * health check become the `serving` set behind an HTTPS `predict` listener on
  * 443, and the other listeners of issue 11's contract are added with the
  * contract's health checks (`CONTRACT`); port 80 only redirects to HTTPS.
- * Once the spec lists its listeners, they are taken as they are.
+ * The NSG rules those listeners need (who may reach each, and the backends
+ * admitting the load balancer) come from the contract too, replacing
+ * network.tf's rules of the same name (`withContractIngress`). Once the spec
+ * lists its listeners, they are taken as they are, and network.tf's rules too.
  */
 import type { LoadBalancerSpec } from "../support/load-balancer-spec.ts";
+import type { IngressRule } from "./nsg.ts";
 
 export interface HealthCheck {
   readonly protocol: string;
@@ -51,6 +55,8 @@ export interface FleetListener {
 export interface FleetLoadBalancer {
   readonly listeners: readonly FleetListener[];
   readonly backendSets: readonly FleetBackendSet[];
+  /** The listeners beyond what loadbalancer.tf declares came from issue 11's contract (see the header). */
+  readonly fromContract: boolean;
 }
 
 /** Issue 11's table (the shared contract), for what the spec does not declare yet. */
@@ -106,7 +112,29 @@ export function fleetLoadBalancer(spec: LoadBalancerSpec): FleetLoadBalancer {
       },
     }),
   );
-  return { listeners: CONTRACT.listeners, backendSets: [serving, ...others] };
+  return { listeners: CONTRACT.listeners, backendSets: [serving, ...others], fromContract: true };
+}
+
+/**
+ * network.tf's ingress rules with the contract's for the load balancer's
+ * listeners and backends in place of those of the same name, for a load
+ * balancer that came from the contract; `cidrs` are admin_cidr and api_cidr.
+ */
+export function withContractIngress(rules: readonly IngressRule[], lb: FleetLoadBalancer, cidrs: { admin: string; api: string }): IngressRule[] {
+  if (!lb.fromContract) return [...rules];
+  const r = (name: string, nsg: string, port: number, source: IngressRule["source"]): IngressRule => ({ name, nsg, port, source, description: "issue 11's contract" });
+  const contract = [
+    r("lb-http", "lb", 80, { cidr: cidrs.api }),
+    r("lb-predict", "lb", 443, { cidr: cidrs.api }),
+    r("lb-dashboard", "lb", 8501, { cidr: cidrs.admin }),
+    r("lb-mlflow", "lb", 5000, { cidr: cidrs.admin }),
+    r("lb-airflow", "lb", 8080, { cidr: cidrs.admin }),
+    r("mlflow-from-lb", "mlflow", 5000, { nsg: "lb" }),
+    r("airflow-from-lb", "airflow", 8080, { nsg: "lb" }),
+    r("serving-dashboard", "serving", 8501, { nsg: "lb" }),
+  ];
+  const names = new Set(contract.map((x) => x.name));
+  return [...rules.filter((x) => !names.has(x.name)), ...contract];
 }
 
 /** The listener on `port`, or an error naming the ports there are. */
