@@ -21,6 +21,7 @@ import type { StatusSnapshot } from "../../agent/status/types.ts";
 import { REPO, waitFor } from "../support/agent-process.ts";
 import { DEFAULT_UV_CACHE, Fleet } from "./fleet.ts";
 import { IRIS_COLUMNS, IRIS_DAG, Scenario, SETOSA, VIRGINICA } from "./scenario.ts";
+import { type Feature, matrixRows, pendingCells, renderMatrix, runMatrix } from "./access-matrix.ts";
 import { listRuleset } from "./nsg.ts";
 import type { FleetVm } from "./vm.ts";
 import { AGENT_UNIT_MAX_EXPOSURE, exposedDirectives, overallExposure, ROLE_UNIT_MAX_EXPOSURE } from "../support/unit-security.ts";
@@ -276,6 +277,47 @@ describe("the fleet", () => {
         expect(level, `${vm.name} ${unit}\n${exposedDirectives(report).join("\n")}`).toBeLessThanOrEqual(max);
       }
     }
+  });
+
+  it("the access matrix: every port of the load balancer and the VMs, from the internet, admin_cidr and each role's VM, without, with wrong and with right credentials", async () => {
+    const t0 = Date.now();
+    // Every port a VM listens on beyond its loopback.
+    const listening: Record<string, number[]> = {};
+    for (const vm of fleet.vms) {
+      const ports = (await vm.run(["ss", "-ltnH"]))
+        .split("\n")
+        .map((l) => l.trim().split(/\s+/)[3] ?? "")
+        .filter((local) => local && !/^(127\.|\[::1\]|\[::ffff:127\.)/.test(local) && !local.includes("%lo"))
+        .map((local) => Number(local.slice(local.lastIndexOf(":") + 1)));
+      listening[vm.role] = [...new Set([...(listening[vm.role] ?? []), ...ports])];
+    }
+    const rows = matrixRows(
+      fleet.lb.listeners.map((l) => ({ port: l.port, tls: l.tls })),
+      listening,
+    );
+    const features = new Set<Feature>();
+    if (fleet.credentials.mlflowAdmin) features.add("mlflow-auth");
+    if (fleet.credentials.apiKeys.length > 0) features.add("api-keys");
+    const fromVm: Record<string, FleetVm> = { airflow: airflowVm, serving: sc.servings.at(-1)!, mlflow: mlflowVm };
+    const vantages = [
+      { role: "internet" as const, vantage: fleet.internet },
+      { role: "admin" as const, vantage: fleet.admin },
+      ...(["airflow", "serving", "mlflow"] as const).map((role) => ({ role, vantage: fleet.vantage(fromVm[role]!) })),
+    ];
+    const matrix = await runMatrix(rows, vantages, features, {
+      lbHostname: fleet.lb.hostname,
+      vmAddress: (role, from) => fleet.vms.find((v) => v.role === role && v !== fromVm[from])?.ip,
+      credentials: fleet.credentials,
+      airflowAdminPassword: await sc.airflowAdminPassword(),
+      airflowToken: () => sc.airflowToken(),
+    });
+    const { table, mismatches } = renderMatrix(matrix);
+    const pending = pendingCells(matrix);
+    writeFileSync(join(OUTPUT, "access-matrix.txt"), `${table}\n\n${pending.length ? `pending:\n${pending.join("\n")}\n` : ""}${mismatches.length ? `not as expected:\n${mismatches.join("\n")}\n` : ""}`);
+    log(`access matrix (${((Date.now() - t0) / 1000).toFixed(0)} s):\n${table}`);
+    if (pending.length) log(`  pending (features the rendered config does not have yet):\n  ${pending.join("\n  ")}`);
+    timings.accessMatrixSeconds = (Date.now() - t0) / 1000;
+    expect(mismatches).toEqual([]);
   });
 
   describe("faults, each visible on /status and healed without help", () => {
