@@ -90,8 +90,23 @@ const CONTRACT = {
   ],
 } as const;
 
+/** A listener as a spec that lists them has it (wip-tf's load-balancer-spec.ts `ListenerSpec`). */
+interface SpecListener {
+  readonly name: string;
+  readonly port: number;
+  readonly ssl: boolean;
+  readonly backendSet: string | null;
+  readonly backendRole: string | null;
+  readonly backendPort: number | null;
+  readonly policy: string | null;
+  readonly healthCheck: HealthCheck | null;
+  readonly redirect: { readonly responseCode: number; readonly protocol: string; readonly port: number } | null;
+}
+
 /** The listeners and backend sets the fleet's load balancer serves for `spec`. */
 export function fleetLoadBalancer(spec: LoadBalancerSpec): FleetLoadBalancer {
+  const listed = (spec as { listeners?: readonly SpecListener[] }).listeners;
+  if (listed) return fromListeners(listed);
   const serving: FleetBackendSet = {
     name: "serving",
     role: "serving",
@@ -113,6 +128,20 @@ export function fleetLoadBalancer(spec: LoadBalancerSpec): FleetLoadBalancer {
     }),
   );
   return { listeners: CONTRACT.listeners, backendSets: [serving, ...others], fromContract: true };
+}
+
+function fromListeners(listed: readonly SpecListener[]): FleetLoadBalancer {
+  const backendSets = new Map<string, FleetBackendSet>();
+  const listeners = listed.map((l): FleetListener => {
+    if (l.redirect) {
+      if (l.redirect.protocol.toLowerCase() !== "https") throw new Error(`listener ${l.name} redirects to ${l.redirect.protocol}, not HTTPS`);
+      return { name: l.name, port: l.port, tls: l.ssl, redirect: { protocol: "https", port: l.redirect.port, code: l.redirect.responseCode } };
+    }
+    if (!l.backendSet || !l.backendRole || l.backendPort === null || !l.policy || !l.healthCheck) throw new Error(`listener ${l.name} neither forwards nor redirects`);
+    backendSets.set(l.backendSet, { name: l.backendSet, role: l.backendRole, backendPort: l.backendPort, policy: l.policy, healthCheck: l.healthCheck });
+    return { name: l.name, port: l.port, tls: l.ssl, backendSet: l.backendSet };
+  });
+  return { listeners, backendSets: [...backendSets.values()], fromContract: false };
 }
 
 /**
