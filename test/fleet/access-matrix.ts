@@ -17,8 +17,10 @@
  * - On the VMs: MLflow's 5000 admits the load balancer and the Airflow and
  *   serving VMs (plain HTTP with basic auth inside the private subnet);
  *   Airflow's 8080 and serving's 8000 and 8501 admit only the load balancer;
- *   the agents' 9470 admits the VCN; 22 only the bastion range; any other
- *   port nobody.
+ *   the agents' 9470 admits the VCN, where the image's host firewall, which
+ *   the agent opens only for its role's service ports, rejects it (the
+ *   status API is read on the VM itself); 22 only the bastion range; any
+ *   other port nobody.
  * - Without or with a wrong credential: 401, never a 5xx, never a stack
  *   trace. A user without the permission: 403 (MLflow's serving and Airflow
  *   users deleting the registered model).
@@ -34,7 +36,7 @@ import { describeOutcome, type Outcome, type ProbeRequest, type Vantage } from "
 export type Credential = "none" | "wrong" | "right";
 export type Feature = "mlflow-auth" | "api-keys";
 
-export type Expected = "no-route" | "dropped" | "not-http" | { readonly status: number; readonly location?: string };
+export type Expected = "no-route" | "dropped" | "rejected" | "not-http" | { readonly status: number; readonly location?: string };
 
 /** What answers on a port (decides the request and the credentials). */
 export type Service = "redirect" | "predict" | "predict-health" | "dashboard" | "mlflow" | "mlflow-delete" | "airflow" | "status" | "ssh" | "other";
@@ -64,6 +66,8 @@ const VM_POLICY: Readonly<Record<string, Readonly<Record<number, readonly Vantag
   airflow: { 9470: ["airflow", "serving", "mlflow"] },
   serving: { 9470: ["airflow", "serving", "mlflow"] },
 };
+/** The ports the agent opens in the image's host firewall (the rest of what an NSG admits is rejected there). */
+const HOST_FIREWALL: Readonly<Record<string, readonly number[]>> = { mlflow: [5000], airflow: [8080], serving: [8000, 8501] };
 const SERVICE_OF: Readonly<Record<string, Readonly<Record<number, Service>>>> = {
   lb: { 80: "redirect", 443: "predict", 5000: "mlflow", 8080: "airflow", 8501: "dashboard" },
   mlflow: { 5000: "mlflow", 9470: "status", 22: "ssh" },
@@ -122,6 +126,7 @@ export function planCell(row: Row, from: VantageRole, features: ReadonlySet<Feat
   if (t.host !== "lb" && outside) return { expect: { none: "no-route" } };
   const admitted = t.host === "lb" ? (LB_POLICY[t.port] ?? []) : (VM_POLICY[t.host]?.[t.port] ?? []);
   if (!admitted.includes(from)) return { expect: { none: "dropped" } };
+  if (t.host !== "lb" && !(HOST_FIREWALL[t.host] ?? []).includes(t.port)) return { expect: { none: "rejected" } };
   const s = row.service;
   if (s === "redirect") return { expect: { none: { status: 301, location: `https://${lbHostname}/` } } };
   // Plain HTTP to an HTTPS listener.

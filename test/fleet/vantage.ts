@@ -19,6 +19,8 @@ import type { FleetVm } from "./vm.ts";
 export type Outcome =
   /** The client has no route to the address (a private address from outside the VCN). */
   | { readonly kind: "no-route"; readonly detail: string }
+  /** A host firewall answered with an ICMP reject (host or admin prohibited): the VM's image firewall. */
+  | { readonly kind: "rejected"; readonly detail: string }
   /** Nothing answered the SYN (an NSG dropped it). */
   | { readonly kind: "dropped"; readonly detail: string }
   /** A RST: the address is reachable and nothing listens on the port. */
@@ -98,7 +100,8 @@ export function outcomeOf(code: number, stdout: string, stderr: string): Outcome
       };
     return { kind: "not-http", detail: "no HTTP status" };
   }
-  if (/No route to host|Network is unreachable/i.test(why)) return { kind: "no-route", detail: why.slice(2) };
+  if (/Network is unreachable/i.test(why)) return { kind: "no-route", detail: why.slice(2) };
+  if (/No route to host|Permission denied/i.test(why)) return { kind: "rejected", detail: why.slice(2) };
   if (/Connection refused/i.test(why)) return { kind: "refused", detail: why.slice(2) };
   if (code === 28 && /Connection timed out|Failed to connect|Connection timeout/i.test(err)) return { kind: "dropped", detail: err };
   return { kind: "not-http", detail: `curl exit ${code}: ${err}` };

@@ -129,10 +129,11 @@ describe("the access matrix's policy", () => {
     for (const from of ["airflow", "serving"] as const) expect(plan("mlflow VM :5000 delete model", from).expect.right).toEqual({ status: 403 });
   });
 
-  it("inside the VCN: MLflow from the pipeline and serving VMs, the status API from any VM, everything else dropped", () => {
+  it("inside the VCN: MLflow from the pipeline and serving VMs, the status API past the NSG but not the host firewall, everything else dropped", () => {
     expect(plan("mlflow VM :5000 mlflow", "airflow").expect.right).toEqual({ status: 200 });
     expect(plan("mlflow VM :5000 mlflow", "mlflow").expect).toEqual({ none: "dropped" });
-    expect(plan("serving VM :9470 status", "airflow").expect).toEqual({ none: { status: 200 } });
+    // The NSG admits the status API from the VCN; the image's firewall, opened only for the role's services, rejects it.
+    expect(plan("serving VM :9470 status", "airflow").expect).toEqual({ none: "rejected" });
     for (const label of ["airflow VM :8080 airflow", "airflow VM :8793 other", "serving VM :8000 predict", "serving VM :8501 dashboard", "serving VM :22 ssh", "LB :443 https predict"])
       for (const from of ["airflow", "serving", "mlflow"] as const) expect(plan(label, from).expect, `${label} from ${from}`).toEqual({ none: "dropped" });
   });
@@ -160,6 +161,7 @@ describe("a request from a vantage point", () => {
     expect(outcomeOf(28, "", "* Trying 10.0.0.10:443...\ncurl: (28) Failed to connect to h port 443 after 3000 ms: Timeout was reached").kind).toBe("dropped");
     expect(outcomeOf(7, "", "* Immediate connect fail for 10.0.1.10: Network is unreachable\ncurl: (7) Failed to connect").kind).toBe("no-route");
     expect(outcomeOf(7, "", "* connect to 10.0.1.10 port 22 failed: Connection refused\ncurl: (7) Failed to connect").kind).toBe("refused");
+    expect(outcomeOf(7, "", "* connect to 10.0.1.10 port 9470 failed: No route to host\ncurl: (7) Failed to connect").kind).toBe("rejected");
     expect(outcomeOf(52, "", "curl: (52) Empty reply from server").kind).toBe("not-http");
   });
 });
