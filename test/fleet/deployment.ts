@@ -7,7 +7,7 @@
  * URL) are given as inputs.
  */
 import { exampleBootstrapInputs, type LoadBalancerSpec, loadBalancerSpec, renderInstances } from "../support/terraform-render.ts";
-import { type FleetLoadBalancer, fleetLoadBalancer, withContractIngress } from "./lb-listeners.ts";
+import { type FleetLoadBalancer, fleetLoadBalancer } from "./lb-listeners.ts";
 import { type IngressRule, ingressRules } from "./nsg.ts";
 
 export interface DeploymentInputs {
@@ -117,7 +117,6 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
   const a = r.addresses;
   const config = r.agentConfig as { database: { adminUser: string }; postgres: { adminUser: string } };
   const spec = await loadBalancerSpec();
-  const lb = fleetLoadBalancer(spec);
   const rules = await ingressRules(
     { admin_cidr: i.adminCidr, api_cidr: i.apiCidr, bastion_cidr: null, vcn_cidr: example.vcnCidr },
     { app_subnet_cidr: a.appSubnetCidr, public_subnet_cidr: a.publicSubnetCidr, db_subnet_cidr: a.dbSubnetCidr },
@@ -144,7 +143,7 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     agentConfig: r.agentConfig,
     instances: r.instances,
     loadBalancerSpec: spec,
-    loadBalancer: lb,
-    ingressRules: withContractIngress(rules, lb, { admin: i.adminCidr, api: i.apiCidr }),
+    loadBalancer: fleetLoadBalancer(spec),
+    ingressRules: rules,
   };
 }

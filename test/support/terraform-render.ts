@@ -23,7 +23,6 @@ import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writ
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { REPO } from "./agent-process.ts";
-import { parseFiles } from "./terraform-check.ts";
 import { terraformOk } from "./terraform-cli.ts";
 
 export { type LoadBalancerSpec, loadBalancerSpec } from "./load-balancer-spec.ts";
@@ -64,8 +63,6 @@ export interface BootstrapInputs {
   readonly agentSha256: { readonly x86_64: string; readonly aarch64: string };
   /** Text of the agent's unit; default units/mlops-agent.service, as the root module passes. */
   readonly agentUnit?: string;
-  /** More of the module's variables, by their Terraform names (for inputs this interface does not name yet). */
-  readonly extraVariables?: Readonly<Record<string, unknown>>;
 }
 
 export interface RenderedAddresses {
@@ -155,21 +152,7 @@ function tfvars(inputs: BootstrapInputs): Record<string, unknown> {
     agent_urls: inputs.agentUrls,
     agent_sha256: inputs.agentSha256,
     agent_unit: inputs.agentUnit ?? readFileSync(AGENT_UNIT_FILE, "utf8"),
-    ...inputs.extraVariables,
   };
-}
-
-/** The module's declared variables (terraform/modules/instance-bootstrap/variables.tf): name -> its `type` as written. */
-export async function moduleVariables(): Promise<Record<string, string>> {
-  const files = readdirSync(MODULE_DIR)
-    .filter((f) => f.endsWith(".tf"))
-    .map((f) => ({ name: f, text: readFileSync(join(MODULE_DIR, f), "utf8") }));
-  const out: Record<string, string> = {};
-  for (const p of await parseFiles(files)) {
-    const vars = ((p.json as Record<string, unknown>).variable ?? {}) as Record<string, { type?: string }[]>;
-    for (const [name, blocks] of Object.entries(vars)) out[name] = String(blocks[0]?.type ?? "any");
-  }
-  return out;
 }
 
 /**

@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { type Feature, matrixRows, planCell, type VantageRole } from "../fleet/access-matrix.ts";
-import { fleetLoadBalancer, withContractIngress } from "../fleet/lb-listeners.ts";
+import { fleetLoadBalancer } from "../fleet/lb-listeners.ts";
 import { haproxyConfig } from "../fleet/load-balancer.ts";
 import { ingressRules, vcnRuleset, vmRuleset } from "../fleet/nsg.ts";
 import { curlConfig, outcomeOf } from "../fleet/vantage.ts";
@@ -24,7 +24,7 @@ const KNOWN = { app_subnet_cidr: "10.0.1.0/24", public_subnet_cidr: "10.0.0.0/24
 describe("the fleet's load balancer", () => {
   it("serves every listener: HTTPS with the hostname's certificate, port 80 only redirecting, one backend per backend set with its health check, from its own address", async () => {
     const lb = fleetLoadBalancer(await loadBalancerSpec());
-    expect(lb.listeners.map((l) => `${l.name}:${l.port}:${l.tls ? "tls" : "plain"}`)).toEqual(["http:80:plain", "predict:443:tls", "dashboard:8501:tls", "mlflow:5000:tls", "airflow:8080:tls"]);
+    expect(lb.listeners.map((l) => `${l.name}:${l.port}:${l.tls ? "tls" : "plain"}`)).toEqual(["http:80:plain", "predict:443:tls", "mlflow:5000:tls", "airflow:8080:tls", "dashboard:8501:tls"]);
     const cfg = haproxyConfig({
       lb,
       address: "10.0.0.10",
@@ -73,8 +73,7 @@ describe("NSGs from terraform/network.tf", () => {
   });
 
   it("becomes an nftables table of its own: SYNs on eth0 pass the VM's NSG rules (NSG sources as their members' addresses) or are dropped", async () => {
-    const lb = fleetLoadBalancer(await loadBalancerSpec());
-    const rules = withContractIngress(await ingressRules(VARS, KNOWN), lb, { admin: VARS.admin_cidr, api: VARS.api_cidr });
+    const rules = await ingressRules(VARS, KNOWN);
     const members = { lb: ["10.0.0.10"], mlflow: ["10.0.1.10"], airflow: ["10.0.1.20"], serving: ["10.0.1.30", "10.0.1.31"], db: ["10.0.2.10"] };
     const vm = vmRuleset("mlflow", rules, members);
     expect(vm).toContain('iifname "eth0" tcp flags & (fin|syn|rst|ack) == syn jump nsg_mlflow');
