@@ -57,8 +57,10 @@ locals {
       mlflow = {
         artifactsDestination = "oci://${var.artifacts_bucket}@${var.namespace}/mlflow"
         # The name users reach MLflow by through the load balancer (MLflow 3
-        # answers other Host headers only for localhost and private IPs).
-        allowedHosts = [var.lb_hostname]
+        # answers other Host headers only for localhost and private IPs). It
+        # compares the Host header whole, and a browser or client reaching
+        # the MLflow listener (5000, loadbalancer.tf) sends the port with it.
+        allowedHosts = [var.lb_hostname, "${var.lb_hostname}:5000"]
         # MLflow's basic-auth app: its users in their own schema of the MySQL
         # server; one user per client role with what its flows need (the
         # pipeline logs runs of experiment iris and registers versions of
