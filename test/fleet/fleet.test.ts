@@ -4,12 +4,17 @@
  * hostnames. The steps run in order on one fleet and each relies on the
  * previous: boot → the DAG from the bucket trains and registers a model on
  * the MLflow VM (artifacts in the bucket, rows in the MySQL DB system) → the
- * serving VM predicts through the load balancer → faults and heals → no
- * secret anywhere it must not be.
+ * serving VM predicts through the load balancer → the access matrix (every
+ * port of the load balancer and the VMs, from the internet, admin_cidr and
+ * the VMs, without, with wrong and with right credentials; printed and kept
+ * in test-output/fleet/access-matrix.txt) → faults and heals → no secret
+ * anywhere it must not be. The admin drives Airflow and MLflow and the
+ * dashboard through the load balancer's HTTPS listeners from admin_cidr; a
+ * client in api_cidr predicts through 443 with an API key.
  *
- * Needs root, debootstrap, systemd-container, haproxy, nftables, mariadb, postgresql,
- * firewalld and iptables; `npm run test:fleet`. Logs and screenshots of the
- * run land in test-output/fleet/.
+ * Needs root, debootstrap, systemd-container, haproxy, nftables, mariadb,
+ * postgresql, firewalld and iptables; `npm run test:fleet`. Logs and
+ * screenshots of the run land in test-output/fleet/.
  */
 import { spawnSync } from "node:child_process";
 import { createHash, X509Certificate } from "node:crypto";
