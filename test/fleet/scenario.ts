@@ -104,7 +104,9 @@ export class Scenario {
         last = now;
         if (!s?.lastConverge?.ok) return undefined;
         if (s.phase === "ready") return s;
-        return vm.role === "serving" && /champion/.test(s.reason) ? s : undefined;
+        // Before the pipeline there is no model to serve: "no alias champion yet", or, with MLflow's auth, the
+        // serving user denied on a registered model that does not exist yet (its grant follows the model).
+        return vm.role === "serving" && /no model loaded: .*(champion|Permission denied)/.test(s.reason) ? s : undefined;
       },
       timeoutMs,
       3_000,
