@@ -1,11 +1,14 @@
 /**
  * What Terraform renders for the fleet: the addresses terraform/ assigns, the
- * agent config every VM gets, each instance's user-data, and the load
- * balancer's listener and health check. The values a real apply would learn
+ * agent config every VM gets, each instance's user-data, the load balancer's
+ * listeners and health checks, and the NSGs' ingress rules for the fleet's
+ * admin_cidr and api_cidr. The values a real apply would learn
  * from OCI (secret OCIDs, the Object Storage namespace, the agent release
  * URL) are given as inputs.
  */
 import { exampleBootstrapInputs, type LoadBalancerSpec, loadBalancerSpec, renderInstances } from "../support/terraform-render.ts";
+import { type FleetLoadBalancer, fleetLoadBalancer } from "./lb-listeners.ts";
+import { type IngressRule, ingressRules } from "./nsg.ts";
 
 export interface DeploymentInputs {
   readonly region: string;
@@ -16,6 +19,9 @@ export interface DeploymentInputs {
   readonly agentSha256X64: string;
   /** The load balancer's DNS name (terraform's lb_hostname); default "mlops.fleet.test" (.test is reserved for tests). */
   readonly lbHostname?: string;
+  /** Who may reach the UIs (admin_cidr) and the prediction API (api_cidr). */
+  readonly adminCidr: string;
+  readonly apiCidr: string;
 }
 
 /** OCIDs of the deployment's Vault secrets (terraform/database.tf and secrets.tf), as a real apply would learn them. */
@@ -55,7 +61,10 @@ export interface Deployment {
   readonly postgresAdminUser: string;
   readonly agentConfig: Record<string, unknown>;
   readonly instances: Readonly<Record<string, { readonly role: string; readonly privateIp: string; readonly userData: string }>>;
-  readonly loadBalancer: LoadBalancerSpec;
+  readonly loadBalancerSpec: LoadBalancerSpec;
+  readonly loadBalancer: FleetLoadBalancer;
+  /** local.ingress_rules of terraform/network.tf for the fleet's admin_cidr and api_cidr. */
+  readonly ingressRules: readonly IngressRule[];
 }
 
 /**
@@ -107,6 +116,11 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
   };
   const a = r.addresses;
   const config = r.agentConfig as { database: { adminUser: string }; postgres: { adminUser: string } };
+  const spec = await loadBalancerSpec();
+  const rules = await ingressRules(
+    { admin_cidr: i.adminCidr, api_cidr: i.apiCidr, bastion_cidr: null, vcn_cidr: example.vcnCidr },
+    { app_subnet_cidr: a.appSubnetCidr, public_subnet_cidr: a.publicSubnetCidr, db_subnet_cidr: a.dbSubnetCidr },
+  );
   return {
     addresses: {
       vcnCidr: example.vcnCidr,
@@ -128,6 +142,8 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     postgresAdminUser: config.postgres.adminUser,
     agentConfig: r.agentConfig,
     instances: r.instances,
-    loadBalancer: await loadBalancerSpec(),
+    loadBalancerSpec: spec,
+    loadBalancer: fleetLoadBalancer(spec),
+    ingressRules: rules,
   };
 }

@@ -4,14 +4,20 @@
  * hostnames. The steps run in order on one fleet and each relies on the
  * previous: boot → the DAG from the bucket trains and registers a model on
  * the MLflow VM (artifacts in the bucket, rows in the MySQL DB system) → the
- * serving VM predicts through the load balancer → faults and heals → no
- * secret anywhere it must not be.
+ * serving VM predicts through the load balancer → the access matrix (every
+ * port of the load balancer and the VMs, from the internet, admin_cidr and
+ * the VMs, without, with wrong and with right credentials; printed and kept
+ * in test-output/fleet/access-matrix.txt) → faults and heals → no secret
+ * anywhere it must not be. The admin drives Airflow and MLflow and the
+ * dashboard through the load balancer's HTTPS listeners from admin_cidr; a
+ * client in api_cidr predicts through 443 with an API key.
  *
- * Needs root, debootstrap, systemd-container, haproxy, mariadb, postgresql,
- * firewalld and iptables; `npm run test:fleet`. Logs and screenshots of the
- * run land in test-output/fleet/.
+ * Needs root, debootstrap, systemd-container, haproxy, nftables, mariadb,
+ * postgresql, firewalld and iptables; `npm run test:fleet`. Logs and
+ * screenshots of the run land in test-output/fleet/.
  */
 import { spawnSync } from "node:child_process";
+import { createHash, X509Certificate } from "node:crypto";
 import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { chromium } from "playwright-core";
@@ -20,6 +26,8 @@ import type { StatusSnapshot } from "../../agent/status/types.ts";
 import { REPO, waitFor } from "../support/agent-process.ts";
 import { DEFAULT_UV_CACHE, Fleet } from "./fleet.ts";
 import { IRIS_COLUMNS, IRIS_DAG, Scenario, SETOSA, VIRGINICA } from "./scenario.ts";
+import { type Feature, matrixRows, pendingCells, renderMatrix, runMatrix } from "./access-matrix.ts";
+import { listRuleset } from "./nsg.ts";
 import type { FleetVm } from "./vm.ts";
 import { AGENT_UNIT_MAX_EXPOSURE, exposedDirectives, overallExposure, ROLE_UNIT_MAX_EXPOSURE } from "../support/unit-security.ts";
 
@@ -87,7 +95,14 @@ describe("the fleet", () => {
     }
     const vcnRoutes = fleet.vcn.routes(fleet.vcn.netns);
     expect(vcnRoutes.some((r) => r.startsWith("default"))).toBe(false);
-    for (const r of vcnRoutes) expect(r).toMatch(/ dev br0 /);
+    // The bridge, and the links to the clients outside the VCN (their own networks only).
+    for (const r of vcnRoutes) expect(r).toMatch(/ dev (br0|o-internet|o-admin) /);
+    // The clients outside reach only the public subnet, through their gateway.
+    for (const name of ["internet", "admin"]) {
+      const routes = fleet.vcn.routes(`mlf-${fleet.runId}-${name}`);
+      expect(routes.some((r) => r.startsWith("default"))).toBe(false);
+      for (const r of routes) expect(r).toMatch(new RegExp(`^(${a.publicSubnet.replace(/\./g, "\\.")} via |(198\\.51\\.100|203\\.0\\.113)\\.0/24 dev eth0 )`));
+    }
   });
 
   it("every VM boots through cloud-init and its agent is ready, with its role from metadata and no endpoint override", async () => {
@@ -144,12 +159,17 @@ describe("the fleet", () => {
         expect(await vm.run(["iptables", "-S", "BareMetalInstanceServices"])).toMatch(/169\.254\.0\.2\/32 .*--dport 3260/);
       }
     }
-    // Another VM reaches MLflow through its firewall (what Airflow's tasks and the serving VM do).
-    expect((await fleet.request(`${sc.mlflowUrl}/health`)).status).toBe(200);
+    // Another VM reaches MLflow through its firewall and the NSGs (what Airflow's tasks and the serving VMs do).
+    for (const vm of [airflowVm, servingVm]) expect((await sc.send(fleet.vantage(vm), { url: `${sc.mlflowUrl}/health` })).status, vm.name).toBe(200);
+    // The NSGs' tables are the machine's, in each VM's namespace, untouched by the image's firewall starting inside.
+    for (const vm of fleet.vms) expect(listRuleset(vm.link.netns), vm.name).toMatch(new RegExp(`chain nsg_${vm.role} \\{[^}]*\\bdrop\\b`));
   });
 
   it("a DAG written to the bucket reaches the Airflow VM and trains on it; runs, model and artifacts land on the MLflow VM, in the bucket and in the MySQL DB system", async () => {
     const t0 = Date.now();
+    // The admin reaches Airflow and MLflow through the load balancer: both backends in rotation first.
+    for (const set of ["airflow", "mlflow"])
+      await waitFor(`the load balancer marks the ${set} backends up`, async () => (Object.values(await fleet.lb.backendStates(set)).every((x) => x === "UP") ? true : undefined), 120_000, 1_000);
     await sc.uploadDag();
     const steps = await sc.runPipeline(15 * 60_000);
     timings.dagSyncedSeconds = steps.syncedAfterMs / 1000;
@@ -210,17 +230,29 @@ describe("the fleet", () => {
     timings.firstPredictionAfterPipelineSeconds = (Date.now() - t0) / 1000;
     timings.startToFirstPredictionSeconds = (Date.now() - started) / 1000;
 
-    // The dashboard, in Debian's chromium running inside the VCN (as an admin's browser on admin_cidr would).
-    const wrapper = join(fleet.dir, "chromium-in-vcn.sh");
-    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${fleet.vcn.netns} /usr/bin/chromium "$@"\n`);
+    // The dashboard, in Debian's chromium running in the admin's network (admin_cidr), through the load balancer's
+    // HTTPS listener at its hostname; the browser trusts exactly the load balancer's key (its SPKI pin).
+    await waitFor("the load balancer marks the dashboards up", async () => (Object.values(await fleet.lb.backendStates("dashboard")).every((x) => x === "UP") ? true : undefined), 120_000, 1_000);
+    const wrapper = join(fleet.dir, "chromium-in-admin.sh");
+    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec mlf-${fleet.runId}-admin /usr/bin/chromium "$@"\n`);
     chmodSync(wrapper, 0o755);
+    const lbKey = new X509Certificate(readFileSync(join(fleet.dir, "tls/lb.pem"))).publicKey.export({ type: "spki", format: "der" });
     const browser = await chromium.launch({
       executablePath: wrapper,
-      args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run"],
+      args: [
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        `--host-resolver-rules=MAP ${fleet.lb.hostname} ${fleet.lb.address}`,
+        `--ignore-certificate-errors-spki-list=${createHash("sha256").update(lbKey).digest("base64")}`,
+      ],
     });
     try {
       const page = await browser.newPage({ viewport: { width: 1280, height: 1400 } });
-      await page.goto(`http://${servingVm.ip}:8501`);
+      await page.goto(`${sc.lbUrl(8501)}/`);
       await page.getByText("Served model: iris@champion").waitFor({ timeout: 90_000 });
       await page.getByTestId("stMetricValue").first().waitFor();
       expect((await page.getByTestId("stMetricValue").first().textContent())?.trim()).toBe("1");
@@ -250,6 +282,47 @@ describe("the fleet", () => {
         expect(level, `${vm.name} ${unit}\n${exposedDirectives(report).join("\n")}`).toBeLessThanOrEqual(max);
       }
     }
+  });
+
+  it("the access matrix: every port of the load balancer and the VMs, from the internet, admin_cidr and each role's VM, without, with wrong and with right credentials", async () => {
+    const t0 = Date.now();
+    // Every port a VM listens on beyond its loopback.
+    const listening: Record<string, number[]> = {};
+    for (const vm of fleet.vms) {
+      const ports = (await vm.run(["ss", "-ltnH"]))
+        .split("\n")
+        .map((l) => l.trim().split(/\s+/)[3] ?? "")
+        .filter((local) => local && !/^(127\.|\[::1\]|\[::ffff:127\.)/.test(local) && !local.includes("%lo"))
+        .map((local) => Number(local.slice(local.lastIndexOf(":") + 1)));
+      listening[vm.role] = [...new Set([...(listening[vm.role] ?? []), ...ports])];
+    }
+    const rows = matrixRows(
+      fleet.lb.listeners.map((l) => ({ port: l.port, tls: l.tls })),
+      listening,
+    );
+    const features = new Set<Feature>();
+    if (fleet.credentials.mlflowAdmin) features.add("mlflow-auth");
+    if (fleet.credentials.apiKeys.length > 0) features.add("api-keys");
+    const fromVm: Record<string, FleetVm> = { airflow: airflowVm, serving: sc.servings.at(-1)!, mlflow: mlflowVm };
+    const vantages = [
+      { role: "internet" as const, vantage: fleet.internet },
+      { role: "admin" as const, vantage: fleet.admin },
+      ...(["airflow", "serving", "mlflow"] as const).map((role) => ({ role, vantage: fleet.vantage(fromVm[role]!) })),
+    ];
+    const matrix = await runMatrix(rows, vantages, features, {
+      lbHostname: fleet.lb.hostname,
+      vmAddress: (role, from) => fleet.vms.find((v) => v.role === role && v !== fromVm[from])?.ip,
+      credentials: fleet.credentials,
+      airflowAdminPassword: await sc.airflowAdminPassword(),
+      airflowToken: () => sc.airflowToken(),
+    });
+    const { table, mismatches } = renderMatrix(matrix);
+    const pending = pendingCells(matrix);
+    writeFileSync(join(OUTPUT, "access-matrix.txt"), `${table}\n\n${pending.length ? `pending:\n${pending.join("\n")}\n` : ""}${mismatches.length ? `not as expected:\n${mismatches.join("\n")}\n` : ""}`);
+    log(`access matrix (${((Date.now() - t0) / 1000).toFixed(0)} s):\n${table}`);
+    if (pending.length) log(`  pending (features the rendered config does not have yet):\n  ${pending.join("\n  ")}`);
+    timings.accessMatrixSeconds = (Date.now() - t0) / 1000;
+    expect(mismatches).toEqual([]);
   });
 
   describe("faults, each visible on /status and healed without help", () => {

@@ -12,10 +12,18 @@
  * address of the Oracle Services Network, which the VMs reach through the
  * gateway as the private route table's service-gateway rule sends them.
  *
- * The test itself reaches into the VCN only through `request()` (a Unix-socket
- * gateway running in the VCN namespace) and `nsenter` into the VMs (each
- * agent's /status is read on its VM: the images' firewalls admit only the
- * role's ports).
+ * The VCN's NSGs (nsg.ts) filter every new connection to a VM, the load
+ * balancer and the DB systems as terraform/network.tf declares. Two client
+ * namespaces stand outside the VCN: `internet` (in api_cidr, not in
+ * admin_cidr) and `admin` (in admin_cidr), each routed only to the public
+ * subnet; their requests (vantage.ts), and those of any VM, are how the test
+ * uses the deployment: through the load balancer's HTTPS listeners at its
+ * hostname, with the users' credentials from the fleet's Vault.
+ *
+ * The test also reaches into the VCN through `request()` (a Unix-socket
+ * gateway running in the VCN namespace: the VMs' NSGs admit it only where
+ * they admit the whole VCN) and `nsenter` into the VMs (each agent's /status
+ * is read on its VM).
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -29,7 +37,10 @@ import { REPO } from "../support/agent-process.ts";
 import { type DbSystem, mariadbSystem, postgresSystem } from "./db-systems.ts";
 import { type Deployment, renderDeployment } from "./deployment.ts";
 import { makeInstanceIdentity } from "../support/instance-identity.ts";
+import { type FleetCredentials, fleetCredentials } from "./credentials.ts";
 import { type LoadBalancer, startLoadBalancer } from "./load-balancer.ts";
+import { applyRuleset, type NsgMembers, vcnRuleset, vmRuleset } from "./nsg.ts";
+import { outsideVantage, type Vantage, vmVantage } from "./vantage.ts";
 import { NsProcess } from "./ns-process.ts";
 import { FLEET_BASE, sweepStaleNetworks, Vcn } from "./netns.ts";
 import { type ImageFirewall, FleetVm } from "./vm.ts";
@@ -44,6 +55,12 @@ export const OSN_CIDR = "134.70.0.0/16";
 export const MIRROR_HOST = "pypi.mlops.internal";
 export const OCI_HOSTS = [`objectstorage.${REGION}.oraclecloud.com`, `auth.${REGION}.oraclecloud.com`, `secrets.vaults.${REGION}.oci.oraclecloud.com`];
 const OCI_CONTROL_PORT = 9999;
+/** The load balancer's DNS name (Terraform's lb_hostname), in the VMs' /etc/hosts and its certificate. */
+export const LB_HOSTNAME = "mlops.example.com";
+/** The fleet's admin_cidr and api_cidr (documentation ranges that do not overlap), and the client in each. */
+export const ADMIN_CIDR = "203.0.113.0/24";
+export const API_CIDR = "198.51.100.0/24";
+const CLIENTS = { internet: { cidr: "198.51.100.10/24", gateway: "198.51.100.1" }, admin: { cidr: "203.0.113.10/24", gateway: "203.0.113.1" } } as const;
 /** The VMs' Python (Debian 12), for the lock files' markers. */
 const VM_PYTHON = "3.11.2";
 
@@ -99,8 +116,15 @@ export class Fleet {
   readonly mysql: DbSystem;
   readonly postgres: DbSystem;
   readonly lb: LoadBalancer;
-  /** Values the test must never find in a journal, argv, /status, user-data or metadata. */
+  /** Values the test must never find in a journal, argv, /status, user-data or metadata: every value in the fleet's Vault. */
   readonly secretValues: string[];
+  /** The users' credentials, from the rendered config and the fleet's Vault. */
+  readonly credentials: FleetCredentials;
+  /** Clients outside the VCN: `internet` (in api_cidr) and `admin` (in admin_cidr). */
+  readonly internet: Vantage;
+  readonly admin: Vantage;
+  /** The fleet CA's certificate (PEM file), which every client trusts. */
+  readonly caPath: string;
   readonly #procs: NsProcess[];
   readonly #socket: string;
   readonly #log: (msg: string) => void;
@@ -114,6 +138,10 @@ export class Fleet {
     postgres: DbSystem;
     lb: LoadBalancer;
     secretValues: string[];
+    credentials: FleetCredentials;
+    internet: Vantage;
+    admin: Vantage;
+    caPath: string;
     procs: NsProcess[];
     socket: string;
     log: (msg: string) => void;
@@ -126,6 +154,10 @@ export class Fleet {
     this.postgres = init.postgres;
     this.lb = init.lb;
     this.secretValues = init.secretValues;
+    this.credentials = init.credentials;
+    this.internet = init.internet;
+    this.admin = init.admin;
+    this.caPath = init.caPath;
     this.#procs = init.procs;
     this.#socket = init.socket;
     this.#log = init.log;
@@ -156,15 +188,19 @@ export class Fleet {
       pythonIndexUrl: `https://${MIRROR_HOST}/simple`,
       agentUrlX64: release.url,
       agentSha256X64: release.sha256,
+      lbHostname: LB_HOSTNAME,
+      adminCidr: ADMIN_CIDR,
+      apiCidr: API_CIDR,
     });
+    // Every other secret Terraform keeps in Vault (MLflow's admin password and secret key, the
+    // MLflow users' and the Airflow admin's passwords, API keys): a fresh value each.
+    const vault: Record<string, string> = { [deployment.secrets.mysqlAdmin]: mysqlAdminPassword, [deployment.secrets.postgresAdmin]: postgresAdminPassword };
+    for (const id of Object.values(deployment.secrets).flat()) vault[id] ??= randomBytes(18).toString("base64url");
     const secretsFile = join(dir, "vault-secrets.json");
-    writeFileSync(
-      secretsFile,
-      JSON.stringify({ [deployment.secrets.mysqlAdmin]: mysqlAdminPassword, [deployment.secrets.postgresAdmin]: postgresAdminPassword }),
-      { mode: 0o600 },
-    );
+    writeFileSync(secretsFile, JSON.stringify(vault), { mode: 0o600 });
+    const credentials = fleetCredentials(deployment.agentConfig, vault);
 
-    // TLS for the region's service names and the mirror, from the deployment's CA.
+    // TLS for the region's service names and the mirror, from the deployment's CA (the load balancer has a leaf of its own).
     const tls = ensureTestCa(join(dir, "tls"), { dns: [...OCI_HOSTS, MIRROR_HOST], ips: [OSN_ADDRESS] });
     // The instance identities' CA (OCI's PKI intermediate), which the auth service trusts; one leaf per VM below.
     const identityCa = join(dir, "identity-ca");
@@ -188,6 +224,11 @@ export class Fleet {
         `${OSN_ADDRESS}/16`,
       ],
     });
+    // The NSGs' members: the VMs of each role, the load balancer, the DB systems.
+    const members: Record<string, string[]> = { lb: [lbAddress], db: [a.mysqlIp, a.postgresIp] };
+    for (const inst of Object.values(deployment.instances)) members[inst.role] = [...(members[inst.role] ?? []), inst.privateIp];
+    const nsgMembers: NsgMembers = members;
+    const rules = deployment.ingressRules;
     const procs: NsProcess[] = [];
     const cleanup = async () => {
       for (const p of procs.reverse()) await p.stop();
@@ -262,16 +303,30 @@ export class Fleet {
       });
       await Promise.all([mysql.start(), postgres.start()]);
 
-      const servingVms = Object.entries(deployment.instances).filter(([, i]) => i.role === "serving");
+      // The NSGs of the addresses the VCN namespace holds itself: the load balancer's and the DB systems'.
+      applyRuleset(vcn.netns, vcnRuleset({ [lbAddress]: "lb", [a.mysqlIp]: "db", [a.postgresIp]: "db" }, rules, nsgMembers));
+      const lbTls = ensureTestCa(join(dir, "tls"), { dns: [LB_HOSTNAME], ips: [lbAddress], leaf: "lb" });
       mkdirSync(join(dir, "lb"), { recursive: true });
       const lb = startLoadBalancer({
         netns: vcn.netns,
         dir: join(dir, "lb"),
         address: lbAddress,
-        spec: deployment.loadBalancer,
-        backends: servingVms.map(([name, i]) => ({ name, address: i.privateIp })),
+        hostname: LB_HOSTNAME,
+        lb: deployment.loadBalancer,
+        backends: Object.entries(deployment.instances).map(([name, i]) => ({ name, role: i.role, address: i.privateIp })),
+        certPem: lbTls.certPem,
+        keyPem: lbTls.keyPem,
       });
       await lb.start();
+
+      // The clients outside the VCN, each routed only to the public subnet (the load balancer).
+      const resolve = deployment.loadBalancer.listeners.map((l) => `${LB_HOSTNAME}:${l.port}:${lbAddress}`);
+      const outside = (name: keyof typeof CLIENTS) => {
+        const link = vcn.addOutside(name, CLIENTS[name].cidr, CLIENTS[name].gateway, [a.publicSubnet]);
+        return outsideVantage({ name, netns: link.netns, address: link.address, resolve, cacert: tls.caPath });
+      };
+      const internet = outside("internet");
+      const admin = outside("admin");
 
       const fleet = new Fleet({
         runId,
@@ -281,36 +336,41 @@ export class Fleet {
         mysql,
         postgres,
         lb,
-        secretValues: [mysqlAdminPassword, postgresAdminPassword],
+        secretValues: Object.values(vault),
+        credentials,
+        internet,
+        admin,
+        caPath: tls.caPath,
         procs,
         socket,
         log: o.log,
       });
       const caPem = tls.caPem;
-      const hosts = [`${OSN_ADDRESS}\t${OCI_HOSTS.join(" ")}`, `${mirrorAddress}\t${MIRROR_HOST}`];
+      const hosts = [`${OSN_ADDRESS}\t${OCI_HOSTS.join(" ")}`, `${mirrorAddress}\t${MIRROR_HOST}`, `${lbAddress}\t${LB_HOSTNAME}`];
       for (const [name, inst] of Object.entries(deployment.instances)) {
         const identityDir = join(dir, "identity", name);
         const instance = instanceDocument(runId, name, inst.role, inst.userData);
         makeInstanceIdentity({ caDir: identityCa, instance: String(instance.id) }, identityDir);
-        fleet.vms.push(
-          await FleetVm.create(vcn, {
-            instanceName: name,
-            role: inst.role,
-            privateIp: inst.privateIp,
-            prefixLength: Number(prefix(a.appSubnet)),
-            gateway: a.appGateway,
-            serviceRoutes: [OSN_CIDR],
-            rootfs,
-            dir: join(dir, "vm", name),
-            userData: inst.userData,
-            instance,
-            identityDir,
-            hosts,
-            caPem,
-            firewall: IMAGE_FIREWALL[inst.role] ?? "ubuntu-iptables",
-            uvCache: o.uvCache,
-          }),
-        );
+        const vm = await FleetVm.create(vcn, {
+          instanceName: name,
+          role: inst.role,
+          privateIp: inst.privateIp,
+          prefixLength: Number(prefix(a.appSubnet)),
+          gateway: a.appGateway,
+          serviceRoutes: [OSN_CIDR],
+          rootfs,
+          dir: join(dir, "vm", name),
+          userData: inst.userData,
+          instance,
+          identityDir,
+          hosts,
+          caPem,
+          firewall: IMAGE_FIREWALL[inst.role] ?? "ubuntu-iptables",
+          uvCache: o.uvCache,
+        });
+        // Its NSG, from the machine: neither the image's firewall nor the agent inside the VM sees it.
+        applyRuleset(vm.link.netns, vmRuleset(inst.role, rules, nsgMembers));
+        fleet.vms.push(vm);
       }
       return fleet;
     } catch (err) {
@@ -322,6 +382,11 @@ export class Fleet {
   /** Boots every VM (in parallel, as OCI launches them). */
   async boot(): Promise<void> {
     await Promise.all(this.vms.map((vm) => vm.boot()));
+  }
+
+  /** A VM as a client: requests from its own namespace, with its own names and trust store. */
+  vantage(vm: FleetVm): Vantage {
+    return vmVantage(vm);
   }
 
   vm(name: string): FleetVm {

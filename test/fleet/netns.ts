@@ -13,6 +13,13 @@
  * REJECT every OUTPUT packet to 169.254.0.0/16 but the few services they name,
  * which would reject the IMDS's own replies.
  *
+ * Clients outside the VCN (the internet, an admin's network) are namespaces of
+ * their own too (`addOutside`), each linked to the VCN namespace by a veth
+ * pair that stands for the internet gateway: its far end holds the client's
+ * network's gateway address, and the client routes only the public subnet
+ * through it. Nothing is forwarded: the public subnet's addresses (the load
+ * balancer's) are the VCN namespace's own.
+ *
  * Names carry the run id, and the run directory records the owning pid, so
  * `sweepStaleNetworks()` removes what a killed run left behind.
  * `destroy()` is idempotent and never throws.
@@ -41,6 +48,13 @@ export interface VmLink {
   readonly address: string;
 }
 
+export interface OutsideLink {
+  readonly netns: string;
+  readonly address: string;
+  /** Its gateway's address, on the VCN namespace's end of the link. */
+  readonly gateway: string;
+}
+
 export interface VcnOptions {
   /** Short unique id of this run ([a-z0-9]{1,6}). */
   readonly runId: string;
@@ -54,6 +68,7 @@ export class Vcn {
   readonly netns: string;
   readonly #opts: VcnOptions;
   readonly #vms = new Map<string, VmLink>();
+  readonly #outside = new Map<string, OutsideLink>();
   #destroyed = false;
 
   private constructor(opts: VcnOptions) {
@@ -106,6 +121,28 @@ export class Vcn {
     return link;
   }
 
+  /**
+   * A client's namespace outside the VCN: eth0 with `cidr` (address/prefix),
+   * linked to the VCN namespace, where `gateway` (an address in the same
+   * prefix) is the other end, and a route to each of `routes` through it.
+   */
+  addOutside(name: string, cidr: string, gateway: string, routes: readonly string[]): OutsideLink {
+    if (!/^[a-z0-9]{1,8}$/.test(name)) throw new Error(`bad client name ${name}`);
+    const netns = `mlf-${this.#opts.runId}-${name}`;
+    const prefix = cidr.split("/")[1]!;
+    ip(["netns", "add", netns]);
+    ip(["-n", netns, "link", "set", "lo", "up"]);
+    ip(["-n", this.netns, "link", "add", `o-${name}`, "type", "veth", "peer", "name", "eth0", "netns", netns]);
+    ip(["-n", this.netns, "addr", "add", `${gateway}/${prefix}`, "dev", `o-${name}`]);
+    ip(["-n", this.netns, "link", "set", `o-${name}`, "up"]);
+    ip(["-n", netns, "addr", "add", cidr, "dev", "eth0"]);
+    ip(["-n", netns, "link", "set", "eth0", "up"]);
+    for (const r of routes) ip(["-n", netns, "route", "add", r, "via", gateway, "dev", "eth0"]);
+    const link = { netns, address: cidr.split("/")[0]!, gateway };
+    this.#outside.set(name, link);
+    return link;
+  }
+
   vm(name: string): VmLink {
     const l = this.#vms.get(name);
     if (!l) throw new Error(`no VM ${name} in this VCN`);
@@ -127,6 +164,7 @@ export class Vcn {
       spawnSync("ip", ["netns", "delete", l.netns]);
       spawnSync("ip", ["netns", "delete", l.imdsNetns]);
     }
+    for (const l of this.#outside.values()) spawnSync("ip", ["netns", "delete", l.netns]);
     spawnSync("ip", ["netns", "delete", this.netns]);
     rmSync(join(FLEET_BASE, `net-${this.#opts.runId}`), { recursive: true, force: true });
   }

@@ -1,14 +1,19 @@
 /**
- * The steps a user of the deployment takes, over the VCN, shared by the fleet
- * test and bench/fleet-to-prediction.ts: wait for an agent, put the DAG in
- * the bucket, run the pipeline through Airflow's REST API, ask MLflow, and
- * predict through the load balancer.
+ * The steps a user of the deployment takes, shared by the fleet test and
+ * bench/fleet-to-prediction.ts: wait for an agent, put the DAG in the bucket,
+ * run the pipeline through Airflow's REST API, ask MLflow, and predict. Each
+ * comes from where its user is and goes where the NSGs let it: the admin
+ * (admin_cidr) uses Airflow and MLflow through the load balancer's HTTPS
+ * listeners with the admin credentials from Vault; a client of the
+ * prediction API (api_cidr) predicts through its HTTPS listener on 443 with
+ * an API key when the deployment has keys.
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { StatusSnapshot } from "../../agent/status/types.ts";
 import { REPO, waitFor } from "../support/agent-process.ts";
 import type { Fleet } from "./fleet.ts";
+import { describeOutcome, type ProbeRequest, type Vantage } from "./vantage.ts";
 import type { FleetVm } from "./vm.ts";
 
 export const IRIS_DAG = "iris_pipeline";
@@ -41,12 +46,32 @@ export class Scenario {
     this.servings = fleet.vms.filter((v) => v.role === "serving");
   }
 
+  /** MLflow on its VM, for the VMs whose NSG admits them there (Airflow's, serving's). */
   get mlflowUrl(): string {
     return `http://${this.mlflow.ip}:5000`;
   }
 
-  get lbUrl(): string {
-    return `http://${this.fleet.lb.address}:${this.fleet.lb.port}`;
+  /** The load balancer's HTTPS listener on `port` at its hostname. */
+  lbUrl(port: number): string {
+    return `https://${this.fleet.lb.hostname}${port === 443 ? "" : `:${port}`}`;
+  }
+
+  /** A request from `from` that must get an HTTP answer (any status); a network failure throws, saying what happened. */
+  async send(from: Vantage, r: ProbeRequest): Promise<{ status: number; body: string }> {
+    const o = await from.request(r);
+    if (o.kind !== "http") throw new Error(`${r.method ?? "GET"} ${r.url} from ${from.name}: ${describeOutcome(o)} (${o.detail})`);
+    return { status: o.status, body: o.body };
+  }
+
+  /** MLflow's REST API as its admin (basic auth when MLflow has it), from admin_cidr through the load balancer. */
+  mlflowAdmin(path: string, init: { method?: string; body?: string } = {}): Promise<{ status: number; body: string }> {
+    const admin = this.fleet.credentials.mlflowAdmin;
+    return this.send(this.fleet.admin, {
+      url: `${this.lbUrl(5000)}${path}`,
+      method: init.method ?? "GET",
+      ...(init.body === undefined ? {} : { body: init.body, headers: { "content-type": "application/json" } }),
+      ...(admin ? { basicAuth: { user: admin.user, password: admin.password } } : {}),
+    });
   }
 
   /** Waits for /readyz 200 on a VM, logging its phase when it changes. */
@@ -79,7 +104,9 @@ export class Scenario {
         last = now;
         if (!s?.lastConverge?.ok) return undefined;
         if (s.phase === "ready") return s;
-        return vm.role === "serving" && /champion/.test(s.reason) ? s : undefined;
+        // Before the pipeline there is no model to serve: "no alias champion yet", or, with MLflow's auth, the
+        // serving user denied on a registered model that does not exist yet (its grant follows the model).
+        return vm.role === "serving" && /no model loaded: .*(champion|Permission denied)/.test(s.reason) ? s : undefined;
       },
       timeoutMs,
       3_000,
@@ -87,28 +114,40 @@ export class Scenario {
   }
 
   async mlflowJson(path: string, body?: unknown): Promise<Record<string, unknown>> {
-    const init = body === undefined ? {} : { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify(body) };
-    const r = await this.fleet.request(`${this.mlflowUrl}${path}`, init);
+    const r = await this.mlflowAdmin(path, body === undefined ? {} : { method: "POST", body: JSON.stringify(body) });
     if (r.status !== 200) throw new Error(`MLflow ${path}: ${r.status} ${r.body.slice(0, 300)}`);
     return JSON.parse(r.body) as Record<string, unknown>;
   }
 
-  /** Airflow's REST API as the admin (password read from the Airflow VM, where the agent keeps it 0600). */
-  async airflow(path: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; json: Record<string, unknown> }> {
-    const base = `http://${this.airflowVm.ip}:8080`;
+  /**
+   * The Airflow admin's password: from Vault when Terraform made it, else
+   * read on the Airflow VM, where the agent generated it (0600).
+   */
+  async airflowAdminPassword(): Promise<string> {
+    return this.fleet.credentials.airflowAdminPassword ?? (await this.airflowVm.run(["cat", "/var/lib/mlops-agent/secrets/airflow-admin-password"])).trim();
+  }
+
+  /** An Airflow API token for the admin, through the load balancer from admin_cidr. */
+  async airflowToken(): Promise<string> {
     if (!this.#token) {
-      const password = (await this.airflowVm.run(["cat", "/var/lib/mlops-agent/secrets/airflow-admin-password"])).trim();
-      const r = await this.fleet.request(`${base}/auth/token`, {
+      const r = await this.send(this.fleet.admin, {
+        url: `${this.lbUrl(8080)}/auth/token`,
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ username: "admin", password }),
+        body: JSON.stringify({ username: "admin", password: await this.airflowAdminPassword() }),
       });
       if (r.status !== 200 && r.status !== 201) throw new Error(`Airflow login: ${r.status} ${r.body.slice(0, 200)}`);
       this.#token = (JSON.parse(r.body) as { access_token: string }).access_token;
     }
-    const r = await this.fleet.request(`${base}${path}`, {
+    return this.#token;
+  }
+
+  /** Airflow's REST API as the admin, from admin_cidr through the load balancer's HTTPS listener. */
+  async airflow(path: string, init: { method?: string; body?: unknown } = {}): Promise<{ status: number; json: Record<string, unknown> }> {
+    const r = await this.send(this.fleet.admin, {
+      url: `${this.lbUrl(8080)}${path}`,
       method: init.method ?? "GET",
-      headers: { authorization: `Bearer ${this.#token}`, "content-type": "application/json" },
+      headers: { authorization: `Bearer ${await this.airflowToken()}`, "content-type": "application/json" },
       ...(init.body === undefined ? {} : { body: JSON.stringify(init.body) }),
     });
     let json: Record<string, unknown> = {};
@@ -164,11 +203,13 @@ export class Scenario {
     return { syncedAfterMs, listedAfterMs };
   }
 
-  /** One prediction through the load balancer. */
+  /** One prediction through the load balancer's HTTPS listener, from a client in api_cidr, with an API key when the deployment has keys. */
   async predict(rows: readonly (readonly number[])[]): Promise<{ status: number; body: string }> {
-    return this.fleet.request(`${this.lbUrl}/invocations`, {
+    const key = this.fleet.credentials.apiKeys[0];
+    return this.send(this.fleet.internet, {
+      url: `${this.lbUrl(443)}/invocations`,
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", ...(key ? { authorization: `Bearer ${key}` } : {}) },
       body: JSON.stringify({ dataframe_split: { columns: IRIS_COLUMNS, data: rows } }),
     });
   }

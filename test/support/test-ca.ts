@@ -11,6 +11,10 @@
  *   and its key; `server.json` records its names. It is issued again, by the
  *   same CA, when other names are asked for or it expires within a day.
  *
+ * Another leaf of the same CA (the fleet's load balancer has its own) goes
+ * in files named after `leaf` instead of `server`: `<leaf>.pem`,
+ * `<leaf>-key.pem`, `<leaf>.json`.
+ *
  * Both follow what strict verifiers (Python 3.13's VERIFY_X509_STRICT, Go)
  * require: CA with critical basicConstraints CA:TRUE and keyCertSign; leaf
  * with subjectAltName, serverAuth, and authority/subject key identifiers.
@@ -50,6 +54,8 @@ export interface TestCaOptions {
   dns?: readonly string[];
   /** IP addresses of the server certificate; 127.0.0.1 and ::1 are always added. */
   ips?: readonly string[];
+  /** Base name of the leaf's files (default `server`): several leaves of one CA can share the directory. */
+  leaf?: string;
 }
 
 /**
@@ -115,7 +121,7 @@ function makeCa(dir: string): void {
   }
 }
 
-function issueServerCert(dir: string, names: { dns: string[]; ips: string[] }): void {
+function issueServerCert(dir: string, names: { dns: string[]; ips: string[] }, leaf: string): void {
   const work = mkdtempSync(join(tmpdir(), "test-ca-"));
   try {
     const san = [...names.dns.map((d) => `DNS:${d}`), ...names.ips.map((ip) => `IP:${ip}`)].join(", ");
@@ -140,22 +146,22 @@ function issueServerCert(dir: string, names: { dns: string[]; ips: string[] }): 
       ],
       work,
     );
-    writeAtomic(join(dir, "server-key.pem"), readFileSync(join(work, "server-key.pem")), 0o600);
-    writeAtomic(join(dir, "server.pem"), readFileSync(join(work, "server.pem")), 0o644);
-    // server.json last: it says the pair above is complete and for these names.
-    writeAtomic(join(dir, "server.json"), `${JSON.stringify(names)}\n`, 0o644);
+    writeAtomic(join(dir, `${leaf}-key.pem`), readFileSync(join(work, "server-key.pem")), 0o600);
+    writeAtomic(join(dir, `${leaf}.pem`), readFileSync(join(work, "server.pem")), 0o644);
+    // <leaf>.json last: it says the pair above is complete and for these names.
+    writeAtomic(join(dir, `${leaf}.json`), `${JSON.stringify(names)}\n`, 0o644);
   } finally {
     rmSync(work, { recursive: true, force: true });
   }
 }
 
-function serverCertFits(dir: string, names: { dns: string[]; ips: string[] }): boolean {
+function serverCertFits(dir: string, names: { dns: string[]; ips: string[] }, leaf: string): boolean {
   try {
-    const recorded = JSON.parse(readFileSync(join(dir, "server.json"), "utf8")) as unknown;
+    const recorded = JSON.parse(readFileSync(join(dir, `${leaf}.json`), "utf8")) as unknown;
     if (JSON.stringify(recorded) !== JSON.stringify(names)) return false;
-    const cert = new X509Certificate(readFileSync(join(dir, "server.pem")));
+    const cert = new X509Certificate(readFileSync(join(dir, `${leaf}.pem`)));
     const ca = new X509Certificate(readFileSync(join(dir, "ca.pem")));
-    return cert.verify(ca.publicKey) && Date.parse(cert.validTo) > Date.now() + 86_400_000 && existsSync(join(dir, "server-key.pem"));
+    return cert.verify(ca.publicKey) && Date.parse(cert.validTo) > Date.now() + 86_400_000 && existsSync(join(dir, `${leaf}-key.pem`));
   } catch {
     return false;
   }
@@ -175,17 +181,19 @@ export function ensureTestCa(dir: string, opts: TestCaOptions = {}): TestCa {
   } catch {
     caOk = false;
   }
+  const leaf = opts.leaf ?? "server";
+  if (!/^[a-z0-9-]+$/.test(leaf)) throw new Error(`${leaf} is not a leaf file name`);
   if (!caOk) makeCa(abs);
-  if (!caOk || !serverCertFits(abs, names)) issueServerCert(abs, names);
+  if (!caOk || !serverCertFits(abs, names, leaf)) issueServerCert(abs, names, leaf);
   const read = (f: string) => readFileSync(join(abs, f), "utf8");
   return {
     dir: abs,
     caPath: join(abs, "ca.pem"),
     caPem: read("ca.pem"),
-    certPath: join(abs, "server.pem"),
-    certPem: read("server.pem"),
-    keyPath: join(abs, "server-key.pem"),
-    keyPem: read("server-key.pem"),
+    certPath: join(abs, `${leaf}.pem`),
+    certPem: read(`${leaf}.pem`),
+    keyPath: join(abs, `${leaf}-key.pem`),
+    keyPem: read(`${leaf}-key.pem`),
     dns: names.dns,
     ips: names.ips,
   };

@@ -120,7 +120,8 @@ describe("terraform console render of modules/instance-bootstrap", () => {
     const r = await renderInstances(inputs);
     const c = r.agentConfig as Any;
     const v = (ocid: string) => `vault:${ocid}`;
-    expect(c.mlflow.allowedHosts).toEqual(["ml.corp.example.net"]);
+    // The MLflow listener's port too (MLflow compares the whole Host header), and the MLflow VM's address the other VMs use.
+    expect(c.mlflow.allowedHosts).toEqual(["ml.corp.example.net", "ml.corp.example.net:5000", "10.0.1.10:5000"]);
     expect(c.mlflow.auth).toEqual({
       adminUser: "admin",
       adminPassword: v(inputs.mlflowAdminSecretOcid),

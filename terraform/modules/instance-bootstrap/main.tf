@@ -56,9 +56,13 @@ locals {
       }
       mlflow = {
         artifactsDestination = "oci://${var.artifacts_bucket}@${var.namespace}/mlflow"
-        # The name users reach MLflow by through the load balancer (MLflow 3
-        # answers other Host headers only for localhost and private IPs).
-        allowedHosts = [var.lb_hostname]
+        # The names MLflow is reached by: the load balancer's (MLflow 3
+        # answers other Host headers only for localhost and private IPs), and,
+        # since a list replaces those defaults, the MLflow VMs' own addresses
+        # that the Airflow tasks and the serving VMs use (the tracking URI
+        # below). MLflow compares the Host header whole, port included: a
+        # client of the load balancer's MLflow listener (5000) sends it too.
+        allowedHosts = concat([var.lb_hostname, "${var.lb_hostname}:5000"], [for ip in local.mlflow_ips : "${ip}:5000"])
         # MLflow's basic-auth app: its users in their own schema of the MySQL
         # server; one user per client role with what its flows need (the
         # pipeline logs runs of experiment iris and registers versions of

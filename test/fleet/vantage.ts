@@ -1,0 +1,155 @@
+/**
+ * Where a request to the deployment comes from: a client namespace outside
+ * the VCN (the internet, or an admin's network in admin_cidr; netns.ts
+ * `addOutside`), or a VM of the VCN. Each sends HTTP(S) with curl from there:
+ * outside, Debian's curl run in the namespace (`ip netns exec`), the load
+ * balancer's hostname pinned to its address with `--resolve` and the fleet's
+ * CA as the only one trusted; on a VM, the VM's own curl (its /etc/hosts
+ * names the load balancer, its system store trusts the CA).
+ *
+ * Every option goes to curl as a config file on its standard input, so no
+ * credential is ever in a process's arguments.
+ *
+ * `request()` never throws for what the network or the server answered: it
+ * returns what happened, which is what the access matrix compares.
+ */
+import { spawn } from "node:child_process";
+import type { FleetVm } from "./vm.ts";
+
+export type Outcome =
+  /** The client has no route to the address (a private address from outside the VCN). */
+  | { readonly kind: "no-route"; readonly detail: string }
+  /** A host firewall answered with an ICMP reject (host or admin prohibited): the VM's image firewall. */
+  | { readonly kind: "rejected"; readonly detail: string }
+  /** Nothing answered the SYN (an NSG dropped it). */
+  | { readonly kind: "dropped"; readonly detail: string }
+  /** A RST: the address is reachable and nothing listens on the port. */
+  | { readonly kind: "refused"; readonly detail: string }
+  /** It connected but no HTTP came back (plain HTTP to a TLS port, TLS to a plain one, a hang). */
+  | { readonly kind: "not-http"; readonly detail: string }
+  | {
+      readonly kind: "http";
+      readonly status: number;
+      readonly location: string;
+      readonly body: string;
+    };
+
+export interface ProbeRequest {
+  readonly url: string;
+  readonly method?: string;
+  /** May hold credentials: they reach curl only through its standard input. */
+  readonly headers?: Readonly<Record<string, string>>;
+  readonly basicAuth?: { readonly user: string; readonly password: string };
+  readonly body?: string;
+  readonly connectTimeoutMs?: number;
+  readonly timeoutMs?: number;
+}
+
+export interface Vantage {
+  /** `internet`, `admin`, or the VM's name. */
+  readonly name: string;
+  readonly kind: "outside" | "vm";
+  /** The address its requests come from. */
+  readonly address: string;
+  request(r: ProbeRequest): Promise<Outcome>;
+}
+
+const MARK = "\n@@curl@@";
+
+/** curl's config-file syntax: a double-quoted string with backslash escapes. */
+function quoted(s: string): string {
+  if (/[\u0000-\u0008\u000b-\u001f]/.test(s)) throw new Error("a control character in a curl option");
+  return `"${s.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n").replace(/\t/g, "\\t")}"`;
+}
+
+/** The curl config for a request: `resolve` pins names to addresses, `cacert` is the only CA trusted (absent: the system store). */
+export function curlConfig(r: ProbeRequest, o: { resolve?: readonly string[]; cacert?: string } = {}): string {
+  const lines = [
+    `url = ${quoted(r.url)}`,
+    "silent",
+    "show-error",
+    // For the reason of a failed connect (refused, unreachable) on standard error; nothing of it is kept but that line.
+    "verbose",
+    `request = ${quoted(r.method ?? "GET")}`,
+    `connect-timeout = ${(r.connectTimeoutMs ?? 3000) / 1000}`,
+    `max-time = ${(r.timeoutMs ?? 30_000) / 1000}`,
+    'output = "-"',
+    `write-out = ${quoted(`${MARK}%{http_code} %{redirect_url}`)}`,
+    ...(o.resolve ?? []).map((x) => `resolve = ${quoted(x)}`),
+    ...(o.cacert ? [`cacert = ${quoted(o.cacert)}`] : []),
+    ...Object.entries(r.headers ?? {}).map(([k, v]) => `header = ${quoted(`${k}: ${v}`)}`),
+    ...(r.basicAuth ? [`user = ${quoted(`${r.basicAuth.user}:${r.basicAuth.password}`)}`] : []),
+    ...(r.body !== undefined ? [`data-binary = ${quoted(r.body)}`] : []),
+  ];
+  return `${lines.join("\n")}\n`;
+}
+
+/** What curl's exit code, output and error text mean. */
+export function outcomeOf(code: number, stdout: string, stderr: string): Outcome {
+  const at = stdout.lastIndexOf(MARK);
+  const err = stderr.split("\n").findLast((l) => l.startsWith("curl:")) ?? "";
+  const why = stderr.split("\n").find((l) => /^\* .*(failed|Failed|refused|unreachable|No route)/.test(l)) ?? "";
+  if (code === 0 && at >= 0) {
+    const [status, location = ""] = stdout.slice(at + MARK.length).split(" ");
+    if (Number(status) > 0)
+      return {
+        kind: "http",
+        status: Number(status),
+        location: location.trim(),
+        body: stdout.slice(0, at),
+      };
+    return { kind: "not-http", detail: "no HTTP status" };
+  }
+  if (/Network is unreachable/i.test(why)) return { kind: "no-route", detail: why.slice(2) };
+  if (/No route to host|Permission denied/i.test(why)) return { kind: "rejected", detail: why.slice(2) };
+  if (/Connection refused/i.test(why)) return { kind: "refused", detail: why.slice(2) };
+  if (code === 28 && /Connection timed out|Failed to connect|Connection timeout/i.test(err)) return { kind: "dropped", detail: err };
+  return { kind: "not-http", detail: `curl exit ${code}: ${err}` };
+}
+
+/** A client namespace outside the VCN. */
+export function outsideVantage(o: { name: string; netns: string; address: string; resolve: readonly string[]; cacert: string }): Vantage {
+  return {
+    name: o.name,
+    kind: "outside",
+    address: o.address,
+    request: (r) =>
+      new Promise((ok, fail) => {
+        const child = spawn("ip", ["netns", "exec", o.netns, "curl", "--config", "-"], { stdio: ["pipe", "pipe", "pipe"] });
+        let out = "";
+        let err = "";
+        child.stdout.on("data", (d: Buffer) => {
+          out += d.toString();
+        });
+        child.stderr.on("data", (d: Buffer) => {
+          err += d.toString();
+        });
+        child.on("error", fail);
+        child.on("close", (code) => ok(outcomeOf(code ?? -1, out, err)));
+        child.stdin.on("error", () => {});
+        child.stdin.end(curlConfig(r, { resolve: o.resolve, cacert: o.cacert }));
+      }),
+  };
+}
+
+/** A VM of the VCN, with its own curl, names and trust store. */
+export function vmVantage(vm: FleetVm): Vantage {
+  return {
+    name: vm.name,
+    kind: "vm",
+    address: vm.ip,
+    request: async (r) => {
+      const res = await vm.container.exec(["curl", "--config", "-"], {
+        input: curlConfig(r),
+        timeoutMs: (r.timeoutMs ?? 30_000) + 10_000,
+      });
+      return outcomeOf(res.code, res.stdout, res.stderr);
+    },
+  };
+}
+
+/** One line for a log or a matrix cell. */
+export function describeOutcome(o: Outcome): string {
+  if (o.kind !== "http") return o.kind;
+  return o.status >= 300 && o.status < 400 && o.location ? `${o.status} -> ${o.location}` : String(o.status);
+}
