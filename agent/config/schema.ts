@@ -55,13 +55,20 @@ export const postgresSchema = z
 const dbNameSchema = z.string().regex(/^[a-z0-9_]{1,63}$/, "must be 1-63 lower-case letters, digits or _");
 const dbUserSchema = z.string().regex(/^[a-z0-9_]{1,32}$/, "must be 1-32 lower-case letters, digits or _");
 
-/** MLFLOW_TRACKING_USERNAME/_PASSWORD for a role that calls MLflow: both or neither. */
+/** MLFLOW_TRACKING_USERNAME/_PASSWORD for a role that calls MLflow (airflow, serving): both or neither. */
 const mlflowClientFields = {
-  mlflowUser: z.string().regex(/^[A-Za-z0-9_.@-]{1,64}$/, "must be 1-64 letters, digits or _ . @ -").optional(),
+  /** The MLflow basic-auth user the role's processes call MLflow as (with mlflowPassword, or neither). */
+  mlflowUser: z.string().regex(/^[A-Za-z0-9_.@-]{1,64}$/, "must be an MLflow user name: 1-64 letters, digits, _ . @ -").optional(),
   mlflowPassword: secretRefSchema.optional(),
 };
-const bothOrNeither = (v: { mlflowUser?: string; mlflowPassword?: string }) => (v.mlflowUser === undefined) === (v.mlflowPassword === undefined);
-const bothOrNeitherIssue = { message: "mlflowUser and mlflowPassword go together: set both (MLflow with auth) or neither", path: ["mlflowPassword"] };
+
+/** A user without a password (or the reverse) is a half-done edit, not "no auth": the issue names the half that is missing. */
+function checkMlflowClient(section: string, v: { mlflowUser?: string; mlflowPassword?: string }, ctx: z.RefinementCtx): void {
+  if ((v.mlflowUser === undefined) === (v.mlflowPassword === undefined)) return;
+  const missing = v.mlflowUser === undefined ? "mlflowUser" : "mlflowPassword";
+  const given = missing === "mlflowUser" ? "mlflowPassword" : "mlflowUser";
+  ctx.addIssue({ code: "custom", path: [missing], message: `required when ${section}.${given} is set (give both, or neither for an MLflow without auth)` });
+}
 
 export const airflowSchema = z
   .object({
@@ -97,7 +104,7 @@ export const airflowSchema = z
     message: "CeleryExecutor needs celeryBrokerUrl (a secret reference such as file:/etc/mlops-agent/broker-url)",
     path: ["celeryBrokerUrl"],
   })
-  .refine(bothOrNeither, bothOrNeitherIssue);
+  .superRefine((a, ctx) => checkMlflowClient("airflow", a, ctx));
 
 const MLFLOW_PERMISSIONS = ["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"] as const;
 const mlflowPermission = z.enum(MLFLOW_PERMISSIONS, { message: `must be one of ${MLFLOW_PERMISSIONS.join(", ")}` });
@@ -187,9 +194,8 @@ export const servingSchema = z
     pollSeconds: z.number().min(1).max(3600).default(5),
     /** Larger request bodies are answered 413. */
     maxBodyBytes: z.number().int().min(1024).max(1024 * 1024 * 1024).default(5 * 1024 * 1024),
-    /** MLflow basic-auth user the API and the dashboard read the registry as (with mlflowPassword, or neither). */
-    mlflowUser: z.string().regex(/^[A-Za-z0-9_.@-]{1,64}$/, "must be an MLflow user name: 1-64 letters, digits, _ . @ -").optional(),
-    mlflowPassword: secretRefSchema.optional(),
+    /** The API and the dashboard read the registry as this MLflow user. */
+    ...mlflowClientFields,
     /**
      * Keys the prediction API accepts (`Authorization: Bearer <key>` or `X-API-Key`). Any key
      * (or dashboardApiKey) set: every route but /health and /ready needs one.
@@ -200,12 +206,7 @@ export const servingSchema = z
   })
   .strict()
   .superRefine((s, ctx) => {
-    // Both or neither: a user without a password (or the reverse) is a half-done edit, not "no auth".
-    if ((s.mlflowUser === undefined) !== (s.mlflowPassword === undefined)) {
-      const missing = s.mlflowUser === undefined ? "mlflowUser" : "mlflowPassword";
-      const given = missing === "mlflowUser" ? "mlflowPassword" : "mlflowUser";
-      ctx.addIssue({ code: "custom", path: [missing], message: `required when serving.${given} is set (give both, or neither for an MLflow without auth)` });
-    }
+    checkMlflowClient("serving", s, ctx);
     // The dashboard calls the API with a key of its own: without one it would only ever get 401.
     if (s.apiKeys?.length && s.dashboardApiKey === undefined)
       ctx.addIssue({

@@ -114,7 +114,7 @@ describe("the mlflow role with mlflow.auth", () => {
     expect(bad({ ...AUTH, users: [{ ...AUTH.users[0], grants: [{ registeredModel: "iris", permission: "ADMIN" }] }] })).toMatch(/must be one of READ, USE, EDIT, MANAGE, NO_PERMISSIONS/);
     expect(bad({ secretKey: AUTH.secretKey })).toMatch(/mlflow\.auth\.adminPassword/);
     const airflow = configSchema.safeParse({ airflow: { mlflowUser: "airflow" } });
-    expect(airflow.success ? "" : formatIssues(airflow.error)).toMatch(/airflow\.mlflowPassword: mlflowUser and mlflowPassword go together/);
+    expect(airflow.success ? "" : formatIssues(airflow.error)).toMatch(/airflow\.mlflowPassword: required when airflow\.mlflowUser is set/);
   });
 });
 
