@@ -63,9 +63,14 @@ export function secretRefsToResolve(spec: RoleSpec, config: AgentConfig): Secret
   });
 }
 
+/** What resolving a secret reference needs, from the gather's dependencies. */
+function resolverDeps(deps: GatherDeps) {
+  return { fs: deps.host.fs, env: deps.env, registry: deps.secrets, vault: deps.vaults.for(deps.config), logger: deps.logger };
+}
+
 /** Resolved on every pass: a rotated file or Vault secret is picked up. */
 async function resolveReferences(deps: GatherDeps, spec: RoleSpec): Promise<Record<string, string | readonly string[]>> {
-  const secretDeps = { fs: deps.host.fs, env: deps.env, registry: deps.secrets, vault: deps.vaults.for(deps.config), logger: deps.logger };
+  const secretDeps = resolverDeps(deps);
   const referenced: Record<string, string | readonly string[]> = {};
   for (const r of secretRefsToResolve(spec, deps.config)) {
     if ("ref" in r) referenced[r.key] = await resolveSecretRef(r.ref, secretDeps);
@@ -92,7 +97,7 @@ async function resolveAccessSecrets(deps: GatherDeps, spec: RoleSpec): Promise<R
   if (!provider) throw new AgentError("ROLE_SPEC_INVALID", `role ${spec.name}: access provider ${JSON.stringify(spec.access.provider)} is not one of ${accessProviderNames().join(", ")}`);
   const out: Record<string, string> = {};
   for (const [key, ref] of Object.entries(provider.secretRefs(settings)))
-    out[key] = await resolveSecretRef(ref, { fs: deps.host.fs, env: deps.env, registry: deps.secrets, vault: deps.vaults.for(deps.config), logger: deps.logger });
+    out[key] = await resolveSecretRef(ref, resolverDeps(deps));
   return out;
 }
 

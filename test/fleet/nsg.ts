@@ -135,6 +135,8 @@ export async function ingressRules(vars: TfVars, known: Readonly<Record<string, 
 /** Who is in each NSG: addresses (no prefix). */
 export type NsgMembers = Readonly<Record<string, readonly string[]>>;
 
+
+const chainName = (nsg: string) => `nsg_${nsg.replace(/-/g, "_")}`;
 /** The source addresses or CIDRs a rule admits. */
 function sources(rule: IngressRule, members: NsgMembers): string[] {
   if ("cidr" in rule.source) return [rule.source.cidr];
@@ -144,7 +146,7 @@ function sources(rule: IngressRule, members: NsgMembers): string[] {
 }
 
 function nsgChain(nsg: string, rules: readonly IngressRule[], members: NsgMembers): string[] {
-  const lines = [`  chain nsg_${nsg.replace(/-/g, "_")} {`];
+  const lines = [`  chain ${chainName(nsg)} {`];
   for (const r of rules.filter((x) => x.nsg === nsg))
     for (const s of sources(r, members)) lines.push(`    ip saddr ${s} tcp dport ${r.port} accept comment ${JSON.stringify(r.name)}`);
   lines.push("    drop", "  }");
@@ -153,20 +155,26 @@ function nsgChain(nsg: string, rules: readonly IngressRule[], members: NsgMember
 
 const SYN = "tcp flags & (fin|syn|rst|ack) == syn";
 
-/** The nftables script for a VM's namespace: new connections on eth0 pass the rules of `nsg` or are dropped. */
-export function vmRuleset(nsg: string, rules: readonly IngressRule[], members: NsgMembers): string {
+
+/** The fleet's own table, replaced whole: an ingress chain of `jumps` into the NSG `chains`. */
+function ruleset(jumps: readonly string[], chains: readonly string[]): string {
   return [
     "table ip oci_nsg",
     "delete table ip oci_nsg",
     "table ip oci_nsg {",
     "  chain ingress {",
     "    type filter hook prerouting priority raw; policy accept;",
-    `    iifname "eth0" ${SYN} jump nsg_${nsg.replace(/-/g, "_")}`,
+    ...jumps,
     "  }",
-    ...nsgChain(nsg, rules, members),
+    ...chains,
     "}",
     "",
   ].join("\n");
+}
+
+/** The nftables script for a VM's namespace: new connections on eth0 pass the rules of `nsg` or are dropped. */
+export function vmRuleset(nsg: string, rules: readonly IngressRule[], members: NsgMembers): string {
+  return ruleset([`    iifname "eth0" ${SYN} jump ${chainName(nsg)}`], nsgChain(nsg, rules, members));
 }
 
 /**
@@ -176,18 +184,10 @@ export function vmRuleset(nsg: string, rules: readonly IngressRule[], members: N
  */
 export function vcnRuleset(addresses: Readonly<Record<string, string>>, rules: readonly IngressRule[], members: NsgMembers): string {
   const nsgs = [...new Set(Object.values(addresses))];
-  return [
-    "table ip oci_nsg",
-    "delete table ip oci_nsg",
-    "table ip oci_nsg {",
-    "  chain ingress {",
-    "    type filter hook prerouting priority raw; policy accept;",
-    ...Object.entries(addresses).map(([a, nsg]) => `    iifname != "lo" ip daddr ${a} ${SYN} jump nsg_${nsg.replace(/-/g, "_")}`),
-    "  }",
-    ...nsgs.flatMap((n) => nsgChain(n, rules, members)),
-    "}",
-    "",
-  ].join("\n");
+  return ruleset(
+    Object.entries(addresses).map(([a, nsg]) => `    iifname != "lo" ip daddr ${a} ${SYN} jump ${chainName(nsg)}`),
+    nsgs.flatMap((n) => nsgChain(n, rules, members)),
+  );
 }
 
 /** Loads a ruleset into a namespace (replacing the table atomically). */
