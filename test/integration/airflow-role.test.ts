@@ -16,6 +16,7 @@ import type { StatusSnapshot } from "../../agent/status/types.ts";
 import { type ObjectStorageServer, startObjectStorageServer } from "../servers/object-storage-server.ts";
 import { allCmdlines, cli, freePort, getJson, REPO, startDaemon, stopDaemon, waitFor } from "../support/agent-process.ts";
 import { FAKE_TENANCY, FAKE_USER, makeKeyPair } from "../support/oci-auth.ts";
+import { vmAgentLayout } from "../support/vm-agent-config.ts";
 
 const suffix = randomBytes(3).toString("hex");
 const DB = `airflow_e2e_${suffix}`;
@@ -79,17 +80,8 @@ beforeAll(async () => {
     configPath,
     JSON.stringify({
       role: "airflow",
-      stateDir: `${root}/state`,
-      configDir: `${root}/etc`,
-      installDir: `${root}/opt`,
-      dataDir: `${root}/data`,
-      logDir: `${root}/log`,
-      supervisor: "process",
-      // A VM-mode agent on this machine: its firewall is not the test's to change.
-      firewall: { manage: false },
-      convergeIntervalSeconds: 10,
-      python: { cacheDir: `${process.env.HOME ?? "/root"}/.cache/mlops-agent/uv` },
-      postgres: { host: "127.0.0.1", port: 5432, adminUser: "postgres" },
+      // A VM-mode agent on this machine (its firewall is not the test's to change).
+      ...vmAgentLayout(root),
       // The MLflow stack (one-machine layout) has authentication on: the pipeline logs as its `airflow` user.
       airflow: {
         host: "127.0.0.1",
