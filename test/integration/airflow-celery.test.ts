@@ -19,6 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StatusSnapshot } from "../../agent/status/types.ts";
+import { airflowApi } from "../support/airflow-api.ts";
 import { allCmdlines, freePort, getJson, startDaemon, stopDaemon, waitFor } from "../support/agent-process.ts";
 import { hasRedisServer, type TestRedis, testRedis } from "../support/redis-server.ts";
 import { ensureTestCa } from "../support/test-ca.ts";
@@ -67,25 +68,7 @@ async function status(url: string): Promise<StatusSnapshot> {
   return getJson<StatusSnapshot>(`${url}/status`);
 }
 
-async function token(): Promise<string> {
-  const password = readFileSync(`${root}/scheduler/state/secrets/airflow-admin-password`, "utf8").trim();
-  const r = await fetch(`http://127.0.0.1:${airflowPort}/auth/token`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: "admin", password }),
-  });
-  expect(r.status).toBe(201);
-  return ((await r.json()) as { access_token: string }).access_token;
-}
-
-async function api<T>(method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> {
-  const r = await fetch(`http://127.0.0.1:${airflowPort}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${await token()}`, accept: "application/json", ...(body ? { "content-type": "application/json" } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  return { status: r.status, json: (await r.json().catch(() => ({}))) as T };
-}
+const { call: api } = airflowApi(() => airflowPort, `${root}/scheduler/state/secrets/airflow-admin-password`);
 
 async function ready(url: string): Promise<boolean> {
   return (await fetch(`${url}/readyz`).catch(() => undefined))?.status === 200;
