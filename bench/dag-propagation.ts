@@ -20,10 +20,11 @@
  * Goal (issue 12): every Airflow VM gets a new DAG within 10 s at p95 with the
  * default settings (17.8 s measured at the old 15 s schedule).
  *
- * Cost, per variant, over an idle window (`--idle` s, no changes): ListObjects
- * requests per minute per agent (counted by the test Object Storage server),
- * and CPU seconds per minute of each agent process and of the dag-processor
- * (from /proc/<pid>/stat), so a shorter schedule is chosen knowing its price.
+ * Cost, per variant, over an idle window (`--idle` s, no changes, no bench DAG
+ * left in the bucket): ListObjects requests per minute per agent (counted by
+ * the test Object Storage server), and CPU seconds per minute of each agent
+ * process and of the dag-processor (from /proc/<pid>/stat), so a shorter
+ * schedule is chosen knowing its price.
  *
  * How (after test/integration/airflow-celery.test.ts):
  *   1. The test Object Storage server (in this process; it verifies every OCI
@@ -46,7 +47,7 @@
  * components), Redis stopped, database and role dropped, temp dir removed.
  */
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
@@ -236,6 +237,7 @@ async function startAgents(v: Variant): Promise<number> {
   };
   await waitReady("scheduler", agents.scheduler!);
   await waitReady("worker", agents.worker!);
+  await waitFor("an empty DAG folder on the worker", async () => ((readdirSync(workerDags, { withFileTypes: true }).some((f) => f.name.endsWith(".py")) ? undefined : true)), 60_000, 500).catch(() => undefined);
   cachedToken = undefined;
   // The API server can answer /readyz before the token endpoint is warm: wait for a token.
   await waitFor("a JWT from /auth/token", async () => ((await token()) ? true : undefined), 120_000, 1_000);
@@ -366,6 +368,10 @@ async function main(): Promise<number> {
   let next = 1;
   for (const v of VARIANTS) {
     await stopAgents();
+    // Every variant's idle window sees the same DAG folder (none): the dag-processor re-parses
+    // every file it has every 30 s ([dag_processor] min_file_process_interval), which would
+    // otherwise charge the later variants for the earlier ones' DAGs.
+    for (const name of oss?.listNames("dags") ?? []) oss?.deleteObject("dags", name);
     console.log(`\n${v.label}: starting the agents (airflow with CeleryExecutor, airflow-worker) ...`);
     const readyMs = await startAgents(v);
     console.log(`  ready after ${secs(readyMs)} s; idle ${IDLE_S} s for the cost; loadavg ${loadavg()}`);
