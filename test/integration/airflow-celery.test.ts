@@ -14,7 +14,7 @@
  * Run under `flock /tmp/mlops-integration.lock` (two Airflow venvs, a migration).
  */
 import { randomBytes } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -139,6 +139,7 @@ afterAll(async () => {
   if (scheduler) await stopDaemon(scheduler.child);
   await redis?.stop();
   await dropPostgresDatabase(DB, USER);
+  rmSync(root, { recursive: true, force: true });
 });
 
 describe("CeleryExecutor: a scheduler VM and a worker VM over TLS Redis", { timeout: 40 * 60_000 }, () => {
