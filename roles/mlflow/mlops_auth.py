@@ -72,13 +72,7 @@ def _is_rotation_with_grace() -> bool:
 
 
 def _record_grace(requester: str) -> Response | None:
-    """Keeps the target user's current password valid for the grace period. None: done (or nothing to do).
-
-    Once per request: MLflow's update-password handler calls the authorization function again.
-    """
-    if g.get("mlops_grace_recorded"):
-        return None
-    g.mlops_grace_recorded = True
+    """Keeps the target user's current password valid for the grace period. None: done (or nothing to do)."""
     try:
         seconds = float(request.headers.get(GRACE_HEADER, ""))
     except ValueError:
@@ -117,6 +111,17 @@ def _refuse(status: int, message: str) -> Response:
 
 
 def authenticate():
+    # MLflow asks again within one request (sender_is_admin, response redaction, some handlers):
+    # the first answer stands for the whole request. Asking again would cost another password
+    # hash or two each time, and a password changed (or a grace period ended) in between would
+    # make MLflow fail the request with a 500 instead of answering it.
+    if "mlops_auth" in g:
+        return g.mlops_auth
+    g.mlops_auth = _authenticate()
+    return g.mlops_auth
+
+
+def _authenticate():
     result = authenticate_request_basic_auth()
     if isinstance(result, Authorization):
         if _is_rotation_with_grace():

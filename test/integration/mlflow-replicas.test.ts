@@ -28,7 +28,7 @@ const suffix = randomBytes(3).toString("hex");
 const DB = `mlflow_repl_${suffix}`;
 const AUTH_DB = `mlflow_repl_auth_${suffix}`;
 const USER = `mlr_${suffix}`;
-const GRACE_SECONDS = 45;
+const GRACE_SECONDS = 120;
 const root = mkdtempSync(join(tmpdir(), "mlflow-replicas-"));
 chmodSync(root, 0o755);
 const artifacts = join(root, "shared-artifacts");
@@ -101,10 +101,11 @@ function writeConfig(vm: Vm): void {
 const url = (vm: Vm | "lb") => `http://${vm === "lb" ? LB_IP : vm.ip}:${port}`;
 const status = (vm: Vm) => getJson<StatusSnapshot>(`${vm.statusUrl}/status`);
 const as = (where: Vm | "lb", user: string, password = passwords[user]!) => new MlflowClient(url(where), { user, password });
+// Generous: on a loaded 2-core machine each password check (scrypt) takes a while.
 const get = (where: Vm | "lb", path: string, user?: string, password?: string) =>
   fetch(`${url(where)}${path}`, {
     headers: user ? { authorization: `Basic ${Buffer.from(`${user}:${password ?? passwords[user]}`).toString("base64")}` } : {},
-    signal: AbortSignal.timeout(10_000),
+    signal: AbortSignal.timeout(60_000),
   });
 
 /** The internal load balancer: TCP, round robin, the next backend when one refuses the connection. */
@@ -134,7 +135,8 @@ function startLoadBalancer(): Promise<Server> {
 
 /**
  * Sends a request with `user`'s password `password` every 100 ms (whatever the servers' latency; at
- * most 10 in flight) to A, B and the load balancer in turn until `stop()`; the statuses by target.
+ * most 4 in flight, not to swamp two MLflow servers on two cores) to A, B and the load balancer in
+ * turn until `stop()`; the statuses by target (0: no answer).
  */
 function steadyClient(user: string, password: string) {
   const answers: { where: string; status: number; at: number }[] = [];
@@ -142,7 +144,7 @@ function steadyClient(user: string, password: string) {
   const targets: (Vm | "lb")[] = [...vms, "lb"];
   let i = 0;
   const timer = setInterval(() => {
-    if (inFlight.size >= 10) return;
+    if (inFlight.size >= 4) return;
     const where = targets[i++ % targets.length]!;
     const name = where === "lb" ? "lb" : where.name;
     const p = get(where, "/api/2.0/mlflow/registered-models/get?name=iris", user, password)
@@ -276,7 +278,7 @@ describe("two MLflow servers sharing one database, auth schema, artifacts and se
     await new Promise((r) => setTimeout(r, 1_000));
     const fresh = pw();
     setSecret("serving", fresh, vms[0]); // A's "Vault cache" has the new password; B's not yet
-    await waitFor("the new password works (A's agent set it)", async () => ((await get(vms[1]!, "/api/2.0/mlflow/users/current", "serving", fresh)).status === 200 ? true : undefined), 60_000, 500);
+    await waitFor("the new password works (A's agent set it)", async () => ((await get(vms[1]!, "/api/2.0/mlflow/users/current", "serving", fresh)).status === 200 ? true : undefined), 180_000, 500);
     // B's agent keeps the old value for a while: it must not set it back (its checks run on every change it sees).
     await new Promise((r) => setTimeout(r, 12_000));
     expect((await get(vms[0]!, "/api/2.0/mlflow/users/current", "serving", fresh)).status).toBe(200);
@@ -285,7 +287,7 @@ describe("two MLflow servers sharing one database, auth schema, artifacts and se
     const answers = await client.stop();
     const refused = answers.filter((a) => a.status !== 200);
     console.log(`[replicas] staggered rotation: ${answers.length} requests with the old password across A, B and the load balancer, ${refused.length} not 200`);
-    expect(answers.length).toBeGreaterThan(50);
+    expect(answers.length).toBeGreaterThan(20);
     expect(refused).toEqual([]);
     // One agent rotated; the other saw the new password in force and changed nothing.
     expect(changesLogged(vms[0]!, "rotated the password of serving") + changesLogged(vms[1]!, "rotated the password of serving")).toBe(1);
@@ -317,7 +319,7 @@ describe("two MLflow servers sharing one database, auth schema, artifacts and se
         for (const vm of vms) for (const u of ["airflow", "admin"]) if ((await get(vm, "/api/2.0/mlflow/users/current", u)).status !== 200) return undefined;
         return true;
       },
-      60_000,
+      180_000,
       500,
     );
     await new Promise((r) => setTimeout(r, 12_000));
@@ -325,7 +327,7 @@ describe("two MLflow servers sharing one database, auth schema, artifacts and se
     const refused = answers.filter((a) => a.status !== 200);
     console.log(`[replicas] simultaneous rotation: ${answers.length} requests with the old password, ${refused.length} not 200`);
     expect(refused).toEqual([]);
-    for (const vm of vms) await waitFor(`${vm.name} ready with the new admin password`, async () => ((await status(vm)).phase === "ready" ? true : undefined), 60_000, 1_000);
+    for (const vm of vms) await waitFor(`${vm.name} ready with the new admin password`, async () => ((await status(vm)).phase === "ready" ? true : undefined), 180_000, 1_000);
   });
 
   it("keeps every password out of argv, the agents' output, MLflow's logs and /status", async () => {
