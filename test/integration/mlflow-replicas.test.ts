@@ -13,6 +13,7 @@
  * Each agent reads its own copy of the user secrets, so one can see a rotated
  * password before the other (as with each VM's Vault cache).
  */
+import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { connect, createServer, type Server, type Socket } from "node:net";
@@ -229,6 +230,41 @@ describe("two MLflow servers sharing one database, auth schema, artifacts and se
     expect(authVersions).toEqual([{ n: 1 }]);
     // Neither agent's pass failed on the other's work.
     for (const vm of vms) expect(vm.daemon!.output(), vm.name).not.toMatch(/"level":(40|50).*(migrate-database|provision-database|ensure-access).*failed/);
+  });
+
+  it("two schema migrations at the same moment on another fresh database: both succeed, one waits for the other's lock and finds the schemas at head", async () => {
+    // The agents above may or may not have overlapped (their installs end at different times): here they do.
+    const db = `${DB}_m`;
+    const authDb = `${AUTH_DB}_m`;
+    const c = await mysql.createConnection({ host: "127.0.0.1", port: 3306, user: "root", password: "" });
+    for (const d of [db, authDb]) await c.query(`CREATE DATABASE \`${d}\` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+    const ini = join(root, "migrate-auth.ini");
+    writeFileSync(ini, `[mlflow]\ndefault_permission = NO_PERMISSIONS\ndatabase_uri = mysql+pymysql://root:@127.0.0.1:3306/${authDb}?charset=utf8mb4\nadmin_username = admin\n`);
+    const migrate = (vm: Vm) =>
+      new Promise<{ code: number | null; output: string }>((resolve) => {
+        const child = spawn(`${vm.dir}/opt/mlflow/venv/bin/python`, [`${vm.dir}/etc/mlflow/db_upgrade.py`], {
+          env: { PATH: process.env.PATH ?? "", HOME: root, MLFLOW_BACKEND_STORE_URI: `mysql+pymysql://root:@127.0.0.1:3306/${db}?charset=utf8mb4`, MLFLOW_AUTH_CONFIG_PATH: ini },
+        });
+        let output = "";
+        child.stdout.on("data", (d: Buffer) => {
+          output += d.toString();
+        });
+        child.stderr.on("data", (d: Buffer) => {
+          output += d.toString();
+        });
+        child.on("close", (code) => resolve({ code, output }));
+      });
+    try {
+      const results = await Promise.all(vms.map(migrate));
+      expect(results.map((r) => r.code), results.map((r) => r.output.slice(-500)).join("\n---\n")).toEqual([0, 0]);
+      expect(results.filter((r) => /another MLflow server is migrating/.test(r.output))).toHaveLength(1);
+      for (const r of results) expect(r.output).toMatch(/mlflow auth database schema is at head/);
+      const [versions] = await c.query(`SELECT COUNT(*) AS n FROM \`${db}\`.alembic_version`);
+      expect(versions).toEqual([{ n: 1 }]);
+    } finally {
+      for (const d of [db, authDb]) await c.query(`DROP DATABASE IF EXISTS \`${d}\``);
+      await c.end();
+    }
   });
 
   it("a run, an artifact and a model version made through A are visible through B and the load balancer, as admin and as a user with grants", async () => {
