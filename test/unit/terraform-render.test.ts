@@ -359,6 +359,19 @@ describe("loadBalancerSpec()", () => {
     await expect(loadBalancerSpec(file)).rejects.toThrow(/rule set https_redirect has a "ALLOW" rule; only REDIRECT is reproduced/);
   });
 
+  it("takes the serving backends from the serving pool's attachments in pools.tf, and refuses a backend set with both or neither kind of backend", async () => {
+    const lb = join(REPO, "terraform", "loadbalancer.tf");
+    const pools = readFileSync(join(REPO, "terraform", "pools.tf"), "utf8");
+    const file = join(dir, "pools.tf");
+    // Without pools.tf the serving backend sets have no backends at all.
+    await expect(loadBalancerSpec(lb, null)).rejects.toThrow(/backend set (serving|dashboard) has 0 backend resources and 0 instance pool attachments/);
+    writeFileSync(file, pools.replace('oci_core_instance_configuration.pool["serving"].id', "var.some_configuration"));
+    await expect(loadBalancerSpec(lb, file)).rejects.toThrow(/instance pool serving: instance_configuration_id is "\$\{var\.some_configuration\}", not oci_core_instance_configuration\.pool\["<role>"\]\.id/);
+    const both = readFileSync(lb, "utf8") + '\nresource "oci_load_balancer_backend" "extra" {\n  for_each = local.mlflow_instances\n  backendset_name = oci_load_balancer_backend_set.serving.name\n  port = 8000\n}\n';
+    writeFileSync(join(dir, "loadbalancer.tf"), both);
+    await expect(loadBalancerSpec(join(dir, "loadbalancer.tf"))).rejects.toThrow(/backend set serving has 1 backend resources and 1 instance pool attachments/);
+  });
+
   it("refuses a value that is not a literal, naming it, rather than guessing", async () => {
     const text = readFileSync(join(REPO, "terraform", "loadbalancer.tf"), "utf8").replace(/(timeout_in_millis\s*=\s*)1500/, "$1var.hc_timeout");
     const file = join(dir, "loadbalancer.tf");

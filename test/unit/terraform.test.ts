@@ -246,6 +246,110 @@ describe("terraform/: structure and references", () => {
     expect(JSON.stringify(node.metadata)).not.toMatch(/password|random_password/i);
   });
 
+  it("the pools: one instance configuration per pool role with the module's metadata and user-data, private addresses only, the role's NSG, IMDS v2 only, in-transit encryption, the agents' defined tag", () => {
+    const pools = fileJson(parsed, "pools.tf");
+    const config = pools.resource.oci_core_instance_configuration.pool[0];
+    expect(config.for_each).toBe("${local.pools}");
+    expect(pools.locals[0].pools).toBe(
+      '${{ for role, size in { serving = var.instance_count["serving"], "airflow-worker" = var.worker_count } : role => size if size > 0 }}',
+    );
+    const launch = config.instance_details[0].launch_details[0];
+    expect(config.instance_details[0].instance_type).toBe("compute");
+    expect(launch.create_vnic_details[0]).toEqual({
+      subnet_id: "${oci_core_subnet.app.id}",
+      assign_public_ip: false,
+      nsg_ids: ["${oci_core_network_security_group.nsg[each.key].id}"],
+    });
+    expect(launch.is_pv_encryption_in_transit_enabled).toBe(true);
+    expect(launch.launch_options).toBeUndefined();
+    expect(launch.instance_options[0].are_legacy_imds_endpoints_disabled).toBe(true);
+    expect(launch.defined_tags).toEqual({ "${(local.agent_tag_key)}": "${local.agent_tag_value}" });
+    expect(launch.agent_config[0].is_monitoring_disabled).toBe(false);
+    // The role (and the workers' queues) and the user-data come from the one builder, keyed by the pool role.
+    expect(launch.metadata).toContain("module.instance_bootstrap.pool_metadata[each.key]");
+    expect(launch.metadata).toContain("base64encode(module.instance_bootstrap.pool_user_data[each.key])");
+    expect(launch.metadata).not.toMatch(/password|random_password|vault/i);
+    expect(config.lifecycle[0].create_before_destroy).toBe(true);
+  });
+
+  it("the serving pool: behind the predict (8000) and dashboard (8501) backend sets, its size left to autoscaling on CPU (min/max and cooldown >= 300 from serving_autoscaling); the worker pool: worker_count", () => {
+    const pools = fileJson(parsed, "pools.tf").resource;
+    const serving = pools.oci_core_instance_pool.serving[0];
+    expect(serving.instance_configuration_id).toBe('${oci_core_instance_configuration.pool["serving"].id}');
+    expect(serving.size).toBe('${var.instance_count["serving"]}');
+    expect(serving.lifecycle[0].ignore_changes).toEqual(["${size}"]);
+    expect(serving.load_balancers.map((l: Any) => `${l.backend_set_name}:${l.port}:${l.vnic_selection}`).sort()).toEqual([
+      "${oci_load_balancer_backend_set.dashboard.name}:8501:PrimaryVnic",
+      "${oci_load_balancer_backend_set.serving.name}:8000:PrimaryVnic",
+    ]);
+    for (const l of serving.load_balancers) expect(l.load_balancer_id).toBe("${oci_load_balancer_load_balancer.api.id}");
+    // No static serving backend any more.
+    expect(fileJson(parsed, "loadbalancer.tf").resource.oci_load_balancer_backend.serving).toBeUndefined();
+    expect(fileJson(parsed, "loadbalancer.tf").resource.oci_load_balancer_backend.dashboard).toBeUndefined();
+    // Pool VMs get OCI-assigned addresses after the fixed ones are taken.
+    expect(serving.depends_on).toEqual(expect.arrayContaining(["${oci_core_instance.node}", "${oci_network_load_balancer_network_load_balancer.mlflow}", "${oci_identity_policy.agents}"]));
+    const worker = pools.oci_core_instance_pool.airflow_worker[0];
+    expect(worker.instance_configuration_id).toBe('${oci_core_instance_configuration.pool["airflow-worker"].id}');
+    expect(worker.size).toBe("${var.worker_count}");
+    expect(worker.lifecycle).toBeUndefined();
+    expect(worker.load_balancers).toBeUndefined();
+
+    const auto = pools.oci_autoscaling_auto_scaling_configuration.serving[0];
+    expect(auto.auto_scaling_resources[0]).toEqual({ id: "${oci_core_instance_pool.serving[0].id}", type: "instancePool" });
+    expect(auto.cool_down_in_seconds).toBe("${var.serving_autoscaling.cooldown_seconds}");
+    const policy = auto.policies[0];
+    expect(policy.policy_type).toBe("threshold");
+    expect(policy.capacity[0]).toEqual({ initial: '${var.instance_count["serving"]}', min: "${var.serving_autoscaling.min}", max: "${var.serving_autoscaling.max}" });
+    const rules = policy.rules.map((r: Any) => `${r.metric[0].metric_type} ${r.metric[0].threshold[0].operator} ${r.metric[0].threshold[0].value} -> ${r.action[0].type} ${r.action[0].value}`);
+    expect(rules).toEqual([
+      "CPU_UTILIZATION GT ${var.serving_autoscaling.scale_out_cpu_percent} -> CHANGE_COUNT_BY 1",
+      "CPU_UTILIZATION LT ${var.serving_autoscaling.scale_in_cpu_percent} -> CHANGE_COUNT_BY -1",
+    ]);
+    const cooldown = fileJson(parsed, "variables.tf").variable.serving_autoscaling[0].validation.map((v: Any) => v.condition).join(" ");
+    expect(cooldown).toContain("var.serving_autoscaling.cooldown_seconds >= 300");
+    expect(auto.lifecycle[0].precondition[0].error_message).toMatch(/instance_count\.serving is the serving pool's initial size/);
+  });
+
+  it("the broker: OCI Cache, non-sharded, in the DB subnet with its own NSG, only with workers; its user's password is the Vault secret's, hashed; the passwordless default user is replaced", () => {
+    const cache = fileJson(parsed, "cache.tf").resource;
+    const cluster = cache.oci_redis_redis_cluster.broker[0];
+    expect(cluster).toMatchObject({
+      count: "${local.workers_enabled ? 1 : 0}",
+      cluster_mode: "NONSHARDED",
+      subnet_id: "${oci_core_subnet.db.id}",
+      nsg_ids: ['${oci_core_network_security_group.nsg["cache"].id}'],
+      node_count: "${var.cache_node_count}",
+    });
+    const user = cache.oci_redis_oci_cache_user.airflow[0];
+    expect(user.name).toBe("${local.cache_user}");
+    expect(user.authentication_mode[0]).toEqual({ authentication_type: "PASSWORD", hashed_passwords: ['${sha256(random_password.app["airflow-broker-password"].result)}'] });
+    const off = cache.oci_redis_oci_cache_user.default_off[0];
+    expect(off).toMatchObject({ name: "default", status: "OFF" });
+    expect(cache.oci_redis_redis_cluster_attach_oci_cache_user.broker[0].oci_cache_users).toEqual([
+      "${oci_redis_oci_cache_user.airflow[0].id}",
+      "${oci_redis_oci_cache_user.default_off[0].id}",
+    ]);
+    expect(fileJson(parsed, "locals.tf").locals[0].cache_user).toBe("airflow");
+    expect(fileJson(parsed, "locals.tf").module.instance_bootstrap[0].broker_user).toBe("${local.cache_user}");
+  });
+
+  it("the internal MLflow endpoint: a private network load balancer at local.mlflow_internal_ip, TCP 5000 to every MLflow VM with an HTTP /health check, not preserving the source, its own NSG", () => {
+    const nlb = fileJson(parsed, "mlflow-endpoint.tf").resource;
+    expect(nlb.oci_network_load_balancer_network_load_balancer.mlflow[0]).toMatchObject({
+      is_private: true,
+      subnet_id: "${oci_core_subnet.app.id}",
+      assigned_private_ipv4: "${local.mlflow_internal_ip}",
+      network_security_group_ids: ['${oci_core_network_security_group.nsg["mlflow-internal"].id}'],
+    });
+    const set = nlb.oci_network_load_balancer_backend_set.mlflow[0];
+    expect(set.is_preserve_source).toBe(false);
+    expect(set.health_checker[0]).toMatchObject({ protocol: "HTTP", port: 5000, url_path: "/health", return_code: 200 });
+    expect(nlb.oci_network_load_balancer_listener.mlflow[0]).toMatchObject({ port: 5000, protocol: "TCP" });
+    const backend = nlb.oci_network_load_balancer_backend.mlflow[0];
+    expect(backend).toMatchObject({ for_each: "${local.mlflow_instances}", port: 5000, ip_address: "${oci_core_instance.node[each.key].private_ip}" });
+    expect(fileJson(parsed, "locals.tf").locals[0].mlflow_internal_ip).toBe("${module.instance_bootstrap.addresses.mlflow_internal_ip}");
+  });
+
   it("the load balancer is the contract's table: one HTTPS listener per service, and HTTP 80 only redirects to HTTPS 443", async () => {
     const spec = await loadBalancerSpec();
     const row = (l: ListenerSpec) =>
@@ -515,6 +619,8 @@ describe("terraform/: structure and references", () => {
     expect(outputs.mlflow_admin_secret_ocid[0].value).toBe('${oci_vault_secret.app["mlflow-admin-password"].id}');
     expect(outputs.airflow_admin_secret_ocid[0].value).toBe('${oci_vault_secret.app["airflow-admin-password"].id}');
     expect(outputs.serving_api_key_secret_ocids[0].value).toBe("${oci_vault_secret.serving_api_key[*].id}");
+    expect(outputs.mlflow_internal_url[0].value).toBe('${local.mlflow_enabled ? "http://${local.mlflow_internal_ip}:5000" : null}');
+    expect(outputs.broker_endpoint[0].value).toBe('${local.workers_enabled ? "rediss://${oci_redis_redis_cluster.broker[0].primary_fqdn}:6379/0" : null}');
     const text = JSON.stringify(outputs);
     expect(text).not.toMatch(/random_password|secret_content|_pem\b|http:\/\/\$\{v\.private_ip\}:(5000|8080|8501|8000)/);
   });
