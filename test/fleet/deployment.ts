@@ -12,6 +12,8 @@ import {
   exampleBootstrapInputs,
   type LoadBalancerSpec,
   loadBalancerSpec,
+  mlflowEndpointSpec,
+  type NetworkLoadBalancerSpec,
   POOL_ROLES,
   type PoolRole,
   type RenderedPool,
@@ -106,6 +108,8 @@ export interface Deployment {
   readonly pools: Readonly<Record<PoolRole, RenderedPool>>;
   readonly loadBalancerSpec: LoadBalancerSpec;
   readonly loadBalancer: FleetLoadBalancer;
+  /** The internal MLflow endpoint at addresses.mlflowInternalIp (terraform/mlflow-endpoint.tf): TCP, its health check, source not preserved. */
+  readonly mlflowEndpoint: NetworkLoadBalancerSpec;
   /** local.ingress_rules of terraform/network.tf for the fleet's admin_cidr and api_cidr. */
   readonly ingressRules: readonly IngressRule[];
 }
@@ -213,6 +217,7 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     pools: r.pools,
     loadBalancerSpec: spec,
     loadBalancer: fleetLoadBalancer(spec),
+    mlflowEndpoint: await mlflowEndpointSpec(),
     ingressRules: rules,
   };
 }

@@ -246,3 +246,56 @@ export async function loadBalancerSpec(
     healthCheck: p.healthCheck!,
   };
 }
+
+/** The internal MLflow endpoint (terraform/mlflow-endpoint.tf): a private network load balancer, TCP, in front of every MLflow VM. */
+export interface NetworkLoadBalancerSpec {
+  /** The listener's port and protocol ("TCP": the bytes pass through, nothing is terminated). */
+  readonly port: number;
+  readonly protocol: string;
+  /** Which VMs are the backends (`for_each = local.<role>_instances`), and their port. */
+  readonly backendRole: BackendRole;
+  readonly backendPort: number;
+  /** e.g. "FIVE_TUPLE". */
+  readonly policy: string;
+  /** False: the backends see the network load balancer's own address as the source (their NSG admits its NSG). */
+  readonly preserveSource: boolean;
+  readonly healthCheck: HealthCheckSpec;
+}
+
+/** Reads terraform/mlflow-endpoint.tf (or `file`): one listener, one backend set, one backend resource; literals only, like loadBalancerSpec(). */
+export async function mlflowEndpointSpec(file = join(REPO, "terraform", "mlflow-endpoint.tf")): Promise<NetworkLoadBalancerSpec> {
+  const [parsed] = await parseFiles([{ name: "mlflow-endpoint.tf", text: readFileSync(file, "utf8") }]);
+  const r = (parsed!.json as Any).resource ?? {};
+  const one = (type: string): [string, Any] => {
+    const entries = Object.entries(r[type] ?? {});
+    if (entries.length !== 1) throw new Error(`mlflow-endpoint.tf: expected exactly one ${type}, found ${entries.length}`);
+    const [name, list] = entries[0]!;
+    return [name, (list as Any[])[0]];
+  };
+  const [, listener] = one("oci_network_load_balancer_listener");
+  const [setName, set] = one("oci_network_load_balancer_backend_set");
+  const [backendName, backend] = one("oci_network_load_balancer_backend");
+  const role = /^\$\{local\.(mlflow|airflow|serving)_instances\}$/.exec(String(backend.for_each))?.[1] as BackendRole | undefined;
+  if (!role) throw new Error(`mlflow-endpoint.tf: backend ${backendName}'s for_each is ${JSON.stringify(backend.for_each)}, not local.<role>_instances`);
+  const hc = set.health_checker?.[0];
+  if (!hc) throw new Error(`mlflow-endpoint.tf: backend set ${setName} has no health_checker`);
+  const at = (field: string) => `mlflow-endpoint.tf: backend set ${setName}: ${field}`;
+  if (typeof set.is_preserve_source !== "boolean") throw new Error(`${at("is_preserve_source")} is ${JSON.stringify(set.is_preserve_source)}, not a boolean literal`);
+  return {
+    port: num(listener.port, "mlflow-endpoint.tf: listener port"),
+    protocol: str(listener.protocol, "mlflow-endpoint.tf: listener protocol"),
+    backendRole: role,
+    backendPort: num(backend.port, `mlflow-endpoint.tf: backend ${backendName}'s port`),
+    policy: str(set.policy, at("policy")),
+    preserveSource: set.is_preserve_source,
+    healthCheck: {
+      protocol: str(hc.protocol, at("health_checker.protocol")),
+      port: num(hc.port, at("health_checker.port")),
+      urlPath: str(hc.url_path, at("health_checker.url_path")),
+      returnCode: num(hc.return_code, at("health_checker.return_code")),
+      intervalMs: num(hc.interval_in_millis, at("health_checker.interval_in_millis")),
+      timeoutMs: num(hc.timeout_in_millis, at("health_checker.timeout_in_millis")),
+      retries: num(hc.retries, at("health_checker.retries")),
+    },
+  };
+}

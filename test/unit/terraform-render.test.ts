@@ -22,6 +22,7 @@ import { REPO } from "../support/agent-process.ts";
 import {
   exampleBootstrapInputs,
   loadBalancerSpec,
+  mlflowEndpointSpec,
   type RenderedFleet,
   renderInstances,
   TERRAFORM_MISSING,
@@ -370,6 +371,21 @@ describe("loadBalancerSpec()", () => {
     const both = readFileSync(lb, "utf8") + '\nresource "oci_load_balancer_backend" "extra" {\n  for_each = local.mlflow_instances\n  backendset_name = oci_load_balancer_backend_set.serving.name\n  port = 8000\n}\n';
     writeFileSync(join(dir, "loadbalancer.tf"), both);
     await expect(loadBalancerSpec(join(dir, "loadbalancer.tf"))).rejects.toThrow(/backend set serving has 1 backend resources and 1 instance pool attachments/);
+  });
+
+  it("mlflowEndpointSpec() reads terraform/mlflow-endpoint.tf: TCP 5000 to every MLflow VM's 5000, GET /health every 5 s, the source not preserved", async () => {
+    expect(await mlflowEndpointSpec()).toEqual({
+      port: 5000,
+      protocol: "TCP",
+      backendRole: "mlflow",
+      backendPort: 5000,
+      policy: "FIVE_TUPLE",
+      preserveSource: false,
+      healthCheck: { protocol: "HTTP", port: 5000, urlPath: "/health", returnCode: 200, intervalMs: 5000, timeoutMs: 3000, retries: 3 },
+    });
+    const file = join(dir, "mlflow-endpoint.tf");
+    writeFileSync(file, readFileSync(join(REPO, "terraform", "mlflow-endpoint.tf"), "utf8").replace("interval_in_millis = 5000", "interval_in_millis = var.x"));
+    await expect(mlflowEndpointSpec(file)).rejects.toThrow(/health_checker\.interval_in_millis is "\$\{var\.x\}", not a number literal/);
   });
 
   it("refuses a value that is not a literal, naming it, rather than guessing", async () => {
