@@ -284,6 +284,17 @@ export const servingSchema = z
     apiKeys: z.array(secretRefSchema).max(64).optional(),
     /** The dashboard's own key for the API (accepted by the API too); required with apiKeys, alone it turns keys on too. */
     dashboardApiKey: secretRefSchema.optional(),
+    // MERGE NOTE (issue 12, helper "terraform"): minimal shape of the contract so Terraform's
+    // rendered config validates; helper "drain" owns its definition.
+    /** The load balancer's health check of /ready (drain time = interval x threshold + extra). */
+    drain: z
+      .object({
+        healthCheckIntervalSeconds: z.number().min(0.1).max(300).default(2),
+        unhealthyThreshold: z.number().int().min(1).max(100).default(2),
+        extraSeconds: z.number().min(0).max(300).default(2),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .superRefine((s, ctx) => {

@@ -4,16 +4,37 @@
  * listeners and health checks, and the NSGs' ingress rules for the fleet's
  * admin_cidr and api_cidr. The values a real apply would learn
  * from OCI (secret OCIDs, the Object Storage namespace, the agent release
- * URL) are given as inputs.
+ * URL, the broker's host name, the addresses OCI gives pool VMs) are given
+ * as inputs or chosen here: the serving pool's VMs at .50+ and the worker
+ * pool's at .70+ of the app subnet.
  */
-import { exampleBootstrapInputs, type LoadBalancerSpec, loadBalancerSpec, renderInstances } from "../support/terraform-render.ts";
+import {
+  exampleBootstrapInputs,
+  type LoadBalancerSpec,
+  loadBalancerSpec,
+  mlflowEndpointSpec,
+  type NetworkLoadBalancerSpec,
+  POOL_ROLES,
+  type PoolRole,
+  type RenderedPool,
+  renderInstances,
+} from "../support/terraform-render.ts";
 import { type FleetLoadBalancer, fleetLoadBalancer } from "./lb-listeners.ts";
 import { type IngressRule, ingressRules } from "./nsg.ts";
 
 export interface DeploymentInputs {
   readonly region: string;
   readonly namespace: string;
+  /** mlflow, airflow: fixed VMs; serving: the serving pool's size. */
   readonly instanceCount: Readonly<Record<string, number>>;
+  /** Airflow worker VMs (Terraform's worker_count); default 0 (LocalExecutor). More than 0 needs brokerHost. */
+  readonly workerCount?: number;
+  /** Queues the worker pool consumes; default ["default"]. */
+  readonly workerQueues?: readonly string[];
+  /** Host name (or address) of the fleet's broker, as OCI Cache's primary_fqdn would be; its TLS certificate must be for it. */
+  readonly brokerHost?: string | null;
+  /** Where the broker's CA certificate is on the VMs; absent: the OS trust store. */
+  readonly brokerCaFile?: string | null;
   readonly pythonIndexUrl: string;
   readonly agentUrlX64: string;
   readonly agentSha256X64: string;
@@ -33,8 +54,27 @@ export interface DeploymentSecrets {
   readonly mlflowAirflowPassword: string;
   readonly mlflowServingPassword: string;
   readonly airflowAdmin: string;
+  /** Must hold a real Fernet key (32 random bytes, URL-safe base64), not just any string. */
+  readonly airflowFernetKey: string;
+  readonly airflowJwtSecret: string;
+  readonly airflowApiSecretKey: string;
+  readonly airflowDbPassword: string;
+  /** The broker user's (airflow) password: the fleet's broker must accept it. */
+  readonly airflowBrokerPassword: string;
+  readonly mlflowDbPassword: string;
   readonly servingApiKeys: readonly string[];
   readonly servingDashboardApiKey: string;
+}
+
+/** Where the fleet puts each pool's VMs (OCI would assign addresses): .50+ serving, .70+ workers. */
+export const POOL_ADDRESS_BASE: Readonly<Record<PoolRole, number>> = { serving: 50, "airflow-worker": 70 };
+
+export interface DeploymentInstance {
+  readonly role: string;
+  readonly privateIp: string;
+  readonly userData: string;
+  /** Set for pool VMs: their instance configuration's metadata besides ssh_authorized_keys and user_data ("mlops-role", and "mlops-config" for workers). */
+  readonly metadata?: Readonly<Record<string, string>>;
 }
 
 export interface Deployment {
@@ -48,6 +88,8 @@ export interface Deployment {
     readonly dbGateway: string;
     readonly mysqlIp: string;
     readonly postgresIp: string;
+    /** The internal MLflow endpoint (a private network load balancer in OCI; .9 of the app subnet): the VMs' tracking URI. */
+    readonly mlflowInternalIp: string;
     /** OCI assigns the load balancer's address; the fleet takes .10 of the public subnet. */
     readonly loadBalancerIp: string;
     /** The private package mirror's address (a host of the tenancy's own, on the app subnet). */
@@ -60,9 +102,14 @@ export interface Deployment {
   readonly mysqlAdminUser: string;
   readonly postgresAdminUser: string;
   readonly agentConfig: Record<string, unknown>;
-  readonly instances: Readonly<Record<string, { readonly role: string; readonly privateIp: string; readonly userData: string }>>;
+  /** Every VM: the fixed ones ("mlflow-0", "airflow-0") and the pools' ("serving-0", "airflow-worker-1"), these at POOL_ADDRESS_BASE. */
+  readonly instances: Readonly<Record<string, DeploymentInstance>>;
+  /** The instance pools as Terraform renders them (size, user-data, metadata). */
+  readonly pools: Readonly<Record<PoolRole, RenderedPool>>;
   readonly loadBalancerSpec: LoadBalancerSpec;
   readonly loadBalancer: FleetLoadBalancer;
+  /** The internal MLflow endpoint at addresses.mlflowInternalIp (terraform/mlflow-endpoint.tf): TCP, its health check, source not preserved. */
+  readonly mlflowEndpoint: NetworkLoadBalancerSpec;
   /** local.ingress_rules of terraform/network.tf for the fleet's admin_cidr and api_cidr. */
   readonly ingressRules: readonly IngressRule[];
 }
@@ -84,16 +131,29 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     mlflowAirflowPassword: ocid("mlflowairflowpassword"),
     mlflowServingPassword: ocid("mlflowservingpassword"),
     airflowAdmin: ocid("airflowadmin"),
+    airflowFernetKey: ocid("airflowfernetkey"),
+    airflowJwtSecret: ocid("airflowjwtsecret"),
+    airflowApiSecretKey: ocid("airflowapisecretkey"),
+    airflowDbPassword: ocid("airflowdbpassword"),
+    airflowBrokerPassword: ocid("airflowbrokerpassword"),
+    mlflowDbPassword: ocid("mlflowdbpassword"),
     servingApiKeys: [ocid("servingapikey0")],
     servingDashboardApiKey: ocid("servingdashboardapikey"),
   };
   const lbHostname = i.lbHostname ?? "mlops.fleet.test";
   const buckets = { artifacts: "mlops-artifacts", dags: "mlops-dags" };
+  const spec = await loadBalancerSpec();
   const r = await renderInstances({
     ...example,
     region: i.region,
     namespace: i.namespace,
     instanceCount: { ...example.instanceCount, ...i.instanceCount },
+    workerCount: i.workerCount ?? 0,
+    workerQueues: i.workerQueues ?? ["default"],
+    brokerHost: i.brokerHost ?? null,
+    brokerCaFile: i.brokerCaFile ?? null,
+    // The drain of the serving VMs: the predict backend set's check, which the fleet's HAProxy runs too.
+    servingHealthCheck: { intervalMs: spec.healthCheck.intervalMs, retries: spec.healthCheck.retries },
     artifactsBucket: buckets.artifacts,
     dagsBucket: buckets.dags,
     mysqlAdminSecretOcid: secrets.mysqlAdmin,
@@ -104,6 +164,12 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     mlflowAirflowPasswordSecretOcid: secrets.mlflowAirflowPassword,
     mlflowServingPasswordSecretOcid: secrets.mlflowServingPassword,
     airflowAdminSecretOcid: secrets.airflowAdmin,
+    airflowFernetKeySecretOcid: secrets.airflowFernetKey,
+    airflowJwtSecretSecretOcid: secrets.airflowJwtSecret,
+    airflowApiSecretKeySecretOcid: secrets.airflowApiSecretKey,
+    airflowDbPasswordSecretOcid: secrets.airflowDbPassword,
+    airflowBrokerPasswordSecretOcid: secrets.airflowBrokerPassword,
+    mlflowDbPasswordSecretOcid: secrets.mlflowDbPassword,
     servingApiKeySecretOcids: secrets.servingApiKeys,
     servingDashboardApiKeySecretOcid: secrets.servingDashboardApiKey,
     pythonIndexUrl: i.pythonIndexUrl,
@@ -116,7 +182,12 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
   };
   const a = r.addresses;
   const config = r.agentConfig as { database: { adminUser: string }; postgres: { adminUser: string } };
-  const spec = await loadBalancerSpec();
+  const instances: Record<string, DeploymentInstance> = { ...r.instances };
+  for (const role of POOL_ROLES) {
+    const pool = r.pools[role];
+    for (let n = 0; n < pool.size; n++)
+      instances[`${role}-${n}`] = { role, privateIp: host(a.appSubnetCidr, POOL_ADDRESS_BASE[role] + n), userData: pool.userData, metadata: pool.metadata };
+  }
   const rules = await ingressRules(
     { admin_cidr: i.adminCidr, api_cidr: i.apiCidr, bastion_cidr: null, vcn_cidr: example.vcnCidr },
     { app_subnet_cidr: a.appSubnetCidr, public_subnet_cidr: a.publicSubnetCidr, db_subnet_cidr: a.dbSubnetCidr },
@@ -132,6 +203,7 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
       dbGateway: host(a.dbSubnetCidr, 1),
       mysqlIp: a.mysqlIp,
       postgresIp: a.postgresIp,
+      mlflowInternalIp: a.mlflowInternalIp,
       loadBalancerIp: host(a.publicSubnetCidr, 10),
       mirrorIp: host(a.appSubnetCidr, 250),
     },
@@ -141,9 +213,11 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     mysqlAdminUser: config.database.adminUser,
     postgresAdminUser: config.postgres.adminUser,
     agentConfig: r.agentConfig,
-    instances: r.instances,
+    instances,
+    pools: r.pools,
     loadBalancerSpec: spec,
     loadBalancer: fleetLoadBalancer(spec),
+    mlflowEndpoint: await mlflowEndpointSpec(),
     ingressRules: rules,
   };
 }

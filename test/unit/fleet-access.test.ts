@@ -74,10 +74,26 @@ describe("NSGs from terraform/network.tf", () => {
 
   it("becomes an nftables table of its own: SYNs on eth0 pass the VM's NSG rules (NSG sources as their members' addresses) or are dropped", async () => {
     const rules = await ingressRules(VARS, KNOWN);
-    const members = { lb: ["10.0.0.10"], mlflow: ["10.0.1.10"], airflow: ["10.0.1.20"], serving: ["10.0.1.30", "10.0.1.31"], db: ["10.0.2.10"] };
+    const members = {
+      lb: ["10.0.0.10"],
+      mlflow: ["10.0.1.10"],
+      "mlflow-internal": ["10.0.1.9"],
+      airflow: ["10.0.1.20"],
+      "airflow-worker": ["10.0.1.70"],
+      serving: ["10.0.1.30", "10.0.1.31"],
+      cache: ["10.0.2.30"],
+      db: ["10.0.2.10"],
+    };
     const vm = vmRuleset("mlflow", rules, members);
     expect(vm).toContain('iifname "eth0" tcp flags & (fin|syn|rst|ack) == syn jump nsg_mlflow');
-    for (const src of ["10.0.0.10", "10.0.1.20", "10.0.1.30", "10.0.1.31"]) expect(vm).toContain(`ip saddr ${src} tcp dport 5000 accept`);
+    // MLflow's 5000: the load balancer and the internal MLflow endpoint (which does not preserve its clients' addresses), no VM directly.
+    for (const src of ["10.0.0.10", "10.0.1.9"]) expect(vm).toContain(`ip saddr ${src} tcp dport 5000 accept`);
+    for (const src of ["10.0.1.20", "10.0.1.30", "10.0.1.31", "10.0.1.70"]) expect(vm).not.toContain(`ip saddr ${src} tcp dport 5000 accept`);
+    const endpoint = vmRuleset("mlflow-internal", rules, members);
+    for (const src of ["10.0.1.20", "10.0.1.30", "10.0.1.31", "10.0.1.70"]) expect(endpoint).toContain(`ip saddr ${src} tcp dport 5000 accept`);
+    const worker = vmRuleset("airflow-worker", rules, members);
+    expect(worker).toContain("ip saddr 10.0.1.20 tcp dport 8793 accept");
+    expect(worker).toContain("chain nsg_airflow_worker");
     expect(vm).toContain("ip saddr 10.0.0.0/16 tcp dport 9470 accept");
     expect(vm).toMatch(/accept comment "[a-z-]+"\n {4}drop\n {2}\}/);
     const vcn = vcnRuleset({ "10.0.0.10": "lb" }, rules, members);
