@@ -63,13 +63,15 @@ from typing import Any
 import numpy as np
 import orjson
 import pandas as pd
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.responses import Response
 
 API_VERSION = "1.0.0"
 FORMATS = ("dataframe_split", "dataframe_records", "inputs", "instances")
-JSON_TYPES = ("application/json",)
-CSV_TYPES = ("text/csv",)
+JSON_TYPE = "application/json"
+CSV_TYPE = "text/csv"
+PARQUET_TYPE = "application/vnd.apache.parquet"
+MEDIA_TYPES = (JSON_TYPE, CSV_TYPE, PARQUET_TYPE)
 NUMERIC = {"double": np.float64, "float": np.float32, "long": np.int64, "integer": np.int32}
 
 log = logging.getLogger("mlops.serving")
@@ -84,9 +86,11 @@ MODEL_CACHE = os.environ.get("MLOPS_SERVING_MODEL_CACHE", "")
 class BadInput(Exception):
     """A client's mistake: answered with this status and message."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, final: bool = False):
         super().__init__(message)
         self.status = status
+        # final: answered as is; MLflow's own parser is not tried (a stricter answer on purpose).
+        self.final = final
 
 
 # --------------------------------------------------------------------- metrics
@@ -106,7 +110,13 @@ try:
     REQUESTS = Counter(
         "mlops_serving_requests", "Prediction requests by status code", ["code"], registry=_metric_registry
     )
+    REQUESTS_OK = REQUESTS.labels("200")
     ROWS = Counter("mlops_serving_predicted_rows", "Rows predicted", registry=_metric_registry)
+    BATCHED = Counter(
+        "mlops_serving_batched_requests",
+        "Requests predicted together with others in one call of the model",
+        registry=_metric_registry,
+    )
     LATENCY = Histogram(
         "mlops_serving_request_seconds",
         "Time to answer /invocations",
@@ -137,12 +147,15 @@ class Loaded:
         self.source = source
         self.loaded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         schema = model.metadata.get_input_schema()
+        self.schema = schema
         self.columns: list[str] | None = None
         self.dtypes: dict[str, Any] = {}
         self.fast = None
         # Set by _warm when the flavor gives the same answers for a plain float64 array in
         # signature order as for the DataFrame (sklearn without name-based column selection).
         self.array_ok = False
+        # Set by _warm when rows predicted together get the answers they get alone (see Batcher).
+        self.batch_ok = False
         if schema is not None and not schema.is_tensor_spec() and schema.has_input_names():
             self.columns = list(schema.input_names())
             types = [getattr(t, "name", t) for t in schema.input_types()]
@@ -164,6 +177,7 @@ class Loaded:
             "columns": self.columns,
             # How requests reach the model: a checked float64 array, a typed DataFrame, or pyfunc's predict.
             "inputPath": "array" if self.array_ok else "dataframe" if self.fast is not None else "pyfunc",
+            "batched": self.batch_ok,
         }
 
 
@@ -174,6 +188,8 @@ class ModelHolder:
         self.current: Loaded | None = None
         self.last_error: str | None = "not loaded yet"
         self.last_check: str | None = None
+        # (version, error) while the alias points at a version that could not be loaded.
+        self.unloadable: tuple[str, str] | None = None
         self.first_load = threading.Event()  # set once a first load succeeded or failed
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -221,11 +237,17 @@ class ModelHolder:
         self.last_check = datetime.now(timezone.utc).isoformat(timespec="seconds")
         if self.current is not None and self.current.version == str(mv.version):
             self.last_error = None
+            self.unloadable = None
             return
-        loaded = self._load(str(mv.version), mv.run_id)
+        try:
+            loaded = self._load(str(mv.version), mv.run_id)
+        except Exception as exc:
+            self.unloadable = (str(mv.version), _short(exc))
+            raise
         previous = self.current
         self.current = loaded  # the swap: one reference
         self.last_error = None
+        self.unloadable = None
         if _registry is not None:
             LOADS.labels("ok").inc()
             VERSION.set(float(mv.version))
@@ -282,16 +304,23 @@ def _warm(loaded: Loaded) -> None:
     """
     if not (loaded.columns and loaded.dtypes):
         return
-    sample = [[float(i + j) / 3 for j in range(len(loaded.columns))] for i in range(8)]
-    frame = _frame(sample, loaded)
-    by_frame = _predict(loaded, frame)
+    # Rows over a few orders of magnitude, both signs, integers among them.
+    rng = np.random.default_rng(12)
+    sample = np.round(rng.normal(0, 1, (48, len(loaded.columns))) * 10.0 ** rng.integers(-1, 3, (48, 1)), 3)
+    sample[:8] = np.arange(8 * len(loaded.columns)).reshape(8, -1) / 3
+    by_frame = _predict(loaded, _frame(sample, loaded))
     if loaded.fast is None or any(dt is not np.float64 for dt in loaded.dtypes.values()):
         return
     try:
-        by_array = loaded.fast(np.asarray(sample, dtype=np.float64))
+        by_array = loaded.fast(sample)
         loaded.array_ok = bool(np.array_equal(np.asarray(by_array), np.asarray(by_frame)))
+        if loaded.array_ok and isinstance(by_array, np.ndarray) and len(by_array) == len(sample):
+            alone = [loaded.fast(sample[i : i + 1]) for i in range(len(sample))]
+            loaded.batch_ok = all(
+                isinstance(a, np.ndarray) and np.array_equal(a, by_array[i : i + 1]) for i, a in enumerate(alone)
+            )
     except Exception:  # noqa: BLE001 - e.g. a ColumnTransformer that selects columns by name
-        loaded.array_ok = False
+        loaded.array_ok = loaded.batch_ok = False
 
 
 def _short(exc: BaseException) -> str:
@@ -303,6 +332,14 @@ holder = ModelHolder()
 
 
 # ------------------------------------------------------------------ parsing
+#
+# The fast path reads the common inputs of a model with a numeric column signature
+# (JSON in MLflow's four formats, CSV with a header) straight into a float64 array in
+# signature order. It may refuse anything it is not sure of: a refusal (BadInput) is
+# then tried once more by MLflow's own parser and enforcement (`_mlflow_answer`), so
+# whatever `mlflow models serve` predicts, this API predicts too, and whatever MLflow
+# refuses is refused with the fast path's message, which names the row and column.
+# The fast path must never accept an input MLflow refuses (the compat test checks it).
 
 
 def _type_name(v: Any) -> str:
@@ -318,19 +355,18 @@ def _type_name(v: Any) -> str:
 
 
 def _check_columns(got: list[str], loaded: Loaded, where: str) -> None:
+    """Every signature column present once; other columns are ignored (as MLflow ignores them)."""
     expected = loaded.columns or []
     if len(set(got)) != len(got):
         dup = sorted({c for c in got if got.count(c) > 1})
         raise BadInput(f"{where}: duplicate column(s) {', '.join(dup)}")
     missing = [c for c in expected if c not in got]
-    extra = [c for c in got if c not in expected]
-    if missing or extra:
-        parts = []
-        if missing:
-            parts.append(f"missing column(s) {', '.join(missing)}")
-        if extra:
-            parts.append(f"unexpected column(s) {', '.join(extra)}")
-        raise BadInput(f"{'; '.join(parts)} in {where}; the model expects exactly {', '.join(expected)}")
+    if missing:
+        extra = [c for c in got if c not in expected]
+        unused = f"; unexpected column(s) {', '.join(extra)} (ignored)" if extra else ""
+        raise BadInput(
+            f"missing column(s) {', '.join(missing)} in {where}{unused}; the model expects {', '.join(expected)}"
+        )
 
 
 def _rows_from_records(records: Any, loaded: Loaded, where: str) -> list[list[Any]]:
@@ -363,54 +399,56 @@ def _rows_from_split(split: Any, loaded: Loaded) -> list[list[Any]]:
         raise BadInput("dataframe_split.data must be a list of rows (lists of values)")
     if not data:
         raise BadInput("dataframe_split.data is empty: send at least one row")
+    index = split.get("index")
+    if index is not None and (not isinstance(index, list) or len(index) != len(data)):
+        raise BadInput(f"dataframe_split.index must be a list of {len(data)} labels, one per row")
     cols = loaded.columns or []
     if columns != cols:
         _check_columns(columns, loaded, "dataframe_split.columns")
-    order = None if columns == cols else [columns.index(c) for c in cols]
     n = len(columns)
     for i, row in enumerate(data):
-        if not isinstance(row, list) or len(row) != n:
+        if type(row) is not list or len(row) != n:
             what = f"{len(row)} values" if isinstance(row, list) else _type_name(row)
             raise BadInput(f"dataframe_split.data[{i}] must be a list of {n} values (one per column), got {what}")
-    if order is None:
+    if columns == cols:
         return data
+    order = [columns.index(c) for c in cols]
     return [[row[j] for j in order] for row in data]
 
 
 def _rows_from_tensor_style(value: Any, loaded: Loaded, key: str) -> list[list[Any]]:
-    """`inputs` / `instances`: records, columnar {column: [values]}, or rows in signature order."""
+    """`inputs` / `instances` for a model with named columns: records, or columns {column: [values]}."""
     cols = loaded.columns or []
     if isinstance(value, dict):
         _check_columns(list(value.keys()), loaded, key)
-        lists = [value[c] for c in cols]
-        if all(not isinstance(v, list) for v in lists):
-            return [lists]  # one instance: {column: value}
-        if not all(isinstance(v, list) for v in lists):
+        values = list(value.values())
+        if all(not isinstance(v, (list, dict)) for v in values):
+            return [[value[c] for c in cols]]  # one instance: {column: value}
+        if not all(type(v) is list for v in values):
             raise BadInput(f"{key}: give every column a list of values, or every column one value")
-        n = len(lists[0])
+        n = len(values[0])
         if n == 0:
             raise BadInput(f"{key} is empty: send at least one row")
-        if any(len(v) != n for v in lists):
+        if any(len(v) != n for v in values):
             raise BadInput(f"{key}: every column needs the same number of values")
-        return [list(r) for r in zip(*lists)]
+        return [list(r) for r in zip(*(value[c] for c in cols))]
     if isinstance(value, list):
         if not value:
             raise BadInput(f"{key} is empty: send at least one row")
         if all(isinstance(r, dict) for r in value):
             return _rows_from_records(value, loaded, key)
-        n = len(cols)
-        for i, row in enumerate(value):
-            if not isinstance(row, list) or len(row) != n:
-                raise BadInput(
-                    f"{key}[{i}] must be an object of column: value or a list of {n} values in the order "
-                    f"{', '.join(cols)}; got {_type_name(row)}"
-                )
-        return value
-    raise BadInput(f"{key} must be a list of rows or an object of columns, got {_type_name(value)}")
+        # MLflow turns a list of rows into an array, which a signature of named columns refuses.
+        example = ", ".join(f'"{c}": ...' for c in cols[:2])
+        raise BadInput(
+            f"{key} as rows of values needs a model with a tensor signature; this model takes named columns "
+            f"({', '.join(cols)}): send {key} as a list of objects [{{{example}}}], as columns "
+            f"{{\"<column>\": [values]}}, or use dataframe_split"
+        )
+    raise BadInput(f"{key} must be a list of objects (one per row) or an object of columns, got {_type_name(value)}")
 
 
-def _frame(rows: list[list[Any]], loaded: Loaded) -> pd.DataFrame:
-    """Checks every value against the column's numeric type; builds the typed frame."""
+def _array(rows: list[list[Any]], loaded: Loaded) -> np.ndarray:
+    """Checks every value is a JSON number (not a boolean) and finite; the float64 array of the rows."""
     cols = loaded.columns or []
     for i, row in enumerate(rows):
         for j, v in enumerate(row):
@@ -420,11 +458,21 @@ def _frame(rows: list[list[Any]], loaded: Loaded) -> pd.DataFrame:
             col = cols[j]
             kind = "an integer" if loaded.dtypes[col] in (np.int64, np.int32) else "a number"
             raise BadInput(f"row {i}, column {col}: expected {kind}, got {_type_name(v)}")
-    arr = np.asarray(rows, dtype=np.float64)
+    try:
+        arr = np.asarray(rows, dtype=np.float64)
+    except OverflowError:
+        raise BadInput("a number is too large for a 64-bit float") from None
     if not np.isfinite(arr).all():
-        raise BadInput("values must be finite numbers")
+        i, j = (int(x[0]) for x in np.nonzero(~np.isfinite(arr)))
+        raise BadInput(f"row {i}, column {cols[j]}: expected a finite number, got {arr[i, j]}")
+    return arr
+
+
+def _frame(arr: np.ndarray, loaded: Loaded) -> Any:
+    """What the flavor's predict gets: the array itself (see _warm) or a frame of the signature's dtypes."""
     if loaded.array_ok:
         return arr
+    cols = loaded.columns or []
     frame = pd.DataFrame(arr, columns=cols, copy=False)
     for col, dt in loaded.dtypes.items():
         if dt is np.float64:
@@ -437,7 +485,7 @@ def _frame(rows: list[list[Any]], loaded: Loaded) -> pd.DataFrame:
     return frame
 
 
-def _parse_csv(body: bytes, loaded: Loaded) -> list[list[Any]]:
+def _parse_csv(body: bytes, loaded: Loaded) -> np.ndarray:
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
@@ -445,8 +493,7 @@ def _parse_csv(body: bytes, loaded: Loaded) -> list[list[Any]]:
     reader = csv.reader(io.StringIO(text))
     header = next(reader, None)
     if not header:
-        raise BadInput("the CSV body is empty: send a header row and at least one data row")
-    header = [h.strip() for h in header]
+        raise BadInput("the CSV body is empty: send a header row and at least one data row", final=True)
     _check_columns(header, loaded, "the CSV header")
     idx = [header.index(c) for c in loaded.columns or []]
     rows = []
@@ -454,32 +501,158 @@ def _parse_csv(body: bytes, loaded: Loaded) -> list[list[Any]]:
         if not rec:
             continue
         if len(rec) != len(header):
-            raise BadInput(f"CSV row {n + 1} has {len(rec)} fields, the header has {len(header)}")
+            # pandas reads a row longer than the header by taking its first field as the row's
+            # label: MLflow then predicts on shifted values. Refused here (README, "Drop-in").
+            more = " (mlflow models serve would take the first field as the row's label and predict on the rest)"
+            raise BadInput(
+                f"CSV row {n + 1} has {len(rec)} fields, the header has {len(header)}{more if len(rec) > len(header) else ''}",
+                final=len(rec) > len(header),
+            )
         row = []
         for j in idx:
+            field = rec[j]
             try:
-                row.append(float(rec[j]))
+                if not field.isascii() or "_" in field:
+                    raise ValueError(field)  # float() reads "1_0" and non-ASCII digits; pandas does not
+                row.append(float(field))
             except ValueError:
-                raise BadInput(f"CSV row {n + 1}, column {header[j]}: expected a number, got {rec[j][:40]!r}") from None
+                raise BadInput(f"CSV row {n + 1}, column {header[j]}: expected a number, got {field[:40]!r}") from None
         rows.append(row)
     if not rows:
         raise BadInput("the CSV body has a header but no data rows")
-    return rows
+    arr = np.asarray(rows, dtype=np.float64)
+    if not np.isfinite(arr).all():
+        i, j = (int(x[0]) for x in np.nonzero(~np.isfinite(arr)))
+        raise BadInput(f"CSV row {i + 1}, column {(loaded.columns or [])[j]}: expected a finite number, got {arr[i, j]}")
+    return arr
 
 
 def _parse_json(body: bytes) -> tuple[str, Any]:
     try:
         doc = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise BadInput(f"the body is not valid JSON: {exc}") from None
+        if "UTF-8" in str(exc):
+            raise BadInput("the body is not valid UTF-8 (JSON must be)") from None
+        hint = "; NaN and Infinity are not JSON numbers (the model needs finite numbers)" if b"NaN" in body or b"Infinity" in body else ""
+        raise BadInput(f"the body is not valid JSON: {exc}{hint}") from None
     if not isinstance(doc, dict):
         raise BadInput(f"the body must be a JSON object with exactly one of {', '.join(FORMATS)}; got {_type_name(doc)}")
     keys = [k for k in FORMATS if k in doc]
-    other = [k for k in doc if k not in FORMATS and k != "params"]
-    if len(keys) != 1 or other:
+    if len(keys) != 1:
         found = ", ".join(doc.keys()) or "nothing"
         raise BadInput(f"the body must have exactly one of {', '.join(FORMATS)} (and optionally params); found {found}")
     return keys[0], doc[keys[0]]
+
+
+def _fast_input(mime: str, body: bytes, loaded: Loaded) -> np.ndarray:
+    """The request's rows as a float64 array in signature order, or BadInput."""
+    if mime == CSV_TYPE:
+        return _parse_csv(body, loaded)
+    key, value = _parse_json(body)
+    if key == "dataframe_split":
+        rows = _rows_from_split(value, loaded)
+    elif key == "dataframe_records":
+        rows = _rows_from_records(value, loaded, key)
+    else:
+        rows = _rows_from_tensor_style(value, loaded, key)
+    return _array(rows, loaded)
+
+
+def _mlflow_answer(body: bytes, ctype: str, loaded: Loaded) -> tuple[int, bytes, str]:
+    """
+    MLflow's own scoring function (what `mlflow models serve` runs for a request): its
+    parsing, schema enforcement and pyfunc predict, with scikit-learn's own checks on
+    (the fast path turns them off). Runs in a thread. Returns status, body, message:
+    the body is MLflow's JSON for a 200, the message its reason otherwise.
+    """
+    import sklearn
+    from mlflow.exceptions import MlflowException
+    from mlflow.pyfunc import scoring_server
+
+    try:
+        with sklearn.config_context(assume_finite=False):
+            res = scoring_server.invocations(body, ctype, loaded.model, loaded.schema)
+    except MlflowException as exc:
+        return exc.get_http_status_code(), b"", _short(exc)
+    except Exception as exc:  # noqa: BLE001 - MLflow answers these with a 400 too
+        return 400, b"", _short(exc)
+    if res.status == 200:
+        return 200, res.response.encode(), ""
+    return res.status, b"", str(res.response).strip().splitlines()[0][:300]
+
+
+# ----------------------------------------------------------------- batching
+
+
+class Batcher:
+    """
+    Micro-batching: the requests one worker has parsed in one turn of its event loop
+    are predicted in one call of the model (scikit-learn's per-call checks cost more
+    than the model for a few rows), then each gets its own rows of the answer.
+
+    Only for a model whose `batch_ok` was checked before it was swapped in (its
+    answer for rows predicted together equals its answers for each row alone, see
+    _warm) and for requests of at most BATCH_MAX_ROWS rows. No request waits for
+    another: the batch is whatever is ready when the loop gets to it (call_soon).
+    When the call fails, each request of the batch is predicted alone, so an error
+    stays with the request that caused it.
+    """
+
+    def __init__(self) -> None:
+        self.pending: list[tuple[Loaded, np.ndarray, asyncio.Future]] = []
+        self.scheduled = False
+
+    def submit(self, loaded: Loaded, arr: np.ndarray) -> asyncio.Future:
+        loop = asyncio.get_running_loop()
+        fut = loop.create_future()
+        self.pending.append((loaded, arr, fut))
+        if not self.scheduled:
+            self.scheduled = True
+            loop.call_soon(self.flush)
+        return fut
+
+    def flush(self) -> None:
+        self.scheduled = False
+        pending, self.pending = self.pending, []
+        groups: dict[int, list[tuple[Loaded, np.ndarray, asyncio.Future]]] = {}
+        for item in pending:  # a swap between two requests: one call per model
+            groups.setdefault(id(item[0]), []).append(item)
+        for items in groups.values():
+            if len(items) > 1 and self._together(items):
+                continue
+            for loaded, arr, fut in items:
+                try:
+                    pred = _predict(loaded, arr)  # batch_ok implies array_ok: the array is the input
+                except Exception as exc:  # noqa: BLE001 - the request's own error
+                    if not fut.done():
+                        fut.set_exception(exc)
+                    continue
+                if not fut.done():
+                    fut.set_result(pred)
+
+    @staticmethod
+    def _together(items: list[tuple[Loaded, np.ndarray, asyncio.Future]]) -> bool:
+        loaded = items[0][0]
+        try:
+            pred = loaded.fast(np.concatenate([arr for _, arr, _ in items]))
+        except Exception:  # noqa: BLE001 - predicted one by one instead
+            return False
+        total = sum(len(arr) for _, arr, _ in items)
+        if not isinstance(pred, np.ndarray) or len(pred) != total:
+            return False
+        offset = 0
+        for _, arr, fut in items:
+            n = len(arr)
+            if not fut.done():
+                fut.set_result(pred[offset : offset + n])
+            offset += n
+        if _registry is not None:
+            BATCHED.inc(len(items))
+        return True
+
+
+batcher = Batcher()
+BATCH_MAX_ROWS = 1000
 
 
 def _predict(loaded: Loaded, frame: Any) -> Any:
@@ -488,17 +661,10 @@ def _predict(loaded: Loaded, frame: Any) -> Any:
     return loaded.model.predict(frame)
 
 
-def _generic_frame(key: str, value: Any) -> Any:
-    """Models without a numeric column signature: pandas does the parsing, pyfunc enforces the schema."""
-    if key == "dataframe_split":
-        if not isinstance(value, dict) or "data" not in value:
-            raise BadInput("dataframe_split must be an object with columns and data")
-        return pd.DataFrame(value["data"], columns=value.get("columns"))
-    if key == "dataframe_records":
-        return pd.DataFrame.from_records(value)
-    if isinstance(value, dict):
-        return pd.DataFrame({k: v if isinstance(v, list) else [v] for k, v in value.items()})
-    return value if not isinstance(value, list) or not value or not isinstance(value[0], dict) else pd.DataFrame(value)
+async def _predict_rows(loaded: Loaded, arr: np.ndarray, frame: Any) -> Any:
+    if loaded.batch_ok and len(arr) <= BATCH_MAX_ROWS:
+        return await batcher.submit(loaded, arr)
+    return _predict(loaded, frame)
 
 
 def _jsonable(pred: Any) -> Any:
@@ -509,6 +675,15 @@ def _jsonable(pred: Any) -> Any:
     if isinstance(pred, pd.Series):
         return pred.to_numpy()
     return pred
+
+
+def _predictions_json(pred: Any) -> bytes:
+    try:
+        return orjson.dumps({"predictions": _jsonable(pred)}, option=orjson.OPT_SERIALIZE_NUMPY)
+    except TypeError:  # e.g. an array of objects (string labels): MLflow's own conversion
+        from mlflow.utils.proto_json_utils import _get_jsonable_obj
+
+        return orjson.dumps({"predictions": _get_jsonable_obj(pred, pandas_orient="records")})
 
 
 # --------------------------------------------------------------------- the app
@@ -522,10 +697,158 @@ def _json(payload: Any, status: int = 200) -> Response:
     )
 
 
-def _error(status: int, message: str) -> Response:
+def _error_body(status: int, message: str) -> bytes:
     if _registry is not None:
         REQUESTS.labels(str(status)).inc()
-    return _json({"error_code": "BAD_REQUEST" if status == 400 else str(status), "message": message}, status)
+    return orjson.dumps({"error_code": "BAD_REQUEST" if status == 400 else str(status), "message": message})
+
+
+def _content_type(ctype: str | None) -> str:
+    """
+    The media type of a request, by MLflow's rules (the type exactly as MLflow spells
+    it, a charset of utf-8 only, no other parameter), with a 415 that says what is
+    allowed. MLflow answers a request without Content-Type with a 500; this is a 415.
+    """
+    allowed = ", ".join(MEDIA_TYPES)
+    if ctype is None:
+        raise BadInput(f"the request has no Content-Type; send one of {allowed}", 415)
+    parts = [p.strip() for p in ctype.split(";")]
+    params = {k: v for k, _, v in (p.partition("=") for p in parts[1:])}
+    if params.get("charset", "utf-8").lower() != "utf-8":
+        raise BadInput(f"content type {ctype!r}: only charset=utf-8 is supported", 415)
+    unknown = set(params) - {"charset"}
+    if unknown:
+        names = ", ".join(sorted(repr(k) for k in unknown))
+        raise BadInput(f"content type {ctype!r}: parameter(s) {names} not supported; only charset=utf-8", 415)
+    if parts[0] not in MEDIA_TYPES:
+        raise BadInput(f"content type {parts[0]!r} is not supported; send one of {allowed} (in lower case)", 415)
+    return parts[0]
+
+
+async def _read_body(scope: dict[str, Any], receive: Any) -> bytes:
+    length = None
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            length = value
+    if length is not None:
+        if not length.isdigit():
+            raise BadInput("Content-Length is not a number")
+        if int(length) > MAX_BODY_BYTES:
+            raise BadInput(f"the body is {int(length)} bytes; the limit is {MAX_BODY_BYTES}", 413)
+    chunks, total = [], 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ConnectionAbortedError("the client went away")
+        chunk = message.get("body", b"")
+        if chunk:
+            total += len(chunk)
+            if total > MAX_BODY_BYTES:
+                raise BadInput(f"the body is over the limit of {MAX_BODY_BYTES} bytes", 413)
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+async def _invocations(scope: dict[str, Any], receive: Any) -> tuple[int, bytes]:
+    """POST /invocations: the status and JSON body of the answer."""
+    started = time.perf_counter()
+    loaded = holder.current  # read once: a swap during this request does not affect it
+    ctype = None
+    for name, value in scope["headers"]:
+        if name == b"content-type":
+            ctype = value.decode("latin-1")
+    try:
+        mime = _content_type(ctype)
+        body = await _read_body(scope, receive)
+        if not body.strip() and mime != PARQUET_TYPE:
+            raise BadInput(
+                f"the body is empty; send a JSON object with exactly one of {', '.join(FORMATS)}, or CSV with a header"
+            )
+        if loaded is None and not holder.first_load.is_set():
+            # This worker is still loading its first model (a sibling may already serve): wait for it.
+            for _ in range(400):
+                await asyncio.sleep(0.05)
+                if holder.first_load.is_set():
+                    break
+            loaded = holder.current
+        if loaded is None:
+            return 503, _error_body(503, f"no model loaded: {holder.last_error}")
+        refusal: BadInput | None = None
+        if loaded.dtypes and mime != PARQUET_TYPE:
+            try:
+                arr = _fast_input(mime, body, loaded)
+                frame = arr if loaded.array_ok else _frame(arr, loaded)
+            except BadInput as exc:
+                if exc.final:
+                    raise
+                refusal = exc
+            else:
+                try:
+                    pred = await _predict_rows(loaded, arr, frame)
+                except Exception as exc:  # noqa: BLE001
+                    log.exception("prediction failed")
+                    return 500, _error_body(500, f"the model failed on valid input: {_short(exc)}")
+                if _registry is not None:
+                    REQUESTS_OK.inc()
+                    ROWS.inc(len(arr))
+                    LATENCY.observe(time.perf_counter() - started)
+                return 200, _predictions_json(pred)
+        # MLflow's own parser and enforcement: inputs the fast path does not read, and other models.
+        status, answer, reason = await asyncio.to_thread(_mlflow_answer, body, ctype or "", loaded)
+        if status == 200:
+            if _registry is not None:
+                REQUESTS_OK.inc()
+                ROWS.inc(len(orjson.loads(answer).get("predictions") or []))
+                LATENCY.observe(time.perf_counter() - started)
+            return 200, answer
+        if refusal is not None:
+            raise refusal
+        if status >= 500:
+            log.error("MLflow's scoring failed: %s", reason)
+        return status, _error_body(status, reason)
+    except BadInput as exc:
+        return exc.status, _error_body(exc.status, str(exc))
+
+
+class Invocations:
+    """
+    ASGI middleware that answers POST /invocations itself (the hot path: no routing,
+    no Request object); everything else goes on to FastAPI. Sits inside ApiKeys.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/invocations":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] != "POST":
+            status, body = 405, _error_body(405, f"{scope['method']} /invocations: only POST is allowed")
+            extra = [(b"allow", b"POST")]
+        else:
+            extra = []
+            try:
+                status, body = await _invocations(scope, receive)
+            except ConnectionAbortedError:
+                return
+            except Exception as exc:  # noqa: BLE001 - never a stack trace to the client
+                log.exception("POST /invocations failed")
+                status, body = 500, _error_body(500, f"internal error: {_short(exc)}")
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *extra,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
 
 
 # ------------------------------------------------------------------ API keys
@@ -598,6 +921,8 @@ class ApiKeys:
 
 
 app = FastAPI(title="mlops prediction API", version=API_VERSION, docs_url=None, redoc_url=None, openapi_url=None)
+# Added first, so it sits inside ApiKeys: POST /invocations is answered only with a key.
+app.add_middleware(Invocations)
 app.add_middleware(ApiKeys, digests=_api_key_digests(dict(os.environ)))
 
 
@@ -619,6 +944,8 @@ def _startup() -> None:
     import sklearn
 
     _exit_with_parent()
+    # What MLflow's scoring server sets (models with type hints read it); the fallback path runs MLflow's code.
+    os.environ["_MLFLOW_IS_IN_SERVING_ENVIRONMENT"] = "true"
 
     # The input is validated here (finite numbers); sklearn's own re-checks cost more than the model.
     sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
@@ -630,90 +957,6 @@ def _startup() -> None:
 @app.on_event("shutdown")
 def _shutdown() -> None:
     holder.stop()
-
-
-async def _read_body(request: Request) -> bytes:
-    length = request.headers.get("content-length")
-    if length is not None:
-        if not length.isdigit():
-            raise BadInput("Content-Length is not a number")
-        if int(length) > MAX_BODY_BYTES:
-            raise BadInput(f"the body is {int(length)} bytes; the limit is {MAX_BODY_BYTES}", 413)
-        return await request.body()
-    chunks, total = [], 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > MAX_BODY_BYTES:
-            raise BadInput(f"the body is over the limit of {MAX_BODY_BYTES} bytes", 413)
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-@app.post("/invocations")
-async def invocations(request: Request) -> Response:
-    started = time.perf_counter()
-    loaded = holder.current  # read once: a swap during this request does not affect it
-    try:
-        ctype = request.headers.get("content-type", "")
-        mime, _, params = ctype.partition(";")
-        mime = mime.strip().lower()
-        if mime not in JSON_TYPES and mime not in CSV_TYPES:
-            raise BadInput(
-                f"content type {ctype or '(none)'!r} is not supported; send application/json or text/csv", 415
-            )
-        charset = params.strip().lower()
-        if charset and charset.replace(" ", "") not in ("charset=utf-8",):
-            raise BadInput(f"content type parameter {params.strip()!r} is not supported; only charset=utf-8", 415)
-        body = await _read_body(request)
-        if not body.strip():
-            raise BadInput(
-                f"the body is empty; send a JSON object with exactly one of {', '.join(FORMATS)}, or CSV with a header"
-            )
-        if loaded is None and not holder.first_load.is_set():
-            # This worker is still loading its first model (a sibling may already serve): wait for it.
-            for _ in range(400):
-                await asyncio.sleep(0.05)
-                if holder.first_load.is_set():
-                    break
-            loaded = holder.current
-        if loaded is None:
-            return _error(503, f"no model loaded: {holder.last_error}")
-        if mime in CSV_TYPES:
-            if not loaded.dtypes:
-                raise BadInput("CSV input needs a model with a numeric column signature; send JSON")
-            frame = _frame(_parse_csv(body, loaded), loaded)
-        else:
-            key, value = _parse_json(body)
-            if loaded.dtypes:
-                if key == "dataframe_split":
-                    rows = _rows_from_split(value, loaded)
-                elif key == "dataframe_records":
-                    rows = _rows_from_records(value, loaded, key)
-                else:
-                    rows = _rows_from_tensor_style(value, loaded, key)
-                frame = _frame(rows, loaded)
-            else:
-                frame = _generic_frame(key, value)
-        try:
-            pred = _predict(loaded, frame)
-        except Exception as exc:  # noqa: BLE001
-            from mlflow.exceptions import MlflowException
-
-            if isinstance(exc, MlflowException) and exc.get_http_status_code() == 400:
-                raise BadInput(_short(exc)) from None
-            log.exception("prediction failed")
-            return _error(500, f"the model failed on valid input: {_short(exc)}")
-    except BadInput as exc:
-        return _error(exc.status, str(exc))
-    except Exception as exc:  # noqa: BLE001 - a malformed value pandas or numpy refused
-        if isinstance(exc, (ValueError, TypeError)):
-            return _error(400, f"the input could not be read: {_short(exc)}")
-        raise
-    if _registry is not None:
-        REQUESTS.labels("200").inc()
-        ROWS.inc(len(frame))
-        LATENCY.observe(time.perf_counter() - started)
-    return _json({"predictions": _jsonable(pred)})
 
 
 @app.get("/health")
@@ -734,7 +977,23 @@ def ready() -> Response:
     cur = holder.current
     if cur is None:
         return _json({"ready": False, "reason": f"no model loaded: {holder.last_error}"}, 503)
-    return _json({"ready": True, "model": f"{MODEL_NAME} version {cur.version} (@{MODEL_ALIAS})"})
+    # Still 200 when the alias points at a version that could not be loaded (this one keeps serving,
+    # the load balancer keeps it); servesAlias and reason tell the agent, whose probe checks them.
+    wanted = holder.unloadable
+    reason = (
+        f"serving {MODEL_NAME} version {cur.version}, but {MODEL_ALIAS} points at version {wanted[0]}, "
+        f"which could not be loaded: {wanted[1]}"
+        if wanted
+        else None
+    )
+    return _json(
+        {
+            "ready": True,
+            "model": f"{MODEL_NAME} version {cur.version} (@{MODEL_ALIAS})",
+            "servesAlias": wanted is None,
+            "reason": reason,
+        }
+    )
 
 
 @app.get("/version")
