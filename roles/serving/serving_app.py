@@ -259,6 +259,7 @@ class ModelHolder:
         import mlflow
 
         uri = f"models:/{MODEL_NAME}/{version}"
+        path = None
         try:
             path = _download(uri, version)
             model = mlflow.pyfunc.load_model(path)
@@ -268,6 +269,9 @@ class ModelHolder:
         except Exception:
             if _registry is not None:
                 LOADS.labels("error").inc()
+            if path and MODEL_CACHE and os.path.dirname(path) == MODEL_CACHE:
+                # Files that do not load leave the cache: repaired files are downloaded on the next try.
+                shutil.rmtree(path, ignore_errors=True)
             raise
 
 

@@ -73,11 +73,12 @@ export function compatCases(parquet: Uint8Array): CompatCase[] {
     j("a nested list as a value", split([[5.1, [3.5], 1.4, 0.2]])),
     j("an object as a value", { dataframe_records: [rec([5.1, { v: 3.5 }, 1.4, 0.2])] }),
     j("big numbers", split([[1e300, -1e300, 1e-300, 0]])),
-    j("a huge integer", split([[12345678901234567890123, 3.5, 1.4, 0.2]])),
+    { name: "a huge integer", body: `{"dataframe_split": {"columns": ${JSON.stringify(FEATURES)}, "data": [[12345678901234567890123, 3.5, 1.4, 0.2]]}}`, contentType: JSON_TYPE },
     { name: "a 64-bit integer", body: `{"dataframe_split": {"columns": ${JSON.stringify(FEATURES)}, "data": [[9007199254740993, 3.5, 1.4, 0.2]]}}`, contentType: JSON_TYPE },
     // extra and missing columns
     j("an extra column (records)", { dataframe_records: [{ ...rec(SETOSA), color: "blue" }] }),
     j("an extra numeric column (split)", split([[...SETOSA, 9]], [...FEATURES, "extra"])),
+    j("an extra column of another length (inputs columnar)", { inputs: { ...Object.fromEntries(FEATURES.map((f, i) => [f, [SETOSA[i]]])), color: ["blue", "red"] } }),
     j("an extra column (inputs columnar)", { inputs: { ...Object.fromEntries(FEATURES.map((f, i) => [f, [SETOSA[i]]])), color: ["blue"] } }),
     j("a missing column (records)", { dataframe_records: [rec(SETOSA.slice(0, 3))] }),
     j("a missing column (split)", split([SETOSA.slice(0, 3)], FEATURES.slice(0, 3))),
