@@ -34,6 +34,8 @@ let statusUrl = "";
 let adminEnv: Record<string, string> = {};
 let mlflowAdmin: Record<string, string> = {};
 let refServer: ChildProcess | undefined;
+/** `up` gives the API a key (<dir>/secrets/serving-api-key); MLflow's server ignores the header. */
+let auth: Record<string, string> = {};
 
 /**
  * Answers that differ from `mlflow models serve` on purpose (README, "Drop-in for
@@ -59,7 +61,7 @@ interface Answer {
 
 async function call(base: string, c: CompatCase): Promise<Answer> {
   // A new connection per request: MLflow's server closes its side after a 500.
-  const headers: Record<string, string> = { connection: "close" };
+  const headers: Record<string, string> = { connection: "close", ...auth };
   if (c.contentType !== undefined) headers["content-type"] = c.contentType;
   const r = await fetch(`${base}/invocations`, { method: "POST", headers, body: c.body as BodyInit, signal: AbortSignal.timeout(60_000) });
   return { status: r.status, text: await r.text() };
@@ -94,6 +96,7 @@ beforeAll(async () => {
   statusUrl = `http://127.0.0.1:${statusBase + 2}`;
   const up = cli(["up", "--dir", dir, "--roles", "mlflow,serving", "--listen", `127.0.0.1:${statusBase}`], { env, timeoutMs: 25 * 60_000 });
   expect(up.code, up.stdout + up.stderr).toBe(0);
+  auth = { authorization: `Bearer ${readFileSync(join(dir, "secrets", "serving-api-key"), "utf8").trim()}` };
   const adminPassword = readFileSync(join(dir, "secrets", "mlflow-admin-password"), "utf8").trim();
   adminEnv = { MLFLOW_TRACKING_USERNAME: "admin", MLFLOW_TRACKING_PASSWORD: adminPassword };
   mlflowAdmin = { authorization: `Basic ${Buffer.from(`admin:${adminPassword}`).toString("base64")}` };
@@ -235,7 +238,7 @@ describe("an alias on a version that cannot be loaded", { timeout: 10 * 60_000 }
     expect(await ready.json()).toMatchObject({ ready: true, model: "iris version 1 (@champion)", servesAlias: false });
     const r = await fetch(`${api}/invocations`, {
       method: "POST",
-      headers: { "content-type": "application/json" },
+      headers: { "content-type": "application/json", ...auth },
       body: JSON.stringify({ dataframe_split: { columns: FEATURES, data: [[6.7, 3.0, 5.2, 2.3]] } }),
     });
     expect(r.status).toBe(200);
