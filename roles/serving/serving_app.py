@@ -798,20 +798,20 @@ async def _invocations(scope: dict[str, Any], receive: Any) -> tuple[int, bytes]
             else:
                 try:
                     pred = await _predict_rows(loaded, arr, frame)
-                except Exception as exc:  # noqa: BLE001
-                    log.exception("prediction failed")
-                    return 500, _error_body(500, f"the model failed on valid input: {_short(exc)}")
-                if _registry is not None:
-                    REQUESTS_OK.inc()
-                    ROWS.inc(len(arr))
-                    LATENCY.observe(time.perf_counter() - started)
-                return 200, _predictions_json(pred)
+                except Exception:  # noqa: BLE001 - MLflow's path below answers it as MLflow would
+                    log.exception("the model failed on input the fast path accepted; trying MLflow's path")
+                else:
+                    if _registry is not None:
+                        REQUESTS_OK.inc()
+                        ROWS.inc(len(arr))
+                        LATENCY.observe(time.perf_counter() - started)
+                    return 200, _predictions_json(pred)
         # MLflow's own parser and enforcement: inputs the fast path does not read, and other models.
         status, answer, reason = await asyncio.to_thread(_mlflow_answer, body, ctype or "", loaded)
         if status == 200:
             if _registry is not None:
                 REQUESTS_OK.inc()
-                ROWS.inc(len(orjson.loads(answer).get("predictions") or []))
+                ROWS.inc(_count_predictions(answer))
                 LATENCY.observe(time.perf_counter() - started)
             return 200, answer
         if refusal is not None:
@@ -821,6 +821,15 @@ async def _invocations(scope: dict[str, Any], receive: Any) -> tuple[int, bytes]
         return status, _error_body(status, reason)
     except BadInput as exc:
         return exc.status, _error_body(exc.status, str(exc))
+
+
+def _count_predictions(answer: bytes) -> int:
+    """Rows in MLflow's answer, for /metrics (its JSON may hold NaN, which orjson refuses)."""
+    try:
+        pred = orjson.loads(answer).get("predictions")
+    except orjson.JSONDecodeError:
+        return 0
+    return len(pred) if isinstance(pred, (list, dict)) else 0
 
 
 class Invocations:
