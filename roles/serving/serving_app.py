@@ -243,7 +243,7 @@ class ModelHolder:
         try:
             loaded = self._load(str(mv.version), mv.run_id)
         except Exception as exc:
-            self.unloadable = (str(mv.version), _short(exc))
+            self.unloadable = (str(mv.version), f"{type(exc).__name__}: {_short(exc)}")
             raise
         previous = self.current
         self.current = loaded  # the swap: one reference
@@ -308,19 +308,27 @@ def _download(uri: str, version: str) -> str:
 def _warm(loaded: Loaded) -> None:
     """
     Predictions before the swap, so the first request does not pay for lazy setup.
-    Also decides whether requests may skip the DataFrame: only when every column is
-    a double and the model answers a plain array exactly as it answers the frame.
+    Also decides whether requests may skip the DataFrame (array_ok: every column is a
+    double and the model answers a plain array exactly as it answers the frame) and
+    whether concurrent requests may share one call (batch_ok: rows predicted together
+    get exactly the answers they get alone). A model that fails these checks is served
+    all the same, through the frame, one request at a time.
     """
     if not (loaded.columns and loaded.dtypes):
         return
-    # Rows over a few orders of magnitude, both signs, integers among them.
-    rng = np.random.default_rng(12)
-    sample = np.round(rng.normal(0, 1, (48, len(loaded.columns))) * 10.0 ** rng.integers(-1, 3, (48, 1)), 3)
-    sample[:8] = np.arange(8 * len(loaded.columns)).reshape(8, -1) / 3
-    by_frame = _predict(loaded, _frame(sample, loaded))
-    if loaded.fast is None or any(dt is not np.float64 for dt in loaded.dtypes.values()):
+    ncols = len(loaded.columns)
+    ints = [j for j, c in enumerate(loaded.columns) if loaded.dtypes[c] in (np.int64, np.int32)]
+    simple = np.arange(8 * ncols, dtype=np.float64).reshape(8, ncols) / 3
+    simple[:, ints] = np.floor(simple[:, ints])
+    _predict(loaded, _frame(simple, loaded))  # a model that fails here is not swapped in
+    if loaded.fast is None or ints or any(dt is not np.float64 for dt in loaded.dtypes.values()):
         return
+    # Rows over a few orders of magnitude, both signs.
+    rng = np.random.default_rng(12)
+    sample = np.round(rng.normal(0, 1, (48, ncols)) * 10.0 ** rng.integers(-1, 3, (48, 1)), 3)
+    sample[:8] = simple
     try:
+        by_frame = _predict(loaded, _frame(sample, loaded))
         by_array = loaded.fast(sample)
         loaded.array_ok = bool(np.array_equal(np.asarray(by_array), np.asarray(by_frame)))
         if loaded.array_ok and isinstance(by_array, np.ndarray) and len(by_array) == len(sample):

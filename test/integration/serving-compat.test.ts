@@ -177,15 +177,19 @@ describe("drop-in for mlflow models serve", { timeout: 15 * 60_000 }, () => {
   });
 });
 
-/** The on-disk directory of a registered version's files: the artifact store of `up` is a directory under <dir>/data. */
-function modelDir(root: string, modelId: string): string {
-  const hits: string[] = [];
+/**
+ * The serialized estimator of a registered version (model.skops, or model.pkl from older
+ * MLflow) on disk: the artifact store of `up` is a directory under <dir>/data.
+ */
+function modelFile(root: string, modelId: string): string {
+  const dirs: string[] = [];
   for (const f of readdirSync(root, { recursive: true, encoding: "utf8" })) {
-    if (f.endsWith("MLmodel") && f.includes(modelId)) hits.push(join(root, f, ".."));
+    if (f.endsWith("MLmodel") && f.includes(modelId)) dirs.push(join(root, f, ".."));
   }
-  const found = hits.find((h) => statSync(join(h, "model.pkl"), { throwIfNoEntry: false })?.isFile());
-  if (!found) throw new Error(`no model.pkl of ${modelId} under ${root} (MLmodel files: ${hits.join(", ")})`);
-  return found;
+  for (const d of dirs) {
+    for (const name of ["model.skops", "model.pkl"]) if (statSync(join(d, name), { throwIfNoEntry: false })?.isFile()) return join(d, name);
+  }
+  throw new Error(`no model.skops or model.pkl of ${modelId} under ${root} (MLmodel in: ${dirs.join(", ") || "none"})`);
 }
 
 describe("an alias on a version that cannot be loaded", { timeout: 10 * 60_000 }, () => {
@@ -203,9 +207,9 @@ describe("an alias on a version that cannot be loaded", { timeout: 10 * 60_000 }
     };
     const modelId = /m-[0-9a-f]+/.exec(mv.model_version.source)?.[0];
     expect(modelId, mv.model_version.source).toBeDefined();
-    const files = modelDir(join(dir, "data"), modelId as string);
-    const pickle = readFileSync(join(files, "model.pkl"));
-    writeFileSync(join(files, "model.pkl"), "this is not a pickle\n");
+    const file = modelFile(join(dir, "data"), modelId as string);
+    const good = readFileSync(file);
+    writeFileSync(file, "these are not the model's bytes\n");
 
     const setAlias = async (v: string) =>
       expect(
@@ -228,7 +232,7 @@ describe("an alias on a version that cannot be loaded", { timeout: 10 * 60_000 }
       120_000,
       1_000,
     );
-    expect(degraded.reason).toMatch(/^predict is unhealthy: serving iris version 1, but champion points at version 2, which could not be loaded: \S/);
+    expect(degraded.reason).toMatch(/^predict is unhealthy: serving iris version 1, but champion points at version 2, which could not be loaded: \w+: \S/);
     console.log(`degraded: ${degraded.reason}`);
     const predict = degraded.services.find((s) => s.name === "predict");
     expect(predict?.health).toBe("unhealthy");
@@ -245,7 +249,7 @@ describe("an alias on a version that cannot be loaded", { timeout: 10 * 60_000 }
     expect(await r.json()).toEqual({ predictions: [2] });
 
     // Repaired files: the next poll downloads them again (the broken copy left the cache) and loads version 2.
-    writeFileSync(join(files, "model.pkl"), pickle);
+    writeFileSync(file, good);
     const back = await waitFor(
       "the serving agent reports ready",
       async () => {
