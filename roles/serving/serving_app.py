@@ -8,16 +8,22 @@ service, warms it, and swaps one reference. A request reads that reference
 once, so a swap never fails a request.
 
 Routes:
-  POST /invocations  exactly one of dataframe_split, dataframe_records, inputs,
-                     instances (JSON), or CSV with a header -> {"predictions": [...]}
+  POST /invocations  what `mlflow models serve` takes: exactly one of
+                     dataframe_split, dataframe_records, inputs, instances (JSON),
+                     CSV with a header, or Parquet -> {"predictions": [...]}
   GET  /health       the server is alive (200), with the model state
-  GET  /ready        200 once a model is loaded, 503 before
+  GET  /ready        200 once a model is loaded, 503 before; while the alias
+                     points at a version that could not be loaded, still 200
+                     (this one keeps serving) with servesAlias false and a reason
+                     naming both versions and the error, which the agent's
+                     readiness probe reads
   GET  /version      versions of this API, MLflow and the model served
   GET  /models       name, version, alias, run, loaded at
   GET  /metrics      Prometheus text (all workers)
 
-A client's mistake is a 400 (what is wrong, what is allowed), 413 (body over
-the cap) or 415 (content type); never a 500.
+A drop-in for MLflow's scoring server (serving_input.py): where MLflow answers
+200, the same predictions; where it answers 4xx, a 4xx that says what is wrong
+and what is allowed: 400, 413 (body over the cap) or 415 (content type).
 
 API keys: when MLOPS_SERVING_API_KEY_<n> or MLOPS_DASHBOARD_API_KEY is set (the
 agent renders them from serving.apiKeys and serving.dashboardApiKey into the
@@ -28,14 +34,16 @@ or with a wrong one the answer is 401 with a JSON message and
 digests, so not even their length shows). The load balancer's health check and
 the agent's probes use /health and /ready, which stay open.
 
-Speed: for a model whose signature has only numeric columns (the iris model),
-the input is checked against the signature here, once, and the flavor's own
-predict is called with a DataFrame of the signature's columns and dtypes, which
-skips pyfunc's second schema enforcement. When every column is a double and the
-model gives the same answers for a float64 array in signature order (checked
-on a sample before the model is swapped in), it gets that array and skips the
-DataFrame too. Every other model goes through ``PyFuncModel.predict`` and its
-enforcement.
+Speed: /invocations is a pure ASGI handler (class Invocations). For a model
+whose signature has only numeric columns (the iris model), the input is checked
+against the signature once (serving_input.py) and the flavor's own predict is
+called with a DataFrame of the signature's columns and dtypes, which skips
+pyfunc's second schema enforcement. When every column is a double and the model
+gives the same answers for a float64 array in signature order (checked on a
+sample before the model is swapped in), it gets that array and skips the
+DataFrame too, and concurrent requests share one predict call when that was
+checked to give every row the answer it gets alone (serving_batch.py). Every
+other input and model goes through MLflow's own scoring function.
 
 Settings (environment): MLFLOW_TRACKING_URI (with MLFLOW_TRACKING_USERNAME and
 MLFLOW_TRACKING_PASSWORD for an MLflow with basic auth), MLOPS_SERVING_MODEL_NAME,
@@ -47,11 +55,9 @@ are downloaded), PROMETHEUS_MULTIPROC_DIR (set by serving_main.py).
 from __future__ import annotations
 
 import asyncio
-import csv
 import gc
 import hashlib
 import hmac
-import io
 import logging
 import os
 import shutil
@@ -66,13 +72,19 @@ import orjson
 import pandas as pd
 from fastapi import FastAPI
 from fastapi.responses import Response
+from serving_batch import Batcher
+from serving_input import (
+    FORMATS,
+    PARQUET_TYPE,
+    BadInput,
+    content_type,
+    fast_input,
+    mlflow_answer,
+    model_input,
+    short,
+)
 
 API_VERSION = "1.0.0"
-FORMATS = ("dataframe_split", "dataframe_records", "inputs", "instances")
-JSON_TYPE = "application/json"
-CSV_TYPE = "text/csv"
-PARQUET_TYPE = "application/vnd.apache.parquet"
-MEDIA_TYPES = (JSON_TYPE, CSV_TYPE, PARQUET_TYPE)
 NUMERIC = {"double": np.float64, "float": np.float32, "long": np.int64, "integer": np.int32}
 
 log = logging.getLogger("mlops.serving")
@@ -82,16 +94,6 @@ MODEL_ALIAS = os.environ.get("MLOPS_SERVING_MODEL_ALIAS", "champion")
 POLL_SECONDS = float(os.environ.get("MLOPS_SERVING_POLL_SECONDS", "5"))
 MAX_BODY_BYTES = int(os.environ.get("MLOPS_SERVING_MAX_BODY_BYTES", str(5 * 1024 * 1024)))
 MODEL_CACHE = os.environ.get("MLOPS_SERVING_MODEL_CACHE", "")
-
-
-class BadInput(Exception):
-    """A client's mistake: answered with this status and message."""
-
-    def __init__(self, message: str, status: int = 400, final: bool = False):
-        super().__init__(message)
-        self.status = status
-        # final: answered as is; MLflow's own parser is not tried (a stricter answer on purpose).
-        self.final = final
 
 
 # --------------------------------------------------------------------- metrics
@@ -210,7 +212,7 @@ class ModelHolder:
                 self.first_load.set()
                 delay = POLL_SECONDS
             except Exception as exc:  # noqa: BLE001 - reported on /health and /ready, retried
-                self.last_error = _short(exc)
+                self.last_error = short(exc)
                 self.first_load.set()
                 log.warning("model %s@%s: %s", MODEL_NAME, MODEL_ALIAS, self.last_error)
                 # Retry sooner while nothing is served; back off to the poll period otherwise.
@@ -243,7 +245,7 @@ class ModelHolder:
         try:
             loaded = self._load(str(mv.version), mv.run_id)
         except Exception as exc:
-            self.unloadable = (str(mv.version), f"{type(exc).__name__}: {_short(exc)}")
+            self.unloadable = (str(mv.version), f"{type(exc).__name__}: {short(exc)}")
             raise
         previous = self.current
         self.current = loaded  # the swap: one reference
@@ -320,7 +322,7 @@ def _warm(loaded: Loaded) -> None:
     ints = [j for j, c in enumerate(loaded.columns) if loaded.dtypes[c] in (np.int64, np.int32)]
     simple = np.arange(8 * ncols, dtype=np.float64).reshape(8, ncols) / 3
     simple[:, ints] = np.floor(simple[:, ints])
-    _predict(loaded, _frame(simple, loaded))  # a model that fails here is not swapped in
+    _predict(loaded, model_input(simple, loaded))  # a model that fails here is not swapped in
     if loaded.fast is None or ints or any(dt is not np.float64 for dt in loaded.dtypes.values()):
         return
     # Rows over a few orders of magnitude, both signs.
@@ -328,7 +330,7 @@ def _warm(loaded: Loaded) -> None:
     sample = np.round(rng.normal(0, 1, (48, ncols)) * 10.0 ** rng.integers(-1, 3, (48, 1)), 3)
     sample[:8] = simple
     try:
-        by_frame = _predict(loaded, _frame(sample, loaded))
+        by_frame = _predict(loaded, model_input(sample, loaded))
         by_array = loaded.fast(sample)
         loaded.array_ok = bool(np.array_equal(np.asarray(by_array), np.asarray(by_frame)))
         if loaded.array_ok and isinstance(by_array, np.ndarray) and len(by_array) == len(sample):
@@ -340,337 +342,7 @@ def _warm(loaded: Loaded) -> None:
         loaded.array_ok = loaded.batch_ok = False
 
 
-def _short(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
-
-
-holder = ModelHolder()
-
-
-# ------------------------------------------------------------------ parsing
-#
-# The fast path reads the common inputs of a model with a numeric column signature
-# (JSON in MLflow's four formats, CSV with a header) straight into a float64 array in
-# signature order. It may refuse anything it is not sure of: a refusal (BadInput) is
-# then tried once more by MLflow's own parser and enforcement (`_mlflow_answer`), so
-# whatever `mlflow models serve` predicts, this API predicts too, and whatever MLflow
-# refuses is refused with the fast path's message, which names the row and column.
-# The fast path must never accept an input MLflow refuses (the compat test checks it).
-
-
-def _type_name(v: Any) -> str:
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "boolean"
-    if isinstance(v, str):
-        return f"string {orjson.dumps(v[:40]).decode()}"
-    if isinstance(v, (list, dict)):
-        return "array" if isinstance(v, list) else "object"
-    return type(v).__name__
-
-
-def _check_columns(got: list[str], loaded: Loaded, where: str) -> None:
-    """Every signature column present once; other columns are ignored (as MLflow ignores them)."""
-    expected = loaded.columns or []
-    if len(set(got)) != len(got):
-        dup = sorted({c for c in got if got.count(c) > 1})
-        raise BadInput(f"{where}: duplicate column(s) {', '.join(dup)}")
-    missing = [c for c in expected if c not in got]
-    if missing:
-        extra = [c for c in got if c not in expected]
-        unused = f"; unexpected column(s) {', '.join(extra)} (ignored)" if extra else ""
-        raise BadInput(
-            f"missing column(s) {', '.join(missing)} in {where}{unused}; the model expects {', '.join(expected)}"
-        )
-
-
-def _rows_from_records(records: Any, loaded: Loaded, where: str) -> list[list[Any]]:
-    if not isinstance(records, list):
-        raise BadInput(f"{where} must be a list of objects (one per row), got {_type_name(records)}")
-    if not records:
-        raise BadInput(f"{where} is empty: send at least one row")
-    cols = loaded.columns or []
-    expected = set(cols)
-    rows = []
-    for i, rec in enumerate(records):
-        if not isinstance(rec, dict):
-            raise BadInput(f"{where}[{i}] must be an object of column: value, got {_type_name(rec)}")
-        if rec.keys() != expected:
-            _check_columns(list(rec.keys()), loaded, f"{where}[{i}]")
-        rows.append([rec[c] for c in cols])
-    return rows
-
-
-def _rows_from_split(split: Any, loaded: Loaded) -> list[list[Any]]:
-    if not isinstance(split, dict):
-        raise BadInput(f"dataframe_split must be an object with columns and data, got {_type_name(split)}")
-    unknown = set(split) - {"columns", "data", "index"}
-    if unknown:
-        raise BadInput(f"dataframe_split has unknown field(s) {', '.join(sorted(unknown))}; allowed: columns, data, index")
-    columns, data = split.get("columns"), split.get("data")
-    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
-        raise BadInput("dataframe_split.columns must be a list of column names")
-    if not isinstance(data, list):
-        raise BadInput("dataframe_split.data must be a list of rows (lists of values)")
-    if not data:
-        raise BadInput("dataframe_split.data is empty: send at least one row")
-    index = split.get("index")
-    if index is not None and (not isinstance(index, list) or len(index) != len(data)):
-        raise BadInput(f"dataframe_split.index must be a list of {len(data)} labels, one per row")
-    cols = loaded.columns or []
-    if columns != cols:
-        _check_columns(columns, loaded, "dataframe_split.columns")
-    n = len(columns)
-    for i, row in enumerate(data):
-        if type(row) is not list or len(row) != n:
-            what = f"{len(row)} values" if isinstance(row, list) else _type_name(row)
-            raise BadInput(f"dataframe_split.data[{i}] must be a list of {n} values (one per column), got {what}")
-    if columns == cols:
-        return data
-    order = [columns.index(c) for c in cols]
-    return [[row[j] for j in order] for row in data]
-
-
-def _rows_from_tensor_style(value: Any, loaded: Loaded, key: str) -> list[list[Any]]:
-    """`inputs` / `instances` for a model with named columns: records, or columns {column: [values]}."""
-    cols = loaded.columns or []
-    if isinstance(value, dict):
-        _check_columns(list(value.keys()), loaded, key)
-        values = list(value.values())
-        if all(not isinstance(v, (list, dict)) for v in values):
-            return [[value[c] for c in cols]]  # one instance: {column: value}
-        if not all(type(v) is list for v in values):
-            raise BadInput(f"{key}: give every column a list of values, or every column one value")
-        n = len(values[0])
-        if n == 0:
-            raise BadInput(f"{key} is empty: send at least one row")
-        if any(len(v) != n for v in values):
-            raise BadInput(f"{key}: every column needs the same number of values")
-        return [list(r) for r in zip(*(value[c] for c in cols))]
-    if isinstance(value, list):
-        if not value:
-            raise BadInput(f"{key} is empty: send at least one row")
-        if all(isinstance(r, dict) for r in value):
-            return _rows_from_records(value, loaded, key)
-        # MLflow turns a list of rows into an array, which a signature of named columns refuses.
-        # (No double braces in this file: the agent renders it as a template.)
-        example = "[" + "{" + ", ".join(f'"{c}": ...' for c in cols[:2]) + ", ...}]"
-        columnar = "{" + '"<column>": [values], ...' + "}"
-        raise BadInput(
-            f"{key} as rows of values needs a model with a tensor signature; this model takes named columns "
-            f"({', '.join(cols)}): send {key} as a list of objects {example}, as columns {columnar}, "
-            "or use dataframe_split"
-        )
-    raise BadInput(f"{key} must be a list of objects (one per row) or an object of columns, got {_type_name(value)}")
-
-
-def _array(rows: list[list[Any]], loaded: Loaded) -> np.ndarray:
-    """Checks every value is a JSON number (not a boolean) and finite; the float64 array of the rows."""
-    cols = loaded.columns or []
-    for i, row in enumerate(rows):
-        for j, v in enumerate(row):
-            t = type(v)
-            if t is float or t is int:
-                continue
-            col = cols[j]
-            kind = "an integer" if loaded.dtypes[col] in (np.int64, np.int32) else "a number"
-            raise BadInput(f"row {i}, column {col}: expected {kind}, got {_type_name(v)}")
-    try:
-        arr = np.asarray(rows, dtype=np.float64)
-    except OverflowError:
-        raise BadInput("a number is too large for a 64-bit float") from None
-    if not np.isfinite(arr).all():
-        i, j = (int(x[0]) for x in np.nonzero(~np.isfinite(arr)))
-        raise BadInput(f"row {i}, column {cols[j]}: expected a finite number, got {arr[i, j]}")
-    return arr
-
-
-def _frame(arr: np.ndarray, loaded: Loaded) -> Any:
-    """What the flavor's predict gets: the array itself (see _warm) or a frame of the signature's dtypes."""
-    if loaded.array_ok:
-        return arr
-    cols = loaded.columns or []
-    frame = pd.DataFrame(arr, columns=cols, copy=False)
-    for col, dt in loaded.dtypes.items():
-        if dt is np.float64:
-            continue
-        if dt in (np.int64, np.int32):
-            bad = np.flatnonzero(arr[:, cols.index(col)] % 1 != 0)
-            if bad.size:
-                raise BadInput(f"row {int(bad[0])}, column {col}: expected an integer, got a fraction")
-        frame[col] = frame[col].astype(dt)
-    return frame
-
-
-def _parse_csv(body: bytes, loaded: Loaded) -> np.ndarray:
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise BadInput("the CSV body is not UTF-8") from None
-    reader = csv.reader(io.StringIO(text))
-    header = next(reader, None)
-    if not header:
-        raise BadInput("the CSV body is empty: send a header row and at least one data row", final=True)
-    _check_columns(header, loaded, "the CSV header")
-    idx = [header.index(c) for c in loaded.columns or []]
-    rows = []
-    for n, rec in enumerate(reader):
-        if not rec:
-            continue
-        if len(rec) != len(header):
-            # pandas reads a row longer than the header by taking its first field as the row's
-            # label: MLflow then predicts on shifted values. Refused here (README, "Drop-in").
-            more = " (mlflow models serve would take the first field as the row's label and predict on the rest)"
-            raise BadInput(
-                f"CSV row {n + 1} has {len(rec)} fields, the header has {len(header)}{more if len(rec) > len(header) else ''}",
-                final=len(rec) > len(header),
-            )
-        row = []
-        for j in idx:
-            field = rec[j]
-            try:
-                if not field.isascii() or "_" in field:
-                    raise ValueError(field)  # float() reads "1_0" and non-ASCII digits; pandas does not
-                row.append(float(field))
-            except ValueError:
-                raise BadInput(f"CSV row {n + 1}, column {header[j]}: expected a number, got {field[:40]!r}") from None
-        rows.append(row)
-    if not rows:
-        raise BadInput("the CSV body has a header but no data rows")
-    arr = np.asarray(rows, dtype=np.float64)
-    if not np.isfinite(arr).all():
-        i, j = (int(x[0]) for x in np.nonzero(~np.isfinite(arr)))
-        raise BadInput(f"CSV row {i + 1}, column {(loaded.columns or [])[j]}: expected a finite number, got {arr[i, j]}")
-    return arr
-
-
-def _parse_json(body: bytes) -> tuple[str, Any]:
-    try:
-        doc = orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        if "UTF-8" in str(exc):
-            raise BadInput("the body is not valid UTF-8 (JSON must be)") from None
-        hint = "; NaN and Infinity are not JSON numbers (the model needs finite numbers)" if b"NaN" in body or b"Infinity" in body else ""
-        raise BadInput(f"the body is not valid JSON: {exc}{hint}") from None
-    if not isinstance(doc, dict):
-        raise BadInput(f"the body must be a JSON object with exactly one of {', '.join(FORMATS)}; got {_type_name(doc)}")
-    keys = [k for k in FORMATS if k in doc]
-    if len(keys) != 1:
-        found = ", ".join(doc.keys()) or "nothing"
-        raise BadInput(f"the body must have exactly one of {', '.join(FORMATS)} (and optionally params); found {found}")
-    return keys[0], doc[keys[0]]
-
-
-def _fast_input(mime: str, body: bytes, loaded: Loaded) -> np.ndarray:
-    """The request's rows as a float64 array in signature order, or BadInput."""
-    if mime == CSV_TYPE:
-        return _parse_csv(body, loaded)
-    key, value = _parse_json(body)
-    if key == "dataframe_split":
-        rows = _rows_from_split(value, loaded)
-    elif key == "dataframe_records":
-        rows = _rows_from_records(value, loaded, key)
-    else:
-        rows = _rows_from_tensor_style(value, loaded, key)
-    return _array(rows, loaded)
-
-
-def _mlflow_answer(body: bytes, ctype: str, loaded: Loaded) -> tuple[int, bytes, str]:
-    """
-    MLflow's own scoring function (what `mlflow models serve` runs for a request): its
-    parsing, schema enforcement and pyfunc predict, with scikit-learn's own checks on
-    (the fast path turns them off). Runs in a thread. Returns status, body, message:
-    the body is MLflow's JSON for a 200, the message its reason otherwise.
-    """
-    import sklearn
-    from mlflow.exceptions import MlflowException
-    from mlflow.pyfunc import scoring_server
-
-    try:
-        with sklearn.config_context(assume_finite=False):
-            res = scoring_server.invocations(body, ctype, loaded.model, loaded.schema)
-    except MlflowException as exc:
-        return exc.get_http_status_code(), b"", _short(exc)
-    except Exception as exc:  # noqa: BLE001 - MLflow answers these with a 400 too
-        return 400, b"", _short(exc)
-    if res.status == 200:
-        return 200, res.response.encode(), ""
-    return res.status, b"", str(res.response).strip().splitlines()[0][:300]
-
-
-# ----------------------------------------------------------------- batching
-
-
-class Batcher:
-    """
-    Micro-batching: the requests one worker has parsed in one turn of its event loop
-    are predicted in one call of the model (scikit-learn's per-call checks cost more
-    than the model for a few rows), then each gets its own rows of the answer.
-
-    Only for a model whose `batch_ok` was checked before it was swapped in (its
-    answer for rows predicted together equals its answers for each row alone, see
-    _warm) and for requests of at most BATCH_MAX_ROWS rows. No request waits for
-    another: the batch is whatever is ready when the loop gets to it (call_soon).
-    When the call fails, each request of the batch is predicted alone, so an error
-    stays with the request that caused it.
-    """
-
-    def __init__(self) -> None:
-        self.pending: list[tuple[Loaded, np.ndarray, asyncio.Future]] = []
-        self.scheduled = False
-
-    def submit(self, loaded: Loaded, arr: np.ndarray) -> asyncio.Future:
-        loop = asyncio.get_running_loop()
-        fut = loop.create_future()
-        self.pending.append((loaded, arr, fut))
-        if not self.scheduled:
-            self.scheduled = True
-            loop.call_soon(self.flush)
-        return fut
-
-    def flush(self) -> None:
-        self.scheduled = False
-        pending, self.pending = self.pending, []
-        groups: dict[int, list[tuple[Loaded, np.ndarray, asyncio.Future]]] = {}
-        for item in pending:  # a swap between two requests: one call per model
-            groups.setdefault(id(item[0]), []).append(item)
-        for items in groups.values():
-            if len(items) > 1 and self._together(items):
-                continue
-            for loaded, arr, fut in items:
-                try:
-                    pred = _predict(loaded, arr)  # batch_ok implies array_ok: the array is the input
-                except Exception as exc:  # noqa: BLE001 - the request's own error
-                    if not fut.done():
-                        fut.set_exception(exc)
-                    continue
-                if not fut.done():
-                    fut.set_result(pred)
-
-    @staticmethod
-    def _together(items: list[tuple[Loaded, np.ndarray, asyncio.Future]]) -> bool:
-        loaded = items[0][0]
-        try:
-            pred = loaded.fast(np.concatenate([arr for _, arr, _ in items]))
-        except Exception:  # noqa: BLE001 - predicted one by one instead
-            return False
-        total = sum(len(arr) for _, arr, _ in items)
-        if not isinstance(pred, np.ndarray) or len(pred) != total:
-            return False
-        offset = 0
-        for _, arr, fut in items:
-            n = len(arr)
-            if not fut.done():
-                fut.set_result(pred[offset : offset + n])
-            offset += n
-        if _registry is not None:
-            BATCHED.inc(len(items))
-        return True
-
-
-batcher = Batcher()
+batcher = Batcher(lambda loaded, arr: _predict(loaded, arr), lambda n: BATCHED.inc(n) if _registry is not None else None)
 BATCH_MAX_ROWS = 1000
 
 
@@ -722,28 +394,6 @@ def _error_body(status: int, message: str) -> bytes:
     return orjson.dumps({"error_code": "BAD_REQUEST" if status == 400 else str(status), "message": message})
 
 
-def _content_type(ctype: str | None) -> str:
-    """
-    The media type of a request, by MLflow's rules (the type exactly as MLflow spells
-    it, a charset of utf-8 only, no other parameter), with a 415 that says what is
-    allowed. MLflow answers a request without Content-Type with a 500; this is a 415.
-    """
-    allowed = ", ".join(MEDIA_TYPES)
-    if ctype is None:
-        raise BadInput(f"the request has no Content-Type; send one of {allowed}", 415)
-    parts = [p.strip() for p in ctype.split(";")]
-    params = {k: v for k, _, v in (p.partition("=") for p in parts[1:])}
-    if params.get("charset", "utf-8").lower() != "utf-8":
-        raise BadInput(f"content type {ctype!r}: only charset=utf-8 is supported", 415)
-    unknown = set(params) - {"charset"}
-    if unknown:
-        names = ", ".join(sorted(repr(k) for k in unknown))
-        raise BadInput(f"content type {ctype!r}: parameter(s) {names} not supported; only charset=utf-8", 415)
-    if parts[0] not in MEDIA_TYPES:
-        raise BadInput(f"content type {parts[0]!r} is not supported; send one of {allowed} (in lower case)", 415)
-    return parts[0]
-
-
 async def _read_body(scope: dict[str, Any], receive: Any) -> bytes:
     length = None
     for name, value in scope["headers"]:
@@ -779,7 +429,7 @@ async def _invocations(scope: dict[str, Any], receive: Any) -> tuple[int, bytes]
         if name == b"content-type":
             ctype = value.decode("latin-1")
     try:
-        mime = _content_type(ctype)
+        mime = content_type(ctype)
         body = await _read_body(scope, receive)
         if not body.strip() and mime != PARQUET_TYPE:
             raise BadInput(
@@ -797,8 +447,8 @@ async def _invocations(scope: dict[str, Any], receive: Any) -> tuple[int, bytes]
         refusal: BadInput | None = None
         if loaded.dtypes and mime != PARQUET_TYPE:
             try:
-                arr = _fast_input(mime, body, loaded)
-                frame = arr if loaded.array_ok else _frame(arr, loaded)
+                arr = fast_input(mime, body, loaded)
+                frame = arr if loaded.array_ok else model_input(arr, loaded)
             except BadInput as exc:
                 if exc.final:
                     raise
@@ -815,7 +465,7 @@ async def _invocations(scope: dict[str, Any], receive: Any) -> tuple[int, bytes]
                         LATENCY.observe(time.perf_counter() - started)
                     return 200, _predictions_json(pred)
         # MLflow's own parser and enforcement: inputs the fast path does not read, and other models.
-        status, answer, reason = await asyncio.to_thread(_mlflow_answer, body, ctype or "", loaded)
+        status, answer, reason = await asyncio.to_thread(mlflow_answer, body, ctype or "", loaded)
         if status == 200:
             if _registry is not None:
                 REQUESTS_OK.inc()
@@ -864,7 +514,7 @@ class Invocations:
                 return
             except Exception as exc:  # noqa: BLE001 - never a stack trace to the client
                 log.exception("POST /invocations failed")
-                status, body = 500, _error_body(500, f"internal error: {_short(exc)}")
+                status, body = 500, _error_body(500, f"internal error: {short(exc)}")
         await send(
             {
                 "type": "http.response.start",
@@ -877,6 +527,9 @@ class Invocations:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+holder = ModelHolder()
 
 
 # ------------------------------------------------------------------ API keys
@@ -974,6 +627,8 @@ def _startup() -> None:
     _exit_with_parent()
     # What MLflow's scoring server sets (models with type hints read it); the fallback path runs MLflow's code.
     os.environ["_MLFLOW_IS_IN_SERVING_ENVIRONMENT"] = "true"
+    # MLflow's scoring function warns on every input it refuses; the client gets the reason, the log need not.
+    logging.getLogger("mlflow.pyfunc.scoring_server").setLevel(logging.ERROR)
 
     # The input is validated here (finite numbers); sklearn's own re-checks cost more than the model.
     sklearn.set_config(assume_finite=True, skip_parameter_validation=True)
