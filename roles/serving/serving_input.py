@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,8 @@ JSON_TYPE = "application/json"
 CSV_TYPE = "text/csv"
 PARQUET_TYPE = "application/vnd.apache.parquet"
 MEDIA_TYPES = (JSON_TYPE, CSV_TYPE, PARQUET_TYPE)
+# What a JSON number becomes (orjson); bool is a subclass of int, so types are compared exactly.
+NUMBER_TYPES = frozenset({float, int})
 
 
 class BadInput(Exception):
@@ -179,14 +182,15 @@ def _rows_from_tensor_style(value: Any, loaded: Any, key: str) -> list[list[Any]
 def _array(rows: list[list[Any]], loaded: Any) -> np.ndarray:
     """Checks every value is a JSON number (not a boolean) and finite; the float64 array of the rows."""
     cols = loaded.columns or []
-    for i, row in enumerate(rows):
-        for j, v in enumerate(row):
-            t = type(v)
-            if t is float or t is int:
-                continue
-            col = cols[j]
-            kind = "an integer" if loaded.dtypes[col] in (np.int64, np.int32) else "a number"
-            raise BadInput(f"row {i}, column {col}: expected {kind}, got {_type_name(v)}")
+    # The types of all values in one pass at C speed; the row-by-row search only to name a bad one.
+    if not set(map(type, itertools.chain.from_iterable(rows))) <= NUMBER_TYPES:
+        for i, row in enumerate(rows):
+            for j, v in enumerate(row):
+                if type(v) in NUMBER_TYPES:
+                    continue
+                col = cols[j]
+                kind = "an integer" if loaded.dtypes[col] in (np.int64, np.int32) else "a number"
+                raise BadInput(f"row {i}, column {col}: expected {kind}, got {_type_name(v)}")
     try:
         arr = np.asarray(rows, dtype=np.float64)
     except OverflowError:
