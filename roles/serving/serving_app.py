@@ -151,6 +151,9 @@ class Loaded:
         self.loaded_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
         schema = model.metadata.get_input_schema()
         self.schema = schema
+        # A model with a params schema: MLflow checks a request's params against it, so such a
+        # request takes MLflow's path (the fast path ignores params, as MLflow does without one).
+        self.has_params = model.metadata.get_params_schema() is not None
         self.columns: list[str] | None = None
         self.dtypes: dict[str, Any] = {}
         self.fast = None
@@ -445,7 +448,7 @@ async def _invocations(scope: dict[str, Any], receive: Any) -> tuple[int, bytes]
         if loaded is None:
             return 503, _error_body(503, f"no model loaded: {holder.last_error}")
         refusal: BadInput | None = None
-        if loaded.dtypes and mime != PARQUET_TYPE:
+        if loaded.dtypes and mime != PARQUET_TYPE and not (loaded.has_params and b'"params"' in body):
             try:
                 arr = fast_input(mime, body, loaded)
                 frame = arr if loaded.array_ok else model_input(arr, loaded)
@@ -640,6 +643,12 @@ def _startup() -> None:
 @app.on_event("shutdown")
 def _shutdown() -> None:
     holder.stop()
+
+
+@app.post("/invocations", include_in_schema=False)
+def _invocations_route() -> Response:
+    """Never called (Invocations answers this path first); here so that /invocations/ redirects, as in MLflow."""
+    return _json({"error_code": "500", "message": "unreachable"}, 500)
 
 
 @app.get("/health")
