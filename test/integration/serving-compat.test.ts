@@ -260,6 +260,18 @@ describe("an alias on a version that cannot be loaded", { timeout: 10 * 60_000 }
       1_000,
     );
     expect(back.phase).toBe("ready");
-    expect(await (await fetch(`${api}/ready`)).json()).toMatchObject({ ready: true, model: "iris version 2 (@champion)", servesAlias: true, reason: null });
+    // Every worker got there (each loads on its own): /ready answered by several connections agrees.
+    await waitFor(
+      "every worker serves version 2",
+      async () => {
+        for (let i = 0; i < 6; i++) {
+          const body = (await (await fetch(`${api}/ready`, { headers: { connection: "close" } })).json()) as Record<string, unknown>;
+          if (body.model !== "iris version 2 (@champion)" || body.servesAlias !== true || body.reason !== null) return undefined;
+        }
+        return true;
+      },
+      60_000,
+      500,
+    );
   });
 });
