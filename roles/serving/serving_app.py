@@ -479,6 +479,8 @@ async def _invocations(scope: dict[str, Any], receive: Any) -> tuple[int, bytes]
             raise refusal
         if status >= 500:
             log.error("MLflow's scoring failed: %s", reason)
+        elif mime == PARQUET_TYPE and reason.startswith("Failed to parse input"):
+            reason = f"the body is not a Parquet file pandas can read ({reason})"
         return status, _error_body(status, reason)
     except BadInput as exc:
         return exc.status, _error_body(exc.status, str(exc))
