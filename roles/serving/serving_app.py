@@ -154,6 +154,10 @@ class Loaded:
         # A model with a params schema: MLflow checks a request's params against it, so such a
         # request takes MLflow's path (the fast path ignores params, as MLflow does without one).
         self.has_params = model.metadata.get_params_schema() is not None
+        # Requests are predicted here (not by MLflow's path) only when every column is a double: for
+        # other numeric types MLflow's enforcement refuses some values a float64 array would take
+        # (a fraction or 5.0 for a long, a float64 for a float32), and this API answers as MLflow does.
+        self.all_double = False
         self.columns: list[str] | None = None
         self.dtypes: dict[str, Any] = {}
         self.fast = None
@@ -170,6 +174,7 @@ class Loaded:
                 impl = getattr(model, "_model_impl", None)
                 if impl is not None and callable(getattr(impl, "predict", None)):
                     self.fast = impl.predict
+                self.all_double = self.fast is not None and all(dt is np.float64 for dt in self.dtypes.values())
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -182,7 +187,7 @@ class Loaded:
             "loadedAt": self.loaded_at,
             "columns": self.columns,
             # How requests reach the model: a checked float64 array, a typed DataFrame, or pyfunc's predict.
-            "inputPath": "array" if self.array_ok else "dataframe" if self.fast is not None else "pyfunc",
+            "inputPath": "array" if self.array_ok else "dataframe" if self.all_double else "pyfunc",
             "batched": self.batch_ok,
         }
 
@@ -457,16 +462,18 @@ async def _invocations(scope: dict[str, Any], receive: Any) -> tuple[int, bytes]
                     raise
                 refusal = exc
             else:
-                try:
-                    pred = await _predict_rows(loaded, arr, frame)
-                except Exception:  # noqa: BLE001 - MLflow's path below answers it as MLflow would
-                    log.exception("the model failed on input the fast path accepted; trying MLflow's path")
-                else:
-                    if _registry is not None:
-                        REQUESTS_OK.inc()
-                        ROWS.inc(len(arr))
-                        LATENCY.observe(time.perf_counter() - started)
-                    return 200, _predictions_json(pred)
+                # Other numeric signatures: checked here (for the message), predicted by MLflow's path.
+                if loaded.all_double:
+                    try:
+                        pred = await _predict_rows(loaded, arr, frame)
+                    except Exception:  # noqa: BLE001 - MLflow's path below answers it as MLflow would
+                        log.exception("the model failed on input the fast path accepted; trying MLflow's path")
+                    else:
+                        if _registry is not None:
+                            REQUESTS_OK.inc()
+                            ROWS.inc(len(arr))
+                            LATENCY.observe(time.perf_counter() - started)
+                        return 200, _predictions_json(pred)
         # MLflow's own parser and enforcement: inputs the fast path does not read, and other models.
         status, answer, reason = await asyncio.to_thread(mlflow_answer, body, ctype or "", loaded)
         if status == 200:
