@@ -105,6 +105,7 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
   // The stop waits for the drain, then allows the service's own shutdown time.
   const stopTimeoutSeconds = Math.ceil((drainSeconds ?? 0) + s.stopTimeoutSeconds);
   const envFiles = s.environmentFiles.map((id) => i.fileRef(id, where));
+  const codeFiles = s.restartOnFiles.map((id) => i.fileRef(id, where));
   const environment = {
     ...trustEnvironment(i.caBundle),
     ...Object.fromEntries(Object.entries(s.environment).map(([k, v]) => [k, renderString(v, i.ctx, where)])),
@@ -129,7 +130,9 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
     },
     `unit ${unit}`,
   );
-  const pending = envFiles.some((f) => f.hash === undefined);
+  const pending = [...envFiles, ...codeFiles].some((f) => f.hash === undefined);
+  // Only services that name such files get the key: other services keep the hash they had.
+  const code = codeFiles.length ? { code: codeFiles.map((f) => f.hash) } : {};
   const ports: ServiceSpec["ports"] = s.listen.map((l) => ({
     host: renderString(l.host, i.ctx, where),
     port: renderPort(l.port, i.ctx, where),
@@ -153,7 +156,7 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
     restart: DEFAULT_RESTART_POLICY,
     stopTimeoutMs: stopTimeoutSeconds * 1000,
     ...(drainSeconds ? { drainSeconds } : {}),
-    inputsHash: pending ? undefined : sha256(JSON.stringify({ unitFile, command, environment, files: envFiles.map((f) => f.hash), lockHash: i.lockHash })),
+    inputsHash: pending ? undefined : sha256(JSON.stringify({ unitFile, command, environment, files: envFiles.map((f) => f.hash), lockHash: i.lockHash, ...code })),
     unitFile,
     ...(ports.length ? { ports } : {}),
   };

@@ -20,7 +20,7 @@ import { computePhase } from "../../agent/daemon/phase.ts";
 import { createServiceRefresher, serviceView } from "../../agent/daemon/service-view.ts";
 import { createMemoryHost } from "../../agent/host/memory-host.ts";
 import { silentLogger } from "../../agent/log.ts";
-import { loadRole } from "../../agent/roles/catalog.ts";
+import { loadRole, readRoleAsset } from "../../agent/roles/catalog.ts";
 import type { RoleServiceSpec } from "../../agent/roles/role-spec.ts";
 import { StatusStore } from "../../agent/status/status-store.ts";
 import type { ServiceStatus } from "../../agent/status/types.ts";
@@ -96,6 +96,27 @@ describe("the serving role with a drain", () => {
     expect(predict(b).unitFile).toMatch(/^TimeoutStopSec=50s$/m);
     expect(predict(b).inputsHash).not.toBe(predict(a).inputsHash);
     expect(dashboard(b).inputsHash).toBe(dashboard(a).inputsHash);
+  });
+
+  it("new code for the API (an agent upgrade) restarts predict, and so drains it; the dashboard's only for its own file", () => {
+    const base = desired(servingConfig());
+    const patched = (id: string) =>
+      compileDesired({
+        role: "serving",
+        spec: loadRole("serving"),
+        config: servingConfig(),
+        secrets: {},
+        referenced: {},
+        currentUser: "root",
+        assets: (key) => (key === `roles/serving/${id}` ? `${readRoleAsset(key)}\n# upgraded\n` : readRoleAsset(key)),
+      });
+    for (const file of ["serving_app.py", "serving_main.py", "serving_drain.py"]) {
+      const d = patched(file);
+      expect(predict(d).inputsHash, file).not.toBe(predict(base).inputsHash);
+      expect(dashboard(d).inputsHash, file).toBe(dashboard(base).inputsHash);
+    }
+    expect(dashboard(patched("dashboard.py")).inputsHash).not.toBe(dashboard(base).inputsHash);
+    expect(predict(patched("dashboard.py")).inputsHash).toBe(predict(base).inputsHash);
   });
 
   it("`up` (one machine, no load balancer) does not drain, unless its config asks to", () => {
