@@ -3,6 +3,7 @@
  * listen addresses, unit file and inputs hash, rendered from the role spec
  * and the template context. Pure: the unit template comes in as text.
  */
+import { MAX_DRAIN_SECONDS } from "../config/schema.ts";
 import { AgentError } from "../errors.ts";
 import { contextTruthy, renderString, type TemplateContext } from "../roles/render.ts";
 import type { RoleServiceSpec } from "../roles/role-spec.ts";
@@ -85,8 +86,6 @@ export interface ServiceInputs {
   readonly caBundle: string | undefined;
 }
 
-/** Longest drain a role may ask for: a stop held longer than this is a mistake in the config. */
-export const MAX_DRAIN_SECONDS = 900;
 
 /** The rendered drain time (role.json `drain.seconds`); anything but a number of seconds is a config error naming the service. */
 export function renderDrain(s: RoleServiceSpec, ctx: TemplateContext, where: string): number | undefined {

@@ -65,6 +65,11 @@ describe("serving.drain in the config", () => {
     { name: "negative extra seconds", drain: { extraSeconds: -2 }, message: /serving\.drain\.extraSeconds: must be 0 or more seconds/ },
     { name: "an unknown key", drain: { intervalMs: 2000 }, message: /serving\.drain.*intervalMs/ },
     { name: "a number instead of the object", drain: 6, message: /serving\.drain/ },
+    {
+      name: "a drain over 15 minutes",
+      drain: { healthCheckIntervalSeconds: 300, unhealthyThreshold: 3, extraSeconds: 10 },
+      message: /serving\.drain: healthCheckIntervalSeconds x unhealthyThreshold \+ extraSeconds is 910 s; a drain may last at most 900 s/,
+    },
   ];
   for (const c of bad) it(`refuses ${c.name}, naming the field`, () => expect(issues(c.drain)).toMatch(c.message));
 
