@@ -95,6 +95,8 @@ export const airflowSchema = z
         engine: z.enum(["postgresql", "mysql"]).default("postgresql"),
         name: dbNameSchema.default("airflow"),
         user: dbUserSchema.default("airflow"),
+        /** The user's password as a secret reference (Terraform: a Vault secret every Airflow VM shares); absent: generated in the state dir. */
+        password: secretRefSchema.optional(),
       })
       .strict()
       .default({ engine: "postgresql", name: "airflow", user: "airflow" }),
@@ -165,6 +167,8 @@ export const mlflowSchema = z
       .object({
         name: z.string().regex(/^[A-Za-z0-9_]{1,64}$/, "must be 1-64 letters, digits or _").default("mlflow"),
         user: z.string().regex(/^[A-Za-z0-9_]{1,32}$/, "must be 1-32 letters, digits or _").default("mlflow"),
+        /** The user's password as a secret reference (Terraform: a Vault secret every MLflow replica shares); absent: generated in the state dir. */
+        password: secretRefSchema.optional(),
       })
       .strict()
       .default({ name: "mlflow", user: "mlflow" }),

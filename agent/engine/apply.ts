@@ -171,9 +171,9 @@ async function provisionDatabase(deps: ApplyDeps, a: Extract<Action, { kind: "pr
   const { host } = deps;
   const dd = need(deps.desired, "database");
   const db = need(dd.database, "database");
-  const passwordText = await host.fs.readFile(secretPath(deps.config.stateDir, db.passwordSecret));
-  if (!passwordText) throw new AgentError("STEP_FAILED", `password ${db.passwordSecret} has not been generated`);
-  const password = passwordText.trim();
+  // Generated into the state dir earlier in this pass, or resolved from the config's reference.
+  const password = dd.databasePassword ?? (await host.fs.readFile(secretPath(deps.config.stateDir, db.passwordSecret)))?.trim();
+  if (!password) throw new AgentError("STEP_FAILED", `password ${db.passwordSecret} has not been generated`);
   deps.secrets.register(password);
   const adminPassword = db.adminPasswordRef
     ? await resolveSecretRef(db.adminPasswordRef, { fs: host.fs, env: deps.env, registry: deps.secrets, vault: deps.vaults.for(deps.config), logger: deps.logger })

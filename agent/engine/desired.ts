@@ -34,6 +34,11 @@ export interface DesiredRole {
   readonly files: readonly DesiredFile[];
   readonly python: { readonly venv: string; readonly lockText: string; readonly lockHash: string; readonly lockPath: string };
   readonly database: DesiredDatabase | undefined;
+  /**
+   * The database user's password, generated or from the config's reference (never in
+   * actions, records or /status); undefined for SQLite and while it is pending.
+   */
+  readonly databasePassword: string | undefined;
   readonly migrate:
     | {
         readonly commands: readonly (readonly string[])[];
@@ -95,7 +100,7 @@ interface SecretsPart {
 }
 
 /** The generated secrets and the database: both feed `{{secrets.*}}`. */
-function compileSecrets(inputs: DesiredInputs, paths: RolePaths): SecretsPart & { database: DesiredDatabase | undefined } {
+function compileSecrets(inputs: DesiredInputs, paths: RolePaths): SecretsPart & { database: DesiredDatabase | undefined; databasePassword?: string } {
   const { spec } = inputs;
   const names: string[] = [];
   const values: Record<string, string | readonly string[]> = { ...inputs.referenced };
@@ -109,9 +114,15 @@ function compileSecrets(inputs: DesiredInputs, paths: RolePaths): SecretsPart & 
     else values[sec.key] = v;
   }
   if (!spec.database) return { names, values, pending, database: undefined };
-  const db = compileDatabase({ spec: spec.database, config: inputs.config, role: inputs.role, paths, password: inputs.secrets[spec.database.passwordSecret] });
-  if (db.database.engine !== "sqlite") names.push(spec.database.passwordSecret);
-  return { names, values: { ...values, ...db.secretValues }, pending: pending || db.pending, database: db.database };
+  // A configured password reference (role.json database.passwordKey) replaces the generated password.
+  const referenced = spec.database.passwordKey ? inputs.referenced?.[spec.database.passwordKey] : undefined;
+  const fromRef = typeof referenced === "string" ? referenced : undefined;
+  const password = fromRef ?? inputs.secrets[spec.database.passwordSecret];
+  const db = compileDatabase({ spec: spec.database, config: inputs.config, role: inputs.role, paths, password });
+  if (db.database.engine !== "sqlite" && fromRef === undefined) names.push(spec.database.passwordSecret);
+  // The reference's key is the password only: it is no template value of its own.
+  if (spec.database.passwordKey) delete values[spec.database.passwordKey];
+  return { names, values: { ...values, ...db.secretValues }, pending: pending || db.pending, database: db.database, databasePassword: db.database.engine === "sqlite" ? undefined : password };
 }
 
 function compileFiles(spec: RoleSpec, ctx: TemplateContext, role: string, secretsPending: boolean, assets: (key: string) => string): DesiredFile[] {
@@ -178,6 +189,7 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
     files,
     python,
     database: secrets.database,
+    databasePassword: secrets.databasePassword,
     migrate: spec.migrate
       ? {
           commands: spec.migrate.commands.map((cmd) => cmd.map((c) => renderString(c, ctx, `role ${role} migrate`))),

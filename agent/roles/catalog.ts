@@ -102,6 +102,9 @@ function checkReferences(spec: RoleSpec, where: string): void {
   const ids = new Set(spec.files.map((f) => f.id));
   const named = [...spec.services.flatMap((s) => [...s.environmentFiles, ...s.restartOnFiles]), ...(spec.migrate?.environmentFiles ?? [])];
   for (const id of named) if (!ids.has(id)) throw new AgentError("ROLE_SPEC_INVALID", `${where}: names file id ${JSON.stringify(id)}, which the role does not define`);
+  const passwordKey = spec.database?.passwordKey;
+  if (passwordKey && !spec.secretRefs.some((r) => r.key === passwordKey && !r.list))
+    throw new AgentError("ROLE_SPEC_INVALID", `${where}: database.passwordKey ${JSON.stringify(passwordKey)} is not the key of a single-value secretRefs entry`);
   const server = spec.up?.modelServer?.service;
   if (server && !spec.services.some((s) => s.name === server))
     throw new AgentError("ROLE_SPEC_INVALID", `${where}: up.modelServer.service ${JSON.stringify(server)} is not one of its services`);

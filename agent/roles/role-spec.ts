@@ -114,6 +114,11 @@ export const roleSpecSchema = z
         configPath: z.string(),
         /** Name of the generated password in the state dir's secrets. */
         passwordSecret: z.string().regex(/^[a-z0-9-]+$/),
+        /**
+         * Key of a `secretRefs` entry: when the config sets that reference (e.g. a Vault secret
+         * shared by several VMs of the role), its value is the password and none is generated.
+         */
+        passwordKey: z.string().regex(/^[a-zA-Z][a-zA-Z0-9]*$/).optional(),
         /** SQLAlchemy driver per server engine the role supports. */
         drivers: z.object({ mysql: z.string().optional(), postgresql: z.string().optional() }).strict(),
         /** Whether `up` (one machine, no database server) may use SQLite. */

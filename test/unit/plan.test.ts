@@ -18,6 +18,12 @@ function desiredFor(overrides: Record<string, unknown> = {}, secrets: Record<str
   return compileDesired({ role: "mlflow", spec: loadRole("mlflow"), config, secrets, currentUser: "root" });
 }
 
+/** database.password set: its resolved value arrives as the role's `databasePassword` secret reference. */
+function desiredWithPasswordRef(password: string): DesiredRole {
+  const config = configSchema.parse({ role: "mlflow", mlflow: { database: { password: "vault:ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaadbpw" } } });
+  return compileDesired({ role: "mlflow", spec: loadRole("mlflow"), config, secrets: {}, referenced: { databasePassword: password }, currentUser: "root" });
+}
+
 function convergedObserved(d: DesiredRole): Observed {
   return {
     records: [
@@ -66,6 +72,11 @@ const cases: { name: string; mutate: Mutation; want: string[]; deferred?: RegExp
     mutate: (_d, o) => ({ d: desiredFor({}, {}), o: { ...o, secrets: {} } }),
     want: ["generate-secret /var/lib/mlops-agent/secrets/mlflow-db-password"],
     deferred: /provision-database/,
+  },
+  {
+    name: "the password moved to a reference (a Vault secret MLflow replicas share): the user gets it, nothing is generated",
+    mutate: (_d, o) => ({ d: desiredWithPasswordRef("vault-pw-0123456789"), o: { ...o, secrets: {} } }),
+    want: ["provision-database 127.0.0.1:3306/mlflow", "write-file /etc/mlops/mlflow/mlflow.env", "migrate-database mysql:mlflow", "ensure-service mlops-mlflow.service"],
   },
   {
     name: "lock file changed: reinstall, then migrate and restart next pass",
@@ -189,6 +200,17 @@ describe("plan", () => {
     expect(oci.python.lockHash).not.toBe(local.python.lockHash);
     expect(oci.services[0]!.command).toContain("oci://artifacts@mytenancy/runs");
     expect(oci.files.find((f) => f.id === "env")!.content).toContain("OCIFS_IAM_TYPE=instance_principal");
+  });
+
+  it("a password from a reference: no generated secret, the URI carries it, no template value of its own", () => {
+    const d = desiredWithPasswordRef("vault-pw-0123456789");
+    expect(d.secretNames).not.toContain("mlflow-db-password");
+    expect(d.databasePassword).toBe("vault-pw-0123456789");
+    const env = d.files.find((f) => f.id === "env")!.content!;
+    expect(env).toContain(":vault-pw-0123456789@127.0.0.1:3306/mlflow");
+    // Without the reference, the generated one as before.
+    expect(desiredFor().databasePassword).toBe("pw-0123456789");
+    expect(desiredFor().secretNames).toContain("mlflow-db-password");
   });
 
   it("never puts a secret into an action", () => {
