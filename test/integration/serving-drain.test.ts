@@ -242,6 +242,7 @@ describe("drain before a restart on purpose", () => {
       let drainBody = "";
       const direct: { at: number; result: number | string }[] = [];
       const statuses: { at: number; phase: string; state: string | undefined; restarts: number | undefined }[] = [];
+      let lbDownAt: number | undefined;
       let watching = true;
       const watchReady = (async () => {
         while (watching && readyDrainingAt === undefined) {
@@ -270,6 +271,7 @@ describe("drain before a restart on purpose", () => {
             const s = await status(vm);
             const p = s.services.find((x) => x.name === "predict");
             statuses.push({ at: Date.now(), phase: s.phase, state: p?.state, restarts: p?.restarts });
+            if (lbDownAt === undefined && readyDrainingAt !== undefined && (await lbState(vm.name)).startsWith("DOWN")) lbDownAt = Date.now();
           } catch {
             // the status API is never down, but a slow answer is not the point here
           }
@@ -314,6 +316,9 @@ describe("drain before a restart on purpose", () => {
       // /ready turned 503 "draining" within 1 s of the stop.
       expect(JSON.parse(drainBody)).toMatchObject({ ready: false, status: "draining" });
       expect(readyDrainingAt! - stopAt).toBeLessThan(1_000);
+      // The load balancer took it out before the drain ended (what the drain is for).
+      expect(lbDownAt).toBeDefined();
+      expect(lbDownAt!).toBeLessThan(stopAt + DRAIN_S * 1000);
       // The new process started only after the drain.
       expect(startAt - stopAt).toBeGreaterThanOrEqual(DRAIN_S * 1000);
       // Requests straight to the API kept answering 200 through the drain.
@@ -334,6 +339,7 @@ describe("drain before a restart on purpose", () => {
       report.push({
         vm: vm.name,
         readyDrainingAfterStopMs: readyDrainingAt! - stopAt,
+        loadBalancerOutAfterStopMs: lbDownAt! - stopAt,
         restartAfterStopMs: startAt - stopAt,
         directDuringDrain: inDrain.length,
         slowRequestMs: slowResult.doneAt - slowResult.sentAt,
