@@ -3,6 +3,7 @@
  * listen addresses, unit file and inputs hash, rendered from the role spec
  * and the template context. Pure: the unit template comes in as text.
  */
+import { MAX_DRAIN_SECONDS } from "../config/schema.ts";
 import { AgentError } from "../errors.ts";
 import { contextTruthy, renderString, type TemplateContext } from "../roles/render.ts";
 import type { RoleServiceSpec } from "../roles/role-spec.ts";
@@ -85,10 +86,25 @@ export interface ServiceInputs {
   readonly caBundle: string | undefined;
 }
 
+
+/** The rendered drain time (role.json `drain.seconds`); anything but a number of seconds is a config error naming the service. */
+export function renderDrain(s: RoleServiceSpec, ctx: TemplateContext, where: string): number | undefined {
+  if (!s.drain) return undefined;
+  const text = renderString(s.drain.seconds, ctx, where);
+  const seconds = Number(text);
+  if (text.trim() === "" || !Number.isFinite(seconds) || seconds < 0 || seconds > MAX_DRAIN_SECONDS)
+    throw new AgentError("CONFIG_INVALID", `${where}: drain ${JSON.stringify(text)} is not a number of seconds from 0 to ${MAX_DRAIN_SECONDS}`);
+  return seconds;
+}
+
 export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredService {
   const where = `role ${i.role} service ${s.name}`;
   const command = renderCommand(s, i.ctx, where);
+  const drainSeconds = renderDrain(s, i.ctx, where);
+  // The stop waits for the drain, then allows the service's own shutdown time.
+  const stopTimeoutSeconds = Math.ceil((drainSeconds ?? 0) + s.stopTimeoutSeconds);
   const envFiles = s.environmentFiles.map((id) => i.fileRef(id, where));
+  const codeFiles = s.restartOnFiles.map((id) => i.fileRef(id, where));
   const environment = {
     ...trustEnvironment(i.caBundle),
     ...Object.fromEntries(Object.entries(s.environment).map(([k, v]) => [k, renderString(v, i.ctx, where)])),
@@ -107,7 +123,7 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
         .map(([k, v]) => `Environment=${systemdQuote(`${k}=${v}`)}`)
         .join("\n"),
       execStart: command.map(systemdQuote).join(" "),
-      stopTimeoutSeconds: s.stopTimeoutSeconds,
+      stopTimeoutSeconds,
       // A path that renders empty (a setting left out) is no path.
       writablePaths: s.writablePaths
         .map((p) => renderString(p, i.ctx, where))
@@ -117,7 +133,9 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
     },
     `unit ${unit}`,
   );
-  const pending = envFiles.some((f) => f.hash === undefined);
+  const pending = [...envFiles, ...codeFiles].some((f) => f.hash === undefined);
+  // Only services that name such files get the key: other services keep the hash they had.
+  const code = codeFiles.length ? { code: codeFiles.map((f) => f.hash) } : {};
   const ports: ServiceSpec["ports"] = s.listen.map((l) => ({
     host: renderString(l.host, i.ctx, where),
     port: renderPort(l.port, i.ctx, where),
@@ -139,8 +157,9 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
       startup: renderProbe(s.probes.startup, i.ctx, where),
     },
     restart: DEFAULT_RESTART_POLICY,
-    stopTimeoutMs: s.stopTimeoutSeconds * 1000,
-    inputsHash: pending ? undefined : sha256(JSON.stringify({ unitFile, command, environment, files: envFiles.map((f) => f.hash), lockHash: i.lockHash })),
+    stopTimeoutMs: stopTimeoutSeconds * 1000,
+    ...(drainSeconds ? { drainSeconds } : {}),
+    inputsHash: pending ? undefined : sha256(JSON.stringify({ unitFile, command, environment, files: envFiles.map((f) => f.hash), lockHash: i.lockHash, ...code })),
     unitFile,
     ...(ports.length ? { ports } : {}),
   };
