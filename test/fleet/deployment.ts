@@ -37,6 +37,14 @@ export interface DeploymentSecrets {
   readonly servingDashboardApiKey: string;
 }
 
+export interface PoolSpec {
+  readonly role: string;
+  readonly size: number;
+  readonly userData: string;
+  /** The instance configuration's metadata besides user_data and ssh keys (`mlops-role`, `mlops-config`). */
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
 export interface Deployment {
   readonly addresses: {
     readonly vcnCidr: string;
@@ -60,7 +68,14 @@ export interface Deployment {
   readonly mysqlAdminUser: string;
   readonly postgresAdminUser: string;
   readonly agentConfig: Record<string, unknown>;
+  /** The fixed instances (oci_core_instance, at Terraform's addresses), keyed like Terraform's: "mlflow-0", "airflow-0". */
   readonly instances: Readonly<Record<string, { readonly role: string; readonly privateIp: string; readonly userData: string }>>;
+  /**
+   * The instance pools (oci_core_instance_configuration + oci_core_instance_pool), by role: how many
+   * VMs the pool starts with and what each boots from (the instance configuration's user-data and
+   * metadata, `mlops-role` and maybe `mlops-config`). OCI assigns their addresses; the fleet does too.
+   */
+  readonly pools: Readonly<Record<string, PoolSpec>>;
   readonly loadBalancerSpec: LoadBalancerSpec;
   readonly loadBalancer: FleetLoadBalancer;
   /** local.ingress_rules of terraform/network.tf for the fleet's admin_cidr and api_cidr. */
@@ -142,6 +157,7 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     postgresAdminUser: config.postgres.adminUser,
     agentConfig: r.agentConfig,
     instances: r.instances,
+    pools: {},
     loadBalancerSpec: spec,
     loadBalancer: fleetLoadBalancer(spec),
     ingressRules: rules,
