@@ -1,6 +1,7 @@
-# The VMs: one per entry of local.instances ("mlflow-0", "serving-1", ...),
-# instance_count VMs per role, each in the private app subnet with its role's
-# NSG and a fixed private address. The role is in the instance metadata and
+# The fixed VMs: one per entry of local.instances ("mlflow-0", "airflow-0",
+# ...), instance_count VMs per role (MLflow, Airflow), each in the private app
+# subnet with its role's NSG and a fixed private address. Serving and the
+# Airflow workers are instance pools (pools.tf). The role is in the instance metadata and
 # in a freeform tag (`mlops-role`); the agent reads it from IMDS v2, so
 # changing the metadata re-converges the VM into another role.
 #

@@ -7,7 +7,9 @@
 #     the releases bucket;
 #   - read, write and delete MLflow artifacts in the artifacts bucket;
 #   - read this deployment's secrets: the two database admin passwords and
-#     the credentials of secrets.tf (MLflow, Airflow, API keys), by OCID.
+#     the credentials of secrets.tf (MLflow, Airflow, the shared Airflow
+#     keys, the database users' and the broker user's passwords, API keys),
+#     by OCID.
 #     One dynamic group for every VM, so every VM may read every one of them:
 #     a VM's role comes from instance metadata and may change, and dynamic
 #     group rules cannot match that (nor freeform tags).
@@ -39,7 +41,7 @@ locals {
 
   # Every secret the agent config names (vault:<ocid>).
   agent_secret_ids = concat(
-    [oci_vault_secret.mysql_admin.id, oci_vault_secret.postgres_admin.id],
+    [oci_vault_secret.mysql_admin.id, oci_vault_secret.postgres_admin.id, oci_vault_secret.airflow_fernet_key.id],
     [for k in sort(keys(oci_vault_secret.app)) : oci_vault_secret.app[k].id],
     oci_vault_secret.serving_api_key[*].id,
   )

@@ -4,8 +4,8 @@
 #
 #   listener   port  backend set  backends                health check
 #   http         80  (redirect)   -                       -           301 to https://<host>:443<path>
-#   predict     443  serving      serving VMs :8000       GET /ready 200
-#   dashboard  8501  dashboard    serving VMs :8501       GET /_stcore/health 200
+#   predict     443  serving      serving pool :8000      GET /ready 200
+#   dashboard  8501  dashboard    serving pool :8501      GET /_stcore/health 200
 #   mlflow     5000  mlflow       MLflow VMs :5000        GET /health 200
 #   airflow    8080  airflow      Airflow VMs :8080       GET /api/v2/version 200
 #
@@ -24,9 +24,20 @@
 # second or two under load: 5 s, 3 s timeout, 3 failures, so a busy server
 # is not taken out of a pool of one.
 #
+# The serving backends are the serving instance pool's VMs: the pool
+# (pools.tf) adds and removes them in the serving and dashboard backend sets
+# as it scales; the MLflow and Airflow backends are the fixed VMs.
+#
+# The serving VMs drain (/ready 503, then wait) before they restart the
+# prediction API on purpose, as long as this check of the serving backend
+# set takes to take one out: interval_ms x retries; the root module passes
+# these two values to modules/instance-bootstrap (serving.drain), so they
+# live here only.
+#
 # Every listener port, protocol, backend port and health check value is a
-# literal: test/support/load-balancer-spec.ts reads them from this file and
-# the fleet test configures its HAProxy from what it reads.
+# literal: test/support/load-balancer-spec.ts reads them from this file (and
+# the pool's backend ports from pools.tf) and the fleet test configures its
+# HAProxy from what it reads.
 #
 # The certificate (README.md, "TLS certificate"): either a certificate from
 # OCI Certificates (lb_certificate_ocid; renewals reach the listeners without
@@ -166,21 +177,7 @@ resource "oci_load_balancer_backend_set" "airflow" {
 
 # ------------------------------------------------------------------ backends
 
-resource "oci_load_balancer_backend" "serving" {
-  for_each         = local.serving_instances
-  load_balancer_id = oci_load_balancer_load_balancer.api.id
-  backendset_name  = oci_load_balancer_backend_set.serving.name
-  ip_address       = oci_core_instance.node[each.key].private_ip
-  port             = 8000
-}
-
-resource "oci_load_balancer_backend" "dashboard" {
-  for_each         = local.serving_instances
-  load_balancer_id = oci_load_balancer_load_balancer.api.id
-  backendset_name  = oci_load_balancer_backend_set.dashboard.name
-  ip_address       = oci_core_instance.node[each.key].private_ip
-  port             = 8501
-}
+# The fixed VMs; the serving pool's are attached by the pool (pools.tf).
 
 resource "oci_load_balancer_backend" "mlflow" {
   for_each         = local.mlflow_instances

@@ -13,20 +13,28 @@ locals {
 
   # ---------------------------------------------------------------- addresses
   # Fixed private addresses (modules/instance-bootstrap): public subnet
-  # .0.0/24, app subnet .1.0/24 (MLflow VMs .10+, Airflow .30+, serving
-  # .50+), DB subnet .2.0/24 (MySQL .10, PostgreSQL .20).
+  # .0.0/24, app subnet .1.0/24 (the internal MLflow endpoint .9, MLflow VMs
+  # .10+, Airflow .30+; pool VMs get OCI-assigned ones), DB subnet .2.0/24
+  # (MySQL .10, PostgreSQL .20; OCI Cache OCI-assigned).
   public_subnet_cidr = module.instance_bootstrap.addresses.public_subnet_cidr
   app_subnet_cidr    = module.instance_bootstrap.addresses.app_subnet_cidr
   db_subnet_cidr     = module.instance_bootstrap.addresses.db_subnet_cidr
   mysql_ip           = module.instance_bootstrap.addresses.mysql_ip
   postgres_ip        = module.instance_bootstrap.addresses.postgres_ip
+  mlflow_internal_ip = module.instance_bootstrap.addresses.mlflow_internal_ip
 
-  # "mlflow-0" => { role, index, private_ip }, for every VM of every role.
+  # "mlflow-0" => { role, index, private_ip }, for every fixed VM (MLflow,
+  # Airflow); serving and Airflow workers are instance pools (pools.tf).
   instances         = module.instance_bootstrap.instances
   mlflow_instances  = { for k, v in local.instances : k => v if v.role == "mlflow" }
   airflow_instances = { for k, v in local.instances : k => v if v.role == "airflow" }
-  serving_instances = { for k, v in local.instances : k => v if v.role == "serving" }
   airflow_enabled   = var.instance_count["airflow"] > 0
+  mlflow_enabled    = var.instance_count["mlflow"] > 0
+  serving_enabled   = var.instance_count["serving"] > 0
+  workers_enabled   = var.worker_count > 0
+
+  # The OCI Cache user the Airflow VMs log in to the broker as (cache.tf).
+  cache_user = "airflow"
 
   # ---------------------------------------------------------------- compute
   shape    = var.arch == "aarch64" ? "VM.Standard.A1.Flex" : "VM.Standard.E5.Flex"
@@ -58,8 +66,22 @@ locals {
 module "instance_bootstrap" {
   source = "./modules/instance-bootstrap"
 
-  vcn_cidr                   = var.vcn_cidr
-  instance_count             = var.instance_count
+  vcn_cidr       = var.vcn_cidr
+  instance_count = var.instance_count
+  worker_count   = var.worker_count
+  worker_queues  = var.worker_queues
+  # The broker exists only with workers (cache.tf); its certificate is
+  # checked against the OS trust store.
+  broker_host    = one(oci_redis_redis_cluster.broker[*].primary_fqdn)
+  broker_user    = local.cache_user
+  broker_ca_file = null
+  # The serving VMs drain as long as the load balancer's health check of the
+  # predict backend set needs to take one out: its own values, one place.
+  serving_health_check = {
+    interval_ms = oci_load_balancer_backend_set.serving.health_checker[0].interval_ms
+    retries     = oci_load_balancer_backend_set.serving.health_checker[0].retries
+  }
+
   region                     = var.region
   namespace                  = local.namespace
   artifacts_bucket           = oci_objectstorage_bucket.artifacts.name
@@ -73,6 +95,12 @@ module "instance_bootstrap" {
   mlflow_airflow_password_secret_ocid   = oci_vault_secret.app["mlflow-airflow-password"].id
   mlflow_serving_password_secret_ocid   = oci_vault_secret.app["mlflow-serving-password"].id
   airflow_admin_secret_ocid             = oci_vault_secret.app["airflow-admin-password"].id
+  airflow_fernet_key_secret_ocid        = oci_vault_secret.airflow_fernet_key.id
+  airflow_jwt_secret_secret_ocid        = oci_vault_secret.app["airflow-jwt-secret"].id
+  airflow_api_secret_key_secret_ocid    = oci_vault_secret.app["airflow-api-secret-key"].id
+  airflow_db_password_secret_ocid       = oci_vault_secret.app["airflow-db-password"].id
+  airflow_broker_password_secret_ocid   = oci_vault_secret.app["airflow-broker-password"].id
+  mlflow_db_password_secret_ocid        = oci_vault_secret.app["mlflow-db-password"].id
   serving_api_key_secret_ocids          = oci_vault_secret.serving_api_key[*].id
   serving_dashboard_api_key_secret_ocid = oci_vault_secret.app["serving-dashboard-api-key"].id
 

@@ -119,7 +119,10 @@ resource "oci_core_subnet" "db" {
 # ------------------------------------------------------------------ NSGs
 
 resource "oci_core_network_security_group" "nsg" {
-  for_each       = toset(["lb", "mlflow", "airflow", "serving", "db"])
+  # One per role (the pool roles' VMs get theirs from pools.tf), the public
+  # load balancer, the internal MLflow endpoint (mlflow-endpoint.tf), the
+  # broker (cache.tf) and the DB systems.
+  for_each       = toset(["lb", "mlflow", "airflow", "serving", "airflow-worker", "mlflow-internal", "cache", "db"])
   compartment_id = var.compartment_ocid
   vcn_id         = oci_core_vcn.main.id
   display_name   = "${var.name_prefix}-${each.key}"
@@ -133,44 +136,60 @@ locals {
   # Every port that is open, and who may reach it. TCP only. From outside the
   # VCN only the load balancer's HTTPS listeners (and its port 80, which only
   # redirects) and SSH from bastion_cidr; the UIs and APIs on the VMs admit
-  # the load balancer and, for MLflow, the VMs whose services use it (Airflow
-  # tasks log runs and register models, serving loads them); the agents'
-  # status API answers inside the VCN. README.md's access matrix is this
-  # table with the credentials each port asks for.
+  # the load balancer; MLflow is reached by the VMs whose services use it
+  # (Airflow tasks and workers log runs and register models, serving loads
+  # them) through the internal MLflow endpoint, whose own NSG admits them and
+  # which alone reaches the MLflow VMs besides the load balancer (it does not
+  # preserve the client's address); the Airflow workers call the
+  # api-server's execution API, the api-server reads their task logs (8793),
+  # both use the broker (6379); the agents' status API answers inside the
+  # VCN. README.md's access matrix is this table with the credentials each
+  # port asks for.
   ingress_rules = {
-    "lb-http"             = { nsg = "lb", port = 80, source = local.api_cidr, source_type = "CIDR_BLOCK", description = "HTTP, redirected to HTTPS 443, from prediction API clients" }
-    "lb-predict"          = { nsg = "lb", port = 443, source = local.api_cidr, source_type = "CIDR_BLOCK", description = "prediction API (HTTPS) from its clients" }
-    "lb-dashboard"        = { nsg = "lb", port = 8501, source = var.admin_cidr, source_type = "CIDR_BLOCK", description = "dashboard (HTTPS) from admins" }
-    "lb-mlflow"           = { nsg = "lb", port = 5000, source = var.admin_cidr, source_type = "CIDR_BLOCK", description = "MLflow UI and API (HTTPS) from admins" }
-    "lb-airflow"          = { nsg = "lb", port = 8080, source = var.admin_cidr, source_type = "CIDR_BLOCK", description = "Airflow UI and API (HTTPS) from admins" }
-    "mlflow-ssh"          = { nsg = "mlflow", port = 22, source = local.bastion_cidr, source_type = "CIDR_BLOCK", description = "SSH from the bastion range" }
-    "mlflow-from-lb"      = { nsg = "mlflow", port = 5000, source = oci_core_network_security_group.nsg["lb"].id, source_type = "NETWORK_SECURITY_GROUP", description = "MLflow UI, API and health checks from the load balancer" }
-    "mlflow-from-airflow" = { nsg = "mlflow", port = 5000, source = oci_core_network_security_group.nsg["airflow"].id, source_type = "NETWORK_SECURITY_GROUP", description = "MLflow tracking and registry from Airflow tasks" }
-    "mlflow-from-serving" = { nsg = "mlflow", port = 5000, source = oci_core_network_security_group.nsg["serving"].id, source_type = "NETWORK_SECURITY_GROUP", description = "MLflow registry and artifacts for serving" }
-    "mlflow-status"       = { nsg = "mlflow", port = 9470, source = var.vcn_cidr, source_type = "CIDR_BLOCK", description = "agent status API from the VCN" }
-    "airflow-ssh"         = { nsg = "airflow", port = 22, source = local.bastion_cidr, source_type = "CIDR_BLOCK", description = "SSH from the bastion range" }
-    "airflow-from-lb"     = { nsg = "airflow", port = 8080, source = oci_core_network_security_group.nsg["lb"].id, source_type = "NETWORK_SECURITY_GROUP", description = "Airflow UI, API and health checks from the load balancer" }
-    "airflow-status"      = { nsg = "airflow", port = 9470, source = var.vcn_cidr, source_type = "CIDR_BLOCK", description = "agent status API from the VCN" }
-    "serving-ssh"         = { nsg = "serving", port = 22, source = local.bastion_cidr, source_type = "CIDR_BLOCK", description = "SSH from the bastion range" }
-    "serving-api"         = { nsg = "serving", port = 8000, source = oci_core_network_security_group.nsg["lb"].id, source_type = "NETWORK_SECURITY_GROUP", description = "prediction API and health checks from the load balancer" }
-    "serving-dashboard"   = { nsg = "serving", port = 8501, source = oci_core_network_security_group.nsg["lb"].id, source_type = "NETWORK_SECURITY_GROUP", description = "dashboard and health checks from the load balancer" }
-    "serving-status"      = { nsg = "serving", port = 9470, source = var.vcn_cidr, source_type = "CIDR_BLOCK", description = "agent status API from the VCN" }
-    "db-mysql"            = { nsg = "db", port = 3306, source = local.app_subnet_cidr, source_type = "CIDR_BLOCK", description = "MySQL from the app subnet" }
-    "db-postgres"         = { nsg = "db", port = 5432, source = local.app_subnet_cidr, source_type = "CIDR_BLOCK", description = "PostgreSQL from the app subnet" }
+    "lb-http"                      = { nsg = "lb", port = 80, source = local.api_cidr, source_type = "CIDR_BLOCK", description = "HTTP, redirected to HTTPS 443, from prediction API clients" }
+    "lb-predict"                   = { nsg = "lb", port = 443, source = local.api_cidr, source_type = "CIDR_BLOCK", description = "prediction API (HTTPS) from its clients" }
+    "lb-dashboard"                 = { nsg = "lb", port = 8501, source = var.admin_cidr, source_type = "CIDR_BLOCK", description = "dashboard (HTTPS) from admins" }
+    "lb-mlflow"                    = { nsg = "lb", port = 5000, source = var.admin_cidr, source_type = "CIDR_BLOCK", description = "MLflow UI and API (HTTPS) from admins" }
+    "lb-airflow"                   = { nsg = "lb", port = 8080, source = var.admin_cidr, source_type = "CIDR_BLOCK", description = "Airflow UI and API (HTTPS) from admins" }
+    "mlflow-ssh"                   = { nsg = "mlflow", port = 22, source = local.bastion_cidr, source_type = "CIDR_BLOCK", description = "SSH from the bastion range" }
+    "mlflow-from-lb"               = { nsg = "mlflow", port = 5000, source = oci_core_network_security_group.nsg["lb"].id, source_type = "NETWORK_SECURITY_GROUP", description = "MLflow UI, API and health checks from the load balancer" }
+    "mlflow-from-internal"         = { nsg = "mlflow", port = 5000, source = oci_core_network_security_group.nsg["mlflow-internal"].id, source_type = "NETWORK_SECURITY_GROUP", description = "MLflow tracking and registry through the internal MLflow endpoint, and its health checks" }
+    "mlflow-status"                = { nsg = "mlflow", port = 9470, source = var.vcn_cidr, source_type = "CIDR_BLOCK", description = "agent status API from the VCN" }
+    "airflow-ssh"                  = { nsg = "airflow", port = 22, source = local.bastion_cidr, source_type = "CIDR_BLOCK", description = "SSH from the bastion range" }
+    "airflow-from-lb"              = { nsg = "airflow", port = 8080, source = oci_core_network_security_group.nsg["lb"].id, source_type = "NETWORK_SECURITY_GROUP", description = "Airflow UI, API and health checks from the load balancer" }
+    "airflow-from-worker"          = { nsg = "airflow", port = 8080, source = oci_core_network_security_group.nsg["airflow-worker"].id, source_type = "NETWORK_SECURITY_GROUP", description = "Airflow execution API from the Celery workers' tasks" }
+    "airflow-status"               = { nsg = "airflow", port = 9470, source = var.vcn_cidr, source_type = "CIDR_BLOCK", description = "agent status API from the VCN" }
+    "serving-ssh"                  = { nsg = "serving", port = 22, source = local.bastion_cidr, source_type = "CIDR_BLOCK", description = "SSH from the bastion range" }
+    "serving-api"                  = { nsg = "serving", port = 8000, source = oci_core_network_security_group.nsg["lb"].id, source_type = "NETWORK_SECURITY_GROUP", description = "prediction API and health checks from the load balancer" }
+    "serving-dashboard"            = { nsg = "serving", port = 8501, source = oci_core_network_security_group.nsg["lb"].id, source_type = "NETWORK_SECURITY_GROUP", description = "dashboard and health checks from the load balancer" }
+    "serving-status"               = { nsg = "serving", port = 9470, source = var.vcn_cidr, source_type = "CIDR_BLOCK", description = "agent status API from the VCN" }
+    "airflow-worker-ssh"           = { nsg = "airflow-worker", port = 22, source = local.bastion_cidr, source_type = "CIDR_BLOCK", description = "SSH from the bastion range" }
+    "airflow-worker-logs"          = { nsg = "airflow-worker", port = 8793, source = oci_core_network_security_group.nsg["airflow"].id, source_type = "NETWORK_SECURITY_GROUP", description = "task logs served by the worker, read by the Airflow api-server" }
+    "airflow-worker-status"        = { nsg = "airflow-worker", port = 9470, source = var.vcn_cidr, source_type = "CIDR_BLOCK", description = "agent status API from the VCN" }
+    "mlflow-internal-from-airflow" = { nsg = "mlflow-internal", port = 5000, source = oci_core_network_security_group.nsg["airflow"].id, source_type = "NETWORK_SECURITY_GROUP", description = "MLflow tracking and registry from Airflow tasks" }
+    "mlflow-internal-from-worker"  = { nsg = "mlflow-internal", port = 5000, source = oci_core_network_security_group.nsg["airflow-worker"].id, source_type = "NETWORK_SECURITY_GROUP", description = "MLflow tracking and registry from the Celery workers' tasks" }
+    "mlflow-internal-from-serving" = { nsg = "mlflow-internal", port = 5000, source = oci_core_network_security_group.nsg["serving"].id, source_type = "NETWORK_SECURITY_GROUP", description = "MLflow registry and artifacts for serving" }
+    "cache-from-airflow"           = { nsg = "cache", port = 6379, source = oci_core_network_security_group.nsg["airflow"].id, source_type = "NETWORK_SECURITY_GROUP", description = "Celery broker (TLS) from the Airflow scheduler and api-server" }
+    "cache-from-worker"            = { nsg = "cache", port = 6379, source = oci_core_network_security_group.nsg["airflow-worker"].id, source_type = "NETWORK_SECURITY_GROUP", description = "Celery broker (TLS) from the workers" }
+    "db-mysql"                     = { nsg = "db", port = 3306, source = local.app_subnet_cidr, source_type = "CIDR_BLOCK", description = "MySQL from the app subnet" }
+    "db-postgres"                  = { nsg = "db", port = 5432, source = local.app_subnet_cidr, source_type = "CIDR_BLOCK", description = "PostgreSQL from the app subnet" }
   }
 
   # The VMs install packages (OS repositories, PyPI) and reach the databases,
-  # Object Storage, Vault and MLflow, so they may open any outbound connection;
-  # the load balancer only talks to its backends, on their backend ports; the
-  # databases open none (replies are allowed by the stateful ingress rules).
+  # the broker, Object Storage, Vault and MLflow, so they may open any
+  # outbound connection; the load balancer and the internal MLflow endpoint
+  # only talk to their backends, on their backend ports; the databases and
+  # the broker open none (replies are allowed by the stateful ingress rules).
   egress_rules = {
-    "lb-to-serving"   = { nsg = "lb", protocol = "6", port = 8000, destination = oci_core_network_security_group.nsg["serving"].id, destination_type = "NETWORK_SECURITY_GROUP", description = "load balancer to the prediction API backends" }
-    "lb-to-dashboard" = { nsg = "lb", protocol = "6", port = 8501, destination = oci_core_network_security_group.nsg["serving"].id, destination_type = "NETWORK_SECURITY_GROUP", description = "load balancer to the dashboard backends" }
-    "lb-to-mlflow"    = { nsg = "lb", protocol = "6", port = 5000, destination = oci_core_network_security_group.nsg["mlflow"].id, destination_type = "NETWORK_SECURITY_GROUP", description = "load balancer to the MLflow backends" }
-    "lb-to-airflow"   = { nsg = "lb", protocol = "6", port = 8080, destination = oci_core_network_security_group.nsg["airflow"].id, destination_type = "NETWORK_SECURITY_GROUP", description = "load balancer to the Airflow backends" }
-    "mlflow-out"      = { nsg = "mlflow", protocol = "all", port = null, destination = "0.0.0.0/0", destination_type = "CIDR_BLOCK", description = "outbound from MLflow VMs" }
-    "airflow-out"     = { nsg = "airflow", protocol = "all", port = null, destination = "0.0.0.0/0", destination_type = "CIDR_BLOCK", description = "outbound from Airflow VMs" }
-    "serving-out"     = { nsg = "serving", protocol = "all", port = null, destination = "0.0.0.0/0", destination_type = "CIDR_BLOCK", description = "outbound from serving VMs" }
+    "lb-to-serving"             = { nsg = "lb", protocol = "6", port = 8000, destination = oci_core_network_security_group.nsg["serving"].id, destination_type = "NETWORK_SECURITY_GROUP", description = "load balancer to the prediction API backends" }
+    "lb-to-dashboard"           = { nsg = "lb", protocol = "6", port = 8501, destination = oci_core_network_security_group.nsg["serving"].id, destination_type = "NETWORK_SECURITY_GROUP", description = "load balancer to the dashboard backends" }
+    "lb-to-mlflow"              = { nsg = "lb", protocol = "6", port = 5000, destination = oci_core_network_security_group.nsg["mlflow"].id, destination_type = "NETWORK_SECURITY_GROUP", description = "load balancer to the MLflow backends" }
+    "lb-to-airflow"             = { nsg = "lb", protocol = "6", port = 8080, destination = oci_core_network_security_group.nsg["airflow"].id, destination_type = "NETWORK_SECURITY_GROUP", description = "load balancer to the Airflow backends" }
+    "mlflow-internal-to-mlflow" = { nsg = "mlflow-internal", protocol = "6", port = 5000, destination = oci_core_network_security_group.nsg["mlflow"].id, destination_type = "NETWORK_SECURITY_GROUP", description = "internal MLflow endpoint to the MLflow VMs (requests and health checks)" }
+    "airflow-worker-out"        = { nsg = "airflow-worker", protocol = "all", port = null, destination = "0.0.0.0/0", destination_type = "CIDR_BLOCK", description = "outbound from Airflow worker VMs" }
+    "mlflow-out"                = { nsg = "mlflow", protocol = "all", port = null, destination = "0.0.0.0/0", destination_type = "CIDR_BLOCK", description = "outbound from MLflow VMs" }
+    "airflow-out"               = { nsg = "airflow", protocol = "all", port = null, destination = "0.0.0.0/0", destination_type = "CIDR_BLOCK", description = "outbound from Airflow VMs" }
+    "serving-out"               = { nsg = "serving", protocol = "all", port = null, destination = "0.0.0.0/0", destination_type = "CIDR_BLOCK", description = "outbound from serving VMs" }
   }
 }
 

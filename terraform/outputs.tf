@@ -23,13 +23,31 @@ output "prediction_api_url" {
 }
 
 output "agent_status_urls" {
-  description = "Each VM's agent status API (GET /status, /readyz, /metrics), reachable from inside the VCN."
+  description = "Each fixed VM's agent status API (GET /status, /readyz, /metrics), reachable from inside the VCN. A pool VM's is http://<its address>:9470/status (oci compute-management instance-pool list-instances)."
   value       = { for k, v in local.instances : k => "http://${v.private_ip}:9470/status" }
 }
 
 output "instance_ids" {
-  description = "OCID of each VM."
+  description = "OCID of each fixed VM (MLflow, Airflow)."
   value       = { for k, v in oci_core_instance.node : k => v.id }
+}
+
+output "instance_pool_ids" {
+  description = "OCID of each instance pool by role (serving, airflow-worker), where it exists; its VMs: oci compute-management instance-pool list-instances --instance-pool-id <id>."
+  value = merge(
+    { for p in oci_core_instance_pool.serving : "serving" => p.id },
+    { for p in oci_core_instance_pool.airflow_worker : "airflow-worker" => p.id },
+  )
+}
+
+output "mlflow_internal_url" {
+  description = "The internal MLflow endpoint (private network load balancer in front of every MLflow VM): the tracking URI of the Airflow, worker and serving VMs; null without MLflow VMs."
+  value       = local.mlflow_enabled ? "http://${local.mlflow_internal_ip}:5000" : null
+}
+
+output "broker_endpoint" {
+  description = "The Celery broker (OCI Cache, TLS), as the Airflow VMs use it; null without workers. Its user is airflow, its password the Vault secret app_secret_ocids[\"airflow-broker-password\"]."
+  value       = local.workers_enabled ? "rediss://${oci_redis_redis_cluster.broker[0].primary_fqdn}:6379/0" : null
 }
 
 output "mysql_endpoint" {
@@ -68,8 +86,8 @@ output "serving_api_key_secret_ocids" {
 }
 
 output "app_secret_ocids" {
-  description = "Every credential secrets.tf generates, by name (the MLflow users' passwords, the Flask secret key, the dashboard's API key, and the above)."
-  value       = { for k, v in oci_vault_secret.app : k => v.id }
+  description = "Every credential secrets.tf generates, by name (the MLflow users' passwords, the Flask secret key, the dashboard's API key, the shared Airflow keys, the database users' and the broker user's passwords, and the above)."
+  value       = merge({ for k, v in oci_vault_secret.app : k => v.id }, { "airflow-fernet-key" = oci_vault_secret.airflow_fernet_key.id })
 }
 
 output "buckets" {

@@ -6,6 +6,12 @@
 #   mlflow-airflow-password      MLflow user `airflow`: EDIT on experiment and registered model iris
 #   mlflow-serving-password      MLflow user `serving`: READ on registered model iris
 #   airflow-admin-password       Airflow UI and API user admin
+#   airflow-fernet-key           Airflow's Fernet key ([core] fernet_key), the same on every Airflow VM
+#   airflow-jwt-secret           Airflow's [api_auth] jwt_secret, the same on every Airflow VM
+#   airflow-api-secret-key       Airflow's [api] secret_key, the same on every Airflow VM
+#   airflow-db-password          Airflow's PostgreSQL user (scheduler and workers share it)
+#   airflow-broker-password      the OCI Cache user `airflow` (Celery broker; cache.tf)
+#   mlflow-db-password           MLflow's MySQL user (every MLflow replica shares it)
 #   serving-api-key-<n>          prediction API keys, serving_api_key_count of them
 #   serving-dashboard-api-key    the dashboard's own key for the prediction API
 #
@@ -32,6 +38,11 @@ locals {
     mlflow-airflow-password   = { length = 32, description = "Password of MLflow user airflow (the Airflow pipeline)" }
     mlflow-serving-password   = { length = 32, description = "Password of MLflow user serving (reads the served registered model)" }
     airflow-admin-password    = { length = 32, description = "Airflow admin password (UI and API user admin)" }
+    airflow-jwt-secret        = { length = 64, description = "Airflow JWT secret ([api_auth] jwt_secret), shared by every Airflow VM" }
+    airflow-api-secret-key    = { length = 64, description = "Airflow [api] secret_key, shared by every Airflow VM" }
+    airflow-db-password       = { length = 32, description = "Password of Airflow's PostgreSQL user, shared by the scheduler and the workers" }
+    airflow-broker-password   = { length = 32, description = "Password of the OCI Cache user airflow (the Celery broker)" }
+    mlflow-db-password        = { length = 32, description = "Password of MLflow's MySQL user, shared by every MLflow replica" }
     serving-dashboard-api-key = { length = 48, description = "The serving dashboard's API key for the prediction API" }
   }
 }
@@ -84,6 +95,26 @@ resource "oci_vault_secret" "serving_api_key" {
   secret_content {
     content_type = "BASE64"
     content      = base64encode(random_password.serving_api_key[count.index].result)
+  }
+  freeform_tags = local.common_tags
+}
+
+# Airflow's Fernet key encrypts connections and variables in its database:
+# every Airflow VM must have the same one, and it must be a Fernet key (32
+# random bytes, URL-safe base64), which random_password cannot make.
+resource "random_bytes" "airflow_fernet_key" {
+  length = 32
+}
+
+resource "oci_vault_secret" "airflow_fernet_key" {
+  compartment_id = var.compartment_ocid
+  vault_id       = oci_kms_vault.main.id
+  key_id         = oci_kms_key.main.id
+  secret_name    = "${var.name_prefix}-airflow-fernet-key"
+  description    = "Airflow Fernet key ([core] fernet_key), shared by every Airflow VM (${var.name_prefix})"
+  secret_content {
+    content_type = "BASE64"
+    content      = base64encode(replace(replace(random_bytes.airflow_fernet_key.base64, "+", "-"), "/", "_"))
   }
   freeform_tags = local.common_tags
 }

@@ -109,7 +109,7 @@ variable "ssh_public_key" {
 # ------------------------------------------------------------------ compute
 
 variable "instance_count" {
-  description = "How many VMs of each role: mlflow, airflow, serving (0-20 each). The load balancer spreads the prediction API over the serving VMs."
+  description = "How many VMs of each role (0-20 each): mlflow and airflow are fixed VMs with fixed addresses (MLflow replicas: 2 or more, behind the load balancer and the internal MLflow endpoint); serving is the serving instance pool's initial size (serving_autoscaling changes it later; 0 means no serving pool)."
   type        = map(number)
   default = {
     mlflow  = 1
@@ -118,11 +118,55 @@ variable "instance_count" {
   }
   validation {
     condition     = length(setsubtract(keys(var.instance_count), ["mlflow", "airflow", "serving"])) == 0 && length(setsubtract(["mlflow", "airflow", "serving"], keys(var.instance_count))) == 0
-    error_message = "instance_count must have exactly the keys mlflow, airflow and serving."
+    error_message = "instance_count must have exactly the keys mlflow, airflow and serving (Airflow workers are worker_count)."
   }
   validation {
     condition     = alltrue([for n in values(var.instance_count) : n >= 0 && n <= 20 && floor(n) == n])
     error_message = "Each instance_count must be a whole number from 0 to 20 (each role has 20 reserved addresses)."
+  }
+}
+
+variable "worker_count" {
+  description = "How many Airflow worker VMs (Celery workers, an instance pool of role airflow-worker). 0: no worker, no OCI Cache, Airflow runs tasks on its own VM (LocalExecutor); more: CeleryExecutor with OCI Cache as the broker, and the Airflow VM runs no task itself. Needs instance_count.airflow = 1 or more."
+  type        = number
+  default     = 0
+  validation {
+    condition     = var.worker_count >= 0 && var.worker_count <= 20 && floor(var.worker_count) == var.worker_count
+    error_message = "worker_count must be a whole number from 0 to 20."
+  }
+}
+
+variable "worker_queues" {
+  description = "Celery queues the worker pool consumes (a task goes to the queue its operator names, `default` unless it says otherwise)."
+  type        = list(string)
+  default     = ["default"]
+  validation {
+    condition     = length(var.worker_queues) >= 1 && length(var.worker_queues) <= 20 && alltrue([for q in var.worker_queues : can(regex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", q))]) && length(distinct(var.worker_queues)) == length(var.worker_queues)
+    error_message = "worker_queues must be 1-20 distinct queue names, each 1-64 letters, digits, _ . or -, starting with a letter or digit (e.g. [\"default\"])."
+  }
+}
+
+variable "serving_autoscaling" {
+  description = "The serving pool's autoscaling on CPU: between min and max VMs; one VM more when the pool's average CPU is above scale_out_cpu_percent, one less below scale_in_cpu_percent, at most one change per cooldown_seconds (300 or more). min = max pins the size."
+  type = object({
+    min                   = number
+    max                   = number
+    scale_out_cpu_percent = optional(number, 70)
+    scale_in_cpu_percent  = optional(number, 25)
+    cooldown_seconds      = optional(number, 300)
+  })
+  default = { min = 2, max = 4 }
+  validation {
+    condition     = var.serving_autoscaling.min >= 1 && var.serving_autoscaling.max <= 50 && var.serving_autoscaling.min <= var.serving_autoscaling.max && floor(var.serving_autoscaling.min) == var.serving_autoscaling.min && floor(var.serving_autoscaling.max) == var.serving_autoscaling.max
+    error_message = "serving_autoscaling needs whole numbers 1 <= min <= max <= 50."
+  }
+  validation {
+    condition     = var.serving_autoscaling.scale_in_cpu_percent >= 1 && var.serving_autoscaling.scale_in_cpu_percent < var.serving_autoscaling.scale_out_cpu_percent && var.serving_autoscaling.scale_out_cpu_percent <= 99
+    error_message = "serving_autoscaling needs 1 <= scale_in_cpu_percent < scale_out_cpu_percent <= 99 (CPU utilization in percent)."
+  }
+  validation {
+    condition     = var.serving_autoscaling.cooldown_seconds >= 300 && var.serving_autoscaling.cooldown_seconds <= 3600
+    error_message = "serving_autoscaling.cooldown_seconds must be from 300 (OCI's minimum) to 3600."
   }
 }
 
@@ -137,19 +181,20 @@ variable "arch" {
 }
 
 variable "instance_shape_config" {
-  description = "OCPUs and memory (GB) of the flexible shape, per role."
+  description = "OCPUs and memory (GB) of the flexible shape, per role: keys mlflow, airflow, serving, and optionally airflow-worker (default: airflow's)."
   type = map(object({
     ocpus      = number
     memory_gbs = number
   }))
   default = {
-    mlflow  = { ocpus = 1, memory_gbs = 8 }
-    airflow = { ocpus = 2, memory_gbs = 16 }
-    serving = { ocpus = 1, memory_gbs = 8 }
+    mlflow           = { ocpus = 1, memory_gbs = 8 }
+    airflow          = { ocpus = 2, memory_gbs = 16 }
+    serving          = { ocpus = 1, memory_gbs = 8 }
+    "airflow-worker" = { ocpus = 2, memory_gbs = 16 }
   }
   validation {
-    condition     = length(setsubtract(keys(var.instance_shape_config), ["mlflow", "airflow", "serving"])) == 0 && length(setsubtract(["mlflow", "airflow", "serving"], keys(var.instance_shape_config))) == 0
-    error_message = "instance_shape_config must have exactly the keys mlflow, airflow and serving."
+    condition     = length(setsubtract(keys(var.instance_shape_config), ["mlflow", "airflow", "serving", "airflow-worker"])) == 0 && length(setsubtract(["mlflow", "airflow", "serving"], keys(var.instance_shape_config))) == 0
+    error_message = "instance_shape_config must have the keys mlflow, airflow and serving, and may have airflow-worker; no other."
   }
   validation {
     condition = alltrue([
@@ -343,6 +388,38 @@ variable "db_delete_protection" {
   description = "Refuse to delete the MySQL DB system (set false before terraform destroy)."
   type        = bool
   default     = true
+}
+
+# ------------------------------------------------------------------ OCI Cache (Celery broker)
+
+variable "cache_node_count" {
+  description = "Nodes of the OCI Cache cluster that is the Celery broker (only with worker_count > 0): 1 is a single primary; 2-5 add replicas OCI fails over to."
+  type        = number
+  default     = 1
+  validation {
+    condition     = var.cache_node_count >= 1 && var.cache_node_count <= 5 && floor(var.cache_node_count) == var.cache_node_count
+    error_message = "cache_node_count must be a whole number from 1 to 5."
+  }
+}
+
+variable "cache_node_memory_gbs" {
+  description = "Memory per OCI Cache node in GB (the broker holds queued task messages only)."
+  type        = number
+  default     = 2
+  validation {
+    condition     = var.cache_node_memory_gbs >= 2 && var.cache_node_memory_gbs <= 500
+    error_message = "cache_node_memory_gbs must be from 2 to 500."
+  }
+}
+
+variable "cache_engine_version" {
+  description = "OCI Cache engine (software_version), e.g. VALKEY_7_2 or REDIS_7_0; Celery speaks the Redis protocol to both."
+  type        = string
+  default     = "VALKEY_7_2"
+  validation {
+    condition     = can(regex("^(VALKEY|REDIS)_[0-9]+_[0-9]+$", var.cache_engine_version))
+    error_message = "cache_engine_version must be an OCI Cache engine version such as VALKEY_7_2 or REDIS_7_0."
+  }
 }
 
 # ------------------------------------------------------------------ load balancer

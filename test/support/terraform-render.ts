@@ -16,6 +16,12 @@
  * every output as base64 of jsonencode(), so no HCL string quoting has to be
  * undone. The folder is removed afterwards.
  *
+ * Fixed VMs (mlflow, airflow) are in `instances`, with their fixed addresses;
+ * the instance pools' VMs (serving, airflow-worker) get OCI-assigned
+ * addresses, so the module gives per pool only what each of its VMs boots
+ * with (`pools`: size, user-data, metadata such as the workers' queues) and
+ * the caller places them.
+ *
  * loadBalancerSpec() (re-exported from ./load-balancer-spec.ts) is the other
  * half of what the fleet test reads from terraform/.
  */
@@ -33,11 +39,27 @@ const TEMPLATE = join(REPO, "bootstrap", "user-data.yaml.tftpl");
 const AGENT_UNIT_FILE = join(REPO, "units", "mlops-agent.service");
 
 export type Role = "mlflow" | "airflow" | "serving";
+/** Roles whose VMs an instance pool makes (terraform/pools.tf). */
+export type PoolRole = "serving" | "airflow-worker";
+export const POOL_ROLES: readonly PoolRole[] = ["serving", "airflow-worker"];
 
 /** The module's inputs (terraform/modules/instance-bootstrap/variables.tf), camelCased. */
 export interface BootstrapInputs {
   readonly vcnCidr: string;
+  /** mlflow and airflow: fixed VMs; serving: the serving pool's initial size. */
   readonly instanceCount: Readonly<Record<Role, number>>;
+  /** The airflow-worker pool's size; more than 0 switches Airflow to CeleryExecutor. Default 0. */
+  readonly workerCount?: number;
+  /** Queues the worker pool consumes (its mlops-config metadata). Default ["default"]. */
+  readonly workerQueues?: readonly string[];
+  /** The Celery broker's host (OCI Cache's primary_fqdn; the fleet's own Redis); needed with workers. */
+  readonly brokerHost?: string | null;
+  /** The broker user. Default "airflow" (the OCI Cache user terraform/cache.tf creates). */
+  readonly brokerUser?: string;
+  /** CA file on the VMs for the broker's TLS certificate; null or absent: the OS trust store. */
+  readonly brokerCaFile?: string | null;
+  /** The predict backend set's health check (loadBalancerSpec().healthCheck): the serving VMs' drain. Default 2000 ms x 2, loadbalancer.tf's. */
+  readonly servingHealthCheck?: { readonly intervalMs: number; readonly retries: number };
   readonly region: string;
   readonly namespace: string;
   readonly artifactsBucket: string;
@@ -52,6 +74,14 @@ export interface BootstrapInputs {
   readonly mlflowAirflowPasswordSecretOcid: string;
   readonly mlflowServingPasswordSecretOcid: string;
   readonly airflowAdminSecretOcid: string;
+  /** Shared by every Airflow VM: Fernet key, JWT secret, [api] secret_key, the DB user's and the broker user's passwords. */
+  readonly airflowFernetKeySecretOcid: string;
+  readonly airflowJwtSecretSecretOcid: string;
+  readonly airflowApiSecretKeySecretOcid: string;
+  readonly airflowDbPasswordSecretOcid: string;
+  readonly airflowBrokerPasswordSecretOcid: string;
+  /** Shared by every MLflow replica: its DB user's password. */
+  readonly mlflowDbPasswordSecretOcid: string;
   /** At least one. */
   readonly servingApiKeySecretOcids: readonly string[];
   readonly servingDashboardApiKeySecretOcid: string;
@@ -71,6 +101,8 @@ export interface RenderedAddresses {
   readonly dbSubnetCidr: string;
   readonly mysqlIp: string;
   readonly postgresIp: string;
+  /** The private network load balancer in front of the MLflow VMs (terraform/mlflow-endpoint.tf): the tracking URI is http://<it>:5000. */
+  readonly mlflowInternalIp: string;
   /** MySQL host pattern of the users the agent creates, e.g. "10.0.1.%". */
   readonly appSubnetMysqlHost: string;
 }
@@ -83,20 +115,32 @@ export interface RenderedInstance {
   readonly userData: string;
 }
 
+/** What every VM of an instance pool boots with. */
+export interface RenderedPool {
+  /** The pool's size (serving: the initial size); 0 means Terraform makes no pool. */
+  readonly size: number;
+  /** The cloud-init user-data of each of its VMs, as text. */
+  readonly userData: string;
+  /** Instance metadata besides ssh_authorized_keys and user_data: "mlops-role", and for airflow-worker "mlops-config" (JSON: its queues). */
+  readonly metadata: Readonly<Record<string, string>>;
+}
+
 export interface RenderedFleet {
   readonly addresses: RenderedAddresses;
   /** The agent config object (vault: references, no secret values). */
   readonly agentConfig: Record<string, unknown>;
   /** The same as the JSON text Terraform writes (jsonencode: compact, keys sorted). */
   readonly agentConfigJson: string;
-  /** Keyed like the root module's instances: "mlflow-0", "serving-1", ... */
+  /** The fixed VMs, keyed like the root module's instances: "mlflow-0", "airflow-0", ... */
   readonly instances: Record<string, RenderedInstance>;
+  /** The instance pools, by role. */
+  readonly pools: Readonly<Record<PoolRole, RenderedPool>>;
 }
 
 /**
  * Inputs that reproduce terraform/agent-config.example.json (1 MLflow, 1
- * Airflow, 2 serving VMs in 10.0.0.0/16, eu-frankfurt-1), with PAR-shaped
- * download URLs; `over` replaces top-level fields.
+ * Airflow, 2 serving and 2 worker VMs in 10.0.0.0/16, eu-frankfurt-1), with
+ * PAR-shaped download URLs; `over` replaces top-level fields.
  */
 export function exampleBootstrapInputs(over: Partial<BootstrapInputs> = {}): BootstrapInputs {
   const par = (arch: string) =>
@@ -104,6 +148,12 @@ export function exampleBootstrapInputs(over: Partial<BootstrapInputs> = {}): Boo
   return {
     vcnCidr: "10.0.0.0/16",
     instanceCount: { mlflow: 1, airflow: 1, serving: 2 },
+    workerCount: 2,
+    workerQueues: ["default"],
+    brokerHost: "amaaaaaaexamplecache-p.redis.eu-frankfurt-1.oci.oraclecloud.com",
+    brokerUser: "airflow",
+    brokerCaFile: null,
+    servingHealthCheck: { intervalMs: 2000, retries: 2 },
     region: "eu-frankfurt-1",
     namespace: "mytenancy",
     artifactsBucket: "mlops-artifacts",
@@ -116,6 +166,12 @@ export function exampleBootstrapInputs(over: Partial<BootstrapInputs> = {}): Boo
     mlflowAirflowPasswordSecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexamplemlflowairflowpassword",
     mlflowServingPasswordSecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexamplemlflowservingpassword",
     airflowAdminSecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexampleairflowadminpassword",
+    airflowFernetKeySecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexampleairflowfernetkey",
+    airflowJwtSecretSecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexampleairflowjwtsecret",
+    airflowApiSecretKeySecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexampleairflowapisecretkey",
+    airflowDbPasswordSecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexampleairflowdbpassword",
+    airflowBrokerPasswordSecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexampleairflowbrokerpassword",
+    mlflowDbPasswordSecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexamplemlflowdbpassword",
     servingApiKeySecretOcids: ["ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexampleservingapikey0"],
     servingDashboardApiKeySecretOcid: "ocid1.vaultsecret.oc1.eu-frankfurt-1.amaaaaaaexampleservingdashboardapikey",
     mysqlAdminUser: "mlopsadmin",
@@ -132,6 +188,12 @@ function tfvars(inputs: BootstrapInputs): Record<string, unknown> {
   return {
     vcn_cidr: inputs.vcnCidr,
     instance_count: inputs.instanceCount,
+    worker_count: inputs.workerCount ?? 0,
+    worker_queues: inputs.workerQueues ?? ["default"],
+    broker_host: inputs.brokerHost ?? null,
+    broker_user: inputs.brokerUser ?? "airflow",
+    broker_ca_file: inputs.brokerCaFile ?? null,
+    serving_health_check: { interval_ms: inputs.servingHealthCheck?.intervalMs ?? 2000, retries: inputs.servingHealthCheck?.retries ?? 2 },
     region: inputs.region,
     namespace: inputs.namespace,
     artifacts_bucket: inputs.artifactsBucket,
@@ -144,6 +206,12 @@ function tfvars(inputs: BootstrapInputs): Record<string, unknown> {
     mlflow_airflow_password_secret_ocid: inputs.mlflowAirflowPasswordSecretOcid,
     mlflow_serving_password_secret_ocid: inputs.mlflowServingPasswordSecretOcid,
     airflow_admin_secret_ocid: inputs.airflowAdminSecretOcid,
+    airflow_fernet_key_secret_ocid: inputs.airflowFernetKeySecretOcid,
+    airflow_jwt_secret_secret_ocid: inputs.airflowJwtSecretSecretOcid,
+    airflow_api_secret_key_secret_ocid: inputs.airflowApiSecretKeySecretOcid,
+    airflow_db_password_secret_ocid: inputs.airflowDbPasswordSecretOcid,
+    airflow_broker_password_secret_ocid: inputs.airflowBrokerPasswordSecretOcid,
+    mlflow_db_password_secret_ocid: inputs.mlflowDbPasswordSecretOcid,
     serving_api_key_secret_ocids: inputs.servingApiKeySecretOcids,
     serving_dashboard_api_key_secret_ocid: inputs.servingDashboardApiKeySecretOcid,
     mysql_admin_user: inputs.mysqlAdminUser,
@@ -182,6 +250,9 @@ interface ConsoleOutputs {
   agent_config: Record<string, unknown>;
   agent_config_json: string;
   user_data: Record<string, string>;
+  pools: Record<PoolRole, { size: number }>;
+  pool_metadata: Record<PoolRole, Record<string, string>>;
+  pool_user_data: Record<PoolRole, string>;
 }
 
 /** Evaluates the module's outputs with `terraform console` for `inputs`. Needs a terraform binary on PATH (see terraformBinary()). */
@@ -191,7 +262,7 @@ export async function renderInstances(inputs: BootstrapInputs): Promise<Rendered
   try {
     writeFileSync(join(probe, "terraform.tfvars.json"), JSON.stringify(vars, null, 2));
     await terraformOk(["init", "-backend=false", "-input=false", "-no-color"], { cwd: probe });
-    const outputs = ["addresses", "instances", "agent_config", "agent_config_json", "user_data"];
+    const outputs = ["addresses", "instances", "agent_config", "agent_config_json", "user_data", "pools", "pool_metadata", "pool_user_data"];
     const expression = `base64encode(jsonencode({ ${outputs.map((o) => `${o} = module.bootstrap.${o}`).join(", ")} }))\n`;
     const { stdout } = await terraformOk(["console", "-no-color"], { cwd: probe, input: expression });
     const b64 = /^"([A-Za-z0-9+/=]*)"$/.exec(stdout.trim())?.[1];
@@ -204,6 +275,15 @@ export async function renderInstances(inputs: BootstrapInputs): Promise<Rendered
       if (userData === undefined) throw new Error(`the module has no user_data for ${key}`);
       instances[key] = { role: v.role, index: v.index, privateIp: v.private_ip, userData };
     }
+    const pools = Object.fromEntries(
+      POOL_ROLES.map((role): [PoolRole, RenderedPool] => {
+        const size = out.pools[role]?.size;
+        const userData = out.pool_user_data[role];
+        const metadata = out.pool_metadata[role];
+        if (size === undefined || userData === undefined || metadata === undefined) throw new Error(`the module has no pool ${role}`);
+        return [role, { size, userData, metadata }];
+      }),
+    ) as Record<PoolRole, RenderedPool>;
     return {
       addresses: {
         publicSubnetCidr: a.public_subnet_cidr!,
@@ -211,11 +291,13 @@ export async function renderInstances(inputs: BootstrapInputs): Promise<Rendered
         dbSubnetCidr: a.db_subnet_cidr!,
         mysqlIp: a.mysql_ip!,
         postgresIp: a.postgres_ip!,
+        mlflowInternalIp: a.mlflow_internal_ip!,
         appSubnetMysqlHost: a.app_subnet_mysql_host!,
       },
       agentConfig: out.agent_config,
       agentConfigJson: out.agent_config_json,
       instances,
+      pools,
     };
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -4,6 +4,7 @@ output "addresses" {
     public_subnet_cidr    = local.public_subnet_cidr
     app_subnet_cidr       = local.app_subnet_cidr
     db_subnet_cidr        = local.db_subnet_cidr
+    mlflow_internal_ip    = local.mlflow_internal_ip
     mysql_ip              = local.mysql_ip
     postgres_ip           = local.postgres_ip
     app_subnet_mysql_host = local.app_subnet_mysql_host
@@ -11,13 +12,39 @@ output "addresses" {
 }
 
 output "instances" {
-  description = "Every VM: \"mlflow-0\" => { role, index, private_ip }. Its keys depend on instance_count only, so it can drive for_each."
+  description = "Every fixed VM (mlflow, airflow): \"mlflow-0\" => { role, index, private_ip }. Its keys depend on instance_count only, so it can drive for_each. Pool VMs are not in it (pools)."
   value       = local.instances
+}
+
+output "pools" {
+  description = "The instance pools by role (serving, airflow-worker): { size } (serving: the initial size, autoscaling changes it later); a size of 0 means no pool."
+  value       = { for role in local.pool_roles : role => { size = local.pool_size[role] } }
+}
+
+output "pool_metadata" {
+  description = "Instance metadata of each pool's VMs besides ssh_authorized_keys and user_data: mlops-role, and for airflow-worker mlops-config (its queues)."
+  value       = local.pool_metadata
+}
+
+output "pool_user_data" {
+  description = "Each pool's cloud-init user-data (plain text), keyed by role."
+  value       = local.pool_user_data
 }
 
 output "agent_config" {
   description = "The agent config object every VM gets (vault references, no secret values)."
   value       = local.agent_config
+
+  # Cross-input rules (a variable's own validation sees only itself before
+  # Terraform 1.9).
+  precondition {
+    condition     = var.worker_count == 0 || var.instance_count["airflow"] >= 1
+    error_message = "worker_count is more than 0 but instance_count.airflow is 0: Airflow workers need the Airflow VM (scheduler, api-server); set instance_count.airflow to 1 or worker_count to 0."
+  }
+  precondition {
+    condition     = var.worker_count == 0 || var.broker_host != null
+    error_message = "worker_count is more than 0 but broker_host is null: the workers need the broker's host name (OCI Cache's primary_fqdn)."
+  }
 }
 
 output "agent_config_json" {

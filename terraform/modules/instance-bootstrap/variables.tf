@@ -11,7 +11,7 @@ variable "vcn_cidr" {
 }
 
 variable "instance_count" {
-  description = "How many VMs of each role: keys mlflow, airflow, serving; 0-20 each."
+  description = "How many VMs of each role: keys mlflow, airflow, serving; 0-20 each. mlflow and airflow are fixed VMs; serving is the serving pool's initial size."
   type        = map(number)
   validation {
     condition = (
@@ -20,6 +20,61 @@ variable "instance_count" {
       alltrue([for n in values(var.instance_count) : n >= 0 && n <= 20 && floor(n) == n])
     )
     error_message = "instance_count must have exactly the keys mlflow, airflow and serving, each a whole number from 0 to 20."
+  }
+}
+
+variable "worker_count" {
+  description = "How many Airflow worker VMs (the airflow-worker pool); 0 means no worker: LocalExecutor on the Airflow VM. More than 0: CeleryExecutor."
+  type        = number
+  validation {
+    condition     = var.worker_count >= 0 && var.worker_count <= 20 && floor(var.worker_count) == var.worker_count
+    error_message = "worker_count must be a whole number from 0 to 20."
+  }
+}
+
+variable "worker_queues" {
+  description = "Celery queues the worker pool consumes (the pool's mlops-config metadata: airflow.celery.queues)."
+  type        = list(string)
+  validation {
+    condition     = length(var.worker_queues) >= 1 && length(var.worker_queues) <= 20 && alltrue([for q in var.worker_queues : can(regex("^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$", q))]) && length(distinct(var.worker_queues)) == length(var.worker_queues)
+    error_message = "worker_queues must be 1-20 distinct queue names, each 1-64 letters, digits, _ . or -, starting with a letter or digit (e.g. [\"default\"])."
+  }
+}
+
+variable "broker_host" {
+  description = "Host name of the Celery broker (OCI Cache's primary_fqdn; the fleet test gives its own Redis); null without workers. The config says rediss://<host>:6379/0."
+  type        = string
+  default     = null
+}
+
+variable "broker_user" {
+  description = "The broker's user (an OCI Cache user) the Airflow VMs log in as."
+  type        = string
+  validation {
+    condition     = can(regex("^[A-Za-z][A-Za-z0-9_-]{0,63}$", var.broker_user))
+    error_message = "broker_user must be 1-64 letters, digits, _ or -, starting with a letter."
+  }
+}
+
+variable "broker_ca_file" {
+  description = "Absolute path, on the VMs, of the CA certificate the broker's TLS certificate is checked against; null means the OS trust store."
+  type        = string
+  default     = null
+  validation {
+    condition     = var.broker_ca_file == null || startswith(coalesce(var.broker_ca_file, "/"), "/")
+    error_message = "broker_ca_file must be an absolute path, or null."
+  }
+}
+
+variable "serving_health_check" {
+  description = "The load balancer's health check of the predict backend set (loadbalancer.tf): interval in ms and how many failures take a backend out; the serving VMs drain that long."
+  type = object({
+    interval_ms = number
+    retries     = number
+  })
+  validation {
+    condition     = var.serving_health_check.interval_ms >= 1000 && var.serving_health_check.retries >= 1
+    error_message = "serving_health_check needs interval_ms >= 1000 and retries >= 1."
   }
 }
 
@@ -80,6 +135,36 @@ variable "mlflow_serving_password_secret_ocid" {
 
 variable "airflow_admin_secret_ocid" {
   description = "OCID of the Vault secret holding the Airflow admin password (airflow.adminPassword)."
+  type        = string
+}
+
+variable "airflow_fernet_key_secret_ocid" {
+  description = "OCID of the Vault secret holding Airflow's Fernet key (airflow.fernetKey), the same on every Airflow VM."
+  type        = string
+}
+
+variable "airflow_jwt_secret_secret_ocid" {
+  description = "OCID of the Vault secret holding Airflow's JWT secret (airflow.jwtSecret), the same on every Airflow VM."
+  type        = string
+}
+
+variable "airflow_api_secret_key_secret_ocid" {
+  description = "OCID of the Vault secret holding Airflow's [api] secret_key (airflow.apiSecretKey), the same on every Airflow VM."
+  type        = string
+}
+
+variable "airflow_db_password_secret_ocid" {
+  description = "OCID of the Vault secret holding the password of Airflow's database user (airflow.database.password), shared by the scheduler and the workers."
+  type        = string
+}
+
+variable "airflow_broker_password_secret_ocid" {
+  description = "OCID of the Vault secret holding the broker user's password (airflow.celery.brokerPassword)."
+  type        = string
+}
+
+variable "mlflow_db_password_secret_ocid" {
+  description = "OCID of the Vault secret holding the password of MLflow's database user (mlflow.database.password), shared by every MLflow replica."
   type        = string
 }
 
