@@ -14,6 +14,10 @@ export interface DeploymentInputs {
   readonly region: string;
   readonly namespace: string;
   readonly instanceCount: Readonly<Record<string, number>>;
+  /** The Airflow worker pool's size (Terraform's worker_count); default the example's. */
+  readonly workerCount?: number;
+  /** OCI Cache's primary_fqdn, which the broker URL names (a real apply learns it from OCI). */
+  readonly brokerHost: string;
   readonly pythonIndexUrl: string;
   readonly agentUrlX64: string;
   readonly agentSha256X64: string;
@@ -33,6 +37,12 @@ export interface DeploymentSecrets {
   readonly mlflowAirflowPassword: string;
   readonly mlflowServingPassword: string;
   readonly airflowAdmin: string;
+  readonly airflowFernetKey: string;
+  readonly airflowJwtSecret: string;
+  readonly airflowApiSecretKey: string;
+  readonly airflowDbPassword: string;
+  readonly airflowBrokerPassword: string;
+  readonly mlflowDbPassword: string;
   readonly servingApiKeys: readonly string[];
   readonly servingDashboardApiKey: string;
 }
@@ -99,13 +109,24 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     mlflowAirflowPassword: ocid("mlflowairflowpassword"),
     mlflowServingPassword: ocid("mlflowservingpassword"),
     airflowAdmin: ocid("airflowadmin"),
+    airflowFernetKey: ocid("airflowfernetkey"),
+    airflowJwtSecret: ocid("airflowjwtsecret"),
+    airflowApiSecretKey: ocid("airflowapisecretkey"),
+    airflowDbPassword: ocid("airflowdbpassword"),
+    airflowBrokerPassword: ocid("airflowbrokerpassword"),
+    mlflowDbPassword: ocid("mlflowdbpassword"),
     servingApiKeys: [ocid("servingapikey0")],
     servingDashboardApiKey: ocid("servingdashboardapikey"),
   };
   const lbHostname = i.lbHostname ?? "mlops.fleet.test";
   const buckets = { artifacts: "mlops-artifacts", dags: "mlops-dags" };
+  const spec = await loadBalancerSpec();
   const r = await renderInstances({
     ...example,
+    workerCount: i.workerCount ?? example.workerCount ?? 0,
+    brokerHost: i.brokerHost,
+    // The root module passes the predict backend set's health check (the serving VMs' drain).
+    servingHealthCheck: { intervalMs: spec.healthCheck.intervalMs, retries: spec.healthCheck.retries },
     region: i.region,
     namespace: i.namespace,
     instanceCount: { ...example.instanceCount, ...i.instanceCount },
@@ -119,6 +140,12 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     mlflowAirflowPasswordSecretOcid: secrets.mlflowAirflowPassword,
     mlflowServingPasswordSecretOcid: secrets.mlflowServingPassword,
     airflowAdminSecretOcid: secrets.airflowAdmin,
+    airflowFernetKeySecretOcid: secrets.airflowFernetKey,
+    airflowJwtSecretSecretOcid: secrets.airflowJwtSecret,
+    airflowApiSecretKeySecretOcid: secrets.airflowApiSecretKey,
+    airflowDbPasswordSecretOcid: secrets.airflowDbPassword,
+    airflowBrokerPasswordSecretOcid: secrets.airflowBrokerPassword,
+    mlflowDbPasswordSecretOcid: secrets.mlflowDbPassword,
     servingApiKeySecretOcids: secrets.servingApiKeys,
     servingDashboardApiKeySecretOcid: secrets.servingDashboardApiKey,
     pythonIndexUrl: i.pythonIndexUrl,
@@ -131,7 +158,6 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
   };
   const a = r.addresses;
   const config = r.agentConfig as { database: { adminUser: string }; postgres: { adminUser: string } };
-  const spec = await loadBalancerSpec();
   const rules = await ingressRules(
     { admin_cidr: i.adminCidr, api_cidr: i.apiCidr, bastion_cidr: null, vcn_cidr: example.vcnCidr },
     { app_subnet_cidr: a.appSubnetCidr, public_subnet_cidr: a.publicSubnetCidr, db_subnet_cidr: a.dbSubnetCidr },
@@ -157,7 +183,7 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     postgresAdminUser: config.postgres.adminUser,
     agentConfig: r.agentConfig,
     instances: r.instances,
-    pools: {},
+    pools: Object.fromEntries(Object.entries(r.pools).filter(([, p]) => p.size > 0).map(([role, p]) => [role, { role, size: p.size, userData: p.userData, metadata: p.metadata }])),
     loadBalancerSpec: spec,
     loadBalancer: fleetLoadBalancer(spec),
     ingressRules: rules,

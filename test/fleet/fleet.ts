@@ -84,6 +84,8 @@ const POOL_PLACEMENT: Record<string, { firstHost: number; name: string }> = {
   "airflow-worker": { firstHost: 70, name: "worker" },
 };
 
+/** OCI Cache's primary FQDN (OCI names it after the cluster's OCID), the root module's broker_host. */
+export const CACHE_HOSTNAME = `amaaaaaafleetcache-p.redis.${REGION}.oci.oraclecloud.com`;
 /** OCI assigns OCI Cache's address on the DB subnet: the fleet takes this host number. */
 const CACHE_HOST = 40;
 
@@ -93,6 +95,8 @@ export interface FleetOptions {
   readonly uvCache: string;
   /** Instances per role (Terraform's instance_count); default Terraform's: 1 MLflow, 1 Airflow, 2 serving. */
   readonly instanceCount?: Readonly<Record<string, number>>;
+  /** Airflow worker VMs (Terraform's worker_count); default Terraform's example's. */
+  readonly workerCount?: number;
 }
 
 export const DEFAULT_UV_CACHE = join(homedir(), ".cache/mlops-agent/fleet-uv");
@@ -214,6 +218,8 @@ export class Fleet {
       region: REGION,
       namespace: NAMESPACE,
       instanceCount: { ...o.instanceCount },
+      ...(o.workerCount === undefined ? {} : { workerCount: o.workerCount }),
+      brokerHost: CACHE_HOSTNAME,
       pythonIndexUrl: `https://${MIRROR_HOST}/simple`,
       agentUrlX64: release.url,
       agentSha256X64: release.sha256,
@@ -379,7 +385,7 @@ export class Fleet {
       if (nlbSpec && nlbAddress) {
         mkdirSync(join(dir, "nlb"), { recursive: true });
         const byRole: Record<string, { name: string; address: string }[]> = {};
-        for (const vm of planned) (byRole[vm.role] ??= []).push({ name: vm.name, address: vm.privateIp });
+        for (const vm of planned) byRole[vm.role] = [...(byRole[vm.role] ?? []), { name: vm.name, address: vm.privateIp }];
         nlb = startNetworkLoadBalancer({ netns: vcn.netns, dir: join(dir, "nlb"), address: nlbAddress, spec: nlbSpec, backends: byRole });
         stoppers.push(() => nlb!.stop());
         await nlb.start();
