@@ -351,6 +351,9 @@ describe("the fleet", () => {
         .map((local) => Number(local.slice(local.lastIndexOf(":") + 1)));
       listening[vm.role] = [...new Set([...(listening[vm.role] ?? []), ...ports])];
     }
+    // The VCN's services that are no VM: the internal MLflow endpoint's listeners and OCI Cache.
+    if (fleet.nlb) listening["mlflow-internal"] = fleet.nlb.spec.listeners.map((l) => l.port);
+    if (fleet.cache) listening.cache = [fleet.cache.port];
     const rows = matrixRows(
       fleet.lb.listeners.map((l) => ({ port: l.port, tls: l.tls })),
       listening,
@@ -358,15 +361,18 @@ describe("the fleet", () => {
     const features = new Set<Feature>();
     if (fleet.credentials.mlflowAdmin) features.add("mlflow-auth");
     if (fleet.credentials.apiKeys.length > 0) features.add("api-keys");
-    const fromVm: Record<string, FleetVm> = { airflow: airflowVm, serving: sc.servings.at(-1)!, mlflow: mlflowVm };
+    if (fleet.credentials.broker) features.add("broker-auth");
+    const fromVm: Record<string, FleetVm> = { airflow: airflowVm, serving: sc.servings.at(-1)!, mlflow: mlflowVm, ...(sc.workers.length ? { "airflow-worker": sc.workers.at(-1)! } : {}) };
     const vantages = [
       { role: "internet" as const, vantage: fleet.internet },
       { role: "admin" as const, vantage: fleet.admin },
-      ...(["airflow", "serving", "mlflow"] as const).map((role) => ({ role, vantage: fleet.vantage(fromVm[role]!) })),
+      ...(["airflow", "airflow-worker", "serving", "mlflow"] as const).filter((role) => fromVm[role]).map((role) => ({ role, vantage: fleet.vantage(fromVm[role]!) })),
     ];
     const matrix = await runMatrix(rows, vantages, features, {
       lbHostname: fleet.lb.hostname,
-      vmAddress: (role, from) => fleet.vms.find((v) => v.role === role && v !== fromVm[from])?.ip,
+      vmAddress: (role, from) =>
+        role === "mlflow-internal" ? fleet.nlb?.address : role === "cache" ? fleet.cache?.address : fleet.vms.find((v) => v.role === role && v !== fromVm[from])?.ip,
+      ...(fleet.cache ? { cacheHostname: fleet.cache.hostname } : {}),
       credentials: fleet.credentials,
       airflowAdminPassword: await sc.airflowAdminPassword(),
       airflowToken: () => sc.airflowToken(),

@@ -445,6 +445,9 @@ export class Fleet {
         `${lbAddress}\t${LB_HOSTNAME}`,
         // OCI Cache's FQDN, as the VCN's resolver would answer it.
         ...(cache ? [`${cache.address}\t${cache.hostname}`] : []),
+        // Every VM's hostname, as the VCN's resolver answers it in the subnet's search domain (the
+        // api-server reads a worker's task logs at the hostname the worker recorded).
+        ...planned.map((vm) => `${vm.privateIp}\t${vm.name}`),
       ];
       for (const inst of planned) {
         const name = inst.name;

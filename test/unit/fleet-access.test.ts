@@ -74,10 +74,24 @@ describe("NSGs from terraform/network.tf", () => {
 
   it("becomes an nftables table of its own: SYNs on eth0 pass the VM's NSG rules (NSG sources as their members' addresses) or are dropped", async () => {
     const rules = await ingressRules(VARS, KNOWN);
-    const members = { lb: ["10.0.0.10"], mlflow: ["10.0.1.10"], airflow: ["10.0.1.20"], serving: ["10.0.1.30", "10.0.1.31"], db: ["10.0.2.10"] };
+    const members = {
+      lb: ["10.0.0.10"],
+      mlflow: ["10.0.1.10"],
+      airflow: ["10.0.1.30"],
+      "airflow-worker": ["10.0.1.70", "10.0.1.71"],
+      serving: ["10.0.1.50", "10.0.1.51"],
+      "mlflow-internal": ["10.0.1.9"],
+      cache: ["10.0.2.40"],
+      db: ["10.0.2.10"],
+    };
     const vm = vmRuleset("mlflow", rules, members);
     expect(vm).toContain('iifname "eth0" tcp flags & (fin|syn|rst|ack) == syn jump nsg_mlflow');
-    for (const src of ["10.0.0.10", "10.0.1.20", "10.0.1.30", "10.0.1.31"]) expect(vm).toContain(`ip saddr ${src} tcp dport 5000 accept`);
+    // MLflow's 5000: the load balancer and the internal endpoint only, no VM.
+    for (const src of ["10.0.0.10", "10.0.1.9"]) expect(vm).toContain(`ip saddr ${src} tcp dport 5000 accept`);
+    for (const src of ["10.0.1.30", "10.0.1.50", "10.0.1.70"]) expect(vm).not.toContain(`ip saddr ${src} tcp dport 5000 accept`);
+    // A worker's log server: the Airflow VM only.
+    expect(vmRuleset("airflow-worker", rules, members)).toContain("ip saddr 10.0.1.30 tcp dport 8793 accept");
+    expect(vmRuleset("airflow-worker", rules, members)).not.toContain("ip saddr 10.0.1.50 tcp dport 8793");
     expect(vm).toContain("ip saddr 10.0.0.0/16 tcp dport 9470 accept");
     expect(vm).toMatch(/accept comment "[a-z-]+"\n {4}drop\n {2}\}/);
     const vcn = vcnRuleset({ "10.0.0.10": "lb" }, rules, members);
@@ -85,6 +99,11 @@ describe("NSGs from terraform/network.tf", () => {
     expect(vcn).toContain("ip saddr 198.51.100.0/24 tcp dport 443 accept");
     expect(vcn).toContain("ip saddr 203.0.113.0/24 tcp dport 5000 accept");
     expect(vcn).not.toContain("ip saddr 203.0.113.0/24 tcp dport 443 accept");
+    // The internal MLflow endpoint and OCI Cache live in the VCN namespace too.
+    const services = vcnRuleset({ "10.0.1.9": "mlflow-internal", "10.0.2.40": "cache" }, rules, members);
+    for (const src of ["10.0.1.30", "10.0.1.70", "10.0.1.71", "10.0.1.50", "10.0.1.51"]) expect(services).toContain(`ip saddr ${src} tcp dport 5000 accept`);
+    for (const src of ["10.0.1.30", "10.0.1.70", "10.0.1.71"]) expect(services).toContain(`ip saddr ${src} tcp dport 6379 accept`);
+    expect(services).not.toContain("ip saddr 10.0.1.50 tcp dport 6379");
   });
 });
 
@@ -97,15 +116,19 @@ describe("the access matrix's policy", () => {
       { port: 8080, tls: true },
       { port: 8501, tls: true },
     ],
-    { mlflow: [5000, 9470], airflow: [8080, 8793, 9470], serving: [8000, 8501, 9470] },
+    { mlflow: [5000, 9470], airflow: [8080, 9470], "airflow-worker": [8793, 9470], serving: [8000, 8501, 9470], "mlflow-internal": [5000], cache: [6379] },
   );
   const row = (label: string) => rows.find((r) => r.label === label)!;
-  const all = new Set<Feature>(["mlflow-auth", "api-keys"]);
+  const all = new Set<Feature>(["mlflow-auth", "api-keys", "broker-auth"]);
   const plan = (label: string, from: VantageRole, features = all) => planCell(row(label), from, features, "mlops.example.com");
 
   it("lists every load balancer listener (each HTTPS one also in plain HTTP) and every VM port, SSH always", () => {
     expect(rows.map((r) => r.label)).toContain("LB :5000 plain http");
-    expect(rows.map((r) => r.label)).toContain("airflow VM :8793 other");
+    expect(rows.map((r) => r.label)).toContain("airflow-worker VM :8793 task-logs");
+    expect(rows.map((r) => r.label)).toContain("mlflow-internal :5000 delete model");
+    expect(rows.map((r) => r.label)).toContain("cache :6379 broker");
+    // What is no VM has no SSH row.
+    expect(rows.map((r) => r.label)).not.toContain("cache :22 ssh");
     expect(rows.map((r) => r.label)).toContain("serving VM :22 ssh");
     expect(rows.map((r) => r.label)).toContain("mlflow VM :5000 delete model");
   });
@@ -125,23 +148,33 @@ describe("the access matrix's policy", () => {
     expect(plan("LB :5000 https mlflow", "admin").expect).toEqual({ none: { status: 401 }, wrong: { status: 401 }, right: { status: 200 } });
     expect(plan("LB :443 https predict", "internet").expect).toEqual({ none: { status: 401 }, wrong: { status: 401 }, right: { status: 200 } });
     expect(plan("LB :443 https /health", "internet").expect).toEqual({ none: { status: 200 } });
-    expect(plan("mlflow VM :5000 delete model", "serving").expect.right).toEqual({ status: 403 });
-    // The pipeline's user created the model: MLflow made it its manager, so the delete is not sent at all.
-    expect(plan("mlflow VM :5000 delete model", "airflow")).toMatchObject({ skip: expect.stringMatching(/MANAGE/), expect: {} });
+    expect(plan("mlflow-internal :5000 delete model", "serving").expect.right).toEqual({ status: 403 });
+    // The pipeline's user created the model: MLflow made it its manager, so the delete is not sent at all (a worker's tasks are that user too).
+    for (const from of ["airflow", "airflow-worker"] as const) expect(plan("mlflow-internal :5000 delete model", from)).toMatchObject({ skip: expect.stringMatching(/MANAGE/), expect: {} });
+    expect(plan("cache :6379 broker", "airflow-worker").expect).toEqual({ none: { status: 401 }, wrong: { status: 401 }, right: { status: 200 } });
+    // The log server without Airflow's signed token: 403, and there is no "right" credential to send.
+    expect(plan("airflow-worker VM :8793 task-logs", "airflow").expect).toEqual({ none: { status: 403 }, wrong: { status: 403 } });
   });
 
-  it("inside the VCN: MLflow from the pipeline and serving VMs, the status API past the NSG but not the host firewall, everything else dropped", () => {
-    expect(plan("mlflow VM :5000 mlflow", "airflow").expect.right).toEqual({ status: 200 });
-    expect(plan("mlflow VM :5000 mlflow", "mlflow").expect).toEqual({ none: "dropped" });
+  it("inside the VCN: MLflow through the internal endpoint from the pipeline, worker and serving VMs, the broker from the Airflow VMs, the status API past the NSG but not the host firewall, everything else dropped", () => {
+    for (const from of ["airflow", "airflow-worker", "serving"] as const) {
+      expect(plan("mlflow-internal :5000 mlflow", from).expect.right).toEqual({ status: 200 });
+      // Not the MLflow VMs themselves: only the load balancers reach them.
+      expect(plan("mlflow VM :5000 mlflow", from).expect).toEqual({ none: "dropped" });
+    }
+    expect(plan("mlflow-internal :5000 mlflow", "mlflow").expect).toEqual({ none: "dropped" });
+    for (const from of ["serving", "mlflow"] as const) expect(plan("cache :6379 broker", from).expect).toEqual({ none: "dropped" });
+    expect(plan("airflow VM :8080 airflow", "airflow-worker").expect.right).toEqual({ status: 200 });
+    for (const from of ["airflow-worker", "serving", "mlflow"] as const) expect(plan("airflow-worker VM :8793 task-logs", from).expect).toEqual({ none: "dropped" });
     // The NSG admits the status API from the VCN; the image's firewall, opened only for the role's services, rejects it.
     expect(plan("serving VM :9470 status", "airflow").expect).toEqual({ none: "rejected" });
-    for (const label of ["airflow VM :8080 airflow", "airflow VM :8793 other", "serving VM :8000 predict", "serving VM :8501 dashboard", "serving VM :22 ssh", "LB :443 https predict"])
+    for (const label of ["airflow VM :8080 airflow", "serving VM :8000 predict", "serving VM :8501 dashboard", "serving VM :22 ssh", "LB :443 https predict"])
       for (const from of ["airflow", "serving", "mlflow"] as const) expect(plan(label, from).expect, `${label} from ${from}`).toEqual({ none: "dropped" });
   });
 
   it("without a feature: reachability only, marked pending; deleting the model is not even tried", () => {
     expect(plan("LB :5000 https mlflow", "admin", new Set())).toEqual({ pending: "mlflow-auth", expect: { none: { status: 200 } } });
-    expect(plan("mlflow VM :5000 delete model", "serving", new Set())).toMatchObject({ pending: "mlflow-auth", expect: {}, skip: expect.stringMatching(/delete/) });
+    expect(plan("mlflow-internal :5000 delete model", "serving", new Set())).toMatchObject({ pending: "mlflow-auth", expect: {}, skip: expect.stringMatching(/delete/) });
   });
 });
 
