@@ -230,6 +230,11 @@ describe("the fleet", () => {
     expect(new Set(tis.map((t) => t.hostname)).size, hosts.join(", ")).toBe(sc.workers.length);
     // The scheduler VM has no Celery worker: nothing of the kind runs there.
     expect(await airflowVm.run(["ps", "-eo", "args", "--no-headers"])).not.toMatch(/celery.*worker/);
+    // The api-server shows a task's log, which only the worker that ran it holds: read from its log server (8793).
+    const train = tis.find((t) => t.taskId === "train")!;
+    const logs = await sc.airflow(`/api/v2/dags/${IRIS_DAG}/dagRuns/${encodeURIComponent(firstRunId)}/taskInstances/train/logs/${train.tryNumber}?full_content=true`);
+    expect(logs.status, JSON.stringify(logs.json).slice(0, 300)).toBe(200);
+    expect(JSON.stringify(logs.json)).toMatch(/candidate /);
   });
 
   it("every serving VM loads models:/iris@champion and predicts through the load balancer; the dashboard shows the model", async () => {
