@@ -100,7 +100,7 @@ resource "oci_core_instance_configuration" "pool" {
 }
 
 resource "oci_core_instance_pool" "serving" {
-  count                     = contains(keys(local.pools), "serving") ? 1 : 0
+  count                     = local.serving_enabled ? 1 : 0
   compartment_id            = var.compartment_ocid
   display_name              = "${var.name_prefix}-serving"
   instance_configuration_id = oci_core_instance_configuration.pool["serving"].id
@@ -151,7 +151,7 @@ resource "oci_core_instance_pool" "serving" {
 }
 
 resource "oci_core_instance_pool" "airflow_worker" {
-  count                     = contains(keys(local.pools), "airflow-worker") ? 1 : 0
+  count                     = local.workers_enabled ? 1 : 0
   compartment_id            = var.compartment_ocid
   display_name              = "${var.name_prefix}-airflow-worker"
   instance_configuration_id = oci_core_instance_configuration.pool["airflow-worker"].id
@@ -184,7 +184,7 @@ resource "oci_core_instance_pool" "airflow_worker" {
 # and takes requests once the load balancer's health check sees /ready 200
 # (its model loaded); a VM it removes leaves them first.
 resource "oci_autoscaling_auto_scaling_configuration" "serving" {
-  count                = length(oci_core_instance_pool.serving)
+  count                = local.serving_enabled ? 1 : 0
   compartment_id       = var.compartment_ocid
   display_name         = "${var.name_prefix}-serving"
   cool_down_in_seconds = var.serving_autoscaling.cooldown_seconds

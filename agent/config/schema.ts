@@ -77,6 +77,27 @@ export const airflowSchema = z
     executor: z.enum(["LocalExecutor", "CeleryExecutor"], { message: "must be LocalExecutor or CeleryExecutor" }).default("LocalExecutor"),
     /** CeleryExecutor: the broker (e.g. amqp://user:pw@host:5672//, redis://host:6379/0) as a secret reference. */
     celeryBrokerUrl: secretRefSchema.optional(),
+    // MERGE NOTE (issue 12, helper "terraform"): the fields below are the minimal shape of the
+    // contract so Terraform's rendered config validates; helper "worker" owns their definition.
+    /** CeleryExecutor: the broker and what this VM's worker consumes (issue 12 contract). */
+    celery: z
+      .object({
+        brokerUrl: z.string().regex(/^rediss?:\/\/[^/@\s]+(\/\d+)?$/, "must be a redis:// or rediss:// URL without credentials, e.g. rediss://cache.example:6379/0"),
+        brokerUser: z.string().optional(),
+        brokerPassword: secretRefSchema.optional(),
+        queues: z.array(z.string()).min(1).default(["default"]),
+        concurrency: z.number().int().min(1).max(64).default(4),
+        logServerPort: z.number().int().min(1).max(65535).default(8793),
+        caFile: z.string().startsWith("/", "must be an absolute path").optional(),
+      })
+      .strict()
+      .optional(),
+    /** The api-server's execution API for workers; absent: the local api-server's. */
+    executionApiUrl: z.string().url().optional(),
+    /** Shared by every Airflow VM (Terraform: Vault secrets); absent: generated in the state dir. */
+    fernetKey: secretRefSchema.optional(),
+    jwtSecret: secretRefSchema.optional(),
+    apiSecretKey: secretRefSchema.optional(),
     /** Task slots; LocalExecutor starts this many worker processes up front. */
     parallelism: z.number().int().min(1).max(64).default(4),
     adminUser: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default("admin"),
@@ -102,9 +123,9 @@ export const airflowSchema = z
       .default({ engine: "postgresql", name: "airflow", user: "airflow" }),
   })
   .strict()
-  .refine((a) => a.executor !== "CeleryExecutor" || a.celeryBrokerUrl !== undefined, {
-    message: "CeleryExecutor needs celeryBrokerUrl (a secret reference such as file:/etc/mlops-agent/broker-url)",
-    path: ["celeryBrokerUrl"],
+  .refine((a) => a.executor !== "CeleryExecutor" || a.celeryBrokerUrl !== undefined || a.celery !== undefined, {
+    message: "CeleryExecutor needs celery (the broker: { brokerUrl, brokerUser, brokerPassword }) or celeryBrokerUrl (a secret reference such as file:/etc/mlops-agent/broker-url)",
+    path: ["celery"],
   })
   .superRefine((a, ctx) => checkMlflowClient("airflow", a, ctx));
 
@@ -207,6 +228,17 @@ export const servingSchema = z
     apiKeys: z.array(secretRefSchema).max(64).optional(),
     /** The dashboard's own key for the API (accepted by the API too); required with apiKeys, alone it turns keys on too. */
     dashboardApiKey: secretRefSchema.optional(),
+    // MERGE NOTE (issue 12, helper "terraform"): minimal shape of the contract so Terraform's
+    // rendered config validates; helper "drain" owns its definition.
+    /** The load balancer's health check of /ready (drain time = interval x threshold + extra). */
+    drain: z
+      .object({
+        healthCheckIntervalSeconds: z.number().min(0.1).max(300).default(2),
+        unhealthyThreshold: z.number().int().min(1).max(100).default(2),
+        extraSeconds: z.number().min(0).max(300).default(2),
+      })
+      .strict()
+      .optional(),
   })
   .strict()
   .superRefine((s, ctx) => {

@@ -4,20 +4,37 @@
  * listeners and health checks, and the NSGs' ingress rules for the fleet's
  * admin_cidr and api_cidr. The values a real apply would learn
  * from OCI (secret OCIDs, the Object Storage namespace, the agent release
- * URL) are given as inputs.
+ * URL, the broker's host name, the addresses OCI gives pool VMs) are given
+ * as inputs or chosen here: the serving pool's VMs at .50+ and the worker
+ * pool's at .70+ of the app subnet.
  */
-import { exampleBootstrapInputs, type LoadBalancerSpec, loadBalancerSpec, renderInstances } from "../support/terraform-render.ts";
+import {
+  exampleBootstrapInputs,
+  type LoadBalancerSpec,
+  loadBalancerSpec,
+  mlflowEndpointSpec,
+  type NetworkLoadBalancerSpec,
+  POOL_ROLES,
+  type PoolRole,
+  type RenderedPool,
+  renderInstances,
+} from "../support/terraform-render.ts";
 import { type FleetLoadBalancer, fleetLoadBalancer } from "./lb-listeners.ts";
 import { type IngressRule, ingressRules } from "./nsg.ts";
 
 export interface DeploymentInputs {
   readonly region: string;
   readonly namespace: string;
+  /** mlflow, airflow: fixed VMs; serving: the serving pool's size. */
   readonly instanceCount: Readonly<Record<string, number>>;
-  /** The Airflow worker pool's size (Terraform's worker_count); default the example's. */
+  /** Airflow worker VMs (Terraform's worker_count); default 0 (LocalExecutor). More than 0 needs brokerHost. */
   readonly workerCount?: number;
-  /** OCI Cache's primary_fqdn, which the broker URL names (a real apply learns it from OCI). */
-  readonly brokerHost: string;
+  /** Queues the worker pool consumes; default ["default"]. */
+  readonly workerQueues?: readonly string[];
+  /** Host name (or address) of the fleet's broker, as OCI Cache's primary_fqdn would be; its TLS certificate must be for it. */
+  readonly brokerHost?: string | null;
+  /** Where the broker's CA certificate is on the VMs; absent: the OS trust store. */
+  readonly brokerCaFile?: string | null;
   readonly pythonIndexUrl: string;
   readonly agentUrlX64: string;
   readonly agentSha256X64: string;
@@ -37,22 +54,27 @@ export interface DeploymentSecrets {
   readonly mlflowAirflowPassword: string;
   readonly mlflowServingPassword: string;
   readonly airflowAdmin: string;
+  /** Must hold a real Fernet key (32 random bytes, URL-safe base64), not just any string. */
   readonly airflowFernetKey: string;
   readonly airflowJwtSecret: string;
   readonly airflowApiSecretKey: string;
   readonly airflowDbPassword: string;
+  /** The broker user's (airflow) password: the fleet's broker must accept it. */
   readonly airflowBrokerPassword: string;
   readonly mlflowDbPassword: string;
   readonly servingApiKeys: readonly string[];
   readonly servingDashboardApiKey: string;
 }
 
-export interface PoolSpec {
+/** Where the fleet puts each pool's VMs (OCI would assign addresses): .50+ serving, .70+ workers. */
+export const POOL_ADDRESS_BASE: Readonly<Record<PoolRole, number>> = { serving: 50, "airflow-worker": 70 };
+
+export interface DeploymentInstance {
   readonly role: string;
-  readonly size: number;
+  readonly privateIp: string;
   readonly userData: string;
-  /** The instance configuration's metadata besides user_data and ssh keys (`mlops-role`, `mlops-config`). */
-  readonly metadata: Readonly<Record<string, string>>;
+  /** Set for pool VMs: their instance configuration's metadata besides ssh_authorized_keys and user_data ("mlops-role", and "mlops-config" for workers). */
+  readonly metadata?: Readonly<Record<string, string>>;
 }
 
 export interface Deployment {
@@ -66,6 +88,8 @@ export interface Deployment {
     readonly dbGateway: string;
     readonly mysqlIp: string;
     readonly postgresIp: string;
+    /** The internal MLflow endpoint (a private network load balancer in OCI; .9 of the app subnet): the VMs' tracking URI. */
+    readonly mlflowInternalIp: string;
     /** OCI assigns the load balancer's address; the fleet takes .10 of the public subnet. */
     readonly loadBalancerIp: string;
     /** The private package mirror's address (a host of the tenancy's own, on the app subnet). */
@@ -78,16 +102,14 @@ export interface Deployment {
   readonly mysqlAdminUser: string;
   readonly postgresAdminUser: string;
   readonly agentConfig: Record<string, unknown>;
-  /** The fixed instances (oci_core_instance, at Terraform's addresses), keyed like Terraform's: "mlflow-0", "airflow-0". */
-  readonly instances: Readonly<Record<string, { readonly role: string; readonly privateIp: string; readonly userData: string }>>;
-  /**
-   * The instance pools (oci_core_instance_configuration + oci_core_instance_pool), by role: how many
-   * VMs the pool starts with and what each boots from (the instance configuration's user-data and
-   * metadata, `mlops-role` and maybe `mlops-config`). OCI assigns their addresses; the fleet does too.
-   */
-  readonly pools: Readonly<Record<string, PoolSpec>>;
+  /** Every VM: the fixed ones ("mlflow-0", "airflow-0") and the pools' ("serving-0", "airflow-worker-1"), these at POOL_ADDRESS_BASE. */
+  readonly instances: Readonly<Record<string, DeploymentInstance>>;
+  /** The instance pools as Terraform renders them (size, user-data, metadata). */
+  readonly pools: Readonly<Record<PoolRole, RenderedPool>>;
   readonly loadBalancerSpec: LoadBalancerSpec;
   readonly loadBalancer: FleetLoadBalancer;
+  /** The internal MLflow endpoint at addresses.mlflowInternalIp (terraform/mlflow-endpoint.tf): TCP, its health check, source not preserved. */
+  readonly mlflowEndpoint: NetworkLoadBalancerSpec;
   /** local.ingress_rules of terraform/network.tf for the fleet's admin_cidr and api_cidr. */
   readonly ingressRules: readonly IngressRule[];
 }
@@ -123,13 +145,15 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
   const spec = await loadBalancerSpec();
   const r = await renderInstances({
     ...example,
-    workerCount: i.workerCount ?? example.workerCount ?? 0,
-    brokerHost: i.brokerHost,
-    // The root module passes the predict backend set's health check (the serving VMs' drain).
-    servingHealthCheck: { intervalMs: spec.healthCheck.intervalMs, retries: spec.healthCheck.retries },
     region: i.region,
     namespace: i.namespace,
     instanceCount: { ...example.instanceCount, ...i.instanceCount },
+    workerCount: i.workerCount ?? 0,
+    workerQueues: i.workerQueues ?? ["default"],
+    brokerHost: i.brokerHost ?? null,
+    brokerCaFile: i.brokerCaFile ?? null,
+    // The drain of the serving VMs: the predict backend set's check, which the fleet's HAProxy runs too.
+    servingHealthCheck: { intervalMs: spec.healthCheck.intervalMs, retries: spec.healthCheck.retries },
     artifactsBucket: buckets.artifacts,
     dagsBucket: buckets.dags,
     mysqlAdminSecretOcid: secrets.mysqlAdmin,
@@ -158,6 +182,12 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
   };
   const a = r.addresses;
   const config = r.agentConfig as { database: { adminUser: string }; postgres: { adminUser: string } };
+  const instances: Record<string, DeploymentInstance> = { ...r.instances };
+  for (const role of POOL_ROLES) {
+    const pool = r.pools[role];
+    for (let n = 0; n < pool.size; n++)
+      instances[`${role}-${n}`] = { role, privateIp: host(a.appSubnetCidr, POOL_ADDRESS_BASE[role] + n), userData: pool.userData, metadata: pool.metadata };
+  }
   const rules = await ingressRules(
     { admin_cidr: i.adminCidr, api_cidr: i.apiCidr, bastion_cidr: null, vcn_cidr: example.vcnCidr },
     { app_subnet_cidr: a.appSubnetCidr, public_subnet_cidr: a.publicSubnetCidr, db_subnet_cidr: a.dbSubnetCidr },
@@ -173,6 +203,7 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
       dbGateway: host(a.dbSubnetCidr, 1),
       mysqlIp: a.mysqlIp,
       postgresIp: a.postgresIp,
+      mlflowInternalIp: a.mlflowInternalIp,
       loadBalancerIp: host(a.publicSubnetCidr, 10),
       mirrorIp: host(a.appSubnetCidr, 250),
     },
@@ -182,10 +213,11 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     mysqlAdminUser: config.database.adminUser,
     postgresAdminUser: config.postgres.adminUser,
     agentConfig: r.agentConfig,
-    instances: r.instances,
-    pools: Object.fromEntries(Object.entries(r.pools).filter(([, p]) => p.size > 0).map(([role, p]) => [role, { role, size: p.size, userData: p.userData, metadata: p.metadata }])),
+    instances,
+    pools: r.pools,
     loadBalancerSpec: spec,
     loadBalancer: fleetLoadBalancer(spec),
+    mlflowEndpoint: await mlflowEndpointSpec(),
     ingressRules: rules,
   };
 }

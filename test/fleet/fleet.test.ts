@@ -357,7 +357,7 @@ describe("the fleet", () => {
       listening[vm.role] = [...new Set([...(listening[vm.role] ?? []), ...ports])];
     }
     // The VCN's services that are no VM: the internal MLflow endpoint's listeners and OCI Cache.
-    if (fleet.nlb) listening["mlflow-internal"] = fleet.nlb.spec.listeners.map((l) => l.port);
+    if (fleet.nlb) listening["mlflow-internal"] = [fleet.nlb.spec.port];
     if (fleet.cache) listening.cache = [fleet.cache.port];
     const rows = matrixRows(
       fleet.lb.listeners.map((l) => ({ port: l.port, tls: l.tls })),
@@ -406,8 +406,7 @@ describe("the fleet", () => {
       const runId = await sc.triggerPipeline("fleet: one MLflow VM stopped, one worker killed");
       secondRun = (async () => {
         // The internal endpoint's health check takes the stopped VM out.
-        const nlbSet = fleet.nlb!.spec.listeners[0]!.backendSet;
-        await waitFor(`the internal MLflow endpoint marks ${down.name} down`, async () => (/^DOWN/.test((await fleet.nlb!.backendStates(nlbSet))[down.name] ?? "") ? true : undefined), 120_000, 500);
+        await waitFor(`the internal MLflow endpoint marks ${down.name} down`, async () => (/^DOWN/.test((await fleet.nlb!.backendStates())[down.name] ?? "") ? true : undefined), 120_000, 500);
         timings.mlflowEndpointMarkedDownSeconds = (Date.now() - stoppedAt) / 1000;
         // A task running on a worker: kill that worker's Celery processes (every process of its unit, SIGKILL).
         const running = await waitFor(

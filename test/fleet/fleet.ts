@@ -39,7 +39,7 @@ import { type Deployment, renderDeployment } from "./deployment.ts";
 import { makeInstanceIdentity } from "../support/instance-identity.ts";
 import { type FleetCredentials, fleetCredentials, secretValue } from "./credentials.ts";
 import { type LoadBalancer, startLoadBalancer } from "./load-balancer.ts";
-import { type NetworkLoadBalancer, nlbSpecs, startNetworkLoadBalancer } from "./network-load-balancer.ts";
+import { type NetworkLoadBalancer, startNetworkLoadBalancer } from "./network-load-balancer.ts";
 import { type OciCache, ociCache } from "./oci-cache.ts";
 import { applyRuleset, type NsgMembers, resourceNsgs, vcnRuleset, vmRuleset } from "./nsg.ts";
 import { outsideVantage, type Vantage, vmVantage } from "./vantage.ts";
@@ -72,16 +72,6 @@ const IMAGE_FIREWALL: Record<string, ImageFirewall> = {
   airflow: "ubuntu-iptables",
   "airflow-worker": "oracle-linux-firewalld",
   serving: "ubuntu-iptables",
-};
-
-/**
- * Where the fleet puts a pool's VMs (OCI assigns pool instances their addresses
- * from the subnet): the app subnet's host number of the first, the next ones
- * after it, and the name prefix of their hostnames.
- */
-const POOL_PLACEMENT: Record<string, { firstHost: number; name: string }> = {
-  serving: { firstHost: 50, name: "serving" },
-  "airflow-worker": { firstHost: 70, name: "worker" },
 };
 
 /** OCI Cache's primary FQDN (OCI names it after the cluster's OCID), the root module's broker_host. */
@@ -247,11 +237,13 @@ export class Fleet {
     const lbAddress = a.loadBalancerIp;
     const mirrorAddress = a.mirrorIp;
     const prefix = (cidr: string) => cidr.split("/")[1];
-    const planned = plannedVms(deployment);
-    // The private MLflow endpoint: the network load balancer terraform/ declares, at the address the tracking URI names.
-    const nlbSpec = (await nlbSpecs())[0];
-    const nlbAddress = nlbSpec ? mlflowEndpointAddress(deployment, planned) : undefined;
-    if (nlbSpec && !nlbAddress) throw new Error(`terraform/ declares network load balancer ${nlbSpec.resource}, but the rendered tracking URI names an MLflow VM, not its address`);
+    // Every VM: the fixed ones at Terraform's addresses, the pools' where the render placed them (as OCI would).
+    const planned = Object.entries(deployment.instances).map(([name, i]) => ({ name, role: i.role, privateIp: i.privateIp, userData: i.userData, metadata: i.metadata ?? {}, pool: i.metadata !== undefined }));
+    // The internal MLflow endpoint (mlflow-endpoint.tf), when the VMs' tracking URI names it.
+    const spec = deployment.mlflowEndpoint;
+    const nlbAddress = usesEndpoint(deployment) ? a.mlflowInternalIp : undefined;
+    const nlbNsg = nlbAddress ? await resourceNsgs("oci_network_load_balancer_network_load_balancer") : [];
+    if (nlbAddress && nlbNsg.length !== 1) throw new Error(`the internal MLflow endpoint is in ${nlbNsg.length} NSGs of network.tf (${nlbNsg.join(", ")}), not one`);
     // OCI Cache: at the hostname and port of the rendered broker URL, on the DB subnet.
     const broker = brokerOf(deployment.agentConfig, vault);
     const cacheAddress = broker ? hostAt(a.dbSubnet, CACHE_HOST) : undefined;
@@ -275,10 +267,9 @@ export class Fleet {
     const members: Record<string, string[]> = { lb: [lbAddress], db: [a.mysqlIp, a.postgresIp] };
     for (const vm of planned) members[vm.role] = [...(members[vm.role] ?? []), vm.privateIp];
     const vcnAddresses: Record<string, string> = { [lbAddress]: "lb", [a.mysqlIp]: "db", [a.postgresIp]: "db" };
-    if (nlbSpec && nlbAddress) {
-      if (!nlbSpec.nsg) throw new Error(`network load balancer ${nlbSpec.resource} is in no NSG of network.tf`);
-      members[nlbSpec.nsg] = [...(members[nlbSpec.nsg] ?? []), nlbAddress];
-      vcnAddresses[nlbAddress] = nlbSpec.nsg;
+    if (nlbAddress) {
+      members[nlbNsg[0]!] = [...(members[nlbNsg[0]!] ?? []), nlbAddress];
+      vcnAddresses[nlbAddress] = nlbNsg[0]!;
     }
     if (cacheAddress) {
       const [cacheNsg, ...more] = await resourceNsgs("oci_redis_redis_cluster");
@@ -382,13 +373,13 @@ export class Fleet {
       await lb.start();
 
       let nlb: NetworkLoadBalancer | undefined;
-      if (nlbSpec && nlbAddress) {
+      if (nlbAddress) {
         mkdirSync(join(dir, "nlb"), { recursive: true });
-        const byRole: Record<string, { name: string; address: string }[]> = {};
-        for (const vm of planned) byRole[vm.role] = [...(byRole[vm.role] ?? []), { name: vm.name, address: vm.privateIp }];
-        nlb = startNetworkLoadBalancer({ netns: vcn.netns, dir: join(dir, "nlb"), address: nlbAddress, spec: nlbSpec, backends: byRole });
-        stoppers.push(() => nlb!.stop());
-        await nlb.start();
+        const backends = planned.filter((vm) => vm.role === spec.backendRole).map((vm) => ({ name: vm.name, address: vm.privateIp }));
+        const started = startNetworkLoadBalancer({ netns: vcn.netns, dir: join(dir, "nlb"), address: nlbAddress, spec, backends });
+        stoppers.push(() => started.stop());
+        await started.start();
+        nlb = started;
       }
       let cache: (OciCache & { hostname: string }) | undefined;
       if (broker && cacheAddress) {
@@ -580,48 +571,18 @@ function instanceDocument(runId: string, name: string, role: string, userData: s
 }
 
 
-/** A VM the fleet boots: a fixed instance at Terraform's address, or a pool's at the address the fleet assigns. */
-interface PlannedVm {
-  readonly name: string;
-  readonly role: string;
-  readonly privateIp: string;
-  readonly userData: string;
-  readonly metadata: Readonly<Record<string, string>>;
-  readonly pool: boolean;
-}
-
-/** The host number `n` of a subnet, e.g. hostAt("10.0.1.0/24", 50) = 10.0.1.50. */
+/** The host number `n` of a subnet, e.g. hostAt("10.0.2.0/24", 40) = 10.0.2.40. */
 function hostAt(cidr: string, n: number): string {
   const p = cidr.split("/")[0]!.split(".").map(Number);
   return `${p[0]}.${p[1]}.${p[2]}.${p[3]! + n}`;
 }
 
-/** Every VM of the deployment: the fixed instances, then each pool's members (serving .50+, workers .70+ of the app subnet). */
-function plannedVms(d: Deployment): PlannedVm[] {
-  const out: PlannedVm[] = Object.entries(d.instances).map(([name, i]) => ({ name, role: i.role, privateIp: i.privateIp, userData: i.userData, metadata: {}, pool: false }));
-  for (const [key, pool] of Object.entries(d.pools)) {
-    const place = POOL_PLACEMENT[pool.role];
-    if (!place) throw new Error(`pool ${key}: the fleet has no placement for role ${pool.role} (${Object.keys(POOL_PLACEMENT).join(", ")})`);
-    for (let i = 0; i < pool.size; i++)
-      out.push({ name: `${place.name}-${i}`, role: pool.role, privateIp: hostAt(d.addresses.appSubnet, place.firstHost + i), userData: pool.userData, metadata: pool.metadata, pool: true });
-  }
-  const taken = new Map<string, string>();
-  for (const vm of out) {
-    const other = taken.get(vm.privateIp);
-    if (other) throw new Error(`${vm.name} and ${other} would both be at ${vm.privateIp}`);
-    taken.set(vm.privateIp, vm.name);
-  }
-  return out;
-}
-
 type Obj = Record<string, unknown>;
 
-/** The address of the private MLflow endpoint: the host of the rendered tracking URI when it is no MLflow VM's. */
-function mlflowEndpointAddress(d: Deployment, vms: readonly PlannedVm[]): string | undefined {
+/** Whether the rendered config sends the VMs to MLflow through the internal endpoint (its tracking URI's host). */
+function usesEndpoint(d: Deployment): boolean {
   const uri = ((d.agentConfig.serving ?? {}) as Obj).mlflowTrackingUri ?? ((d.agentConfig.airflow ?? {}) as Obj).mlflowTrackingUri;
-  if (typeof uri !== "string") return undefined;
-  const host = new URL(uri).hostname;
-  return vms.some((v) => v.role === "mlflow" && v.privateIp === host) ? undefined : host;
+  return typeof uri === "string" && new URL(uri).hostname === d.addresses.mlflowInternalIp;
 }
 
 /** The Celery broker the rendered config names (airflow.celery): hostname, port, user and password (from the fleet's Vault). */

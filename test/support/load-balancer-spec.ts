@@ -6,6 +6,12 @@
  * from this, so the test load balancer listens, balances and checks health
  * as the OCI one would. Every value must be a literal in the file; a
  * reference (a variable, a local) is an error here rather than a guess.
+ *
+ * A backend set's backends are either fixed VMs (one oci_load_balancer_backend
+ * with `for_each = local.<role>_instances`, in loadbalancer.tf) or the VMs of
+ * an instance pool (a `load_balancers` block of an oci_core_instance_pool in
+ * terraform/pools.tf, whose instance configuration is
+ * `oci_core_instance_configuration.pool["<role>"]`): exactly one of the two.
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
@@ -143,13 +149,47 @@ function redirectOf(listener: Any, listenerName: string, ruleSets: Map<string, A
   return found;
 }
 
-/** Reads terraform/loadbalancer.tf (or `file`). */
-export async function loadBalancerSpec(file = join(REPO, "terraform", "loadbalancer.tf")): Promise<LoadBalancerSpec> {
-  const [parsed] = await parseFiles([{ name: "loadbalancer.tf", text: readFileSync(file, "utf8") }]);
+const BACKEND_ROLES: readonly BackendRole[] = ["mlflow", "airflow", "serving"];
+
+/** A backend set's members as the instance pools of pools.tf attach them: role and port per `load_balancers` block. */
+interface PoolAttachment {
+  readonly pool: string;
+  readonly setRes: string;
+  readonly role: BackendRole;
+  readonly port: number;
+}
+
+function poolAttachments(poolsJson: Any): PoolAttachment[] {
+  const out: PoolAttachment[] = [];
+  for (const [poolName, list] of Object.entries(poolsJson?.resource?.oci_core_instance_pool ?? {})) {
+    const pool = (list as Any[])[0];
+    const attachments = (pool.load_balancers ?? []) as Any[];
+    if (attachments.length === 0) continue;
+    const at = `pools.tf: instance pool ${poolName}`;
+    const role = /^\$\{oci_core_instance_configuration\.pool\["([a-z-]+)"\]\.id\}$/.exec(String(pool.instance_configuration_id))?.[1];
+    if (!role || !(BACKEND_ROLES as readonly string[]).includes(role))
+      throw new Error(`${at}: instance_configuration_id is ${JSON.stringify(pool.instance_configuration_id)}, not oci_core_instance_configuration.pool["<role>"].id of a backend role (${BACKEND_ROLES.join(", ")})`);
+    for (const a of attachments) {
+      const setRes = referenced(a.backend_set_name, "oci_load_balancer_backend_set", `${at}'s load_balancers.backend_set_name`);
+      out.push({ pool: poolName, setRes, role: role as BackendRole, port: num(a.port, `${at}'s load_balancers.port`) });
+    }
+  }
+  return out;
+}
+
+/** Reads terraform/loadbalancer.tf (or `file`), and the instance pools' attachments from terraform/pools.tf (or `poolsFile`; null: none). */
+export async function loadBalancerSpec(
+  file = join(REPO, "terraform", "loadbalancer.tf"),
+  poolsFile: string | null = join(REPO, "terraform", "pools.tf"),
+): Promise<LoadBalancerSpec> {
+  const inputs = [{ name: "loadbalancer.tf", text: readFileSync(file, "utf8") }];
+  if (poolsFile !== null) inputs.push({ name: "pools.tf", text: readFileSync(poolsFile, "utf8") });
+  const [parsed, poolsParsed] = await parseFiles(inputs);
   const resources = (parsed!.json as Any).resource ?? {};
   const sets = new Map(blocks(resources.oci_load_balancer_backend_set, "oci_load_balancer_backend_set"));
   const ruleSets = new Map(blocks(resources.oci_load_balancer_rule_set, "oci_load_balancer_rule_set"));
   const backends = blocks(resources.oci_load_balancer_backend, "oci_load_balancer_backend", true);
+  const attachments = poolAttachments(poolsParsed?.json);
 
   const listeners: ListenerSpec[] = blocks(resources.oci_load_balancer_listener, "oci_load_balancer_listener").map(([resName, l]) => {
     const name = str(l.name, `listener ${resName}'s name`);
@@ -166,15 +206,27 @@ export async function loadBalancerSpec(file = join(REPO, "terraform", "loadbalan
     if (!set) throw new Error(`loadbalancer.tf: listener ${name} sends to backend set ${setRes}, which is not declared`);
     const setName = str(set.name, `backend set ${setRes}'s name`);
     const members = backends.filter(([, b]) => b.backendset_name === `\${oci_load_balancer_backend_set.${setRes}.name}`);
-    if (members.length !== 1) throw new Error(`loadbalancer.tf: backend set ${setRes} has ${members.length} backend resources, expected exactly one`);
-    const [backendName, backend] = members[0]!;
-    const role = /^\$\{local\.(mlflow|airflow|serving)_instances\}$/.exec(String(backend.for_each))?.[1] as BackendRole | undefined;
-    if (!role) throw new Error(`loadbalancer.tf: backend ${backendName}'s for_each is ${JSON.stringify(backend.for_each)}, not local.<role>_instances`);
+    const pooled = attachments.filter((a) => a.setRes === setRes);
+    if (members.length + pooled.length !== 1)
+      throw new Error(
+        `loadbalancer.tf: backend set ${setRes} has ${members.length} backend resources and ${pooled.length} instance pool attachments (pools.tf), expected exactly one of either`,
+      );
+    let role: BackendRole;
+    let backendPort: number;
+    if (pooled.length === 1) {
+      ({ role, port: backendPort } = pooled[0]!);
+    } else {
+      const [backendName, backend] = members[0]!;
+      const found = /^\$\{local\.(mlflow|airflow|serving)_instances\}$/.exec(String(backend.for_each))?.[1] as BackendRole | undefined;
+      if (!found) throw new Error(`loadbalancer.tf: backend ${backendName}'s for_each is ${JSON.stringify(backend.for_each)}, not local.<role>_instances`);
+      role = found;
+      backendPort = num(backend.port, `backend ${backendName}'s port`);
+    }
     return {
       ...base,
       backendSet: setName,
       backendRole: role,
-      backendPort: num(backend.port, `backend ${backendName}'s port`),
+      backendPort,
       policy: str(set.policy, `backend set ${setName}'s policy`),
       healthCheck: healthCheck(set, setName),
       redirect: null,
@@ -192,5 +244,58 @@ export async function loadBalancerSpec(file = join(REPO, "terraform", "loadbalan
     backendPort: p.backendPort!,
     policy: p.policy!,
     healthCheck: p.healthCheck!,
+  };
+}
+
+/** The internal MLflow endpoint (terraform/mlflow-endpoint.tf): a private network load balancer, TCP, in front of every MLflow VM. */
+export interface NetworkLoadBalancerSpec {
+  /** The listener's port and protocol ("TCP": the bytes pass through, nothing is terminated). */
+  readonly port: number;
+  readonly protocol: string;
+  /** Which VMs are the backends (`for_each = local.<role>_instances`), and their port. */
+  readonly backendRole: BackendRole;
+  readonly backendPort: number;
+  /** e.g. "FIVE_TUPLE". */
+  readonly policy: string;
+  /** False: the backends see the network load balancer's own address as the source (their NSG admits its NSG). */
+  readonly preserveSource: boolean;
+  readonly healthCheck: HealthCheckSpec;
+}
+
+/** Reads terraform/mlflow-endpoint.tf (or `file`): one listener, one backend set, one backend resource; literals only, like loadBalancerSpec(). */
+export async function mlflowEndpointSpec(file = join(REPO, "terraform", "mlflow-endpoint.tf")): Promise<NetworkLoadBalancerSpec> {
+  const [parsed] = await parseFiles([{ name: "mlflow-endpoint.tf", text: readFileSync(file, "utf8") }]);
+  const r = (parsed!.json as Any).resource ?? {};
+  const one = (type: string): [string, Any] => {
+    const entries = Object.entries(r[type] ?? {});
+    if (entries.length !== 1) throw new Error(`mlflow-endpoint.tf: expected exactly one ${type}, found ${entries.length}`);
+    const [name, list] = entries[0]!;
+    return [name, (list as Any[])[0]];
+  };
+  const [, listener] = one("oci_network_load_balancer_listener");
+  const [setName, set] = one("oci_network_load_balancer_backend_set");
+  const [backendName, backend] = one("oci_network_load_balancer_backend");
+  const role = /^\$\{local\.(mlflow|airflow|serving)_instances\}$/.exec(String(backend.for_each))?.[1] as BackendRole | undefined;
+  if (!role) throw new Error(`mlflow-endpoint.tf: backend ${backendName}'s for_each is ${JSON.stringify(backend.for_each)}, not local.<role>_instances`);
+  const hc = set.health_checker?.[0];
+  if (!hc) throw new Error(`mlflow-endpoint.tf: backend set ${setName} has no health_checker`);
+  const at = (field: string) => `mlflow-endpoint.tf: backend set ${setName}: ${field}`;
+  if (typeof set.is_preserve_source !== "boolean") throw new Error(`${at("is_preserve_source")} is ${JSON.stringify(set.is_preserve_source)}, not a boolean literal`);
+  return {
+    port: num(listener.port, "mlflow-endpoint.tf: listener port"),
+    protocol: str(listener.protocol, "mlflow-endpoint.tf: listener protocol"),
+    backendRole: role,
+    backendPort: num(backend.port, `mlflow-endpoint.tf: backend ${backendName}'s port`),
+    policy: str(set.policy, at("policy")),
+    preserveSource: set.is_preserve_source,
+    healthCheck: {
+      protocol: str(hc.protocol, at("health_checker.protocol")),
+      port: num(hc.port, at("health_checker.port")),
+      urlPath: str(hc.url_path, at("health_checker.url_path")),
+      returnCode: num(hc.return_code, at("health_checker.return_code")),
+      intervalMs: num(hc.interval_in_millis, at("health_checker.interval_in_millis")),
+      timeoutMs: num(hc.timeout_in_millis, at("health_checker.timeout_in_millis")),
+      retries: num(hc.retries, at("health_checker.retries")),
+    },
   };
 }

@@ -320,6 +320,10 @@ export function findCalls(node: AstNode, fn: string, out: AstNode[] = []): AstNo
   return out;
 }
 
+function hasObject(node: AstNode): boolean {
+  return node.type === "object" || (node.children ?? []).some(hasObject);
+}
+
 /**
  * The key paths of every object literal in an expression ("database.host",
  * "mlflow.artifactsDestination", ...), following nested object literals,
@@ -334,7 +338,12 @@ export async function objectKeyPaths(template: string): Promise<string[]> {
         const path = prefix ? `${prefix}.${key}` : key;
         const value = valueSource.trim();
         if (value.startsWith("{")) await walk(await expressionAst(value), path);
-        else paths.add(path);
+        else if (/^[a-z_][a-z0-9_]*\(/.test(value)) {
+          // A call such as merge({...}, local.x): the object literals among its arguments, or a leaf if none.
+          const ast = await expressionAst(value);
+          if (hasObject(ast)) await walk(ast, path);
+          else paths.add(path);
+        } else paths.add(path);
       }
       return;
     }

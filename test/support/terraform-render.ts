@@ -22,8 +22,9 @@
  * with (`pools`: size, user-data, metadata such as the workers' queues) and
  * the caller places them.
  *
- * loadBalancerSpec() (re-exported from ./load-balancer-spec.ts) is the other
- * half of what the fleet test reads from terraform/.
+ * loadBalancerSpec() and mlflowEndpointSpec() (re-exported from
+ * ./load-balancer-spec.ts) are the other half of what the fleet test reads
+ * from terraform/.
  */
 import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -31,7 +32,7 @@ import { join } from "node:path";
 import { REPO } from "./agent-process.ts";
 import { terraformOk } from "./terraform-cli.ts";
 
-export { type LoadBalancerSpec, loadBalancerSpec } from "./load-balancer-spec.ts";
+export { type LoadBalancerSpec, loadBalancerSpec, mlflowEndpointSpec, type NetworkLoadBalancerSpec } from "./load-balancer-spec.ts";
 export { TERRAFORM_MISSING, terraformBinary } from "./terraform-cli.ts";
 
 export const MODULE_DIR = join(REPO, "terraform", "modules", "instance-bootstrap");

@@ -4,9 +4,11 @@
  * terraform binary): the user-data must be byte for byte what
  * agent/bootstrap/render.ts makes of the same variables (the boot and fleet
  * tests use that renderer), and the agent config exactly
- * terraform/agent-config.example.json for the example inputs. And
- * loadBalancerSpec(), which the fleet test configures HAProxy from, against
- * terraform/loadbalancer.tf.
+ * terraform/agent-config.example.json for the example inputs; the instance
+ * pools' user-data and metadata (the workers' queues); the executor and
+ * broker settings with and without workers; the drain from the predict
+ * health check. And loadBalancerSpec(), which the fleet test configures
+ * HAProxy from, against terraform/loadbalancer.tf and pools.tf.
  */
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: these strings are Terraform and template source, where ${...} is the syntax under test
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -15,10 +17,12 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { renderUserData } from "../../agent/bootstrap/render.ts";
 import { resolveConfig } from "../../agent/config/load.ts";
+import type { MetadataResult } from "../../agent/metadata/imds-client.ts";
 import { REPO } from "../support/agent-process.ts";
 import {
   exampleBootstrapInputs,
   loadBalancerSpec,
+  mlflowEndpointSpec,
   type RenderedFleet,
   renderInstances,
   TERRAFORM_MISSING,
@@ -59,7 +63,7 @@ describe("terraform console render of modules/instance-bootstrap", () => {
     expect(r.role).toBeUndefined();
   });
 
-  it("the addresses and every VM's private IP: MLflow .1.10+, Airflow .1.30+, serving .1.50+, MySQL .2.10, PostgreSQL .2.20", (ctx) => {
+  it("the addresses and every fixed VM's private IP: internal MLflow endpoint .1.9, MLflow .1.10+, Airflow .1.30+, MySQL .2.10, PostgreSQL .2.20; pool VMs have none", (ctx) => {
     if (!TF) ctx.skip(TERRAFORM_MISSING);
     expect(fleet.addresses).toEqual({
       publicSubnetCidr: "10.0.0.0/24",
@@ -67,14 +71,17 @@ describe("terraform console render of modules/instance-bootstrap", () => {
       dbSubnetCidr: "10.0.2.0/24",
       mysqlIp: "10.0.2.10",
       postgresIp: "10.0.2.20",
+      mlflowInternalIp: "10.0.1.9",
       appSubnetMysqlHost: "10.0.1.%",
     });
     const summary = Object.fromEntries(Object.entries(fleet.instances).map(([k, v]) => [k, `${v.role}/${v.index}/${v.privateIp}`]));
     expect(summary).toEqual({
       "mlflow-0": "mlflow/0/10.0.1.10",
       "airflow-0": "airflow/0/10.0.1.30",
-      "serving-0": "serving/0/10.0.1.50",
-      "serving-1": "serving/1/10.0.1.51",
+    });
+    expect(Object.fromEntries(Object.entries(fleet.pools).map(([role, p]) => [role, { size: p.size, metadata: p.metadata }]))).toEqual({
+      serving: { size: 2, metadata: { "mlops-role": "serving" } },
+      "airflow-worker": { size: 2, metadata: { "mlops-role": "airflow-worker", "mlops-config": '{"airflow":{"celery":{"queues":["default"]}}}' } },
     });
   });
 
@@ -89,26 +96,107 @@ describe("terraform console render of modules/instance-bootstrap", () => {
       agent_config_b64: b64(jsonencode(example)),
       agent_unit_b64: b64(AGENT_UNIT),
     });
-    expect(Object.keys(fleet.instances)).toHaveLength(4);
+    expect(Object.keys(fleet.instances)).toHaveLength(2);
     for (const [key, vm] of Object.entries(fleet.instances)) {
       expect(Buffer.from(vm.userData).equals(Buffer.from(expected)), `${key}: user-data differs`).toBe(true);
     }
+    for (const [role, pool] of Object.entries(fleet.pools)) {
+      expect(Buffer.from(pool.userData).equals(Buffer.from(expected)), `pool ${role}: user-data differs`).toBe(true);
+    }
   });
 
-  it("other inputs: no python key without python_index_url, the tracking URI falls back without MLflow VMs, another VCN moves every address", async (ctx) => {
+  it("other inputs: no python key without python_index_url, the tracking URI falls back without MLflow VMs, another VCN moves every address, no worker means LocalExecutor", async (ctx) => {
     if (!TF) ctx.skip(TERRAFORM_MISSING);
     const other = await renderInstances(
-      exampleBootstrapInputs({ vcnCidr: "172.16.0.0/16", pythonIndexUrl: null, instanceCount: { mlflow: 0, airflow: 0, serving: 3 }, agentUnit: "[Unit]\nDescription=x ${y} %{z}\n" }),
+      exampleBootstrapInputs({
+        vcnCidr: "172.16.0.0/16",
+        pythonIndexUrl: null,
+        instanceCount: { mlflow: 0, airflow: 2, serving: 3 },
+        workerCount: 0,
+        brokerHost: null,
+        agentUnit: "[Unit]\nDescription=x ${y} %{z}\n",
+      }),
     );
     expect(Object.keys(other.agentConfig)).not.toContain("python");
+    const airflow = other.agentConfig.airflow as Record<string, unknown>;
     expect((other.agentConfig.serving as Record<string, unknown>).mlflowTrackingUri).toBe("http://127.0.0.1:5000");
-    expect((other.agentConfig.airflow as Record<string, unknown>).mlflowTrackingUri).toBe("http://127.0.0.1:5000");
+    expect(airflow.mlflowTrackingUri).toBe("http://127.0.0.1:5000");
+    // No worker: the Airflow VM runs its tasks itself, and no broker is named.
+    expect(airflow.executor).toBe("LocalExecutor");
+    expect(Object.keys(airflow)).not.toContain("celery");
+    expect(Object.keys(airflow)).not.toContain("executionApiUrl");
     expect(other.addresses.mysqlIp).toBe("172.16.2.10");
+    expect(other.addresses.mlflowInternalIp).toBe("172.16.1.9");
     expect(other.addresses.appSubnetMysqlHost).toBe("172.16.1.%");
-    expect(Object.values(other.instances).map((v) => v.privateIp)).toEqual(["172.16.1.50", "172.16.1.51", "172.16.1.52"]);
+    expect(Object.values(other.instances).map((v) => v.privateIp)).toEqual(["172.16.1.30", "172.16.1.31"]);
+    expect(other.pools.serving.size).toBe(3);
+    expect(other.pools["airflow-worker"].size).toBe(0);
     // The unit text is passed literally (no template pass over it), as file() does in the root module.
-    const unitB64 = /unit_b64='([^']*)'/.exec(other.instances["serving-2"]!.userData)?.[1] ?? "";
+    const unitB64 = /unit_b64='([^']*)'/.exec(other.pools.serving.userData)?.[1] ?? "";
     expect(Buffer.from(unitB64, "base64").toString()).toBe("[Unit]\nDescription=x ${y} %{z}\n");
+  });
+
+  it("workers: CeleryExecutor, the broker over TLS with its user and a vault: password, the execution API on the first Airflow VM, the queues in the worker pool's metadata; the agent accepts it", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const inputs = exampleBootstrapInputs({
+      instanceCount: { mlflow: 2, airflow: 1, serving: 2 },
+      workerCount: 3,
+      workerQueues: ["default", "gpu"],
+      brokerHost: "10.0.2.30",
+      brokerCaFile: "/etc/mlops-agent/broker-ca.pem",
+    });
+    const r = await renderInstances(inputs);
+    const c = r.agentConfig as Any;
+    expect(c.airflow).toMatchObject({
+      executor: "CeleryExecutor",
+      executionApiUrl: "http://10.0.1.30:8080/execution/",
+      celery: {
+        brokerUrl: "rediss://10.0.2.30:6379/0",
+        brokerUser: "airflow",
+        brokerPassword: `vault:${inputs.airflowBrokerPasswordSecretOcid}`,
+        caFile: "/etc/mlops-agent/broker-ca.pem",
+      },
+    });
+    // The queues are per pool (its mlops-config metadata), not in the shared file.
+    expect(c.airflow.celery.queues).toBeUndefined();
+    const meta = r.pools["airflow-worker"].metadata;
+    expect(meta["mlops-role"]).toBe("airflow-worker");
+    expect(JSON.parse(meta["mlops-config"]!)).toEqual({ airflow: { celery: { queues: ["default", "gpu"] } } });
+    expect(r.pools["airflow-worker"].size).toBe(3);
+    // Two MLflow VMs: both allowed hosts, one tracking URI (the internal endpoint).
+    expect(c.mlflow.allowedHosts).toEqual(["mlops.example.com", "mlops.example.com:5000", "10.0.1.9:5000", "10.0.1.10:5000", "10.0.1.11:5000"]);
+    expect(c.airflow.mlflowTrackingUri).toBe("http://10.0.1.9:5000");
+    // The worker VM's view: the file plus its pool's mlops-config, as the agent merges them (the
+    // role itself is checked against roles/ by the agent, not here).
+    const instance = { id: "ocid1.instance.oc1..w", region: "eu-frankfurt-1", metadata: { "mlops-config": meta["mlops-config"]! }, freeformTags: {} };
+    const w = resolveConfig({
+      configPath: "/etc/mlops-agent/config.json",
+      fileText: r.agentConfigJson,
+      metadata: { onOci: true, instance } as MetadataResult,
+      env: {},
+      flags: {},
+    });
+    expect(w.config.airflow.executor).toBe("CeleryExecutor");
+    expect((w.config.airflow as Any).celery.queues).toEqual(["default", "gpu"]);
+  });
+
+  it("the module refuses workers without an Airflow VM, and workers without a broker host, saying what to set", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    await expect(renderInstances(exampleBootstrapInputs({ instanceCount: { mlflow: 1, airflow: 0, serving: 2 } }))).rejects.toThrow(
+      /worker_count is more than 0 but instance_count\.airflow is 0: Airflow workers\s+need the\s+Airflow VM/,
+    );
+    await expect(renderInstances(exampleBootstrapInputs({ brokerHost: null }))).rejects.toThrow(/worker_count is more than 0 but broker_host is null/);
+    await expect(renderInstances(exampleBootstrapInputs({ workerQueues: ["a b"] }))).rejects.toThrow(/worker_queues must be 1-20 distinct queue names/);
+  });
+
+  it("serving.drain is the load balancer's predict health check: the example's is loadbalancer.tf's, other values pass through", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const hc = (await loadBalancerSpec()).healthCheck;
+    const example = exampleBootstrapInputs().servingHealthCheck!;
+    expect(example).toEqual({ intervalMs: hc.intervalMs, retries: hc.retries });
+    expect((fleet.agentConfig.serving as Any).drain).toEqual({ healthCheckIntervalSeconds: hc.intervalMs / 1000, unhealthyThreshold: hc.retries });
+    const r = await renderInstances(exampleBootstrapInputs({ servingHealthCheck: { intervalMs: 5000, retries: 3 } }));
+    expect((r.agentConfig.serving as Any).drain).toEqual({ healthCheckIntervalSeconds: 5, unhealthyThreshold: 3 });
   });
 
   it("secrets are vault:<ocid> references to exactly the input secret OCIDs, at the contract's keys; the load balancer's name is MLflow's allowed host and Airflow's base URL", async (ctx) => {
@@ -121,7 +209,7 @@ describe("terraform console render of modules/instance-bootstrap", () => {
     const c = r.agentConfig as Any;
     const v = (ocid: string) => `vault:${ocid}`;
     // The MLflow listener's port too (MLflow compares the whole Host header), and the MLflow VM's address the other VMs use.
-    expect(c.mlflow.allowedHosts).toEqual(["ml.corp.example.net", "ml.corp.example.net:5000", "10.0.1.10:5000"]);
+    expect(c.mlflow.allowedHosts).toEqual(["ml.corp.example.net", "ml.corp.example.net:5000", "10.0.1.9:5000", "10.0.1.10:5000"]);
     expect(c.mlflow.auth).toEqual({
       adminUser: "admin",
       adminPassword: v(inputs.mlflowAdminSecretOcid),
@@ -139,22 +227,35 @@ describe("terraform console render of modules/instance-bootstrap", () => {
         { name: "serving", password: v(inputs.mlflowServingPasswordSecretOcid), grants: [{ experiment: "iris", permission: "READ" }, { registeredModel: "iris", permission: "READ" }] },
       ],
     });
+    expect(c.mlflow.database).toEqual({ password: v(inputs.mlflowDbPasswordSecretOcid) });
     expect(c.airflow).toEqual({
-      mlflowTrackingUri: "http://10.0.1.10:5000",
+      mlflowTrackingUri: "http://10.0.1.9:5000",
       mlflowUser: "airflow",
       mlflowPassword: v(inputs.mlflowAirflowPasswordSecretOcid),
       adminPassword: v(inputs.airflowAdminSecretOcid),
       baseUrl: "https://ml.corp.example.net:8080/",
+      fernetKey: v(inputs.airflowFernetKeySecretOcid),
+      jwtSecret: v(inputs.airflowJwtSecretSecretOcid),
+      apiSecretKey: v(inputs.airflowApiSecretKeySecretOcid),
+      database: { password: v(inputs.airflowDbPasswordSecretOcid) },
+      executor: "CeleryExecutor",
+      executionApiUrl: "http://10.0.1.30:8080/execution/",
+      celery: {
+        brokerUrl: `rediss://${inputs.brokerHost}:6379/0`,
+        brokerUser: "airflow",
+        brokerPassword: v(inputs.airflowBrokerPasswordSecretOcid),
+      },
     });
     expect(c.serving).toEqual({
-      mlflowTrackingUri: "http://10.0.1.10:5000",
+      mlflowTrackingUri: "http://10.0.1.9:5000",
       mlflowUser: "serving",
       mlflowPassword: v(inputs.mlflowServingPasswordSecretOcid),
       apiKeys: inputs.servingApiKeySecretOcids.map(v),
       dashboardApiKey: v(inputs.servingDashboardApiKeySecretOcid),
+      drain: { healthCheckIntervalSeconds: 2, unhealthyThreshold: 2 },
     });
     // Every value under a secret-bearing key is a vault: reference, and every secret OCID given is used.
-    const secretKeys = /^(adminPassword|password|secretKey|mlflowPassword|apiKeys|dashboardApiKey)$/;
+    const secretKeys = /^(adminPassword|password|secretKey|mlflowPassword|apiKeys|dashboardApiKey|fernetKey|jwtSecret|apiSecretKey|brokerPassword)$/;
     const refs: string[] = [];
     const walk = (x: unknown, key = ""): void => {
       if (Array.isArray(x)) for (const e of x) walk(e, key);
@@ -171,15 +272,23 @@ describe("terraform console render of modules/instance-bootstrap", () => {
       inputs.mlflowAirflowPasswordSecretOcid,
       inputs.mlflowServingPasswordSecretOcid,
       inputs.airflowAdminSecretOcid,
+      inputs.airflowFernetKeySecretOcid,
+      inputs.airflowJwtSecretSecretOcid,
+      inputs.airflowApiSecretKeySecretOcid,
+      inputs.airflowDbPasswordSecretOcid,
+      inputs.airflowBrokerPasswordSecretOcid,
+      inputs.mlflowDbPasswordSecretOcid,
       ...inputs.servingApiKeySecretOcids,
       inputs.servingDashboardApiKeySecretOcid,
     ];
     expect([...new Set(refs)].sort()).toEqual(given.map(v).sort());
   });
 
-  it("the user-data holds the config with its vault: references and nothing else secret: no other vault:, file: or env: value, no password-looking string", async (ctx) => {
+  it("the user-data holds the config with its vault: references and nothing else secret: no other vault:, file: or env: value, no password-looking string; the pools' metadata neither", async (ctx) => {
     if (!TF) ctx.skip(TERRAFORM_MISSING);
-    for (const [key, vm] of Object.entries(fleet.instances)) {
+    for (const pool of Object.values(fleet.pools)) expect(JSON.stringify(pool.metadata)).not.toMatch(/vault:|ocid1\.vaultsecret|password|secret|key/i);
+    const all = [...Object.entries(fleet.instances), ...Object.entries(fleet.pools).map(([role, p]) => [`pool ${role}`, p] as const)];
+    for (const [key, vm] of all) {
       const configB64 = /config_b64='([^']*)'/.exec(vm.userData)?.[1];
       expect(configB64, `${key}: no config in the user-data`).toBeDefined();
       expect(JSON.parse(Buffer.from(configB64!, "base64").toString("utf8")), key).toEqual(fleet.agentConfig);
@@ -249,6 +358,34 @@ describe("loadBalancerSpec()", () => {
     await expect(loadBalancerSpec(file)).rejects.toThrow(/redirect does not cover every path/);
     writeFileSync(file, base.replace('action        = "REDIRECT"', 'action        = "ALLOW"'));
     await expect(loadBalancerSpec(file)).rejects.toThrow(/rule set https_redirect has a "ALLOW" rule; only REDIRECT is reproduced/);
+  });
+
+  it("takes the serving backends from the serving pool's attachments in pools.tf, and refuses a backend set with both or neither kind of backend", async () => {
+    const lb = join(REPO, "terraform", "loadbalancer.tf");
+    const pools = readFileSync(join(REPO, "terraform", "pools.tf"), "utf8");
+    const file = join(dir, "pools.tf");
+    // Without pools.tf the serving backend sets have no backends at all.
+    await expect(loadBalancerSpec(lb, null)).rejects.toThrow(/backend set (serving|dashboard) has 0 backend resources and 0 instance pool attachments/);
+    writeFileSync(file, pools.replace('oci_core_instance_configuration.pool["serving"].id', "var.some_configuration"));
+    await expect(loadBalancerSpec(lb, file)).rejects.toThrow(/instance pool serving: instance_configuration_id is "\$\{var\.some_configuration\}", not oci_core_instance_configuration\.pool\["<role>"\]\.id/);
+    const both = readFileSync(lb, "utf8") + '\nresource "oci_load_balancer_backend" "extra" {\n  for_each = local.mlflow_instances\n  backendset_name = oci_load_balancer_backend_set.serving.name\n  port = 8000\n}\n';
+    writeFileSync(join(dir, "loadbalancer.tf"), both);
+    await expect(loadBalancerSpec(join(dir, "loadbalancer.tf"))).rejects.toThrow(/backend set serving has 1 backend resources and 1 instance pool attachments/);
+  });
+
+  it("mlflowEndpointSpec() reads terraform/mlflow-endpoint.tf: TCP 5000 to every MLflow VM's 5000, GET /health every 5 s, the source not preserved", async () => {
+    expect(await mlflowEndpointSpec()).toEqual({
+      port: 5000,
+      protocol: "TCP",
+      backendRole: "mlflow",
+      backendPort: 5000,
+      policy: "FIVE_TUPLE",
+      preserveSource: false,
+      healthCheck: { protocol: "HTTP", port: 5000, urlPath: "/health", returnCode: 200, intervalMs: 5000, timeoutMs: 3000, retries: 3 },
+    });
+    const file = join(dir, "mlflow-endpoint.tf");
+    writeFileSync(file, readFileSync(join(REPO, "terraform", "mlflow-endpoint.tf"), "utf8").replace("interval_in_millis = 5000", "interval_in_millis = var.x"));
+    await expect(mlflowEndpointSpec(file)).rejects.toThrow(/health_checker\.interval_in_millis is "\$\{var\.x\}", not a number literal/);
   });
 
   it("refuses a value that is not a literal, naming it, rather than guessing", async () => {

@@ -78,6 +78,9 @@ describe("terraform/: structure and references", () => {
       "compute.tf",
       "loadbalancer.tf",
       "secrets.tf",
+      "pools.tf",
+      "cache.tf",
+      "mlflow-endpoint.tf",
       "README.md",
       "terraform.tfvars.example",
       "agent-config.example.json",
@@ -125,6 +128,23 @@ describe("terraform/: structure and references", () => {
     expect(call.airflow_admin_secret_ocid).toBe('${oci_vault_secret.app["airflow-admin-password"].id}');
     expect(call.serving_api_key_secret_ocids).toBe("${oci_vault_secret.serving_api_key[*].id}");
     expect(call.serving_dashboard_api_key_secret_ocid).toBe('${oci_vault_secret.app["serving-dashboard-api-key"].id}');
+    expect(call.airflow_fernet_key_secret_ocid).toBe("${oci_vault_secret.airflow_fernet_key.id}");
+    for (const [input, secret] of [
+      ["airflow_jwt_secret_secret_ocid", "airflow-jwt-secret"],
+      ["airflow_api_secret_key_secret_ocid", "airflow-api-secret-key"],
+      ["airflow_db_password_secret_ocid", "airflow-db-password"],
+      ["airflow_broker_password_secret_ocid", "airflow-broker-password"],
+      ["mlflow_db_password_secret_ocid", "mlflow-db-password"],
+    ])
+      expect(call[input!], input).toBe(`\${oci_vault_secret.app["${secret}"].id}`);
+    expect(call.worker_count).toBe("${var.worker_count}");
+    expect(call.worker_queues).toBe("${var.worker_queues}");
+    // The broker's host is OCI Cache's primary endpoint (null without workers); the drain comes from the predict backend set itself.
+    expect(call.broker_host).toBe("${one(oci_redis_redis_cluster.broker[*].primary_fqdn)}");
+    expect(call.serving_health_check).toEqual({
+      interval_ms: "${oci_load_balancer_backend_set.serving.health_checker[0].interval_ms}",
+      retries: "${oci_load_balancer_backend_set.serving.health_checker[0].retries}",
+    });
     // Every input of the module is a name, an address or an OCID: no secret value reaches the user-data it builds.
     expect(JSON.stringify(call)).not.toMatch(/random_password|\.result\b|var\.lb_(certificate|private_key|ca_certificate)_pem/);
     expect(call.agent_unit).toBe('${file("${path.module}/../units/mlops-agent.service")}');
@@ -188,7 +208,11 @@ describe("terraform/: structure and references", () => {
     const node = fileJson(parsed, "compute.tf").resource.oci_core_instance.node[0];
     expect(node.metadata.user_data).toBe("${base64encode(module.instance_bootstrap.user_data[each.key])}");
     const [main] = await parseFiles([{ name: "main.tf", text: readFileSync(join(MODULE_DIR, "main.tf"), "utf8") }]);
-    const calls = findCalls(await templateAst((main!.json.locals as Any)[0].user_data), "templatefile");
+    const mainLocals = (main!.json.locals as Any)[0];
+    // One rendering, given to every fixed VM and every pool.
+    expect(mainLocals.user_data).toBe("${{ for k, v in local.instances : k => local.user_data_text }}");
+    expect(mainLocals.pool_user_data).toBe("${{ for role in local.pool_roles : role => local.user_data_text }}");
+    const calls = findCalls(await templateAst(mainLocals.user_data_text), "templatefile");
     expect(calls).toHaveLength(1);
     const [pathArg, varsArg] = calls[0]!.children!;
     expect(pathArg!.meta?.value).toBe('"${path.module}/../../../bootstrap/user-data.yaml.tftpl"');
@@ -220,6 +244,110 @@ describe("terraform/: structure and references", () => {
     expect(node.metadata["mlops-role"]).toBe("${each.value.role}");
     expect(node.freeform_tags).toContain('"mlops-role" = each.value.role');
     expect(JSON.stringify(node.metadata)).not.toMatch(/password|random_password/i);
+  });
+
+  it("the pools: one instance configuration per pool role with the module's metadata and user-data, private addresses only, the role's NSG, IMDS v2 only, in-transit encryption, the agents' defined tag", () => {
+    const pools = fileJson(parsed, "pools.tf");
+    const config = pools.resource.oci_core_instance_configuration.pool[0];
+    expect(config.for_each).toBe("${local.pools}");
+    expect(pools.locals[0].pools).toBe(
+      '${{ for role, size in { serving = var.instance_count["serving"], "airflow-worker" = var.worker_count } : role => size if size > 0 }}',
+    );
+    const launch = config.instance_details[0].launch_details[0];
+    expect(config.instance_details[0].instance_type).toBe("compute");
+    expect(launch.create_vnic_details[0]).toEqual({
+      subnet_id: "${oci_core_subnet.app.id}",
+      assign_public_ip: false,
+      nsg_ids: ["${oci_core_network_security_group.nsg[each.key].id}"],
+    });
+    expect(launch.is_pv_encryption_in_transit_enabled).toBe(true);
+    expect(launch.launch_options).toBeUndefined();
+    expect(launch.instance_options[0].are_legacy_imds_endpoints_disabled).toBe(true);
+    expect(launch.defined_tags).toEqual({ "${(local.agent_tag_key)}": "${local.agent_tag_value}" });
+    expect(launch.agent_config[0].is_monitoring_disabled).toBe(false);
+    // The role (and the workers' queues) and the user-data come from the one builder, keyed by the pool role.
+    expect(launch.metadata).toContain("module.instance_bootstrap.pool_metadata[each.key]");
+    expect(launch.metadata).toContain("base64encode(module.instance_bootstrap.pool_user_data[each.key])");
+    expect(launch.metadata).not.toMatch(/password|random_password|vault/i);
+    expect(config.lifecycle[0].create_before_destroy).toBe(true);
+  });
+
+  it("the serving pool: behind the predict (8000) and dashboard (8501) backend sets, its size left to autoscaling on CPU (min/max and cooldown >= 300 from serving_autoscaling); the worker pool: worker_count", () => {
+    const pools = fileJson(parsed, "pools.tf").resource;
+    const serving = pools.oci_core_instance_pool.serving[0];
+    expect(serving.instance_configuration_id).toBe('${oci_core_instance_configuration.pool["serving"].id}');
+    expect(serving.size).toBe('${var.instance_count["serving"]}');
+    expect(serving.lifecycle[0].ignore_changes).toEqual(["${size}"]);
+    expect(serving.load_balancers.map((l: Any) => `${l.backend_set_name}:${l.port}:${l.vnic_selection}`).sort()).toEqual([
+      "${oci_load_balancer_backend_set.dashboard.name}:8501:PrimaryVnic",
+      "${oci_load_balancer_backend_set.serving.name}:8000:PrimaryVnic",
+    ]);
+    for (const l of serving.load_balancers) expect(l.load_balancer_id).toBe("${oci_load_balancer_load_balancer.api.id}");
+    // No static serving backend any more.
+    expect(fileJson(parsed, "loadbalancer.tf").resource.oci_load_balancer_backend.serving).toBeUndefined();
+    expect(fileJson(parsed, "loadbalancer.tf").resource.oci_load_balancer_backend.dashboard).toBeUndefined();
+    // Pool VMs get OCI-assigned addresses after the fixed ones are taken.
+    expect(serving.depends_on).toEqual(expect.arrayContaining(["${oci_core_instance.node}", "${oci_network_load_balancer_network_load_balancer.mlflow}", "${oci_identity_policy.agents}"]));
+    const worker = pools.oci_core_instance_pool.airflow_worker[0];
+    expect(worker.instance_configuration_id).toBe('${oci_core_instance_configuration.pool["airflow-worker"].id}');
+    expect(worker.size).toBe("${var.worker_count}");
+    expect(worker.lifecycle).toBeUndefined();
+    expect(worker.load_balancers).toBeUndefined();
+
+    const auto = pools.oci_autoscaling_auto_scaling_configuration.serving[0];
+    expect(auto.auto_scaling_resources[0]).toEqual({ id: "${oci_core_instance_pool.serving[0].id}", type: "instancePool" });
+    expect(auto.cool_down_in_seconds).toBe("${var.serving_autoscaling.cooldown_seconds}");
+    const policy = auto.policies[0];
+    expect(policy.policy_type).toBe("threshold");
+    expect(policy.capacity[0]).toEqual({ initial: '${var.instance_count["serving"]}', min: "${var.serving_autoscaling.min}", max: "${var.serving_autoscaling.max}" });
+    const rules = policy.rules.map((r: Any) => `${r.metric[0].metric_type} ${r.metric[0].threshold[0].operator} ${r.metric[0].threshold[0].value} -> ${r.action[0].type} ${r.action[0].value}`);
+    expect(rules).toEqual([
+      "CPU_UTILIZATION GT ${var.serving_autoscaling.scale_out_cpu_percent} -> CHANGE_COUNT_BY 1",
+      "CPU_UTILIZATION LT ${var.serving_autoscaling.scale_in_cpu_percent} -> CHANGE_COUNT_BY -1",
+    ]);
+    const cooldown = fileJson(parsed, "variables.tf").variable.serving_autoscaling[0].validation.map((v: Any) => v.condition).join(" ");
+    expect(cooldown).toContain("var.serving_autoscaling.cooldown_seconds >= 300");
+    expect(auto.lifecycle[0].precondition[0].error_message).toMatch(/instance_count\.serving is the serving pool's initial size/);
+  });
+
+  it("the broker: OCI Cache, non-sharded, in the DB subnet with its own NSG, only with workers; its user's password is the Vault secret's, hashed; the passwordless default user is replaced", () => {
+    const cache = fileJson(parsed, "cache.tf").resource;
+    const cluster = cache.oci_redis_redis_cluster.broker[0];
+    expect(cluster).toMatchObject({
+      count: "${local.workers_enabled ? 1 : 0}",
+      cluster_mode: "NONSHARDED",
+      subnet_id: "${oci_core_subnet.db.id}",
+      nsg_ids: ['${oci_core_network_security_group.nsg["cache"].id}'],
+      node_count: "${var.cache_node_count}",
+    });
+    const user = cache.oci_redis_oci_cache_user.airflow[0];
+    expect(user.name).toBe("${local.cache_user}");
+    expect(user.authentication_mode[0]).toEqual({ authentication_type: "PASSWORD", hashed_passwords: ['${sha256(random_password.app["airflow-broker-password"].result)}'] });
+    const off = cache.oci_redis_oci_cache_user.default_off[0];
+    expect(off).toMatchObject({ name: "default", status: "OFF" });
+    expect(cache.oci_redis_redis_cluster_attach_oci_cache_user.broker[0].oci_cache_users).toEqual([
+      "${oci_redis_oci_cache_user.airflow[0].id}",
+      "${oci_redis_oci_cache_user.default_off[0].id}",
+    ]);
+    expect(fileJson(parsed, "locals.tf").locals[0].cache_user).toBe("airflow");
+    expect(fileJson(parsed, "locals.tf").module.instance_bootstrap[0].broker_user).toBe("${local.cache_user}");
+  });
+
+  it("the internal MLflow endpoint: a private network load balancer at local.mlflow_internal_ip, TCP 5000 to every MLflow VM with an HTTP /health check, not preserving the source, its own NSG", () => {
+    const nlb = fileJson(parsed, "mlflow-endpoint.tf").resource;
+    expect(nlb.oci_network_load_balancer_network_load_balancer.mlflow[0]).toMatchObject({
+      is_private: true,
+      subnet_id: "${oci_core_subnet.app.id}",
+      assigned_private_ipv4: "${local.mlflow_internal_ip}",
+      network_security_group_ids: ['${oci_core_network_security_group.nsg["mlflow-internal"].id}'],
+    });
+    const set = nlb.oci_network_load_balancer_backend_set.mlflow[0];
+    expect(set.is_preserve_source).toBe(false);
+    expect(set.health_checker[0]).toMatchObject({ protocol: "HTTP", port: 5000, url_path: "/health", return_code: 200 });
+    expect(nlb.oci_network_load_balancer_listener.mlflow[0]).toMatchObject({ port: 5000, protocol: "TCP" });
+    const backend = nlb.oci_network_load_balancer_backend.mlflow[0];
+    expect(backend).toMatchObject({ for_each: "${local.mlflow_instances}", port: 5000, ip_address: "${oci_core_instance.node[each.key].private_ip}" });
+    expect(fileJson(parsed, "locals.tf").locals[0].mlflow_internal_ip).toBe("${module.instance_bootstrap.addresses.mlflow_internal_ip}");
   });
 
   it("the load balancer is the contract's table: one HTTPS listener per service, and HTTP 80 only redirects to HTTPS 443", async () => {
@@ -272,7 +400,7 @@ describe("terraform/: structure and references", () => {
 
   it("ingress: the LB's listeners from api_cidr (80, 443) and admin_cidr (UIs); VM ports only from the LB, the VMs that use them, the VCN (9470) and bastion_cidr (22)", () => {
     const rules: Record<string, { nsg: string; port: number; source: string }> = fileJson(parsed, "network.tf").locals[0].ingress_rules;
-    const short = (src: string) => src.replace(/^\$\{(.*)\}$/, "$1").replace(/^oci_core_network_security_group\.nsg\["(\w+)"\]\.id$/, "nsg:$1");
+    const short = (src: string) => src.replace(/^\$\{(.*)\}$/, "$1").replace(/^oci_core_network_security_group\.nsg\["([\w-]+)"\]\.id$/, "nsg:$1");
     const table = Object.values(rules)
       .map((r) => `${r.nsg}:${r.port} <- ${short(r.source)}`)
       .sort();
@@ -285,23 +413,32 @@ describe("terraform/: structure and references", () => {
         "lb:8501 <- var.admin_cidr",
         "mlflow:22 <- local.bastion_cidr",
         "mlflow:5000 <- nsg:lb",
-        "mlflow:5000 <- nsg:airflow",
-        "mlflow:5000 <- nsg:serving",
+        "mlflow:5000 <- nsg:mlflow-internal",
         "mlflow:9470 <- var.vcn_cidr",
+        "mlflow-internal:5000 <- nsg:airflow",
+        "mlflow-internal:5000 <- nsg:airflow-worker",
+        "mlflow-internal:5000 <- nsg:serving",
         "airflow:22 <- local.bastion_cidr",
         "airflow:8080 <- nsg:lb",
+        "airflow:8080 <- nsg:airflow-worker",
         "airflow:9470 <- var.vcn_cidr",
+        "airflow-worker:22 <- local.bastion_cidr",
+        "airflow-worker:8793 <- nsg:airflow",
+        "airflow-worker:9470 <- var.vcn_cidr",
         "serving:22 <- local.bastion_cidr",
         "serving:8000 <- nsg:lb",
         "serving:8501 <- nsg:lb",
         "serving:9470 <- var.vcn_cidr",
+        "cache:6379 <- nsg:airflow",
+        "cache:6379 <- nsg:airflow-worker",
         "db:3306 <- local.app_subnet_cidr",
         "db:5432 <- local.app_subnet_cidr",
       ].sort(),
     );
     // No UI or API port of a VM is reachable from a CIDR (admin_cidr included): only through the LB, or from a VM NSG.
     for (const r of Object.values(rules)) {
-      if (["mlflow", "airflow", "serving"].includes(r.nsg) && [5000, 8000, 8080, 8501].includes(r.port)) expect(short(r.source), `${r.nsg}:${r.port}`).toMatch(/^nsg:/);
+      if (["mlflow", "airflow", "serving", "airflow-worker", "mlflow-internal", "cache"].includes(r.nsg) && [5000, 6379, 8000, 8080, 8501, 8793].includes(r.port))
+        expect(short(r.source), `${r.nsg}:${r.port}`).toMatch(/^nsg:/);
       if (r.nsg !== "lb") expect(short(r.source), `${r.nsg}:${r.port}`).not.toBe("var.admin_cidr");
     }
     const locals = fileJson(parsed, "network.tf").locals[0];
@@ -322,6 +459,11 @@ describe("terraform/: structure and references", () => {
       .sort();
     expect(lbRules).toEqual(wanted);
     expect(lbRules).toHaveLength(4);
+    // The internal MLflow endpoint reaches the MLflow VMs' 5000 and nothing else; the broker and the databases open nothing.
+    const others = Object.values(rules)
+      .filter((r) => !["lb", "mlflow", "airflow", "serving", "airflow-worker"].includes(r.nsg))
+      .map((r) => `${r.nsg} ${r.protocol}:${r.port} -> ${r.destination}`);
+    expect(others).toEqual(['mlflow-internal 6:5000 -> ${oci_core_network_security_group.nsg["mlflow"].id}']);
   });
 
   it("buckets are private, versioned and encrypted with the vault key; the release URLs are read-only", () => {
@@ -407,8 +549,13 @@ describe("terraform/: structure and references", () => {
     const secrets = fileJson(parsed, "secrets.tf");
     expect(Object.keys(secrets.locals[0].app_secrets).sort()).toEqual([
       "airflow-admin-password",
+      "airflow-api-secret-key",
+      "airflow-broker-password",
+      "airflow-db-password",
+      "airflow-jwt-secret",
       "mlflow-admin-password",
       "mlflow-airflow-password",
+      "mlflow-db-password",
       "mlflow-secret-key",
       "mlflow-serving-password",
       "serving-dashboard-api-key",
@@ -421,17 +568,21 @@ describe("terraform/: structure and references", () => {
     expect(keys.secret_content[0].content).toBe("${base64encode(random_password.serving_api_key[count.index].result)}");
     for (const s of [app, keys]) expect(s).toMatchObject({ vault_id: "${oci_kms_vault.main.id}", key_id: "${oci_kms_key.main.id}" });
     expect(fileJson(parsed, "variables.tf").variable.serving_api_key_count[0].default).toBe(1);
-    // The places a generated value may go: a Vault secret's content, and the DB systems it is the admin password of.
+    // The places a generated value may go: a Vault secret's content, the DB systems it is the admin password of,
+    // and (only its SHA-256) the OCI Cache user it is the password of. The Fernet key is random bytes, made URL-safe.
     const allowed = [
       /^\s*content\s*=\s*base64encode\(random_password\.\w+\[[^\]]+\]\.result\)$/,
       /^\s*content\s*=\s*base64encode\(random_password\.(mysql|postgres)_admin\.result\)$/,
       /^\s*admin_password\s*=\s*random_password\.mysql_admin\.result$/,
       /^\s*password\s*=\s*random_password\.postgres_admin\.result$/,
+      /^\s*hashed_passwords\s*=\s*\[sha256\(random_password\.(app\["airflow-broker-password"\]|cache_default_user\[0\])\.result\)\]$/,
+      /^\s*content\s*=\s*base64encode\(replace\(replace\(random_bytes\.airflow_fernet_key\.base64, "\+", "-"\), "\/", "_"\)\)$/,
     ];
     const uses: string[] = [];
     for (const dir of [TF_DIR, MODULE_DIR])
       for (const f of tfFiles(dir))
-        for (const line of f.text.split("\n")) if (/random_password\.\w+/.test(line) && !/^\s*#/.test(line) && !/^resource /.test(line)) uses.push(`${f.name}: ${line}`);
+        for (const line of f.text.split("\n"))
+          if (/random_(password|bytes)\.\w+/.test(line) && !/^\s*#/.test(line) && !/^resource /.test(line)) uses.push(`${f.name}: ${line}`);
     expect(uses.length).toBeGreaterThanOrEqual(6);
     for (const u of uses) expect(allowed.some((re) => re.test(u.replace(/^[^:]+: /, ""))), u).toBe(true);
     // The PEM certificate and key go to the load balancer certificate only.
@@ -443,7 +594,13 @@ describe("terraform/: structure and references", () => {
 
   it("IAM: the VMs may read every Vault secret the deployment creates, and no other", () => {
     const declared = checkModule(parsed).declared.resources.filter((r) => r.startsWith("oci_vault_secret."));
-    expect(declared.sort()).toEqual(["oci_vault_secret.app", "oci_vault_secret.mysql_admin", "oci_vault_secret.postgres_admin", "oci_vault_secret.serving_api_key"]);
+    expect(declared.sort()).toEqual([
+      "oci_vault_secret.airflow_fernet_key",
+      "oci_vault_secret.app",
+      "oci_vault_secret.mysql_admin",
+      "oci_vault_secret.postgres_admin",
+      "oci_vault_secret.serving_api_key",
+    ]);
     const ids: string = fileJson(parsed, "iam.tf").locals[0].agent_secret_ids;
     for (const r of declared) expect(ids, r).toContain(r);
     const statements: string[] = fileJson(parsed, "iam.tf").resource.oci_identity_policy.agents[0].statements;
@@ -462,6 +619,8 @@ describe("terraform/: structure and references", () => {
     expect(outputs.mlflow_admin_secret_ocid[0].value).toBe('${oci_vault_secret.app["mlflow-admin-password"].id}');
     expect(outputs.airflow_admin_secret_ocid[0].value).toBe('${oci_vault_secret.app["airflow-admin-password"].id}');
     expect(outputs.serving_api_key_secret_ocids[0].value).toBe("${oci_vault_secret.serving_api_key[*].id}");
+    expect(outputs.mlflow_internal_url[0].value).toBe('${local.mlflow_enabled ? "http://${local.mlflow_internal_ip}:5000" : null}');
+    expect(outputs.broker_endpoint[0].value).toBe('${local.workers_enabled ? "rediss://${oci_redis_redis_cluster.broker[0].primary_fqdn}:6379/0" : null}');
     const text = JSON.stringify(outputs);
     expect(text).not.toMatch(/random_password|secret_content|_pem\b|http:\/\/\$\{v\.private_ip\}:(5000|8080|8501|8000)/);
   });
@@ -477,8 +636,20 @@ describe("the agent config Terraform writes to /etc/mlops-agent/config.json", ()
 
   it("terraform/agent-config.example.json has exactly the keys modules/instance-bootstrap builds", async () => {
     const [main] = await parseFiles([{ name: "main.tf", text: readFileSync(join(MODULE_DIR, "main.tf"), "utf8") }]);
-    const expression = (main!.json.locals as Any)[0].agent_config as string;
-    expect(await objectKeyPaths(expression)).toEqual(leafPaths(JSON.parse(example)).sort());
+    const mainLocals = (main!.json.locals as Any)[0];
+    const expression = mainLocals.agent_config as string;
+    // The executor's settings are locals of their own, merged into airflow; caFile is only there when set (the example has none).
+    // (hcl2json gives celery_settings, an object literal, as an object of expressions.)
+    const settingsPaths = await Promise.all(
+      Object.entries(mainLocals.celery_settings as Record<string, string>).map(async ([k, v]) => {
+        const inner = await objectKeyPaths(v);
+        return inner.length > 0 ? inner.map((p) => `${k}.${p}`) : [k];
+      }),
+    );
+    const executorPaths = [...(await objectKeyPaths(mainLocals.airflow_executor)), ...settingsPaths.flat()].map((p) => `airflow.${p}`);
+    expect(expression).toContain("local.airflow_executor");
+    const built = [...(await objectKeyPaths(expression)), ...executorPaths].filter((p) => p !== "airflow.celery.caFile").sort();
+    expect(built).toEqual(leafPaths(JSON.parse(example)).sort());
     // Secrets only as references (the root passes the Vault secrets' OCIDs), and the role is not in it (it comes from metadata).
     expect(expression).toContain('adminPassword = "vault:${var.mysql_admin_secret_ocid}"');
     expect(expression).toContain('adminPassword = "vault:${var.postgres_admin_secret_ocid}"');
@@ -501,7 +672,8 @@ describe("the agent config Terraform writes to /etc/mlops-agent/config.json", ()
     expect(r.config.postgres.adminPassword).toMatch(/^vault:ocid1\.vaultsecret\./);
     expect(r.config.mlflow.artifactsDestination).toBe("oci://mlops-artifacts@mytenancy/mlflow");
     expect(r.config.dagSync.source).toBe("oci://mytenancy/mlops-dags/");
-    expect(r.config.airflow.mlflowTrackingUri).toBe("http://10.0.1.10:5000");
+    // Through the internal MLflow endpoint (mlflow-endpoint.tf), not one MLflow VM.
+    expect(r.config.airflow.mlflowTrackingUri).toBe("http://10.0.1.9:5000");
     expect(r.role).toBeUndefined();
   });
 });
@@ -571,7 +743,21 @@ describe("terraform/ with the terraform binary (offline, provider-free files onl
       ["instance_count={mlflow=1,airflow=1}", /instance_count must have exactly the keys mlflow, airflow and serving/],
       ["instance_count={mlflow=1,airflow=1,serving=1,worker=1}", /instance_count must have exactly the keys mlflow, airflow and serving/],
       ["instance_count={mlflow=1,airflow=0,serving=21}", /Each instance_count must be a whole number from 0 to 20/],
-      ['instance_shape_config={mlflow={ocpus=1,memory_gbs=8},serving={ocpus=1,memory_gbs=8}}', /instance_shape_config must have exactly the keys/],
+      ['instance_shape_config={mlflow={ocpus=1,memory_gbs=8},serving={ocpus=1,memory_gbs=8}}', /instance_shape_config must have the keys mlflow, airflow and serving, and may have airflow-worker/],
+      ['instance_shape_config={mlflow={ocpus=1,memory_gbs=8},airflow={ocpus=1,memory_gbs=8},serving={ocpus=1,memory_gbs=8}}', null],
+      ['instance_shape_config={mlflow={ocpus=1,memory_gbs=8},airflow={ocpus=1,memory_gbs=8},serving={ocpus=1,memory_gbs=8},worker={ocpus=1,memory_gbs=8}}', /may have airflow-worker; no other/],
+      ["worker_count=-1", /worker_count must be a whole number from 0 to 20/],
+      ["worker_count=2", null],
+      ['worker_queues=["default","default"]', /worker_queues must be 1-20 distinct queue names/],
+      ["worker_queues=[]", /worker_queues must be 1-20 distinct queue names/],
+      ['worker_queues=["default","ml.gpu"]', null],
+      ["serving_autoscaling={min=3,max=2}", /serving_autoscaling needs whole numbers 1 <= min <= max <= 50/],
+      ["serving_autoscaling={min=0,max=2}", /serving_autoscaling needs whole numbers 1 <= min <= max <= 50/],
+      ["serving_autoscaling={min=2,max=6,cooldown_seconds=120}", /cooldown_seconds must be from 300/],
+      ["serving_autoscaling={min=2,max=6,scale_out_cpu_percent=20,scale_in_cpu_percent=30}", /1 <= scale_in_cpu_percent < scale_out_cpu_percent <= 99/],
+      ["serving_autoscaling={min=1,max=10,scale_out_cpu_percent=60}", null],
+      ["cache_node_count=6", /cache_node_count must be a whole number from 1 to 5/],
+      ["cache_engine_version=redis7", /cache_engine_version must be an OCI Cache engine version/],
       ["availability_domain_index=-1", /availability_domain_index must be a whole number from 0/],
       // Regions with three ADs: the region's own list bounds the index at plan time (a postcondition in database.tf).
       ["availability_domain_index=2", null],
