@@ -38,9 +38,9 @@ export async function syncDagsCommand(
   });
   const d = config.dagSync;
   if (!d.source) throw new AgentError("USAGE", "no DAG source: pass --source oci://<namespace>/<bucket>/<prefix> or file:///<dir>, or set dagSync.source");
-  // The role that reads the DAGs is the one whose spec has `dagSync`: compile-check
-  // with its venv's Python when it is installed, else the system's.
-  const role = availableRoles().find((r) => loadRole(r).dagSync);
+  // The role that reads the DAGs: this node's, when its spec has `dagSync`, else the first that
+  // has; compile-check with its venv's Python when it is installed, else the system's.
+  const role = [config.role, ...availableRoles()].find((r) => r !== undefined && availableRoles().includes(r) && loadRole(r).dagSync);
   if (!role) throw new AgentError("ROLE_NOT_IMPLEMENTED", "no role in this build keeps a DAG folder (dagSync in its role.json)");
   const paths = rolePaths(config, role);
   const venvPython = `${paths.venv}/bin/python`;

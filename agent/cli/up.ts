@@ -13,7 +13,7 @@ import { resolve } from "node:path";
 import { isSingleExecutable } from "../assets.ts";
 import { AgentError, ERRORS, isErrorCode } from "../errors.ts";
 import type { Host } from "../host/host.ts";
-import { availableRoles, roleNames } from "../roles/catalog.ts";
+import { availableRoles, loadRole, roleNames } from "../roles/catalog.ts";
 import type { StatusSnapshot } from "../status/types.ts";
 import { type CommonFlags, loadContext, upDefaults, upListen } from "../config/context.ts";
 import { ensureUpSecrets, upSecretsDir } from "../config/up-secrets.ts";
@@ -36,14 +36,20 @@ function selfCommand(): { cmd: string; args: string[] } {
 /** The allocator setting of units/mlops-agent.service (at most two malloc arenas: ~5 MiB less RSS); the caller's environment wins. */
 const AGENT_ENV = { MALLOC_ARENA_MAX: "2" };
 
-/** `--roles`: validated against the role catalogue; default: every role in it. */
+/**
+ * `--roles`: validated against the role catalogue; default: every role with an `up` section. A role
+ * without one (e.g. one that only works beside other VMs) is known but not part of a one-machine stack.
+ */
 export function stackRoles(roles: string | undefined): string[] {
-  const available = availableRoles();
+  const available = availableRoles().filter((r) => loadRole(r).up !== undefined);
   if (roles === undefined) return available;
   const list = [...new Set(roles.split(",").map((r) => r.trim()).filter(Boolean))];
   if (list.length === 0) throw new AgentError("USAGE", `--roles needs at least one role; available: ${available.join(", ")}`);
-  for (const r of list)
-    if (!available.includes(r)) throw new AgentError("ROLE_UNKNOWN", `--roles names ${JSON.stringify(r)}; allowed: ${roleNames().join(", ")}`);
+  for (const r of list) {
+    if (availableRoles().includes(r) && !available.includes(r))
+      throw new AgentError("ROLE_UNKNOWN", `--roles names ${r}, which does not run in up (its role.json has no up section); up runs: ${available.join(", ")}`);
+    if (!available.includes(r)) throw new AgentError("ROLE_UNKNOWN", `--roles names ${JSON.stringify(r)}; allowed: ${available.join(", ")}`);
+  }
   return list;
 }
 
@@ -343,7 +349,9 @@ async function advancePipeline(t: PipelineTarget, p: PipelineProgress, progress:
 
 /** The state dirs of every role's agent under DIR. */
 export function upStateDirs(dir: string): { role: string; stateDir: string }[] {
-  return roleNames().map((role) => ({ role, stateDir: String(upDefaults(dir, role).stateDir) }));
+  return roleNames()
+    .filter((role) => loadRole(role).up !== undefined)
+    .map((role) => ({ role, stateDir: String(upDefaults(dir, role).stateDir) }));
 }
 
 export async function downCommand(host: Host, flags: CommonFlags): Promise<number> {

@@ -70,39 +70,76 @@ function checkMlflowClient(section: string, v: { mlflowUser?: string; mlflowPass
   ctx.addIssue({ code: "custom", path: [missing], message: `required when ${section}.${given} is set (give both, or neither for an MLflow without auth)` });
 }
 
+/** A Celery queue name: what a task's `queue=` names and a worker consumes (`-q`, comma-separated, so no commas). */
+const celeryQueueSchema = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be a queue name: 1-64 letters, digits, _ . - (no commas or spaces)");
+
+/**
+ * A Redis broker URL without credentials: `redis://host:port/db` or, with TLS (OCI Cache), `rediss://host:port/db`.
+ * The password is a secret reference of its own (`brokerPassword`), so the URL is not a secret and never carries one.
+ */
+const brokerUrlSchema = z.string().superRefine((v, ctx) => {
+  let url: URL;
+  try {
+    url = new URL(v);
+  } catch {
+    ctx.addIssue({ code: "custom", message: "must be a URL such as rediss://cache.example:6379/0" });
+    return;
+  }
+  if (url.protocol !== "redis:" && url.protocol !== "rediss:")
+    ctx.addIssue({ code: "custom", message: `must be redis:// or rediss:// (TLS, as OCI Cache requires), not ${url.protocol}//` });
+  else if (url.username || url.password)
+    ctx.addIssue({
+      code: "custom",
+      message: "must not carry credentials: put the password in airflow.celery.brokerPassword (a secret reference) and the user, if any, in airflow.celery.brokerUser",
+    });
+  else if (!url.hostname) ctx.addIssue({ code: "custom", message: "must name the broker's host, e.g. rediss://cache.example:6379/0" });
+  else if (!/^(\/\d{0,2})?$/.test(url.pathname) || url.search || url.hash)
+    ctx.addIssue({ code: "custom", message: "may only have a database number as its path (e.g. /0), no query or fragment" });
+});
+
+/** CeleryExecutor: the broker (Redis; OCI Cache on OCI) and what this VM's worker does. The same section on every Airflow VM. */
+export const celerySchema = z
+  .object({
+    brokerUrl: brokerUrlSchema,
+    /** The Redis ACL user (OCI Cache with users); absent: Redis' `default` user (AUTH with the password only). */
+    brokerUser: z.string().regex(/^[A-Za-z0-9_.@-]{1,64}$/, "must be a Redis user name: 1-64 letters, digits, _ . @ -").optional(),
+    /** The broker password as a secret reference; absent: a broker without AUTH. */
+    brokerPassword: secretRefSchema.optional(),
+    /** What a worker consumes (`airflow celery worker -q`); a task goes to its operator's `queue` (default `default`). */
+    queues: z
+      .array(celeryQueueSchema)
+      .min(1, "needs at least one queue")
+      .default(["default"])
+      .refine((q) => new Set(q).size === q.length, "queue names must be unique"),
+    /** Task processes per worker (`airflow celery worker -c`). */
+    concurrency: z.number().int().min(1).max(256).default(4),
+    /** Where a worker serves its task logs to the api-server (`[logging] worker_log_server_port`). */
+    logServerPort: z.number().int().min(1).max(65535).default(8793),
+    /** PEM CA bundle that signed the broker's TLS certificate (rediss://); absent: the OS trust store. */
+    caFile: z.string().startsWith("/", "must be an absolute path").optional(),
+  })
+  .strict();
+
 export const airflowSchema = z
   .object({
     host: z.string().regex(/^(0\.0\.0\.0|::|[0-9.]+|[0-9a-fA-F:]+)$/, "must be an IP address to bind, e.g. 0.0.0.0 or 127.0.0.1").default("0.0.0.0"),
     port: z.number().int().min(1).max(65535).default(8080),
     executor: z.enum(["LocalExecutor", "CeleryExecutor"], { message: "must be LocalExecutor or CeleryExecutor" }).default("LocalExecutor"),
-    /** CeleryExecutor: the broker (e.g. amqp://user:pw@host:5672//, redis://host:6379/0) as a secret reference. */
-    celeryBrokerUrl: secretRefSchema.optional(),
-    // MERGE NOTE (issue 12, helper "terraform"): the fields below are the minimal shape of the
-    // contract so Terraform's rendered config validates; helper "worker" owns their definition.
-    /** CeleryExecutor: the broker and what this VM's worker consumes (issue 12 contract). */
-    celery: z
-      .object({
-        brokerUrl: z.string().regex(/^rediss?:\/\/[^/@\s]+(\/\d+)?$/, "must be a redis:// or rediss:// URL without credentials, e.g. rediss://cache.example:6379/0"),
-        brokerUser: z.string().optional(),
-        brokerPassword: secretRefSchema.optional(),
-        queues: z.array(z.string()).min(1).default(["default"]),
-        concurrency: z.number().int().min(1).max(64).default(4),
-        logServerPort: z.number().int().min(1).max(65535).default(8793),
-        caFile: z.string().startsWith("/", "must be an absolute path").optional(),
-      })
-      .strict()
-      .optional(),
-    /** The api-server's execution API for workers; absent: the local api-server's. */
+    /** CeleryExecutor: the broker and the workers' settings. */
+    celery: celerySchema.optional(),
+    /** Removed: a secret URL with the password in it. Kept in the schema only to say what replaces it. */
+    celeryBrokerUrl: z.unknown().optional(),
+    /** The api-server's execution API that task processes call (workers: the scheduler VM's); absent: this VM's own. */
     executionApiUrl: z.string().url().optional(),
-    /** Shared by every Airflow VM (Terraform: Vault secrets); absent: generated in the state dir. */
-    fernetKey: secretRefSchema.optional(),
-    jwtSecret: secretRefSchema.optional(),
-    apiSecretKey: secretRefSchema.optional(),
     /** Task slots; LocalExecutor starts this many worker processes up front. */
     parallelism: z.number().int().min(1).max(64).default(4),
     adminUser: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default("admin"),
     /** The admin's password as a secret reference (Terraform: a Vault secret); absent: generated in the state dir. */
     adminPassword: secretRefSchema.optional(),
+    /** Secrets every Airflow VM must share (Terraform: Vault secrets); absent: generated in the state dir (one VM only). */
+    fernetKey: secretRefSchema.optional(),
+    jwtSecret: secretRefSchema.optional(),
+    apiSecretKey: secretRefSchema.optional(),
     /** The address people reach Airflow by (the load balancer's), for links Airflow builds. */
     baseUrl: z.string().url().optional(),
     ...mlflowClientFields,
@@ -123,11 +160,22 @@ export const airflowSchema = z
       .default({ engine: "postgresql", name: "airflow", user: "airflow" }),
   })
   .strict()
-  .refine((a) => a.executor !== "CeleryExecutor" || a.celeryBrokerUrl !== undefined || a.celery !== undefined, {
-    message: "CeleryExecutor needs celery (the broker: { brokerUrl, brokerUser, brokerPassword }) or celeryBrokerUrl (a secret reference such as file:/etc/mlops-agent/broker-url)",
-    path: ["celery"],
-  })
-  .superRefine((a, ctx) => checkMlflowClient("airflow", a, ctx));
+  .superRefine((a, ctx) => {
+    if (a.celeryBrokerUrl !== undefined)
+      ctx.addIssue({
+        code: "custom",
+        path: ["celeryBrokerUrl"],
+        message:
+          "was replaced by airflow.celery: brokerUrl (the redis:// or rediss:// URL without credentials), brokerPassword (a secret reference) and brokerUser",
+      });
+    if (a.executor === "CeleryExecutor" && a.celery === undefined)
+      ctx.addIssue({
+        code: "custom",
+        path: ["celery"],
+        message: 'required when airflow.executor is CeleryExecutor: the broker, e.g. {"brokerUrl": "rediss://cache.example:6379/0", "brokerPassword": "vault:ocid1.vaultsecret..."}',
+      });
+    checkMlflowClient("airflow", a, ctx);
+  });
 
 const MLFLOW_PERMISSIONS = ["READ", "USE", "EDIT", "MANAGE", "NO_PERMISSIONS"] as const;
 const mlflowPermission = z.enum(MLFLOW_PERMISSIONS, { message: `must be one of ${MLFLOW_PERMISSIONS.join(", ")}` });

@@ -25,7 +25,11 @@ export class SecretRegistry implements Scrubber {
 
   /** Remembers a secret value so that `scrub` removes it. Idempotent; values shorter than MIN_SECRET_LENGTH are ignored. */
   register(value: string): void {
-    if (value.length >= MIN_SECRET_LENGTH) this.#known.add(value);
+    if (value.length < MIN_SECRET_LENGTH) return;
+    this.#known.add(value);
+    // Its URL-encoded form too: a password put into a URL (a broker's, a database's) is written that way.
+    const encoded = encodeURIComponent(value);
+    if (encoded !== value) this.#known.add(encoded);
   }
 
   /** Bound, so it can be handed over as a plain function (`createLogger({ scrub: secrets.scrub })`). */

@@ -106,6 +106,7 @@ export function compileDatabase(opts: {
       passwordSecret: spec.passwordSecret,
       sqlitePath,
       fingerprint,
+      provision: spec.provision,
     },
     secretValues,
     pending: engine !== "sqlite" && password === undefined,
@@ -125,6 +126,8 @@ export interface DesiredDatabase {
   readonly adminPasswordRef: string | undefined;
   readonly passwordSecret: string;
   readonly sqlitePath: string;
+  /** false: another role's VM provisions and migrates it; this role only connects. */
+  readonly provision: boolean;
   /** Changes whenever provisioning must run again. undefined while the password is pending. */
   readonly fingerprint: string | undefined;
 }

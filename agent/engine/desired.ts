@@ -117,6 +117,10 @@ function compileSecrets(inputs: DesiredInputs, paths: RolePaths): SecretsPart & 
   // A configured password reference (role.json database.passwordKey) replaces the generated password.
   const referenced = spec.database.passwordKey ? inputs.referenced?.[spec.database.passwordKey] : undefined;
   const fromRef = typeof referenced === "string" ? referenced : undefined;
+  if (!spec.database.provision && fromRef === undefined && inputs.config.mode !== "up") {
+    const ref = spec.secretRefs.find((r) => r.key === spec.database?.passwordKey);
+    throw new AgentError("CONFIG_INVALID", `role ${inputs.role} uses a database another role provisions: set ${ref?.configPath ?? "the database password reference"} to its user's password (a secret reference)`);
+  }
   const password = fromRef ?? inputs.secrets[spec.database.passwordSecret];
   const db = compileDatabase({ spec: spec.database, config: inputs.config, role: inputs.role, paths, password });
   if (db.database.engine !== "sqlite" && fromRef === undefined) names.push(spec.database.passwordSecret);
@@ -164,15 +168,31 @@ function firewallPorts(services: RoleSpec["services"], ctx: TemplateContext, rol
   return [...ports].sort((a, b) => a - b);
 }
 
+/** role.json `requires`: settings the role cannot run without, each error naming the path, what it wants and why. */
+function checkRequires(spec: RoleSpec, config: AgentConfig, role: string): void {
+  for (const r of spec.requires) {
+    let value: unknown;
+    try {
+      value = lookupPath(config, r.configPath);
+    } catch {
+      value = undefined;
+    }
+    if (value === undefined) throw new AgentError("CONFIG_INVALID", `role ${role} needs ${r.configPath}${r.equals === undefined ? "" : ` = ${JSON.stringify(r.equals)}`}: ${r.why}`);
+    if (r.equals !== undefined && value !== r.equals)
+      throw new AgentError("CONFIG_INVALID", `role ${role} needs ${r.configPath} = ${JSON.stringify(r.equals)}, not ${JSON.stringify(value)}: ${r.why}`);
+  }
+}
+
 export function compileDesired(inputs: DesiredInputs): DesiredRole {
   const { spec, config, role } = inputs;
+  checkRequires(spec, config, role);
   const assets = inputs.assets ?? readRoleAsset;
   const paths = rolePaths(config, role);
   const up = config.mode === "up";
   const serviceUser = up ? inputs.currentUser : spec.serviceUser;
   // Database and generated secrets first: they are part of the template context.
   const secrets = compileSecrets(inputs, paths);
-  const ctx = buildContext({ config, role, spec, paths, serviceUser, secrets: secrets.pending ? undefined : secrets.values });
+  const ctx = buildContext({ config, role, spec, paths, serviceUser, secrets: secrets.pending ? undefined : secrets.values, caBundle: inputs.caBundle });
   const files = compileFiles(spec, ctx, role, secrets.pending, assets);
   const fileRef = fileLookup(files);
   const python = compilePython(spec, ctx, paths, assets);

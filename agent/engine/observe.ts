@@ -80,7 +80,7 @@ export async function observe(deps: {
   const db = desired?.database;
   const record = records.find((r) => r.role === desired?.role);
   const password = desired?.databasePassword;
-  if (db && db.engine !== "sqlite" && password && record?.database?.fingerprint === db.fingerprint && deps.checkLogin)
+  if (db?.provision && db.engine !== "sqlite" && password && record?.database?.fingerprint === db.fingerprint && deps.checkLogin)
     databaseLogin = await deps.checkLogin({ engine: db.engine, host: db.host, port: db.port, user: db.user, password, database: db.name });
   const firewall = deps.firewall ? await observeFirewall(host, deps.firewall) : undefined;
   return { records, serviceOwner, directories, files, secrets, install, services, databaseLogin, firewall, now: host.clock.now() };

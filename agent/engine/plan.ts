@@ -73,7 +73,7 @@ function planBasics(desired: DesiredRole, observed: Observed, stateDir: string, 
 /** The role's database on a server (not SQLite). false: not ready for migrations in this pass. */
 function planDatabase(desired: DesiredRole, observed: Observed, record: RoleRecord | undefined, out: Draft): boolean {
   const db = desired.database;
-  if (!db || db.engine === "sqlite") return true;
+  if (!db || db.engine === "sqlite" || !db.provision) return true;
   if (db.fingerprint === undefined) {
     out.deferred.push(`provision-database ${db.name}: after the password is generated`);
     return false;

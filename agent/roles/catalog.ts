@@ -96,13 +96,16 @@ export function readRoleAsset(key: string): string {
 function checkReferences(spec: RoleSpec, where: string): void {
   const assets = [spec.python.lock, ...spec.python.variants.map((v) => v.lock), ...spec.files.map((f) => f.template)];
   for (const a of assets) {
-    if (!a.startsWith(`roles/${spec.name}/`)) throw new AgentError("ROLE_SPEC_INVALID", `${where}: ${a} is not under roles/${spec.name}/`);
+    // A role may use another role's assets (a worker shares its product's lock and env template): one source, no copies.
+    if (!/^roles\/[a-z][a-z0-9-]*\/[^/]/.test(a)) throw new AgentError("ROLE_SPEC_INVALID", `${where}: ${a} is not under roles/<role>/`);
     readRoleAsset(a);
   }
   const ids = new Set(spec.files.map((f) => f.id));
   const named = [...spec.services.flatMap((s) => s.environmentFiles), ...(spec.migrate?.environmentFiles ?? [])];
   for (const id of named) if (!ids.has(id)) throw new AgentError("ROLE_SPEC_INVALID", `${where}: names file id ${JSON.stringify(id)}, which the role does not define`);
   const passwordKey = spec.database?.passwordKey;
+  if (spec.database?.provision === false && !passwordKey)
+    throw new AgentError("ROLE_SPEC_INVALID", `${where}: database.provision false needs database.passwordKey (the password of a user another role provisions)`);
   if (passwordKey && !spec.secretRefs.some((r) => r.key === passwordKey && !r.list))
     throw new AgentError("ROLE_SPEC_INVALID", `${where}: database.passwordKey ${JSON.stringify(passwordKey)} is not the key of a single-value secretRefs entry`);
   const server = spec.up?.modelServer?.service;

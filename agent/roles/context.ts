@@ -6,7 +6,8 @@
  */
 import type { AgentConfig, RoleName } from "../config/schema.ts";
 import type { TemplateContext } from "./render.ts";
-import { ROLE_CONTEXTS } from "./role-contexts.ts";
+import { AgentError } from "../errors.ts";
+import { ROLE_CONTEXTS, roleContextNames } from "./role-contexts.ts";
 import type { RolePaths, SecretValues } from "./role-paths.ts";
 import type { RoleSpec } from "./role-spec.ts";
 
@@ -20,9 +21,13 @@ export function buildContext(opts: {
   serviceUser: string;
   /** undefined while secrets are pending. */
   secrets: SecretValues | undefined;
+  caBundle?: string | undefined;
 }): TemplateContext {
   const { config, paths } = opts;
-  const own = ROLE_CONTEXTS[opts.role]?.({ config, paths, secrets: opts.secrets }) ?? {};
+  const fn = ROLE_CONTEXTS[opts.spec.context ?? opts.role];
+  if (opts.spec.context !== undefined && !fn)
+    throw new AgentError("ROLE_SPEC_INVALID", `role ${opts.role}: context ${JSON.stringify(opts.spec.context)} is not one of ${roleContextNames().join(", ")}`);
+  const own = fn?.({ config, paths, secrets: opts.secrets, caBundle: opts.caBundle }) ?? {};
   return {
     role: opts.role,
     venv: paths.venv,

@@ -1,9 +1,10 @@
 /**
  * The per-role context registry: for a role whose templates need values
  * computed from the config (not just copied from it), one pure function
- * keyed by the role's name returns them. A role without an entry gets the
- * base context only (`context.ts`). This is the only TypeScript that knows a
- * role by name, and only for what plain data cannot say.
+ * keyed by the role's name (or the `context` its role.json names, for roles
+ * built from one product) returns them. A role without one gets the base
+ * context only (`context.ts`). This is the only TypeScript that knows a role
+ * by name, and only for what plain data cannot say.
  */
 import { AgentError } from "../errors.ts";
 import { environmentLine } from "../supervisor/environment-file.ts";
@@ -92,25 +93,70 @@ function mlflowClientEnvLines(user: string | undefined, password: string | undef
   return user && password ? `${environmentLine("MLFLOW_TRACKING_USERNAME", user)}\n${environmentLine("MLFLOW_TRACKING_PASSWORD", password)}` : "";
 }
 
+type Celery = NonNullable<RoleContextInput["config"]["airflow"]["celery"]>;
+
+/** The broker URL Celery gets: the configured one with the user and password (URL-encoded) put in. Only ever written to the 0600 env file. */
+export function brokerUrlWithCredentials(celery: Celery, password: string | undefined): string {
+  if (password === undefined && celery.brokerUser === undefined) return celery.brokerUrl;
+  const url = new URL(celery.brokerUrl);
+  // Redis AUTH with the password only is the `default` user; kombu unquotes both parts.
+  url.username = encodeURIComponent(celery.brokerUser ?? "");
+  url.password = encodeURIComponent(password ?? "");
+  return url.toString();
+}
+
+/**
+ * CeleryExecutor's lines of the env file, the same on the scheduler VM and on
+ * workers: the broker (with TLS verified against the CA for rediss://, as
+ * providers-celery 3.26's `[celery] ssl_*` turn into `broker_use_ssl` with
+ * `ssl_cert_reqs=CERT_REQUIRED`), the result backend in the metadata DB
+ * (SQLAlchemy's default driver, `db+<engine>://`), and the port workers
+ * serve task logs on, where the api-server fetches them.
+ */
+function celeryEnvLines(celery: Celery | undefined, secrets: SecretValues | undefined, caBundle: string | undefined): string {
+  if (!celery || !secrets) return "";
+  const lines = [
+    environmentLine("AIRFLOW__CELERY__BROKER_URL", brokerUrlWithCredentials(celery, one(secrets, "brokerPassword"))),
+    environmentLine("AIRFLOW__CELERY__RESULT_BACKEND", `db+${one(secrets, "databaseUriPlain") ?? ""}`),
+    `AIRFLOW__CELERY__WORKER_CONCURRENCY=${celery.concurrency}`,
+    `AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=${celery.logServerPort}`,
+  ];
+  if (celery.brokerUrl.startsWith("rediss:")) {
+    // One-way TLS (OCI Cache): no client certificate; the server's is verified, never CERT_NONE.
+    lines.push("AIRFLOW__CELERY__SSL_ACTIVE=True", "AIRFLOW__CELERY__SSL_MUTUAL_TLS=False");
+    const ca = celery.caFile ?? caBundle;
+    if (ca) lines.push(`AIRFLOW__CELERY__SSL_CACERT=${ca}`);
+  }
+  return lines.join("\n");
+}
+
+/**
+ * Airflow's context, for every role built from Airflow (role.json `context`):
+ * the scheduler VM's `airflow` role and the Celery workers. Lines only one of
+ * them needs come from what that role declares: the admin login only where
+ * the role has an admin password.
+ */
 function airflowContext(input: RoleContextInput): TemplateContext {
   const { config, paths, secrets } = input;
-  const celery = config.airflow.executor === "CeleryExecutor";
+  const a = config.airflow;
+  const celery = a.executor === "CeleryExecutor" ? a.celery : undefined;
+  const probeHost = local(a.host);
+  const adminPassword = one(secrets, "adminPassword");
   return {
     airflow: {
-      ...config.airflow,
-      celery: celery ? "yes" : "",
-      mlflowTrackingUri: trackingUri(input, config.airflow.mlflowTrackingUri),
-      probeHost: local(config.airflow.host),
+      ...a,
+      celery: celery ? { ...celery, queuesArg: celery.queues.join(",") } : "",
+      mlflowTrackingUri: trackingUri(input, a.mlflowTrackingUri),
+      probeHost,
+      // Task processes call the api-server's execution API: this VM's own, or the scheduler VM's on a worker.
+      executionApiUrl: a.executionApiUrl ?? `http://${probeHost}:${a.port}/execution/`,
     },
-    // CeleryExecutor: the broker from its secret reference (role.json secretRefs);
-    // results in the metadata DB, through SQLAlchemy's default driver (`db+<engine>://`).
-    celeryEnvLines:
-      celery && secrets?.celeryBrokerUrl
-        ? `AIRFLOW__CELERY__BROKER_URL=${secrets.celeryBrokerUrl}\nAIRFLOW__CELERY__RESULT_BACKEND=db+${secrets.databaseUriPlain ?? ""}`
-        : "",
-    mlflowClientEnvLines: mlflowClientEnvLines(config.airflow.mlflowUser, one(secrets, "mlflowPassword")),
+    celeryEnvLines: celeryEnvLines(celery, secrets, input.caBundle),
+    mlflowClientEnvLines: mlflowClientEnvLines(a.mlflowUser, one(secrets, "mlflowPassword")),
     // Links Airflow builds (and its UI's own address) use the load balancer's address.
-    baseUrlEnvLines: config.airflow.baseUrl ? `AIRFLOW__API__BASE_URL=${config.airflow.baseUrl}` : "",
+    baseUrlEnvLines: a.baseUrl ? `AIRFLOW__API__BASE_URL=${a.baseUrl}` : "",
+    // The admin login create_admin.py sets: only a role with an admin password (the scheduler VM's) has one.
+    adminEnvLines: adminPassword === undefined ? "" : `MLOPS_AIRFLOW_ADMIN_USER=${a.adminUser}\nMLOPS_AIRFLOW_ADMIN_PASSWORD=${adminPassword}`,
     // The syncer swaps `<dags>/current` atomically; Airflow reads through the link.
     dagsFolder: `${paths.dataDir}/dags/current`,
   };
@@ -163,8 +209,14 @@ function servingContext(input: RoleContextInput): TemplateContext {
   };
 }
 
+/** By context name: a role's `context` in role.json, or its own name. */
 export const ROLE_CONTEXTS: Readonly<Record<string, RoleContextFn>> = {
   mlflow: mlflowContext,
   airflow: airflowContext,
   serving: servingContext,
 };
+
+/** The context names a role.json may give as `context`. */
+export function roleContextNames(): string[] {
+  return Object.keys(ROLE_CONTEXTS).sort();
+}

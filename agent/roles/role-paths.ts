@@ -37,4 +37,6 @@ export interface RoleContextInput {
   readonly paths: RolePaths;
   /** undefined while secrets are pending. */
   readonly secrets: SecretValues | undefined;
+  /** The OS CA bundle file, when the host has one (a TLS client's default trust). */
+  readonly caBundle?: string | undefined;
 }

@@ -96,6 +96,18 @@ export const roleSpecSchema = z
   .object({
     name: z.string().regex(/^[a-z][a-z0-9-]*$/),
     description: z.string(),
+    /**
+     * The context function (`role-contexts.ts`) that computes the role's template values; default:
+     * the one named like the role. Roles built from one product share one (an Airflow worker uses Airflow's).
+     */
+    context: z.string().regex(/^[a-z][a-z0-9-]*$/).optional(),
+    /**
+     * Settings the role cannot run without, checked before anything is compiled: the config value at
+     * `configPath` must be set (and equal `equals`, when given); the error names the path and says `why`.
+     */
+    requires: z
+      .array(z.object({ configPath: z.string(), equals: z.union([z.string(), z.number(), z.boolean()]).optional(), why: z.string() }).strict())
+      .default([]),
     /** The non-root system user the services run as. */
     serviceUser: z.string().regex(/^[a-z_][a-z0-9_-]*$/),
     python: z
@@ -112,6 +124,11 @@ export const roleSpecSchema = z
       .object({
         /** Config path of the database settings (`name`, `user`, optional `engine`), e.g. `mlflow.database`. */
         configPath: z.string(),
+        /**
+         * false: the database belongs to another role's VM, which provisions and migrates it (an Airflow
+         * worker uses the scheduler VM's); this role only connects, with the password from `passwordKey`.
+         */
+        provision: z.boolean().default(true),
         /** Name of the generated password in the state dir's secrets. */
         passwordSecret: z.string().regex(/^[a-z0-9-]+$/),
         /**

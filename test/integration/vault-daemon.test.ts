@@ -19,7 +19,7 @@ import { freePort, getJson, startDaemon, stopDaemon, waitFor } from "../support/
 import { makeInstanceIdentity } from "../support/instance-identity.ts";
 
 const BROKER = "ocid1.vaultsecret.oc1.phx.amaaaaaadaemonbroker";
-const BROKER_URL = "amqp://airflow:Daemon-broker-Pw-51c2@10.0.2.20:5672//";
+const BROKER_PASSWORD = "Daemon-broker-Pw-51c2";
 
 describe("run with a vault: reference", () => {
   const root = mkdtempSync(join(tmpdir(), "vault-daemon-"));
@@ -54,7 +54,7 @@ describe("run with a vault: reference", () => {
         supervisor: "process",
         metadataUrl: imds.url,
         python: { interpreter: join(root, "no-python") },
-        airflow: { host: "127.0.0.1", executor: "CeleryExecutor", celeryBrokerUrl: `vault:${BROKER}` },
+        airflow: { host: "127.0.0.1", executor: "CeleryExecutor", celery: { brokerUrl: "rediss://10.0.2.40:6379/0", brokerPassword: `vault:${BROKER}` } },
         oci: { authEndpoint: oci.url, secretsEndpoint: oci.url, requestTimeoutSeconds: 2 },
       }),
     );
@@ -70,7 +70,7 @@ describe("run with a vault: reference", () => {
     expect(daemon.child.exitCode).toBeNull();
     expect(oci.requests.federation.ok).toBe(1);
 
-    oci.setSecret(BROKER, BROKER_URL);
+    oci.setSecret(BROKER, BROKER_PASSWORD);
     const token = readFileSync(join(stateDir, "token"), "utf8").trim();
     const r = await fetch(`http://127.0.0.1:${port}/converge`, { method: "POST", headers: { authorization: `Bearer ${token}` } });
     expect(r.status).toBeLessThan(300);
@@ -89,8 +89,7 @@ describe("run with a vault: reference", () => {
     expect(oci.requests.secrets.ok).toBe(1);
 
     // The value is nowhere an operator or a log reader would see it.
-    expect(JSON.stringify(await status())).not.toContain(BROKER_URL);
-    expect(daemon.output()).not.toContain(BROKER_URL);
-    expect(daemon.output()).not.toContain("Daemon-broker-Pw-51c2");
+    expect(JSON.stringify(await status())).not.toContain(BROKER_PASSWORD);
+    expect(daemon.output()).not.toContain(BROKER_PASSWORD);
   });
 });

@@ -269,17 +269,20 @@ describe("airflow role", () => {
     });
   });
 
-  it("CeleryExecutor: adds a worker unit and the broker from its secret reference", () => {
-    const d = airflow({ airflow: { executor: "CeleryExecutor", celeryBrokerUrl: "file:/etc/mlops-agent/broker" } }, { celeryBrokerUrl: "amqp://guest:brokerpw@127.0.0.1:5672//" });
-    expect(d.services.map((s) => s.name)).toContain("airflow-celery-worker");
+  it("CeleryExecutor: no worker on the scheduler VM; the broker (password URL-encoded, TLS verified), results in the DB, logs fetched from workers", () => {
+    const d = airflow(
+      { airflow: { executor: "CeleryExecutor", celery: { brokerUrl: "rediss://cache.example:6379/0", brokerPassword: "file:/etc/mlops-agent/broker" } } },
+      { brokerPassword: "broker/pw:0123456789" },
+    );
+    expect(d.services.map((s) => s.name)).toEqual(["airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"]);
+    expect(d.ports).toEqual([8080]);
     const env = d.files.find((f) => f.id === "env")!.content!;
     expect(env).toContain("AIRFLOW__CORE__EXECUTOR=CeleryExecutor");
-    expect(env).toContain("AIRFLOW__CELERY__BROKER_URL=amqp://guest:brokerpw@127.0.0.1:5672//");
-    expect(env).toContain("AIRFLOW__CELERY__RESULT_BACKEND=db+postgresql://airflow:dbpw-0123456789@127.0.0.1:5432/airflow");
-    for (const s of d.services) expect(s.command.join(" ")).not.toContain("brokerpw");
-  });
-
-  it("CeleryExecutor without a broker is a config error naming the field", () => {
-    expect(() => configSchema.parse({ airflow: { executor: "CeleryExecutor" } })).toThrow(/celeryBrokerUrl/);
+    expect(env).toContain('AIRFLOW__CELERY__BROKER_URL="rediss://:broker%2Fpw%3A0123456789@cache.example:6379/0"');
+    expect(env).toContain('AIRFLOW__CELERY__RESULT_BACKEND="db+postgresql://airflow:dbpw-0123456789@127.0.0.1:5432/airflow"');
+    expect(env).toContain("AIRFLOW__CELERY__SSL_ACTIVE=True\nAIRFLOW__CELERY__SSL_MUTUAL_TLS=False");
+    expect(env).toContain("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=8793");
+    expect(env).toContain("MLOPS_AIRFLOW_ADMIN_PASSWORD=admin-0123456789");
+    for (const s of d.services) expect(s.command.join(" ")).not.toContain("broker");
   });
 });

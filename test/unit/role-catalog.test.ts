@@ -61,13 +61,13 @@ describe("roles from MLOPS_AGENT_ROLES_DIR", () => {
   });
 
   it("the toy role joins the catalogue, in up order after the built-in ones, and the config accepts it", () => {
-    expect(availableRoles()).toEqual(["airflow", "mlflow", "serving", "toy"]);
-    expect(roleNames()).toEqual(["mlflow", "airflow", "serving", "toy"]);
+    expect(availableRoles()).toEqual(["airflow", "airflow-worker", "mlflow", "serving", "toy"]);
+    expect(roleNames()).toEqual(["mlflow", "airflow", "serving", "toy", "airflow-worker"]);
     const r = resolveConfig({ configPath: "/x", fileText: '{"role":"toy"}', metadata: undefined, env: {}, flags: {} });
     expect(r.role).toBe("toy");
     expect(thrown(() => resolveConfig({ configPath: "/x", fileText: undefined, metadata: undefined, env: {}, flags: {}, roleFlag: "toys" }))).toMatchObject({
       code: "ROLE_UNKNOWN",
-      message: expect.stringContaining("allowed: mlflow, airflow, serving, toy"),
+      message: expect.stringContaining("allowed: mlflow, airflow, serving, toy, airflow-worker"),
     });
   });
 
@@ -195,10 +195,10 @@ describe("expandRoleDefinitions", () => {
   it("the built-in airflow role uses them and expands to complete services", () => {
     const airflow = loadRole("airflow");
     expect(airflow.services.map((s) => [s.name, s.stopTimeoutSeconds, s.environmentFiles, s.environment.HOME])).toEqual(
-      ["airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer", "airflow-celery-worker"].map((n) => [n, 45, ["env"], "{{dataDir}}"]),
+      ["airflow-api-server", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer"].map((n) => [n, 45, ["env"], "{{dataDir}}"]),
     );
     const fields = airflow.services.map((s) => (s.probes.readiness && "httpGet" in s.probes.readiness ? s.probes.readiness.httpGet.json?.field : undefined));
-    expect(fields).toEqual(["metadatabase.status", "scheduler.status", "dag_processor.status", "triggerer.status", undefined]);
+    expect(fields).toEqual(["metadatabase.status", "scheduler.status", "dag_processor.status", "triggerer.status"]);
   });
 });
 
@@ -207,19 +207,28 @@ describe("secret references a role declares", () => {
   const cases = [
     { name: "LocalExecutor: none", airflow: {}, want: [] },
     {
-      name: "CeleryExecutor: the broker URL reference",
-      airflow: { executor: "CeleryExecutor", celeryBrokerUrl: "env:BROKER" },
-      want: [{ key: "celeryBrokerUrl", ref: "env:BROKER" }],
+      name: "CeleryExecutor: the broker password reference",
+      airflow: { executor: "CeleryExecutor", celery: { brokerUrl: "rediss://cache.example:6379/0", brokerPassword: "env:BROKER" } },
+      want: [{ key: "brokerPassword", ref: "env:BROKER" }],
+    },
+    {
+      name: "shared secrets of several Airflow VMs replace the generated ones",
+      airflow: { fernetKey: "env:F", jwtSecret: "env:J", apiSecretKey: "env:A" },
+      want: [
+        { key: "fernetKey", ref: "env:F" },
+        { key: "jwtSecret", ref: "env:J" },
+        { key: "apiSecretKey", ref: "env:A" },
+      ],
     },
   ];
   for (const c of cases) it(c.name, () => expect(secretRefsToResolve(spec, configSchema.parse({ airflow: c.airflow }))).toEqual(c.want));
 
   it("gatherInputs resolves them and reads the generated secrets that exist", async () => {
     const host = createMemoryHost({ files: { "/s/secrets/airflow-fernet-key": "fk\n" } });
-    const config = configSchema.parse({ stateDir: "/s", airflow: { executor: "CeleryExecutor", celeryBrokerUrl: "env:BROKER" } });
-    const inputs = await gatherInputs({ host, config, role: "airflow", env: { BROKER: "redis://127.0.0.1:6379/0" }, logger: silentLogger(), ...secretDeps() });
+    const config = configSchema.parse({ stateDir: "/s", airflow: { executor: "CeleryExecutor", celery: { brokerUrl: "redis://127.0.0.1:6379/0", brokerPassword: "env:BROKER" } } });
+    const inputs = await gatherInputs({ host, config, role: "airflow", env: { BROKER: "broker-pw-0123" }, logger: silentLogger(), ...secretDeps() });
     expect(inputs?.secrets).toEqual({ "airflow-fernet-key": "fk" });
-    expect(inputs?.referenced).toEqual({ celeryBrokerUrl: "redis://127.0.0.1:6379/0" });
+    expect(inputs?.referenced).toEqual({ brokerPassword: "broker-pw-0123" });
     expect(await gatherInputs({ host, config, role: undefined, env: {}, logger: silentLogger(), ...secretDeps() })).toBeUndefined();
   });
 });

@@ -11,11 +11,12 @@ import { listAssets, readAsset } from "../../agent/assets.ts";
 import { configSchema, type RoleName } from "../../agent/config/schema.ts";
 import { compileDesired } from "../../agent/engine/desired.ts";
 import { availableRoles, loadRole, parseRoleSpec, roleNames } from "../../agent/roles/catalog.ts";
+import { roleTestConfig, roleTestReferenced } from "../support/role-configs.ts";
 
 describe("role specs", () => {
   it("there is a spec for mlflow, and the catalogue lists every role in up order", () => {
     expect(availableRoles()).toContain("mlflow");
-    expect(roleNames()).toEqual(["mlflow", "airflow", "serving"]);
+    expect(roleNames()).toEqual(["mlflow", "airflow", "serving", "airflow-worker"]);
     expect([...roleNames()].sort()).toEqual(availableRoles());
   });
 
@@ -46,8 +47,8 @@ describe("unit files pass systemd-analyze verify", () => {
 
   for (const name of availableRoles() as RoleName[]) {
     it.skipIf(!hasAnalyze)(`${name}`, () => {
-      const config = configSchema.parse({ role: name, installDir: `${root}/opt`, configDir: `${root}/etc`, dataDir: `${root}/data` });
-      const d = compileDesired({ role: name, spec: loadRole(name), config, secrets: { "mlflow-db-password": "x".repeat(20) }, currentUser: "root" });
+      const config = configSchema.parse({ ...roleTestConfig(name), role: name, installDir: `${root}/opt`, configDir: `${root}/etc`, dataDir: `${root}/data` });
+      const d = compileDesired({ role: name, spec: loadRole(name), config, secrets: { "mlflow-db-password": "x".repeat(20) }, referenced: roleTestReferenced(name), currentUser: "root" });
       for (const s of d.services) {
         // verify checks that ExecStart's binary exists: give it one.
         mkdirSync(join(s.command[0]!, ".."), { recursive: true });

@@ -14,6 +14,7 @@ import { readAsset } from "../../agent/assets.ts";
 import { configSchema, type RoleName } from "../../agent/config/schema.ts";
 import { compileDesired } from "../../agent/engine/desired.ts";
 import { availableRoles, loadRole } from "../../agent/roles/catalog.ts";
+import { roleTestConfig, roleTestReferenced } from "../support/role-configs.ts";
 import { AGENT_UNIT_MAX_EXPOSURE, exposedDirectives, overallExposure, ROLE_UNIT_MAX_EXPOSURE } from "../support/unit-security.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "unit-security-"));
@@ -33,14 +34,17 @@ const offline = analyze("probe.service", "[Service]\nExecStart=/bin/true\n") !==
 describe("systemd-analyze security --offline: exposure of the rendered units", () => {
   for (const role of availableRoles() as RoleName[]) {
     it.skipIf(!offline)(`role ${role}: every service unit at ${ROLE_UNIT_MAX_EXPOSURE.toFixed(1)} or below`, () => {
-      const config = configSchema.parse({ role });
-      const d = compileDesired({ role, spec: loadRole(role), config, secrets: { "mlflow-db-password": "x".repeat(20) }, currentUser: "root" });
+      const config = configSchema.parse({ ...roleTestConfig(role), role });
+      const spec = loadRole(role);
+      const d = compileDesired({ role, spec, config, secrets: { "mlflow-db-password": "x".repeat(20) }, referenced: roleTestReferenced(role), currentUser: "root" });
       expect(d.services.length).toBeGreaterThan(0);
       for (const s of d.services) {
         const { level, report } = analyze(s.unit, s.unitFile!)!;
         expect(level, `${s.unit}: ${level}\n${exposedDirectives(report).join("\n")}`).toBeLessThanOrEqual(ROLE_UNIT_MAX_EXPOSURE);
-        // Airflow's task supervisor watches non-dumpable children through /proc: invisible would hide them.
-        expect(s.unitFile).toMatch(role === "airflow" ? /^ProtectProc=default$/m : /^ProtectProc=invisible$/m);
+        // Airflow's task supervisor watches non-dumpable children through /proc: invisible would hide them (the role says so).
+        const own = spec.services.find((x) => x.name === s.name)!;
+        expect(s.unitFile).toMatch(new RegExp(`^ProtectProc=${own.protectProc}$`, "m"));
+        expect(own.protectProc).toBe(/^airflow/.test(role) ? "default" : "invisible");
       }
     });
   }

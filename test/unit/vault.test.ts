@@ -332,9 +332,9 @@ describe("vault: references through the real SDK", () => {
 
 describe("vault: references in converge", () => {
   const BROKER = "ocid1.vaultsecret.oc1.phx.amaaaaaabroker";
-  const BROKER_URL = "amqp://airflow:broker-Pw-from-vault@10.0.2.20:5672//";
+  const BROKER_PASSWORD = "broker-Pw-from-vault";
 
-  it("a broker URL from the Vault: SECRET_UNAVAILABLE (recoverable) while it is missing, converged once it exists", async () => {
+  it("a broker password from the Vault: SECRET_UNAVAILABLE (recoverable) while it is missing, converged once it exists", async () => {
     const host = createMemoryHost({ files: { "/usr/bin/python3.11": "" } });
     pythonAware(host, "3.3.2");
     const config = configSchema.parse({
@@ -346,7 +346,7 @@ describe("vault: references in converge", () => {
       logDir: "/log",
       metadataUrl: imds.url,
       oci: { authEndpoint: oci.url, secretsEndpoint: oci.url, requestTimeoutSeconds: 2 },
-      airflow: { executor: "CeleryExecutor", celeryBrokerUrl: `vault:${BROKER}` },
+      airflow: { executor: "CeleryExecutor", celery: { brokerUrl: "rediss://10.0.2.40:6379/0", brokerPassword: `vault:${BROKER}` } },
     });
     const log = capture();
     const vaults = createVaultResolvers({ registry });
@@ -359,14 +359,14 @@ describe("vault: references in converge", () => {
     expect((first.errorObject as AgentError).recoverable).toBe(true); // the daemon shows degraded and retries
     expect(first.actions).toEqual([]);
 
-    oci.setSecret(BROKER, BROKER_URL);
+    oci.setSecret(BROKER, BROKER_PASSWORD);
     const second = await converge(deps);
     expect(second.error).toBeUndefined();
     expect(second.ok).toBe(true);
     const envFile = [...host.files.entries()].find(([, f]) => typeof f.content === "string" && f.content.includes("AIRFLOW__CELERY__BROKER_URL="));
     expect(envFile?.[1].mode).toBe(0o600);
-    expect(envFile?.[1].content).toContain(`AIRFLOW__CELERY__BROKER_URL=${BROKER_URL}`);
-    expect(log.raw.join("")).not.toContain(BROKER_URL);
+    expect(envFile?.[1].content).toContain(`AIRFLOW__CELERY__BROKER_URL="rediss://:${BROKER_PASSWORD}@10.0.2.40:6379/0"`);
+    expect(log.raw.join("")).not.toContain(BROKER_PASSWORD);
     // The composition root's cache: a third pass fetches nothing.
     oci.resetCounters();
     await converge(deps);
