@@ -89,6 +89,8 @@ export function upDefaults(dir: string, role: string = roleNames()[0] ?? ""): La
       mlflowPassword: upSecretRef(d, "mlflow-serving-password"),
       apiKeys: [upSecretRef(d, "serving-api-key")],
       dashboardApiKey: upSecretRef(d, "dashboard-api-key"),
+      // One machine has no load balancer to wait for: a restart or `down` stops the API at once.
+      drain: { healthCheckIntervalSeconds: 0, extraSeconds: 0 },
     },
     airflow: { host: "127.0.0.1", parallelism: 2, mlflowUser: "airflow", mlflowPassword: upSecretRef(d, "mlflow-airflow-password") },
     // The repository's dags/ (run from a checkout) is the DAG source.

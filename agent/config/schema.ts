@@ -248,6 +248,42 @@ export const mlflowSchema = z
 
 const bindHost = z.string().regex(/^(0\.0\.0\.0|::|[0-9.]+|[0-9a-fA-F:]+)$/, "must be an IP address to bind, e.g. 0.0.0.0 or 127.0.0.1");
 
+/**
+ * The load balancer's health check on the prediction API's `/ready` (on OCI:
+ * the predict backend set's health checker, which Terraform renders here).
+ * Before anything stops the API on purpose it drains: `/ready` answers 503
+ * while every other request is still served, for
+ * `healthCheckIntervalSeconds x unhealthyThreshold + extraSeconds`, the time
+ * the load balancer needs to see it and stop sending requests, then it stops.
+ * `healthCheckIntervalSeconds` 0: no load balancer checks it (`up` uses
+ * that), the drain is only `extraSeconds`.
+ */
+export const drainSchema = z
+  .object({
+    healthCheckIntervalSeconds: z
+      .number({ message: "must be a number of seconds (the load balancer's health check interval)" })
+      .min(0, "must be 0 or more seconds (0: no load balancer checks the API)")
+      .max(300, "must be at most 300 seconds (a longer interval would hold every restart for minutes)")
+      .default(2),
+    unhealthyThreshold: z
+      .number({ message: "must be a whole number of failed checks" })
+      .int("must be a whole number of failed checks (the load balancer's retries)")
+      .min(1, "must be 1 or more failed checks")
+      .max(20, "must be at most 20 failed checks")
+      .default(2),
+    extraSeconds: z
+      .number({ message: "must be a number of seconds" })
+      .min(0, "must be 0 or more seconds")
+      .max(300, "must be at most 300 seconds")
+      .default(2),
+  })
+  .strict();
+
+/** How long the prediction API drains before it stops (seconds). */
+export function drainSeconds(d: z.infer<typeof drainSchema>): number {
+  return Math.round((d.healthCheckIntervalSeconds * d.unhealthyThreshold + d.extraSeconds) * 1000) / 1000;
+}
+
 export const servingSchema = z
   .object({
     /** The prediction API (MLflow scoring protocol). */
@@ -276,17 +312,8 @@ export const servingSchema = z
     apiKeys: z.array(secretRefSchema).max(64).optional(),
     /** The dashboard's own key for the API (accepted by the API too); required with apiKeys, alone it turns keys on too. */
     dashboardApiKey: secretRefSchema.optional(),
-    // MERGE NOTE (issue 12, helper "terraform"): minimal shape of the contract so Terraform's
-    // rendered config validates; helper "drain" owns its definition.
-    /** The load balancer's health check of /ready (drain time = interval x threshold + extra). */
-    drain: z
-      .object({
-        healthCheckIntervalSeconds: z.number().min(0.1).max(300).default(2),
-        unhealthyThreshold: z.number().int().min(1).max(100).default(2),
-        extraSeconds: z.number().min(0).max(300).default(2),
-      })
-      .strict()
-      .optional(),
+    /** The load balancer's health check, which decides how long the API drains before a stop (see drainSchema). */
+    drain: drainSchema.default({ healthCheckIntervalSeconds: 2, unhealthyThreshold: 2, extraSeconds: 2 }),
   })
   .strict()
   .superRefine((s, ctx) => {
@@ -428,6 +455,7 @@ export const configSchema = z
       modelAlias: "champion",
       pollSeconds: 5,
       maxBodyBytes: 5 * 1024 * 1024,
+      drain: { healthCheckIntervalSeconds: 2, unhealthyThreshold: 2, extraSeconds: 2 },
     }),
     mlflow: mlflowSchema.default({
       host: "0.0.0.0",

@@ -244,6 +244,10 @@ function onProcessEvent(e: ProcessEvent, prober: Prober, store: StatusStore): vo
   } else if (e.type === "backoff") {
     prober.markStopped(e.service);
     store.addEvent(e.crashLooping ? "error" : "warn", "service", `${e.service}: ${e.reason}`);
+  } else if (e.type === "stopping") {
+    // On purpose: no probe failure, no crash. A drain shows as "draining" on /status meanwhile.
+    prober.markStopped(e.service);
+    if (e.drainSeconds > 0) store.addEvent("info", "service", `${e.service} drains for ${e.drainSeconds} s before it stops (pid ${e.pid}): ${e.reason}`);
   } else if (e.type === "failed") {
     prober.markStopped(e.service);
     store.addEvent("error", "service", `${e.service} cannot start: ${e.reason}`);

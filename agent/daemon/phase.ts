@@ -2,8 +2,10 @@
  * The agent's phase (`/status` `phase` and `reason`, `/readyz`, sd_notify
  * STATUS=) as a pure function of what the daemon knows. The order of the
  * checks is the order of causes: a configuration a person must fix, then no
- * role, then the last converge's error, then a service that keeps exiting
- * (its exit and log say why), then services not yet healthy.
+ * role, then the last converge's error, then a service being stopped on
+ * purpose (a drain before a restart is converging, not a fault), then a
+ * service that keeps exiting (its exit and log say why), then services not
+ * yet healthy.
  */
 import type { Phase, ServiceExit, ServiceStatus } from "../status/types.ts";
 
@@ -39,6 +41,8 @@ export function computePhase(input: PhaseInput): PhaseView {
   if (!role) return { phase: "idle", reason: "no role assigned (metadata mlops-role, tag mlops-role or config role)", error: null };
   if (lastError) return { phase: lastError.recoverable ? "degraded" : "failed", reason: lastError.message, error: brief(lastError) };
   if (!input.converged) return { phase: "converging", reason: `converging role ${role}`, error: null };
+  const stopping = services.find((s) => s.state === "draining" || s.state === "stopping");
+  if (stopping) return { phase: "converging", reason: stoppingReason(stopping), error: null };
   const exiting = services.find((s) => NOT_RUNNING.has(s.state) && s.lastExit);
   if (exiting?.lastExit) return { phase: "degraded", reason: exitReason(exiting, exiting.lastExit), error: null };
   const bad = services.find((s) => s.health === "unhealthy");
@@ -46,6 +50,13 @@ export function computePhase(input: PhaseInput): PhaseView {
   const waiting = services.find((s) => s.health !== "healthy");
   if (waiting || services.length === 0) return { phase: "converging", reason: `waiting for ${waiting?.name ?? "services"} to become healthy`, error: null };
   return { phase: "ready", reason: `role ${role} converged; ${services.length} service(s) healthy`, error: null };
+}
+
+/** "web is draining until 10:00:06Z before it stops (6 s: its readiness fails so load balancers take it out, ...)" */
+export function stoppingReason(s: Pick<ServiceStatus, "name" | "state" | "drainSeconds" | "drainingUntil">): string {
+  if (s.state === "draining")
+    return `${s.name} is draining${s.drainingUntil ? ` until ${s.drainingUntil}` : ""} before it stops (${s.drainSeconds ?? "?"} s: its readiness fails so load balancers take it out, requests are still served)`;
+  return `${s.name} is stopping${s.drainSeconds ? ` (drained ${s.drainSeconds} s)` : ""}`;
 }
 
 /** "web keeps exiting (exit code 1): OSError: [Errno 98] address already in use" */

@@ -2,7 +2,9 @@
  * What `/status` shows under `services`: the supervisor's observation joined
  * with the prober's health and the last probe result already on the store.
  * `watchServices` refreshes it every few seconds on the host clock, so a
- * service that exits between converge passes shows at once.
+ * service that exits between converge passes shows at once. A service being
+ * stopped on purpose ("draining", "stopping") is not probed meanwhile: its
+ * failing readiness is the drain, not a fault.
  */
 import type { HostClock } from "../host/host.ts";
 import type { Logger } from "../log.ts";
@@ -23,6 +25,8 @@ export function serviceView(observed: readonly ServiceObservation[], health: Pro
     health: health(o.name),
     lastProbe: prev.get(o.name)?.lastProbe ?? null,
     ...(o.lastExit ? { lastExit: o.lastExit } : {}),
+    ...(o.drainSeconds ? { drainSeconds: o.drainSeconds } : {}),
+    ...(o.drainingUntil ? { drainingUntil: o.drainingUntil } : {}),
   }));
 }
 
@@ -36,7 +40,7 @@ export interface ServiceRefresher {
 export function createServiceRefresher(deps: {
   /** The supervisor's `observe`. */
   readonly observe: Supervisor["observe"];
-  readonly prober: Pick<Prober, "health">;
+  readonly prober: Pick<Prober, "health"> & Partial<Pick<Prober, "markStopped">>;
   readonly store: StatusStore;
   readonly clock: HostClock;
   readonly logger: Logger;
@@ -45,6 +49,7 @@ export function createServiceRefresher(deps: {
   async function refresh(): Promise<void> {
     try {
       const observed = await deps.observe();
+      for (const o of observed) if (o.state === "draining" || o.state === "stopping") deps.prober.markStopped?.(o.name);
       deps.store.setServices(serviceView(observed, (n) => deps.prober.health(n), deps.store.snapshot().services));
     } catch (err) {
       deps.logger.warn({ err }, "observing services failed");

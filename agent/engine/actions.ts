@@ -10,7 +10,8 @@ import type { FirewallKind } from "../firewall/host-firewall.ts";
 export type OwnerRef = "service" | "root";
 
 export type Action =
-  | { kind: "remove-service"; target: string; role: string; reason: string }
+  /** `drainSeconds`: the running service drains this long before it stops (role.json drain). */
+  | { kind: "remove-service"; target: string; role: string; reason: string; drainSeconds?: number }
   | { kind: "close-port"; target: string; firewall: FirewallKind; port: number; role: string; reason: string }
   | { kind: "remove-file"; target: string; role: string; reason: string }
   | { kind: "forget-role"; target: string; reason: string }
@@ -22,7 +23,8 @@ export type Action =
   | { kind: "write-file"; target: string; mode: number; owner: OwnerRef; hash: string; secret: boolean; reason: string }
   | { kind: "migrate-database"; target: string; role: string; version: string; inputsHash?: string; reason: string }
   | { kind: "open-port"; target: string; firewall: FirewallKind; port: number; role: string; reason: string }
-  | { kind: "ensure-service"; target: string; service: string; inputsHash: string; reason: string }
+  /** `drainSeconds`: the running service drains this long before it restarts. */
+  | { kind: "ensure-service"; target: string; service: string; inputsHash: string; reason: string; drainSeconds?: number }
   | { kind: "ensure-access"; target: string; role: string; provider: string; fingerprint: string; reason: string };
 
 export type ActionKind = Action["kind"];

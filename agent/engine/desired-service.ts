@@ -85,9 +85,25 @@ export interface ServiceInputs {
   readonly caBundle: string | undefined;
 }
 
+/** Longest drain a role may ask for: a stop held longer than this is a mistake in the config. */
+export const MAX_DRAIN_SECONDS = 900;
+
+/** The rendered drain time (role.json `drain.seconds`); anything but a number of seconds is a config error naming the service. */
+export function renderDrain(s: RoleServiceSpec, ctx: TemplateContext, where: string): number | undefined {
+  if (!s.drain) return undefined;
+  const text = renderString(s.drain.seconds, ctx, where);
+  const seconds = Number(text);
+  if (text.trim() === "" || !Number.isFinite(seconds) || seconds < 0 || seconds > MAX_DRAIN_SECONDS)
+    throw new AgentError("CONFIG_INVALID", `${where}: drain ${JSON.stringify(text)} is not a number of seconds from 0 to ${MAX_DRAIN_SECONDS}`);
+  return seconds;
+}
+
 export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredService {
   const where = `role ${i.role} service ${s.name}`;
   const command = renderCommand(s, i.ctx, where);
+  const drainSeconds = renderDrain(s, i.ctx, where);
+  // The stop waits for the drain, then allows the service's own shutdown time.
+  const stopTimeoutSeconds = Math.ceil((drainSeconds ?? 0) + s.stopTimeoutSeconds);
   const envFiles = s.environmentFiles.map((id) => i.fileRef(id, where));
   const environment = {
     ...trustEnvironment(i.caBundle),
@@ -107,7 +123,7 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
         .map(([k, v]) => `Environment=${systemdQuote(`${k}=${v}`)}`)
         .join("\n"),
       execStart: command.map(systemdQuote).join(" "),
-      stopTimeoutSeconds: s.stopTimeoutSeconds,
+      stopTimeoutSeconds,
       writablePaths: s.writablePaths.map((p) => renderString(p, i.ctx, where)).join(" "),
       protectProc: s.protectProc,
     },
@@ -135,7 +151,8 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
       startup: renderProbe(s.probes.startup, i.ctx, where),
     },
     restart: DEFAULT_RESTART_POLICY,
-    stopTimeoutMs: s.stopTimeoutSeconds * 1000,
+    stopTimeoutMs: stopTimeoutSeconds * 1000,
+    ...(drainSeconds ? { drainSeconds } : {}),
     inputsHash: pending ? undefined : sha256(JSON.stringify({ unitFile, command, environment, files: envFiles.map((f) => f.hash), lockHash: i.lockHash })),
     unitFile,
     ...(ports.length ? { ports } : {}),

@@ -11,6 +11,7 @@ import { ACTION_ORDER } from "./actions.ts";
 import type { DesiredRole } from "./desired.ts";
 import type { Observed } from "./observe.ts";
 import type { RoleRecord } from "./role-record.ts";
+import type { ServiceObservation } from "../supervisor/types.ts";
 import { secretPath } from "../state/layout.ts";
 import { portTarget } from "../firewall/host-firewall.ts";
 import { type PortTag, sameTag } from "../firewall/iptables-rules.ts";
@@ -24,6 +25,15 @@ export interface Plan {
 }
 
 const ACTIVE_STATES = new Set(["running", "starting", "backoff"]);
+
+/**
+ * A running service that declares a drain (role.json `drain`) stops only after
+ * it: what a stop or restart of it now costs, for the reason and the action.
+ */
+function drainOf(o: ServiceObservation | undefined, verb: "restarts" | "stops"): { note: string; field: { drainSeconds?: number } } {
+  const d = o && (o.state === "running" || o.state === "starting") ? (o.drainSeconds ?? 0) : 0;
+  return d > 0 ? { note: `; it drains for ${d} s before it ${verb} (readiness fails, requests are still served)`, field: { drainSeconds: d } } : { note: "", field: {} };
+}
 
 function octal(mode: number): string {
   return `0${mode.toString(8).padStart(3, "0")}`;
@@ -41,7 +51,11 @@ function planTeardown(desired: DesiredRole | undefined, observed: Observed, out:
   for (const rec of observed.records) {
     if (rec.role === desired?.role) continue;
     const why = desired ? `role changed from ${rec.role} to ${desired.role}` : `role ${rec.role} is no longer assigned`;
-    for (const svc of rec.services) if (!desiredServices.has(svc)) out.actions.push({ kind: "remove-service", target: svc, role: rec.role, reason: why });
+    for (const svc of rec.services) {
+      if (desiredServices.has(svc)) continue;
+      const drain = drainOf(observed.services.find((o) => o.name === svc), "stops");
+      out.actions.push({ kind: "remove-service", target: svc, role: rec.role, reason: `${why}${drain.note}`, ...drain.field });
+    }
     for (const f of rec.files) out.actions.push({ kind: "remove-file", target: f, role: rec.role, reason: why });
     for (const d of rec.directories) out.actions.push({ kind: "remove-file", target: d, role: rec.role, reason: `${why} (data directories are kept)` });
     out.actions.push({ kind: "forget-role", target: rec.role, reason: why });
@@ -49,7 +63,8 @@ function planTeardown(desired: DesiredRole | undefined, observed: Observed, out:
   const recorded = new Set(observed.records.flatMap((r) => r.services));
   for (const svc of observed.services) {
     if (desiredServices.has(svc.name) || recorded.has(svc.name)) continue;
-    out.actions.push({ kind: "remove-service", target: svc.name, role: svc.role, reason: `service ${svc.name} is not part of the desired role` });
+    const drain = drainOf(svc, "stops");
+    out.actions.push({ kind: "remove-service", target: svc.name, role: svc.role, reason: `service ${svc.name} is not part of the desired role${drain.note}`, ...drain.field });
   }
 }
 
@@ -150,18 +165,24 @@ function planServices(desired: DesiredRole, observed: Observed, record: RoleReco
     }
     const o = observed.services.find((x) => x.name === s.name);
     let reason: string | undefined;
+    let drain = drainOf(undefined, "restarts");
     if (!o) reason = "not installed";
-    else if (o.inputsHash !== s.inputsHash) reason = "inputs changed (unit, environment or packages)";
-    else if (!ACTIVE_STATES.has(o.state)) reason = `state is ${o.state}`;
+    else if (o.inputsHash !== s.inputsHash) {
+      reason = "inputs changed (unit, environment or packages)";
+      drain = drainOf(o, "restarts");
+    } else if (!ACTIVE_STATES.has(o.state)) reason = `state is ${o.state}`;
     else if (!o.enabled) reason = "not enabled";
-    if (reason) out.actions.push({ kind: "ensure-service", target: s.unit, service: s.name, inputsHash: s.inputsHash, reason });
+    if (reason) out.actions.push({ kind: "ensure-service", target: s.unit, service: s.name, inputsHash: s.inputsHash, reason: `${reason}${drain.note}`, ...drain.field });
   }
   if (!record) return;
   const desiredPaths = new Set(desired.files.map((f) => f.path));
   const desiredServices = new Set(desired.services.map((s) => s.name));
   for (const f of record.files) if (!desiredPaths.has(f)) out.actions.push({ kind: "remove-file", target: f, role: desired.role, reason: "no longer part of the role" });
-  for (const svc of record.services)
-    if (!desiredServices.has(svc)) out.actions.push({ kind: "remove-service", target: svc, role: desired.role, reason: "no longer part of the role" });
+  for (const svc of record.services) {
+    if (desiredServices.has(svc)) continue;
+    const drain = drainOf(observed.services.find((o) => o.name === svc), "stops");
+    out.actions.push({ kind: "remove-service", target: svc, role: desired.role, reason: `no longer part of the role${drain.note}`, ...drain.field });
+  }
 }
 
 /** An access run that found something missing (an experiment not created yet) is tried again this much later. */

@@ -6,6 +6,7 @@
  * context only (`context.ts`). This is the only TypeScript that knows a role
  * by name, and only for what plain data cannot say.
  */
+import { drainSeconds } from "../config/schema.ts";
 import { AgentError } from "../errors.ts";
 import { environmentLine } from "../supervisor/environment-file.ts";
 import type { TemplateContext } from "./render.ts";
@@ -204,6 +205,7 @@ function servingContext(input: RoleContextInput): TemplateContext {
       probeHost: local(s.host),
       dashboardProbeHost: local(s.dashboardHost),
       upApiKeyRef: s.apiKeys?.[0] ?? "",
+      drainSeconds: drainSeconds(s.drain),
     },
     servingEnvLines: servingEnvLines(s, input.secrets),
   };

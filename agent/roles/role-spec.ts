@@ -244,6 +244,16 @@ export const roleSpecSchema = z
             probes: z
               .object({ liveness: roleProbeSchema.optional(), readiness: roleProbeSchema.optional(), startup: roleProbeSchema.optional() })
               .strict(),
+            /**
+             * A service behind a load balancer drains before it stops on purpose: on SIGTERM it
+             * turns unready (its readiness endpoint fails) but keeps serving for `seconds` (a
+             * template giving a number, e.g. from the load balancer's health-check settings),
+             * then shuts down. The service does the draining itself (so every stop path drains,
+             * the agent's and systemd's at shutdown alike); the agent allows for it in the stop
+             * timeout, shows the service as draining, and says so in the plan and the logs.
+             */
+            drain: z.object({ seconds: templated }).strict().optional(),
+            /** Grace between SIGTERM and SIGKILL, counted after the drain (the unit's TimeoutStopSec= is drain + this). */
             stopTimeoutSeconds: z.number().int().min(1).default(30),
           })
           .strict(),

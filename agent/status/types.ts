@@ -50,6 +50,10 @@ export interface ServiceStatus {
   readonly lastProbe: ProbeRecord | null;
   /** How the service's process last ended when the agent did not stop it, with the last lines of its log (scrubbed). */
   readonly lastExit?: ServiceExit;
+  /** The service drains this long before a stop (role.json drain). */
+  readonly drainSeconds?: number;
+  /** state "draining": when the drain ends (ISO); the stop follows. */
+  readonly drainingUntil?: string;
 }
 
 

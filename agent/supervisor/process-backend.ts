@@ -73,6 +73,8 @@ interface Entry {
   exits: ExitRecord[];
   lastExit?: ServiceExit;
   lastStartAt: number;
+  /** While a stop is in the service's drain: when the drain ends (host clock ms). */
+  drainingUntil?: number;
   /** Aborts the pending backoff restart. */
   backoff?: AbortController;
   backoffUntil?: number;
@@ -388,7 +390,17 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
     const proc = e.proc;
     if (proc) {
       proc.stopping = true;
+      const drainSeconds = e.spec.drainSeconds ?? 0;
+      const began = this.#host.clock.now();
+      // A drain is the service's own doing on SIGTERM: it turns unready and keeps answering meanwhile.
+      e.state = drainSeconds > 0 ? "draining" : "stopping";
+      e.drainingUntil = drainSeconds > 0 ? began + drainSeconds * 1000 : undefined;
+      if (drainSeconds > 0)
+        this.#log.info({ service: e.spec.name, pid: proc.pid, drainSeconds, reason }, `${e.spec.name} drains for ${drainSeconds} s before it stops: ${reason}`);
+      this.#emit({ type: "stopping", service: e.spec.name, pid: proc.pid, drainSeconds, reason });
+      void this.#writer.write();
       const outcome = await terminateGroup(this.#host, proc.pgid, e.spec.stopTimeoutMs, this.#killWaitMs);
+      e.drainingUntil = undefined;
       // The group is empty; let the exit notification record the status (it follows the reaping closely).
       const ac = new AbortController();
       await Promise.race([proc.exited, this.#host.clock.sleep(1_000, ac.signal)]);
@@ -397,7 +409,7 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
       const fields = { service: e.spec.name, pid: proc.pid, outcome, reason };
       if (outcome === "stuck") this.#log.error(fields, `${e.spec.name}: processes left after SIGKILL`);
       else if (outcome === "killed") this.#log.warn(fields, `${e.spec.name} ignored SIGTERM for ${e.spec.stopTimeoutMs}ms: killed`);
-      else this.#log.info(fields, `stopped ${e.spec.name}: ${reason}`);
+      else this.#log.info({ ...fields, durationMs: this.#host.clock.now() - began }, `stopped ${e.spec.name}: ${reason}`);
       if (e.proc === proc) e.proc = undefined;
     }
     await this.#reapLingering(e);
@@ -470,6 +482,8 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
         ...(e.backoffUntil !== undefined ? { backoffUntil: iso(e.backoffUntil) } : {}),
         ...(e.lastExit ? { lastExit: e.lastExit } : {}),
         stopTimeoutMs: e.spec.stopTimeoutMs,
+        ...(e.spec.drainSeconds ? { drainSeconds: e.spec.drainSeconds } : {}),
+        ...(e.drainingUntil !== undefined ? { drainingUntil: iso(e.drainingUntil) } : {}),
       };
     });
     const self = { pid: this.#host.processes.selfPid, startedAt: iso(this.#startedAt) };
@@ -485,16 +499,21 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
 
   #observation(e: Entry): ServiceObservation {
     const p = e.proc;
+    const until = e.drainingUntil;
+    // The drain is over once its time has passed: the rest of the stop is the service shutting down.
+    const state = e.state === "draining" && (until === undefined || this.#host.clock.now() >= until) ? "stopping" : e.state;
     return {
       name: e.spec.name,
       unit: e.spec.unit,
       role: e.spec.role,
-      state: e.state,
+      state,
       restarts: e.restarts,
       enabled: true,
       ...(p ? { pid: p.pid } : {}),
       ...(p || e.state === "backoff" ? { inputsHash: e.spec.inputsHash } : {}),
       ...(e.lastExit ? { lastExit: e.lastExit } : {}),
+      ...(e.spec.drainSeconds ? { drainSeconds: e.spec.drainSeconds } : {}),
+      ...(state === "draining" && until !== undefined ? { drainingUntil: iso(until) } : {}),
     };
   }
 

@@ -32,6 +32,10 @@ export interface PersistedService {
   readonly backoffUntil?: string;
   readonly lastExit?: ServiceExit;
   readonly stopTimeoutMs: number;
+  /** The drain the running definition declares (ServiceSpec.drainSeconds). */
+  readonly drainSeconds?: number;
+  /** While a stop is in the drain: when it ends. */
+  readonly drainingUntil?: string;
 }
 
 export interface StateFileContent {
@@ -80,7 +84,9 @@ export async function readProcessState(host: Host, stateFile: string): Promise<S
   for (const s of content.services) {
     const alive = s.pid !== undefined && (await processMatches(host, s.pid, s.startTime));
     let state: ServiceRunState;
-    if (alive) state = "running";
+    // A stop in progress (the drain, then the shutdown) is still a live process.
+    const drainOver = !(s.drainingUntil && Date.parse(s.drainingUntil) > host.clock.now());
+    if (alive) state = s.state === "draining" ? (drainOver ? "stopping" : "draining") : s.state === "stopping" ? "stopping" : "running";
     else if (!supervisorAlive) state = "stopped";
     else if (s.state === "backoff" || s.state === "stopped" || s.state === "failed") state = s.state;
     else state = "unknown"; // it just exited; the supervisor has not recorded it yet
@@ -95,6 +101,8 @@ export async function readProcessState(host: Host, stateFile: string): Promise<S
       // The hash of what runs, or of what the supervisor is about to start again.
       ...(alive || (supervisorAlive && state === "backoff") ? { inputsHash: s.inputsHash } : {}),
       ...(s.lastExit ? { lastExit: s.lastExit } : {}),
+      ...(s.drainSeconds ? { drainSeconds: s.drainSeconds } : {}),
+      ...(state === "draining" && s.drainingUntil ? { drainingUntil: s.drainingUntil } : {}),
     });
   }
   return out.sort((a, b) => a.name.localeCompare(b.name));

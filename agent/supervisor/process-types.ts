@@ -26,6 +26,8 @@ export type ProcessEvent =
       readonly reason: string;
       readonly crashLooping: boolean;
     }
+  /** A stop on purpose began (SIGTERM sent); `drainSeconds` > 0: the service drains that long first. */
+  | { readonly type: "stopping"; readonly service: string; readonly pid: number; readonly drainSeconds: number; readonly reason: string }
   | { readonly type: "stopped"; readonly service: string; readonly reason: string }
   /** A start failed with an error retrying cannot fix (PORT_IN_USE): state "failed" until the next `ensure`. */
   | { readonly type: "failed"; readonly service: string; readonly reason: string };

@@ -9,7 +9,11 @@
  * by a process outside the unit's own cgroup is PORT_IN_USE. A unit that is
  * failed or waiting to restart is observed with `lastExit`: systemd's exit
  * status of the main process and the tail of its log (the unit's
- * StandardOutput= file, else the journal), scrubbed.
+ * StandardOutput= file, else the journal), scrubbed. A service with a drain
+ * (ServiceSpec.drainSeconds, kept in a third header line) drains by itself on
+ * SIGTERM, whoever stops it (the agent, or systemd at shutdown); its unit's
+ * TimeoutStopSec= covers the drain, and while systemd stops it the
+ * observation says "draining" for the drain's time, then "stopping".
  */
 import { constants as osConstants } from "node:os";
 import { AgentError } from "../errors.ts";
@@ -21,6 +25,8 @@ import type { ServiceExit, ServiceObservation, ServiceRunState, ServiceSpec, Sup
 
 const HASH_RE = /^# mlops-inputs-hash: ([0-9a-f]+)$/m;
 const ROLE_RE = /^# mlops-role: ([a-z0-9-]+)$/m;
+const DRAIN_RE = /^# mlops-drain-seconds: ([0-9.]+)$/m;
+const TIMEOUT_STOP_RE = /^TimeoutStopSec=(\d+)s?$/m;
 
 export interface SystemdBackendOptions {
   readonly host: Host;
@@ -68,8 +74,27 @@ function mapState(active: string, sub: string): ServiceRunState {
   if (active === "active") return sub === "running" || sub === "exited" ? "running" : "starting";
   if (active === "activating" || active === "reloading") return sub === "auto-restart" ? "backoff" : "starting";
   if (active === "failed") return "failed";
-  if (active === "inactive" || active === "deactivating") return "stopped";
+  if (active === "deactivating") return "stopping";
+  if (active === "inactive") return "stopped";
   return "unknown";
+}
+
+/**
+ * A unit being stopped is "draining" while its drain lasts, counted from when
+ * it began deactivating (StateChangeTimestamp); undefined: not draining.
+ */
+export function drainingUntil(props: Record<string, string>, drainSeconds: number | undefined, nowMs: number): string | undefined {
+  if (!drainSeconds || props.ActiveState !== "deactivating") return undefined;
+  const since = parseTimestamp(props.StateChangeTimestamp ?? "");
+  if (!since) return undefined;
+  const until = Date.parse(since) + drainSeconds * 1000;
+  return until > nowMs ? new Date(until).toISOString() : undefined;
+}
+
+/** How long a systemctl call that stops the unit may take: its stop timeout (drain included) and two minutes for the rest. */
+export function stopBudgetMs(unitText: string | undefined): number {
+  const stopSeconds = Number(TIMEOUT_STOP_RE.exec(unitText ?? "")?.[1] ?? 0);
+  return 120_000 + stopSeconds * 1000;
 }
 
 /** `systemctl show` output: one KEY=VALUE a line. */
@@ -106,7 +131,14 @@ async function updateStateFile(host: Host, path: string, change: (s: State) => v
 
 function withHeader(spec: ServiceSpec): string {
   if (!spec.unitFile) throw new AgentError("SUPERVISOR_FAILED", `service ${spec.name} has no rendered unit file`);
-  return `# mlops-role: ${spec.role}\n# mlops-inputs-hash: ${spec.inputsHash}\n${spec.unitFile}`;
+  const drain = spec.drainSeconds ? `# mlops-drain-seconds: ${spec.drainSeconds}\n` : "";
+  return `# mlops-role: ${spec.role}\n# mlops-inputs-hash: ${spec.inputsHash}\n${drain}${spec.unitFile}`;
+}
+
+/** " (it drains for 6 s first)" for a unit whose header declares a drain. */
+function drainNote(unitText: string | undefined): string {
+  const seconds = Number(DRAIN_RE.exec(unitText ?? "")?.[1] ?? 0);
+  return seconds > 0 ? ` (it drains for ${seconds} s first)` : "";
 }
 
 /** The unit's StandardOutput= file when it has one, else the journal; undefined when neither says anything. */
@@ -131,7 +163,12 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
   const scrub = opts.scrub ?? ((t: string) => t);
 
   async function systemctl(...args: string[]): Promise<string> {
-    const r = await host.exec("systemctl", args, { timeoutMs: 120_000 });
+    return systemctlWithin(120_000, ...args);
+  }
+
+  /** A call that waits for a stop: `timeoutMs` from the unit's TimeoutStopSec= (stopBudgetMs). */
+  async function systemctlWithin(timeoutMs: number, ...args: string[]): Promise<string> {
+    const r = await host.exec("systemctl", args, { timeoutMs });
     if (r.code !== 0) throw new AgentError("SUPERVISOR_FAILED", `systemctl ${args.join(" ")} exited ${r.code}: ${r.stderr.trim()}`);
     return r.stdout;
   }
@@ -162,13 +199,15 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
         const show = await query(
           "show",
           "-p",
-          "ActiveState,SubState,MainPID,UnitFileState,NRestarts,ExecMainCode,ExecMainStatus,ExecMainExitTimestamp",
+          "ActiveState,SubState,MainPID,UnitFileState,NRestarts,ExecMainCode,ExecMainStatus,ExecMainExitTimestamp,StateChangeTimestamp",
           unit,
         );
         const props = parseShow(show);
         const name = unit.replace(/^mlops-/, "").replace(/\.service$/, "");
         const pid = Number(props.MainPID ?? 0);
-        const state = mapState(props.ActiveState ?? "", props.SubState ?? "");
+        const drainSeconds = Number(DRAIN_RE.exec(text)?.[1] ?? 0) || undefined;
+        const until = drainingUntil(props, drainSeconds, host.clock.now());
+        const state = until ? "draining" : mapState(props.ActiveState ?? "", props.SubState ?? "");
         const exit = exitFromProps(props, state);
         const logTail = exit ? await unitLogTail(host, unit, text, scrub) : undefined;
         out.push({
@@ -182,6 +221,8 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
           inputsHash: HASH_RE.exec(text)?.[1] === started[name] ? started[name] : undefined,
           enabled: props.UnitFileState === "enabled",
           ...(exit ? { lastExit: { ...exit, ...(logTail ? { logTail } : {}) } } : {}),
+          ...(drainSeconds ? { drainSeconds } : {}),
+          ...(until ? { drainingUntil: until } : {}),
         });
       }
       return out;
@@ -202,8 +243,10 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
       if (active === "active" || active === "activating") {
         if (startedWith === spec.inputsHash) return "unchanged";
         await checkPorts(host, spec, ownedBy(spec.unit), scrub);
-        opts.logger.info({ unit: spec.unit, reason }, "restarting: inputs changed");
-        await systemctl("restart", spec.unit);
+        // The process running now drains as its unit said (the header of the file before this write).
+        const note = drainNote(have);
+        opts.logger.info({ unit: spec.unit, reason }, `restarting: inputs changed${note}`);
+        await systemctlWithin(stopBudgetMs(want), "restart", spec.unit);
         result = "restarted";
       } else {
         await checkPorts(host, spec, ownedBy(spec.unit), scrub);
@@ -220,8 +263,10 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
 
     async remove(name) {
       const unit = unitOf(name);
-      if (await host.fs.readFile(unitPath(unit))) {
-        await host.exec("systemctl", ["disable", "--now", unit], { timeoutMs: 120_000 });
+      const text = await host.fs.readFile(unitPath(unit));
+      if (text) {
+        if (drainNote(text)) opts.logger.info({ unit }, `stopping ${unit} for good${drainNote(text)}`);
+        await host.exec("systemctl", ["disable", "--now", unit], { timeoutMs: stopBudgetMs(text) });
         const still = (await query("is-active", unit)).trim();
         // Keep the unit file (and the record) until the service is really down: the next pass tries again.
         if (still === "active" || still === "activating" || still === "deactivating")
@@ -236,8 +281,9 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
     },
 
     async restart(name, reason) {
-      opts.logger.warn({ unit: unitOf(name), reason }, "restarting service");
-      await systemctl("restart", unitOf(name));
+      const text = await host.fs.readFile(unitPath(unitOf(name)));
+      opts.logger.warn({ unit: unitOf(name), reason }, `restarting service${drainNote(text)}`);
+      await systemctlWithin(stopBudgetMs(text), "restart", unitOf(name));
       await updateState((s) => {
         s.restarts[name] = (s.restarts[name] ?? 0) + 1;
       });

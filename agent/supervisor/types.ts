@@ -73,8 +73,15 @@ export interface ServiceSpec {
   readonly logFile: string;
   readonly probes: { readonly liveness?: ProbeSpec; readonly readiness?: ProbeSpec; readonly startup?: ProbeSpec };
   readonly restart: RestartPolicySpec;
-  /** Grace period between SIGTERM and SIGKILL. */
+  /** Grace period between SIGTERM and SIGKILL (a drain included). */
   readonly stopTimeoutMs: number;
+  /**
+   * The service drains on SIGTERM for this long before it shuts down (its
+   * readiness fails, it still serves; see role.json `drain`). Both backends
+   * show it as "draining" meanwhile and log it; `stopTimeoutMs` covers it.
+   * Absent or 0: no drain.
+   */
+  readonly drainSeconds?: number;
   /** Hash of everything the running process depends on (unit, env files, installed packages). */
   readonly inputsHash: string;
   /** Rendered unit file content (systemd backend only). */
@@ -96,7 +103,12 @@ export interface ServicePort {
   readonly configKey?: string;
 }
 
-export type ServiceRunState = "running" | "starting" | "stopped" | "failed" | "backoff" | "unknown";
+/**
+ * "draining": a stop the supervisor (or systemd) started is in the service's
+ * drain (`drainSeconds` since SIGTERM); "stopping": the rest of a stop. Both
+ * are on purpose, neither is a failure.
+ */
+export type ServiceRunState = "running" | "starting" | "draining" | "stopping" | "stopped" | "failed" | "backoff" | "unknown";
 
 export interface ServiceObservation {
   readonly name: string;
@@ -112,6 +124,10 @@ export interface ServiceObservation {
   readonly enabled: boolean;
   /** The last time the service exited (or failed to start), and why. */
   readonly lastExit?: ServiceExit;
+  /** The drain the running definition declares (`ServiceSpec.drainSeconds`): what a stop of it now waits for. */
+  readonly drainSeconds?: number;
+  /** While "draining": when the drain ends (ISO). */
+  readonly drainingUntil?: string;
 }
 
 /**

@@ -5,8 +5,13 @@ Prepares what the workers share before they start: the Prometheus multiprocess
 directory (emptied, so counters start from zero with the service) and the
 model cache (old downloads pruned to the newest few).
 
+Serves serving_app's app through serving_drain.py, which drains on SIGTERM
+(MLOPS_SERVING_DRAIN_SECONDS) before uvicorn's graceful shutdown; requests in
+flight then get GRACEFUL_SHUTDOWN_SECONDS to finish.
+
 Settings (environment): MLOPS_SERVING_HOST, MLOPS_SERVING_PORT,
-MLOPS_SERVING_WORKERS, MLOPS_SERVING_STATE_DIR, and those of serving_app.py.
+MLOPS_SERVING_WORKERS, MLOPS_SERVING_STATE_DIR, MLOPS_SERVING_DRAIN_SECONDS,
+and those of serving_app.py.
 """
 
 from __future__ import annotations
@@ -14,6 +19,11 @@ from __future__ import annotations
 import os
 import shutil
 import sys
+
+# Requests in flight when the drain ends get this long to finish. The agent's
+# stop timeout for the service (role.json stopTimeoutSeconds, counted after the
+# drain) must stay above it.
+GRACEFUL_SHUTDOWN_SECONDS = 10
 
 
 def _prepare(state: str) -> None:
@@ -40,7 +50,7 @@ def main() -> None:
         _prepare(state)
     here = os.path.dirname(os.path.abspath(__file__))
     uvicorn.run(
-        "serving_app:app",
+        "serving_drain:app",
         app_dir=here,
         host=os.environ.get("MLOPS_SERVING_HOST", "127.0.0.1"),
         port=int(os.environ.get("MLOPS_SERVING_PORT", "8000")),
@@ -49,7 +59,7 @@ def main() -> None:
         http="httptools",
         access_log=False,
         log_level=os.environ.get("MLOPS_SERVING_LOG_LEVEL", "info"),
-        timeout_graceful_shutdown=10,
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
     )
 
 

@@ -387,9 +387,41 @@ describe("process supervisor", () => {
     expect(pid2).not.toBe(pid1);
     expect(await alive(pid1)).toBe(false);
     expect((await sup.observe())[0]).toMatchObject({ restarts: 1, state: "running" });
-    expect(events.map((e) => e.type)).toEqual(["started", "exited", "stopped", "started"]);
-    expect(events[1]).toMatchObject({ signal: "SIGTERM", expected: true });
+    expect(events.map((e) => e.type)).toEqual(["started", "stopping", "exited", "stopped", "started"]);
+    expect(events[1]).toMatchObject({ type: "stopping", drainSeconds: 0 });
+    expect(events[2]).toMatchObject({ signal: "SIGTERM", expected: true });
     await expect(sup.restart("nope", "x")).rejects.toThrow(/no such service/);
+  });
+
+  it("a service that drains: observed as draining (here and in the state file) until its drain is over, then restarted; not a crash", async () => {
+    const events: ProcessEvent[] = [];
+    const { sup } = supervisor({ onEvent: (e) => events.push(e) });
+    // Drains like the prediction API: SIGTERM starts a 1 s drain, then it exits.
+    const draining = "process.on('SIGTERM', () => setTimeout(() => process.exit(0), 1000)); console.log('ready'); setInterval(() => {}, 1000);";
+    const first = spec("drains", draining, { drainSeconds: 1, stopTimeoutMs: 3_000 });
+    await sup.ensure(first, "test");
+    const pid1 = await pidOf(sup, "drains");
+    await waitFor(async () => (await logOf(first)).includes("ready"));
+    expect((await sup.observe())[0]).toMatchObject({ state: "running", drainSeconds: 1 });
+    const began = Date.now();
+    const restarting = sup.ensure(spec("drains", draining, { drainSeconds: 1, stopTimeoutMs: 3_000, inputsHash: "hash-2" }), "config changed");
+    const seen = await waitFor(async () => {
+      const o = (await sup.observe())[0];
+      return o?.state === "draining" ? o : undefined;
+    });
+    expect(Date.parse(seen.drainingUntil ?? "")).toBeGreaterThan(Date.now());
+    expect(Date.parse(seen.drainingUntil ?? "")).toBeLessThanOrEqual(began + 1_100);
+    // Another process (`plan`, `status --dir`) reads the same from the state file.
+    expect((await readProcessState(host, join(dir, "state", "processes.json")))[0]).toMatchObject({ state: "draining", drainSeconds: 1, pid: pid1 });
+    expect(await alive(pid1)).toBe(true);
+    await expect(restarting).resolves.toBe("restarted");
+    expect(Date.now() - began).toBeGreaterThanOrEqual(1_000);
+    expect(await alive(pid1)).toBe(false);
+    expect((await sup.observe())[0]).toMatchObject({ state: "running", restarts: 0, inputsHash: "hash-2" });
+    expect((await sup.observe())[0]?.drainingUntil).toBeUndefined();
+    expect(events.map((e) => e.type)).toEqual(["started", "stopping", "exited", "stopped", "started"]);
+    expect(events[1]).toMatchObject({ type: "stopping", drainSeconds: 1, pid: pid1 });
+    expect(events[2]).toMatchObject({ code: 0, expected: true });
   });
 
   it("serves HTTP on a chosen port and passes a real probe", async () => {
