@@ -13,10 +13,12 @@ import { afterAll, describe, expect, it } from "vitest";
 import { type Feature, matrixRows, planCell, type VantageRole } from "../fleet/access-matrix.ts";
 import { fleetLoadBalancer } from "../fleet/lb-listeners.ts";
 import { haproxyConfig } from "../fleet/load-balancer.ts";
-import { ingressRules, vcnRuleset, vmRuleset } from "../fleet/nsg.ts";
+import { nlbHaproxyConfig } from "../fleet/network-load-balancer.ts";
+import { ingressRules, resourceNsgs, vcnRuleset, vmRuleset } from "../fleet/nsg.ts";
+import { redisConfig } from "../fleet/oci-cache.ts";
 import { curlConfig, outcomeOf } from "../fleet/vantage.ts";
 import { REPO } from "../support/agent-process.ts";
-import { loadBalancerSpec } from "../support/load-balancer-spec.ts";
+import { loadBalancerSpec, mlflowEndpointSpec } from "../support/load-balancer-spec.ts";
 
 const VARS = { admin_cidr: "203.0.113.0/24", api_cidr: "198.51.100.0/24", bastion_cidr: null, vcn_cidr: "10.0.0.0/16" };
 const KNOWN = { app_subnet_cidr: "10.0.1.0/24", public_subnet_cidr: "10.0.0.0/24", db_subnet_cidr: "10.0.2.0/24" };
@@ -50,6 +52,31 @@ describe("the fleet's load balancer", () => {
     expect(cfg).toMatch(/backend mlflow\n(.*\n)*? {2}server mlflow-0 10\.0\.1\.10:5000 check\n/);
     // No server of another role in a backend set.
     expect(cfg).not.toMatch(/backend mlflow\n(?:(?!backend ).*\n)* {2}server serving-0/);
+  });
+});
+
+describe("the internal MLflow endpoint and OCI Cache", () => {
+  it("the endpoint is HAProxy in TCP mode at its address, checking every MLflow VM over HTTP as mlflow-endpoint.tf says, from its own address", async () => {
+    const spec = await mlflowEndpointSpec();
+    const cfg = nlbHaproxyConfig(spec, "10.0.1.9", [{ name: "mlflow-0", address: "10.0.1.10" }, { name: "mlflow-1", address: "10.0.1.11" }], "/run/x.sock");
+    expect(cfg).toContain("  mode tcp");
+    expect(cfg).toContain("  source 10.0.1.9");
+    expect(cfg).toContain(`  bind 10.0.1.9:${spec.port}`);
+    expect(cfg).toContain(`  http-check send meth GET uri ${spec.healthCheck.urlPath}`);
+    expect(cfg).toContain(`  default-server inter ${spec.healthCheck.intervalMs}ms fall ${spec.healthCheck.retries} rise 2 port ${spec.healthCheck.port}`);
+    for (const a of ["10.0.1.10", "10.0.1.11"]) expect(cfg).toContain(`${a}:${spec.backendPort} check`);
+    expect(() => nlbHaproxyConfig({ ...spec, preserveSource: true }, "10.0.1.9", [], "/x")).toThrow(/preserves the source address/);
+    // Its NSG, and the cache's, are read from the resources that name them.
+    expect(await resourceNsgs("oci_network_load_balancer_network_load_balancer")).toEqual(["mlflow-internal"]);
+    expect(await resourceNsgs("oci_redis_redis_cluster")).toEqual(["cache"]);
+  });
+
+  it("OCI Cache is TLS only, with a password user and the default user off (or requirepass without a user), the password never on a command line", () => {
+    const o = { netns: "n", dir: "/d", address: "10.0.2.40", port: 6379, certPath: "/c.pem", keyPath: "/k.pem", caPath: "/ca.pem", password: "s3cret-Pw_1" };
+    const withUser = redisConfig({ ...o, user: "airflow" });
+    for (const line of ["bind 10.0.2.40", "port 0", "tls-port 6379", "tls-auth-clients no", "user default off", "user airflow on >s3cret-Pw_1 ~* &* +@all"]) expect(withUser).toContain(line);
+    expect(redisConfig(o)).toContain("requirepass s3cret-Pw_1");
+    expect(() => redisConfig({ ...o, password: "a b" })).toThrow(/white space/);
   });
 });
 
