@@ -547,7 +547,8 @@ export class Fleet {
 
 /** What a VM's IMDS answers at /opc/v2/instance/: its identity, region, role metadata and tags. */
 function instanceDocument(runId: string, name: string, role: string, userData: string, metadata: Readonly<Record<string, string>>): Record<string, unknown> {
-  const id = `ocid1.instance.oc1.${REGION}.fleet${runId}${name.replace(/-/g, "")}`;
+  // Short (the identity certificate's OU "opc-instance:<id>" holds at most 64 characters): the name's last word and index.
+  const id = `ocid1.instance.oc1.${REGION}.fleet${runId}${name.split("-").slice(-2).join("")}`;
   return {
     id,
     displayName: `mlops-${name}`,
