@@ -1,12 +1,13 @@
 # The roles that scale out: instance pools of identical VMs, each made from
 # an instance configuration (one per pool role, keyed by the role):
 #
-#   role            size                            behind                         scaling
-#   serving         instance_count.serving at       the load balancer's serving    autoscaling on CPU between
-#                   first, then autoscaling         (8000) and dashboard (8501)    serving_autoscaling.min and
-#                                                   backend sets                   .max (cooldown >= 300 s)
-#   airflow-worker  worker_count                    - (Celery pulls from the        worker_count (Terraform owns
-#                                                   broker, cache.tf)              the size; README.md says why)
+#   serving         instance_count.serving VMs at first, then autoscaling on
+#                   CPU between serving_autoscaling.min and .max (cooldown
+#                   300 s or more); behind the load balancer's serving (8000)
+#                   and dashboard (8501) backend sets.
+#   airflow-worker  worker_count VMs, Terraform's to change (README.md,
+#                   "Scaling", says why not autoscaled); behind nothing:
+#                   Celery pulls their tasks from the broker (cache.tf).
 #
 # A pool VM gets an address OCI assigns in the app subnet (no fixed one: the
 # pool makes and removes them), the role's NSG, the role in its metadata

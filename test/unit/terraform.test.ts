@@ -186,6 +186,12 @@ describe("terraform/: structure and references", () => {
       "lb_certificate_pem",
       "lb_private_key_pem",
       "serving_api_key_count",
+      "worker_count",
+      "worker_queues",
+      "serving_autoscaling",
+      "cache_node_count",
+      "cache_node_memory_gbs",
+      "cache_engine_version",
     ]) {
       expect(variables[name]?.[0]?.validation, `${name} has no validation`).toBeDefined();
     }

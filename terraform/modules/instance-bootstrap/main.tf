@@ -53,7 +53,10 @@ locals {
   # Workers exist: CeleryExecutor, with OCI Cache (Redis protocol, TLS only)
   # as the broker and the workers calling the api-server's execution API on
   # the first Airflow VM (the scheduler VM runs no task itself). No worker:
-  # LocalExecutor on the Airflow VM, as before.
+  # LocalExecutor on the Airflow VM, as before. (The two fallbacks below,
+  # 127.0.0.1 and broker-host-unset, never reach a config: these settings are
+  # only used with workers, and outputs.tf refuses workers without an Airflow
+  # VM or a broker host.)
   celery_enabled = var.worker_count > 0
   celery_settings = {
     executionApiUrl = "http://${try(local.airflow_ips[0], "127.0.0.1")}:8080/execution/"
