@@ -2,7 +2,7 @@
 # key, and a pre-authenticated read URL per agent binary for cloud-init.
 #
 # - artifacts: MLflow artifacts (oci://<artifacts>@<namespace>/mlflow).
-# - dags:      Airflow DAGs; the agent syncs oci://<namespace>/<dags>/ every 15 s.
+# - dags:      Airflow DAGs; the agent syncs oci://<namespace>/<dags>/ every 3 s.
 # - releases:  mlops-agent binaries, mlops-agent/<version>/mlops-agent-linux-{x64,arm64}.
 
 data "oci_objectstorage_namespace" "this" {

@@ -5,6 +5,7 @@
 import { resolveConfig } from "../config/load.ts";
 import { AgentError } from "../errors.ts";
 import type { Host } from "../host/host.ts";
+import { checkRequires } from "../engine/desired.ts";
 import { loadRole } from "../roles/catalog.ts";
 import { type CommonFlags, DEFAULT_CONFIG_PATH, flagLayer, upDefaults } from "../config/context.ts";
 import { out } from "./output.ts";
@@ -22,7 +23,8 @@ export async function validateCommand(host: Host, flags: CommonFlags, env: NodeJ
     roleFlag: flags.role,
     modeDefaults: flags.dir !== undefined ? upDefaults(flags.dir, flags.role) : undefined,
   });
-  if (resolved.role) loadRole(resolved.role);
+  // The role's spec, and the settings it cannot run without (role.json `requires`).
+  if (resolved.role) checkRequires(loadRole(resolved.role), resolved.config, resolved.role);
   if (flags.json) out(JSON.stringify({ ok: true, role: resolved.role ?? null, config: resolved.config, sources: resolved.sources }, null, 2));
   else out(`${fileText === undefined ? "no config file; defaults" : configPath} OK: role ${resolved.role ?? "(none: from metadata at run time)"}, mode ${resolved.config.mode}`);
   return 0;

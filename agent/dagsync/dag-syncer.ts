@@ -1,6 +1,6 @@
 /**
  * The DAG syncer, the agent's own job on the airflow role: `syncOnce()` on a
- * node-cron schedule (default every 15 s, no overlapping runs) and on demand.
+ * node-cron schedule (default every 3 s, no overlapping runs) and on demand.
  * Shares the long-lived contract: `run(signal)` resolves after the schedule
  * stopped and any running pass finished; `update(next)` takes a new source or
  * schedule. A pass never throws: failures are results, shown on /status as

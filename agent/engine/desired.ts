@@ -169,7 +169,7 @@ function firewallPorts(services: RoleSpec["services"], ctx: TemplateContext, rol
 }
 
 /** role.json `requires`: settings the role cannot run without, each error naming the path, what it wants and why. */
-function checkRequires(spec: RoleSpec, config: AgentConfig, role: string): void {
+export function checkRequires(spec: RoleSpec, config: AgentConfig, role: string): void {
   for (const r of spec.requires) {
     let value: unknown;
     try {

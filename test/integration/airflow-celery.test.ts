@@ -17,12 +17,13 @@ import { randomBytes } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import pg from "pg";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StatusSnapshot } from "../../agent/status/types.ts";
+import { airflowApi } from "../support/airflow-api.ts";
 import { allCmdlines, freePort, getJson, startDaemon, stopDaemon, waitFor } from "../support/agent-process.ts";
 import { hasRedisServer, type TestRedis, testRedis } from "../support/redis-server.ts";
 import { ensureTestCa } from "../support/test-ca.ts";
+import { celeryAirflowSection, dropPostgresDatabase, vmAgentLayout, writeAirflowSharedSecrets } from "../support/vm-agent-config.ts";
 
 const suffix = randomBytes(3).toString("hex");
 const DB = `airflow_celery_${suffix}`;
@@ -50,43 +51,16 @@ function writeSecret(name: string, value: string): void {
 
 function agentConfig(role: string, dir: string): string {
   const path = join(root, `${role}.json`);
-  writeFileSync(
-    path,
-    JSON.stringify({
-      role,
-      stateDir: `${dir}/state`,
-      configDir: `${dir}/etc`,
-      installDir: `${dir}/opt`,
-      dataDir: `${dir}/data`,
-      logDir: `${dir}/log`,
-      supervisor: "process",
-      firewall: { manage: false },
-      convergeIntervalSeconds: 10,
-      python: { cacheDir: `${process.env.HOME ?? "/root"}/.cache/mlops-agent/uv` },
-      postgres: { host: "127.0.0.1", port: 5432, adminUser: "postgres" },
-      // The same airflow section on both VMs, as Terraform renders it.
-      airflow: {
-        host: "127.0.0.1",
-        port: airflowPort,
-        executor: "CeleryExecutor",
-        executionApiUrl: `http://127.0.0.1:${airflowPort}/execution/`,
-        celery: {
-          brokerUrl: redis.url,
-          brokerPassword: `file:${secretFile("broker-password")}`,
-          queues: ["default"],
-          concurrency: 2,
-          logServerPort: logPort,
-          caFile: join(root, "ca", "ca.pem"),
-        },
-        fernetKey: `file:${secretFile("fernet-key")}`,
-        jwtSecret: `file:${secretFile("jwt-secret")}`,
-        apiSecretKey: `file:${secretFile("api-secret-key")}`,
-        mlflowTrackingUri: "http://127.0.0.1:1",
-        database: { engine: "postgresql", name: DB, user: USER, password: `file:${secretFile("db-password")}` },
-      },
-      dagSync: { source: `file://${dagsDir}`, schedule: "*/2 * * * * *" },
-    }),
-  );
+  const airflow = celeryAirflowSection({
+    port: airflowPort,
+    brokerUrl: redis.url,
+    caFile: join(root, "ca", "ca.pem"),
+    logServerPort: logPort,
+    secretsDir,
+    database: DB,
+    user: USER,
+  });
+  writeFileSync(path, JSON.stringify({ role, ...vmAgentLayout(dir), airflow, dagSync: { source: `file://${dagsDir}` } }));
   return path;
 }
 
@@ -94,25 +68,7 @@ async function status(url: string): Promise<StatusSnapshot> {
   return getJson<StatusSnapshot>(`${url}/status`);
 }
 
-async function token(): Promise<string> {
-  const password = readFileSync(`${root}/scheduler/state/secrets/airflow-admin-password`, "utf8").trim();
-  const r = await fetch(`http://127.0.0.1:${airflowPort}/auth/token`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: "admin", password }),
-  });
-  expect(r.status).toBe(201);
-  return ((await r.json()) as { access_token: string }).access_token;
-}
-
-async function api<T>(method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> {
-  const r = await fetch(`http://127.0.0.1:${airflowPort}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${await token()}`, accept: "application/json", ...(body ? { "content-type": "application/json" } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  return { status: r.status, json: (await r.json().catch(() => ({}))) as T };
-}
+const { call: api } = airflowApi(() => airflowPort, `${root}/scheduler/state/secrets/airflow-admin-password`);
 
 async function ready(url: string): Promise<boolean> {
   return (await fetch(`${url}/readyz`).catch(() => undefined))?.status === 200;
@@ -165,16 +121,11 @@ function workerService(s: StatusSnapshot) {
 
 beforeAll(async () => {
   if (!hasRedisServer()) throw new Error("redis-server (Debian's redis-server package) is needed");
-  mkdirSync(secretsDir, { mode: 0o700 });
+  writeAirflowSharedSecrets(secretsDir, brokerPassword);
   mkdirSync(dagsDir);
   const ca = ensureTestCa(join(root, "ca"), { ips: [REDIS_HOST] });
   redis = testRedis({ host: REDIS_HOST, port: await freePort(), password: brokerPassword, certPath: ca.certPath, keyPath: ca.keyPath, caPath: ca.caPath });
   await redis.start();
-  writeSecret("broker-password", brokerPassword);
-  writeSecret("fernet-key", `${randomBytes(32).toString("base64url")}=`);
-  writeSecret("jwt-secret", randomBytes(32).toString("base64url"));
-  writeSecret("api-secret-key", randomBytes(32).toString("base64url"));
-  writeSecret("db-password", randomBytes(18).toString("base64url"));
   airflowPort = await freePort();
   logPort = await freePort();
   schedulerStatus = `http://127.0.0.1:${await freePort()}`;
@@ -187,11 +138,7 @@ afterAll(async () => {
   if (worker) await stopDaemon(worker.child);
   if (scheduler) await stopDaemon(scheduler.child);
   await redis?.stop();
-  const c = new pg.Client({ host: "127.0.0.1", port: 5432, user: "postgres", database: "postgres" });
-  await c.connect();
-  await c.query(`DROP DATABASE IF EXISTS "${DB}" WITH (FORCE)`);
-  await c.query(`DROP ROLE IF EXISTS "${USER}"`);
-  await c.end();
+  await dropPostgresDatabase(DB, USER);
 });
 
 describe("CeleryExecutor: a scheduler VM and a worker VM over TLS Redis", { timeout: 40 * 60_000 }, () => {

@@ -16,6 +16,8 @@ import type { StatusSnapshot } from "../../agent/status/types.ts";
 import { type ObjectStorageServer, startObjectStorageServer } from "../servers/object-storage-server.ts";
 import { allCmdlines, cli, freePort, getJson, REPO, startDaemon, stopDaemon, waitFor } from "../support/agent-process.ts";
 import { FAKE_TENANCY, FAKE_USER, makeKeyPair } from "../support/oci-auth.ts";
+import { airflowApi } from "../support/airflow-api.ts";
+import { vmAgentLayout } from "../support/vm-agent-config.ts";
 
 const suffix = randomBytes(3).toString("hex");
 const DB = `airflow_e2e_${suffix}`;
@@ -37,25 +39,7 @@ async function status(): Promise<StatusSnapshot> {
   return getJson<StatusSnapshot>(`${statusUrl}/status`);
 }
 
-async function token(): Promise<string> {
-  const password = readFileSync(`${root}/state/secrets/airflow-admin-password`, "utf8").trim();
-  const r = await fetch(`http://127.0.0.1:${airflowPort}/auth/token`, {
-    method: "POST",
-    headers: { "content-type": "application/json" },
-    body: JSON.stringify({ username: "admin", password }),
-  });
-  expect(r.status).toBe(201);
-  return ((await r.json()) as { access_token: string }).access_token;
-}
-
-async function api<T>(method: string, path: string, body?: unknown): Promise<{ status: number; json: T }> {
-  const r = await fetch(`http://127.0.0.1:${airflowPort}${path}`, {
-    method,
-    headers: { authorization: `Bearer ${await token()}`, ...(body ? { "content-type": "application/json" } : {}) },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  return { status: r.status, json: (await r.json().catch(() => ({}))) as T };
-}
+const { call: api } = airflowApi(() => airflowPort, `${root}/state/secrets/airflow-admin-password`);
 
 beforeAll(async () => {
   oss = await startObjectStorageServer({ namespace: "testns", publicKeyPem: keys.publicKeyPem });
@@ -79,17 +63,8 @@ beforeAll(async () => {
     configPath,
     JSON.stringify({
       role: "airflow",
-      stateDir: `${root}/state`,
-      configDir: `${root}/etc`,
-      installDir: `${root}/opt`,
-      dataDir: `${root}/data`,
-      logDir: `${root}/log`,
-      supervisor: "process",
-      // A VM-mode agent on this machine: its firewall is not the test's to change.
-      firewall: { manage: false },
-      convergeIntervalSeconds: 10,
-      python: { cacheDir: `${process.env.HOME ?? "/root"}/.cache/mlops-agent/uv` },
-      postgres: { host: "127.0.0.1", port: 5432, adminUser: "postgres" },
+      // A VM-mode agent on this machine (its firewall is not the test's to change).
+      ...vmAgentLayout(root),
       // The MLflow stack (one-machine layout) has authentication on: the pipeline logs as its `airflow` user.
       airflow: {
         host: "127.0.0.1",

@@ -12,7 +12,7 @@ import { SecretRegistry } from "../../agent/config/secret-registry.ts";
 import { compileDesired } from "../../agent/engine/desired.ts";
 import type { Observed } from "../../agent/engine/observe.ts";
 import { plan } from "../../agent/engine/plan.ts";
-import { AgentError } from "../../agent/errors.ts";
+import type { AgentError } from "../../agent/errors.ts";
 import { loadRole } from "../../agent/roles/catalog.ts";
 import { roleTestConfig, roleTestReferenced } from "../support/role-configs.ts";
 

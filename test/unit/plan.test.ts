@@ -261,7 +261,7 @@ describe("airflow role", () => {
     expect(env.mode).toBe(0o600);
     expect(env.content).toContain("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN=postgresql+psycopg2://airflow:dbpw-0123456789@127.0.0.1:5432/airflow");
     expect(env.content).toContain("AIRFLOW__CORE__FERNET_KEY=fernet-0123456789");
-    expect(env.content).toContain("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=5");
+    expect(env.content).toContain("AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL=2");
     expect(env.content).not.toContain("CELERY");
     for (const s of d.services) expect(s.environmentFiles).toEqual([env.path]);
     expect(d.services.find((s) => s.name === "airflow-scheduler")!.probes.readiness).toMatchObject({
