@@ -281,10 +281,21 @@ export const drainSchema = z
       .max(300, "must be at most 300 seconds")
       .default(2),
   })
-  .strict();
+  .strict()
+  .superRefine((d, ctx) => {
+    const total = drainSeconds(d);
+    if (total > MAX_DRAIN_SECONDS)
+      ctx.addIssue({
+        code: "custom",
+        message: `healthCheckIntervalSeconds x unhealthyThreshold + extraSeconds is ${total} s; a drain may last at most ${MAX_DRAIN_SECONDS} s (every restart waits for it)`,
+      });
+  });
+
+/** The longest drain before a stop (seconds): every restart of the service waits this long. */
+export const MAX_DRAIN_SECONDS = 900;
 
 /** How long the prediction API drains before it stops (seconds). */
-export function drainSeconds(d: z.infer<typeof drainSchema>): number {
+export function drainSeconds(d: { healthCheckIntervalSeconds: number; unhealthyThreshold: number; extraSeconds: number }): number {
   return Math.round((d.healthCheckIntervalSeconds * d.unhealthyThreshold + d.extraSeconds) * 1000) / 1000;
 }
 

@@ -3,6 +3,7 @@
  * listen addresses, unit file and inputs hash, rendered from the role spec
  * and the template context. Pure: the unit template comes in as text.
  */
+import { MAX_DRAIN_SECONDS } from "../config/schema.ts";
 import { AgentError } from "../errors.ts";
 import { contextTruthy, renderString, type TemplateContext } from "../roles/render.ts";
 import type { RoleServiceSpec } from "../roles/role-spec.ts";
@@ -85,8 +86,6 @@ export interface ServiceInputs {
   readonly caBundle: string | undefined;
 }
 
-/** Longest drain a role may ask for: a stop held longer than this is a mistake in the config. */
-export const MAX_DRAIN_SECONDS = 900;
 
 /** The rendered drain time (role.json `drain.seconds`); anything but a number of seconds is a config error naming the service. */
 export function renderDrain(s: RoleServiceSpec, ctx: TemplateContext, where: string): number | undefined {
@@ -105,6 +104,7 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
   // The stop waits for the drain, then allows the service's own shutdown time.
   const stopTimeoutSeconds = Math.ceil((drainSeconds ?? 0) + s.stopTimeoutSeconds);
   const envFiles = s.environmentFiles.map((id) => i.fileRef(id, where));
+  const codeFiles = s.restartOnFiles.map((id) => i.fileRef(id, where));
   const environment = {
     ...trustEnvironment(i.caBundle),
     ...Object.fromEntries(Object.entries(s.environment).map(([k, v]) => [k, renderString(v, i.ctx, where)])),
@@ -129,7 +129,9 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
     },
     `unit ${unit}`,
   );
-  const pending = envFiles.some((f) => f.hash === undefined);
+  const pending = [...envFiles, ...codeFiles].some((f) => f.hash === undefined);
+  // Only services that name such files get the key: other services keep the hash they had.
+  const code = codeFiles.length ? { code: codeFiles.map((f) => f.hash) } : {};
   const ports: ServiceSpec["ports"] = s.listen.map((l) => ({
     host: renderString(l.host, i.ctx, where),
     port: renderPort(l.port, i.ctx, where),
@@ -153,7 +155,7 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
     restart: DEFAULT_RESTART_POLICY,
     stopTimeoutMs: stopTimeoutSeconds * 1000,
     ...(drainSeconds ? { drainSeconds } : {}),
-    inputsHash: pending ? undefined : sha256(JSON.stringify({ unitFile, command, environment, files: envFiles.map((f) => f.hash), lockHash: i.lockHash })),
+    inputsHash: pending ? undefined : sha256(JSON.stringify({ unitFile, command, environment, files: envFiles.map((f) => f.hash), lockHash: i.lockHash, ...code })),
     unitFile,
     ...(ports.length ? { ports } : {}),
   };

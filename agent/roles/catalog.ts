@@ -101,7 +101,7 @@ function checkReferences(spec: RoleSpec, where: string): void {
     readRoleAsset(a);
   }
   const ids = new Set(spec.files.map((f) => f.id));
-  const named = [...spec.services.flatMap((s) => s.environmentFiles), ...(spec.migrate?.environmentFiles ?? [])];
+  const named = [...spec.services.flatMap((s) => [...s.environmentFiles, ...s.restartOnFiles]), ...(spec.migrate?.environmentFiles ?? [])];
   for (const id of named) if (!ids.has(id)) throw new AgentError("ROLE_SPEC_INVALID", `${where}: names file id ${JSON.stringify(id)}, which the role does not define`);
   const passwordKey = spec.database?.passwordKey;
   if (spec.database?.provision === false && !passwordKey)

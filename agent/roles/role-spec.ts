@@ -229,6 +229,12 @@ export const roleSpecSchema = z
             documentation: z.string().url(),
             command: z.array(argSchema).min(1),
             environmentFiles: z.array(z.string()),
+            /**
+             * Other file ids the process reads only when it starts (the code it runs, e.g. the
+             * API's Python modules): a change of their content restarts it, like a changed
+             * environment file (an agent upgrade that ships new code restarts the service).
+             */
+            restartOnFiles: z.array(z.string()).default([]),
             environment: z.record(z.string(), templated).default({}),
             ports: z.array(templated),
             /** Addresses the service listens on (a port held by another program is refused); `configKey` names the setting to change. */

@@ -20,7 +20,7 @@ import { computePhase } from "../../agent/daemon/phase.ts";
 import { createServiceRefresher, serviceView } from "../../agent/daemon/service-view.ts";
 import { createMemoryHost } from "../../agent/host/memory-host.ts";
 import { silentLogger } from "../../agent/log.ts";
-import { loadRole } from "../../agent/roles/catalog.ts";
+import { loadRole, readRoleAsset } from "../../agent/roles/catalog.ts";
 import type { RoleServiceSpec } from "../../agent/roles/role-spec.ts";
 import { StatusStore } from "../../agent/status/status-store.ts";
 import type { ServiceStatus } from "../../agent/status/types.ts";
@@ -65,6 +65,11 @@ describe("serving.drain in the config", () => {
     { name: "negative extra seconds", drain: { extraSeconds: -2 }, message: /serving\.drain\.extraSeconds: must be 0 or more seconds/ },
     { name: "an unknown key", drain: { intervalMs: 2000 }, message: /serving\.drain.*intervalMs/ },
     { name: "a number instead of the object", drain: 6, message: /serving\.drain/ },
+    {
+      name: "a drain over 15 minutes",
+      drain: { healthCheckIntervalSeconds: 300, unhealthyThreshold: 3, extraSeconds: 10 },
+      message: /serving\.drain: healthCheckIntervalSeconds x unhealthyThreshold \+ extraSeconds is 910 s; a drain may last at most 900 s/,
+    },
   ];
   for (const c of bad) it(`refuses ${c.name}, naming the field`, () => expect(issues(c.drain)).toMatch(c.message));
 
@@ -96,6 +101,27 @@ describe("the serving role with a drain", () => {
     expect(predict(b).unitFile).toMatch(/^TimeoutStopSec=50s$/m);
     expect(predict(b).inputsHash).not.toBe(predict(a).inputsHash);
     expect(dashboard(b).inputsHash).toBe(dashboard(a).inputsHash);
+  });
+
+  it("new code for the API (an agent upgrade) restarts predict, and so drains it; the dashboard's only for its own file", () => {
+    const base = desired(servingConfig());
+    const patched = (id: string) =>
+      compileDesired({
+        role: "serving",
+        spec: loadRole("serving"),
+        config: servingConfig(),
+        secrets: {},
+        referenced: {},
+        currentUser: "root",
+        assets: (key) => (key === `roles/serving/${id}` ? `${readRoleAsset(key)}\n# upgraded\n` : readRoleAsset(key)),
+      });
+    for (const file of ["serving_app.py", "serving_main.py", "serving_drain.py"]) {
+      const d = patched(file);
+      expect(predict(d).inputsHash, file).not.toBe(predict(base).inputsHash);
+      expect(dashboard(d).inputsHash, file).toBe(dashboard(base).inputsHash);
+    }
+    expect(dashboard(patched("dashboard.py")).inputsHash).not.toBe(dashboard(base).inputsHash);
+    expect(predict(patched("dashboard.py")).inputsHash).toBe(predict(base).inputsHash);
   });
 
   it("`up` (one machine, no load balancer) does not drain, unless its config asks to", () => {
