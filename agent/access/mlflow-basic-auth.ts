@@ -6,15 +6,25 @@
  * named here is set to exactly that permission, which also takes a creator's
  * MANAGE down to, say, EDIT).
  *
- * Rotation, without losing a request:
+ * Several MLflow servers (replicas) share one auth database and each one's
+ * agent runs this, at the same moments or not, with secret values that may be
+ * a few minutes apart (each agent's Vault cache): every step is idempotent
+ * ("already exists" from another agent is success), and an agent changes a
+ * password only when *its* configured value changed since it last saw one in
+ * force, so an agent that has not seen a rotation yet never undoes it.
+ *
+ * Rotation, without losing a request on any server:
  * - A user's password: the agent keeps a salted hash of the password it last
- *   set (`appliedFile`, root, 0600). When Vault holds a new one, the previous
- *   hash goes into the grace file MLflow reads (`stateFile`, see
- *   roles/mlflow/mlops_auth.py) for `rotationGraceSeconds`, then the new
- *   password is set: clients still holding the old one keep working until
- *   their own agent's next converge.
+ *   saw in force (`appliedFile`, root, 0600). When the configured one differs
+ *   and is not already in force (another server's agent may have set it),
+ *   the agent sets it with `X-MLOps-Grace-Seconds`: MLflow's authorization
+ *   function (roles/mlflow/mlops_auth.py) copies the previous password's hash,
+ *   with a deadline, into the shared auth database, so every MLflow server keeps
+ *   accepting it for `rotationGraceSeconds` while the clients' agents catch up.
  * - The admin's: the agent keeps the admin password it last used; when the
  *   new one does not log in, it logs in with that one and sets the new one.
+ *   An agent whose configured admin password was just rotated away by another
+ *   server's agent logs in with it through its grace period.
  */
 import type { AgentConfig } from "../config/schema.ts";
 import { AgentError } from "../errors.ts";
@@ -30,11 +40,6 @@ type Grant = Settings["users"][number]["grants"][number];
 export interface Applied {
   readonly admin?: string;
   readonly users: Readonly<Record<string, PasswordHash>>;
-}
-
-export interface GraceEntry extends PasswordHash {
-  /** Epoch seconds. */
-  readonly until: number;
 }
 
 const HEALTH_WAIT_MS = 180_000;
@@ -64,14 +69,6 @@ export function grantChanges(want: readonly GrantRow[], have: readonly GrantRow[
     if (w.permission !== "NO_PERMISSIONS") grant.push(w);
   }
   return { revoke, grant };
-}
-
-/** The grace file after adding entries: expired ones dropped. */
-export function withGrace(current: Readonly<Record<string, GraceEntry>>, add: Readonly<Record<string, PasswordHash>>, nowSeconds: number, graceSeconds: number): Record<string, GraceEntry> {
-  const out: Record<string, GraceEntry> = {};
-  for (const [user, e] of Object.entries(current)) if (e.until > nowSeconds) out[user] = e;
-  for (const [user, h] of Object.entries(add)) out[user] = { ...h, until: nowSeconds + graceSeconds };
-  return out;
 }
 
 function userKey(name: string): string {
@@ -107,20 +104,42 @@ async function waitHealthy(ctx: AccessContext): Promise<void> {
   }
 }
 
+/**
+ * What this agent should do about one user's password, given its configured
+ * value, the hash of the one it last saw in force, and whether the configured
+ * one is in force now (MLflow's own check, no grace; asked only when needed).
+ * - "keep": the configured value has not changed since this agent last saw it
+ *   in force; another agent may have set a newer one since (its secret cache is
+ *   ahead of this one's), which must not be undone.
+ * - "record": it is in force already (first sight, or another agent set it).
+ * - "set": this agent sees the new value first.
+ */
+export async function passwordStep(password: string, previous: PasswordHash | undefined, inForce: () => Promise<boolean>): Promise<"keep" | "record" | "set"> {
+  if (previous && passwordMatches(password, previous)) return "keep";
+  return (await inForce()) ? "record" : "set";
+}
+
 /** Logs in as the admin with the configured password, rotating it from the last one used if needed. */
 async function adminApi(ctx: AccessContext, s: Settings, applied: Applied, changes: string[]): Promise<MlflowAuthApi> {
   const want: Credentials = { user: s.adminUser, password: ctx.secrets.admin ?? "" };
-  if (await MlflowAuthApi.canLogIn(ctx.url, ctx.http, want)) return new MlflowAuthApi(ctx.url, ctx.http, want);
+  if (await MlflowAuthApi.canLogIn(ctx.url, ctx.http, want, { exact: true })) return new MlflowAuthApi(ctx.url, ctx.http, want);
   if (applied.admin !== undefined && applied.admin !== want.password) {
     const old: Credentials = { user: s.adminUser, password: applied.admin };
-    if (await MlflowAuthApi.canLogIn(ctx.url, ctx.http, old)) {
-      // The previous admin password keeps working for the grace period too (another MLflow server's agent may not have the new one yet).
-      await writeGrace(ctx, { [s.adminUser]: hashPassword(applied.admin) });
-      await new MlflowAuthApi(ctx.url, ctx.http, old).updatePassword(s.adminUser, want.password, applied.admin);
-      changes.push(`rotated the password of admin ${s.adminUser}`);
+    if (await MlflowAuthApi.canLogIn(ctx.url, ctx.http, old, { exact: true })) {
+      try {
+        // The previous admin password stays valid for the grace period on every server (their agents may not have the new one yet).
+        await new MlflowAuthApi(ctx.url, ctx.http, old).updatePassword(s.adminUser, want.password, { currentPassword: applied.admin, graceSeconds: s.rotationGraceSeconds });
+        changes.push(`rotated the password of admin ${s.adminUser}`);
+      } catch (err) {
+        // Another server's agent set the same new password a moment earlier.
+        if (!(await MlflowAuthApi.canLogIn(ctx.url, ctx.http, want, { exact: true }))) throw err;
+      }
       return new MlflowAuthApi(ctx.url, ctx.http, want);
     }
   }
+  // Another server's agent rotated the admin password and this agent's secret has not caught up:
+  // the configured one still logs in through its grace period; the next converge brings the new one.
+  if (await MlflowAuthApi.canLogIn(ctx.url, ctx.http, want)) return new MlflowAuthApi(ctx.url, ctx.http, want);
   throw new AgentError(
     "ACCESS_PROVISION_FAILED",
     `MLflow refuses admin ${s.adminUser} with the password of mlflow.auth.adminPassword${applied.admin !== undefined ? " and with the one the agent set before" : ""}; ` +
@@ -128,27 +147,24 @@ async function adminApi(ctx: AccessContext, s: Settings, applied: Applied, chang
   );
 }
 
-async function ensureUser(ctx: AccessContext, api: MlflowAuthApi, name: string, password: string, previous: PasswordHash | undefined, grace: Record<string, PasswordHash>, changes: string[]): Promise<PasswordHash> {
-  if (!(await api.userExists(name))) {
-    await api.createUser(name, password);
+async function ensureUser(ctx: AccessContext, api: MlflowAuthApi, name: string, password: string, previous: PasswordHash | undefined, changes: string[]): Promise<PasswordHash> {
+  if (!(await api.userExists(name)) && (await api.createUser(name, password)) === "created") {
     changes.push(`created user ${name}`);
     return hashPassword(password);
   }
-  if (previous && passwordMatches(password, previous)) return previous;
-  if (!previous && (await MlflowAuthApi.canLogIn(ctx.url, ctx.http, { user: name, password }))) return hashPassword(password);
-  if (previous) grace[name] = previous;
-  await writeGrace(ctx, grace);
-  await api.updatePassword(name, password);
-  changes.push(`rotated the password of ${name}${previous ? " (the previous one stays valid for the grace period)" : ""}`);
-  return hashPassword(password);
-}
-
-async function writeGrace(ctx: AccessContext, add: Readonly<Record<string, PasswordHash>>): Promise<void> {
-  if (Object.keys(add).length === 0) return;
+  // The user exists (perhaps created by another server's agent just now, with the same password).
+  const inForce = () => MlflowAuthApi.canLogIn(ctx.url, ctx.http, { user: name, password }, { exact: true });
+  const step = await passwordStep(password, previous, inForce);
+  if (step === "keep") return previous!;
+  if (step === "record") return hashPassword(password);
   const s = ctx.settings as Settings;
-  const current = await readJson<Record<string, GraceEntry>>(ctx.host, ctx.stateFile, {});
-  const next = withGrace(current, add, Math.floor(ctx.host.clock.now() / 1000), s.rotationGraceSeconds);
-  await ctx.host.fs.writeFileAtomic(ctx.stateFile, `${JSON.stringify(next)}\n`, { mode: 0o600, ...(ctx.stateOwner ? { owner: ctx.stateOwner } : {}) });
+  try {
+    await api.updatePassword(name, password, { graceSeconds: s.rotationGraceSeconds });
+  } catch (err) {
+    if (!(await inForce())) throw err;
+  }
+  changes.push(`rotated the password of ${name}${s.rotationGraceSeconds ? ` (the previous one stays valid for ${s.rotationGraceSeconds} s on every MLflow server)` : ""}`);
+  return hashPassword(password);
 }
 
 async function ensureGrants(api: MlflowAuthApi, user: Settings["users"][number], waiting: string[], changes: string[]): Promise<void> {
@@ -163,9 +179,19 @@ async function ensureGrants(api: MlflowAuthApi, user: Settings["users"][number],
   if (want.length === 0) return;
   const { revoke, grant } = grantChanges(want, await api.grants(user.name));
   for (const r of revoke) await api.revoke(user.name, r);
+  let raced = false;
   for (const g of grant) {
-    await api.grant(user.name, g);
-    changes.push(`granted ${g.permission} on ${g.resourceType} ${g.resourceId} to ${user.name}`);
+    if ((await api.grant(user.name, g)) === "exists") raced = true;
+    else changes.push(`granted ${g.permission} on ${g.resourceType} ${g.resourceId} to ${user.name}`);
+  }
+  // Another server's agent granted at the same moment: fine when it is the same permission.
+  if (raced) {
+    const left = grantChanges(want, await api.grants(user.name));
+    if (left.revoke.length || left.grant.length)
+      throw new AgentError(
+        "ACCESS_PROVISION_FAILED",
+        `the grants of MLflow user ${user.name} changed while the agent set them (another MLflow server's agent?): ${left.grant.map((g) => `${g.permission} on ${g.resourceType} ${g.resourceId}`).join(", ")} still to set; the next pass does`,
+      );
   }
 }
 
@@ -177,12 +203,11 @@ async function apply(ctx: AccessContext): Promise<AccessOutcome> {
   const waiting: string[] = [];
   const api = await adminApi(ctx, s, applied, changes);
   const users: Record<string, PasswordHash> = {};
-  const grace: Record<string, PasswordHash> = {};
   try {
     for (const u of s.users) {
       const password = ctx.secrets[userKey(u.name)];
       if (password === undefined) throw new AgentError("ACCESS_PROVISION_FAILED", `the password of MLflow user ${u.name} was not resolved`);
-      users[u.name] = await ensureUser(ctx, api, u.name, password, applied.users[u.name], grace, changes);
+      users[u.name] = await ensureUser(ctx, api, u.name, password, applied.users[u.name], changes);
       await ensureGrants(api, u, waiting, changes);
     }
   } finally {

@@ -3,7 +3,7 @@
  * through the service's own API once it runs (role.json `access`). The
  * registry of providers by name is `providers.ts`.
  */
-import type { FileOwner, Host } from "../host/host.ts";
+import type { Host } from "../host/host.ts";
 import type { HttpClient } from "../http/http-client.ts";
 
 export interface AccessContext {
@@ -13,9 +13,6 @@ export interface AccessContext {
   readonly settings: unknown;
   /** The resolved values of `secretRefs(settings)`, by key. */
   readonly secrets: Readonly<Record<string, string>>;
-  /** The provider's file read by the service (0600, owned by `stateOwner`). */
-  readonly stateFile: string;
-  readonly stateOwner: FileOwner | undefined;
   /** The agent's own record of what it applied (0600, root): never read by the service. */
   readonly appliedFile: string;
   readonly host: Host;

@@ -228,12 +228,16 @@ export const mlflowSchema = z
     workers: z.number().int().min(1).max(64).default(2),
     /** DNS names clients use; MLflow 3 rejects other Host headers. localhost and private IPs are always allowed. */
     allowedHosts: z.array(z.string().regex(hostPattern, "must be a host name, optionally host:port or *.domain")).default([]),
-    /** `oci://bucket@namespace/prefix`. Empty: local, `<dataDir>/mlflow/artifacts` (the only local place the hardened unit may write). */
+    /**
+     * `oci://bucket@namespace/prefix`, or an absolute path on a file system every MLflow server
+     * mounts there (several servers behind one load balancer must share it). Empty: local to this
+     * VM, `<dataDir>/mlflow/artifacts` (one server only).
+     */
     artifactsDestination: z
       .string()
       .regex(
-        /^oci:\/\/[A-Za-z0-9._-]+@[a-z0-9-]+(\/[A-Za-z0-9._\/-]*)?$/,
-        "must be oci://bucket@namespace/prefix; leave it out to keep artifacts in <dataDir>/mlflow/artifacts",
+        /^(oci:\/\/[A-Za-z0-9._-]+@[a-z0-9-]+(\/[A-Za-z0-9._/-]*)?|\/[A-Za-z0-9._-][A-Za-z0-9._/-]*)$/,
+        "must be oci://bucket@namespace/prefix or an absolute path (a file system every MLflow server mounts); leave it out to keep artifacts in <dataDir>/mlflow/artifacts on this VM",
       )
       .optional(),
     database: z

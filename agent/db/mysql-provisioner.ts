@@ -5,6 +5,12 @@
  * interrupted half-way is finished by the next one. Passwords are escaped
  * client-side by mysql2 into the statement (MySQL cannot bind parameters in
  * CREATE/ALTER USER), over the connection only; never in logs.
+ *
+ * Several agents (MLflow replicas sharing one database user) may provision at
+ * the same moment: every statement is one they can all run (IF NOT EXISTS, the
+ * same password, the same grants), and an account-management statement that
+ * loses a race with another session's (deadlock, lock wait, "operation CREATE
+ * USER failed") is run again rather than failing the pass.
  */
 import type mysqlTypes from "mysql2/promise";
 import { AgentError } from "../errors.ts";
@@ -39,6 +45,26 @@ export interface PreflightReport {
 }
 
 type Conn = mysqlTypes.Connection;
+
+/** Errors another session's concurrent account or schema statement can cause; the statements are simply run again. */
+const RACE_CODES = new Set(["ER_LOCK_DEADLOCK", "ER_LOCK_WAIT_TIMEOUT", "ER_CANNOT_USER"]);
+const RACE_ATTEMPTS = 3;
+
+export function isRaceError(err: unknown): boolean {
+  return RACE_CODES.has((err as { code?: string }).code ?? "");
+}
+
+/** Runs `fn` again (up to RACE_ATTEMPTS in all, 200-400 ms apart) when it lost a race with another session. */
+export async function retryRaces<T>(fn: () => Promise<T>, sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms))): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (!isRaceError(err) || attempt >= RACE_ATTEMPTS) throw err;
+      await sleep(200 * attempt);
+    }
+  }
+}
 
 function classify(err: unknown, where: string): AgentError {
   const e = err as { code?: string; message?: string };
@@ -119,16 +145,19 @@ export async function provisionMysql(t: MysqlTarget): Promise<PreflightReport> {
     report = await preflight(admin, { requireExplicitDefaultsForTimestamp: t.requireExplicitDefaultsForTimestamp });
     const db = ident(t.database);
     if (!/^[A-Za-z0-9_]{1,32}$/.test(t.user)) throw new AgentError("CONFIG_INVALID", `database user ${JSON.stringify(t.user)} must be 1-32 letters, digits or _`);
+    const extras = (t.extraDatabases ?? []).map(ident);
     try {
-      await admin.query(`CREATE DATABASE IF NOT EXISTS ${db} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
-      await admin.query("CREATE USER IF NOT EXISTS ?@? IDENTIFIED BY ?", [t.user, t.userHost, t.password]);
-      // The user may predate this password (regenerated, or made by hand): make it match.
-      await admin.query("ALTER USER ?@? IDENTIFIED BY ?", [t.user, t.userHost, t.password]);
-      await admin.query(`GRANT ALL PRIVILEGES ON ${db}.* TO ?@?`, [t.user, t.userHost]);
-      for (const extra of t.extraDatabases ?? []) {
-        await admin.query(`CREATE DATABASE IF NOT EXISTS ${ident(extra)} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
-        await admin.query(`GRANT ALL PRIVILEGES ON ${ident(extra)}.* TO ?@?`, [t.user, t.userHost]);
-      }
+      await retryRaces(async () => {
+        await admin.query(`CREATE DATABASE IF NOT EXISTS ${db} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+        await admin.query("CREATE USER IF NOT EXISTS ?@? IDENTIFIED BY ?", [t.user, t.userHost, t.password]);
+        // The user may predate this password (regenerated, or made by hand): make it match.
+        await admin.query("ALTER USER ?@? IDENTIFIED BY ?", [t.user, t.userHost, t.password]);
+        await admin.query(`GRANT ALL PRIVILEGES ON ${db}.* TO ?@?`, [t.user, t.userHost]);
+        for (const extra of extras) {
+          await admin.query(`CREATE DATABASE IF NOT EXISTS ${extra} CHARACTER SET utf8mb4 COLLATE utf8mb4_bin`);
+          await admin.query(`GRANT ALL PRIVILEGES ON ${extra}.* TO ?@?`, [t.user, t.userHost]);
+        }
+      });
     } catch (err) {
       throw err instanceof AgentError ? err : classify(err, `provisioning database ${t.database} and user ${t.user}`);
     }

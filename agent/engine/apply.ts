@@ -220,6 +220,9 @@ async function migrateDatabase(deps: ApplyDeps, a: Extract<Action, { kind: "migr
     const r = await host.exec(cmd!, args, { env, user: await ownerOf(deps, "service"), cwd: dd.paths.dataDir, timeoutMs: 900_000 });
     if (r.code !== 0)
       throw new AgentError("STEP_FAILED", `${cmd!.split("/").pop()} ${args.join(" ")} exited ${r.code}: ${(r.stderr || r.stdout).trim().split("\n").slice(-5).join(" | ")}`);
+    // What the migration said (e.g. that it waited for another server's), in the log.
+    const said = r.stdout.trim().split("\n").slice(-5).join(" | ");
+    if (said) deps.logger.info({ step: "migrate-database", command: cmd!.split("/").pop() }, said);
   }
   await deps.records.update(dd.role, (rec) => ({ ...rec, migratedVersion: a.version, ...(a.inputsHash ? { migratedInputs: a.inputsHash } : {}) }));
 }
@@ -253,8 +256,6 @@ async function ensureAccess(deps: ApplyDeps, a: Extract<Action, { kind: "ensure-
     url: access.url,
     settings: access.settings,
     secrets: access.secrets,
-    stateFile: access.stateFile,
-    stateOwner: await ownerOf(deps, "service"),
     appliedFile: secretPath(deps.config.stateDir, `${dd.role}-access-applied.json`),
     host: deps.host,
     http: deps.http ?? httpRequest,

@@ -124,7 +124,11 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
         .join("\n"),
       execStart: command.map(systemdQuote).join(" "),
       stopTimeoutSeconds,
-      writablePaths: s.writablePaths.map((p) => renderString(p, i.ctx, where)).join(" "),
+      // A path that renders empty (a setting left out) is no path.
+      writablePaths: s.writablePaths
+        .map((p) => renderString(p, i.ctx, where))
+        .filter((p) => p !== "")
+        .join(" "),
       protectProc: s.protectProc,
     },
     `unit ${unit}`,

@@ -64,7 +64,6 @@ export interface DesiredAccess {
   readonly provider: string;
   readonly service: string;
   readonly url: string;
-  readonly stateFile: string;
   /** The config object the provider reads. */
   readonly settings: unknown;
   /** Its resolved secret references (never in actions or records). */
@@ -241,7 +240,6 @@ function compileAccess(spec: RoleSpec, ctx: TemplateContext, config: AgentConfig
     provider: a.provider,
     service: a.service,
     url: renderString(a.url, ctx, where),
-    stateFile: renderString(a.stateFile, ctx, where),
     settings,
     secrets,
     fingerprint: sha256(JSON.stringify({ provider: a.provider, settings, secretHashes })),

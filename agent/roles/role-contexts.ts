@@ -47,7 +47,6 @@ function mlflowAuthEnvLines(auth: NonNullable<RoleContextInput["config"]["mlflow
     `# auth: default permission ${auth.defaultPermission}, database ${auth.database.name}, admin ${auth.adminUser} (a change restarts MLflow)`,
     `MLFLOW_AUTH_CONFIG_PATH=${paths.configDir}/basic_auth.ini`,
     environmentLine("MLFLOW_FLASK_SERVER_SECRET_KEY", secretKey ?? ""),
-    `MLOPS_MLFLOW_AUTH_GRACE_FILE=${paths.dataDir}/auth-grace.json`,
     `PYTHONPATH=${paths.configDir}/python`,
   ].join("\n");
 }
@@ -78,6 +77,8 @@ function mlflowContext({ config, paths, secrets }: RoleContextInput): TemplateCo
       allowedHostsArg: m.allowedHosts.length ? [...new Set([...localHosts, ...m.allowedHosts])].join(",") : "",
       probeHost,
       artifactsOci: oci ? "yes" : "",
+      // A shared mount outside the data dir: the hardened unit may write there too.
+      artifactsWritablePath: !oci && m.artifactsDestination ? m.artifactsDestination : "",
       authEnabled: m.auth ? "yes" : "",
       ...mlflowUpAuth(m.auth),
     },

@@ -184,8 +184,6 @@ export const roleSpecSchema = z
         /** The service whose API it is; provisioning waits for it to run. */
         service: z.string(),
         url: templated,
-        /** A file of the provider's own, owned by the service user, mode 0600 (e.g. rotated passwords' grace hashes). */
-        stateFile: templated,
       })
       .strict()
       .optional(),

@@ -201,10 +201,12 @@ describe("mlflow role with basic auth through `mlops-agent run`", { timeout: 25 
     await loop;
     expect(answers.length).toBeGreaterThanOrEqual(5);
     expect(answers.filter((s) => s !== 200)).toEqual([]);
-    // The grace file holds a hash and a deadline, never a password.
-    const grace = readFileSync(`${root}/data/mlflow/auth-grace.json`, "utf8");
-    expect(grace).not.toContain(old);
-    expect(statSync(`${root}/data/mlflow/auth-grace.json`).mode & 0o777).toBe(0o600);
+    // The grace rows (in the auth database, shared by every MLflow server) hold MLflow's hash and a deadline, never a password.
+    const c = await mysql.createConnection({ host: "127.0.0.1", port: 3306, user: "root", password: "", database: AUTH_DB });
+    const [grace] = await c.query("SELECT username, password_hash, valid_until FROM mlops_password_grace");
+    await c.end();
+    expect((grace as { username: string }[]).map((r) => r.username)).toContain("serving");
+    for (const s of seen) expect(JSON.stringify(grace)).not.toContain(s);
     // After the grace period the old password is refused.
     await waitFor("the old password refused", async () => ((await get("/api/2.0/mlflow/users/current", "serving", old)).status === 401 ? true : undefined), 40_000 + 60_000 - (Date.now() - rotatedAt), 2_000);
   });

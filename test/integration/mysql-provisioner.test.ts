@@ -16,10 +16,16 @@ async function admin() {
   return mysql.createConnection({ host: "127.0.0.1", port: 3306, user: "root", password: "" });
 }
 
+const RACE = Array.from({ length: 10 }, (_, i) => ({ db: `mlops_race_${suffix}_${i}`, extra: `mlops_race_auth_${suffix}_${i}`, user: `mlops_r_${suffix}_${i}` }));
+
 afterAll(async () => {
   const c = await admin();
   await c.query(`DROP DATABASE IF EXISTS \`${DB}\``);
   await c.query("DROP USER IF EXISTS ?@'%'", [USER]);
+  for (const r of RACE) {
+    for (const d of [r.db, r.extra]) await c.query(`DROP DATABASE IF EXISTS \`${d}\``);
+    await c.query("DROP USER IF EXISTS ?@'%'", [r.user]);
+  }
   await c.end();
 });
 
@@ -51,6 +57,16 @@ describe("provisionMysql on MariaDB", () => {
     await u.query("CREATE TABLE t (id INT PRIMARY KEY)");
     await u.end();
     await expect(mysql.createConnection({ host: "127.0.0.1", port: 3306, user: USER, password: "first-Password-123", database: DB })).rejects.toThrow(/Access denied/);
+  });
+
+  it("three agents provisioning the same database, auth schema and user at once (MLflow replicas, one shared password): all succeed, ten times over", async () => {
+    for (const r of RACE) {
+      const t = { ...target("Shared-Password-789"), database: r.db, extraDatabases: [r.extra], user: r.user };
+      const results = await Promise.allSettled([provisionMysql(t), provisionMysql(t), provisionMysql(t)]);
+      expect(results.filter((x) => x.status === "rejected").map((x) => String((x as PromiseRejectedResult).reason))).toEqual([]);
+      const u = await mysql.createConnection({ host: "127.0.0.1", port: 3306, user: r.user, password: "Shared-Password-789", database: r.extra });
+      await u.end();
+    }
   });
 
   it("names an unreachable server DB_UNREACHABLE", async () => {

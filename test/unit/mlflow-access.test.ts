@@ -1,13 +1,20 @@
 /**
  * MLflow with authentication, the pure parts: what the role compiles to with
  * `mlflow.auth` (the basic-auth app's files, arguments, probe and access
- * block), when the planner provisions users, how grants are diffed and how the
- * grace file for rotated passwords evolves. The real server is exercised in
- * test/integration/mlflow-auth.test.ts.
+ * block), when the planner provisions users, how grants are diffed, and the
+ * access provider run by two agents (two MLflow servers sharing one auth
+ * database) at once or with secrets a rotation apart, against an in-memory
+ * stand-in for MLflow's auth API with the semantics of MLflow 3.17 plus
+ * roles/mlflow/mlops_auth.py (grace rows shared by every server). The real
+ * servers are exercised in test/integration/mlflow-auth.test.ts and
+ * mlflow-replicas.test.ts.
  */
 import { describe, expect, it } from "vitest";
-import { grantChanges, grantRow, withGrace } from "../../agent/access/mlflow-basic-auth.ts";
+import { grantChanges, grantRow, mlflowBasicAuth, passwordStep } from "../../agent/access/mlflow-basic-auth.ts";
+import type { AccessContext } from "../../agent/access/types.ts";
 import { hashPassword, passwordMatches } from "../../agent/access/password-hash.ts";
+import { createMemoryHost } from "../../agent/host/memory-host.ts";
+import type { HttpClient, HttpRequestInit, HttpResponse } from "../../agent/http/http-client.ts";
 import { configSchema, formatIssues } from "../../agent/config/schema.ts";
 import { compileDesired, type DesiredRole } from "../../agent/engine/desired.ts";
 import type { Observed } from "../../agent/engine/observe.ts";
@@ -85,7 +92,8 @@ describe("the mlflow role with mlflow.auth", () => {
     expect(d.files.find((f) => f.id === "auth-module")?.path).toBe("/etc/mlops/mlflow/python/mlops_auth.py");
     const readiness = svc.probes.readiness as { httpGet: { basicAuth?: { user: string; password: string } } };
     expect(readiness.httpGet.basicAuth).toEqual({ user: "admin", password: "admin%pw-0123456789" });
-    expect(d.access).toMatchObject({ provider: "mlflow-basic-auth", service: "mlflow", url: "http://127.0.0.1:5000", stateFile: "/var/lib/mlops/mlflow/auth-grace.json" });
+    expect(d.access).toMatchObject({ provider: "mlflow-basic-auth", service: "mlflow", url: "http://127.0.0.1:5000" });
+    expect(env).not.toContain("GRACE_FILE"); // the grace is in the shared auth database
     // Nothing secret in the command line.
     for (const v of [...Object.values(RESOLVED), ...Object.values(ACCESS_SECRETS)]) expect(svc.command.join(" ")).not.toContain(v);
   });
@@ -102,6 +110,27 @@ describe("the mlflow role with mlflow.auth", () => {
   it("the access fingerprint follows a user's password, not the order of anything else", () => {
     expect(mlflow().access!.fingerprint).toBe(mlflow().access!.fingerprint);
     expect(mlflow(AUTH, { ...ACCESS_SECRETS, "user:serving": "rotated-0123456789" }).access!.fingerprint).not.toBe(mlflow().access!.fingerprint);
+  });
+
+  it("artifacts on a file system every replica mounts: MLflow's destination, and the hardened unit may write there; the default stays in the data dir", () => {
+    const compile = (mlflowConfig: Record<string, unknown>) =>
+      compileDesired({
+        role: "mlflow",
+        spec: loadRole("mlflow"),
+        config: configSchema.parse({ role: "mlflow", mlflow: mlflowConfig }),
+        secrets: { "mlflow-db-password": "db-pw-0123456789" },
+        referenced: {},
+        currentUser: "root",
+      }).services[0]!;
+    const shared = compile({ artifactsDestination: "/mnt/mlflow-artifacts" });
+    expect(shared.command.join(" ")).toContain("--artifacts-destination /mnt/mlflow-artifacts");
+    expect(shared.unitFile).toMatch(/^ReadWritePaths=\/var\/lib\/mlops\/mlflow \/mnt\/mlflow-artifacts$/m);
+    const local = compile({});
+    expect(local.command.join(" ")).toContain("--artifacts-destination /var/lib/mlops/mlflow/artifacts");
+    expect(local.unitFile).toMatch(/^ReadWritePaths=\/var\/lib\/mlops\/mlflow$/m);
+    expect(compile({ artifactsDestination: "oci://bucket@ns/mlflow" }).unitFile).toMatch(/^ReadWritePaths=\/var\/lib\/mlops\/mlflow$/m);
+    const relative = configSchema.safeParse({ mlflow: { artifactsDestination: "shared/artifacts" } });
+    expect(relative.success ? "" : formatIssues(relative.error)).toMatch(/mlflow\.artifactsDestination: must be oci:\/\/bucket@namespace\/prefix or an absolute path/);
   });
 
   it("the config refuses what MLflow would not take, with the field named", () => {
@@ -175,15 +204,218 @@ describe("grants and rotation, pure", () => {
     expect(grantChanges(want, have)).toEqual({ revoke, grant });
   });
 
-  it("the grace file keeps live entries, drops expired ones, and holds no password", () => {
+  it.each([
+    { name: "unchanged since this agent last saw it: keep (even if another agent set a newer one)", password: "p1", previous: "p1", inForce: false, step: "keep" },
+    { name: "changed, already in force (another agent set it): record", password: "p2", previous: "p1", inForce: true, step: "record" },
+    { name: "changed, not in force: this agent sets it", password: "p2", previous: "p1", inForce: false, step: "set" },
+    { name: "first sight, in force: record", password: "p1", previous: undefined, inForce: true, step: "record" },
+    { name: "first sight, not in force: set", password: "p1", previous: undefined, inForce: false, step: "set" },
+  ])("password step: $name", async ({ password, previous, inForce, step }) => {
+    let asked = 0;
+    const got = await passwordStep(password, previous ? hashPassword(previous) : undefined, async () => {
+      asked++;
+      return inForce;
+    });
+    expect(got).toBe(step);
+    expect(asked).toBe(step === "keep" ? 0 : 1); // no request when nothing changed
+  });
+
+  it("a password hash matches its password only, and holds no password", () => {
     const h = hashPassword("old-password");
     expect(passwordMatches("old-password", h)).toBe(true);
     expect(passwordMatches("other", h)).toBe(false);
-    const before = { gone: { ...h, until: 100 }, live: { ...h, until: 1000 } };
-    const after = withGrace(before, { serving: h }, 500, 900);
-    expect(Object.keys(after).sort()).toEqual(["live", "serving"]);
-    expect(after.serving!.until).toBe(1400);
-    expect(JSON.stringify(after)).not.toContain("old-password");
+    expect(JSON.stringify(h)).not.toContain("old-password");
+  });
+});
+
+/**
+ * MLflow's basic-auth API as the agent uses it, in memory: users and their
+ * passwords, direct grants, experiments, and the grace rows mlops_auth.py keeps
+ * in the shared auth database. Every request yields first, so two agents'
+ * requests interleave like two servers' would.
+ */
+class FakeMlflow {
+  now = 1_000_000;
+  readonly users = new Map<string, { password: string; admin: boolean }>([["admin", { password: "admin-0", admin: true }]]);
+  readonly grace: { user: string; password: string; until: number }[] = [];
+  readonly grants = new Map<string, Map<string, string>>(); // user -> "type/id" -> permission
+  readonly experiments = new Map<string, string>();
+  readonly log: string[] = [];
+
+  readonly http: HttpClient = async (url: string, init: HttpRequestInit = {}) => {
+    await new Promise((r) => setImmediate(r));
+    const u = new URL(url);
+    const method = init.method ?? "GET";
+    const headers = init.headers ?? {};
+    const body = init.body ? (JSON.parse(String(init.body)) as Record<string, string>) : {};
+    const q = (k: string) => u.searchParams.get(k) ?? "";
+    if (u.pathname === "/health") return res(200, "OK");
+    const [name, password] = Buffer.from((headers.authorization ?? "").replace(/^Basic /, ""), "base64").toString().split(/:(.*)/s);
+    const exact = this.users.get(name ?? "")?.password === password;
+    const graced = !headers["x-mlops-exact-password"] && this.grace.some((g) => g.user === name && g.password === password && g.until > this.now);
+    if (!exact && !graced) return res(401, "unauthorized");
+    const admin = this.users.get(name!)?.admin === true;
+    const route = `${method} ${u.pathname.replace(/^\/api\/[23]\.0\/mlflow/, "")}`;
+    this.log.push(route);
+    switch (route) {
+      case "GET /users/current":
+        return res(200, { user: { username: name } });
+      case "GET /users/get":
+        return this.users.has(q("username")) ? res(200, {}) : err(404, "RESOURCE_DOES_NOT_EXIST");
+      case "POST /users/create":
+        if (this.users.has(body.username!)) return err(400, "RESOURCE_ALREADY_EXISTS");
+        this.users.set(body.username!, { password: body.password!, admin: false });
+        return res(200, {});
+      case "PATCH /users/update-password": {
+        const target = this.users.get(body.username!);
+        if (!target) return err(404, "RESOURCE_DOES_NOT_EXIST");
+        if (body.username === name && body.current_password !== target.password) return err(400, "INVALID_PARAMETER_VALUE");
+        const seconds = Number(headers["x-mlops-grace-seconds"] ?? 0);
+        if (exact && admin && seconds > 0) this.grace.push({ user: body.username!, password: target.password, until: this.now + seconds * 1000 });
+        target.password = body.password!;
+        return res(200, {});
+      }
+      case "GET /experiments/get-by-name": {
+        const id = this.experiments.get(q("experiment_name"));
+        return id ? res(200, { experiment: { experiment_id: id } }) : err(404, "RESOURCE_DOES_NOT_EXIST");
+      }
+      case "GET /users/permissions/list": {
+        const g = this.grants.get(q("username")) ?? new Map();
+        return res(200, {
+          permissions: [...g].map(([k, permission]) => ({ resource_type: k.split("/")[0], resource_pattern: k.split("/")[1], permission, role_name: "__user_1__" })),
+        });
+      }
+      case "POST /users/permissions/grant": {
+        const g = this.grants.get(body.username!) ?? new Map<string, string>();
+        this.grants.set(body.username!, g);
+        const key = `${body.resource_type}/${body.resource_id}`;
+        if (g.has(key)) return err(400, "RESOURCE_ALREADY_EXISTS");
+        g.set(key, body.permission!);
+        return res(200, {});
+      }
+      case "POST /users/permissions/revoke": {
+        const g = this.grants.get(body.username!);
+        const key = `${body.resource_type}/${body.resource_id}`;
+        if (!g?.has(key)) return err(404, "RESOURCE_DOES_NOT_EXIST");
+        g.delete(key);
+        return res(200, {});
+      }
+      default:
+        return res(404, `no route ${route}`);
+    }
+  };
+
+  logsIn(user: string, password: string): boolean {
+    return this.users.get(user)?.password === password || this.grace.some((g) => g.user === user && g.password === password && g.until > this.now);
+  }
+}
+
+function res(status: number, body: unknown): HttpResponse {
+  return { status, statusText: "", headers: {}, body: Buffer.from(typeof body === "string" ? body : JSON.stringify(body)), truncated: false };
+}
+const err = (status: number, code: string) => res(status, { error_code: code, message: code });
+
+const SETTINGS = configSchema.parse({ mlflow: { auth: AUTH } }).mlflow.auth!;
+
+/** One agent (one VM): its own applied record, the secrets as its cache has them. */
+function agent(mlflow: FakeMlflow, name: string) {
+  const host = createMemoryHost();
+  const secrets: Record<string, string> = { admin: "admin-0", "user:airflow": "airflow-0", "user:serving": "serving-0" };
+  const ctx = (): AccessContext => ({ url: "http://mlflow", settings: SETTINGS, secrets: { ...secrets }, appliedFile: `/state/${name}-applied.json`, host, http: mlflow.http });
+  return { secrets, host, run: () => mlflowBasicAuth.apply(ctx()) };
+}
+
+describe("two agents provisioning one MLflow auth database", () => {
+  it("at the same moment on a fresh database: both succeed, each user made once, grants exactly as configured", async () => {
+    const m = new FakeMlflow();
+    m.experiments.set("iris", "7");
+    const [a, b] = [agent(m, "a"), agent(m, "b")];
+    const [ra, rb] = await Promise.all([a.run(), b.run()]);
+    expect(ra.complete && rb.complete).toBe(true);
+    expect([...m.users.keys()].sort()).toEqual(["admin", "airflow", "serving"]);
+    // Both tried to create: one got "already exists" and took it as done.
+    expect(m.log.filter((r) => r === "POST /users/create")).toHaveLength(4);
+    expect([...ra.changes, ...rb.changes].filter((c) => c.startsWith("created user"))).toHaveLength(2);
+    expect(m.log.filter((r) => r === "PATCH /users/update-password")).toEqual([]);
+    expect([...m.grants.get("airflow")!]).toEqual([["registered_model/iris", "EDIT"]]);
+    expect([...m.grants.get("serving")!]).toEqual([["experiment/7", "READ"]]);
+    // Checked again (every 5 min), neither changes anything.
+    m.log.length = 0;
+    const again = await Promise.all([a.run(), b.run()]);
+    expect(again.flatMap((r) => r.changes)).toEqual([]);
+    expect(m.log.filter((r) => !r.startsWith("GET"))).toEqual([]);
+  });
+
+  it("a creator's MANAGE taken down to the configured grant by both at once: one revoke wins, the other's is no failure", async () => {
+    const m = new FakeMlflow();
+    m.experiments.set("iris", "7");
+    const [a, b] = [agent(m, "a"), agent(m, "b")];
+    await a.run();
+    m.grants.get("airflow")!.set("registered_model/iris", "MANAGE"); // MLflow, when airflow registers the model again
+    const both = await Promise.all([a.run(), b.run()]);
+    expect(both.every((r) => r.complete)).toBe(true);
+    expect(m.grants.get("airflow")!.get("registered_model/iris")).toBe("EDIT");
+  });
+
+  it("a rotation seen by A first: A sets it, the old password works everywhere in its grace period, B (stale) undoes nothing and later just records it", async () => {
+    const m = new FakeMlflow();
+    const [a, b] = [agent(m, "a"), agent(m, "b")];
+    await Promise.all([a.run(), b.run()]);
+    a.secrets["user:serving"] = "serving-1";
+    const ra = await a.run();
+    expect(ra.changes).toEqual([expect.stringMatching(/^rotated the password of serving \(the previous one stays valid for 900 s on every MLflow server\)/)]);
+    expect(m.users.get("serving")!.password).toBe("serving-1");
+    expect(m.logsIn("serving", "serving-0")).toBe(true); // on every server: the grace row is shared
+    // B's secret cache still has serving-0: its checks change nothing.
+    m.log.length = 0;
+    expect((await b.run()).changes).toEqual([]);
+    expect(m.users.get("serving")!.password).toBe("serving-1");
+    expect(m.log).not.toContain("PATCH /users/update-password");
+    // B sees the new value: it is in force already, B records it and sets nothing (the grace is not extended).
+    b.secrets["user:serving"] = "serving-1";
+    m.log.length = 0;
+    expect((await b.run()).changes).toEqual([]);
+    expect(m.log).not.toContain("PATCH /users/update-password");
+    expect(m.grace).toHaveLength(1);
+    // After the grace period the old one is refused.
+    m.now += 901_000;
+    expect(m.logsIn("serving", "serving-0")).toBe(false);
+  });
+
+  it("a rotation both see at the same moment: the password is the new one, the old one has its grace", async () => {
+    const m = new FakeMlflow();
+    const [a, b] = [agent(m, "a"), agent(m, "b")];
+    await Promise.all([a.run(), b.run()]);
+    a.secrets["user:airflow"] = b.secrets["user:airflow"] = "airflow-1";
+    const both = await Promise.all([a.run(), b.run()]);
+    expect(both.flatMap((r) => r.changes).filter((c) => c.startsWith("rotated the password of airflow")).length).toBeGreaterThanOrEqual(1);
+    expect(m.users.get("airflow")!.password).toBe("airflow-1");
+    expect(m.logsIn("airflow", "airflow-0")).toBe(true);
+  });
+
+  it("the admin's password rotated by A: B, whose secret is still the old one, logs in through the grace period and stays working", async () => {
+    const m = new FakeMlflow();
+    const [a, b] = [agent(m, "a"), agent(m, "b")];
+    await Promise.all([a.run(), b.run()]);
+    a.secrets.admin = "admin-1";
+    expect((await a.run()).changes).toEqual(["rotated the password of admin admin"]);
+    expect(m.users.get("admin")!.password).toBe("admin-1");
+    expect((await b.run()).changes).toEqual([]);
+    b.secrets.admin = "admin-1";
+    expect((await b.run()).changes).toEqual([]);
+    // Both at once, the next time.
+    a.secrets.admin = b.secrets.admin = "admin-2";
+    const both = await Promise.all([a.run(), b.run()]);
+    expect(both.flatMap((r) => r.changes).filter((c) => c.startsWith("rotated the password of admin")).length).toBeGreaterThanOrEqual(1);
+    expect(m.users.get("admin")!.password).toBe("admin-2");
+    expect(m.logsIn("admin", "admin-1")).toBe(true);
+  });
+
+  it("an admin password nobody set is refused with the setting named", async () => {
+    const m = new FakeMlflow();
+    const a = agent(m, "a");
+    a.secrets.admin = "wrong";
+    await expect(a.run()).rejects.toThrow(/MLflow refuses admin admin with the password of mlflow\.auth\.adminPassword/);
   });
 });
 
