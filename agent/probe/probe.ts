@@ -69,7 +69,13 @@ const REASON_BODY_BYTES = 16 * 1024;
 const JSON_BODY_BYTES = 1024 * 1024;
 
 async function httpGet(
-  spec: { path: string; port: number; host?: string; json?: { field: string; equals: string }; basicAuth?: { user: string; password: string } },
+  spec: {
+    path: string;
+    port: number;
+    host?: string;
+    json?: { field: string; equals: string; reasonField?: string };
+    basicAuth?: { user: string; password: string };
+  },
   opts: RunProbeOptions,
 ): Promise<Omit<ProbeResult, "latencyMs">> {
   const request = opts.http ?? httpRequest;
@@ -98,22 +104,37 @@ async function httpGet(
     }
     if (!spec.json) return { ok, message: text };
     if (res.truncated) return { ok: false, message: `GET ${url}: the body is over ${JSON_BODY_BYTES} bytes` };
-    let value: unknown;
+    let doc: unknown;
     try {
-      value = JSON.parse(res.body.toString("utf8"));
-      for (const seg of spec.json.field.split(".")) value = (value as Record<string, unknown> | null)?.[seg];
+      doc = JSON.parse(res.body.toString("utf8"));
     } catch {
       return { ok: false, message: `GET ${url}: the body is not JSON` };
     }
+    const value = at(doc, spec.json.field);
     const got = value === undefined ? "(absent)" : String(value);
-    return got === spec.json.equals
-      ? { ok: true, message: `${spec.json.field} is ${got}` }
-      : { ok: false, message: `${spec.json.field} is ${got}, want ${spec.json.equals} (GET ${url})` };
+    if (got === spec.json.equals) return { ok: true, message: `${spec.json.field} is ${got}` };
+    const reason = spec.json.reasonField === undefined ? undefined : at(doc, spec.json.reasonField);
+    if (typeof reason === "string" && reason.trim()) return { ok: false, message: clipReason(reason, opts.secrets) };
+    return { ok: false, message: `${spec.json.field} is ${got}, want ${spec.json.equals} (GET ${url})` };
   } catch (err) {
     if (timeout.aborted) return { ok: false, message: `GET ${url}: timed out after ${opts.timeoutMs}ms` };
     if (isTimeout(err)) return { ok: false, message: `GET ${url}: aborted` };
     return { ok: false, message: `GET ${url}: ${errorText(err)}` };
   }
+}
+
+/** The value at a dotted path of a parsed JSON document (undefined when absent). */
+function at(doc: unknown, path: string): unknown {
+  let value = doc;
+  for (const seg of path.split(".")) value = value !== null && typeof value === "object" ? (value as Record<string, unknown>)[seg] : undefined;
+  return value;
+}
+
+/** A service's own reason on one line, at most 300 characters, with known secrets redacted. */
+function clipReason(text: string, secrets: Scrubber | undefined): string {
+  const why = text.replace(/\s+/g, " ").trim();
+  const short = why.length > 300 ? `${why.slice(0, 299)}…` : why;
+  return secrets ? secrets.scrub(short) : short;
 }
 
 /**

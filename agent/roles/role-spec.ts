@@ -17,7 +17,7 @@ const httpGet = z.object({
       path: z.string().startsWith("/"),
       port: templated,
       host: z.string().optional(),
-      json: z.object({ field: z.string(), equals: z.string() }).strict().optional(),
+      json: z.object({ field: z.string(), equals: z.string(), reasonField: z.string().optional() }).strict().optional(),
       /** HTTP basic auth, when the context value `when` is non-empty (a service behind its own login). */
       basicAuth: z.object({ when: z.string(), user: templated, password: templated }).strict().optional(),
     })

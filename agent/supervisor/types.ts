@@ -12,8 +12,11 @@ export interface HttpGetProbe {
     /**
      * For endpoints that always answer 200 with a verdict in the body (Airflow's
      * /api/v2/monitor/health): the JSON value at this dotted path must equal `equals`.
+     * When it does not, the probe's message is the string at the dotted path
+     * `reasonField` of the same body if there is one (the service's own words on
+     * why, e.g. which version it serves and which it could not load).
      */
-    readonly json?: { readonly field: string; readonly equals: string };
+    readonly json?: { readonly field: string; readonly equals: string; readonly reasonField?: string };
     /** Sent as HTTP basic auth (a service behind its own login); never shown. */
     readonly basicAuth?: { readonly user: string; readonly password: string };
   };

@@ -539,4 +539,28 @@ describe("httpGet probe with a JSON verdict", () => {
     expect(await runProbe(spec, { timeoutMs: 2000 })).toMatchObject({ ok: false, message: expect.stringMatching(/is \(absent\)/) });
     srv.close();
   });
+
+  it("a failed verdict quotes the body's reasonField (one line, secrets scrubbed); without one it says field and value", async () => {
+    const { createServer } = await import("node:http");
+    let body: Record<string, unknown> = { ready: true, servesAlias: true, reason: null };
+    const srv = createServer((_req, res) => {
+      res.setHeader("content-type", "application/json");
+      res.end(JSON.stringify(body));
+    });
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", r));
+    const port = (srv.address() as { port: number }).port;
+    const { runProbe } = await import("../../agent/probe/probe.ts");
+    const spec = { httpGet: { path: "/ready", port, json: { field: "servesAlias", equals: "true", reasonField: "reason" } } };
+    expect(await runProbe(spec, { timeoutMs: 2000 })).toMatchObject({ ok: true, message: "servesAlias is true" });
+    body = { ready: true, servesAlias: false, reason: "serving iris version 1, but champion points at version 2,\n which could not be loaded: s3cret missing" };
+    const secrets = new SecretRegistry();
+    secrets.register("s3cret");
+    expect(await runProbe(spec, { timeoutMs: 2000, secrets })).toMatchObject({
+      ok: false,
+      message: "serving iris version 1, but champion points at version 2, which could not be loaded: [redacted] missing",
+    });
+    body = { ready: true, servesAlias: false };
+    expect(await runProbe(spec, { timeoutMs: 2000 })).toMatchObject({ ok: false, message: expect.stringMatching(/^servesAlias is false, want true \(GET /) });
+    srv.close();
+  });
 });
