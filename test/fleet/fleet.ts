@@ -126,8 +126,6 @@ export class Fleet {
   readonly deployment: Deployment;
   readonly vcn: Vcn;
   readonly vms: FleetVm[] = [];
-  /** The names of the VMs an instance pool launched (the rest are fixed instances). */
-  readonly poolMembers = new Set<string>();
   readonly mysql: DbSystem;
   readonly postgres: DbSystem;
   readonly lb: LoadBalancer;
@@ -238,7 +236,7 @@ export class Fleet {
     const mirrorAddress = a.mirrorIp;
     const prefix = (cidr: string) => cidr.split("/")[1];
     // Every VM: the fixed ones at Terraform's addresses, the pools' where the render placed them (as OCI would).
-    const planned = Object.entries(deployment.instances).map(([name, i]) => ({ name, role: i.role, privateIp: i.privateIp, userData: i.userData, metadata: i.metadata ?? {}, pool: i.metadata !== undefined }));
+    const planned = Object.entries(deployment.instances).map(([name, i]) => ({ name, role: i.role, privateIp: i.privateIp, userData: i.userData, metadata: i.metadata ?? {} }));
     // The internal MLflow endpoint (mlflow-endpoint.tf), when the VMs' tracking URI names it.
     const spec = deployment.mlflowEndpoint;
     const nlbAddress = usesEndpoint(deployment) ? a.mlflowInternalIp : undefined;
@@ -465,7 +463,6 @@ export class Fleet {
         // Its NSG, from the machine: neither the image's firewall nor the agent inside the VM sees it.
         applyRuleset(vm.link.netns, vmRuleset(inst.role, rules, nsgMembers));
         fleet.vms.push(vm);
-        if (inst.pool) fleet.poolMembers.add(vm.name);
       }
       return fleet;
     } catch (err) {
