@@ -170,7 +170,7 @@ describe("the fleet", () => {
     // The VMs that use MLflow reach it at their tracking URI (the internal endpoint) through the MLflow VMs' firewalls and the NSGs.
     for (const vm of [airflowVm, ...sc.workers, servingVm]) expect((await sc.send(fleet.vantage(vm), { url: `${sc.trackingUri}/health` })).status, vm.name).toBe(200);
     // The NSGs' tables are the machine's, in each VM's namespace, untouched by the image's firewall starting inside.
-    for (const vm of fleet.vms) expect(listRuleset(vm.link.netns), vm.name).toMatch(new RegExp(`chain nsg_${vm.role} \\{[^}]*\\bdrop\\b`));
+    for (const vm of fleet.vms) expect(listRuleset(vm.link.netns), vm.name).toMatch(new RegExp(`chain nsg_${vm.role.replace(/-/g, "_")} \\{[^}]*\\bdrop\\b`));
   });
 
   it("a DAG written to the bucket reaches the Airflow VM and trains on it; runs, model and artifacts land on the MLflow VM, in the bucket and in the MySQL DB system", async () => {
