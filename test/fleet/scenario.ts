@@ -330,10 +330,10 @@ export interface LoopSample {
 
 /**
  * A steady request loop through the load balancer (a client in api_cidr
- * predicting, `concurrency` requests at a time, back to back) until stop()
- * resolves with every sample.
+ * predicting, `concurrency` requests at a time, each of them at most one per
+ * `paceMs`) until stop() resolves with every sample.
  */
-export function predictLoop(sc: Scenario, concurrency = 2): { stop(): Promise<LoopSample[]>; samples: LoopSample[] } {
+export function predictLoop(sc: Scenario, concurrency = 2, paceMs = 100): { stop(): Promise<LoopSample[]>; samples: LoopSample[] } {
   const samples: LoopSample[] = [];
   let running = true;
   const workers = Array.from({ length: concurrency }, async () => {
@@ -349,6 +349,8 @@ export function predictLoop(sc: Scenario, concurrency = 2): { stop(): Promise<Lo
         what = String(err).slice(0, 160);
       }
       samples.push({ at, ms: Date.now() - at, ok, what });
+      const rest = at + paceMs - Date.now();
+      if (rest > 0 && running) await new Promise((r) => setTimeout(r, rest));
     }
   });
   return {
