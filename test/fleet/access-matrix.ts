@@ -185,7 +185,9 @@ const IRIS_ROWS = JSON.stringify({ dataframe_split: { columns: ["sepal_length_cm
 /** The request of one probe. */
 export async function probeRequest(row: Row, from: VantageRole, c: Credential, ctx: ProbeContext): Promise<ProbeRequest | undefined> {
   const t = row.target;
-  const host = t.host === "lb" ? ctx.lbHostname : t.host === "cache" ? ctx.cacheHostname : ctx.vmAddress(t.host, from);
+  // OCI Cache by its name from a VM (its certificate's name, in the VM's /etc/hosts); from outside, which has no name for it, by its address.
+  const outside = from === "internet" || from === "admin";
+  const host = t.host === "lb" ? ctx.lbHostname : t.host === "cache" && !outside ? ctx.cacheHostname : ctx.vmAddress(t.host, from);
   if (!host) return undefined;
   const base = `${t.tls ? "https" : "http"}://${host}:${t.port}`;
   // A worker's tasks call MLflow as the Airflow user.

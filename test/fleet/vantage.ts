@@ -120,8 +120,10 @@ export function outsideVantage(o: { name: string; netns: string; address: string
     name: o.name,
     kind: "outside",
     address: o.address,
-    request: (r) =>
+    request: (req) =>
       new Promise((ok, fail) => {
+        // Outside the VCN only whether a connection gets anywhere matters: a rediss:// target is tried as TLS by curl.
+        const r = req.url.startsWith("rediss://") ? { ...req, url: req.url.replace(/^rediss:/, "https:") } : req;
         const child = spawn("ip", ["netns", "exec", o.netns, "curl", "--config", "-"], { stdio: ["pipe", "pipe", "pipe"] });
         let out = "";
         let err = "";
