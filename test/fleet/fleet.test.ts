@@ -492,6 +492,55 @@ describe("the fleet", () => {
       expect(failed, JSON.stringify(failed.slice(0, 5))).toEqual([]);
     });
 
+    // The serving VMs' faults while the second run waits for the killed worker's task to be retried.
+    it("a serving VM's predict killed: the load balancer marks it down and the other answers, the agent restarts it, the load balancer marks it up", async () => {
+      const pid = (await servingVm.run(["systemctl", "show", "-p", "MainPID", "--value", "mlops-predict.service"])).trim();
+      expect(Number(pid)).toBeGreaterThan(0);
+      const seen = new Set<string>();
+      const killedAt = Date.now();
+      await servingVm.run(["kill", "-9", pid]);
+      await waitFor(
+        "the load balancer to mark the serving VM down",
+        async () => {
+          const st = (await fleet.lb.backendStates())[servingVm.name] ?? "";
+          seen.add(st);
+          return /^DOWN/.test(st) ? true : undefined;
+        },
+        120_000,
+        500,
+      );
+      timings.lbMarkedDownSeconds = (Date.now() - killedAt) / 1000;
+      // Meanwhile the deployment keeps answering through the other serving VM.
+      if (sc.servings.length > 1) {
+        const during = await sc.predict([VIRGINICA]);
+        expect(during.status, during.body).toBe(200);
+      }
+      await waitFor("the load balancer to mark it up again", async () => ((await fleet.lb.backendStates())[servingVm.name] === "UP" ? true : undefined), 180_000, 1_000);
+      timings.lbBackUpSeconds = (Date.now() - killedAt) / 1000;
+      const s = await status(servingVm);
+      expect(s.services.find((x) => x.name === "predict")?.restarts ?? 0).toBeGreaterThanOrEqual(1);
+      const r = await sc.predict([VIRGINICA]);
+      expect(r.status, r.body).toBe(200);
+      expect(readFileSync(join(fleet.dir, "lb/haproxy.log"), "utf8")).toMatch(/Server serving\/\S+ is DOWN/);
+    });
+
+    it("a whole VM rebooted rejoins with nothing to do, the load balancer answering meanwhile", async () => {
+      const t0 = Date.now();
+      const rebooting = servingVm.container.reboot();
+      if (sc.servings.length > 1) {
+        await waitFor("the load balancer to take the rebooting VM out", async () => (/^DOWN/.test((await fleet.lb.backendStates())[servingVm.name] ?? "") ? true : undefined), 60_000, 500);
+        const during = await sc.predict([SETOSA]);
+        expect(during.status, during.body).toBe(200);
+      }
+      await rebooting;
+      await sc.waitReady(servingVm, 5 * 60_000);
+      timings.servingRebootToReadySeconds = (Date.now() - t0) / 1000;
+      const s = await status(servingVm);
+      expect(s.lastConverge?.ok).toBe(true);
+      expect(s.lastConverge?.actions ?? []).toEqual([]);
+      await waitFor("the load balancer to take it back", async () => ((await fleet.lb.backendStates())[servingVm.name] === "UP" ? true : undefined), 180_000, 1_000);
+    });
+
     it("the second pipeline run succeeds: the killed worker's task was retried, the stopped MLflow VM was not needed", async (ctx) => {
       if (!secondRun) ctx.skip();
       const r = await secondRun!;
@@ -588,53 +637,6 @@ describe("the fleet", () => {
       timings.objectStorageHealSeconds = (Date.now() - healedAt) / 1000;
     });
 
-    it("a serving VM's predict killed: the load balancer marks it down and the other answers, the agent restarts it, the load balancer marks it up", async () => {
-      const pid = (await servingVm.run(["systemctl", "show", "-p", "MainPID", "--value", "mlops-predict.service"])).trim();
-      expect(Number(pid)).toBeGreaterThan(0);
-      const seen = new Set<string>();
-      const killedAt = Date.now();
-      await servingVm.run(["kill", "-9", pid]);
-      await waitFor(
-        "the load balancer to mark the serving VM down",
-        async () => {
-          const st = (await fleet.lb.backendStates())[servingVm.name] ?? "";
-          seen.add(st);
-          return /^DOWN/.test(st) ? true : undefined;
-        },
-        120_000,
-        500,
-      );
-      timings.lbMarkedDownSeconds = (Date.now() - killedAt) / 1000;
-      // Meanwhile the deployment keeps answering through the other serving VM.
-      if (sc.servings.length > 1) {
-        const during = await sc.predict([VIRGINICA]);
-        expect(during.status, during.body).toBe(200);
-      }
-      await waitFor("the load balancer to mark it up again", async () => ((await fleet.lb.backendStates())[servingVm.name] === "UP" ? true : undefined), 180_000, 1_000);
-      timings.lbBackUpSeconds = (Date.now() - killedAt) / 1000;
-      const s = await status(servingVm);
-      expect(s.services.find((x) => x.name === "predict")?.restarts ?? 0).toBeGreaterThanOrEqual(1);
-      const r = await sc.predict([VIRGINICA]);
-      expect(r.status, r.body).toBe(200);
-      expect(readFileSync(join(fleet.dir, "lb/haproxy.log"), "utf8")).toMatch(/Server serving\/\S+ is DOWN/);
-    });
-
-    it("a whole VM rebooted rejoins with nothing to do, the load balancer answering meanwhile", async () => {
-      const t0 = Date.now();
-      const rebooting = servingVm.container.reboot();
-      if (sc.servings.length > 1) {
-        await waitFor("the load balancer to take the rebooting VM out", async () => (/^DOWN/.test((await fleet.lb.backendStates())[servingVm.name] ?? "") ? true : undefined), 60_000, 500);
-        const during = await sc.predict([SETOSA]);
-        expect(during.status, during.body).toBe(200);
-      }
-      await rebooting;
-      await sc.waitReady(servingVm, 5 * 60_000);
-      timings.servingRebootToReadySeconds = (Date.now() - t0) / 1000;
-      const s = await status(servingVm);
-      expect(s.lastConverge?.ok).toBe(true);
-      expect(s.lastConverge?.actions ?? []).toEqual([]);
-      await waitFor("the load balancer to take it back", async () => ((await fleet.lb.backendStates())[servingVm.name] === "UP" ? true : undefined), 180_000, 1_000);
-    });
   });
 
   it("no secret in any VM's journal, process arguments, /status, user-data or instance metadata", async () => {
