@@ -636,7 +636,6 @@ describe("the fleet", () => {
       );
       timings.objectStorageHealSeconds = (Date.now() - healedAt) / 1000;
     });
-
   });
 
   it("no secret in any VM's journal, process arguments, /status, user-data or instance metadata", async () => {
