@@ -417,7 +417,8 @@ describe("the fleet", () => {
         const worker = fleet.vm(running.hostname);
         const unit = await sc.celeryUnit(worker);
         const killedAt = Date.now();
-        await worker.run(["systemctl", "kill", "--signal=SIGKILL", unit]);
+        // Every process in the unit's cgroup (systemctl kill inside the container fails with EIO on the cgroup kill).
+        await worker.run(["sh", "-c", 'cg=$(systemctl show -p ControlGroup --value "$1") && kill -9 $(find "/sys/fs/cgroup$cg" -name cgroup.procs -exec cat {} +)', "kill-unit", unit]);
         log(`  killed ${unit} on ${worker.name} while it ran ${running.taskId} (try ${running.tryNumber})`);
         await sc.waitPipeline(runId, 20 * 60_000);
         return { runId, killed: worker.name, killedTask: running.taskId, killedAt, succeededAt: Date.now() };
