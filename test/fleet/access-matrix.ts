@@ -14,9 +14,15 @@
  *   (prediction API) from api_cidr; 5000 (MLflow), 8080 (Airflow), 8501
  *   (dashboard) from admin_cidr; all HTTPS, no plain-HTTP path to any UI or
  *   API.
- * - On the VMs: MLflow's 5000 admits the load balancer and the Airflow and
- *   serving VMs (plain HTTP with basic auth inside the private subnet);
- *   Airflow's 8080 and serving's 8000 and 8501 admit only the load balancer;
+ * - On the VMs: MLflow's 5000 admits only the load balancer and the internal
+ *   MLflow endpoint (a network load balancer that does not preserve the
+ *   client's address), no VM; the internal endpoint's 5000 admits the
+ *   Airflow, worker and serving VMs (plain HTTP with basic auth inside the
+ *   private subnet); Airflow's 8080 admits the load balancer and the workers
+ *   (the execution API); serving's 8000 and 8501 admit only the load
+ *   balancer; a worker's task-log server on 8793 admits only the Airflow VM
+ *   (the api-server reads the logs; without its signed token: 403); OCI
+ *   Cache's 6379 (TLS, a password user) admits the Airflow and worker VMs;
  *   the agents' 9470 admits the VCN, where the image's host firewall, which
  *   the agent opens only for its role's service ports, rejects it (the
  *   status API is read on the VM itself); 22 only the bastion range; any
@@ -36,15 +42,15 @@ import type { FleetCredentials } from "./credentials.ts";
 import { describeOutcome, type Outcome, type ProbeRequest, type Vantage } from "./vantage.ts";
 
 export type Credential = "none" | "wrong" | "right";
-export type Feature = "mlflow-auth" | "api-keys";
+export type Feature = "mlflow-auth" | "api-keys" | "broker-auth";
 
 export type Expected = "no-route" | "dropped" | "rejected" | "not-http" | { readonly status: number; readonly location?: string };
 
 /** What answers on a port (decides the request and the credentials). */
-export type Service = "redirect" | "predict" | "predict-health" | "dashboard" | "mlflow" | "mlflow-delete" | "airflow" | "status" | "ssh" | "other";
+export type Service = "redirect" | "predict" | "predict-health" | "dashboard" | "mlflow" | "mlflow-delete" | "airflow" | "task-logs" | "broker" | "status" | "ssh" | "other";
 
 export interface Target {
-  /** `lb`, or the role of the VM. */
+  /** `lb`, the role of the VM, or a service of the VCN that is no VM (`mlflow-internal`, `cache`). */
   readonly host: string;
   readonly port: number;
   /** How the client speaks to it: HTTPS at the load balancer's name, or plain HTTP. */
@@ -58,23 +64,33 @@ export interface Row {
 }
 
 /** The vantage points' roles: outside clients by name, VMs by role. */
-export type VantageRole = "internet" | "admin" | "airflow" | "serving" | "mlflow";
+export type VantageRole = "internet" | "admin" | "airflow" | "airflow-worker" | "serving" | "mlflow";
+
+const VMS: readonly VantageRole[] = ["airflow", "airflow-worker", "serving", "mlflow"];
 
 /** The load balancer's listeners as the policy has them: who may connect. */
 const LB_POLICY: Readonly<Record<number, readonly VantageRole[]>> = { 80: ["internet"], 443: ["internet"], 5000: ["admin"], 8080: ["admin"], 8501: ["admin"] };
 /** The VMs' ports: which VMs may connect (the load balancer is not a vantage point here; the scenario uses it). */
 const VM_POLICY: Readonly<Record<string, Readonly<Record<number, readonly VantageRole[]>>>> = {
-  mlflow: { 5000: ["airflow", "serving"], 9470: ["airflow", "serving", "mlflow"] },
-  airflow: { 9470: ["airflow", "serving", "mlflow"] },
-  serving: { 9470: ["airflow", "serving", "mlflow"] },
+  mlflow: { 5000: [], 9470: VMS },
+  airflow: { 8080: ["airflow-worker"], 9470: VMS },
+  "airflow-worker": { 8793: ["airflow"], 9470: VMS },
+  serving: { 9470: VMS },
+  "mlflow-internal": { 5000: ["airflow", "airflow-worker", "serving"] },
+  cache: { 6379: ["airflow", "airflow-worker"] },
 };
-/** The ports the agent opens in the image's host firewall (the rest of what an NSG admits is rejected there). */
-const HOST_FIREWALL: Readonly<Record<string, readonly number[]>> = { mlflow: [5000], airflow: [8080], serving: [8000, 8501] };
+/** The ports the agent opens in the image's host firewall (the rest of what an NSG admits is rejected there); none on what is no VM. */
+const HOST_FIREWALL: Readonly<Record<string, readonly number[]>> = { mlflow: [5000], airflow: [8080], "airflow-worker": [8793], serving: [8000, 8501] };
+/** The VCN's services that are no VM: no SSH row, no host firewall. */
+const NOT_VMS: ReadonlySet<string> = new Set(["mlflow-internal", "cache"]);
 const SERVICE_OF: Readonly<Record<string, Readonly<Record<number, Service>>>> = {
   lb: { 80: "redirect", 443: "predict", 5000: "mlflow", 8080: "airflow", 8501: "dashboard" },
   mlflow: { 5000: "mlflow", 9470: "status", 22: "ssh" },
   airflow: { 8080: "airflow", 9470: "status", 22: "ssh" },
+  "airflow-worker": { 8793: "task-logs", 9470: "status", 22: "ssh" },
   serving: { 8000: "predict", 8501: "dashboard", 9470: "status", 22: "ssh" },
+  "mlflow-internal": { 5000: "mlflow" },
+  cache: { 6379: "broker" },
 };
 
 /**
@@ -92,10 +108,11 @@ export function matrixRows(lbPorts: readonly { port: number; tls: boolean }[], l
     if (service === "predict") rows.push({ label: `LB :${l.port} https /health`, target: { host: "lb", port: l.port, tls: true }, service: "predict-health" });
   }
   for (const [role, ports] of Object.entries(listening)) {
-    for (const port of [...new Set([22, ...ports])].sort((a, b) => a - b)) {
+    for (const port of [...new Set([...(NOT_VMS.has(role) ? [] : [22]), ...ports])].sort((a, b) => a - b)) {
       const service = SERVICE_OF[role]?.[port] ?? "other";
-      rows.push({ label: `${role} VM :${port} ${service}`, target: { host: role, port, tls: false }, service });
-      if (service === "mlflow") rows.push({ label: `${role} VM :${port} delete model`, target: { host: role, port, tls: false }, service: "mlflow-delete" });
+      const where = `${role}${NOT_VMS.has(role) ? "" : " VM"} :${port}`;
+      rows.push({ label: `${where} ${service}`, target: { host: role, port, tls: false }, service });
+      if (service === "mlflow") rows.push({ label: `${where} delete model`, target: { host: role, port, tls: false }, service: "mlflow-delete" });
     }
   }
   return rows;
@@ -104,13 +121,15 @@ export function matrixRows(lbPorts: readonly { port: number; tls: boolean }[], l
 /** The feature a service's credentials need. */
 function featureOf(s: Service): Feature | undefined {
   if (s === "mlflow" || s === "mlflow-delete") return "mlflow-auth";
+  if (s === "broker") return "broker-auth";
   if (s === "predict") return "api-keys";
   return undefined;
 }
 
 /** Which credentials a service distinguishes (one probe for the others). */
 function credentialsOf(s: Service): readonly Credential[] {
-  return s === "mlflow" || s === "mlflow-delete" || s === "predict" || s === "airflow" ? ["none", "wrong", "right"] : ["none"];
+  if (s === "task-logs") return ["none", "wrong"];
+  return s === "mlflow" || s === "mlflow-delete" || s === "predict" || s === "airflow" || s === "broker" ? ["none", "wrong", "right"] : ["none"];
 }
 
 export interface CellPlan {
@@ -128,19 +147,21 @@ export function planCell(row: Row, from: VantageRole, features: ReadonlySet<Feat
   if (t.host !== "lb" && outside) return { expect: { none: "no-route" } };
   const admitted = t.host === "lb" ? (LB_POLICY[t.port] ?? []) : (VM_POLICY[t.host]?.[t.port] ?? []);
   if (!admitted.includes(from)) return { expect: { none: "dropped" } };
-  if (t.host !== "lb" && !(HOST_FIREWALL[t.host] ?? []).includes(t.port)) return { expect: { none: "rejected" } };
+  if (t.host !== "lb" && !NOT_VMS.has(t.host) && !(HOST_FIREWALL[t.host] ?? []).includes(t.port)) return { expect: { none: "rejected" } };
   const s = row.service;
   if (s === "redirect") return { expect: { none: { status: 301, location: `https://${lbHostname}/` } } };
   // Plain HTTP to an HTTPS listener.
   if (t.host === "lb" && !t.tls) return { expect: { none: "not-http" } };
   if (s === "mlflow-delete" && t.host === "lb") return { skip: "the admin may delete", expect: {} };
-  if (s === "mlflow-delete" && from === "airflow") return { skip: "creator of the model: MANAGE", expect: {} };
+  if (s === "mlflow-delete" && (from === "airflow" || from === "airflow-worker")) return { skip: "creator of the model: MANAGE", expect: {} };
   const feature = featureOf(s);
   if (feature && !features.has(feature)) {
     if (s === "mlflow-delete") return { skip: `needs ${feature} (it would delete the model)`, pending: feature, expect: {} };
     return { pending: feature, expect: { none: { status: 200 } } };
   }
   if (credentialsOf(s).length === 1) return { expect: { none: { status: 200 } } };
+  // Airflow's log server answers a request without its signed token, or with a bad one, 403.
+  if (s === "task-logs") return { expect: { none: { status: 403 }, wrong: { status: 403 } } };
   return { expect: { none: { status: 401 }, wrong: { status: 401 }, right: { status: s === "mlflow-delete" ? 403 : 200 } } };
 }
 
@@ -150,6 +171,8 @@ export interface ProbeContext {
   /** Address of each role's target VM. */
   readonly vmAddress: (role: string, from: VantageRole) => string | undefined;
   readonly credentials: FleetCredentials;
+  /** OCI Cache's hostname (its certificate's name). */
+  readonly cacheHostname?: string;
   /** Airflow's admin password (Vault, or the VM's file). */
   readonly airflowAdminPassword: string;
   /** An Airflow token for the admin (the right credential for its API). */
@@ -162,10 +185,13 @@ const IRIS_ROWS = JSON.stringify({ dataframe_split: { columns: ["sepal_length_cm
 /** The request of one probe. */
 export async function probeRequest(row: Row, from: VantageRole, c: Credential, ctx: ProbeContext): Promise<ProbeRequest | undefined> {
   const t = row.target;
-  const host = t.host === "lb" ? ctx.lbHostname : ctx.vmAddress(t.host, from);
+  // OCI Cache by its name from a VM (its certificate's name, in the VM's /etc/hosts); from outside, which has no name for it, by its address.
+  const outside = from === "internet" || from === "admin";
+  const host = t.host === "lb" ? ctx.lbHostname : t.host === "cache" && !outside ? ctx.cacheHostname : ctx.vmAddress(t.host, from);
   if (!host) return undefined;
   const base = `${t.tls ? "https" : "http"}://${host}:${t.port}`;
-  const mlflowUser = from === "admin" ? ctx.credentials.mlflowAdmin : ctx.credentials.mlflowUsers[from];
+  // A worker's tasks call MLflow as the Airflow user.
+  const mlflowUser = from === "admin" ? ctx.credentials.mlflowAdmin : ctx.credentials.mlflowUsers[from === "airflow-worker" ? "airflow" : from];
   const basic = (c: Credential) =>
     c === "none" || !mlflowUser ? {} : { basicAuth: { user: mlflowUser.user, password: c === "right" ? mlflowUser.password : WRONG } };
   switch (row.service) {
@@ -187,6 +213,13 @@ export async function probeRequest(row: Row, from: VantageRole, c: Credential, c
       if (c === "wrong")
         return { url: `${base}/auth/token`, method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ username: "admin", password: WRONG }) };
       return { url: `${base}/api/v2/dags?limit=1`, headers: c === "right" ? { authorization: `Bearer ${await ctx.airflowToken()}` } : {} };
+    case "task-logs":
+      // A log file path the api-server would ask for, with no token or a token that is not Airflow's.
+      return { url: `${base}/log/dag_id=iris_pipeline/run_id=x/task_id=train/attempt=1.log`, headers: c === "wrong" ? { authorization: WRONG } : {} };
+    case "broker": {
+      const b = ctx.credentials.broker;
+      return { url: `rediss://${host}:${t.port}`, ...(c === "none" || !b ? {} : { basicAuth: { user: b.user ?? "", password: c === "right" ? b.password : WRONG } }) };
+    }
     case "status":
       return { url: `${base}/status` };
     default:

@@ -24,6 +24,8 @@ export interface FleetCredentials {
   /** The prediction API's keys (serving.apiKeys), empty while the API takes none. */
   readonly apiKeys: readonly string[];
   readonly dashboardApiKey?: string;
+  /** The Celery broker's user (OCI Cache user; absent: the default user) and password (airflow.celery), absent without workers. */
+  readonly broker?: { readonly user?: string; readonly password: string };
 }
 
 type Obj = Record<string, unknown>;
@@ -40,6 +42,7 @@ export function fleetCredentials(config: Obj, vault: Readonly<Record<string, str
   const mlflow = (config.mlflow ?? {}) as Obj;
   const airflow = (config.airflow ?? {}) as Obj;
   const serving = (config.serving ?? {}) as Obj;
+  const celery = airflow.celery as Obj | undefined;
   const auth = mlflow.auth as Obj | undefined;
   const mlflowUsers: Record<string, UserPassword> = {};
   for (const [role, section] of [
@@ -67,6 +70,14 @@ export function fleetCredentials(config: Obj, vault: Readonly<Record<string, str
         }
       : {}),
     apiKeys: ((serving.apiKeys ?? []) as unknown[]).map((k, n) => secretValue(k, vault, `serving.apiKeys[${n}]`)),
+    ...(celery?.brokerPassword !== undefined
+      ? {
+          broker: {
+            ...(typeof celery.brokerUser === "string" ? { user: celery.brokerUser } : {}),
+            password: secretValue(celery.brokerPassword, vault, "airflow.celery.brokerPassword"),
+          },
+        }
+      : {}),
     ...(serving.dashboardApiKey !== undefined
       ? {
           dashboardApiKey: secretValue(serving.dashboardApiKey, vault, "serving.dashboardApiKey"),

@@ -25,7 +25,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StatusSnapshot } from "../../agent/status/types.ts";
 import { REPO, waitFor } from "../support/agent-process.ts";
 import { DEFAULT_UV_CACHE, Fleet } from "./fleet.ts";
-import { IRIS_COLUMNS, IRIS_DAG, Scenario, SETOSA, VIRGINICA } from "./scenario.ts";
+import { IRIS_COLUMNS, IRIS_DAG, predictLoop, Scenario, SETOSA, VIRGINICA } from "./scenario.ts";
 import { type Feature, matrixRows, pendingCells, renderMatrix, runMatrix } from "./access-matrix.ts";
 import { listRuleset } from "./nsg.ts";
 import type { FleetVm } from "./vm.ts";
@@ -35,6 +35,9 @@ const started = Date.now();
 const log = (msg: string) => process.stderr.write(`[fleet ${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${msg}\n`);
 const OUTPUT = join(REPO, "test-output/fleet");
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+/** The config change of the drain step: serving.pollSeconds 5 -> 4 in /etc/mlops-agent/config.json (the prediction API's environment). */
+const SET_POLL_SECONDS =
+  "import json; p = '/etc/mlops-agent/config.json'; c = json.load(open(p)); c.setdefault('serving', {})['pollSeconds'] = 4; open(p, 'w').write(json.dumps(c))";
 
 let fleet: Fleet;
 let sc: Scenario;
@@ -42,7 +45,10 @@ let mlflowVm: FleetVm;
 let airflowVm: FleetVm;
 let servingVm: FleetVm;
 let hostNetworkBefore = "";
-const timings: Record<string, number> = {};
+/** Counts and timings of the run (test-output/fleet/timings.json; the closing note quotes them). */
+const timings: Record<string, number | string | string[]> = {};
+/** The first pipeline run's id (its task instances are checked after it). */
+let firstRunId = "";
 
 function hostNetwork(): string {
   const run = (args: string[]) => spawnSync("ip", args, { encoding: "utf8" }).stdout;
@@ -56,13 +62,14 @@ beforeAll(async () => {
   mkdirSync(OUTPUT, { recursive: true });
   hostNetworkBefore = hostNetwork();
   const t0 = Date.now();
-  fleet = await Fleet.create({ log, uvCache: DEFAULT_UV_CACHE });
+  // Two MLflow VMs on one DB, two Airflow workers, the serving pool at Terraform's default size (2).
+  fleet = await Fleet.create({ log, uvCache: DEFAULT_UV_CACHE, instanceCount: { mlflow: 2 }, workerCount: 2 });
   timings.prepareSeconds = (Date.now() - t0) / 1000;
   sc = new Scenario(fleet, log);
   mlflowVm = sc.mlflow;
   airflowVm = sc.airflowVm;
   servingVm = sc.serving;
-  log(`fleet ${fleet.runId} prepared in ${timings.prepareSeconds.toFixed(0)} s; booting ${fleet.vms.map((v) => `${v.name} (${v.ip})`).join(", ")}`);
+  log(`fleet ${fleet.runId} prepared in ${((Date.now() - t0) / 1000).toFixed(0)} s; booting ${fleet.vms.map((v) => `${v.name} (${v.ip})`).join(", ")}`);
   const t1 = Date.now();
   await fleet.boot();
   timings.bootSeconds = (Date.now() - t1) / 1000;
@@ -84,6 +91,7 @@ describe("the fleet", () => {
     expect(hostNetwork()).toBe(hostNetworkBefore);
     const a = fleet.deployment.addresses;
     for (const vm of fleet.vms) {
+      // Fixed instances at Terraform's addresses, a pool's where the render placed them (as OCI would).
       expect(vm.ip).toBe(fleet.deployment.instances[vm.name]!.privateIp);
       const routes = fleet.vcn.routes(vm.link.netns);
       expect(routes.some((r) => r.startsWith("default"))).toBe(false);
@@ -111,7 +119,7 @@ describe("the fleet", () => {
       fleet.vms.map(async (vm) => {
         // The serving VM has no champion to serve yet: converged, degraded for want of a model, until the pipeline makes one.
         await sc.waitConverged(vm, 20 * 60_000);
-        timings[`${vm.name}BootToConvergedSeconds`] = (Date.now() - t0) / 1000 + (timings.bootSeconds ?? 0);
+        timings[`${vm.name}BootToConvergedSeconds`] = (Date.now() - t0) / 1000 + Number(timings.bootSeconds ?? 0);
         log(`${vm.name} converged ${((Date.now() - t0) / 1000).toFixed(0)} s after boot`);
       }),
     );
@@ -133,7 +141,7 @@ describe("the fleet", () => {
 
   it("each VM's host firewall (firewalld or the Ubuntu image's iptables) has exactly its role's ports opened, persistently, the image's rules intact", async () => {
     for (const vm of fleet.vms) {
-      const ports = { mlflow: ["5000"], airflow: ["8080"], serving: ["8000", "8501"] }[vm.role]!;
+      const ports = { mlflow: ["5000"], airflow: ["8080"], "airflow-worker": ["8793"], serving: ["8000", "8501"] }[vm.role]!;
       if (vm.firewall === "oracle-linux-firewalld") {
         const open = (await vm.run(["firewall-cmd", "--list-ports"])).trim().split(/\s+/).filter(Boolean);
         const permanent = (await vm.run(["firewall-cmd", "--permanent", "--list-ports"])).trim().split(/\s+/).filter(Boolean);
@@ -159,10 +167,10 @@ describe("the fleet", () => {
         expect(await vm.run(["iptables", "-S", "BareMetalInstanceServices"])).toMatch(/169\.254\.0\.2\/32 .*--dport 3260/);
       }
     }
-    // Another VM reaches MLflow through its firewall and the NSGs (what Airflow's tasks and the serving VMs do).
-    for (const vm of [airflowVm, servingVm]) expect((await sc.send(fleet.vantage(vm), { url: `${sc.mlflowUrl}/health` })).status, vm.name).toBe(200);
+    // The VMs that use MLflow reach it at their tracking URI (the internal endpoint) through the MLflow VMs' firewalls and the NSGs.
+    for (const vm of [airflowVm, ...sc.workers, servingVm]) expect((await sc.send(fleet.vantage(vm), { url: `${sc.trackingUri}/health` })).status, vm.name).toBe(200);
     // The NSGs' tables are the machine's, in each VM's namespace, untouched by the image's firewall starting inside.
-    for (const vm of fleet.vms) expect(listRuleset(vm.link.netns), vm.name).toMatch(new RegExp(`chain nsg_${vm.role} \\{[^}]*\\bdrop\\b`));
+    for (const vm of fleet.vms) expect(listRuleset(vm.link.netns), vm.name).toMatch(new RegExp(`chain nsg_${vm.role.replace(/-/g, "_")} \\{[^}]*\\bdrop\\b`));
   });
 
   it("a DAG written to the bucket reaches the Airflow VM and trains on it; runs, model and artifacts land on the MLflow VM, in the bucket and in the MySQL DB system", async () => {
@@ -172,6 +180,7 @@ describe("the fleet", () => {
       await waitFor(`the load balancer marks the ${set} backends up`, async () => (Object.values(await fleet.lb.backendStates(set)).every((x) => x === "UP") ? true : undefined), 120_000, 1_000);
     await sc.uploadDag();
     const steps = await sc.runPipeline(15 * 60_000);
+    firstRunId = steps.runId;
     timings.dagSyncedSeconds = steps.syncedAfterMs / 1000;
     timings.dagListedSeconds = steps.listedAfterMs / 1000;
     timings.pipelineSeconds = (Date.now() - t0) / 1000;
@@ -207,6 +216,24 @@ describe("the fleet", () => {
     expect(runs).toBeGreaterThanOrEqual(7); // the parent run and six candidates
     expect(fleet.mysql.query("SELECT alias, version FROM registered_model_aliases WHERE name = 'iris';", "mlflow").trim()).toBe("champion\t1");
     timings.runsInMysql = runs;
+  });
+
+  it("the pipeline's tasks ran on the Airflow workers, on both of them, and none on the scheduler VM", async (ctx) => {
+    if (sc.workers.length === 0) ctx.skip();
+    const tis = await sc.taskInstances(firstRunId);
+    const hosts = tis.map((t) => `${t.taskId}@${t.hostname}`);
+    log(`  first run's tasks: ${hosts.join(", ")}`);
+    timings.firstRunTaskHosts = hosts;
+    expect(tis.length).toBeGreaterThanOrEqual(6);
+    for (const t of tis) expect(sc.workers.map((w) => w.name), `${t.taskId} ran on ${t.hostname}`).toContain(t.hostname);
+    expect(new Set(tis.map((t) => t.hostname)).size, hosts.join(", ")).toBe(sc.workers.length);
+    // The scheduler VM has no Celery worker: nothing of the kind runs there.
+    expect(await airflowVm.run(["ps", "-eo", "args", "--no-headers"])).not.toMatch(/celery.*worker/);
+    // The api-server shows a task's log, which only the worker that ran it holds: read from its log server (8793).
+    const train = tis.find((t) => t.taskId === "train")!;
+    const logs = await sc.airflow(`/api/v2/dags/${IRIS_DAG}/dagRuns/${encodeURIComponent(firstRunId)}/taskInstances/train/logs/${train.tryNumber}?full_content=true`);
+    expect(logs.status, JSON.stringify(logs.json).slice(0, 300)).toBe(200);
+    expect(JSON.stringify(logs.json)).toMatch(/candidate /);
   });
 
   it("every serving VM loads models:/iris@champion and predicts through the load balancer; the dashboard shows the model", async () => {
@@ -268,6 +295,38 @@ describe("the fleet", () => {
     }
   });
 
+  it("requests through the load balancer reach every serving VM (each one's own /metrics counts them)", async () => {
+    const before = await Promise.all(sc.servings.map((vm) => sc.servingCounters(vm)));
+    const n = 10 * sc.servings.length;
+    for (let i = 0; i < n; i++) {
+      const r = await sc.predict([SETOSA]);
+      expect(r.status, r.body).toBe(200);
+    }
+    const after = await Promise.all(sc.servings.map((vm) => sc.servingCounters(vm)));
+    const served = sc.servings.map((vm, i) => `${vm.name}: ${after[i]!.ok - before[i]!.ok}`);
+    log(`  ${n} requests through the load balancer: ${served.join(", ")}`);
+    timings.requestsPerServingVm = served;
+    for (const [i, vm] of sc.servings.entries()) expect(after[i]!.ok - before[i]!.ok, vm.name).toBeGreaterThan(0);
+  });
+
+  it("the MLflow VMs are one MLflow: a run logged through either is visible through both and through the load balancer", async (ctx) => {
+    if (sc.mlflows.length < 2) ctx.skip();
+    const exp = await sc.mlflowJson("/api/2.0/mlflow/experiments/get-by-name?experiment_name=iris");
+    const experimentId = (exp.experiment as { experiment_id: string }).experiment_id;
+    for (const through of sc.mlflows) {
+      const created = await sc.mlflowOn(through, "/api/2.0/mlflow/runs/create", { experiment_id: experimentId, run_name: `through-${through.name}` });
+      const runId = (created.run as { info: { run_id: string } }).info.run_id;
+      await sc.mlflowOn(through, "/api/2.0/mlflow/runs/log-metric", { run_id: runId, key: "replica_check", value: 1, timestamp: Date.now(), step: 0 });
+      for (const other of sc.mlflows) {
+        const got = await sc.mlflowOn(other, `/api/2.0/mlflow/runs/get?run_id=${runId}`);
+        const run = got.run as { info: { run_name: string }; data: { metrics?: { key: string; value: number }[] } };
+        expect(run.info.run_name, `${runId} through ${other.name}`).toBe(`through-${through.name}`);
+        expect(run.data.metrics?.find((m) => m.key === "replica_check")?.value, other.name).toBe(1);
+      }
+      expect(((await sc.mlflowJson(`/api/2.0/mlflow/runs/get?run_id=${runId}`)).run as { info: { run_id: string } }).info.run_id).toBe(runId);
+    }
+  });
+
   // The only place the serving role's units run under systemd; the boot test covers MLflow's and Airflow's too.
   it("systemd-analyze security on every VM: each role unit at 2.0 or below, the agent at its documented ceiling", async () => {
     for (const vm of fleet.vms) {
@@ -296,6 +355,9 @@ describe("the fleet", () => {
         .map((local) => Number(local.slice(local.lastIndexOf(":") + 1)));
       listening[vm.role] = [...new Set([...(listening[vm.role] ?? []), ...ports])];
     }
+    // The VCN's services that are no VM: the internal MLflow endpoint's listeners and OCI Cache.
+    if (fleet.nlb) listening["mlflow-internal"] = [fleet.nlb.spec.port];
+    if (fleet.cache) listening.cache = [fleet.cache.port];
     const rows = matrixRows(
       fleet.lb.listeners.map((l) => ({ port: l.port, tls: l.tls })),
       listening,
@@ -303,15 +365,18 @@ describe("the fleet", () => {
     const features = new Set<Feature>();
     if (fleet.credentials.mlflowAdmin) features.add("mlflow-auth");
     if (fleet.credentials.apiKeys.length > 0) features.add("api-keys");
-    const fromVm: Record<string, FleetVm> = { airflow: airflowVm, serving: sc.servings.at(-1)!, mlflow: mlflowVm };
+    if (fleet.credentials.broker) features.add("broker-auth");
+    const fromVm: Record<string, FleetVm> = { airflow: airflowVm, serving: sc.servings.at(-1)!, mlflow: mlflowVm, ...(sc.workers.length ? { "airflow-worker": sc.workers.at(-1)! } : {}) };
     const vantages = [
       { role: "internet" as const, vantage: fleet.internet },
       { role: "admin" as const, vantage: fleet.admin },
-      ...(["airflow", "serving", "mlflow"] as const).map((role) => ({ role, vantage: fleet.vantage(fromVm[role]!) })),
+      ...(["airflow", "airflow-worker", "serving", "mlflow"] as const).filter((role) => fromVm[role]).map((role) => ({ role, vantage: fleet.vantage(fromVm[role]!) })),
     ];
     const matrix = await runMatrix(rows, vantages, features, {
       lbHostname: fleet.lb.hostname,
-      vmAddress: (role, from) => fleet.vms.find((v) => v.role === role && v !== fromVm[from])?.ip,
+      vmAddress: (role, from) =>
+        role === "mlflow-internal" ? fleet.nlb?.address : role === "cache" ? fleet.cache?.address : fleet.vms.find((v) => v.role === role && v !== fromVm[from])?.ip,
+      ...(fleet.cache ? { cacheHostname: fleet.cache.hostname } : {}),
       credentials: fleet.credentials,
       airflowAdminPassword: await sc.airflowAdminPassword(),
       airflowToken: () => sc.airflowToken(),
@@ -323,6 +388,194 @@ describe("the fleet", () => {
     if (pending.length) log(`  pending (features the rendered config does not have yet):\n  ${pending.join("\n  ")}`);
     timings.accessMatrixSeconds = (Date.now() - t0) / 1000;
     expect(mismatches).toEqual([]);
+  });
+
+  describe("scaled out: each role keeps working with one of its VMs gone", () => {
+    /** The second pipeline run, with an MLflow VM stopped and a worker killed mid-task, running while the serving steps go on. */
+    let secondRun: Promise<{ runId: string; killed: string; killedTask: string; killedAt: number; succeededAt: number }> | undefined;
+    let secondRunError: unknown;
+    const stoppedMlflow = () => sc.mlflows.at(-1)!;
+
+    it("one MLflow VM stopped, then the pipeline started and one worker killed mid-task (the run goes on while the serving steps below run)", async (ctx) => {
+      if (sc.mlflows.length < 2 || sc.workers.length < 2) ctx.skip();
+      const down = stoppedMlflow();
+      const stoppedAt = Date.now();
+      await down.container.stop();
+      log(`  ${down.name} stopped`);
+      const runId = await sc.triggerPipeline("fleet: one MLflow VM stopped, one worker killed");
+      secondRun = (async () => {
+        // The internal endpoint's health check takes the stopped VM out.
+        await waitFor(`the internal MLflow endpoint marks ${down.name} down`, async () => (/^DOWN/.test((await fleet.nlb!.backendStates())[down.name] ?? "") ? true : undefined), 120_000, 500);
+        timings.mlflowEndpointMarkedDownSeconds = (Date.now() - stoppedAt) / 1000;
+        // A task running on a worker: kill that worker's Celery processes (every process of its unit, SIGKILL).
+        const running = await waitFor(
+          "a task of the second run running on a worker",
+          async () => (await sc.taskInstances(runId)).find((t) => t.state === "running" && sc.workers.some((w) => w.name === t.hostname) && t.taskId !== "load_data"),
+          10 * 60_000,
+          1_000,
+        );
+        const worker = fleet.vm(running.hostname);
+        const unit = await sc.celeryUnit(worker);
+        const killedAt = Date.now();
+        // Every process in the unit's cgroup (systemctl kill inside the container fails with EIO on the cgroup kill).
+        await worker.run(["sh", "-c", 'cg=$(systemctl show -p ControlGroup --value "$1") && kill -9 $(find "/sys/fs/cgroup$cg" -name cgroup.procs -exec cat {} +)', "kill-unit", unit]);
+        log(`  killed ${unit} on ${worker.name} while it ran ${running.taskId} (try ${running.tryNumber})`);
+        await sc.waitPipeline(runId, 20 * 60_000);
+        return { runId, killed: worker.name, killedTask: running.taskId, killedAt, succeededAt: Date.now() };
+      })();
+      secondRun.catch((err: unknown) => {
+        secondRunError = err;
+      });
+    });
+
+    it("a serving VM stopped by force under a steady request loop: failures only until the load balancer's health check takes it out, none after, none when it rejoins", async () => {
+      const vm = sc.servings.at(-1)!;
+      const hc = fleet.deployment.loadBalancer.backendSets.find((b) => b.name === "serving")!.healthCheck;
+      const loop = predictLoop(sc);
+      await waitFor("a steady loop going", async () => (loop.samples.filter((x) => x.ok).length >= 20 ? true : undefined), 60_000, 200);
+      const stoppedAt = Date.now();
+      // Power off by force (the whole PID namespace killed): no drain, no shutdown.
+      process.kill(vm.container.leaderPid, "SIGKILL");
+      await vm.container.waitExit(30_000);
+      await waitFor(`the load balancer marks ${vm.name} down`, async () => (/^DOWN/.test((await fleet.lb.backendStates())[vm.name] ?? "") ? true : undefined), 60_000, 200);
+      const markedDownAt = Date.now();
+      // Some time with it down, then it boots again and rejoins, the loop going on.
+      await waitFor("50 more answers after it went down", async () => (loop.samples.filter((x) => x.at > markedDownAt).length >= 50 ? true : undefined), 120_000, 200);
+      await vm.boot();
+      await sc.waitReady(vm, 5 * 60_000);
+      await waitFor(`the load balancer takes ${vm.name} back`, async () => ((await fleet.lb.backendStates())[vm.name] === "UP" ? true : undefined), 120_000, 500);
+      const rejoinedAt = Date.now();
+      await waitFor("20 answers after it rejoined", async () => (loop.samples.filter((x) => x.at > rejoinedAt).length >= 20 ? true : undefined), 60_000, 200);
+      const samples = await loop.stop();
+      const failed = samples.filter((x) => !x.ok);
+      const windowMs = (hc.intervalMs + hc.timeoutMs) * hc.retries;
+      const report = {
+        requests: samples.length,
+        failed: failed.length,
+        markedDownAfterSeconds: (markedDownAt - stoppedAt) / 1000,
+        healthCheckWindowSeconds: windowMs / 1000,
+        failedAfterMarkedDown: failed.filter((x) => x.at > markedDownAt).length,
+        rejoinSeconds: (rejoinedAt - stoppedAt) / 1000,
+      };
+      log(`  serving VM stopped by force: ${JSON.stringify(report)}${failed.length ? `; first failure: ${failed[0]!.what}` : ""}`);
+      timings.servingStopRequests = report.requests;
+      timings.servingStopFailed = report.failed;
+      timings.servingStopMarkedDownSeconds = report.markedDownAfterSeconds;
+      timings.servingStopRejoinSeconds = report.rejoinSeconds;
+      // Every failure was sent before the load balancer took the VM out (a request in flight then may end a little later).
+      expect(failed.filter((x) => x.at > markedDownAt), JSON.stringify(failed.slice(0, 5))).toEqual([]);
+      expect(report.markedDownAfterSeconds).toBeLessThanOrEqual(windowMs / 1000 + 5);
+      expect(failed.every((x) => x.at >= stoppedAt - 2_000), "no failure before the stop").toBe(true);
+    });
+
+    it("a config change that restarts the prediction API on each serving VM in turn: zero failed requests (each drains first)", async () => {
+      const loop = predictLoop(sc);
+      await waitFor("a steady loop going", async () => (loop.samples.filter((x) => x.ok).length >= 20 ? true : undefined), 60_000, 200);
+      const drains: string[] = [];
+      for (const vm of sc.servings) {
+        const pid = async () => (await vm.run(["systemctl", "show", "-p", "MainPID", "--value", "mlops-predict.service"])).trim();
+        const before = await pid();
+        const t0 = Date.now();
+        // As an operator would: edit the config file on the VM and apply it (the running agent converges).
+        await vm.run(["python3", "-c", SET_POLL_SECONDS]);
+        await vm.run(["mlops-agent", "apply"], 5 * 60_000);
+        await waitFor(`${vm.name}'s prediction API restarted`, async () => ((await pid()) !== before ? true : undefined), 120_000, 500);
+        await sc.waitReady(vm, 3 * 60_000);
+        await waitFor(`the load balancer takes ${vm.name} back`, async () => ((await fleet.lb.backendStates())[vm.name] === "UP" ? true : undefined), 120_000, 500);
+        drains.push(`${vm.name} ${((Date.now() - t0) / 1000).toFixed(1)} s`);
+      }
+      const samples = await loop.stop();
+      const failed = samples.filter((x) => !x.ok);
+      log(`  config change on every serving VM in turn (${drains.join(", ")}): ${samples.length} requests, ${failed.length} failed${failed.length ? `: ${failed.slice(0, 3).map((f) => f.what).join("; ")}` : ""}`);
+      timings.drainRequests = samples.length;
+      timings.drainFailed = failed.length;
+      timings.drainRestarts = drains;
+      expect(failed, JSON.stringify(failed.slice(0, 5))).toEqual([]);
+    });
+
+    // The serving VMs' faults while the second run waits for the killed worker's task to be retried.
+    it("a serving VM's predict killed: the load balancer marks it down and the other answers, the agent restarts it, the load balancer marks it up", async () => {
+      const pid = (await servingVm.run(["systemctl", "show", "-p", "MainPID", "--value", "mlops-predict.service"])).trim();
+      expect(Number(pid)).toBeGreaterThan(0);
+      const seen = new Set<string>();
+      const killedAt = Date.now();
+      await servingVm.run(["kill", "-9", pid]);
+      await waitFor(
+        "the load balancer to mark the serving VM down",
+        async () => {
+          const st = (await fleet.lb.backendStates())[servingVm.name] ?? "";
+          seen.add(st);
+          return /^DOWN/.test(st) ? true : undefined;
+        },
+        120_000,
+        500,
+      );
+      timings.lbMarkedDownSeconds = (Date.now() - killedAt) / 1000;
+      // Meanwhile the deployment keeps answering through the other serving VM.
+      if (sc.servings.length > 1) {
+        const during = await sc.predict([VIRGINICA]);
+        expect(during.status, during.body).toBe(200);
+      }
+      await waitFor("the load balancer to mark it up again", async () => ((await fleet.lb.backendStates())[servingVm.name] === "UP" ? true : undefined), 180_000, 1_000);
+      timings.lbBackUpSeconds = (Date.now() - killedAt) / 1000;
+      const s = await status(servingVm);
+      expect(s.services.find((x) => x.name === "predict")?.restarts ?? 0).toBeGreaterThanOrEqual(1);
+      const r = await sc.predict([VIRGINICA]);
+      expect(r.status, r.body).toBe(200);
+      expect(readFileSync(join(fleet.dir, "lb/haproxy.log"), "utf8")).toMatch(/Server serving\/\S+ is DOWN/);
+    });
+
+    it("a whole VM rebooted rejoins with nothing to do, the load balancer answering meanwhile", async () => {
+      const t0 = Date.now();
+      const rebooting = servingVm.container.reboot();
+      if (sc.servings.length > 1) {
+        await waitFor("the load balancer to take the rebooting VM out", async () => (/^DOWN/.test((await fleet.lb.backendStates())[servingVm.name] ?? "") ? true : undefined), 60_000, 500);
+        const during = await sc.predict([SETOSA]);
+        expect(during.status, during.body).toBe(200);
+      }
+      await rebooting;
+      await sc.waitReady(servingVm, 5 * 60_000);
+      timings.servingRebootToReadySeconds = (Date.now() - t0) / 1000;
+      const s = await status(servingVm);
+      expect(s.lastConverge?.ok).toBe(true);
+      expect(s.lastConverge?.actions ?? []).toEqual([]);
+      await waitFor("the load balancer to take it back", async () => ((await fleet.lb.backendStates())[servingVm.name] === "UP" ? true : undefined), 180_000, 1_000);
+    });
+
+    it("the second pipeline run succeeds: the killed worker's task was retried, the stopped MLflow VM was not needed", async (ctx) => {
+      if (!secondRun) ctx.skip();
+      const r = await secondRun!;
+      if (secondRunError) throw secondRunError;
+      const tries = await sc.taskTries(r.runId, r.killedTask);
+      const tis = await sc.taskInstances(r.runId);
+      log(`  second run: ${r.killedTask} tries ${tries.map((t) => `${t.tryNumber}:${t.state}@${t.hostname}`).join(", ")}; succeeded ${((r.succeededAt - r.killedAt) / 1000).toFixed(0)} s after the kill`);
+      timings.workerKilledTask = r.killedTask;
+      timings.workerKillToRunSuccessSeconds = (r.succeededAt - r.killedAt) / 1000;
+      timings.secondRunTaskHosts = tis.map((t) => `${t.taskId}@${t.hostname}#${t.tryNumber}`);
+      expect(tis.every((t) => t.state === "success")).toBe(true);
+      expect(tis.find((t) => t.taskId === r.killedTask)!.tryNumber).toBeGreaterThanOrEqual(2);
+      for (const t of tis) expect(sc.workers.map((w) => w.name)).toContain(t.hostname);
+      // The stopped MLflow VM stays down until here: every call of the run went to the other.
+      expect(stoppedMlflow().container.running).toBe(false);
+    });
+
+    it("a new champion (a second model version moved to the alias) reaches every serving VM", async () => {
+      const versions = (await sc.mlflowJson("/api/2.0/mlflow/model-versions/search?filter=name%3D%27iris%27")).model_versions as { version: string }[];
+      const newest = String(Math.max(...versions.map((v) => Number(v.version))));
+      const current = ((await sc.mlflowJson("/api/2.0/mlflow/registered-models/alias?name=iris&alias=champion")).model_version as { version: string }).version;
+      expect(newest, "the second run registered a version").not.toBe(current);
+      const t0 = Date.now();
+      await sc.mlflowJson("/api/2.0/mlflow/registered-models/alias", { name: "iris", alias: "champion", version: newest });
+      await Promise.all(
+        sc.servings.map((vm) => waitFor(`${vm.name} serves version ${newest}`, async () => ((await sc.servedVersion(vm)) === newest ? true : undefined), 180_000, 1_000)),
+      );
+      timings.newChampionReachedEveryServingVmSeconds = (Date.now() - t0) / 1000;
+      log(`  champion -> version ${newest}: every serving VM serves it after ${timings.newChampionReachedEveryServingVmSeconds} s`);
+      const r = await sc.predict([VIRGINICA]);
+      expect(r.status, r.body).toBe(200);
+      // The stopped MLflow VM comes back (the faults below and the secrets check need it); the endpoint takes it back.
+      await stoppedMlflow().boot();
+    });
   });
 
   describe("faults, each visible on /status and healed without help", () => {
@@ -384,57 +637,10 @@ describe("the fleet", () => {
       );
       timings.objectStorageHealSeconds = (Date.now() - healedAt) / 1000;
     });
-
-    it("a serving VM's predict killed: the load balancer marks it down and the other answers, the agent restarts it, the load balancer marks it up", async () => {
-      const pid = (await servingVm.run(["systemctl", "show", "-p", "MainPID", "--value", "mlops-predict.service"])).trim();
-      expect(Number(pid)).toBeGreaterThan(0);
-      const seen = new Set<string>();
-      const killedAt = Date.now();
-      await servingVm.run(["kill", "-9", pid]);
-      await waitFor(
-        "the load balancer to mark the serving VM down",
-        async () => {
-          const st = (await fleet.lb.backendStates())[servingVm.name] ?? "";
-          seen.add(st);
-          return /^DOWN/.test(st) ? true : undefined;
-        },
-        120_000,
-        500,
-      );
-      timings.lbMarkedDownSeconds = (Date.now() - killedAt) / 1000;
-      // Meanwhile the deployment keeps answering through the other serving VM.
-      if (sc.servings.length > 1) {
-        const during = await sc.predict([VIRGINICA]);
-        expect(during.status, during.body).toBe(200);
-      }
-      await waitFor("the load balancer to mark it up again", async () => ((await fleet.lb.backendStates())[servingVm.name] === "UP" ? true : undefined), 180_000, 1_000);
-      timings.lbBackUpSeconds = (Date.now() - killedAt) / 1000;
-      const s = await status(servingVm);
-      expect(s.services.find((x) => x.name === "predict")?.restarts ?? 0).toBeGreaterThanOrEqual(1);
-      const r = await sc.predict([VIRGINICA]);
-      expect(r.status, r.body).toBe(200);
-      expect(readFileSync(join(fleet.dir, "lb/haproxy.log"), "utf8")).toMatch(/Server serving\/\S+ is DOWN/);
-    });
-
-    it("a whole VM rebooted rejoins with nothing to do, the load balancer answering meanwhile", async () => {
-      const t0 = Date.now();
-      const rebooting = servingVm.container.reboot();
-      if (sc.servings.length > 1) {
-        await waitFor("the load balancer to take the rebooting VM out", async () => (/^DOWN/.test((await fleet.lb.backendStates())[servingVm.name] ?? "") ? true : undefined), 60_000, 500);
-        const during = await sc.predict([SETOSA]);
-        expect(during.status, during.body).toBe(200);
-      }
-      await rebooting;
-      await sc.waitReady(servingVm, 5 * 60_000);
-      timings.servingRebootToReadySeconds = (Date.now() - t0) / 1000;
-      const s = await status(servingVm);
-      expect(s.lastConverge?.ok).toBe(true);
-      expect(s.lastConverge?.actions ?? []).toEqual([]);
-      await waitFor("the load balancer to take it back", async () => ((await fleet.lb.backendStates())[servingVm.name] === "UP" ? true : undefined), 180_000, 1_000);
-    });
   });
 
   it("no secret in any VM's journal, process arguments, /status, user-data or instance metadata", async () => {
+    await Promise.all(fleet.vms.map((vm) => (vm.container.running ? sc.waitConverged(vm, 5 * 60_000) : vm.boot().then(() => sc.waitConverged(vm, 10 * 60_000)))));
     const secrets = new Set(fleet.secretValues);
     for (const vm of fleet.vms) {
       const files = (await vm.run(["sh", "-c", "ls /var/lib/mlops-agent/secrets/ 2>/dev/null || true"])).split("\n").filter(Boolean);

@@ -27,7 +27,7 @@
  */
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join } from "node:path";
 import type { StatusSnapshot } from "../../agent/status/types.ts";
@@ -37,9 +37,11 @@ import { REPO } from "../support/agent-process.ts";
 import { type DbSystem, mariadbSystem, postgresSystem } from "./db-systems.ts";
 import { type Deployment, renderDeployment } from "./deployment.ts";
 import { makeInstanceIdentity } from "../support/instance-identity.ts";
-import { type FleetCredentials, fleetCredentials } from "./credentials.ts";
+import { type FleetCredentials, fleetCredentials, secretValue } from "./credentials.ts";
 import { type LoadBalancer, startLoadBalancer } from "./load-balancer.ts";
-import { applyRuleset, type NsgMembers, vcnRuleset, vmRuleset } from "./nsg.ts";
+import { type NetworkLoadBalancer, startNetworkLoadBalancer } from "./network-load-balancer.ts";
+import { type OciCache, ociCache } from "./oci-cache.ts";
+import { applyRuleset, type NsgMembers, resourceNsgs, vcnRuleset, vmRuleset } from "./nsg.ts";
 import { outsideVantage, type Vantage, vmVantage } from "./vantage.ts";
 import { NsProcess } from "./ns-process.ts";
 import { FLEET_BASE, sweepStaleNetworks, Vcn } from "./netns.ts";
@@ -68,8 +70,14 @@ const VM_PYTHON = "3.11.2";
 const IMAGE_FIREWALL: Record<string, ImageFirewall> = {
   mlflow: "oracle-linux-firewalld",
   airflow: "ubuntu-iptables",
+  "airflow-worker": "oracle-linux-firewalld",
   serving: "ubuntu-iptables",
 };
+
+/** OCI Cache's primary FQDN (OCI names it after the cluster's OCID), the root module's broker_host. */
+export const CACHE_HOSTNAME = `amaaaaaafleetcache-p.redis.${REGION}.oci.oraclecloud.com`;
+/** OCI assigns OCI Cache's address on the DB subnet: the fleet takes this host number. */
+const CACHE_HOST = 40;
 
 export interface FleetOptions {
   readonly log: (msg: string) => void;
@@ -77,6 +85,8 @@ export interface FleetOptions {
   readonly uvCache: string;
   /** Instances per role (Terraform's instance_count); default Terraform's: 1 MLflow, 1 Airflow, 2 serving. */
   readonly instanceCount?: Readonly<Record<string, number>>;
+  /** Airflow worker VMs (Terraform's worker_count); default Terraform's example's. */
+  readonly workerCount?: number;
 }
 
 export const DEFAULT_UV_CACHE = join(homedir(), ".cache/mlops-agent/fleet-uv");
@@ -84,7 +94,10 @@ export const MIRROR_CACHE = join(homedir(), ".cache/mlops-agent/fleet-index");
 
 /** Fills the mirror from the roles' lock files (downloads only what the cache lacks). */
 export function fillMirror(log: (msg: string) => void): Promise<string> {
-  const locks = ["roles/mlflow/requirements.lock", "roles/mlflow/requirements-oci.lock", "roles/airflow/requirements.lock", "roles/serving/requirements.lock"];
+  // Every role's lock files (roles/<role>/requirements*.lock), so a new role's packages are in the mirror too.
+  const locks = readdirSync(join(REPO, "roles"))
+    .flatMap((role) => readdirSync(join(REPO, "roles", role)).filter((f) => /^requirements.*\.lock$/.test(f)).map((f) => `roles/${role}/${f}`))
+    .sort();
   const uvVersion = "0.13.8";
   return new Promise((ok, fail) => {
     const args = [join(REPO, "test/fleet/fill-index.py"), MIRROR_CACHE, "--python-version", VM_PYTHON, `--extra=uv==${uvVersion}`, ...locks.flatMap((l) => ["--lock", join(REPO, l)])];
@@ -116,6 +129,10 @@ export class Fleet {
   readonly mysql: DbSystem;
   readonly postgres: DbSystem;
   readonly lb: LoadBalancer;
+  /** The private MLflow endpoint (OCI Network Load Balancer), when terraform/ declares one. */
+  readonly nlb: NetworkLoadBalancer | undefined;
+  /** OCI Cache (the Celery broker), when the rendered config has a broker. */
+  readonly cache: (OciCache & { readonly hostname: string }) | undefined;
   /** Values the test must never find in a journal, argv, /status, user-data or metadata: every value in the fleet's Vault. */
   readonly secretValues: string[];
   /** The users' credentials, from the rendered config and the fleet's Vault. */
@@ -137,6 +154,8 @@ export class Fleet {
     mysql: DbSystem;
     postgres: DbSystem;
     lb: LoadBalancer;
+    nlb: NetworkLoadBalancer | undefined;
+    cache: (OciCache & { readonly hostname: string }) | undefined;
     secretValues: string[];
     credentials: FleetCredentials;
     internet: Vantage;
@@ -153,6 +172,8 @@ export class Fleet {
     this.mysql = init.mysql;
     this.postgres = init.postgres;
     this.lb = init.lb;
+    this.nlb = init.nlb;
+    this.cache = init.cache;
     this.secretValues = init.secretValues;
     this.credentials = init.credentials;
     this.internet = init.internet;
@@ -185,6 +206,8 @@ export class Fleet {
       region: REGION,
       namespace: NAMESPACE,
       instanceCount: { ...o.instanceCount },
+      ...(o.workerCount === undefined ? {} : { workerCount: o.workerCount }),
+      brokerHost: CACHE_HOSTNAME,
       pythonIndexUrl: `https://${MIRROR_HOST}/simple`,
       agentUrlX64: release.url,
       agentSha256X64: release.sha256,
@@ -195,7 +218,9 @@ export class Fleet {
     // Every other secret Terraform keeps in Vault (MLflow's admin password and secret key, the
     // MLflow users' and the Airflow admin's passwords, API keys): a fresh value each.
     const vault: Record<string, string> = { [deployment.secrets.mysqlAdmin]: mysqlAdminPassword, [deployment.secrets.postgresAdmin]: postgresAdminPassword };
-    for (const id of Object.values(deployment.secrets).flat()) vault[id] ??= randomBytes(18).toString("base64url");
+    // A Fernet key is 32 bytes in URL-safe base64 (with its padding); every other secret a random token.
+    for (const [name, ids] of Object.entries(deployment.secrets))
+      for (const id of [ids].flat()) vault[id] ??= /fernet/i.test(name) ? randomBytes(32).toString("base64").replace(/\+/g, "-").replace(/\//g, "_") : randomBytes(18).toString("base64url");
     const secretsFile = join(dir, "vault-secrets.json");
     writeFileSync(secretsFile, JSON.stringify(vault), { mode: 0o600 });
     const credentials = fleetCredentials(deployment.agentConfig, vault);
@@ -210,6 +235,16 @@ export class Fleet {
     const lbAddress = a.loadBalancerIp;
     const mirrorAddress = a.mirrorIp;
     const prefix = (cidr: string) => cidr.split("/")[1];
+    // Every VM: the fixed ones at Terraform's addresses, the pools' where the render placed them (as OCI would).
+    const planned = Object.entries(deployment.instances).map(([name, i]) => ({ name, role: i.role, privateIp: i.privateIp, userData: i.userData, metadata: i.metadata ?? {} }));
+    // The internal MLflow endpoint (mlflow-endpoint.tf), when the VMs' tracking URI names it.
+    const spec = deployment.mlflowEndpoint;
+    const nlbAddress = usesEndpoint(deployment) ? a.mlflowInternalIp : undefined;
+    const nlbNsg = nlbAddress ? await resourceNsgs("oci_network_load_balancer_network_load_balancer") : [];
+    if (nlbAddress && nlbNsg.length !== 1) throw new Error(`the internal MLflow endpoint is in ${nlbNsg.length} NSGs of network.tf (${nlbNsg.join(", ")}), not one`);
+    // OCI Cache: at the hostname and port of the rendered broker URL, on the DB subnet.
+    const broker = brokerOf(deployment.agentConfig, vault);
+    const cacheAddress = broker ? hostAt(a.dbSubnet, CACHE_HOST) : undefined;
     const vcn = Vcn.create({
       runId,
       vcnCidr: a.vcnCidr,
@@ -221,16 +256,31 @@ export class Fleet {
         `${a.postgresIp}/${prefix(a.dbSubnet)}`,
         `${lbAddress}/${prefix(a.publicSubnet)}`,
         `${mirrorAddress}/${prefix(a.appSubnet)}`,
+        ...(nlbAddress ? [`${nlbAddress}/${prefix(a.appSubnet)}`] : []),
+        ...(cacheAddress ? [`${cacheAddress}/${prefix(a.dbSubnet)}`] : []),
         `${OSN_ADDRESS}/16`,
       ],
     });
-    // The NSGs' members: the VMs of each role, the load balancer, the DB systems.
+    // The NSGs' members: the VMs of each role, the load balancers, the DB systems, OCI Cache.
     const members: Record<string, string[]> = { lb: [lbAddress], db: [a.mysqlIp, a.postgresIp] };
-    for (const inst of Object.values(deployment.instances)) members[inst.role] = [...(members[inst.role] ?? []), inst.privateIp];
+    for (const vm of planned) members[vm.role] = [...(members[vm.role] ?? []), vm.privateIp];
+    const vcnAddresses: Record<string, string> = { [lbAddress]: "lb", [a.mysqlIp]: "db", [a.postgresIp]: "db" };
+    if (nlbAddress) {
+      members[nlbNsg[0]!] = [...(members[nlbNsg[0]!] ?? []), nlbAddress];
+      vcnAddresses[nlbAddress] = nlbNsg[0]!;
+    }
+    if (cacheAddress) {
+      const [cacheNsg, ...more] = await resourceNsgs("oci_redis_redis_cluster");
+      if (!cacheNsg || more.length) throw new Error(`the OCI Cache cluster is in ${cacheNsg ? "more than one NSG" : "no NSG"} of network.tf`);
+      members[cacheNsg] = [...(members[cacheNsg] ?? []), cacheAddress];
+      vcnAddresses[cacheAddress] = cacheNsg;
+    }
     const nsgMembers: NsgMembers = members;
     const rules = deployment.ingressRules;
     const procs: NsProcess[] = [];
+    const stoppers: (() => Promise<void>)[] = [];
     const cleanup = async () => {
+      for (const stop of stoppers.reverse()) await stop().catch(() => {});
       for (const p of procs.reverse()) await p.stop();
       vcn.destroy();
     };
@@ -304,7 +354,7 @@ export class Fleet {
       await Promise.all([mysql.start(), postgres.start()]);
 
       // The NSGs of the addresses the VCN namespace holds itself: the load balancer's and the DB systems'.
-      applyRuleset(vcn.netns, vcnRuleset({ [lbAddress]: "lb", [a.mysqlIp]: "db", [a.postgresIp]: "db" }, rules, nsgMembers));
+      applyRuleset(vcn.netns, vcnRuleset(vcnAddresses, rules, nsgMembers));
       const lbTls = ensureTestCa(join(dir, "tls"), { dns: [LB_HOSTNAME], ips: [lbAddress], leaf: "lb" });
       mkdirSync(join(dir, "lb"), { recursive: true });
       const lb = startLoadBalancer({
@@ -313,11 +363,41 @@ export class Fleet {
         address: lbAddress,
         hostname: LB_HOSTNAME,
         lb: deployment.loadBalancer,
-        backends: Object.entries(deployment.instances).map(([name, i]) => ({ name, role: i.role, address: i.privateIp })),
+        // A pool's VMs are its backend set's backends (the pool's load_balancers attachment), like the fixed ones'.
+        backends: planned.map((vm) => ({ name: vm.name, role: vm.role, address: vm.privateIp })),
         certPem: lbTls.certPem,
         keyPem: lbTls.keyPem,
       });
       await lb.start();
+
+      let nlb: NetworkLoadBalancer | undefined;
+      if (nlbAddress) {
+        mkdirSync(join(dir, "nlb"), { recursive: true });
+        const backends = planned.filter((vm) => vm.role === spec.backendRole).map((vm) => ({ name: vm.name, address: vm.privateIp }));
+        const started = startNetworkLoadBalancer({ netns: vcn.netns, dir: join(dir, "nlb"), address: nlbAddress, spec, backends });
+        stoppers.push(() => started.stop());
+        await started.start();
+        nlb = started;
+      }
+      let cache: (OciCache & { hostname: string }) | undefined;
+      if (broker && cacheAddress) {
+        const cacheTls = ensureTestCa(join(dir, "tls"), { dns: [broker.hostname], ips: [cacheAddress], leaf: "cache" });
+        mkdirSync(join(dir, "cache"), { recursive: true });
+        const c = ociCache({
+          netns: vcn.netns,
+          dir: join(dir, "cache"),
+          address: cacheAddress,
+          port: broker.port,
+          certPath: cacheTls.certPath,
+          keyPath: cacheTls.keyPath,
+          caPath: cacheTls.caPath,
+          ...(broker.user ? { user: broker.user } : {}),
+          password: broker.password,
+        });
+        stoppers.push(() => c.stop());
+        await c.start();
+        cache = Object.assign(c, { hostname: broker.hostname });
+      }
 
       // The clients outside the VCN, each routed only to the public subnet (the load balancer).
       const resolve = deployment.loadBalancer.listeners.map((l) => `${LB_HOSTNAME}:${l.port}:${lbAddress}`);
@@ -336,6 +416,8 @@ export class Fleet {
         mysql,
         postgres,
         lb,
+        nlb,
+        cache,
         secretValues: Object.values(vault),
         credentials,
         internet,
@@ -346,10 +428,20 @@ export class Fleet {
         log: o.log,
       });
       const caPem = tls.caPem;
-      const hosts = [`${OSN_ADDRESS}\t${OCI_HOSTS.join(" ")}`, `${mirrorAddress}\t${MIRROR_HOST}`, `${lbAddress}\t${LB_HOSTNAME}`];
-      for (const [name, inst] of Object.entries(deployment.instances)) {
+      const hosts = [
+        `${OSN_ADDRESS}\t${OCI_HOSTS.join(" ")}`,
+        `${mirrorAddress}\t${MIRROR_HOST}`,
+        `${lbAddress}\t${LB_HOSTNAME}`,
+        // OCI Cache's FQDN, as the VCN's resolver would answer it.
+        ...(cache ? [`${cache.address}\t${cache.hostname}`] : []),
+        // Every VM's hostname, as the VCN's resolver answers it in the subnet's search domain (the
+        // api-server reads a worker's task logs at the hostname the worker recorded).
+        ...planned.map((vm) => `${vm.privateIp}\t${vm.name}`),
+      ];
+      for (const inst of planned) {
+        const name = inst.name;
         const identityDir = join(dir, "identity", name);
-        const instance = instanceDocument(runId, name, inst.role, inst.userData);
+        const instance = instanceDocument(runId, name, inst.role, inst.userData, inst.metadata);
         makeInstanceIdentity({ caDir: identityCa, instance: String(instance.id) }, identityDir);
         const vm = await FleetVm.create(vcn, {
           instanceName: name,
@@ -426,6 +518,8 @@ export class Fleet {
     mkdirSync(outDir, { recursive: true });
     await Promise.all(this.vms.map((vm) => vm.keepLogs(outDir).catch((err: unknown) => this.#log(`logs of ${vm.name}: ${String(err)}`))));
     for (const f of ["haproxy.log", "haproxy.cfg"]) if (existsSync(join(this.dir, "lb", f))) writeFileSync(join(outDir, f), readFileSync(join(this.dir, "lb", f)));
+    for (const f of ["haproxy.log", "haproxy.cfg"]) if (existsSync(join(this.dir, "nlb", f))) writeFileSync(join(outDir, `nlb-${f}`), readFileSync(join(this.dir, "nlb", f)));
+    if (existsSync(join(this.dir, "cache/redis.log"))) writeFileSync(join(outDir, "oci-cache.log"), readFileSync(join(this.dir, "cache/redis.log")));
     for (const f of ["oci.log", "mirror.log", "vcn-gateway.log"]) if (existsSync(join(this.dir, f))) writeFileSync(join(outDir, f), readFileSync(join(this.dir, f)));
     for (const [f, src] of [
       ["mysql.log", "mysql/mysqld.log"],
@@ -438,6 +532,8 @@ export class Fleet {
   async destroy(): Promise<void> {
     for (const vm of this.vms) await vm.destroy().catch(() => {});
     await this.lb.stop().catch(() => {});
+    await this.nlb?.stop().catch(() => {});
+    await this.cache?.stop().catch(() => {});
     await this.mysql.stop().catch(() => {});
     await this.postgres.stop().catch(() => {});
     for (const p of [...this.#procs].reverse()) await p.stop().catch(() => {});
@@ -447,8 +543,9 @@ export class Fleet {
 }
 
 /** What a VM's IMDS answers at /opc/v2/instance/: its identity, region, role metadata and tags. */
-function instanceDocument(runId: string, name: string, role: string, userData: string): Record<string, unknown> {
-  const id = `ocid1.instance.oc1.${REGION}.fleet${runId}${name.replace(/-/g, "")}`;
+function instanceDocument(runId: string, name: string, role: string, userData: string, metadata: Readonly<Record<string, string>>): Record<string, unknown> {
+  // Short (the identity certificate's OU "opc-instance:<id>" holds at most 64 characters): the name's last word and index.
+  const id = `ocid1.instance.oc1.${REGION}.fleet${runId}${name.split("-").slice(-2).join("")}`;
   return {
     id,
     displayName: `mlops-${name}`,
@@ -463,6 +560,7 @@ function instanceDocument(runId: string, name: string, role: string, userData: s
     metadata: {
       ssh_authorized_keys: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIFLEETTESTKEY fleet@test",
       "mlops-role": role,
+      ...metadata,
       user_data: Buffer.from(userData).toString("base64"),
     },
     freeformTags: { "mlops-role": role, "mlops-deployment": "mlops", "managed-by": "terraform" },
@@ -470,3 +568,32 @@ function instanceDocument(runId: string, name: string, role: string, userData: s
   };
 }
 
+
+/** The host number `n` of a subnet, e.g. hostAt("10.0.2.0/24", 40) = 10.0.2.40. */
+function hostAt(cidr: string, n: number): string {
+  const p = cidr.split("/")[0]!.split(".").map(Number);
+  return `${p[0]}.${p[1]}.${p[2]}.${p[3]! + n}`;
+}
+
+type Obj = Record<string, unknown>;
+
+/** Whether the rendered config sends the VMs to MLflow through the internal endpoint (its tracking URI's host). */
+function usesEndpoint(d: Deployment): boolean {
+  const uri = ((d.agentConfig.serving ?? {}) as Obj).mlflowTrackingUri ?? ((d.agentConfig.airflow ?? {}) as Obj).mlflowTrackingUri;
+  return typeof uri === "string" && new URL(uri).hostname === d.addresses.mlflowInternalIp;
+}
+
+/** The Celery broker the rendered config names (airflow.celery): hostname, port, user and password (from the fleet's Vault). */
+function brokerOf(config: Obj, vault: Readonly<Record<string, string>>): { hostname: string; port: number; user?: string; password: string } | undefined {
+  const celery = ((config.airflow ?? {}) as Obj).celery as Obj | undefined;
+  if (!celery) return undefined;
+  const url = new URL(String(celery.brokerUrl));
+  if (url.protocol !== "rediss:") throw new Error(`airflow.celery.brokerUrl is ${url.protocol}//..., not rediss:// (OCI Cache is TLS only)`);
+  if (url.username || url.password) throw new Error("airflow.celery.brokerUrl carries credentials; they belong in brokerUser and brokerPassword");
+  return {
+    hostname: url.hostname,
+    port: Number(url.port || 6379),
+    ...(typeof celery.brokerUser === "string" ? { user: celery.brokerUser } : {}),
+    password: secretValue(celery.brokerPassword, vault, "airflow.celery.brokerPassword"),
+  };
+}

@@ -128,22 +128,25 @@ export function startLoadBalancer(o: {
       throw new Error(`haproxy did not open its stats socket:\n${proc.output().slice(-2000)}`);
     },
     stop: () => proc.stop(),
-    async backendStates(backendSet = "serving") {
-      const csv = await statsCommand(sock, "show stat");
-      const lines = csv.split("\n").filter(Boolean);
-      const header = lines[0]!.replace(/^# /, "").split(",");
-      const out: Record<string, string> = {};
-      for (const l of lines.slice(1)) {
-        const f = l.split(",");
-        const row = Object.fromEntries(header.map((h, i) => [h, f[i] ?? ""]));
-        if (row.pxname === backendSet && row.svname !== "BACKEND" && row.svname !== "FRONTEND") out[row.svname!] = row.status!;
-      }
-      return out;
-    },
+    backendStates: (backendSet = "serving") => backendStatesOf(sock, backendSet),
   };
 }
 
-function statsCommand(socket: string, command: string): Promise<string> {
+/** Each server's state in a backend of the HAProxy behind `socket` (its stats CSV). */
+export async function backendStatesOf(socket: string, backendSet: string): Promise<Record<string, string>> {
+  const csv = await statsCommand(socket, "show stat");
+  const lines = csv.split("\n").filter(Boolean);
+  const header = lines[0]!.replace(/^# /, "").split(",");
+  const out: Record<string, string> = {};
+  for (const l of lines.slice(1)) {
+    const f = l.split(",");
+    const row = Object.fromEntries(header.map((h, i) => [h, f[i] ?? ""]));
+    if (row.pxname === backendSet && row.svname !== "BACKEND" && row.svname !== "FRONTEND") out[row.svname!] = row.status!;
+  }
+  return out;
+}
+
+export function statsCommand(socket: string, command: string): Promise<string> {
   return new Promise((ok, fail) => {
     const c = connect(socket);
     let out = "";

@@ -26,7 +26,7 @@
  * that role, the load balancer for `lb`, the DB systems for `db`.
  */
 import { spawnSync } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { REPO } from "../support/agent-process.ts";
 import { parseFiles } from "../support/terraform-check.ts";
@@ -203,4 +203,24 @@ export function applyRuleset(netns: string, ruleset: string): void {
 export function listRuleset(netns: string): string {
   const r = spawnSync("ip", ["netns", "exec", netns, "nft", "list", "table", "ip", "oci_nsg"], { encoding: "utf8" });
   return r.status === 0 ? r.stdout : "";
+}
+
+/**
+ * The NSG names each resource of `type` is in (its `nsg_ids` or
+ * `network_security_group_ids`) across terraform/'s .tf files, e.g. the OCI
+ * Cache cluster's: the fleet gives the address it puts that service at to
+ * those NSGs' members.
+ */
+export async function resourceNsgs(type: string, dir = join(REPO, "terraform")): Promise<string[]> {
+  const files = readdirSync(dir)
+    .filter((f) => f.endsWith(".tf"))
+    .map((f) => ({ name: f, text: readFileSync(join(dir, f), "utf8") }));
+  const out = new Set<string>();
+  for (const p of await parseFiles(files))
+    for (const list of Object.values(((p.json as Any).resource?.[type] ?? {}) as Record<string, Any[]>)) {
+      const r = list[0] ?? {};
+      const text = JSON.stringify([r.nsg_ids ?? [], r.network_security_group_ids ?? []]);
+      for (const m of text.matchAll(/oci_core_network_security_group\.nsg\[\\"([A-Za-z0-9_-]+)\\"\]/g)) out.add(m[1]!);
+    }
+  return [...out];
 }

@@ -12,8 +12,9 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import type { StatusSnapshot } from "../../agent/status/types.ts";
 import { REPO, waitFor } from "../support/agent-process.ts";
+import { parsePrometheusText, sampleValue } from "../support/prom-parse.ts";
 import type { Fleet } from "./fleet.ts";
-import { describeOutcome, type ProbeRequest, type Vantage } from "./vantage.ts";
+import { describeOutcome, type Outcome, type ProbeRequest, type Vantage } from "./vantage.ts";
 import type { FleetVm } from "./vm.ts";
 
 export const IRIS_DAG = "iris_pipeline";
@@ -29,6 +30,9 @@ export class Scenario {
   /** The first serving VM (the one faults are done to), and all of them. */
   readonly serving: FleetVm;
   readonly servings: readonly FleetVm[];
+  /** Every MLflow VM, and the Airflow worker VMs (none: the Airflow VM runs the tasks). */
+  readonly mlflows: readonly FleetVm[];
+  readonly workers: readonly FleetVm[];
   readonly #log: (msg: string) => void;
   #token = "";
 
@@ -44,11 +48,19 @@ export class Scenario {
     this.airflowVm = byRole("airflow");
     this.serving = byRole("serving");
     this.servings = fleet.vms.filter((v) => v.role === "serving");
+    this.mlflows = fleet.vms.filter((v) => v.role === "mlflow");
+    this.workers = fleet.vms.filter((v) => v.role === "airflow-worker");
   }
 
   /** MLflow on its VM, for the VMs whose NSG admits them there (Airflow's, serving's). */
   get mlflowUrl(): string {
     return `http://${this.mlflow.ip}:5000`;
+  }
+
+  /** The tracking URI the rendered config gives the VMs that use MLflow (the internal MLflow endpoint). */
+  get trackingUri(): string {
+    const serving = (this.fleet.deployment.agentConfig.serving ?? {}) as { mlflowTrackingUri?: string };
+    return serving.mlflowTrackingUri ?? this.mlflowUrl;
   }
 
   /** The load balancer's HTTPS listener on `port` at its hostname. */
@@ -171,16 +183,28 @@ export class Scenario {
   }
 
   /** Waits for the DAG on the Airflow VM and in Airflow, triggers one run and waits for it to succeed. */
-  async runPipeline(timeoutMs: number): Promise<{ syncedAfterMs: number; listedAfterMs: number }> {
+  async runPipeline(timeoutMs: number): Promise<{ syncedAfterMs: number; listedAfterMs: number; runId: string }> {
     const t0 = Date.now();
     await waitFor("the DAG synced to the Airflow VM", async () => ((await this.dagSynced()) ? true : undefined), 120_000, 1_000);
     const syncedAfterMs = Date.now() - t0;
     await waitFor("Airflow lists the DAG", async () => ((await this.airflow(`/api/v2/dags/${IRIS_DAG}`)).status === 200 ? true : undefined), 180_000, 2_000);
     const listedAfterMs = Date.now() - t0;
     await this.airflow(`/api/v2/dags/${IRIS_DAG}`, { method: "PATCH", body: { is_paused: false } });
-    const trigger = await this.airflow(`/api/v2/dags/${IRIS_DAG}/dagRuns`, { method: "POST", body: { logical_date: null, note: "fleet" } });
+    const runId = await this.triggerPipeline();
+    await this.waitPipeline(runId, timeoutMs);
+    return { syncedAfterMs, listedAfterMs, runId };
+  }
+
+  /** Triggers one run of the iris pipeline; its run id. */
+  async triggerPipeline(note = "fleet"): Promise<string> {
+    const trigger = await this.airflow(`/api/v2/dags/${IRIS_DAG}/dagRuns`, { method: "POST", body: { logical_date: null, note } });
     if (trigger.status !== 200) throw new Error(`triggering ${IRIS_DAG}: ${trigger.status} ${JSON.stringify(trigger.json)}`);
-    const runId = encodeURIComponent(String(trigger.json.dag_run_id));
+    return String(trigger.json.dag_run_id);
+  }
+
+  /** Waits for a pipeline run to succeed; a failed run throws with its task instances. */
+  async waitPipeline(dagRunId: string, timeoutMs: number): Promise<void> {
+    const runId = encodeURIComponent(dagRunId);
     let last = "";
     try {
       await waitFor(
@@ -200,7 +224,80 @@ export class Scenario {
       const tis = await this.airflow(`/api/v2/dags/${IRIS_DAG}/dagRuns/${runId}/taskInstances`).catch(() => ({ json: {} }));
       throw new Error(`${String(err)}; tasks: ${JSON.stringify(tis.json).slice(0, 1500)}`);
     }
-    return { syncedAfterMs, listedAfterMs };
+  }
+
+  /** A run's task instances: each task's state, try number and the host it ran on (Airflow's API). */
+  async taskInstances(dagRunId: string): Promise<TaskInstance[]> {
+    const r = await this.airflow(`/api/v2/dags/${IRIS_DAG}/dagRuns/${encodeURIComponent(dagRunId)}/taskInstances`);
+    if (r.status !== 200) throw new Error(`task instances of ${dagRunId}: ${r.status} ${JSON.stringify(r.json).slice(0, 300)}`);
+    return ((r.json.task_instances ?? []) as Record<string, unknown>[]).map((t) => ({
+      taskId: String(t.task_id),
+      state: String(t.state),
+      tryNumber: Number(t.try_number),
+      hostname: String(t.hostname ?? ""),
+    }));
+  }
+
+  /** Every try of one task of a run (a retried task has one per try), with the host each ran on. */
+  async taskTries(dagRunId: string, taskId: string): Promise<TaskInstance[]> {
+    const r = await this.airflow(`/api/v2/dags/${IRIS_DAG}/dagRuns/${encodeURIComponent(dagRunId)}/taskInstances/${taskId}/tries`);
+    if (r.status !== 200) throw new Error(`tries of ${taskId} in ${dagRunId}: ${r.status} ${JSON.stringify(r.json).slice(0, 300)}`);
+    return ((r.json.task_instances ?? []) as Record<string, unknown>[]).map((t) => ({
+      taskId: String(t.task_id),
+      state: String(t.state),
+      tryNumber: Number(t.try_number),
+      hostname: String(t.hostname ?? ""),
+    }));
+  }
+
+  /**
+   * MLflow's REST API on one MLflow VM, as its admin, from that VM itself (its
+   * NSG admits only the load balancers): at the VM's own address, which is in
+   * MLflow's allowed hosts.
+   */
+  async mlflowOn(vm: FleetVm, path: string, body?: unknown): Promise<Record<string, unknown>> {
+    const admin = this.fleet.credentials.mlflowAdmin;
+    const o = await this.onVm(vm, {
+      url: `http://${vm.ip}:5000${path}`,
+      method: body === undefined ? "GET" : "POST",
+      ...(body === undefined ? {} : { body: JSON.stringify(body), headers: { "content-type": "application/json" } }),
+      ...(admin ? { basicAuth: { user: admin.user, password: admin.password } } : {}),
+    });
+    if (o.kind !== "http" || o.status !== 200) throw new Error(`MLflow ${path} on ${vm.name}: ${describeOutcome(o)} ${o.kind === "http" ? o.body.slice(0, 300) : o.detail}`);
+    return JSON.parse(o.body) as Record<string, unknown>;
+  }
+
+  /** The unit of a worker VM that runs the Celery worker (the one whose command is `airflow celery worker`). */
+  async celeryUnit(vm: FleetVm): Promise<string> {
+    const units = (await vm.run(["systemctl", "list-units", "--plain", "--no-legend", "--type=service", "mlops-*.service"])).split("\n").map((l) => l.trim().split(/\s+/)[0]!).filter(Boolean);
+    for (const u of units) if (/celery/.test(await vm.run(["systemctl", "show", "-p", "ExecStart", "--value", u]))) return u;
+    throw new Error(`no unit on ${vm.name} runs a Celery worker (${units.join(", ")})`);
+  }
+
+  /** A request from inside a VM to one of its own services on 127.0.0.1 (as an operator logged in there); credentials go through curl's standard input. */
+  onVm(vm: FleetVm, r: ProbeRequest): Promise<Outcome> {
+    return this.fleet.vantage(vm).request(r);
+  }
+
+  /** The prediction API's own counters on a serving VM (its /metrics, with the dashboard's key): answers by status code, and the served version. */
+  async servingCounters(vm: FleetVm): Promise<{ ok: number; modelVersion: number | undefined }> {
+    const key = this.fleet.credentials.dashboardApiKey ?? this.fleet.credentials.apiKeys[0];
+    const o = await this.onVm(vm, { url: "http://127.0.0.1:8000/metrics", ...(key ? { headers: { authorization: `Bearer ${key}` } } : {}) });
+    if (o.kind !== "http" || o.status !== 200) throw new Error(`/metrics on ${vm.name}: ${describeOutcome(o)}`);
+    const families = parsePrometheusText(o.body);
+    return {
+      ok: sampleValue(families, "mlops_serving_requests_total", { code: "200" }) ?? 0,
+      modelVersion: sampleValue(families, "mlops_serving_model_version"),
+    };
+  }
+
+  /** The model version a serving VM's prediction API serves now (its /version). */
+  async servedVersion(vm: FleetVm): Promise<string | undefined> {
+    const key = this.fleet.credentials.dashboardApiKey ?? this.fleet.credentials.apiKeys[0];
+    const o = await this.onVm(vm, { url: "http://127.0.0.1:8000/version", ...(key ? { headers: { authorization: `Bearer ${key}` } } : {}) });
+    if (o.kind !== "http" || o.status !== 200) return undefined;
+    const model = (JSON.parse(o.body) as { model?: { version?: string } | null }).model;
+    return model?.version === undefined ? undefined : String(model.version);
   }
 
   /** One prediction through the load balancer's HTTPS listener, from a client in api_cidr, with an API key when the deployment has keys. */
@@ -213,4 +310,55 @@ export class Scenario {
       body: JSON.stringify({ dataframe_split: { columns: IRIS_COLUMNS, data: rows } }),
     });
   }
+}
+
+export interface TaskInstance {
+  readonly taskId: string;
+  readonly state: string;
+  readonly tryNumber: number;
+  /** The host the try ran on (the worker's hostname). */
+  readonly hostname: string;
+}
+
+/** One request of a steady loop: when it was sent, how long it took, and what came back. */
+export interface LoopSample {
+  readonly at: number;
+  readonly ms: number;
+  readonly ok: boolean;
+  readonly what: string;
+}
+
+/**
+ * A steady request loop through the load balancer (a client in api_cidr
+ * predicting, `concurrency` requests at a time, each of them at most one per
+ * `paceMs`) until stop() resolves with every sample.
+ */
+export function predictLoop(sc: Scenario, concurrency = 2, paceMs = 100): { stop(): Promise<LoopSample[]>; samples: LoopSample[] } {
+  const samples: LoopSample[] = [];
+  let running = true;
+  const workers = Array.from({ length: concurrency }, async () => {
+    while (running) {
+      const at = Date.now();
+      let ok = false;
+      let what = "";
+      try {
+        const r = await sc.predict([VIRGINICA]);
+        ok = r.status === 200 && r.body.includes('"predictions"');
+        what = ok ? "200" : `${r.status} ${r.body.slice(0, 120)}`;
+      } catch (err) {
+        what = String(err).slice(0, 160);
+      }
+      samples.push({ at, ms: Date.now() - at, ok, what });
+      const rest = at + paceMs - Date.now();
+      if (rest > 0 && running) await new Promise((r) => setTimeout(r, rest));
+    }
+  });
+  return {
+    samples,
+    stop: async () => {
+      running = false;
+      await Promise.all(workers);
+      return samples;
+    },
+  };
 }

@@ -10,6 +10,13 @@
  * Every option goes to curl as a config file on its standard input, so no
  * credential is ever in a process's arguments.
  *
+ * A `rediss://host:port` URL (OCI Cache) is spoken to from a VM by the VM's
+ * Python instead: TLS against the VM's trust store, then `AUTH` with the
+ * request's basic-auth user and password (or a `PING` without), the
+ * credentials again on standard input. Its answer is mapped to HTTP-like
+ * statuses for the matrix: 200 when Redis accepts, 401 when it refuses
+ * (NOAUTH, WRONGPASS).
+ *
  * `request()` never throws for what the network or the server answered: it
  * returns what happened, which is what the access matrix compares.
  */
@@ -113,8 +120,10 @@ export function outsideVantage(o: { name: string; netns: string; address: string
     name: o.name,
     kind: "outside",
     address: o.address,
-    request: (r) =>
+    request: (req) =>
       new Promise((ok, fail) => {
+        // Outside the VCN only whether a connection gets anywhere matters: a rediss:// target is tried as TLS by curl.
+        const r = req.url.startsWith("rediss://") ? { ...req, url: req.url.replace(/^rediss:/, "https:") } : req;
         const child = spawn("ip", ["netns", "exec", o.netns, "curl", "--config", "-"], { stdio: ["pipe", "pipe", "pipe"] });
         let out = "";
         let err = "";
@@ -132,13 +141,65 @@ export function outsideVantage(o: { name: string; netns: string; address: string
   };
 }
 
-/** A VM of the VCN, with its own curl, names and trust store. */
+/**
+ * The VM's Python speaking to a Redis over TLS: reads {host, port, user?,
+ * password?, connectTimeout} as JSON on stdin, prints one Outcome as JSON.
+ */
+const REDIS_PROBE = String.raw`
+import json, socket, ssl, sys
+r = json.load(sys.stdin)
+def out(o):
+    print(json.dumps(o)); sys.exit(0)
+try:
+    raw = socket.create_connection((r["host"], r["port"]), timeout=r["connectTimeout"])
+except socket.timeout:
+    out({"kind": "dropped", "detail": "connect timed out"})
+except ConnectionRefusedError as e:
+    out({"kind": "refused", "detail": str(e)})
+except OSError as e:
+    kind = "no-route" if e.errno == 101 else "rejected" if e.errno in (113, 13) else "not-http"
+    out({"kind": kind, "detail": str(e)})
+try:
+    s = ssl.create_default_context().wrap_socket(raw, server_hostname=r["host"])
+    s.settimeout(10)
+    def cmd(*args):
+        s.sendall(("*%d\r\n" % len(args) + "".join("$%d\r\n%s\r\n" % (len(a.encode()), a) for a in args)).encode())
+        return s.recv(4096).decode(errors="replace").strip()
+    if r.get("password") is not None:
+        a = cmd("AUTH", r["user"], r["password"]) if r.get("user") else cmd("AUTH", r["password"])
+        if not a.startswith("+OK"):
+            out({"kind": "http", "status": 401, "location": "", "body": a})
+    p = cmd("PING")
+    out({"kind": "http", "status": 200 if p.startswith("+PONG") else 401, "location": "", "body": p})
+except Exception as e:
+    out({"kind": "not-http", "detail": "%s: %s" % (type(e).__name__, e)})
+`;
+
+/** A VM of the VCN, with its own curl (or Python, for rediss://), names and trust store. */
 export function vmVantage(vm: FleetVm): Vantage {
   return {
     name: vm.name,
     kind: "vm",
     address: vm.ip,
     request: async (r) => {
+      if (r.url.startsWith("rediss://")) {
+        const u = new URL(r.url);
+        const res = await vm.container.exec(["python3", "-c", REDIS_PROBE], {
+          input: JSON.stringify({
+            host: u.hostname,
+            port: Number(u.port || 6379),
+            user: r.basicAuth?.user || null,
+            password: r.basicAuth?.password ?? null,
+            connectTimeout: (r.connectTimeoutMs ?? 3000) / 1000,
+          }),
+          timeoutMs: 30_000,
+        });
+        try {
+          return JSON.parse(res.stdout.trim().split("\n").at(-1) ?? "") as Outcome;
+        } catch {
+          return { kind: "not-http", detail: `the Redis probe failed (${res.code}): ${res.stderr.slice(-300)}` };
+        }
+      }
       const res = await vm.container.exec(["curl", "--config", "-"], {
         input: curlConfig(r),
         timeoutMs: (r.timeoutMs ?? 30_000) + 10_000,

@@ -64,7 +64,8 @@ export class FleetVm {
 
   /** Makes the namespace, starts the IMDS and prepares the root; `boot()` starts it. */
   static async create(vcn: Vcn, o: VmOptions): Promise<FleetVm> {
-    const short = o.instanceName.replace(/-/g, "");
+    // Namespace names are short: the last word of the name and its index ("airflow-worker-1" -> "worker1").
+    const short = o.instanceName.split("-").slice(-2).join("");
     mkdirSync(o.dir, { recursive: true });
     const link = vcn.addVm(short, `${o.privateIp}/${o.prefixLength}`, o.gateway);
     for (const r of o.serviceRoutes) execFileSync("ip", ["-n", link.netns, "route", "add", r, "via", o.gateway, "dev", "eth0"]);

@@ -13,10 +13,12 @@ import { afterAll, describe, expect, it } from "vitest";
 import { type Feature, matrixRows, planCell, type VantageRole } from "../fleet/access-matrix.ts";
 import { fleetLoadBalancer } from "../fleet/lb-listeners.ts";
 import { haproxyConfig } from "../fleet/load-balancer.ts";
-import { ingressRules, vcnRuleset, vmRuleset } from "../fleet/nsg.ts";
+import { nlbHaproxyConfig } from "../fleet/network-load-balancer.ts";
+import { ingressRules, resourceNsgs, vcnRuleset, vmRuleset } from "../fleet/nsg.ts";
+import { redisConfig } from "../fleet/oci-cache.ts";
 import { curlConfig, outcomeOf } from "../fleet/vantage.ts";
 import { REPO } from "../support/agent-process.ts";
-import { loadBalancerSpec } from "../support/load-balancer-spec.ts";
+import { loadBalancerSpec, mlflowEndpointSpec } from "../support/load-balancer-spec.ts";
 
 const VARS = { admin_cidr: "203.0.113.0/24", api_cidr: "198.51.100.0/24", bastion_cidr: null, vcn_cidr: "10.0.0.0/16" };
 const KNOWN = { app_subnet_cidr: "10.0.1.0/24", public_subnet_cidr: "10.0.0.0/24", db_subnet_cidr: "10.0.2.0/24" };
@@ -53,6 +55,31 @@ describe("the fleet's load balancer", () => {
   });
 });
 
+describe("the internal MLflow endpoint and OCI Cache", () => {
+  it("the endpoint is HAProxy in TCP mode at its address, checking every MLflow VM over HTTP as mlflow-endpoint.tf says, from its own address", async () => {
+    const spec = await mlflowEndpointSpec();
+    const cfg = nlbHaproxyConfig(spec, "10.0.1.9", [{ name: "mlflow-0", address: "10.0.1.10" }, { name: "mlflow-1", address: "10.0.1.11" }], "/run/x.sock");
+    expect(cfg).toContain("  mode tcp");
+    expect(cfg).toContain("  source 10.0.1.9");
+    expect(cfg).toContain(`  bind 10.0.1.9:${spec.port}`);
+    expect(cfg).toContain(`  http-check send meth GET uri ${spec.healthCheck.urlPath}`);
+    expect(cfg).toContain(`  default-server inter ${spec.healthCheck.intervalMs}ms fall ${spec.healthCheck.retries} rise 2 port ${spec.healthCheck.port}`);
+    for (const a of ["10.0.1.10", "10.0.1.11"]) expect(cfg).toContain(`${a}:${spec.backendPort} check`);
+    expect(() => nlbHaproxyConfig({ ...spec, preserveSource: true }, "10.0.1.9", [], "/x")).toThrow(/preserves the source address/);
+    // Its NSG, and the cache's, are read from the resources that name them.
+    expect(await resourceNsgs("oci_network_load_balancer_network_load_balancer")).toEqual(["mlflow-internal"]);
+    expect(await resourceNsgs("oci_redis_redis_cluster")).toEqual(["cache"]);
+  });
+
+  it("OCI Cache is TLS only, with a password user and the default user off (or requirepass without a user), the password never on a command line", () => {
+    const o = { netns: "n", dir: "/d", address: "10.0.2.40", port: 6379, certPath: "/c.pem", keyPath: "/k.pem", caPath: "/ca.pem", password: "s3cret-Pw_1" };
+    const withUser = redisConfig({ ...o, user: "airflow" });
+    for (const line of ["bind 10.0.2.40", "port 0", "tls-port 6379", "tls-auth-clients no", "user default off", "user airflow on >s3cret-Pw_1 ~* &* +@all"]) expect(withUser).toContain(line);
+    expect(redisConfig(o)).toContain("requirepass s3cret-Pw_1");
+    expect(() => redisConfig({ ...o, password: "a b" })).toThrow(/white space/);
+  });
+});
+
 describe("NSGs from terraform/network.tf", () => {
   const dir = mkdtempSync(join(tmpdir(), "nsg-"));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -77,23 +104,21 @@ describe("NSGs from terraform/network.tf", () => {
     const members = {
       lb: ["10.0.0.10"],
       mlflow: ["10.0.1.10"],
+      airflow: ["10.0.1.30"],
+      "airflow-worker": ["10.0.1.70", "10.0.1.71"],
+      serving: ["10.0.1.50", "10.0.1.51"],
       "mlflow-internal": ["10.0.1.9"],
-      airflow: ["10.0.1.20"],
-      "airflow-worker": ["10.0.1.70"],
-      serving: ["10.0.1.30", "10.0.1.31"],
-      cache: ["10.0.2.30"],
+      cache: ["10.0.2.40"],
       db: ["10.0.2.10"],
     };
     const vm = vmRuleset("mlflow", rules, members);
     expect(vm).toContain('iifname "eth0" tcp flags & (fin|syn|rst|ack) == syn jump nsg_mlflow');
-    // MLflow's 5000: the load balancer and the internal MLflow endpoint (which does not preserve its clients' addresses), no VM directly.
+    // MLflow's 5000: the load balancer and the internal endpoint only, no VM.
     for (const src of ["10.0.0.10", "10.0.1.9"]) expect(vm).toContain(`ip saddr ${src} tcp dport 5000 accept`);
-    for (const src of ["10.0.1.20", "10.0.1.30", "10.0.1.31", "10.0.1.70"]) expect(vm).not.toContain(`ip saddr ${src} tcp dport 5000 accept`);
-    const endpoint = vmRuleset("mlflow-internal", rules, members);
-    for (const src of ["10.0.1.20", "10.0.1.30", "10.0.1.31", "10.0.1.70"]) expect(endpoint).toContain(`ip saddr ${src} tcp dport 5000 accept`);
-    const worker = vmRuleset("airflow-worker", rules, members);
-    expect(worker).toContain("ip saddr 10.0.1.20 tcp dport 8793 accept");
-    expect(worker).toContain("chain nsg_airflow_worker");
+    for (const src of ["10.0.1.30", "10.0.1.50", "10.0.1.70"]) expect(vm).not.toContain(`ip saddr ${src} tcp dport 5000 accept`);
+    // A worker's log server: the Airflow VM only.
+    expect(vmRuleset("airflow-worker", rules, members)).toContain("ip saddr 10.0.1.30 tcp dport 8793 accept");
+    expect(vmRuleset("airflow-worker", rules, members)).not.toContain("ip saddr 10.0.1.50 tcp dport 8793");
     expect(vm).toContain("ip saddr 10.0.0.0/16 tcp dport 9470 accept");
     expect(vm).toMatch(/accept comment "[a-z-]+"\n {4}drop\n {2}\}/);
     const vcn = vcnRuleset({ "10.0.0.10": "lb" }, rules, members);
@@ -101,6 +126,11 @@ describe("NSGs from terraform/network.tf", () => {
     expect(vcn).toContain("ip saddr 198.51.100.0/24 tcp dport 443 accept");
     expect(vcn).toContain("ip saddr 203.0.113.0/24 tcp dport 5000 accept");
     expect(vcn).not.toContain("ip saddr 203.0.113.0/24 tcp dport 443 accept");
+    // The internal MLflow endpoint and OCI Cache live in the VCN namespace too.
+    const services = vcnRuleset({ "10.0.1.9": "mlflow-internal", "10.0.2.40": "cache" }, rules, members);
+    for (const src of ["10.0.1.30", "10.0.1.70", "10.0.1.71", "10.0.1.50", "10.0.1.51"]) expect(services).toContain(`ip saddr ${src} tcp dport 5000 accept`);
+    for (const src of ["10.0.1.30", "10.0.1.70", "10.0.1.71"]) expect(services).toContain(`ip saddr ${src} tcp dport 6379 accept`);
+    expect(services).not.toContain("ip saddr 10.0.1.50 tcp dport 6379");
   });
 });
 
@@ -113,15 +143,19 @@ describe("the access matrix's policy", () => {
       { port: 8080, tls: true },
       { port: 8501, tls: true },
     ],
-    { mlflow: [5000, 9470], airflow: [8080, 8793, 9470], serving: [8000, 8501, 9470] },
+    { mlflow: [5000, 9470], airflow: [8080, 9470], "airflow-worker": [8793, 9470], serving: [8000, 8501, 9470], "mlflow-internal": [5000], cache: [6379] },
   );
   const row = (label: string) => rows.find((r) => r.label === label)!;
-  const all = new Set<Feature>(["mlflow-auth", "api-keys"]);
+  const all = new Set<Feature>(["mlflow-auth", "api-keys", "broker-auth"]);
   const plan = (label: string, from: VantageRole, features = all) => planCell(row(label), from, features, "mlops.example.com");
 
   it("lists every load balancer listener (each HTTPS one also in plain HTTP) and every VM port, SSH always", () => {
     expect(rows.map((r) => r.label)).toContain("LB :5000 plain http");
-    expect(rows.map((r) => r.label)).toContain("airflow VM :8793 other");
+    expect(rows.map((r) => r.label)).toContain("airflow-worker VM :8793 task-logs");
+    expect(rows.map((r) => r.label)).toContain("mlflow-internal :5000 delete model");
+    expect(rows.map((r) => r.label)).toContain("cache :6379 broker");
+    // What is no VM has no SSH row.
+    expect(rows.map((r) => r.label)).not.toContain("cache :22 ssh");
     expect(rows.map((r) => r.label)).toContain("serving VM :22 ssh");
     expect(rows.map((r) => r.label)).toContain("mlflow VM :5000 delete model");
   });
@@ -141,23 +175,33 @@ describe("the access matrix's policy", () => {
     expect(plan("LB :5000 https mlflow", "admin").expect).toEqual({ none: { status: 401 }, wrong: { status: 401 }, right: { status: 200 } });
     expect(plan("LB :443 https predict", "internet").expect).toEqual({ none: { status: 401 }, wrong: { status: 401 }, right: { status: 200 } });
     expect(plan("LB :443 https /health", "internet").expect).toEqual({ none: { status: 200 } });
-    expect(plan("mlflow VM :5000 delete model", "serving").expect.right).toEqual({ status: 403 });
-    // The pipeline's user created the model: MLflow made it its manager, so the delete is not sent at all.
-    expect(plan("mlflow VM :5000 delete model", "airflow")).toMatchObject({ skip: expect.stringMatching(/MANAGE/), expect: {} });
+    expect(plan("mlflow-internal :5000 delete model", "serving").expect.right).toEqual({ status: 403 });
+    // The pipeline's user created the model: MLflow made it its manager, so the delete is not sent at all (a worker's tasks are that user too).
+    for (const from of ["airflow", "airflow-worker"] as const) expect(plan("mlflow-internal :5000 delete model", from)).toMatchObject({ skip: expect.stringMatching(/MANAGE/), expect: {} });
+    expect(plan("cache :6379 broker", "airflow-worker").expect).toEqual({ none: { status: 401 }, wrong: { status: 401 }, right: { status: 200 } });
+    // The log server without Airflow's signed token: 403, and there is no "right" credential to send.
+    expect(plan("airflow-worker VM :8793 task-logs", "airflow").expect).toEqual({ none: { status: 403 }, wrong: { status: 403 } });
   });
 
-  it("inside the VCN: MLflow from the pipeline and serving VMs, the status API past the NSG but not the host firewall, everything else dropped", () => {
-    expect(plan("mlflow VM :5000 mlflow", "airflow").expect.right).toEqual({ status: 200 });
-    expect(plan("mlflow VM :5000 mlflow", "mlflow").expect).toEqual({ none: "dropped" });
+  it("inside the VCN: MLflow through the internal endpoint from the pipeline, worker and serving VMs, the broker from the Airflow VMs, the status API past the NSG but not the host firewall, everything else dropped", () => {
+    for (const from of ["airflow", "airflow-worker", "serving"] as const) {
+      expect(plan("mlflow-internal :5000 mlflow", from).expect.right).toEqual({ status: 200 });
+      // Not the MLflow VMs themselves: only the load balancers reach them.
+      expect(plan("mlflow VM :5000 mlflow", from).expect).toEqual({ none: "dropped" });
+    }
+    expect(plan("mlflow-internal :5000 mlflow", "mlflow").expect).toEqual({ none: "dropped" });
+    for (const from of ["serving", "mlflow"] as const) expect(plan("cache :6379 broker", from).expect).toEqual({ none: "dropped" });
+    expect(plan("airflow VM :8080 airflow", "airflow-worker").expect.right).toEqual({ status: 200 });
+    for (const from of ["airflow-worker", "serving", "mlflow"] as const) expect(plan("airflow-worker VM :8793 task-logs", from).expect).toEqual({ none: "dropped" });
     // The NSG admits the status API from the VCN; the image's firewall, opened only for the role's services, rejects it.
     expect(plan("serving VM :9470 status", "airflow").expect).toEqual({ none: "rejected" });
-    for (const label of ["airflow VM :8080 airflow", "airflow VM :8793 other", "serving VM :8000 predict", "serving VM :8501 dashboard", "serving VM :22 ssh", "LB :443 https predict"])
+    for (const label of ["airflow VM :8080 airflow", "serving VM :8000 predict", "serving VM :8501 dashboard", "serving VM :22 ssh", "LB :443 https predict"])
       for (const from of ["airflow", "serving", "mlflow"] as const) expect(plan(label, from).expect, `${label} from ${from}`).toEqual({ none: "dropped" });
   });
 
   it("without a feature: reachability only, marked pending; deleting the model is not even tried", () => {
     expect(plan("LB :5000 https mlflow", "admin", new Set())).toEqual({ pending: "mlflow-auth", expect: { none: { status: 200 } } });
-    expect(plan("mlflow VM :5000 delete model", "serving", new Set())).toMatchObject({ pending: "mlflow-auth", expect: {}, skip: expect.stringMatching(/delete/) });
+    expect(plan("mlflow-internal :5000 delete model", "serving", new Set())).toMatchObject({ pending: "mlflow-auth", expect: {}, skip: expect.stringMatching(/delete/) });
   });
 });
 
