@@ -419,10 +419,10 @@ describe("the fleet", () => {
         const killedAt = Date.now();
         // Every process of the unit (the ones whose cgroup is the unit's): systemctl kill fails with EIO on the
         // cgroup kill inside the container. One that ends by itself in between is no error; it prints how many.
-        // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a template
         const killed = await worker.run([
           "sh",
           "-c",
+          // biome-ignore lint/suspicious/noTemplateCurlyInString: shell parameter expansion, not a template
           'n=0; for f in /proc/[0-9]*/cgroup; do if grep -q "/$1$" "$f" 2>/dev/null; then p=${f#/proc/}; kill -9 "${p%/cgroup}" 2>/dev/null && n=$((n+1)); fi; done; echo $n',
           "kill-unit",
           unit,
