@@ -372,7 +372,8 @@ describe("API keys", { timeout: 60_000 }, () => {
       "the agent's probe sees the API ready",
       async () => {
         const svc = (await getJson<StatusSnapshot>(`${statusUrl}/status`)).services.find((x) => x.name === "predict");
-        return svc?.health === "healthy" ? svc : undefined;
+        // The last probe may be the liveness one (both run on their own periods): wait for a readiness probe's answer.
+        return svc?.health === "healthy" && svc.lastProbe?.kind === "readiness" ? svc : undefined;
       },
       30_000,
     );
