@@ -70,6 +70,8 @@ module "instance_bootstrap" {
   instance_count = var.instance_count
   worker_count   = var.worker_count
   worker_queues  = var.worker_queues
+  # How soon a task on a lost worker VM is retried.
+  airflow_task_heartbeat_timeout_seconds = var.airflow_task_heartbeat_timeout_seconds
   # The broker exists only with workers (cache.tf); its certificate is
   # checked against the OS trust store.
   broker_host    = one(oci_redis_redis_cluster.broker[*].primary_fqdn)

@@ -146,6 +146,16 @@ variable "worker_queues" {
   }
 }
 
+variable "airflow_task_heartbeat_timeout_seconds" {
+  description = "Seconds without a heartbeat from a running Airflow task before the scheduler fails it and retries it if it has tries left ([scheduler] task_instance_heartbeat_timeout): how soon a task on a lost worker VM is retried. Airflow's default is 300; lower retries sooner but fails tasks whose heartbeats a busy api-server misses for that long."
+  type        = number
+  default     = 300
+  validation {
+    condition     = var.airflow_task_heartbeat_timeout_seconds >= 30 && var.airflow_task_heartbeat_timeout_seconds <= 86400 && floor(var.airflow_task_heartbeat_timeout_seconds) == var.airflow_task_heartbeat_timeout_seconds
+    error_message = "airflow_task_heartbeat_timeout_seconds must be a whole number of seconds from 30 to 86400."
+  }
+}
+
 variable "serving_autoscaling" {
   description = "The serving pool's autoscaling on CPU: between min and max VMs; one VM more when the pool's average CPU is above scale_out_cpu_percent, one less below scale_in_cpu_percent, at most one change per cooldown_seconds (300 or more). min = max pins the size."
   type = object({

@@ -149,6 +149,13 @@ export const airflowSchema = z
      * a look is a directory walk and a few DB queries.
      */
     refreshIntervalSeconds: z.number().int().min(1).max(3600).default(2),
+    /**
+     * `[scheduler] task_instance_heartbeat_timeout`: seconds without a heartbeat from a running task
+     * before the scheduler fails it and, if it has tries left, retries it (a worker VM lost mid-task).
+     * Airflow's own default; lower it to retry sooner, at the cost of failing tasks whose
+     * heartbeats a busy or briefly unreachable api-server misses for that long.
+     */
+    taskHeartbeatTimeoutSeconds: z.number().int().min(30).max(86_400).default(300),
     /** Given to DAGs as the Airflow Variable `mlflow_tracking_uri` and $MLFLOW_TRACKING_URI. */
     mlflowTrackingUri: z.string().url().default("http://127.0.0.1:5000"),
     database: z
@@ -463,6 +470,7 @@ export const configSchema = z
       parallelism: 4,
       adminUser: "admin",
       refreshIntervalSeconds: 2,
+      taskHeartbeatTimeoutSeconds: 300,
       mlflowTrackingUri: "http://127.0.0.1:5000",
       database: { engine: "postgresql", name: "airflow", user: "airflow" },
     }),

@@ -29,6 +29,8 @@ export interface DeploymentInputs {
   readonly instanceCount: Readonly<Record<string, number>>;
   /** Airflow worker VMs (Terraform's worker_count); default 0 (LocalExecutor). More than 0 needs brokerHost. */
   readonly workerCount?: number;
+  /** Seconds without a task heartbeat before the scheduler retries the task; default Terraform's (300). */
+  readonly airflowTaskHeartbeatTimeoutSeconds?: number;
   /** Queues the worker pool consumes; default ["default"]. */
   readonly workerQueues?: readonly string[];
   /** Host name (or address) of the fleet's broker, as OCI Cache's primary_fqdn would be; its TLS certificate must be for it. */
@@ -150,6 +152,7 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     instanceCount: { ...example.instanceCount, ...i.instanceCount },
     workerCount: i.workerCount ?? 0,
     workerQueues: i.workerQueues ?? ["default"],
+    ...(i.airflowTaskHeartbeatTimeoutSeconds === undefined ? {} : { airflowTaskHeartbeatTimeoutSeconds: i.airflowTaskHeartbeatTimeoutSeconds }),
     brokerHost: i.brokerHost ?? null,
     brokerCaFile: i.brokerCaFile ?? null,
     // The drain of the serving VMs: the predict backend set's check, which the fleet's HAProxy runs too.

@@ -62,8 +62,9 @@ beforeAll(async () => {
   mkdirSync(OUTPUT, { recursive: true });
   hostNetworkBefore = hostNetwork();
   const t0 = Date.now();
-  // Two MLflow VMs on one DB, two Airflow workers, the serving pool at Terraform's default size (2).
-  fleet = await Fleet.create({ log, uvCache: DEFAULT_UV_CACHE, instanceCount: { mlflow: 2 }, workerCount: 2 });
+  // Two MLflow VMs on one DB, two Airflow workers, the serving pool at Terraform's default size (2); a killed
+  // worker's task is retried after 60 s without heartbeats, not Airflow's default 300.
+  fleet = await Fleet.create({ log, uvCache: DEFAULT_UV_CACHE, instanceCount: { mlflow: 2 }, workerCount: 2, airflowTaskHeartbeatTimeoutSeconds: 60 });
   timings.prepareSeconds = (Date.now() - t0) / 1000;
   sc = new Scenario(fleet, log);
   mlflowVm = sc.mlflow;

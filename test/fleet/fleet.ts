@@ -87,6 +87,8 @@ export interface FleetOptions {
   readonly instanceCount?: Readonly<Record<string, number>>;
   /** Airflow worker VMs (Terraform's worker_count); default Terraform's example's. */
   readonly workerCount?: number;
+  /** Terraform's airflow_task_heartbeat_timeout_seconds: how soon a task on a killed worker is retried; default Terraform's (300). */
+  readonly airflowTaskHeartbeatTimeoutSeconds?: number;
 }
 
 export const DEFAULT_UV_CACHE = join(homedir(), ".cache/mlops-agent/fleet-uv");
@@ -207,6 +209,7 @@ export class Fleet {
       namespace: NAMESPACE,
       instanceCount: { ...o.instanceCount },
       ...(o.workerCount === undefined ? {} : { workerCount: o.workerCount }),
+      ...(o.airflowTaskHeartbeatTimeoutSeconds === undefined ? {} : { airflowTaskHeartbeatTimeoutSeconds: o.airflowTaskHeartbeatTimeoutSeconds }),
       brokerHost: CACHE_HOSTNAME,
       pythonIndexUrl: `https://${MIRROR_HOST}/simple`,
       agentUrlX64: release.url,

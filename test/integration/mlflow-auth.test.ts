@@ -132,13 +132,7 @@ describe("mlflow role with basic auth through `mlops-agent run`", { timeout: 25 
 
   it("the pipeline user creates the experiment, a run, the model and its alias; the agent then sets both users' grants on them", async () => {
     const pipeline = as("airflow");
-    const exp = await pipeline.createExperiment("iris");
-    const run = await pipeline.createRun(exp);
-    await pipeline.logMetric(run.runId, "accuracy", 0.97);
-    await pipeline.putArtifact(run.artifactUri, "model.txt", "a model");
-    await pipeline.call("POST", "/api/2.0/mlflow/registered-models/create", { name: "iris" });
-    const mv = await pipeline.call<{ model_version: { version: string } }>("POST", "/api/2.0/mlflow/model-versions/create", { name: "iris", source: `${run.artifactUri}/model.txt`, run_id: run.runId });
-    await pipeline.call("POST", "/api/2.0/mlflow/registered-models/alias", { name: "iris", alias: "champion", version: mv.model_version.version });
+    const { experimentId: exp, run } = await pipeline.publishModel("iris", "iris", "champion");
     // The experiment exists now: the agent's next access run (every 30 s while something is missing) grants on it.
     await waitFor(
       "the serving user's READ on the experiment",

@@ -269,13 +269,7 @@ describe("two MLflow servers sharing one database, auth schema, artifacts and se
 
   it("a run, an artifact and a model version made through A are visible through B and the load balancer, as admin and as a user with grants", async () => {
     const pipeline = as(vms[0]!, "airflow");
-    const exp = await pipeline.createExperiment("iris");
-    const run = await pipeline.createRun(exp);
-    await pipeline.logMetric(run.runId, "accuracy", 0.97);
-    await pipeline.putArtifact(run.artifactUri, "model.txt", "a model");
-    await pipeline.call("POST", "/api/2.0/mlflow/registered-models/create", { name: "iris" });
-    const mv = await pipeline.call<{ model_version: { version: string } }>("POST", "/api/2.0/mlflow/model-versions/create", { name: "iris", source: `${run.artifactUri}/model.txt`, run_id: run.runId });
-    await pipeline.call("POST", "/api/2.0/mlflow/registered-models/alias", { name: "iris", alias: "champion", version: mv.model_version.version });
+    const { experimentId: exp, run, version } = await pipeline.publishModel("iris", "iris", "champion");
     // The experiment exists now: each agent's next access run grants on it (both, idempotently).
     await waitFor(
       "the serving user's READ on the experiment",
@@ -289,7 +283,7 @@ describe("two MLflow servers sharing one database, auth schema, artifacts and se
         const r = await client.getRun(run.runId);
         expect(r.data.metrics?.find((m) => m.key === "accuracy")?.value, `${user} via ${where === "lb" ? "lb" : where.name}`).toBe(0.97);
         const alias = await client.call<{ model_version: { version: string } }>("GET", "/api/2.0/mlflow/registered-models/alias?name=iris&alias=champion");
-        expect(alias.model_version.version).toBe(mv.model_version.version);
+        expect(alias.model_version.version).toBe(version);
         expect(await client.getArtifact(run.artifactUri, "model.txt")).toBe("a model");
       }
     }

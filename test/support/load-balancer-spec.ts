@@ -83,11 +83,15 @@ export interface LoadBalancerSpec {
 type Any = any;
 
 function literal<T extends number | string>(value: unknown, type: "number" | "string", where: string): T {
-  if (typeof value !== type) throw new Error(`loadbalancer.tf: ${where} is ${JSON.stringify(value)}, not a ${type} literal`);
+  if (typeof value !== type) throw new Error(`${where} is ${JSON.stringify(value)}, not a ${type} literal`);
   return value as T;
 }
-const num = (v: unknown, where: string) => literal<number>(v, "number", where);
-const str = (v: unknown, where: string) => literal<string>(v, "string", where);
+/** Readers of one file's literals; their errors name the file. */
+const literalsOf = (file: string) => ({
+  num: (v: unknown, where: string) => literal<number>(v, "number", `${file}: ${where}`),
+  str: (v: unknown, where: string) => literal<string>(v, "string", `${file}: ${where}`),
+});
+const { num, str } = literalsOf("loadbalancer.tf");
 
 /** The single block of each resource of a type; for_each and count are refused (a listener or set per instance is not what this file declares). */
 function blocks(section: Any, type: string, allowForEach = false): [string, Any][] {
@@ -105,19 +109,31 @@ function referenced(value: unknown, type: string, where: string): string {
   return m[1]!;
 }
 
-function healthCheck(set: Any, setName: string): HealthCheckSpec {
+/**
+ * A backend set's health_checker block. The load balancer calls its interval `interval_ms`, the
+ * network load balancer `interval_in_millis`; everything else is named alike.
+ */
+function healthCheck(set: Any, setName: string, file = "loadbalancer.tf", intervalField: "interval_ms" | "interval_in_millis" = "interval_ms"): HealthCheckSpec {
   const hc = set.health_checker?.[0];
-  if (!hc) throw new Error(`loadbalancer.tf: backend set ${setName} has no health_checker`);
+  if (!hc) throw new Error(`${file}: backend set ${setName} has no health_checker`);
+  const { num, str } = literalsOf(file);
   const at = (field: string) => `backend set ${setName}: health_checker.${field}`;
   return {
     protocol: str(hc.protocol, at("protocol")),
     port: num(hc.port, at("port")),
     urlPath: str(hc.url_path, at("url_path")),
     returnCode: num(hc.return_code, at("return_code")),
-    intervalMs: num(hc.interval_ms, at("interval_ms")),
+    intervalMs: num(hc[intervalField], at(intervalField)),
     timeoutMs: num(hc.timeout_in_millis, at("timeout_in_millis")),
     retries: num(hc.retries, at("retries")),
   };
+}
+
+/** Which VMs a backend resource makes backends of: its `for_each = local.<role>_instances`. */
+function backendRoleOf(backend: Any, backendName: string, file: string): BackendRole {
+  const role = /^\$\{local\.(mlflow|airflow|serving)_instances\}$/.exec(String(backend.for_each))?.[1] as BackendRole | undefined;
+  if (!role) throw new Error(`${file}: backend ${backendName}'s for_each is ${JSON.stringify(backend.for_each)}, not local.<role>_instances`);
+  return role;
 }
 
 /** The redirect of a listener's rule sets, if one redirects every path; any other rule is refused (HAProxy would not reproduce it). */
@@ -217,9 +233,7 @@ export async function loadBalancerSpec(
       ({ role, port: backendPort } = pooled[0]!);
     } else {
       const [backendName, backend] = members[0]!;
-      const found = /^\$\{local\.(mlflow|airflow|serving)_instances\}$/.exec(String(backend.for_each))?.[1] as BackendRole | undefined;
-      if (!found) throw new Error(`loadbalancer.tf: backend ${backendName}'s for_each is ${JSON.stringify(backend.for_each)}, not local.<role>_instances`);
-      role = found;
+      role = backendRoleOf(backend, backendName, "loadbalancer.tf");
       backendPort = num(backend.port, `backend ${backendName}'s port`);
     }
     return {
@@ -275,27 +289,15 @@ export async function mlflowEndpointSpec(file = join(REPO, "terraform", "mlflow-
   const [, listener] = one("oci_network_load_balancer_listener");
   const [setName, set] = one("oci_network_load_balancer_backend_set");
   const [backendName, backend] = one("oci_network_load_balancer_backend");
-  const role = /^\$\{local\.(mlflow|airflow|serving)_instances\}$/.exec(String(backend.for_each))?.[1] as BackendRole | undefined;
-  if (!role) throw new Error(`mlflow-endpoint.tf: backend ${backendName}'s for_each is ${JSON.stringify(backend.for_each)}, not local.<role>_instances`);
-  const hc = set.health_checker?.[0];
-  if (!hc) throw new Error(`mlflow-endpoint.tf: backend set ${setName} has no health_checker`);
-  const at = (field: string) => `mlflow-endpoint.tf: backend set ${setName}: ${field}`;
-  if (typeof set.is_preserve_source !== "boolean") throw new Error(`${at("is_preserve_source")} is ${JSON.stringify(set.is_preserve_source)}, not a boolean literal`);
+  const { num, str } = literalsOf("mlflow-endpoint.tf");
+  if (typeof set.is_preserve_source !== "boolean") throw new Error(`mlflow-endpoint.tf: backend set ${setName}: is_preserve_source is ${JSON.stringify(set.is_preserve_source)}, not a boolean literal`);
   return {
-    port: num(listener.port, "mlflow-endpoint.tf: listener port"),
-    protocol: str(listener.protocol, "mlflow-endpoint.tf: listener protocol"),
-    backendRole: role,
-    backendPort: num(backend.port, `mlflow-endpoint.tf: backend ${backendName}'s port`),
-    policy: str(set.policy, at("policy")),
+    port: num(listener.port, "listener port"),
+    protocol: str(listener.protocol, "listener protocol"),
+    backendRole: backendRoleOf(backend, backendName, "mlflow-endpoint.tf"),
+    backendPort: num(backend.port, `backend ${backendName}'s port`),
+    policy: str(set.policy, `backend set ${setName}: policy`),
     preserveSource: set.is_preserve_source,
-    healthCheck: {
-      protocol: str(hc.protocol, at("health_checker.protocol")),
-      port: num(hc.port, at("health_checker.port")),
-      urlPath: str(hc.url_path, at("health_checker.url_path")),
-      returnCode: num(hc.return_code, at("health_checker.return_code")),
-      intervalMs: num(hc.interval_in_millis, at("health_checker.interval_in_millis")),
-      timeoutMs: num(hc.timeout_in_millis, at("health_checker.timeout_in_millis")),
-      retries: num(hc.retries, at("health_checker.retries")),
-    },
+    healthCheck: healthCheck(set, setName, "mlflow-endpoint.tf", "interval_in_millis"),
   };
 }

@@ -59,6 +59,21 @@ export class MlflowClient {
     return r.text();
   }
 
+  /**
+   * What the pipeline does, in small: in experiment `experiment` a run with metric accuracy 0.97
+   * and an artifact model.txt, registered as a version of `model` that alias `alias` points at.
+   */
+  async publishModel(experiment: string, model: string, alias: string): Promise<{ experimentId: string; run: { runId: string; artifactUri: string }; version: string }> {
+    const experimentId = await this.createExperiment(experiment);
+    const run = await this.createRun(experimentId);
+    await this.logMetric(run.runId, "accuracy", 0.97);
+    await this.putArtifact(run.artifactUri, "model.txt", "a model");
+    await this.call("POST", "/api/2.0/mlflow/registered-models/create", { name: model });
+    const mv = await this.call<{ model_version: { version: string } }>("POST", "/api/2.0/mlflow/model-versions/create", { name: model, source: `${run.artifactUri}/model.txt`, run_id: run.runId });
+    await this.call("POST", "/api/2.0/mlflow/registered-models/alias", { name: model, alias, version: mv.model_version.version });
+    return { experimentId, run, version: mv.model_version.version };
+  }
+
   async listArtifacts(runId: string): Promise<string[]> {
     const r = await this.call<{ files?: { path: string }[] }>("GET", `/api/2.0/mlflow/artifacts/list?run_id=${runId}`);
     return (r.files ?? []).map((f) => f.path);

@@ -59,6 +59,8 @@ export interface BootstrapInputs {
   readonly brokerUser?: string;
   /** CA file on the VMs for the broker's TLS certificate; null or absent: the OS trust store. */
   readonly brokerCaFile?: string | null;
+  /** Seconds without a task heartbeat before the scheduler retries the task (airflow_task_heartbeat_timeout_seconds). Default 300. */
+  readonly airflowTaskHeartbeatTimeoutSeconds?: number;
   /** The predict backend set's health check (loadBalancerSpec().healthCheck): the serving VMs' drain. Default 2000 ms x 2, loadbalancer.tf's. */
   readonly servingHealthCheck?: { readonly intervalMs: number; readonly retries: number };
   readonly region: string;
@@ -194,6 +196,7 @@ function tfvars(inputs: BootstrapInputs): Record<string, unknown> {
     broker_host: inputs.brokerHost ?? null,
     broker_user: inputs.brokerUser ?? "airflow",
     broker_ca_file: inputs.brokerCaFile ?? null,
+    airflow_task_heartbeat_timeout_seconds: inputs.airflowTaskHeartbeatTimeoutSeconds ?? 300,
     serving_health_check: { interval_ms: inputs.servingHealthCheck?.intervalMs ?? 2000, retries: inputs.servingHealthCheck?.retries ?? 2 },
     region: inputs.region,
     namespace: inputs.namespace,

@@ -189,6 +189,16 @@ describe("terraform console render of modules/instance-bootstrap", () => {
     await expect(renderInstances(exampleBootstrapInputs({ workerQueues: ["a b"] }))).rejects.toThrow(/worker_queues must be 1-20 distinct queue names/);
   });
 
+  it("airflow_task_heartbeat_timeout_seconds reaches airflow.taskHeartbeatTimeoutSeconds; a value below 30 s is refused, naming the range", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const r = await renderInstances(exampleBootstrapInputs({ airflowTaskHeartbeatTimeoutSeconds: 60 }));
+    expect((r.agentConfig.airflow as Any).taskHeartbeatTimeoutSeconds).toBe(60);
+    const instance = { id: "ocid1.instance.oc1..a", region: "eu-frankfurt-1", metadata: {}, freeformTags: {} };
+    const resolved = resolveConfig({ configPath: "/etc/mlops-agent/config.json", fileText: r.agentConfigJson, metadata: { onOci: true, instance } as MetadataResult, env: {}, flags: {} });
+    expect(resolved.config.airflow.taskHeartbeatTimeoutSeconds).toBe(60);
+    await expect(renderInstances(exampleBootstrapInputs({ airflowTaskHeartbeatTimeoutSeconds: 5 }))).rejects.toThrow(/airflow_task_heartbeat_timeout_seconds must be a whole number of seconds from\s+30 to 86400/);
+  });
+
   it("serving.drain is the load balancer's predict health check: the example's is loadbalancer.tf's, other values pass through", async (ctx) => {
     if (!TF) ctx.skip(TERRAFORM_MISSING);
     const hc = (await loadBalancerSpec()).healthCheck;
@@ -238,6 +248,7 @@ describe("terraform console render of modules/instance-bootstrap", () => {
       jwtSecret: v(inputs.airflowJwtSecretSecretOcid),
       apiSecretKey: v(inputs.airflowApiSecretKeySecretOcid),
       database: { password: v(inputs.airflowDbPasswordSecretOcid) },
+      taskHeartbeatTimeoutSeconds: 300,
       executor: "CeleryExecutor",
       executionApiUrl: "http://10.0.1.30:8080/execution/",
       celery: {

@@ -157,6 +157,8 @@ locals {
           jwtSecret         = "vault:${var.airflow_jwt_secret_secret_ocid}"
           apiSecretKey      = "vault:${var.airflow_api_secret_key_secret_ocid}"
           database          = { password = "vault:${var.airflow_db_password_secret_ocid}" }
+          # How soon the scheduler retries a task whose worker stopped sending heartbeats.
+          taskHeartbeatTimeoutSeconds = var.airflow_task_heartbeat_timeout_seconds
         },
         local.airflow_executor,
       )

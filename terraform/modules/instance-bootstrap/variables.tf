@@ -41,6 +41,16 @@ variable "worker_queues" {
   }
 }
 
+variable "airflow_task_heartbeat_timeout_seconds" {
+  description = "Seconds without a heartbeat before the scheduler fails and retries a running task (airflow.taskHeartbeatTimeoutSeconds)."
+  type        = number
+  default     = 300
+  validation {
+    condition     = var.airflow_task_heartbeat_timeout_seconds >= 30 && var.airflow_task_heartbeat_timeout_seconds <= 86400 && floor(var.airflow_task_heartbeat_timeout_seconds) == var.airflow_task_heartbeat_timeout_seconds
+    error_message = "airflow_task_heartbeat_timeout_seconds must be a whole number of seconds from 30 to 86400."
+  }
+}
+
 variable "broker_host" {
   description = "Host name of the Celery broker (OCI Cache's primary_fqdn; the fleet test gives its own Redis); null without workers. The config says rediss://<host>:6379/0."
   type        = string
