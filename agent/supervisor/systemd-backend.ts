@@ -107,20 +107,42 @@ function parseShow(text: string): Record<string, string> {
   );
 }
 
-/** Agent-initiated restarts per service, and the inputs hash each unit was last (re)started with. */
+/**
+ * systemd's own restart count of a unit as last seen, and what earlier counts added up to.
+ * NRestarts starts again from 0 whenever the unit is started or restarted on purpose (by the
+ * agent or a person) and at boot; `base` keeps what it had counted, so the total never goes back.
+ */
+interface SystemdCount {
+  base: number;
+  last: number;
+}
+
+/** Agent-initiated restarts per service, the inputs hash each unit was last (re)started with, systemd's counts. */
 interface State {
   restarts: Record<string, number>;
   started: Record<string, string>;
+  systemdCounts: Record<string, SystemdCount>;
 }
 
 async function readStateFile(host: Host, path: string): Promise<State> {
   const text = await host.fs.readFile(path);
   try {
     const parsed = text ? (JSON.parse(text) as Partial<State>) : {};
-    return { restarts: parsed.restarts ?? {}, started: parsed.started ?? {} };
+    return { restarts: parsed.restarts ?? {}, started: parsed.started ?? {}, systemdCounts: parsed.systemdCounts ?? {} };
   } catch {
-    return { restarts: {}, started: {} };
+    return { restarts: {}, started: {}, systemdCounts: {} };
   }
+}
+
+/**
+ * Folds a newly seen NRestarts into the persisted count: a value below the last one seen means
+ * systemd started counting again, so the last one is added to the base. Returns the unit's
+ * systemd restarts in all, and whether the record changed.
+ */
+export function foldSystemdCount(rec: SystemdCount | undefined, nrestarts: number): { next: SystemdCount; total: number; changed: boolean } {
+  const prev = rec ?? { base: 0, last: 0 };
+  const next = nrestarts < prev.last ? { base: prev.base + prev.last, last: nrestarts } : { base: prev.base, last: nrestarts };
+  return { next, total: next.base + next.last, changed: next.base !== prev.base || next.last !== prev.last };
 }
 
 async function updateStateFile(host: Host, path: string, change: (s: State) => void): Promise<void> {
@@ -190,7 +212,8 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
 
     async observe() {
       const files = (await host.fs.readdir(unitDir)).filter((f) => /^mlops-.+\.service$/.test(f) && f !== "mlops-agent.service");
-      const { restarts, started } = await readState();
+      const { restarts, started, systemdCounts } = await readState();
+      const counted: Record<string, SystemdCount> = {};
       const out: ServiceObservation[] = [];
       for (const unit of files) {
         const text = (await host.fs.readFile(unitPath(unit))) ?? "";
@@ -210,13 +233,15 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
         const state = until ? "draining" : mapState(props.ActiveState ?? "", props.SubState ?? "");
         const exit = exitFromProps(props, state);
         const logTail = exit ? await unitLogTail(host, unit, text, scrub) : undefined;
+        const count = foldSystemdCount(systemdCounts[name], Number(props.NRestarts ?? 0));
+        if (count.changed) counted[name] = count.next;
         out.push({
           name,
           unit,
           role,
           state,
           pid: pid > 0 ? pid : undefined,
-          restarts: Number(props.NRestarts ?? 0) + (restarts[name] ?? 0),
+          restarts: count.total + (restarts[name] ?? 0),
           // What the process runs with, not what the file says: see the header comment.
           inputsHash: HASH_RE.exec(text)?.[1] === started[name] ? started[name] : undefined,
           enabled: props.UnitFileState === "enabled",
@@ -225,6 +250,10 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
           ...(until ? { drainingUntil: until } : {}),
         });
       }
+      if (Object.keys(counted).length > 0)
+        await updateState((s) => {
+          Object.assign(s.systemdCounts, counted);
+        });
       return out;
     },
 
@@ -277,6 +306,8 @@ export function createSystemdSupervisor(opts: SystemdBackendOptions): Supervisor
       await query("reset-failed", unit);
       await updateState((s) => {
         delete s.started[name];
+        delete s.restarts[name];
+        delete s.systemdCounts[name];
       });
     },
 

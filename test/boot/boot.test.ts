@@ -293,6 +293,21 @@ describe("boot: one VM through its life under real systemd", () => {
       1_000,
     );
     expect(after.restarts).toBe(before.restarts + 1);
+    // A person's `systemctl restart` makes systemd count from 0 again (NRestarts=0): /status keeps the count.
+    await vm!.run(["systemctl", "restart", "mlops-mlflow.service"]);
+    expect((await vm!.show("mlops-mlflow.service", ["NRestarts"])).NRestarts).toBe("0");
+    const restarted = await waitFor(
+      "mlflow healthy after the manual restart",
+      async () => {
+        const mainPid = (await vm!.show("mlops-mlflow.service", ["MainPID"])).MainPID;
+        const s = (await status()).services[0];
+        // Observed by the agent since the restart: /status shows the new main process.
+        return s?.health === "healthy" && String(s.pid) === mainPid ? s : undefined;
+      },
+      150_000,
+      1_000,
+    );
+    expect(restarted.restarts).toBe(after.restarts);
   });
 
   it("kill -9 of the agent: systemd restarts it, role services untouched, its plan has nothing to do", { timeout: 3 * 60_000 }, async () => {
@@ -367,11 +382,14 @@ describe("boot: one VM through its life under real systemd", () => {
   });
 
   it("after a reboot the agent comes back and converges with no action", { timeout: 10 * 60_000 }, async () => {
+    const countsBefore = new Map((await status()).services.map((x) => [x.unit, x.restarts]));
     const t = Date.now();
     await vm!.reboot();
     await waitReady("ready after the reboot", 8 * 60_000);
     timings.rebootReady = Date.now() - t;
     const s = await status();
+    // systemd's NRestarts start from 0 after a boot; the counts on /status do not go back.
+    for (const x of s.services) expect(x.restarts, x.unit).toBeGreaterThanOrEqual(countsBefore.get(x.unit) ?? 0);
     expect(s.role).toEqual({ name: "airflow", source: "metadata" });
     expect(s.lastConverge?.ok).toBe(true);
     expect(s.lastConverge?.actions).toEqual([]);

@@ -6,7 +6,7 @@
 import { describe, expect, it } from "vitest";
 import { createMemoryHost } from "../../agent/host/memory-host.ts";
 import { silentLogger } from "../../agent/log.ts";
-import { createSystemdSupervisor } from "../../agent/supervisor/systemd-backend.ts";
+import { createSystemdSupervisor, foldSystemdCount } from "../../agent/supervisor/systemd-backend.ts";
 import { DEFAULT_RESTART_POLICY, type ServiceSpec } from "../../agent/supervisor/types.ts";
 
 const spec = (inputsHash: string): ServiceSpec => ({
@@ -25,7 +25,7 @@ const spec = (inputsHash: string): ServiceSpec => ({
   unitFile: "[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\n",
 });
 
-function setup(initial: string, failing: string[] = []) {
+function setup(initial: string, failing: string[] = [], systemd = { nrestarts: 2 }) {
   const host = createMemoryHost({ systemd: true });
   const calls: string[] = [];
   let active = initial;
@@ -36,12 +36,41 @@ function setup(initial: string, failing: string[] = []) {
     if (args[0] === "start" || args[0] === "restart") active = "active";
     if (args[0] === "is-active") return { code: active === "active" ? 0 : 3, stdout: `${active}\n`, stderr: "" };
     if (args[0] === "show")
-      return { code: 0, stdout: `ActiveState=${active}\nSubState=${active === "active" ? "running" : "dead"}\nMainPID=42\nUnitFileState=enabled\nNRestarts=2\n`, stderr: "" };
+      return { code: 0, stdout: `ActiveState=${active}\nSubState=${active === "active" ? "running" : "dead"}\nMainPID=42\nUnitFileState=enabled\nNRestarts=${systemd.nrestarts}\n`, stderr: "" };
     return { code: 0, stdout: "", stderr: "" };
   };
   const sup = createSystemdSupervisor({ host, logger: silentLogger(), unitDir: "/etc/systemd/system", stateFile: "/s/restarts.json" });
   return { host, calls, sup };
 }
+
+describe("restart counts never go backwards", () => {
+  it("foldSystemdCount: a lower NRestarts means systemd counts again from 0, so the last count joins the base", () => {
+    expect(foldSystemdCount(undefined, 0)).toEqual({ next: { base: 0, last: 0 }, total: 0, changed: false });
+    expect(foldSystemdCount(undefined, 2)).toEqual({ next: { base: 0, last: 2 }, total: 2, changed: true });
+    expect(foldSystemdCount({ base: 0, last: 2 }, 2)).toEqual({ next: { base: 0, last: 2 }, total: 2, changed: false });
+    expect(foldSystemdCount({ base: 0, last: 2 }, 0)).toEqual({ next: { base: 2, last: 0 }, total: 2, changed: true });
+    expect(foldSystemdCount({ base: 2, last: 0 }, 1)).toEqual({ next: { base: 2, last: 1 }, total: 3, changed: true });
+  });
+
+  it("through a restart on purpose, an agent restart and a reboot, /status's count only grows", async () => {
+    const systemd = { nrestarts: 2 };
+    const { host, sup } = setup("active", [], systemd);
+    await sup.ensure(spec("a1"), "x");
+    const restarts = async (s = sup) => (await s.observe())[0]!.restarts;
+    expect(await restarts()).toBe(2); // two crashes systemd restarted
+    systemd.nrestarts = 0; // `systemctl restart` (by the agent for new inputs, or by a person) starts NRestarts again
+    expect(await restarts()).toBe(2);
+    systemd.nrestarts = 1; // one more crash
+    expect(await restarts()).toBe(3);
+    // The agent itself restarted: a new supervisor reads the persisted counts.
+    const again = createSystemdSupervisor({ host, logger: silentLogger(), unitDir: "/etc/systemd/system", stateFile: "/s/restarts.json" });
+    expect(await restarts(again)).toBe(3);
+    systemd.nrestarts = 0; // a reboot
+    expect(await restarts(again)).toBe(3);
+    await again.restart("mlflow", "liveness probe failed"); // the agent's own restart counts too
+    expect(await restarts(again)).toBe(4);
+  });
+});
 
 describe("systemd backend", () => {
   it("installs a new unit: write, daemon-reload, enable, reset-failed, start", async () => {
