@@ -3,8 +3,10 @@
 # The VMs authenticate as instance principals. They are matched by a defined
 # tag (dynamic-group rules cannot match freeform tags) in this compartment,
 # and may do exactly what the agent needs:
-#   - list and read DAG files in the dags bucket (DAG sync) and binaries in
-#     the releases bucket;
+#   - list and read DAG files in the dags bucket (DAG sync), and release
+#     binaries and signed channel manifests in the releases bucket
+#     (self-update; never write: only the release pipeline publishes);
+#   - read and write rollout reports in the rollout bucket (no delete);
 #   - read, write and delete MLflow artifacts in the artifacts bucket;
 #   - read this deployment's secrets: the two database admin passwords and
 #     the credentials of secrets.tf (MLflow, Airflow, the shared Airflow
@@ -62,9 +64,12 @@ resource "oci_identity_policy" "agents" {
   name           = "${var.name_prefix}-mlops-agents"
   description    = "What mlops-agent on the ${var.name_prefix} VMs may do"
   statements = [
-    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read buckets in ${local.policy_scope} where any {target.bucket.name = '${oci_objectstorage_bucket.artifacts.name}', target.bucket.name = '${oci_objectstorage_bucket.dags.name}', target.bucket.name = '${oci_objectstorage_bucket.releases.name}'}",
+    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read buckets in ${local.policy_scope} where any {target.bucket.name = '${oci_objectstorage_bucket.artifacts.name}', target.bucket.name = '${oci_objectstorage_bucket.dags.name}', target.bucket.name = '${oci_objectstorage_bucket.releases.name}', target.bucket.name = '${oci_objectstorage_bucket.rollout.name}'}",
     "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read objects in ${local.policy_scope} where any {target.bucket.name = '${oci_objectstorage_bucket.dags.name}', target.bucket.name = '${oci_objectstorage_bucket.releases.name}'}",
     "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to manage objects in ${local.policy_scope} where target.bucket.name = '${oci_objectstorage_bucket.artifacts.name}'",
+    # Rollout reports: read, create and overwrite (OBJECT_CREATE and
+    # OBJECT_OVERWRITE), never delete, in the rollout bucket only.
+    "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to manage objects in ${local.policy_scope} where all {target.bucket.name = '${oci_objectstorage_bucket.rollout.name}', any {request.permission = 'OBJECT_INSPECT', request.permission = 'OBJECT_READ', request.permission = 'OBJECT_CREATE', request.permission = 'OBJECT_OVERWRITE'}}",
     "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to read secret-bundles in ${local.policy_scope} where any {${join(", ", [for id in local.agent_secret_ids : "target.secret.id = '${id}'"])}}",
   ]
   freeform_tags = local.common_tags

@@ -84,12 +84,20 @@ module "instance_bootstrap" {
     retries     = oci_load_balancer_backend_set.serving.health_checker[0].retries
   }
 
-  region                     = var.region
-  namespace                  = local.namespace
-  artifacts_bucket           = oci_objectstorage_bucket.artifacts.name
-  dags_bucket                = oci_objectstorage_bucket.dags.name
-  mysql_admin_secret_ocid    = oci_vault_secret.mysql_admin.id
-  postgres_admin_secret_ocid = oci_vault_secret.postgres_admin.id
+  region           = var.region
+  namespace        = local.namespace
+  artifacts_bucket = oci_objectstorage_bucket.artifacts.name
+  dags_bucket      = oci_objectstorage_bucket.dags.name
+  # Self-update: the agents follow agent_channel's signed manifest in the
+  # releases bucket and report to the rollout bucket (storage.tf).
+  releases_bucket                     = oci_objectstorage_bucket.releases.name
+  reports_bucket                      = oci_objectstorage_bucket.rollout.name
+  agent_channel                       = var.agent_channel
+  release_public_keys                 = var.release_public_keys
+  agent_update_check_interval_seconds = var.agent_update_check_interval_seconds
+  agent_update_health_gate_seconds    = var.agent_update_health_gate_seconds
+  mysql_admin_secret_ocid             = oci_vault_secret.mysql_admin.id
+  postgres_admin_secret_ocid          = oci_vault_secret.postgres_admin.id
 
   lb_hostname                           = var.lb_hostname
   mlflow_admin_secret_ocid              = oci_vault_secret.app["mlflow-admin-password"].id

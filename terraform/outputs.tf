@@ -97,6 +97,7 @@ output "buckets" {
     artifacts = oci_objectstorage_bucket.artifacts.name
     dags      = oci_objectstorage_bucket.dags.name
     releases  = oci_objectstorage_bucket.releases.name
+    rollout   = oci_objectstorage_bucket.rollout.name
   }
 }
 

@@ -3,7 +3,15 @@
 #
 # - artifacts: MLflow artifacts (oci://<artifacts>@<namespace>/mlflow).
 # - dags:      Airflow DAGs; the agent syncs oci://<namespace>/<dags>/ every 3 s.
-# - releases:  mlops-agent binaries, mlops-agent/<version>/mlops-agent-linux-{x64,arm64}.
+# - releases:  mlops-agent releases: mlops-agent/<version>/mlops-agent-linux-{x64,arm64}
+#              and SHA256SUMS, and the signed channel manifests
+#              mlops-agent/channels/<channel>.json. Terraform uploads
+#              agent_version's binaries for the VMs' first boot (below); the
+#              release pipeline (.github/workflows/release.yml) publishes every
+#              later version and moves the channel, which running agents follow.
+# - rollout:   the agents' rollout reports, mlops-agent/reports/<version>/<instance-ocid>.json
+#              (a later rollout stage starts only on the earlier stages' healthy
+#              reports; one rolled-back report stops it).
 
 data "oci_objectstorage_namespace" "this" {
   compartment_id = var.compartment_ocid
@@ -46,6 +54,23 @@ resource "oci_objectstorage_bucket" "releases" {
   object_events_enabled = true
   storage_tier          = "Standard"
   freeform_tags         = merge(local.common_tags, { purpose = "mlops-agent release binaries" })
+  depends_on            = [oci_identity_policy.services]
+}
+
+# The agents write their rollout reports here and read each other's. Private
+# and encrypted like the others; not versioned: a report is rewritten in
+# place (the same VM, the same version) and only its latest word counts.
+resource "oci_objectstorage_bucket" "rollout" {
+  # checkov:skip=CKV_OCI_8:Rollout reports are rewritten in place and only the latest one counts; old versions would only pile up (issue 13's contract: versioning off).
+  compartment_id        = var.compartment_ocid
+  namespace             = local.namespace
+  name                  = "${var.name_prefix}-rollout"
+  access_type           = "NoPublicAccess"
+  versioning            = "Disabled"
+  kms_key_id            = oci_kms_key.main.id
+  object_events_enabled = true
+  storage_tier          = "Standard"
+  freeform_tags         = merge(local.common_tags, { purpose = "mlops-agent rollout reports" })
   depends_on            = [oci_identity_policy.services]
 }
 

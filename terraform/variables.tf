@@ -317,6 +317,47 @@ variable "python_index_url" {
   }
 }
 
+# ------------------------------------------------------------------ agent self-update
+
+variable "agent_channel" {
+  description = "Release channel the agents follow: the signed manifest mlops-agent/channels/<channel>.json in the releases bucket names the version to run (the release pipeline moves it)."
+  type        = string
+  default     = "stable"
+  validation {
+    condition     = can(regex("^[a-z0-9-]{1,32}$", var.agent_channel))
+    error_message = "agent_channel must be 1-32 lower-case letters, digits or - (e.g. stable)."
+  }
+}
+
+variable "release_public_keys" {
+  description = "Ed25519 public keys the agents accept channel manifests signed by: base64 of the SPKI DER, one line as `node scripts/release.ts keygen` writes release-signing.pub (60 characters, MCowBQYDK2VwAyEA...=). 1-4 keys: add the new key, sign with it, then remove the old one to rotate."
+  type        = list(string)
+  validation {
+    condition     = length(var.release_public_keys) >= 1 && length(var.release_public_keys) <= 4 && alltrue([for k in var.release_public_keys : can(regex("^MCowBQYDK2VwAyEA[A-Za-z0-9+/]{43}=$", k))]) && length(distinct(var.release_public_keys)) == length(var.release_public_keys)
+    error_message = "release_public_keys must be 1-4 distinct Ed25519 public keys, each the base64 SPKI DER line of release-signing.pub (60 characters starting MCowBQYDK2VwAyEA and ending =)."
+  }
+}
+
+variable "agent_update_check_interval_seconds" {
+  description = "How often each agent reads its channel's manifest (plus a random jitter of up to a third of this)."
+  type        = number
+  default     = 900
+  validation {
+    condition     = var.agent_update_check_interval_seconds >= 60 && var.agent_update_check_interval_seconds <= 86400 && floor(var.agent_update_check_interval_seconds) == var.agent_update_check_interval_seconds
+    error_message = "agent_update_check_interval_seconds must be a whole number of seconds from 60 to 86400."
+  }
+}
+
+variable "agent_update_health_gate_seconds" {
+  description = "How long a new agent version has to report READY and converge cleanly after it starts; otherwise the VM goes back to the previous version and the rollout stops."
+  type        = number
+  default     = 300
+  validation {
+    condition     = var.agent_update_health_gate_seconds >= 30 && var.agent_update_health_gate_seconds <= 3600 && floor(var.agent_update_health_gate_seconds) == var.agent_update_health_gate_seconds
+    error_message = "agent_update_health_gate_seconds must be a whole number of seconds from 30 to 3600."
+  }
+}
+
 # ------------------------------------------------------------------ databases
 
 variable "mysql_shape" {

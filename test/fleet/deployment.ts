@@ -45,6 +45,14 @@ export interface DeploymentInputs {
   /** Who may reach the UIs (admin_cidr) and the prediction API (api_cidr). */
   readonly adminCidr: string;
   readonly apiCidr: string;
+  /** Ed25519 public keys (base64 SPKI DER) the agents accept manifests signed by; default the example key, whose private key nobody has (no manifest verifies). */
+  readonly releasePublicKeys?: readonly string[];
+  /** The channel the agents follow; default "stable". */
+  readonly agentChannel?: string;
+  /** Seconds between manifest checks; default Terraform's (900). */
+  readonly agentUpdateCheckIntervalSeconds?: number;
+  /** Seconds a new agent version has to be READY with a clean converge; default Terraform's (300). */
+  readonly agentUpdateHealthGateSeconds?: number;
 }
 
 /** OCIDs of the deployment's Vault secrets (terraform/database.tf and secrets.tf), as a real apply would learn them. */
@@ -97,7 +105,7 @@ export interface Deployment {
     /** The private package mirror's address (a host of the tenancy's own, on the app subnet). */
     readonly mirrorIp: string;
   };
-  readonly buckets: { readonly artifacts: string; readonly dags: string };
+  readonly buckets: { readonly artifacts: string; readonly dags: string; readonly releases: string; readonly rollout: string };
   readonly secrets: DeploymentSecrets;
   /** The name the load balancer's certificate is for, MLflow's allowed host and Airflow's base URL. */
   readonly lbHostname: string;
@@ -143,7 +151,7 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     servingDashboardApiKey: ocid("servingdashboardapikey"),
   };
   const lbHostname = i.lbHostname ?? "mlops.fleet.test";
-  const buckets = { artifacts: "mlops-artifacts", dags: "mlops-dags" };
+  const buckets = { artifacts: "mlops-artifacts", dags: "mlops-dags", releases: "mlops-releases", rollout: "mlops-rollout" };
   const spec = await loadBalancerSpec();
   const r = await renderInstances({
     ...example,
@@ -178,6 +186,12 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     pythonIndexUrl: i.pythonIndexUrl,
     agentUrls: { x86_64: i.agentUrlX64, aarch64: i.agentUrlX64.replace(/x64$/, "arm64") },
     agentSha256: { x86_64: i.agentSha256X64, aarch64: "0".repeat(64) },
+    releasesBucket: buckets.releases,
+    reportsBucket: buckets.rollout,
+    releasePublicKeys: i.releasePublicKeys ?? example.releasePublicKeys,
+    agentChannel: i.agentChannel ?? "stable",
+    ...(i.agentUpdateCheckIntervalSeconds === undefined ? {} : { agentUpdateCheckIntervalSeconds: i.agentUpdateCheckIntervalSeconds }),
+    ...(i.agentUpdateHealthGateSeconds === undefined ? {} : { agentUpdateHealthGateSeconds: i.agentUpdateHealthGateSeconds }),
   });
   const host = (cidr: string, n: number) => {
     const p = cidr.split("/")[0]!.split(".").map(Number);

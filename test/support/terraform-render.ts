@@ -96,6 +96,18 @@ export interface BootstrapInputs {
   readonly agentSha256: { readonly x86_64: string; readonly aarch64: string };
   /** Text of the agent's unit; default units/mlops-agent.service, as the root module passes. */
   readonly agentUnit?: string;
+  /** The releases bucket (update.bucket): channel manifests and binaries. */
+  readonly releasesBucket: string;
+  /** The rollout bucket (update.reportsBucket): the VMs' rollout reports. */
+  readonly reportsBucket: string;
+  /** Ed25519 public keys, base64 SPKI DER (update.publicKeys), 1-4. */
+  readonly releasePublicKeys: readonly string[];
+  /** The channel the agents follow. Default "stable". */
+  readonly agentChannel?: string;
+  /** Seconds between manifest checks; the jitter is a third of it. Default 900. */
+  readonly agentUpdateCheckIntervalSeconds?: number;
+  /** Seconds a new version has to be READY with a clean converge. Default 300. */
+  readonly agentUpdateHealthGateSeconds?: number;
 }
 
 export interface RenderedAddresses {
@@ -140,6 +152,9 @@ export interface RenderedFleet {
   readonly pools: Readonly<Record<PoolRole, RenderedPool>>;
 }
 
+/** An Ed25519 public key (base64 SPKI DER) whose private key nobody kept: the example config's update.publicKeys. */
+export const EXAMPLE_RELEASE_PUBLIC_KEY = "MCowBQYDK2VwAyEAoHx0fGErXj7IAXQNNflimq4nxaDyd4zl43Ina0Nj1Ho=";
+
 /**
  * Inputs that reproduce terraform/agent-config.example.json (1 MLflow, 1
  * Airflow, 2 serving and 2 worker VMs in 10.0.0.0/16, eu-frankfurt-1), with
@@ -182,6 +197,9 @@ export function exampleBootstrapInputs(over: Partial<BootstrapInputs> = {}): Boo
     pythonIndexUrl: "https://pypi.org/simple",
     agentUrls: { x86_64: par("x64"), aarch64: par("arm64") },
     agentSha256: { x86_64: "a".repeat(64), aarch64: "b".repeat(64) },
+    releasesBucket: "mlops-releases",
+    reportsBucket: "mlops-rollout",
+    releasePublicKeys: [EXAMPLE_RELEASE_PUBLIC_KEY],
     ...over,
   };
 }
@@ -224,6 +242,12 @@ function tfvars(inputs: BootstrapInputs): Record<string, unknown> {
     agent_urls: inputs.agentUrls,
     agent_sha256: inputs.agentSha256,
     agent_unit: inputs.agentUnit ?? readFileSync(AGENT_UNIT_FILE, "utf8"),
+    releases_bucket: inputs.releasesBucket,
+    reports_bucket: inputs.reportsBucket,
+    release_public_keys: inputs.releasePublicKeys,
+    agent_channel: inputs.agentChannel ?? "stable",
+    agent_update_check_interval_seconds: inputs.agentUpdateCheckIntervalSeconds ?? 900,
+    agent_update_health_gate_seconds: inputs.agentUpdateHealthGateSeconds ?? 300,
   };
 }
 

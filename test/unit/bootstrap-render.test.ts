@@ -87,12 +87,14 @@ describe("bootstrap/user-data.yaml.tftpl", () => {
   });
 
   it("fits in OCI instance metadata (32,000 bytes in all) with room for the SSH key and the role", () => {
-    const userData = Buffer.from(renderUserData(USER_DATA_TEMPLATE, userDataVars())).toString("base64");
+    // The config as Terraform writes it: compact (jsonencode), not the example's pretty print.
+    const compact = Buffer.from(JSON.stringify(JSON.parse(EXAMPLE_AGENT_CONFIG))).toString("base64");
+    const userData = Buffer.from(renderUserData(USER_DATA_TEMPLATE, userDataVars({ agent_config_b64: compact }))).toString("base64");
     // 24,000 leaves 8,000 bytes of the 32,000 for the other metadata keys: a few SSH keys (an RSA-4096 one is
     // about 750 bytes) and the role. The hardened agent unit (with its reasons) and MLflow's auth settings made it
-    // 21,868 bytes (issue 11); the broker, the shared Airflow and database secrets and the drain 23,748 with this
-    // pretty-printed example (issue 12). Terraform writes the config compact (jsonencode): 22,280 for the same
-    // values. A pool's VMs also carry mlops-config (the workers' queues, about 50 bytes) in their metadata.
+    // 21,868 bytes (issue 11, pretty-printed); the broker, the shared Airflow and database secrets and the drain
+    // 22,280 compact (issue 12); the self-update section (issue 13) 22,872. A pool's VMs also carry mlops-config
+    // (the workers' queues, about 50 bytes) in their metadata.
     expect(userData.length).toBeLessThan(24_000);
   });
 

@@ -11,6 +11,7 @@
  * HAProxy from, against terraform/loadbalancer.tf and pools.tf.
  */
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: these strings are Terraform and template source, where ${...} is the syntax under test
+import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -20,6 +21,7 @@ import { resolveConfig } from "../../agent/config/load.ts";
 import type { MetadataResult } from "../../agent/metadata/imds-client.ts";
 import { REPO } from "../support/agent-process.ts";
 import {
+  EXAMPLE_RELEASE_PUBLIC_KEY,
   exampleBootstrapInputs,
   loadBalancerSpec,
   mlflowEndpointSpec,
@@ -197,6 +199,39 @@ describe("terraform console render of modules/instance-bootstrap", () => {
     const resolved = resolveConfig({ configPath: "/etc/mlops-agent/config.json", fileText: r.agentConfigJson, metadata: { onOci: true, instance } as MetadataResult, env: {}, flags: {} });
     expect(resolved.config.airflow.taskHeartbeatTimeoutSeconds).toBe(60);
     await expect(renderInstances(exampleBootstrapInputs({ airflowTaskHeartbeatTimeoutSeconds: 5 }))).rejects.toThrow(/airflow_task_heartbeat_timeout_seconds must be a whole number of seconds from\s+30 to 86400/);
+  });
+
+  it("update: the contract's section, enabled, from the module's inputs (jitter a third of the check interval); the agent accepts it; a key that is not an Ed25519 SPKI is refused, naming the form", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const second = generateKeyPairSync("ed25519").publicKey.export({ type: "spki", format: "der" }).toString("base64");
+    const r = await renderInstances(
+      exampleBootstrapInputs({
+        agentChannel: "canary-1",
+        releasePublicKeys: [EXAMPLE_RELEASE_PUBLIC_KEY, second],
+        agentUpdateCheckIntervalSeconds: 1000,
+        agentUpdateHealthGateSeconds: 120,
+        releasesBucket: "acme-releases",
+        reportsBucket: "acme-rollout",
+      }),
+    );
+    expect(r.agentConfig.update).toEqual({
+      enabled: true,
+      channel: "canary-1",
+      bucket: "acme-releases",
+      namespace: "mytenancy",
+      prefix: "mlops-agent",
+      reportsBucket: "acme-rollout",
+      publicKeys: [EXAMPLE_RELEASE_PUBLIC_KEY, second],
+      checkIntervalSeconds: 1000,
+      jitterSeconds: 333,
+      healthGateSeconds: 120,
+    });
+    const resolved = resolveConfig({ configPath: "/etc/mlops-agent/config.json", fileText: r.agentConfigJson, metadata: undefined, env: {}, flags: {} });
+    expect(resolved.config.update).toMatchObject({ enabled: true, channel: "canary-1", auth: "instance_principal", minFreeBytes: 536870912 });
+    // A PEM, an RSA key's SPKI, and five keys are refused before anything is rendered.
+    const rsa = generateKeyPairSync("rsa", { modulusLength: 1024 }).publicKey.export({ type: "spki", format: "der" }).toString("base64");
+    for (const keys of [[`-----BEGIN PUBLIC KEY-----${second}`], [rsa], [second, second, second, second, second], []])
+      await expect(renderInstances(exampleBootstrapInputs({ releasePublicKeys: keys }))).rejects.toThrow(/release_public_keys must be 1-4 Ed25519 public keys/);
   });
 
   it("serving.drain is the load balancer's predict health check: the example's is loadbalancer.tf's, other values pass through", async (ctx) => {

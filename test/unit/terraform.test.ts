@@ -15,6 +15,7 @@
  */
 // biome-ignore-all lint/suspicious/noTemplateCurlyInString: these strings are Terraform and template source, where ${...} is the syntax under test
 import { execFile } from "node:child_process";
+import { generateKeyPairSync } from "node:crypto";
 import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { homedir, tmpdir } from "node:os";
 import { join, relative, resolve } from "node:path";
@@ -38,6 +39,8 @@ import {
 } from "../support/terraform-check.ts";
 
 const TF_DIR = join(REPO, "terraform");
+/** An Ed25519 public key as release-signing.pub holds it (base64 SPKI DER). */
+const ED25519_KEY = generateKeyPairSync("ed25519").publicKey.export({ type: "spki", format: "der" }).toString("base64");
 const MODULE_DIR = join(TF_DIR, "modules", "instance-bootstrap");
 const run = promisify(execFile);
 
@@ -81,6 +84,8 @@ describe("terraform/: structure and references", () => {
       "pools.tf",
       "cache.tf",
       "mlflow-endpoint.tf",
+      "backend.tf",
+      "backend.hcl.example",
       "README.md",
       "terraform.tfvars.example",
       "agent-config.example.json",
@@ -153,9 +158,9 @@ describe("terraform/: structure and references", () => {
     expect(fileJson(parsed, "outputs.tf").output.agent_config[0].value).toBe("${module.instance_bootstrap.agent_config}");
   });
 
-  it("pins Terraform >= 1.5 and the oracle/oci (>= 7.2.0, for the MySQL DB system's nsg_ids) and hashicorp/random providers", () => {
+  it("pins Terraform >= 1.12 (the native oci state backend) and the oracle/oci (>= 7.2.0, for the MySQL DB system's nsg_ids) and hashicorp/random providers", () => {
     const tf = fileJson(parsed, "versions.tf").terraform[0];
-    expect(tf.required_version).toMatch(/>= ?1\.5/);
+    expect(tf.required_version).toMatch(/^>= ?1\.12\.0$/);
     const providers = tf.required_providers[0];
     expect(providers.oci.source).toBe("oracle/oci");
     const floor = /^>= ?(\d+)\.(\d+)\.(\d+)/.exec(providers.oci.version)?.slice(1).map(Number) ?? [];
@@ -472,12 +477,19 @@ describe("terraform/: structure and references", () => {
     expect(others).toEqual(['mlflow-internal 6:5000 -> ${oci_core_network_security_group.nsg["mlflow"].id}']);
   });
 
-  it("buckets are private, versioned and encrypted with the vault key; the release URLs are read-only", () => {
+  it("buckets are private, versioned (the rollout reports' not) and encrypted with the vault key; the release URLs are read-only", () => {
     const storage = fileJson(parsed, "storage.tf").resource;
     for (const b of ["artifacts", "dags", "releases"]) {
       const bucket = storage.oci_objectstorage_bucket[b][0];
       expect(bucket, b).toMatchObject({ access_type: "NoPublicAccess", versioning: "Enabled", kms_key_id: "${oci_kms_key.main.id}" });
     }
+    expect(storage.oci_objectstorage_bucket.rollout[0]).toMatchObject({
+      name: "${var.name_prefix}-rollout",
+      access_type: "NoPublicAccess",
+      versioning: "Disabled",
+      kms_key_id: "${oci_kms_key.main.id}",
+      depends_on: ["${oci_identity_policy.services}"],
+    });
     expect(storage.oci_objectstorage_preauthrequest.agent[0].access_type).toBe("ObjectRead");
   });
 
@@ -522,6 +534,63 @@ describe("terraform/: structure and references", () => {
     expect(fileJson(parsed, "locals.tf").locals[0].policy_scope).toBe(
       '${var.compartment_ocid == var.tenancy_ocid ? "tenancy" : "compartment id ${var.compartment_ocid}"}',
     );
+  });
+
+  it("IAM for self-update: the VMs read the releases bucket's objects and read and write (never delete) the rollout bucket's, nothing more", () => {
+    const statements: string[] = fileJson(parsed, "iam.tf").resource.oci_identity_policy.agents[0].statements;
+    const naming = (bucket: string) => statements.filter((s) => s.includes(`oci_objectstorage_bucket.${bucket}.name`));
+    const g = "Allow dynamic-group ${oci_identity_dynamic_group.agents.name} to";
+    const releases = naming("releases");
+    expect(releases.map((s) => s.slice(g.length).split(" in ")[0]).sort()).toEqual([" read buckets", " read objects"]);
+    const rollout = naming("rollout");
+    expect(rollout.map((s) => s.slice(g.length).split(" in ")[0]).sort()).toEqual([" manage objects", " read buckets"]);
+    const write = rollout.find((s) => s.includes("manage objects"))!;
+    // Only the rollout bucket, and only these permissions: no OBJECT_DELETE.
+    expect(write).toMatch(/where all \{target\.bucket\.name = '\$\{oci_objectstorage_bucket\.rollout\.name\}', any \{/);
+    expect([...write.matchAll(/request\.permission = '([A-Z_]+)'/g)].map((m) => m[1]).sort()).toEqual(["OBJECT_CREATE", "OBJECT_INSPECT", "OBJECT_OVERWRITE", "OBJECT_READ"]);
+    expect(statements.filter((s) => s.includes("manage objects")).length).toBe(2);
+    // Nobody on a VM writes a release.
+    for (const s of releases) expect(s).not.toMatch(/manage|use objects/);
+  });
+
+  it("self-update: the module call passes the releases and rollout buckets, the channel, the keys and the timings; the release objects follow <prefix>/<version>/mlops-agent-linux-<arch>", () => {
+    const call = fileJson(parsed, "locals.tf").module.instance_bootstrap[0];
+    expect(call).toMatchObject({
+      releases_bucket: "${oci_objectstorage_bucket.releases.name}",
+      reports_bucket: "${oci_objectstorage_bucket.rollout.name}",
+      agent_channel: "${var.agent_channel}",
+      release_public_keys: "${var.release_public_keys}",
+      agent_update_check_interval_seconds: "${var.agent_update_check_interval_seconds}",
+      agent_update_health_gate_seconds: "${var.agent_update_health_gate_seconds}",
+    });
+    const variables = fileJson(parsed, "variables.tf").variable;
+    expect(variables.agent_channel[0].default).toBe("stable");
+    expect(variables.release_public_keys[0].default).toBeUndefined();
+    expect(variables.agent_update_check_interval_seconds[0].default).toBe(900);
+    expect(variables.agent_update_health_gate_seconds[0].default).toBe(300);
+    expect(fileJson(parsed, "locals.tf").locals[0].agent_objects).toEqual({
+      x86_64: "mlops-agent/${var.agent_version}/mlops-agent-linux-x64",
+      aarch64: "mlops-agent/${var.agent_version}/mlops-agent-linux-arm64",
+    });
+  });
+
+  it("remote state: the native oci backend with a partial configuration (only the key committed), backend.hcl.example gives the rest, backend.hcl is ignored by git", () => {
+    const backend = fileJson(parsed, "backend.tf").terraform[0].backend;
+    expect(Object.keys(backend)).toEqual(["oci"]);
+    expect(backend.oci[0]).toEqual({ key: "mlops-agent/terraform.tfstate" });
+    const example = readFileSync(join(TF_DIR, "backend.hcl.example"), "utf8");
+    const keys = [...example.matchAll(/^([a-z_]+)\s*=/gm)].map((m) => m[1]).sort();
+    expect(keys).toEqual(["bucket", "config_file_profile", "namespace", "region"]);
+    expect(readFileSync(join(REPO, ".gitignore"), "utf8").split("\n")).toContain("terraform/backend.hcl");
+    // No credential of any kind in the backend's files.
+    for (const text of [example, readFileSync(join(TF_DIR, "backend.tf"), "utf8")]) expect(text.replace(/#.*$/gm, "")).not.toMatch(/private_key|fingerprint|user_ocid|secret/i);
+  });
+
+  it("running VMs are never re-created by an apply: compute.tf ignores user_data and the image, the pools get a new instance configuration in place", () => {
+    const node = fileJson(parsed, "compute.tf").resource.oci_core_instance.node[0];
+    expect(node.lifecycle[0].ignore_changes).toEqual(expect.arrayContaining(['${metadata["user_data"]}', "${source_details[0].source_id}"]));
+    const config = fileJson(parsed, "pools.tf").resource.oci_core_instance_configuration.pool[0];
+    expect(config.lifecycle[0].create_before_destroy).toBe(true);
   });
 
   it("IAM is created before it is used, and README.md gives the two-step first apply for its propagation", () => {
@@ -721,6 +790,13 @@ describe("terraform/ with the terraform binary (offline, provider-free files onl
     expect(r.code).toBe(0);
   });
 
+  it("terraform validate accepts backend.tf with the root's variables after init -backend=false (offline: no backend is configured)", async (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    const dir = await sandbox(["backend.tf", "variables.tf"]);
+    const r = await terraformOk(["validate", "-no-color"], { cwd: dir });
+    expect(r.stdout).toContain("Success! The configuration is valid.");
+  });
+
   it("terraform validate accepts variables.tf on its own (every function exists, every expression type-checks)", async (ctx) => {
     if (!TF) ctx.skip(TERRAFORM_MISSING);
     const dir = await sandbox(["variables.tf"]);
@@ -777,6 +853,15 @@ describe("terraform/ with the terraform binary (offline, provider-free files onl
       ["serving_api_key_count=3", null],
       ["lb_certificate_ocid=ocid1.vaultsecret.oc1..x", /lb_certificate_ocid must be a certificate OCID/],
       ["lb_private_key_pem=not-a-key", /lb_private_key_pem must be a PEM private key/],
+      ["release_public_keys=[]", /release_public_keys must be 1-4 distinct Ed25519 public keys/],
+      ['release_public_keys=["MCowBQYDK2VwAyEA"]', /release_public_keys must be 1-4 distinct Ed25519 public keys/],
+      [`release_public_keys=["${ED25519_KEY}","${ED25519_KEY}"]`, /release_public_keys must be 1-4 distinct Ed25519 public keys/],
+      [`release_public_keys=["${ED25519_KEY}"]`, null],
+      ["agent_channel=Stable", /agent_channel must be 1-32 lower-case letters, digits or -/],
+      ["agent_channel=canary", null],
+      ["agent_update_check_interval_seconds=10", /agent_update_check_interval_seconds must be a whole number of seconds from 60 to 86400/],
+      ["agent_update_health_gate_seconds=5", /agent_update_health_gate_seconds must be a whole number of seconds from 30 to 3600/],
+      ["agent_update_health_gate_seconds=600", null],
     ];
     for (const [arg, error] of cases) {
       const r = await evaluate(dir, "var.instance_count", ["-var", arg]);

@@ -182,6 +182,23 @@ locals {
         auth   = "instance_principal"
         region = var.region
       }
+      # Self-update (agent/update/): the channel's signed manifest in the
+      # releases bucket names the version; the VMs report each update's
+      # outcome to the rollout bucket, which the next stages wait on. Read as
+      # the instance principal (iam.tf); the region is the instance's own.
+      # Terraform's own upload of agent_version is the first install only.
+      update = {
+        enabled              = true
+        channel              = var.agent_channel
+        bucket               = var.releases_bucket
+        namespace            = var.namespace
+        prefix               = "mlops-agent"
+        reportsBucket        = var.reports_bucket
+        publicKeys           = var.release_public_keys
+        checkIntervalSeconds = var.agent_update_check_interval_seconds
+        jitterSeconds        = floor(var.agent_update_check_interval_seconds / 3)
+        healthGateSeconds    = var.agent_update_health_gate_seconds
+      }
     },
     # Only when set: the schema has a default and no null.
     { for k, v in { python = { indexUrl = var.python_index_url } } : k => v if var.python_index_url != null },

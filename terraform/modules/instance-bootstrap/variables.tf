@@ -228,3 +228,52 @@ variable "agent_unit" {
   description = "Text of units/mlops-agent.service, installed by cloud-init."
   type        = string
 }
+
+variable "releases_bucket" {
+  description = "Name of the releases bucket the agents read their channel's signed manifest and binaries from (update.bucket)."
+  type        = string
+}
+
+variable "reports_bucket" {
+  description = "Name of the bucket the agents write their rollout reports to and read the other VMs' from (update.reportsBucket)."
+  type        = string
+}
+
+variable "agent_channel" {
+  description = "Release channel the agents follow (update.channel)."
+  type        = string
+  default     = "stable"
+  validation {
+    condition     = can(regex("^[a-z0-9-]{1,32}$", var.agent_channel))
+    error_message = "agent_channel must be 1-32 lower-case letters, digits or -."
+  }
+}
+
+variable "release_public_keys" {
+  description = "Ed25519 public keys (base64 SPKI DER) the agents accept manifests signed by (update.publicKeys), 1-4."
+  type        = list(string)
+  validation {
+    condition     = length(var.release_public_keys) >= 1 && length(var.release_public_keys) <= 4 && alltrue([for k in var.release_public_keys : can(regex("^MCowBQYDK2VwAyEA[A-Za-z0-9+/]{43}=$", k))])
+    error_message = "release_public_keys must be 1-4 Ed25519 public keys, each base64 of the SPKI DER (60 characters starting MCowBQYDK2VwAyEA)."
+  }
+}
+
+variable "agent_update_check_interval_seconds" {
+  description = "Seconds between manifest checks (update.checkIntervalSeconds); the jitter is a third of it."
+  type        = number
+  default     = 900
+  validation {
+    condition     = var.agent_update_check_interval_seconds >= 5 && floor(var.agent_update_check_interval_seconds) == var.agent_update_check_interval_seconds
+    error_message = "agent_update_check_interval_seconds must be a whole number of seconds, 5 or more."
+  }
+}
+
+variable "agent_update_health_gate_seconds" {
+  description = "Seconds a new agent version has to be READY with a clean converge (update.healthGateSeconds)."
+  type        = number
+  default     = 300
+  validation {
+    condition     = var.agent_update_health_gate_seconds >= 1 && floor(var.agent_update_health_gate_seconds) == var.agent_update_health_gate_seconds
+    error_message = "agent_update_health_gate_seconds must be a whole number of seconds, 1 or more."
+  }
+}
