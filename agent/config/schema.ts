@@ -420,9 +420,6 @@ export const firewallSchema = z
   })
   .strict();
 
-/** `<version>` of a release: semver-ish (issue 13 contract). */
-export const AGENT_VERSION_PATTERN = /^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$/;
-
 /** Agent self-update (agent/update/): where releases and rollout reports live, the keys a manifest must be signed with, and the timers. */
 export const updateSchema = z
   .object({

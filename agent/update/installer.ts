@@ -22,7 +22,7 @@ import { chmod, copyFile, lstat, mkdir, readdir, readlink, rename, rm, rmdir, st
 import { dirname, join } from "node:path";
 import type { Readable } from "node:stream";
 import { pipeline } from "node:stream/promises";
-import { AGENT_VERSION_PATTERN } from "../config/schema.ts";
+import { AGENT_VERSION_PATTERN } from "./version-pattern.ts";
 import { AgentError } from "../errors.ts";
 
 export interface InstallerPaths {

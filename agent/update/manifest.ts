@@ -11,7 +11,7 @@
  */
 import { createHash, createPrivateKey, createPublicKey, type KeyObject, sign, verify } from "node:crypto";
 import { z } from "zod";
-import { AGENT_VERSION_PATTERN } from "../config/schema.ts";
+import { AGENT_VERSION_PATTERN } from "./version-pattern.ts";
 import { formatIssues } from "../config/format-issues.ts";
 import { AgentError } from "../errors.ts";
 
