@@ -167,7 +167,7 @@ function signCommand(values: Record<string, unknown>): void {
   try {
     text = signManifest(manifest, [key]);
   } catch (err) {
-    return fail(`signing failed: ${(err as Error).message}`);
+    throw new UsageError(`signing failed: ${(err as Error).message}`);
   }
   const channels = join(out, prefix, "channels");
   mkdirSync(channels, { recursive: true });
