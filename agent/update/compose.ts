@@ -69,8 +69,12 @@ export function createDaemonUpdater(o: DaemonUpdaterOptions): Updater {
   // Updates are for VMs under systemd: the watcher is a systemd unit and the restart is systemd's.
   const enabled = c.update.enabled && o.supervisorKind === "systemd" && c.mode === "vm";
   const parts = updateParts(c);
+  const disabledReason = !c.update.enabled
+    ? "update.enabled is false"
+    : "updates are for VMs where mlops-agent.service runs under systemd (not `up` or the process supervisor)";
   return createUpdater({
     update: { ...c.update, enabled },
+    disabledReason,
     version: o.version,
     arch: currentArch(),
     ...parts,

@@ -34,6 +34,8 @@ export interface UpdaterDeps {
   /** Starts the health-gate watcher for a pending update (a transient systemd unit running this binary). */
   readonly startWatcher: (pending: Pending) => Promise<void>;
   readonly onStatus: (s: UpdateStatus) => void;
+  /** Why updates are off when `update.enabled` is false here (default: the config says so). */
+  readonly disabledReason?: string;
   /** An event for /status (rollbacks seen, updates started). */
   readonly onEvent?: (level: "info" | "warn" | "error", message: string) => void;
   readonly logger: Logger;
@@ -83,7 +85,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
     available: null,
     stage: null,
     state: u.enabled ? "idle" : "disabled",
-    reason: u.enabled ? "no check yet" : "update.enabled is false",
+    reason: u.enabled ? "no check yet" : (deps.disabledReason ?? "update.enabled is false"),
     lastCheck: null,
     nextCheck: null,
     lastError: null,
