@@ -70,6 +70,11 @@ const defaultSleep = (ms: number, signal: AbortSignal) =>
     }, { once: true });
   });
 
+/** A gate whose deadline passed over two minutes ago: its watcher would have ended it (a rollback restarts within seconds). */
+export function staleGate(p: Pick<Pending, "deadline">, now: number): boolean {
+  return Date.parse(p.deadline) + 120_000 < now;
+}
+
 export function createUpdater(deps: UpdaterDeps): Updater {
   const u = deps.update;
   const now = deps.now ?? Date.now;
@@ -116,7 +121,14 @@ export function createUpdater(deps: UpdaterDeps): Updater {
     let decision: Decision | undefined;
     try {
       state = await deps.store.readState();
-      const pending = await deps.store.readPending();
+      let pending = await deps.store.readPending();
+      if (pending && staleGate(pending, now())) {
+        // The watcher is gone (a reboot during the gate, a killed unit): what runs now is what systemd started.
+        log.warn({ pending }, "a pending update outlived its health gate; clearing it");
+        deps.onEvent?.("warn", `the health gate of ${pending.from} -> ${pending.to} ended without a verdict (watcher gone); running ${deps.version}`);
+        await deps.store.clearPending();
+        pending = undefined;
+      }
       manifest = verifyManifest(await deps.source.manifest(), u.publicKeys, u.channel);
       const highest = state.sequences[u.channel];
       const reports = await deps.source.reports(manifest.version);
@@ -182,9 +194,8 @@ export function createUpdater(deps: UpdaterDeps): Updater {
         if (await deps.installer.adopt(deps.version)) log.info({ version: deps.version, path: deps.installer.paths.binaryPath }, "adopted the installed binary as a version");
         state = await deps.store.updateState((s) => ({ ...s, current: deps.version, lastGood: s.lastGood ?? deps.version }));
         const pending = await deps.store.readPending();
-        if (pending && Date.parse(pending.deadline) + 120_000 < now()) {
-          // The watcher is long gone (a reboot in the gate): what runs now is what systemd started.
-          log.warn({ pending }, "a stale pending update was left behind; clearing it");
+        if (pending && staleGate(pending, now())) {
+          log.warn({ pending }, "a pending update outlived its health gate; clearing it");
           await deps.store.clearPending();
         } else if (pending) return publish({ state: "health-gate", reason: `the update ${pending.from} -> ${pending.to} is in its health gate until ${pending.deadline}` });
         publish({});

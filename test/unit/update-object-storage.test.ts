@@ -220,3 +220,13 @@ describe("updater on Object Storage", () => {
     expect(await a.store.readPending()).toBeUndefined();
   });
 });
+
+describe("a pending update whose watcher is gone", () => {
+  it("is cleared once its deadline is two minutes past, and the VM checks again", async () => {
+    const a = vm(CANARY, "0.2.0", join(root, "state-stale"));
+    await a.store.writePending({ from: "0.1.0", to: "0.2.0", channel: "stable", stage: "canary", instanceId: CANARY, role: null, startedAt: "2026-12-05T10:00:00.000Z", deadline: "2026-12-05T10:05:00.000Z" });
+    const r = await a.updater.checkOnce({ act: false });
+    expect(r.decision?.reason).not.toMatch(/health gate/);
+    expect(await a.store.readPending()).toBeUndefined();
+  });
+});
