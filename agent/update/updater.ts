@@ -10,7 +10,7 @@
  * are on /status (`update.lastError`) and the next check tries again.
  */
 import type { UpdateConfig } from "../config/schema.ts";
-import { describeError } from "../errors.ts";
+import { AgentError, describeError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { UpdateStatus } from "../status/types.ts";
 import type { Installer } from "./installer.ts";
@@ -161,6 +161,9 @@ export function createUpdater(deps: UpdaterDeps): Updater {
   async function install(d: Extract<Decision, { kind: "update" }>): Promise<void> {
     publish({ state: "downloading", reason: `downloading ${d.to} (${d.binary.size} bytes): ${d.reason}` });
     deps.onEvent?.("info", `updating the agent ${deps.version} -> ${d.to} (stage ${d.stage}): ${d.reason}`);
+    // Never switch without a way back: the running version must be on disk as a version (adopted at start).
+    if (!(await deps.installer.has(deps.version)))
+      throw new AgentError("UPDATE_DOWNLOAD_FAILED", `the running version ${deps.version} is not at ${deps.installer.binaryOf(deps.version)}, so a failed update could not be rolled back; not updating`);
     if (!(await deps.installer.has(d.to))) {
       await deps.installer.checkFree(u.minFreeBytes + d.binary.size);
       await deps.installer.install(d.to, await deps.source.binary(d.binary.object), d.binary);

@@ -7,8 +7,9 @@
  *  1. publish v2 (a real build with MLOPS_AGENT_VERSION, staged and signed
  *     by scripts/release.ts) → the VM updates itself: /status shows v2 with
  *     lastGood v2, versions/ holds v1 and v2, the symlink points at v2, the
- *     healthy report is in the rollout bucket, and a unit beside the agent
- *     kept its MainPID through the restart;
+ *     healthy report is in the rollout bucket, and the role's service
+ *     (the toy fixture role, from MLOPS_AGENT_ROLES_DIR) kept its MainPID
+ *     through the restart while v2's first converge changed nothing;
  *  2. publish v3, whose binary exits 1 → the watcher (the v2 binary, a
  *     transient unit) rolls back to v2 by itself within healthGateSeconds;
  *     /status says rolled back and why, v3 is recorded bad, the rolled-back
@@ -20,7 +21,7 @@
  * Needs root, debootstrap and systemd-container; `npm run test:boot`.
  */
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -31,7 +32,20 @@ import { freePort, waitFor } from "../support/agent-process.ts";
 import { newestSourceMtime } from "../support/build-inputs.ts";
 import { FAKE_TENANCY, FAKE_USER, keyIdOf, makeKeyPair } from "../support/oci-auth.ts";
 import { BootContainer, sweepStaleRuns } from "./container.ts";
-import { bootUserData, ensureBinary, ensureRoot, metaData, REPO, type Release, serveRelease, type StaticServer } from "./stack.ts";
+import {
+  AGENT_UNIT,
+  bootUserData,
+  CONTAINER_UV_CACHE,
+  ensureBinary,
+  ensureRoot,
+  hostIndexUrl,
+  hostUvCache,
+  metaData,
+  REPO,
+  type Release,
+  serveRelease,
+  type StaticServer,
+} from "./stack.ts";
 
 const started = Date.now();
 const log = (msg: string) => process.stderr.write(`[update ${((Date.now() - started) / 1000).toFixed(0).padStart(4)} s] ${msg}\n`);
@@ -54,6 +68,8 @@ let vm: BootContainer | undefined;
 let statusPort = 0;
 let work = "";
 let instanceId = "";
+let toyPort = 0;
+const TOY = "mlops-toy.service";
 const timings: Record<string, number> = {};
 
 /** A build of another version string, cached under .cache/update-build/<version>/ while the sources do not change (as ensureBinary caches dist/). */
@@ -116,6 +132,11 @@ beforeAll(async () => {
   }
   ({ server: releaseServer, release } = await serveRelease());
   imds = await startImdsServer({});
+  // The role: the toy fixture (one small HTTP server from a venv, a real mlops-toy.service), added
+  // from a directory as a person would (MLOPS_AGENT_ROLES_DIR); it converges in seconds.
+  imds.setMetadata("mlops-role", "toy");
+  toyPort = await freePort();
+  mkdirSync(hostUvCache(), { recursive: true });
   instanceId = String(((await (await fetch(`${imds.url}/instance/`, { headers: { Authorization: "Bearer Oracle" } })).json()) as { id: string }).id);
   const apiKey = makeKeyPair();
   oss = await startObjectStorageServer({ namespace: NS, publicKeyPem: apiKey.publicKeyPem, keyId: keyIdOf(apiKey), buckets: ["releases", "rollout"], maxBodyBytes: 512 * 1024 * 1024 });
@@ -126,6 +147,10 @@ beforeAll(async () => {
     supervisor: "systemd",
     convergeIntervalSeconds: 10,
     metadataPollSeconds: 2,
+    python: { cacheDir: CONTAINER_UV_CACHE, ...(hostIndexUrl() ? { indexUrl: hostIndexUrl() } : {}) },
+    // The container shares this machine's network: its firewall is not the test's to change.
+    firewall: { manage: false },
+    roleSettings: { toy: { port: toyPort } },
     update: {
       enabled: true,
       channel: "stable",
@@ -144,8 +169,10 @@ beforeAll(async () => {
     },
   };
   const name = `update-${Date.now().toString(36)}`;
-  vm = BootContainer.create({ baseRoot: rootfs, name });
-  vm.writeFile("/var/lib/cloud/seed/nocloud/user-data", bootUserData(release, config), 0o600);
+  vm = BootContainer.create({ baseRoot: rootfs, name, binds: [{ host: hostUvCache(), container: CONTAINER_UV_CACHE }] });
+  const unit = readFileSync(AGENT_UNIT, "utf8").replace(/^Environment=MLOPS_AGENT_LOG_LEVEL=info$/m, "$&\nEnvironment=MLOPS_AGENT_ROLES_DIR=/etc/mlops-agent/roles");
+  vm.writeFile("/var/lib/cloud/seed/nocloud/user-data", bootUserData(release, config, unit), 0o600);
+  for (const f of readdirSync(join(REPO, "test/fixtures/roles/toy"))) vm.writeFile(`/etc/mlops-agent/roles/toy/${f}`, readFileSync(join(REPO, "test/fixtures/roles/toy", f)));
   vm.writeFile("/var/lib/cloud/seed/nocloud/meta-data", metaData(`iid-${name}`, name));
   vm.writeFile("/etc/mlops-agent/oci/key.pem", apiKey.privateKeyPem, 0o600);
   vm.writeFile(
@@ -153,10 +180,6 @@ beforeAll(async () => {
     ["[DEFAULT]", `user=${FAKE_USER}`, `fingerprint=${apiKey.fingerprint}`, `tenancy=${FAKE_TENANCY}`, "region=eu-frankfurt-1", "key_file=/etc/mlops-agent/oci/key.pem", ""].join("\n"),
     0o600,
   );
-  // A service beside the agent, like a role's: it must keep its process through agent updates.
-  vm.writeFile("/etc/systemd/system/mlops-sentinel.service", "[Unit]\nDescription=stands in for a role service\n[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n");
-  mkdirSync(join(vm.root, "etc/systemd/system/multi-user.target.wants"), { recursive: true });
-  spawnSync("ln", ["-sf", "/etc/systemd/system/mlops-sentinel.service", join(vm.root, "etc/systemd/system/multi-user.target.wants/mlops-sentinel.service")]);
   await vm.boot();
   log(`booted ${name}; IMDS ${imds.url}, Object Storage ${oss.url}, status 127.0.0.1:${statusPort}, v1 ${V1}, v2 ${V2}, v3 ${V3}`);
   (globalThis as { __v2dist?: string }).__v2dist = v2dist;
@@ -192,23 +215,26 @@ describe("boot: the agent updates itself, and rolls back a release that does not
   afterEach((ctx) => {
     if (ctx.task.result?.state === "fail") broken ||= ctx.task.name;
   });
-  let sentinelPid = "";
+  let toyPid = "";
 
-  it("v1 installed by cloud-init runs, adopts its binary and reports the channel as empty", { timeout: 5 * 60_000 }, async () => {
+  it("v1 installed by cloud-init converges role toy, adopts its binary and reports the channel as empty", { timeout: 8 * 60_000 }, async () => {
     const ci = await vm!.exec(["cloud-init", "status", "--wait", "--long"], { timeoutMs: 4 * 60_000 });
     expect(ci.code, ci.stdout + ci.stderr).toBe(0);
-    const s = await waitFor("v1 /status with an update section", async () => {
+    const t = Date.now();
+    const s = await waitFor("v1 ready with role toy and an update check done", async () => {
       const x = await status();
-      return x?.update?.lastCheck ? x : undefined;
-    }, 60_000, 500);
+      return x?.phase === "ready" && x.update?.lastCheck ? x : undefined;
+    }, 6 * 60_000, 500);
+    timings.v1Ready = Date.now() - t;
+    expect(s.role).toEqual({ name: "toy", source: "metadata" });
     expect(s.agent.version).toBe(V1);
     expect(s.update).toMatchObject({ enabled: true, channel: "stable", current: V1, lastGood: V1, lastError: { code: "UPDATE_SOURCE_UNREACHABLE" } });
     expect((await vm!.run(["readlink", "/usr/local/bin/mlops-agent"])).trim()).toBe(`/opt/mlops-agent/versions/${V1}/mlops-agent`);
-    sentinelPid = (await vm!.show("mlops-sentinel.service", ["MainPID"])).MainPID ?? "";
-    expect(Number(sentinelPid)).toBeGreaterThan(1);
+    toyPid = (await vm!.show(TOY, ["MainPID"])).MainPID ?? "";
+    expect(Number(toyPid)).toBeGreaterThan(1);
   });
 
-  it("publishing v2 updates the VM: /status shows v2, lastGood v2, versions v1 and v2, the symlink on v2, a healthy report", { timeout: 5 * 60_000 }, async () => {
+  it("publishing v2 updates the VM: /status shows v2 ready, lastGood v2, versions v1 and v2, the symlink on v2, a healthy report; the role service kept running and the first converge changed nothing", { timeout: 5 * 60_000 }, async () => {
     const agentPidBefore = (await vm!.show(AGENT, ["MainPID"])).MainPID;
     const t = Date.now();
     publish(V2, (globalThis as { __v2dist?: string }).__v2dist!, 2);
@@ -229,7 +255,11 @@ describe("boot: the agent updates itself, and rolls back a release that does not
     const p = await vm!.show(AGENT, ["ActiveState", "MainPID"]);
     expect(p.ActiveState).toBe("active");
     expect(p.MainPID).not.toBe(agentPidBefore);
-    expect((await vm!.show("mlops-sentinel.service", ["MainPID", "ActiveState"])).MainPID).toBe(sentinelPid);
+    expect(s.phase).toBe("ready");
+    // The role service kept its process through the agent's restart, and v2's converge found nothing to do.
+    expect(await vm!.show(TOY, ["MainPID", "ActiveState"])).toEqual({ MainPID: toyPid, ActiveState: "active" });
+    expect(s.lastConverge).toMatchObject({ ok: true, actions: [] });
+    expect((await fetch(`http://127.0.0.1:${toyPort}/`)).status).toBe(200);
     // The gate's own timing, from the pending update to the healthy report.
     const gate = Date.parse(String(r!.at)) - Date.parse(s.agent.startedAt);
     timings.updateRestartToHealthy = Math.max(gate, 0);
@@ -259,7 +289,7 @@ describe("boot: the agent updates itself, and rolls back a release that does not
     const metrics = await (await fetch(`http://127.0.0.1:${statusPort}/metrics`)).text();
     expect(metrics).toMatch(/^mlops_agent_update_rollbacks_total 1$/m);
     expect(metrics).toMatch(/^mlops_agent_update_last_check_timestamp_seconds \d/m);
-    expect((await vm!.show("mlops-sentinel.service", ["MainPID"])).MainPID).toBe(sentinelPid);
+    expect((await vm!.show(TOY, ["MainPID"])).MainPID).toBe(toyPid);
     log(`rollback ${V3} -> ${V2}: switch ${(timings.rollbackPublishToSwitch / 1000).toFixed(1)} s after publishing, v2 answering again ${(timings.rollbackSwitchToV2Answering / 1000).toFixed(1)} s after the switch (gate ${HEALTH_GATE_SECONDS} s)`);
   });
 

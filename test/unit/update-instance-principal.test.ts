@@ -6,7 +6,7 @@
  * read of the channel and the binary and of the report written.
  */
 import { createHash, generateKeyPairSync } from "node:crypto";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
@@ -91,6 +91,14 @@ describe("updater with instance principals", () => {
       logger: silentLogger(),
     });
     oss.resetCounters();
+    // Without the running version on disk there is no way back: no update.
+    const refused = await updater.checkOnce({ act: true });
+    expect(refused.status.lastError).toMatchObject({ code: "UPDATE_DOWNLOAD_FAILED", message: expect.stringMatching(/running version 0\.1\.0 is not at .*could not be rolled back; not updating/) });
+    expect(await parts.installer.has("0.2.0")).toBe(false);
+    // What cloud-init installed, adopted when the updater starts.
+    mkdirSync(join(root, "usr/local/bin"), { recursive: true });
+    writeFileSync(config.update.binaryPath, "#!/bin/sh\necho 0.1.0\n", { mode: 0o755 });
+    await updater.start();
     const r = await updater.checkOnce({ act: true });
     expect(r.status.lastError).toBeNull();
     expect(r.started).toBe(true);
