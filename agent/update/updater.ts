@@ -147,6 +147,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
       else if (decision.kind === "wait") publish({ ...base, state: pending ? "health-gate" : "waiting", ...(decision.until ? { waitUntil: decision.until } : {}) });
       else if (!act) publish({ ...base, state: "waiting", reason: `would update to ${decision.to} now: ${decision.reason}` });
       else {
+        publish(base);
         await install(decision);
         return { decision, manifest, status: current, started: true };
       }
