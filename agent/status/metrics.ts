@@ -171,13 +171,13 @@ function updateMetrics(registry: Registry, store: StatusStore): void {
   });
   new Gauge({
     name: name("update_available"),
-    help: "1 when the channel offers a version other than the running one (label: that version).",
+    help: "1 when the channel offers a version other than the running one that this VM may take (not one it rolled back from); label: that version.",
     labelNames: ["version"] as const,
     registers: [registry],
     collect() {
       this.reset();
       const u = store.snapshot().update;
-      if (u?.available) this.set({ version: u.available }, u.available !== u.current ? 1 : 0);
+      if (u?.available) this.set({ version: u.available }, u.available !== u.current && !u.bad.some((b) => b.version === u.available) ? 1 : 0);
     },
   });
 }

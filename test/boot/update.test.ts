@@ -293,7 +293,7 @@ describe("boot: the agent updates itself, and rolls back a release that does not
     log(`rollback ${V3} -> ${V2}: switch ${(timings.rollbackPublishToSwitch / 1000).toFixed(1)} s after publishing, v2 answering again ${(timings.rollbackSwitchToV2Answering / 1000).toFixed(1)} s after the switch (gate ${HEALTH_GATE_SECONDS} s)`);
   });
 
-  it("update --check says why it will not take v3, and the agent stays on v2", { timeout: 2 * 60_000 }, async () => {
+  it("update --check and update --now say why it will not take v3, and the agent stays on v2", { timeout: 2 * 60_000 }, async () => {
     await waitFor("a check after the rollback", async () => ((await status())?.update?.state === "refused" ? true : undefined), 60_000, 500);
     const r = await vm!.exec(["mlops-agent", "update", "--check"]);
     expect(r.code, r.stderr).toBe(0);
@@ -301,7 +301,12 @@ describe("boot: the agent updates itself, and rolls back a release that does not
     expect(r.stdout).toMatch(/decision  will not update: .* was rolled back on this VM: .*was not ready/);
     const j = await vm!.exec(["mlops-agent", "update", "--check", "--json"]);
     expect(JSON.parse(j.stdout)).toMatchObject({ decision: { kind: "refuse" }, status: { current: V2, state: "refused" } });
+    log(`update --check on the VM:\n${r.stdout.trimEnd()}`);
+    const now = await vm!.exec(["mlops-agent", "update", "--now"]);
+    expect(now.code, now.stderr).toBe(0);
+    expect(now.stdout).toMatch(/decision  will not update: .* was rolled back on this VM/);
     expect((await status())?.agent.version).toBe(V2);
     expect((await vm!.run(["systemctl", "is-active", AGENT])).trim()).toBe("active");
+    expect(await vm!.run(["ls", "/opt/mlops-agent/versions"])).not.toContain(V3);
   });
 });

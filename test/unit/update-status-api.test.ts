@@ -48,8 +48,13 @@ describe("update on the status API", () => {
     const m = parsePrometheusText((await app.inject({ url: "/metrics" })).body);
     expect(sampleValue(m, "mlops_agent_update_rollbacks_total")).toBe(1);
     expect(sampleValue(m, "mlops_agent_update_last_check_timestamp_seconds")).toBe(Date.parse(update.lastCheck!) / 1000);
-    expect(sampleValue(m, "mlops_agent_update_available", { version: "0.3.0" })).toBe(1);
-    const html = renderStatusPage(store.snapshot());
+    // 0.3.0 is offered, but this VM rolled back from it: nothing it may take.
+    expect(sampleValue(m, "mlops_agent_update_available", { version: "0.3.0" })).toBe(0);
+    store.setUpdate({ ...update, available: "0.4.0" });
+    const m2 = parsePrometheusText((await app.inject({ url: "/metrics" })).body);
+    expect(sampleValue(m2, "mlops_agent_update_available", { version: "0.4.0" })).toBe(1);
+    expect(sampleValue(m2, "mlops_agent_update_available", { version: "0.3.0" })).toBeUndefined();
+    const html = renderStatusPage({ ...store.snapshot(), update });
     expect(html).toContain("update (stable): <strong>refused</strong>, running 0.2.0, offered 0.3.0, stage canary");
     expect(html).toContain("last rollback 0.3.0 → 0.2.0");
   });
