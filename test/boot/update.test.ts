@@ -298,13 +298,13 @@ describe("boot: the agent updates itself, and rolls back a release that does not
     const r = await vm!.exec(["mlops-agent", "update", "--check"]);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(new RegExp(`offers ${V3.replace(/[.+]/g, "\\$&")}`));
-    expect(r.stdout).toMatch(/decision  will not update: .* was rolled back on this VM: .*was not ready/);
+    expect(r.stdout).toMatch(/decision +will not update: .* was rolled back on this VM: .*was not ready/);
     const j = await vm!.exec(["mlops-agent", "update", "--check", "--json"]);
     expect(JSON.parse(j.stdout)).toMatchObject({ decision: { kind: "refuse" }, status: { current: V2, state: "refused" } });
     log(`update --check on the VM:\n${r.stdout.trimEnd()}`);
     const now = await vm!.exec(["mlops-agent", "update", "--now"]);
     expect(now.code, now.stderr).toBe(0);
-    expect(now.stdout).toMatch(/decision  will not update: .* was rolled back on this VM/);
+    expect(now.stdout).toMatch(/decision +will not update: .* was rolled back on this VM/);
     expect((await status())?.agent.version).toBe(V2);
     expect((await vm!.run(["systemctl", "is-active", AGENT])).trim()).toBe("active");
     expect(await vm!.run(["ls", "/opt/mlops-agent/versions"])).not.toContain(V3);
