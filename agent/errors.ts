@@ -48,6 +48,11 @@ export const ERRORS = {
   ACCESS_PROVISION_FAILED: { message: "setting users and permissions in a service failed", recoverable: true, httpStatus: 503 },
   ROLE_SPEC_INVALID: { message: "a role spec is invalid", recoverable: false, httpStatus: 500 },
   RENDER_FAILED: { message: "a role template cannot be rendered", recoverable: false, httpStatus: 500 },
+  UPDATE_MANIFEST_INVALID: { message: "the release manifest was refused", recoverable: true, httpStatus: 502 },
+  UPDATE_SOURCE_UNREACHABLE: { message: "the releases bucket cannot be read", recoverable: true, httpStatus: 503 },
+  UPDATE_DOWNLOAD_FAILED: { message: "downloading or installing an agent release failed", recoverable: true, httpStatus: 502 },
+  UPDATE_DISK_FULL: { message: "not enough free disk space for an agent release", recoverable: true, httpStatus: 507 },
+  UPDATE_NOT_AVAILABLE: { message: "agent self-update is not available here", recoverable: false, httpStatus: 409 },
 } as const satisfies Record<string, ErrorSpec>;
 
 export type ErrorCode = keyof typeof ERRORS;

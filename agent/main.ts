@@ -11,6 +11,7 @@ import type { CommonFlags } from "./config/context.ts";
 import { printError, out } from "./cli/output.ts";
 import { statusCommand } from "./cli/status.ts";
 import { syncDagsCommand } from "./cli/sync-dags.ts";
+import { updateCommand, updateWatchCommand } from "./cli/update.ts";
 import { downCommand, upCommand } from "./cli/up.ts";
 import { validateCommand } from "./cli/validate.ts";
 import { SecretRegistry } from "./config/secret-registry.ts";
@@ -36,6 +37,9 @@ commands:
   sync-dags [--once] [--source URL --dest DIR]
                        sync DAGs from oci://ns/bucket/prefix or file:///dir now
   validate             check the configuration
+  update --check | --now
+                       what the release channel offers and whether this VM would
+                       update (--check), or update now if its turn has come (--now)
   version              version, commit and Node runtime
 
 flags:
@@ -49,14 +53,16 @@ flags:
 `;
 
 // `firewall` is left out of the help: the host-firewall steps of `apply` alone, for tests and debugging (agent/cli/firewall.ts).
-const COMMANDS = ["run", "plan", "apply", "status", "up", "down", "sync-dags", "validate", "version", "help", "firewall"] as const;
+// `update-watch` too: the update health gate, which the daemon runs as a transient systemd unit (agent/update/watcher.ts).
+const COMMANDS = ["run", "plan", "apply", "status", "up", "down", "sync-dags", "validate", "update", "version", "help", "firewall", "update-watch"] as const;
+const HIDDEN: ReadonlySet<string> = new Set(["firewall", "update-watch"]);
 
 /**
  * The commands that may open TLS connections (OCI Vault, Object Storage, the
  * auth service): they trust the OS store first (tls/trust-store.ts). The others
  * skip it: reading and fingerprinting the bundle costs 60-90 ms a start.
  */
-const TLS_COMMANDS: ReadonlySet<string> = new Set(["run", "plan", "apply", "firewall", "sync-dags", "up"]);
+const TLS_COMMANDS: ReadonlySet<string> = new Set(["run", "plan", "apply", "firewall", "sync-dags", "up", "update-watch"]);
 
 async function main(argv: string[]): Promise<number> {
   let parsed: ReturnType<typeof parse>;
@@ -109,6 +115,10 @@ async function main(argv: string[]): Promise<number> {
         return await downCommand(host, flags);
       case "sync-dags":
         return await syncDagsCommand(host, flags, env, createLogger({ scrub, level: flags.json || flags.once ? "error" : (env.MLOPS_AGENT_LOG_LEVEL ?? "info"), destination: process.stderr }));
+      case "update":
+        return await updateCommand(host, flags, env);
+      case "update-watch":
+        return await updateWatchCommand(host, flags, env, createLogger({ scrub, level: env.MLOPS_AGENT_LOG_LEVEL ?? "info", destination: process.stderr }));
       case "run": {
         const logger = createLogger({ scrub });
         // The daemon never exits on an error: a stray rejection is logged and
@@ -131,7 +141,7 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-function parse(argv: string[]): { command: (typeof COMMANDS)[number]; flags: CommonFlags & { once?: boolean; source?: string; dest?: string } } {
+function parse(argv: string[]): { command: (typeof COMMANDS)[number]; flags: CommonFlags & { once?: boolean; source?: string; dest?: string; check?: boolean; now?: boolean } } {
   const { values, positionals } = parseArgs({
     args: argv,
     allowPositionals: true,
@@ -148,12 +158,14 @@ function parse(argv: string[]): { command: (typeof COMMANDS)[number]; flags: Com
       once: { type: "boolean" },
       source: { type: "string" },
       dest: { type: "string" },
+      check: { type: "boolean" },
+      now: { type: "boolean" },
       help: { type: "boolean", short: "h" },
     },
   });
   const command = values.help ? "help" : (positionals[0] ?? "help");
   if (!(COMMANDS as readonly string[]).includes(command))
-    throw new AgentError("USAGE", `unknown command ${JSON.stringify(command)}; allowed: ${COMMANDS.filter((c) => c !== "firewall").join(", ")}`);
+    throw new AgentError("USAGE", `unknown command ${JSON.stringify(command)}; allowed: ${COMMANDS.filter((c) => !HIDDEN.has(c)).join(", ")}`);
   if (positionals.length > 1) throw new AgentError("USAGE", `unexpected argument ${JSON.stringify(positionals[1])}`);
   return {
     command: command as (typeof COMMANDS)[number],
@@ -169,6 +181,8 @@ function parse(argv: string[]): { command: (typeof COMMANDS)[number]; flags: Com
       once: values.once,
       source: values.source,
       dest: values.dest,
+      check: values.check,
+      now: values.now,
     },
   };
 }

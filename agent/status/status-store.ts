@@ -12,6 +12,7 @@ import type {
   ServiceStatus,
   StatusEvent,
   StatusSnapshot,
+  UpdateStatus,
   ValueSource,
 } from "./types.ts";
 
@@ -120,6 +121,10 @@ export class StatusStore {
 
   setDagSync(dagSync: Record<string, unknown> | undefined): void {
     this.#set({ dagSync });
+  }
+
+  setUpdate(update: UpdateStatus | undefined): void {
+    this.#set({ update });
   }
 
   addEvent(level: StatusEvent["level"], type: string, message: string): void {

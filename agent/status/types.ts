@@ -57,6 +57,36 @@ export interface ServiceStatus {
 }
 
 
+/** Where this VM's agent self-update stands (agent/update/). */
+export type UpdatePhase = "disabled" | "idle" | "up-to-date" | "not-selected" | "waiting" | "refused" | "downloading" | "health-gate" | "failed";
+
+export interface UpdateStatus {
+  readonly enabled: boolean;
+  readonly channel: string;
+  /** The version running now. */
+  readonly current: string;
+  /** The last version that passed its health gate here (or was installed by cloud-init). */
+  readonly lastGood: string | null;
+  /** The version the channel's manifest offers; null before a manifest was read. */
+  readonly available: string | null;
+  /** This VM's rollout stage for `available`; null when none matches. */
+  readonly stage: string | null;
+  readonly state: UpdatePhase;
+  /** Why `state` is what it is, for a person. */
+  readonly reason: string;
+  readonly lastCheck: string | null;
+  readonly nextCheck: string | null;
+  readonly lastError: { readonly code: string; readonly message: string } | null;
+  /** The last rollback on this VM. */
+  readonly rollback: { readonly from: string; readonly to: string; readonly reason: string; readonly at: string } | null;
+  /** Versions rolled back from on this VM: never installed again. */
+  readonly bad: readonly { readonly version: string; readonly reason: string; readonly at: string }[];
+  /** Rollbacks on this VM since it was installed. */
+  readonly rollbacks: number;
+  /** When `state` is waiting with a time: not before then. */
+  readonly waitUntil?: string;
+}
+
 export interface StatusEvent {
   readonly at: string;
   readonly level: "info" | "warn" | "error";
@@ -83,6 +113,8 @@ export interface StatusSnapshot {
   readonly lastConverge: ConvergeRecord | null;
   readonly services: readonly ServiceStatus[];
   readonly dagSync?: Readonly<Record<string, unknown>>;
+  /** Agent self-update; absent until the daemon's updater has started (always present under `run`). */
+  readonly update?: UpdateStatus;
   /** Where an operator finds generated credentials (paths only, never values). */
   readonly credentials: readonly { readonly name: string; readonly path: string }[];
   readonly events: readonly StatusEvent[];

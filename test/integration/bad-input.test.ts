@@ -73,6 +73,22 @@ describe("bad config through the CLI", () => {
     expect(c.code).toBe(1);
     expect(c.stderr).toMatch(/ROLE_UNKNOWN.*--role is "mlfow"; allowed: mlflow, airflow, serving/);
   });
+
+  it("update: exactly one of --check and --now; never in `up`; a bad update section names the field", () => {
+    const a = cli(["update"]);
+    expect(a.code).toBe(1);
+    expect(a.stderr).toMatch(/USAGE.*exactly one of --check .* or --now/);
+    const b = cli(["update", "--check", "--dir", join(root, "up")]);
+    expect(b.code).toBe(1);
+    expect(b.stderr).toMatch(/UPDATE_NOT_AVAILABLE.*`up` never updates/);
+    const config = join(root, "update-config.json");
+    writeFileSync(config, JSON.stringify({ update: { enabled: true, channel: "Stable!", publicKeys: ["not-a-key"] } }));
+    const c = cli(["validate", "--config", config], { env });
+    expect(c.code).toBe(1);
+    expect(c.stderr).toMatch(/update\.channel: must be 1-32 lower-case letters, digits or -/);
+    expect(c.stderr).toMatch(/update\.publicKeys\.0: must be the base64 of an Ed25519 public key/);
+    expect(c.stderr).toMatch(/update\.namespace: required when update\.enabled is true/);
+  });
 });
 
 describe("run with a bad config", () => {
