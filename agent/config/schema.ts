@@ -382,48 +382,6 @@ export const dagSyncSchema = z
   })
   .strict();
 
-/**
- * Agent self-update (issue 13's shared contract): the channel manifest in the
- * releases bucket, signed with Ed25519, names the version to run. Terraform
- * sets `enabled` on VMs; `up` never updates. The bucket, namespace, reports
- * bucket and public keys are needed only when enabled.
- */
-export const updateSchema = z
-  .object({
-    enabled: z.boolean().default(false),
-    channel: z.string().regex(/^[a-z0-9-]{1,32}$/, "must be 1-32 lower-case letters, digits or -").default("stable"),
-    /** Releases bucket: channel manifests and binaries (read). */
-    bucket: z.string().regex(/^[A-Za-z0-9._-]{1,256}$/, "must be an Object Storage bucket name").optional(),
-    namespace: z.string().regex(/^[a-z0-9-]{1,64}$/, "must be an Object Storage namespace").optional(),
-    /** Objects live under `<prefix>/`. */
-    prefix: z.string().regex(/^[A-Za-z0-9._-]+(\/[A-Za-z0-9._-]+)*$/, "must be an object name prefix without a leading or trailing /").default("mlops-agent"),
-    /** The VMs' rollout reports (write and read). */
-    reportsBucket: z.string().regex(/^[A-Za-z0-9._-]{1,256}$/, "must be an Object Storage bucket name").optional(),
-    /** Ed25519 public keys, base64 of the SPKI DER (60 characters, starting MCowBQYDK2VwAyEA); 1-4, for key rotation. */
-    publicKeys: z
-      .array(z.string().regex(/^MCowBQYDK2VwAyEA[A-Za-z0-9+/]{43}=$/, "must be an Ed25519 public key: base64 of its SPKI DER (MCowBQYDK2VwAyEA...=, 60 characters)"))
-      .min(1)
-      .max(4)
-      .optional(),
-    checkIntervalSeconds: z.number().int().min(5).default(900),
-    jitterSeconds: z.number().int().min(0).default(300),
-    healthGateSeconds: z.number().int().min(1).default(300),
-    minFreeBytes: z.number().int().min(0).default(536_870_912),
-    auth: z.enum(["instance_principal", "api_key"]).default("instance_principal"),
-    ociConfigFile: z.string().startsWith("/", "must be an absolute path").optional(),
-    ociProfile: z.string().optional(),
-    /** Object Storage endpoint override (tests outside the fleet only); empty: the region's. */
-    endpoint: z.string().url().optional(),
-    /** Empty: the instance's region from IMDS. */
-    region: z.string().regex(/^[a-z]+-[a-z]+-\d+$/, "must be an OCI region such as eu-frankfurt-1").optional(),
-  })
-  .strict()
-  .superRefine((u, ctx) => {
-    if (!u.enabled) return;
-    for (const key of ["bucket", "namespace", "reportsBucket", "publicKeys"] as const)
-      if (u[key] === undefined) ctx.addIssue({ code: "custom", path: [key], message: "required when update.enabled is true" });
-  });
-
 /** How the agent reaches OCI services as the instance principal (Vault secrets, Object Storage DAG sources). */
 export const ociSchema = z
   .object({
@@ -478,7 +436,7 @@ export const updateSchema = z
     reportsBucket: z.string().regex(/^[A-Za-z0-9._-]{1,256}$/, "must be an Object Storage bucket name").default("mlops-rollout"),
     /** Ed25519 public keys (base64 of the SPKI DER), 1-4 (rotation): a manifest needs a signature by one of them. */
     publicKeys: z
-      .array(z.string().regex(/^[A-Za-z0-9+/]{40,120}={0,2}$/, "must be the base64 of an Ed25519 public key in SPKI DER (release-signing.pub)"))
+      .array(z.string().regex(/^MCowBQYDK2VwAyEA[A-Za-z0-9+/]{43}=$/, "must be an Ed25519 public key: base64 of its SPKI DER, 60 characters starting MCowBQYDK2VwAyEA (release-signing.pub)"))
       .max(4, "at most 4 keys (one current, others being rotated in or out)")
       .default([]),
     /** Manifest check period. */
@@ -591,8 +549,6 @@ export const configSchema = z
       maxBodyBytes: 5 * 1024 * 1024,
       drain: { healthCheckIntervalSeconds: 2, unhealthyThreshold: 2, extraSeconds: 2 },
     }),
-    /** Self-update from the releases bucket (absent: no update). */
-    update: updateSchema.optional(),
     mlflow: mlflowSchema.default({
       host: "0.0.0.0",
       port: 5000,
