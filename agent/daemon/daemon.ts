@@ -33,6 +33,7 @@ import { DEFAULT_CONFIG_PATH } from "../config/context.ts";
 import { AgentError } from "../errors.ts";
 import { createDaemonUpdater } from "../update/compose.ts";
 import type { Updater } from "../update/updater.ts";
+import { gateVerdict } from "../update/watcher.ts";
 import { createServiceRefresher } from "./service-view.ts";
 
 export interface DaemonOptions {
@@ -139,6 +140,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
       version: v.version,
       supervisorKind: choice.kind === "systemd" ? "systemd" : "process",
       role: () => store.snapshot().role.name,
+      // The same test the health gate applies to a new version, applied to this one.
+      notReady: () => gateVerdict(store.snapshot(), v.version),
       onStatus: (st) => store.setUpdate(st),
       onEvent: (level, message) => store.addEvent(level, "update", message),
       logger: logger.child({ component: "update" }),

@@ -59,6 +59,7 @@ export interface DaemonUpdaterOptions {
   readonly version: string;
   readonly supervisorKind: "systemd" | "process";
   readonly role: () => string | null;
+  readonly notReady: UpdaterDeps["notReady"];
   readonly onStatus: UpdaterDeps["onStatus"];
   readonly onEvent: UpdaterDeps["onEvent"];
   readonly logger: Logger;
@@ -80,6 +81,7 @@ export function createDaemonUpdater(o: DaemonUpdaterOptions): Updater {
     ...parts,
     instanceId: instanceIdReader(c.metadataUrl),
     role: o.role,
+    notReady: o.notReady,
     startWatcher: (p) => startWatcherUnit(o.host, parts.installer.binaryOf(p.from), o.configPath, c.stateDir),
     onStatus: o.onStatus,
     onEvent: o.onEvent,

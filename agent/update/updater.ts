@@ -31,6 +31,13 @@ export interface UpdaterDeps {
   readonly instanceId: () => Promise<string>;
   /** This VM's role now (null: none). */
   readonly role: () => string | null;
+  /**
+   * Why this agent is not in a state an update may start from (not ready, or its last converge failed),
+   * or undefined when it is. An update starts only from a ready agent: a health gate that fails must
+   * mean the new version, so that its rolled-back report (which stops the rollout everywhere) is true.
+   * Absent: always ready.
+   */
+  readonly notReady?: () => string | undefined;
   /** Starts the health-gate watcher for a pending update (a transient systemd unit running this binary). */
   readonly startWatcher: (pending: Pending) => Promise<void>;
   readonly onStatus: (s: UpdateStatus) => void;
@@ -146,6 +153,8 @@ export function createUpdater(deps: UpdaterDeps): Updater {
       else if (decision.kind === "refuse") publish({ ...base, state: "refused", ...(replayed ? { lastError: { code: "UPDATE_MANIFEST_INVALID", message: decision.reason } } : {}) });
       else if (decision.kind === "wait") publish({ ...base, state: pending ? "health-gate" : "waiting", ...(decision.until ? { waitUntil: decision.until } : {}) });
       else if (!act) publish({ ...base, state: "waiting", reason: `would update to ${decision.to} now: ${decision.reason}` });
+      else if (deps.notReady?.() !== undefined)
+        publish({ ...base, state: "waiting", reason: `would update to ${decision.to}, but an update starts only from a ready agent and this one is not: ${deps.notReady()}` });
       else {
         publish(base);
         await install(decision);

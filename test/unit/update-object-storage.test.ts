@@ -62,7 +62,7 @@ function publish(version: string, body: Buffer, over: Partial<Manifest> = {}): v
 }
 
 /** One VM's updater under its own state dir, as the daemon composes it (compose.ts) but with the gate handed to `handover`. */
-function vm(instanceId: string, version: string, stateDir: string, handover: (p: Pending) => Promise<void> = async () => {}) {
+function vm(instanceId: string, version: string, stateDir: string, handover: (p: Pending) => Promise<void> = async () => {}, notReady?: () => string | undefined) {
   const u = updateConfig();
   const installer = createInstaller({ installRoot: u.installRoot, binaryPath: u.binaryPath });
   const store = createUpdateStore(stateDir);
@@ -76,6 +76,7 @@ function vm(instanceId: string, version: string, stateDir: string, handover: (p:
     store,
     instanceId: async () => instanceId,
     role: () => null,
+    ...(notReady ? { notReady } : {}),
     startWatcher: handover,
     onStatus: () => {},
     logger: silentLogger(),
@@ -150,6 +151,27 @@ describe("updater on Object Storage", () => {
 
     // Now the second stage may go (soak 0).
     expect((await b.updater.checkOnce({ act: false })).decision).toMatchObject({ kind: "update", stage: "all" });
+  });
+
+  it("an agent that is not ready does not start an update (a failed gate must mean the new version); once ready, it does", async () => {
+    publish("0.4.0", Buffer.from("#!/bin/sh\necho 0.4.0\n"), { rollout: { stages: [{ name: "all", percent: 100 }], soakSeconds: 0 } });
+    let why: string | undefined = "phase degraded: mlflow is not answering";
+    let handed = 0;
+    const c = vm("ocid1.instance.oc1..degraded", "0.1.0", join(root, "state-degraded"), async () => {
+      handed++;
+    }, () => why);
+    mkdirSync(dirname(c.installer.paths.binaryPath), { recursive: true });
+    writeFileSync(c.installer.paths.binaryPath, "#!/bin/sh\necho 0.1.0\n", { mode: 0o755 });
+    await c.updater.start();
+    const r = await c.updater.checkOnce({ act: true });
+    expect(r.started).toBe(false);
+    expect(handed).toBe(0);
+    expect(await c.store.readPending()).toBeUndefined();
+    expect(c.updater.status()).toMatchObject({ state: "waiting" });
+    expect(c.updater.status().reason).toMatch(/would update to 0\.4\.0, but an update starts only from a ready agent and this one is not: phase degraded: mlflow is not answering/);
+    why = undefined;
+    expect((await c.updater.checkOnce({ act: true })).started).toBe(true);
+    expect(handed).toBe(1);
   });
 
   it("a version that never becomes healthy is rolled back by the gate; its report stops the rollout and the VM refuses it", async () => {
