@@ -20,8 +20,7 @@
  *
  * Needs root, debootstrap and systemd-container; `npm run test:boot`.
  */
-import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
@@ -29,8 +28,8 @@ import type { StatusSnapshot } from "../../agent/status/types.ts";
 import { type ImdsServer, startImdsServer } from "../servers/imds-server.ts";
 import { type ObjectStorageServer, startObjectStorageServer } from "../servers/object-storage-server.ts";
 import { freePort, waitFor } from "../support/agent-process.ts";
-import { newestSourceMtime } from "../support/build-inputs.ts";
 import { FAKE_TENANCY, FAKE_USER, keyIdOf, makeKeyPair } from "../support/oci-auth.ts";
+import { brokenDist, ensureVersionBuild, publishRelease, releaseKeys } from "../support/release-publish.ts";
 import { BootContainer, sweepStaleRuns } from "./container.ts";
 import {
   AGENT_UNIT,
@@ -56,7 +55,6 @@ const AGENT = "mlops-agent.service";
 const V1 = (JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { version: string }).version;
 const V2 = `${V1}-boot.2`;
 const V3 = `${V1}-boot.3`;
-const NODE = existsSync(join(REPO, "node_modules/.bin/node")) ? join(REPO, "node_modules/.bin/node") : process.execPath;
 const HEALTH_GATE_SECONDS = 20;
 
 let rootfs = "";
@@ -72,35 +70,20 @@ let toyPort = 0;
 const TOY = "mlops-toy.service";
 const timings: Record<string, number> = {};
 
-/** A build of another version string, cached under .cache/update-build/<version>/ while the sources do not change (as ensureBinary caches dist/). */
-function ensureVersionBuild(version: string): string {
-  const out = join(REPO, ".cache/update-build", version);
-  const bin = join(out, "mlops-agent-linux-x64");
-  if (existsSync(bin) && statSync(bin).mtimeMs >= newestSourceMtime()) return out;
-  log(`building ${version} (MLOPS_AGENT_VERSION=${version}, about a minute)`);
-  const r = spawnSync(process.execPath, [join(REPO, "scripts/build.mjs")], {
-    cwd: REPO,
-    encoding: "utf8",
-    timeout: 10 * 60_000,
-    env: { ...process.env, MLOPS_AGENT_VERSION: version, MLOPS_BUILD_DIST: out },
+/** Publishes `version` from `dist` to our Object Storage server, canary this VM, no soak. */
+function publish(version: string, dist: string, sequence: number): Promise<void> {
+  return publishRelease({
+    version,
+    dist,
+    out: join(work, "out"),
+    keyFile: join(work, "keys/release-signing.key"),
+    sequence,
+    canaryInstances: [instanceId],
+    soakSeconds: 0,
+    put: (name, body) => {
+      oss!.putObject("releases", name, body);
+    },
   });
-  if (r.status !== 0) throw new Error(`building ${version} failed (${r.status}): ${(r.stderr || r.stdout).slice(-3000)}`);
-  return out;
-}
-
-function release_(args: string[]): string {
-  const r = spawnSync(NODE, [join(REPO, "scripts/release.ts"), ...args], { encoding: "utf8", timeout: 120_000 });
-  if (r.status !== 0) throw new Error(`release ${args[0]} failed: ${r.stderr}`);
-  return r.stdout;
-}
-
-/** Stages and signs `version` from `dist` with the release tool, then uploads as CI would: binaries first, the channel file last. */
-function publish(version: string, dist: string, sequence: number): void {
-  const out = join(work, "out");
-  release_(["stage", "--version", version, "--dist", dist, "--out", out]);
-  release_(["sign", "--channel", "stable", "--version", version, "--out", out, "--canary-instances", instanceId, "--soak-seconds", "0", "--sequence", String(sequence), "--key-file", join(work, "keys/release-signing.key")]);
-  for (const f of ["mlops-agent-linux-x64", "mlops-agent-linux-arm64", "SHA256SUMS"]) oss!.putObject("releases", `${PREFIX}/${version}/${f}`, readFileSync(join(out, PREFIX, version, f)));
-  oss!.putObject("releases", `${PREFIX}/channels/stable.json`, readFileSync(join(out, PREFIX, "channels/stable.json")));
 }
 
 async function status(): Promise<StatusSnapshot | undefined> {
@@ -120,16 +103,12 @@ function report(version: string): Record<string, unknown> | undefined {
 beforeAll(async () => {
   sweepStaleRuns();
   ensureBinary(log);
-  const v2dist = ensureVersionBuild(V2);
+  const v2dist = ensureVersionBuild(V2, log);
   rootfs = ensureRoot(log);
   work = mkdtempSync(join(tmpdir(), "update-boot-"));
-  release_(["keygen", "--out", join(work, "keys")]);
+  releaseKeys(join(work, "keys"));
   // v3: a binary that never starts.
-  mkdirSync(join(work, "v3dist"));
-  for (const f of ["mlops-agent-linux-x64", "mlops-agent-linux-arm64"]) {
-    writeFileSync(join(work, "v3dist", f), "#!/bin/sh\necho 'this release is broken' >&2\nexit 1\n");
-    chmodSync(join(work, "v3dist", f), 0o755);
-  }
+  brokenDist(join(work, "v3dist"));
   ({ server: releaseServer, release } = await serveRelease());
   imds = await startImdsServer({});
   // The role: the toy fixture (one small HTTP server from a venv, a real mlops-toy.service), added
@@ -237,7 +216,7 @@ describe("boot: the agent updates itself, and rolls back a release that does not
   it("publishing v2 updates the VM: /status shows v2 ready, lastGood v2, versions v1 and v2, the symlink on v2, a healthy report; the role service kept running and the first converge changed nothing", { timeout: 5 * 60_000 }, async () => {
     const agentPidBefore = (await vm!.show(AGENT, ["MainPID"])).MainPID;
     const t = Date.now();
-    publish(V2, (globalThis as { __v2dist?: string }).__v2dist!, 2);
+    await publish(V2, (globalThis as { __v2dist?: string }).__v2dist!, 2);
     const s = await waitFor("v2 running with lastGood v2", async () => {
       const x = await status();
       return x?.agent.version === V2 && x.update?.lastGood === V2 ? x : undefined;
@@ -268,7 +247,7 @@ describe("boot: the agent updates itself, and rolls back a release that does not
 
   it("publishing v3 that never starts: the watcher rolls back to v2 within healthGateSeconds, /status and the bucket say why", { timeout: 5 * 60_000 }, async () => {
     const t = Date.now();
-    publish(V3, join(work, "v3dist"), 3);
+    await publish(V3, join(work, "v3dist"), 3);
     // The switch: v2 stops answering (v3 never answers).
     await waitFor("the switch to v3", async () => ((await status()) === undefined ? true : undefined), 60_000, 200);
     const switched = Date.now();

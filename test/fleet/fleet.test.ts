@@ -24,6 +24,7 @@ import { chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StatusSnapshot } from "../../agent/status/types.ts";
 import { REPO, waitFor } from "../support/agent-process.ts";
+import { brokenDist, ensureVersionBuild, publishRelease } from "../support/release-publish.ts";
 import { DEFAULT_UV_CACHE, Fleet } from "./fleet.ts";
 import { IRIS_COLUMNS, IRIS_DAG, predictLoop, Scenario, SETOSA, VIRGINICA } from "./scenario.ts";
 import { type Feature, matrixRows, pendingCells, renderMatrix, runMatrix } from "./access-matrix.ts";
@@ -64,7 +65,15 @@ beforeAll(async () => {
   const t0 = Date.now();
   // Two MLflow VMs on one DB, two Airflow workers, the serving pool at Terraform's default size (2); a killed
   // worker's task is retried after 60 s without heartbeats, not Airflow's default 300.
-  fleet = await Fleet.create({ log, uvCache: DEFAULT_UV_CACHE, instanceCount: { mlflow: 2 }, workerCount: 2, airflowTaskHeartbeatTimeoutSeconds: 60 });
+  // Agents check the release channel every 10 s; a new version has 90 s to be ready.
+  fleet = await Fleet.create({
+    log,
+    uvCache: DEFAULT_UV_CACHE,
+    instanceCount: { mlflow: 2 },
+    workerCount: 2,
+    airflowTaskHeartbeatTimeoutSeconds: 60,
+    agentUpdate: { checkIntervalSeconds: 10, healthGateSeconds: 90 },
+  });
   timings.prepareSeconds = (Date.now() - t0) / 1000;
   sc = new Scenario(fleet, log);
   mlflowVm = sc.mlflow;
@@ -646,6 +655,113 @@ describe("the fleet", () => {
         3_000,
       );
       timings.objectStorageHealSeconds = (Date.now() - healedAt) / 1000;
+    });
+  });
+
+  describe("the fleet updates its agents itself: a signed release canary first, a broken one rolled back by the canary alone", () => {
+    const V1 = (JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { version: string }).version;
+    const V2 = `${V1}-fleet.2`;
+    const V3 = `${V1}-fleet.3`;
+    const SOAK_SECONDS = 20;
+    const buckets = () => fleet.deployment.buckets;
+    const out = () => join(fleet.dir, "release-out");
+    const canary = () => sc.servings[0]!;
+    const version = async (vm: FleetVm) => (await status(vm).catch(() => undefined))?.agent.version;
+    const instanceId = async (vm: FleetVm) => (await vm.run(["curl", "-sf", "-H", "Authorization: Bearer Oracle", "http://169.254.169.254/opc/v2/instance/id"])).trim();
+    /** Every role unit's main process on a VM: the same PIDs after an agent update mean the services never stopped. */
+    const rolePids = async (vm: FleetVm) => {
+      const units = (await status(vm)).services.map((x) => x.unit);
+      return Object.fromEntries(await Promise.all(units.map(async (u) => [u, (await vm.run(["systemctl", "show", "-p", "MainPID", "--value", u])).trim()] as const)));
+    };
+    const publish = async (v: string, dist: string, sequence: number) =>
+      publishRelease({
+        version: v,
+        dist,
+        out: out(),
+        keyFile: fleet.releaseKeyFile,
+        sequence,
+        canaryInstances: [await instanceId(canary())],
+        soakSeconds: SOAK_SECONDS,
+        put: (name, body) => fleet.putObject(buckets().releases, name, body),
+      });
+
+    it("v2 published with one serving VM as the canary: it updates first, then every other VM after the soak; no role service stops, no request through the load balancer fails", async () => {
+      await Promise.all(fleet.vms.map((vm) => waitFor(`${vm.name} ready`, async () => ((await status(vm).catch(() => undefined))?.phase === "ready" ? true : undefined), 10 * 60_000, 2_000)));
+      for (const vm of fleet.vms) expect(await version(vm), vm.name).toBe(V1);
+      const pidsBefore = Object.fromEntries(await Promise.all(fleet.vms.map(async (vm) => [vm.name, await rolePids(vm)] as const)));
+      const dist = ensureVersionBuild(V2, log);
+      const loop = predictLoop(sc);
+      await waitFor("a steady loop going", async () => (loop.samples.filter((x) => x.ok).length >= 20 ? true : undefined), 60_000, 200);
+      const t0 = Date.now();
+      await publish(V2, dist, 2);
+      const others = fleet.vms.filter((vm) => vm !== canary());
+      await waitFor(`the canary ${canary().name} runs ${V2}`, async () => ((await version(canary())) === V2 ? true : undefined), 5 * 60_000, 1_000);
+      timings.updateCanarySeconds = (Date.now() - t0) / 1000;
+      // The canary first: nobody else may start before its healthy report is SOAK_SECONDS old.
+      const early = await Promise.all(others.map(async (vm) => [vm.name, await version(vm)] as const));
+      expect(early.filter(([, v]) => v !== V1), "VMs on v2 before the canary's soak").toEqual([]);
+      const report = await waitFor(
+        "the canary's healthy report",
+        async () => fleet.getJson<{ outcome: string; to: string }>(buckets().rollout, `mlops-agent/reports/${V2}/${await instanceId(canary())}.json`),
+        60_000,
+        1_000,
+      );
+      expect(report).toMatchObject({ outcome: "healthy", to: V2 });
+      await Promise.all(
+        others.map(async (vm) => {
+          await waitFor(`${vm.name} runs ${V2}`, async () => ((await version(vm)) === V2 ? true : undefined), 8 * 60_000, 2_000);
+          timings[`update${vm.name}Seconds`] = (Date.now() - t0) / 1000;
+        }),
+      );
+      timings.updateAllSeconds = (Date.now() - t0) / 1000;
+      await Promise.all(fleet.vms.map((vm) => waitFor(`${vm.name} ready on ${V2}`, async () => ((await status(vm).catch(() => undefined))?.phase === "ready" ? true : undefined), 5 * 60_000, 2_000)));
+      const samples = await loop.stop();
+      const failed = samples.filter((x) => !x.ok);
+      log(`  ${V2}: canary after ${timings.updateCanarySeconds} s, every VM after ${timings.updateAllSeconds} s; ${samples.length} requests, ${failed.length} failed`);
+      timings.updateRequests = samples.length;
+      timings.updateFailed = failed.length;
+      expect(failed, JSON.stringify(failed.slice(0, 5))).toEqual([]);
+      for (const vm of fleet.vms) {
+        const s = await status(vm);
+        expect(s.agent.version, vm.name).toBe(V2);
+        expect(s.update, vm.name).toMatchObject({ enabled: true, current: V2, lastGood: V2 });
+        // The binary is a symlink into versions/, which keeps the previous version to go back to.
+        expect((await vm.run(["readlink", "/usr/local/bin/mlops-agent"])).trim(), vm.name).toBe(`/opt/mlops-agent/versions/${V2}/mlops-agent`);
+        expect((await vm.run(["ls", "/opt/mlops-agent/versions"])).trim().split("\n").sort(), vm.name).toEqual([V1, V2].sort());
+        expect(await rolePids(vm), `${vm.name}'s role services kept their processes`).toEqual(pidsBefore[vm.name]);
+      }
+    });
+
+    it("v3, whose binary never starts: the canary rolls itself back to v2 within its health gate, says why on /status, and the others never take v3", async () => {
+      const t0 = Date.now();
+      await publish(V3, brokenDist(join(fleet.dir, "v3dist")), 3);
+      const gate = Number((fleet.deployment.agentConfig.update as { healthGateSeconds: number }).healthGateSeconds);
+      const rolledBack = await waitFor(
+        "the canary's rollback",
+        async () => {
+          const s = await status(canary()).catch(() => undefined);
+          return s?.agent.version === V2 && s.update?.rollback?.from === V3 ? s : undefined;
+        },
+        (gate + 180) * 1000,
+        2_000,
+      );
+      timings.rollbackSeconds = (Date.now() - t0) / 1000;
+      log(`  ${V3}: the canary back on ${V2} after ${timings.rollbackSeconds} s: ${rolledBack.update?.rollback?.reason}`);
+      expect(rolledBack.update?.rollback?.reason).toMatch(/.+/);
+      expect(rolledBack.update?.bad?.map((b) => b.version)).toContain(V3);
+      const report = await fleet.getJson<{ outcome: string; reason: string }>(buckets().rollout, `mlops-agent/reports/${V3}/${await instanceId(canary())}.json`);
+      expect(report).toMatchObject({ outcome: "rolled-back" });
+      // The others check several times more; the rolled-back report stops the rollout for them.
+      const interval = Number((fleet.deployment.agentConfig.update as { checkIntervalSeconds: number }).checkIntervalSeconds);
+      await sleep((SOAK_SECONDS + 3 * interval) * 1000);
+      for (const vm of fleet.vms.filter((x) => x !== canary())) {
+        const s = await status(vm);
+        expect(s.agent.version, vm.name).toBe(V2);
+        expect(s.update?.available, vm.name).toBe(V3);
+        expect(s.update?.reason, vm.name).toMatch(/rolled.back/i);
+        expect((await vm.run(["ls", "/opt/mlops-agent/versions"])).trim().split("\n"), vm.name).not.toContain(V3);
+      }
+      for (const vm of fleet.vms) expect((await status(vm)).phase, vm.name).toBe("ready");
     });
   });
 

@@ -37,6 +37,7 @@ import { REPO } from "../support/agent-process.ts";
 import { type DbSystem, mariadbSystem, postgresSystem } from "./db-systems.ts";
 import { type Deployment, renderDeployment } from "./deployment.ts";
 import { makeInstanceIdentity } from "../support/instance-identity.ts";
+import { releaseKeys } from "../support/release-publish.ts";
 import { type FleetCredentials, fleetCredentials, secretValue } from "./credentials.ts";
 import { type LoadBalancer, startLoadBalancer } from "./load-balancer.ts";
 import { type NetworkLoadBalancer, startNetworkLoadBalancer } from "./network-load-balancer.ts";
@@ -89,6 +90,8 @@ export interface FleetOptions {
   readonly workerCount?: number;
   /** Terraform's airflow_task_heartbeat_timeout_seconds: how soon a task on a killed worker is retried; default Terraform's (300). */
   readonly airflowTaskHeartbeatTimeoutSeconds?: number;
+  /** Terraform's agent_update_check_interval_seconds and agent_update_health_gate_seconds; default Terraform's (900, 300). */
+  readonly agentUpdate?: { readonly checkIntervalSeconds: number; readonly healthGateSeconds: number };
 }
 
 export const DEFAULT_UV_CACHE = join(homedir(), ".cache/mlops-agent/fleet-uv");
@@ -144,6 +147,8 @@ export class Fleet {
   readonly admin: Vantage;
   /** The fleet CA's certificate (PEM file), which every client trusts. */
   readonly caPath: string;
+  /** The release-signing key (PKCS#8 PEM file, on the host only: never on a VM); its public key is in every VM's update.publicKeys. */
+  readonly releaseKeyFile: string;
   readonly #procs: NsProcess[];
   readonly #socket: string;
   readonly #log: (msg: string) => void;
@@ -163,6 +168,7 @@ export class Fleet {
     internet: Vantage;
     admin: Vantage;
     caPath: string;
+    releaseKeyFile: string;
     procs: NsProcess[];
     socket: string;
     log: (msg: string) => void;
@@ -181,6 +187,7 @@ export class Fleet {
     this.internet = init.internet;
     this.admin = init.admin;
     this.caPath = init.caPath;
+    this.releaseKeyFile = init.releaseKeyFile;
     this.#procs = init.procs;
     this.#socket = init.socket;
     this.#log = init.log;
@@ -204,7 +211,11 @@ export class Fleet {
     const mysqlAdminPassword = randomBytes(18).toString("base64url");
     const postgresAdminPassword = randomBytes(18).toString("base64url");
     const release = { url: `https://${MIRROR_HOST}/releases/mlops-agent-linux-x64`, sha256: sha256File(BINARY_X64) };
+    // The release-signing key, as CI's secret store would hold it; the VMs get the public key from Terraform.
+    const releaseKey = releaseKeys(join(dir, "release-keys"));
     const deployment = await renderDeployment({
+      releasePublicKeys: [releaseKey.publicKey],
+      ...(o.agentUpdate ? { agentUpdateCheckIntervalSeconds: o.agentUpdate.checkIntervalSeconds, agentUpdateHealthGateSeconds: o.agentUpdate.healthGateSeconds } : {}),
       region: REGION,
       namespace: NAMESPACE,
       instanceCount: { ...o.instanceCount },
@@ -324,6 +335,10 @@ export class Fleet {
           deployment.buckets.artifacts,
           "--bucket",
           deployment.buckets.dags,
+          "--bucket",
+          deployment.buckets.releases,
+          "--bucket",
+          deployment.buckets.rollout,
           "--identity-dir",
           identityCa,
           "--secrets-file",
@@ -426,6 +441,7 @@ export class Fleet {
         internet,
         admin,
         caPath: tls.caPath,
+        releaseKeyFile: releaseKey.keyFile,
         procs,
         socket,
         log: o.log,
@@ -509,6 +525,18 @@ export class Fleet {
       .exec(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "5", "http://127.0.0.1:9470/readyz"], { timeoutMs: 10_000 })
       .catch(() => undefined);
     return Number(r?.stdout) || 0;
+  }
+
+  /** Puts an object into one of the deployment's buckets (as the release pipeline's `oci os object put` would). */
+  async putObject(bucket: string, name: string, body: Buffer | string): Promise<void> {
+    const r = await this.oci(`/object?bucket=${encodeURIComponent(bucket)}&name=${encodeURIComponent(name)}`, { method: "PUT", body, timeoutMs: 120_000 });
+    if (r.status !== 200) throw new Error(`putting ${bucket}/${name}: ${r.status} ${r.body.slice(0, 300)}`);
+  }
+
+  /** An object of one of the deployment's buckets as JSON, or undefined when there is none. */
+  async getJson<T>(bucket: string, name: string): Promise<T | undefined> {
+    const r = await this.oci(`/object?bucket=${encodeURIComponent(bucket)}&name=${encodeURIComponent(name)}`);
+    return r.status === 200 ? (JSON.parse(r.body) as T) : undefined;
   }
 
   /** OCI in a box's control API (faults, stored objects). */
