@@ -48,6 +48,10 @@ export interface HostFs {
   /** Idempotent: removing a missing path is not an error. */
   remove(path: string, opts?: { recursive?: boolean }): Promise<void>;
   readdir(path: string): Promise<string[]>;
+  /** Points the symlink `path` at `target` atomically (a temp link renamed over it); replaces a link, never a directory. */
+  symlinkAtomic(target: string, path: string): Promise<void>;
+  /** The target of the symlink `path`; undefined when it is missing or not a symlink. */
+  readlink(path: string): Promise<string | undefined>;
   chown(path: string, owner: FileOwner): Promise<void>;
   chmod(path: string, mode: number): Promise<void>;
 }
