@@ -70,6 +70,8 @@ export function phases(stdout, totalS) {
     ["migrations + starts until mlflow and airflow are ready", d(installsDone, stackReady)],
     ["pipeline trigger -> champion", d(triggered, champion)],
     ["champion -> serving ready", d(champion, servingReady)],
+    ["mlflow and airflow ready, from start", d(0, stackReady)],
+    ["serving ready, from start", d(0, servingReady)],
     ["up total", String(Math.round(totalS))],
   ];
 }
