@@ -25,8 +25,11 @@ export type Action =
    * Makes `to` the active venv: points the `venv` link (`target`) at it and
    * records it. With `from` (a verified venv to go back to), the switch is
    * recorded as in progress with a deadline of `timeoutSeconds`; without, `to` is current at once.
+   * An in-place venv directory where the link goes (an agent from before
+   * versioned venvs) is replaced only with `replaceDir`, which the planner
+   * sets once no service runs from it any more.
    */
-  | { kind: "switch-venv"; target: string; role: string; to: VenvRef; from?: VenvRef; timeoutSeconds: number; reason: string }
+  | { kind: "switch-venv"; target: string; role: string; to: VenvRef; from?: VenvRef; timeoutSeconds: number; reason: string; replaceDir?: boolean }
   /** Waits until the services restarted onto the venv `target` run and are ready, or one fails, or the switch's deadline passes; records the verdict. */
   | { kind: "verify-venv"; target: string; role: string; services: readonly string[]; reason: string }
   /** The switch to `target` was verified: it is current, the venv it replaced is previous. */

@@ -173,10 +173,17 @@ async function installPython(deps: ApplyDeps, a: Extract<Action, { kind: "instal
   });
 }
 
-/** Points the role's `venv` link at the active venv; a legacy in-place venv directory there is removed (its services have been switched). */
-async function pointVenvLink(host: Host, link: string, venv: string): Promise<void> {
+/**
+ * Points the role's `venv` link at the active venv. An in-place venv
+ * directory there (an agent from before versioned venvs) is removed only with
+ * `replaceDir` (no service runs from it any more); otherwise it is left for a later pass.
+ */
+async function pointVenvLink(host: Host, link: string, venv: string, replaceDir = false): Promise<void> {
   const s = await host.fs.stat(link);
-  if (s?.isDirectory && !s.isSymbolicLink) await host.fs.remove(link, { recursive: true });
+  if (s?.isDirectory && !s.isSymbolicLink) {
+    if (!replaceDir) return;
+    await host.fs.remove(link, { recursive: true });
+  }
   await host.fs.symlinkAtomic(venv, link);
 }
 
@@ -189,7 +196,7 @@ async function switchVenv(deps: ApplyDeps, a: Extract<Action, { kind: "switch-ve
     if (!a.from) return { ...r, python: { ...v, current: a.to, switching: undefined } };
     return { ...r, python: { ...v, switching: { to: a.to, from: a.from, startedAt: now, timeoutSeconds: a.timeoutSeconds } } };
   });
-  await pointVenvLink(host, a.target, a.to.venv);
+  await pointVenvLink(host, a.target, a.to.venv, a.replaceDir);
 }
 
 async function verifyVenv(deps: ApplyDeps, a: Extract<Action, { kind: "verify-venv" }>): Promise<void> {

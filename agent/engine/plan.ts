@@ -261,9 +261,21 @@ function planSwitch(desired: DesiredRole, observed: Observed, record: RoleRecord
     return;
   }
   if (v.current?.venv === to.venv) {
-    if (observed.venvs && observed.venvs.link !== to.venv)
-      out.actions.push({ kind: "switch-venv", target: p.link, role, to, timeoutSeconds, reason: observed.venvs.link ? `the venv link points at ${observed.venvs.link}, not the active venv` : "the venv link is missing" });
-    else planPrune(desired, observed, v, out);
+    const ov = observed.venvs;
+    if (ov && ov.link !== to.venv) {
+      // The in-place venv of an older agent goes once no service is still to be restarted off it.
+      if (ov.legacyDir && out.actions.some((a) => a.kind === "ensure-service")) out.deferred.push(`switch-venv ${p.link}: the in-place venv is replaced by the link once the services run from ${to.venv}`);
+      else
+        out.actions.push({
+          kind: "switch-venv",
+          target: p.link,
+          role,
+          to,
+          timeoutSeconds,
+          reason: ov.legacyDir ? `the in-place venv ${p.link} of an older agent is no longer used: replaced by a link to ${to.venv}` : ov.link ? `the venv link points at ${ov.link}, not the active venv` : "the venv link is missing",
+          ...(ov.legacyDir ? { replaceDir: true } : {}),
+        });
+    } else planPrune(desired, observed, v, out);
     return;
   }
   // A switch to another venv still recorded (the lock changed again mid-switch) is replaced by this one.

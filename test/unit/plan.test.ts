@@ -390,6 +390,24 @@ describe("versioned venvs: a new lock installs beside the running venv, switches
       reason: /in-place venv \/opt\/mlops\/mlflow\/venv keeps running until the switch/,
     },
     {
+      name: "an older agent's in-place venv: left in place while its services still run from it",
+      at: () => {
+        const u = upgrading({ current: TO });
+        return { d: u.d, o: { ...u.o, records: [{ ...u.o.records[0]!, migratedVersion: "3.18.0" }], venvs: { target: u.o.install, dirs: [NEW.venv], link: undefined, legacyDir: true } } };
+      },
+      want: ["ensure-service mlops-mlflow.service"],
+      deferred: /switch-venv \/opt\/mlops\/mlflow\/venv: the in-place venv is replaced by the link once the services run from/,
+    },
+    {
+      name: "an older agent's in-place venv: replaced by the link once no service runs from it",
+      at: () => {
+        const u = switched(upgrading({ current: TO }));
+        return { d: u.d, o: { ...u.o, venvs: { target: u.o.install, dirs: [NEW.venv], link: undefined, legacyDir: true } } };
+      },
+      want: ["switch-venv /opt/mlops/mlflow/venv"],
+      reason: /in-place venv \/opt\/mlops\/mlflow\/venv of an older agent is no longer used/,
+    },
+    {
       name: "prune: keep the active venv and the one before it, remove older ones",
       at: () => {
         const u = upgrading({ current: TO, previous: OLD });
