@@ -22,6 +22,9 @@ export function createFailingHost(message = "injected host failure"): Host {
       signalGroup: () => {
         throw new AgentError("HOST_FAILED", message);
       },
+      signalProcess: () => {
+        throw new AgentError("HOST_FAILED", message);
+      },
       cmdline: fail,
       listeners: fail,
       isExecutable: fail,

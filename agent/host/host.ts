@@ -157,6 +157,8 @@ export interface HostProcesses {
   groupExists(pgid: number): boolean;
   /** kill(-pgid, signal). Idempotent: a group that is gone is not an error. */
   signalGroup(pgid: number, signal: NodeJS.Signals): void;
+  /** kill(pid, signal): one process only. Idempotent: a process that is gone is not an error. */
+  signalProcess(pid: number, signal: NodeJS.Signals): void;
   /** argv from /proc/<pid>/cmdline; undefined when the process is gone or unreadable. */
   cmdline(pid: number): Promise<string[] | undefined>;
   /** Every socket listening on TCP `port` (IPv4 and IPv6), with its holder where it can be found. */
