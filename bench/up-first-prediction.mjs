@@ -111,24 +111,24 @@ async function stackRun(name, cacheHome) {
     const upMs = hrMs(t0);
     const answer = await predict();
     const firstMs = hrMs(t0);
-    rows.push([name, "up -> first prediction", secs(upMs), secs(firstMs), load, answer]);
-    phaseRows.push(...phases(r.stdout, upMs / 1000).map(([p, v]) => [name, "first up", p, v]));
+    rows.push([name, "up -> first prediction", secs(upMs), secs(firstMs), BEFORE[`${name} first up`]?.total ?? "", load, answer]);
+    phaseRows.push(...phases(r.stdout, upMs / 1000).map(([p, v]) => [name, "first up", p, v, BEFORE[`${name} first up`]?.phases[p] ?? ""]));
     // A second up on the ready stack.
     let t = process.hrtime.bigint();
     const again = await run(up.cmd, up.args, { env });
-    rows.push([name, "second up (already up)", secs(hrMs(t)), "", loadavg().split(" ")[0], again.stdout.includes("already up") ? "already up" : "CHANGED"]);
+    rows.push([name, "second up (already up)", secs(hrMs(t)), "", "", loadavg().split(" ")[0], again.stdout.includes("already up") ? "already up" : "CHANGED"]);
     // down, then up with everything installed.
     const down = cmd("down");
     t = process.hrtime.bigint();
     await run(down.cmd, down.args, { env });
-    rows.push([name, "down", secs(hrMs(t)), "", loadavg().split(" ")[0], ""]);
+    rows.push([name, "down", secs(hrMs(t)), "", "", loadavg().split(" ")[0], ""]);
     t = process.hrtime.bigint();
     const re = await run(up.cmd, up.args, { env, timeoutMs: 30 * 60_000 });
     if (re.code !== 0) throw new Error(`${name}: up after down exited ${re.code}:\n${re.stderr}`);
     const reMs = hrMs(t);
     await predict();
-    rows.push([name, "up after down -> prediction", secs(reMs), secs(hrMs(t)), loadavg().split(" ")[0], ""]);
-    phaseRows.push(...phases(re.stdout, reMs / 1000).map(([p, v]) => [name, "up after down", p, v]));
+    rows.push([name, "up after down -> prediction", secs(reMs), secs(hrMs(t)), BEFORE[`${name} up after down`]?.total ?? "", loadavg().split(" ")[0], ""]);
+    phaseRows.push(...phases(re.stdout, reMs / 1000).map(([p, v]) => [name, "up after down", p, v, BEFORE[`${name} up after down`]?.phases[p] ?? ""]));
     return rows;
   } finally {
     const down = cmd("down");
@@ -136,6 +136,16 @@ async function stackRun(name, cacheHome) {
     rmSync(dir, { recursive: true, force: true });
   }
 }
+
+/**
+ * Before versioned venvs (main at 1999f96: every module byte-compiled at
+ * install), measured with this bench on 2026-12-05 on the shared 2-core
+ * machine, load 2.0 at the start: printed beside this run's figures.
+ */
+const BEFORE = {
+  "cold first up": { total: 110.6, phases: { "uv bootstrap": "6", "venv installs (slowest role)": "40", "  per role: mlflow / airflow / serving": "36 / 35 / 40", "migrations + starts until mlflow and airflow are ready": "20", "pipeline trigger -> champion": "38", "champion -> serving ready": "5", "mlflow and airflow ready, from start": "67", "serving ready, from start": "110", "up total": "111" } },
+  "cold up after down": { total: 17.9, phases: { "mlflow and airflow ready, from start": "17", "serving ready, from start": "16", "up total": "18" } },
+};
 
 const phaseRows = [];
 let failed = false;
@@ -151,7 +161,7 @@ try {
   rmSync(cache, { recursive: true, force: true });
 }
 console.log("\nup (mlflow + airflow + serving) to the first served prediction:");
-table(["cache", "step", "step s", "to prediction s", "load", "answer"], all);
-console.log("\nphases (s, from up's progress lines):");
-table(["cache", "up", "phase", "s"], phaseRows);
+table(["cache", "step", "step s", "to prediction s", "before s", "load", "answer"], all);
+console.log("\nphases (s, from up's progress lines; before: main at 1999f96, see BEFORE):");
+table(["cache", "up", "phase", "s", "before s"], phaseRows);
 process.exit(failed ? 1 : 0);
