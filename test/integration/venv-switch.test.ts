@@ -11,7 +11,7 @@
  *      /status says why naming both locks and versions, and a further
  *      converge does not try 1.15.0 again; the failed venv is removed.
  */
-import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -38,6 +38,7 @@ const stackDir = join(dir, "stack");
 
 afterAll(() => {
   cli(["down", "--dir", stackDir], { env });
+  rmSync(dir, { recursive: true, force: true });
 });
 
 async function converge(): Promise<StatusSnapshot> {
