@@ -405,6 +405,12 @@ export const pythonSchema = z
     uvVersion: z.string().regex(/^\d+\.\d+\.\d+$/).default("0.13.8"),
     /** uv's cache directory; empty: `<stateDir>/cache/uv`. */
     cacheDir: z.string().optional(),
+    /**
+     * After a lock change, the services restart onto the new venv; if one of
+     * them is not running and ready within this many seconds (or crashes), they
+     * go back to the previous venv and the lock is not tried again until it changes.
+     */
+    switchTimeoutSeconds: z.number().int().min(5).max(3600).default(300),
   })
   .strict();
 
@@ -499,7 +505,7 @@ export const configSchema = z
     convergeIntervalSeconds: z.number().int().min(5).max(3600).default(60),
     /** Seconds between metadata polls (role changes). */
     metadataPollSeconds: z.number().int().min(1).max(3600).default(15),
-    python: pythonSchema.default({ uvVersion: "0.13.8" }),
+    python: pythonSchema.default({ uvVersion: "0.13.8", switchTimeoutSeconds: 300 }),
     firewall: firewallSchema.default({ manage: true, iptablesRulesPath: "/etc/iptables/rules.v4" }),
     oci: ociSchema.default({ secretCacheSeconds: 600, requestTimeoutSeconds: 10 }),
     dagSync: dagSyncSchema.default({

@@ -153,7 +153,7 @@ async function pass(deps: LoopDeps, state: LoopState): Promise<PassReport> {
       { name: "status-api-token", path: layout.token },
     ]);
     await deps.dagSync
-      .update({ config: c.config, dest: desired?.dagSyncDest, venv: desired?.python.venv })
+      .update({ config: c.config, dest: desired?.dagSyncDest, venv: desired?.python.active.venv })
       .catch((err: unknown) => logger.warn({ err }, "DAG sync setup failed"));
     deps.prober.update(desired?.services.filter((s) => s.inputsHash !== undefined).map((s) => ({ ...s, inputsHash: s.inputsHash! }) as ServiceSpec) ?? []);
   }

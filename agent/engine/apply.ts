@@ -18,7 +18,8 @@ import { provisionPostgres } from "../db/postgres-provisioner.ts";
 import { AgentError, describeError } from "../errors.ts";
 import { closePort, openPort } from "../firewall/host-firewall.ts";
 import type { FileOwner, Host } from "../host/host.ts";
-import { DEFAULT_INDEX_URL, findPython, installLock } from "../python/python-env.ts";
+import { DEFAULT_INDEX_URL, findPython, installLock, venvKey } from "../python/python-env.ts";
+import { verifySwitch } from "./venv-switch.ts";
 import type { ActionRecord } from "../status/types.ts";
 import { parseEnvironmentFile } from "../supervisor/environment-file.ts";
 import type { ServiceSpec, Supervisor } from "../supervisor/types.ts";
@@ -140,9 +141,10 @@ async function generateSecret(deps: ApplyDeps, a: Extract<Action, { kind: "gener
   await host.fs.writeFileAtomic(secretPath(deps.config.stateDir, a.name), `${value}\n`, { mode: 0o600 });
 }
 
-async function installPython(deps: ApplyDeps, _a: Extract<Action, { kind: "install-python" }>): Promise<void> {
+async function installPython(deps: ApplyDeps, a: Extract<Action, { kind: "install-python" }>): Promise<void> {
   const { host } = deps;
   const dd = need(deps.desired, "python environment");
+  if (a.target !== dd.python.venv) throw new AgentError("STEP_FAILED", `venv ${a.target} is not the desired lock's venv ${dd.python.venv}`);
   await noteRole(deps, dd);
   const py = deps.config.python;
   const log = (m: string) => {
@@ -151,7 +153,7 @@ async function installPython(deps: ApplyDeps, _a: Extract<Action, { kind: "insta
   };
   const python = await findPython(host, py.interpreter, log);
   await host.fs.mkdir(dd.paths.installDir, { mode: 0o755 });
-  await host.fs.writeFileAtomic(dd.python.lockPath, dd.python.lockText, { mode: 0o644 });
+  await host.fs.mkdir(dd.python.venvsDir, { mode: 0o755 });
   await installLock({
     host,
     python,
@@ -161,10 +163,91 @@ async function installPython(deps: ApplyDeps, _a: Extract<Action, { kind: "insta
     uvVersion: py.uvVersion,
     log,
     venv: dd.python.venv,
-    lockPath: dd.python.lockPath,
+    lockText: dd.python.lockText,
     lockHash: dd.python.lockHash,
     versionOf: dd.spec.python.versionOf,
+    // On a VM root owns the venv and the service user cannot write bytecode
+    // into it; in `up` the services run as the user who owns it, and Python
+    // writes each module's bytecode on its first import.
+    compileBytecode: dd.createUser,
   });
+}
+
+/**
+ * Points the role's `venv` link at the active venv. An in-place venv
+ * directory there (an agent from before versioned venvs) is removed only with
+ * `replaceDir` (no service runs from it any more); otherwise it is left for a later pass.
+ */
+async function pointVenvLink(host: Host, link: string, venv: string, replaceDir = false): Promise<void> {
+  const s = await host.fs.stat(link);
+  if (s?.isDirectory && !s.isSymbolicLink) {
+    if (!replaceDir) return;
+    await host.fs.remove(link, { recursive: true });
+  }
+  await host.fs.symlinkAtomic(venv, link);
+}
+
+async function switchVenv(deps: ApplyDeps, a: Extract<Action, { kind: "switch-venv" }>): Promise<void> {
+  const { host } = deps;
+  const now = new Date(host.clock.now()).toISOString();
+  // Recorded before the services restart: an agent killed in between verifies (or goes back) on its next start.
+  await deps.records.update(a.role, (r) => {
+    const v = r.python ?? {};
+    if (!a.from) return { ...r, python: { ...v, current: a.to, switching: undefined } };
+    return { ...r, python: { ...v, switching: { to: a.to, from: a.from, startedAt: now, timeoutSeconds: a.timeoutSeconds } } };
+  });
+  await pointVenvLink(host, a.target, a.to.venv, a.replaceDir);
+}
+
+async function verifyVenv(deps: ApplyDeps, a: Extract<Action, { kind: "verify-venv" }>): Promise<void> {
+  const { host } = deps;
+  const dd = need(deps.desired, "venv switch");
+  if (!deps.supervisor) throw new AgentError("SUPERVISOR_FAILED", "no supervisor is available to verify services");
+  const sw = (await deps.records.get(a.role))?.python?.switching;
+  if (!sw || sw.to.venv !== a.target) throw new AgentError("STEP_FAILED", `no switch to venv ${a.target} is recorded`);
+  const since = host.clock.now();
+  const verdict = await verifySwitch({
+    host,
+    supervisor: deps.supervisor,
+    services: dd.services.filter((s) => a.services.includes(s.name)),
+    since,
+    deadline: since + sw.timeoutSeconds * 1000,
+    secrets: deps.secrets,
+  });
+  deps.logger.info({ step: "verify-venv", ok: verdict.ok }, `venv ${venvKey(sw.to.lockHash)}: ${verdict.reason}`);
+  await deps.records.update(a.role, (r) => {
+    const cur = r.python?.switching;
+    if (!cur || cur.to.venv !== a.target) return r;
+    return { ...r, python: { ...r.python, switching: { ...cur, verdict: { ...verdict, at: new Date(host.clock.now()).toISOString() } } } };
+  });
+}
+
+async function commitVenv(deps: ApplyDeps, a: Extract<Action, { kind: "commit-venv" }>): Promise<void> {
+  await deps.records.update(a.role, (r) => {
+    const sw = r.python?.switching;
+    if (!sw || sw.to.venv !== a.target) throw new AgentError("STEP_FAILED", `no switch to venv ${a.target} is recorded`);
+    // A failure recorded for an older lock no longer matters: the lock has changed since.
+    return { ...r, python: { current: sw.to, previous: sw.from } };
+  });
+}
+
+async function revertVenv(deps: ApplyDeps, a: Extract<Action, { kind: "revert-venv" }>): Promise<void> {
+  const { host } = deps;
+  let reason = "";
+  await deps.records.update(a.role, (r) => {
+    const sw = r.python?.switching;
+    if (!sw || sw.from.venv !== a.target) throw new AgentError("STEP_FAILED", `no switch from venv ${a.target} is recorded`);
+    reason = sw.verdict?.reason ?? "not verified";
+    const failed = { to: sw.to, from: sw.from, reason, at: new Date(host.clock.now()).toISOString() };
+    return { ...r, python: { ...r.python, current: sw.from, switching: undefined, failed } };
+  });
+  // The next pass compiles the services onto this venv again (desired.python.active) and restarts them.
+  await pointVenvLink(host, need(deps.desired, "venv link").python.link, a.target);
+  deps.logger.warn({ step: "revert-venv", role: a.role }, `going back to venv ${a.target}: ${reason}`);
+}
+
+async function removeVenv(deps: ApplyDeps, a: Extract<Action, { kind: "remove-venv" }>): Promise<void> {
+  await deps.host.fs.remove(a.target, { recursive: true });
 }
 
 async function provisionDatabase(deps: ApplyDeps, a: Extract<Action, { kind: "provision-database" }>): Promise<void> {
@@ -283,7 +366,12 @@ const STEPS: { [K in Action["kind"]]: (deps: ApplyDeps, a: Extract<Action, { kin
   "provision-database": provisionDatabase,
   "write-file": writeFile,
   "migrate-database": migrateDatabase,
+  "switch-venv": switchVenv,
   "ensure-service": ensureService,
+  "verify-venv": verifyVenv,
+  "commit-venv": commitVenv,
+  "revert-venv": revertVenv,
+  "remove-venv": removeVenv,
   "ensure-access": ensureAccess,
 };
 

@@ -68,7 +68,7 @@ export async function planOnce(deps: ConvergeDeps): Promise<PlanView> {
     checkLogin: deps.checkLogin === undefined ? defaultCheckLogin : deps.checkLogin || undefined,
     firewall: firewallSettings(deps.config),
   });
-  return { desired, observed, plan: plan(desired, observed, deps.config.stateDir) };
+  return { desired, observed, plan: plan(desired, observed, deps.config.stateDir, { switchTimeoutSeconds: deps.config.python.switchTimeoutSeconds }) };
 }
 
 /** The host firewall is the agent's to manage on a VM, unless the config says otherwise; never in `up`. */

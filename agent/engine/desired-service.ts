@@ -124,6 +124,8 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
         .join("\n"),
       execStart: command.map(systemdQuote).join(" "),
       stopTimeoutSeconds,
+      // Only a mixed service gets the line: every other unit stays byte for byte as it was (no restart on upgrade).
+      killModeLine: s.killMode === "mixed" ? "\n# SIGTERM to the main process only: it stops its children itself and lets their\n# work finish; whatever is left gets SIGKILL after TimeoutStopSec=.\nKillMode=mixed" : "",
       // A path that renders empty (a setting left out) is no path.
       writablePaths: s.writablePaths
         .map((p) => renderString(p, i.ctx, where))
@@ -159,6 +161,7 @@ export function compileService(s: RoleServiceSpec, i: ServiceInputs): DesiredSer
     restart: DEFAULT_RESTART_POLICY,
     stopTimeoutMs: stopTimeoutSeconds * 1000,
     ...(drainSeconds ? { drainSeconds } : {}),
+    ...(s.killMode === "mixed" ? { killMode: "mixed" as const } : {}),
     inputsHash: pending ? undefined : sha256(JSON.stringify({ unitFile, command, environment, files: envFiles.map((f) => f.hash), lockHash: i.lockHash, ...code })),
     unitFile,
     ...(ports.length ? { ports } : {}),

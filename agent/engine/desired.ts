@@ -17,6 +17,8 @@ import { compileDatabase, type DesiredDatabase } from "./desired-database.ts";
 import { compileService, renderPort } from "./desired-service.ts";
 import type { DesiredFile, DesiredService } from "./desired-parts.ts";
 import { sha256 } from "./hash.ts";
+import type { RoleVenvs } from "./role-record.ts";
+import { venvKey } from "../python/python-env.ts";
 
 export type { DesiredDatabase };
 export type { DesiredFile, DesiredService } from "./desired-parts.ts";
@@ -32,7 +34,7 @@ export interface DesiredRole {
   readonly createUser: boolean;
   readonly directories: readonly { path: string; mode: number; owner: OwnerRef }[];
   readonly files: readonly DesiredFile[];
-  readonly python: { readonly venv: string; readonly lockText: string; readonly lockHash: string; readonly lockPath: string };
+  readonly python: DesiredPython;
   readonly database: DesiredDatabase | undefined;
   /**
    * The database user's password, generated or from the config's reference (never in
@@ -60,6 +62,24 @@ export interface DesiredRole {
   readonly access: DesiredAccess | undefined;
 }
 
+/** The role's Python environment: the venv its lock file wants, and the one its services run from. */
+export interface DesiredPython {
+  /** `/opt/mlops/<role>/venvs`. */
+  readonly venvsDir: string;
+  /** `/opt/mlops/<role>/venv`: the symlink to the active venv. */
+  readonly link: string;
+  readonly lockText: string;
+  readonly lockHash: string;
+  /** The venv this lock installs into (`venvs/<venvKey(lockHash)>`). */
+  readonly venv: string;
+  /**
+   * The venv the services (and migrations, probes) are compiled to run from,
+   * `{{venv}}` in role.json: `venv`, except when this very lock's switch
+   * failed: then the venv it went back to (the record's `failed.from`).
+   */
+  readonly active: { readonly venv: string; readonly lockHash: string };
+}
+
 export interface DesiredAccess {
   readonly provider: string;
   readonly service: string;
@@ -85,6 +105,8 @@ export interface DesiredInputs {
   readonly accessSecrets?: Readonly<Record<string, string>>;
   /** The OS CA bundle file (tls/trust-store.ts), given to every service so Python trusts what the OS trusts. */
   readonly caBundle?: string;
+  /** The role record's venvs (role-record.ts): which lock failed and what it went back to. */
+  readonly venvs?: RoleVenvs;
   /** Reads a role asset (templates, lock files, the unit template); defaults to the catalogue's reader. */
   readonly assets?: (key: string) => string;
 }
@@ -155,9 +177,13 @@ function fileLookup(files: readonly DesiredFile[]): (id: string, where: string) 
   };
 }
 
-function compilePython(spec: RoleSpec, ctx: TemplateContext, paths: RolePaths, assets: (key: string) => string): DesiredRole["python"] {
+function compilePython(spec: RoleSpec, ctx: TemplateContext, paths: RolePaths, assets: (key: string) => string, venvs: RoleVenvs | undefined): DesiredPython {
   const lockText = assets(spec.python.variants.find((v) => contextTruthy(ctx, v.when))?.lock ?? spec.python.lock);
-  return { venv: paths.venv, lockText, lockHash: sha256(lockText), lockPath: `${paths.installDir}/requirements.lock` };
+  const lockHash = sha256(lockText);
+  const venv = `${paths.venvsDir}/${venvKey(lockHash)}`;
+  // A lock whose switch failed is not tried again: the services stay on the venv it went back to until the lock changes.
+  const back = venvs?.failed?.to.lockHash === lockHash ? venvs.failed.from : undefined;
+  return { venvsDir: paths.venvsDir, link: paths.venv, lockText, lockHash, venv, active: back ? { venv: back.venv, lockHash: back.lockHash } : { venv, lockHash } };
 }
 
 /** The TCP ports of the services present, sorted: what the host firewall must let in. */
@@ -191,13 +217,15 @@ export function compileDesired(inputs: DesiredInputs): DesiredRole {
   const serviceUser = up ? inputs.currentUser : spec.serviceUser;
   // Database and generated secrets first: they are part of the template context.
   const secrets = compileSecrets(inputs, paths);
-  const ctx = buildContext({ config, role, spec, paths, serviceUser, secrets: secrets.pending ? undefined : secrets.values, caBundle: inputs.caBundle });
+  // The lock variant may depend on settings (a `when`), not on secrets or the venv: a context without them picks it.
+  const python = compilePython(spec, buildContext({ config, role, spec, paths, serviceUser, secrets: undefined, caBundle: inputs.caBundle }), paths, assets, inputs.venvs);
+  // `{{venv}}` is the active venv's own path, never the link: a running process must not see its venv change.
+  const ctx = buildContext({ config, role, spec, paths: { ...paths, venv: python.active.venv }, serviceUser, secrets: secrets.pending ? undefined : secrets.values, caBundle: inputs.caBundle });
   const files = compileFiles(spec, ctx, role, secrets.pending, assets);
   const fileRef = fileLookup(files);
-  const python = compilePython(spec, ctx, paths, assets);
   const present = spec.services.filter((s) => s.when === undefined || contextTruthy(ctx, s.when));
   const unitTemplate = assets("units/mlops-service.service.tmpl");
-  const serviceInputs = { role, serviceUser, workingDirectory: paths.dataDir, logDir: paths.logDir, ctx, fileRef, unitTemplate, lockHash: python.lockHash, caBundle: inputs.caBundle };
+  const serviceInputs = { role, serviceUser, workingDirectory: paths.dataDir, logDir: paths.logDir, ctx, fileRef, unitTemplate, lockHash: python.active.lockHash, caBundle: inputs.caBundle };
   return {
     role,
     spec,

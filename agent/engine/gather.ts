@@ -1,7 +1,7 @@
 /**
  * The first stage of a pass: every read a compile needs (the role spec, the
  * generated secrets in the state dir, the config's secret references the
- * role declares, the OS CA bundle), returned as plain data. This is the only
+ * role declares, the OS CA bundle, the role record's venvs), returned as plain data. This is the only
  * I/O before planning; `compileDesired` then is pure.
  */
 import type { AgentConfig, RoleName } from "../config/schema.ts";
@@ -17,6 +17,7 @@ import type { RoleSpec } from "../roles/role-spec.ts";
 import { secretPath } from "../state/layout.ts";
 import { findSystemCaBundle } from "../tls/trust-store.ts";
 import { type DesiredInputs, lookupPath } from "./desired.ts";
+import { createRoleRecordStore } from "./role-record.ts";
 
 export interface GatherDeps {
   readonly host: Host;
@@ -114,5 +115,6 @@ export async function gatherInputs(deps: GatherDeps): Promise<DesiredInputs | un
     accessSecrets: await resolveAccessSecrets(deps, spec),
     currentUser: deps.host.users.currentName(),
     caBundle: await findSystemCaBundle(deps.host.fs),
+    venvs: (await createRoleRecordStore(deps.host, deps.config.stateDir).get(deps.role))?.python,
   };
 }

@@ -26,7 +26,10 @@ export interface Observed {
   readonly directories: Readonly<Record<string, { mode: number; uid: number; gid: number } | undefined>>;
   readonly files: Readonly<Record<string, ObservedFile | undefined>>;
   readonly secrets: Readonly<Record<string, string | undefined>>;
+  /** The marker of the venv the services are compiled to run from (desired.python.active). */
   readonly install: InstallMarker | undefined;
+  /** The role's versioned venvs: what is in `venvs/`, the lock's own venv, and where the `venv` link points. */
+  readonly venvs?: ObservedVenvs;
   readonly services: readonly ServiceObservation[];
   /** Whether the role's database user can log in (checked only once provisioned). */
   readonly databaseLogin?: LoginCheck;
@@ -36,6 +39,17 @@ export interface Observed {
   readonly now?: number;
 }
 
+
+export interface ObservedVenvs {
+  /** The marker of the venv this lock installs into (desired.python.venv). */
+  readonly target: InstallMarker | undefined;
+  /** Full paths of the directories in `venvs/`. */
+  readonly dirs: readonly string[];
+  /** The `venv` link's target; undefined when there is no link. */
+  readonly link: string | undefined;
+  /** `venv` is a real directory: the in-place venv of an agent before versioned venvs. */
+  readonly legacyDir: boolean;
+}
 
 export async function observe(deps: {
   host: Host;
@@ -55,6 +69,7 @@ export async function observe(deps: {
   const secrets: Record<string, string | undefined> = {};
   let serviceOwner: FileOwner | undefined;
   let install: InstallMarker | undefined;
+  let venvs: ObservedVenvs | undefined;
 
   if (desired) {
     serviceOwner = desired.createUser ? await host.users.lookup(desired.serviceUser) : host.users.current();
@@ -71,7 +86,15 @@ export async function observe(deps: {
       const text = await host.fs.readFile(secretPath(deps.stateDir, name));
       secrets[name] = text === undefined || text.trim() === "" ? undefined : text.trim();
     }
-    install = await readInstallMarker(host, desired.python.venv);
+    install = await readInstallMarker(host, desired.python.active.venv);
+    const p = desired.python;
+    const linkStat = await host.fs.stat(p.link);
+    venvs = {
+      target: p.venv === p.active.venv ? install : await readInstallMarker(host, p.venv),
+      dirs: (await host.fs.readdir(p.venvsDir)).map((d) => `${p.venvsDir}/${d}`).sort(),
+      link: linkStat?.isSymbolicLink ? await host.fs.readlink(p.link) : undefined,
+      legacyDir: linkStat?.isDirectory === true && !linkStat.isSymbolicLink,
+    };
   }
   const services = deps.supervisor ? await deps.supervisor.observe() : [];
   // The database outlives the agent's record of it: a user dropped or a
@@ -83,5 +106,5 @@ export async function observe(deps: {
   if (db?.provision && db.engine !== "sqlite" && password && record?.database?.fingerprint === db.fingerprint && deps.checkLogin)
     databaseLogin = await deps.checkLogin({ engine: db.engine, host: db.host, port: db.port, user: db.user, password, database: db.name });
   const firewall = deps.firewall ? await observeFirewall(host, deps.firewall) : undefined;
-  return { records, serviceOwner, directories, files, secrets, install, services, databaseLogin, firewall, now: host.clock.now() };
+  return { records, serviceOwner, directories, files, secrets, install, venvs, services, databaseLogin, firewall, now: host.clock.now() };
 }

@@ -15,6 +15,8 @@ import type { ServiceObservation } from "../supervisor/types.ts";
 import { secretPath } from "../state/layout.ts";
 import { portTarget } from "../firewall/host-firewall.ts";
 import { type PortTag, sameTag } from "../firewall/iptables-rules.ts";
+import { venvKey } from "../python/python-env.ts";
+import type { RoleVenvs, VenvRef } from "./role-record.ts";
 
 export interface Plan {
   readonly actions: Action[];
@@ -43,6 +45,7 @@ function octal(mode: number): string {
 interface Draft {
   readonly actions: Action[];
   readonly deferred: string[];
+  readonly notes: string[];
 }
 
 /** 1. Tear down every role the node has that is not the desired one, and services no role owns. */
@@ -134,6 +137,8 @@ function planFiles(desired: DesiredRole, observed: Observed, out: Draft): Set<st
 /** The schema migration. true: one is still pending (services wait for it). */
 function planMigration(desired: DesiredRole, observed: Observed, record: RoleRecord | undefined, ready: { venv: boolean; db: boolean; pendingFiles: Set<string> }, out: Draft): boolean {
   if (!desired.migrate) return false;
+  // Migrations only go forward: after a failed switch the schema stays where the newer venv put it.
+  if (desired.python.active.venv !== desired.python.venv) return false;
   const db = desired.database;
   const version = observed.install?.version;
   if (!ready.venv || version === undefined) {
@@ -185,6 +190,135 @@ function planServices(desired: DesiredRole, observed: Observed, record: RoleReco
   }
 }
 
+/** A venv for a person: its key and the role's main distribution's version. */
+function venvName(desired: DesiredRole, v: VenvRef): string {
+  return `${venvKey(v.lockHash)} (${desired.spec.python.versionOf} ${v.version})`;
+}
+
+/**
+ * The Python environment, part 1: the lock's own venv, installed beside the
+ * active one. true: the venv the services are to run from is complete
+ * (migrations and services may go ahead).
+ */
+function planInstall(desired: DesiredRole, observed: Observed, record: RoleRecord | undefined, out: Draft): boolean {
+  const p = desired.python;
+  const v = record?.python;
+  if (p.active.venv !== p.venv && v?.failed) {
+    const f = v.failed;
+    out.notes.push(
+      `python: lock ${venvKey(f.to.lockHash)} (${desired.spec.python.versionOf} ${f.to.version}) failed its switch at ${f.at}: ${f.reason}; running from venv ${venvName(desired, f.from)} until the lock file changes`,
+    );
+  }
+  if (observed.install?.lockHash === p.active.lockHash) return true;
+  if (p.active.venv !== p.venv) {
+    // The venv a failed switch went back to is gone (removed by hand): nothing to serve from but the new lock's.
+    out.deferred.push(`install-python: venv ${p.active.venv}, which the failed switch went back to, is missing or incomplete; change the lock file or remove ${"`python.failed`"} from the role record`);
+    return false;
+  }
+  const current = v?.current;
+  const reason = current
+    ? `lock file changed: a new venv beside ${venvName(desired, current)}, which keeps running until the switch`
+    : observed.venvs?.legacyDir
+      ? `lock file into a versioned venv (the in-place venv ${p.link} keeps running until the switch)`
+      : "not installed";
+  out.actions.push({ kind: "install-python", target: p.venv, role: desired.role, lockHash: p.lockHash, reason });
+  return false;
+}
+
+/**
+ * The Python environment, part 2, once the venv is complete and migrated
+ * (`blocked` false): switch the services to it (switch-venv, then
+ * ensure-service restarts them), verify them, then keep it (commit) or go
+ * back (revert), and prune venvs no longer needed. A switch goes back only
+ * when it has a verified venv to go back to (not on a first install).
+ */
+function planSwitch(desired: DesiredRole, observed: Observed, record: RoleRecord | undefined, blocked: boolean, timeoutSeconds: number, out: Draft): void {
+  const p = desired.python;
+  const install = observed.install;
+  if (blocked || !install || install.lockHash !== p.active.lockHash) return;
+  const v: RoleVenvs = record?.python ?? {};
+  const role = desired.role;
+  const to: VenvRef = { lockHash: p.active.lockHash, venv: p.active.venv, version: install.version };
+  const sw = v.switching;
+  if (sw && sw.to.venv === to.venv) {
+    const names = `${venvName(desired, sw.from)} to ${venvName(desired, sw.to)}`;
+    if (!sw.verdict)
+      out.actions.push({
+        kind: "verify-venv",
+        target: sw.to.venv,
+        role,
+        services: desired.services.map((s) => s.name),
+        reason: `services switched from venv ${names} at ${sw.startedAt}: they must run and be ready within ${sw.timeoutSeconds} s`,
+      });
+    else if (sw.verdict.ok) out.actions.push({ kind: "commit-venv", target: sw.to.venv, role, reason: `switch from venv ${names} verified: ${sw.verdict.reason}` });
+    else
+      out.actions.push({
+        kind: "revert-venv",
+        target: sw.from.venv,
+        role,
+        reason: `switch from venv ${names} failed: ${sw.verdict.reason}; going back to ${venvName(desired, sw.from)}, and lock ${venvKey(sw.to.lockHash)} is not tried again until it changes`,
+      });
+    return;
+  }
+  if (v.current?.venv === to.venv) {
+    const ov = observed.venvs;
+    if (ov && ov.link !== to.venv) {
+      // The in-place venv of an older agent goes once no service is still to be restarted off it.
+      if (ov.legacyDir && out.actions.some((a) => a.kind === "ensure-service")) out.deferred.push(`switch-venv ${p.link}: the in-place venv is replaced by the link once the services run from ${to.venv}`);
+      else
+        out.actions.push({
+          kind: "switch-venv",
+          target: p.link,
+          role,
+          to,
+          timeoutSeconds,
+          reason: ov.legacyDir ? `the in-place venv ${p.link} of an older agent is no longer used: replaced by a link to ${to.venv}` : ov.link ? `the venv link points at ${ov.link}, not the active venv` : "the venv link is missing",
+          ...(ov.legacyDir ? { replaceDir: true } : {}),
+        });
+    } else planPrune(desired, observed, v, out);
+    return;
+  }
+  // A switch to another venv still recorded (the lock changed again mid-switch) is replaced by this one.
+  const from = v.current && observed.venvs?.dirs.includes(v.current.venv) ? v.current : undefined;
+  if (!from) {
+    out.actions.push({
+      kind: "switch-venv",
+      target: p.link,
+      role,
+      to,
+      timeoutSeconds,
+      reason: v.current ? `the active venv ${venvName(desired, v.current)} is gone: ${venvName(desired, to)} runs without a venv to go back to` : `first venv of the role: ${venvName(desired, to)}`,
+    });
+    return;
+  }
+  out.actions.push({
+    kind: "switch-venv",
+    target: p.link,
+    role,
+    to,
+    from,
+    timeoutSeconds,
+    reason: `lock file changed: services move from venv ${venvName(desired, from)} to ${venvName(desired, to)} (installed${desired.migrate ? " and migrated" : ""}); back to the old one if they are not ready within ${timeoutSeconds} s`,
+  });
+  out.actions.push({
+    kind: "verify-venv",
+    target: to.venv,
+    role,
+    services: desired.services.map((s) => s.name),
+    reason: `services switched from venv ${venvName(desired, from)} to ${venvName(desired, to)}: they must run and be ready within ${timeoutSeconds} s`,
+  });
+}
+
+/** Venvs kept: the active one and the one before it. Others (older ones, a failed lock's) are removed. */
+function planPrune(desired: DesiredRole, observed: Observed, v: RoleVenvs, out: Draft): void {
+  const keep = new Set([v.current?.venv, v.previous?.venv, desired.python.active.venv].filter((x) => x !== undefined));
+  for (const dir of observed.venvs?.dirs ?? []) {
+    if (keep.has(dir)) continue;
+    const why = v.failed?.to.venv === dir ? `its lock failed its switch (${v.failed.reason})` : "neither the active venv nor the one before it";
+    out.actions.push({ kind: "remove-venv", target: dir, role: desired.role, reason: why });
+  }
+}
+
 /** An access run that found something missing (an experiment not created yet) is tried again this much later. */
 export const ACCESS_RETRY_MS = 30_000;
 /**
@@ -219,30 +353,26 @@ function planAccess(desired: DesiredRole, observed: Observed, record: RoleRecord
   out.actions.push({ kind: "ensure-access", target: a.url, role: desired.role, provider: a.provider, fingerprint: a.fingerprint, reason });
 }
 
-export function plan(desired: DesiredRole | undefined, observed: Observed, stateDir: string): Plan {
-  const out: Draft = { actions: [], deferred: [] };
+/** Seconds the services get to be ready on a new venv before the switch goes back (config python.switchTimeoutSeconds). */
+export const DEFAULT_SWITCH_TIMEOUT_SECONDS = 300;
+
+export function plan(desired: DesiredRole | undefined, observed: Observed, stateDir: string, opts: { switchTimeoutSeconds?: number } = {}): Plan {
+  const out: Draft = { actions: [], deferred: [], notes: [] };
   planTeardown(desired, observed, out);
   if (desired) {
     const record = observed.records.find((r) => r.role === desired.role);
     planBasics(desired, observed, stateDir, out);
-    const venv = observed.install?.lockHash === desired.python.lockHash;
-    if (!venv)
-      out.actions.push({
-        kind: "install-python",
-        target: desired.python.venv,
-        role: desired.role,
-        lockHash: desired.python.lockHash,
-        reason: observed.install ? "lock file changed" : "not installed",
-      });
+    const venv = planInstall(desired, observed, record, out);
     const db = planDatabase(desired, observed, record, out);
     const pendingFiles = planFiles(desired, observed, out);
     const migrationPending = planMigration(desired, observed, record, { venv, db, pendingFiles }, out);
     planServices(desired, observed, record, !venv || migrationPending, out);
+    planSwitch(desired, observed, record, !venv || migrationPending, opts.switchTimeoutSeconds ?? DEFAULT_SWITCH_TIMEOUT_SECONDS, out);
     planAccess(desired, observed, record, out);
   }
   const firewall = planFirewall(desired, observed);
   const actions = [...out.actions, ...firewall.actions].sort((a, b) => rank(a) - rank(b));
-  return { actions, deferred: out.deferred, notes: firewall.notes };
+  return { actions, deferred: out.deferred, notes: [...out.notes, ...firewall.notes] };
 }
 
 const rank = (a: Action) => ACTION_ORDER.indexOf(a.kind);

@@ -30,7 +30,41 @@ export interface RoleRecord {
    * are its own to close. (iptables rules carry their own tag.)
    */
   readonly ports?: readonly string[];
+  /** The role's versioned venvs: which one serves, which one went before, a switch in progress, a lock that failed. */
+  readonly python?: RoleVenvs;
   readonly updatedAt: string;
+}
+
+/** One venv under `/opt/mlops/<role>/venvs/<key>/`, built from one lock file. */
+export interface VenvRef {
+  readonly lockHash: string;
+  readonly venv: string;
+  /** The role's main distribution's version in it (e.g. "3.17.2"). */
+  readonly version: string;
+}
+
+/**
+ * Versioned venvs (plan.ts `planPython`): a new lock installs beside the
+ * active venv, the services switch to it once it is complete (migrations
+ * first), and the switch is verified; a failed one goes back to `current` and
+ * is remembered in `failed` so it is not tried again until the lock changes.
+ */
+export interface RoleVenvs {
+  /** The venv the role's services run from (verified, or the first one installed). */
+  readonly current?: VenvRef;
+  /** The one before it: kept on disk (with current) for a manual rollback; older ones are pruned. */
+  readonly previous?: VenvRef;
+  /** Services restarted onto `to`; `verdict` is set by the verify step (ready within the deadline, or why not). */
+  readonly switching?: {
+    readonly to: VenvRef;
+    readonly from: VenvRef;
+    readonly startedAt: string;
+    /** The services have this long to be ready once restarted (counted from the verify step's start). */
+    readonly timeoutSeconds: number;
+    readonly verdict?: { readonly ok: boolean; readonly reason: string; readonly at: string };
+  };
+  /** The last lock whose switch failed: its venv is not used again until the lock file changes. */
+  readonly failed?: { readonly to: VenvRef; readonly from: VenvRef; readonly reason: string; readonly at: string };
 }
 
 export interface RoleRecordStore {

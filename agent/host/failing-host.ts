@@ -10,7 +10,7 @@ export function createFailingHost(message = "injected host failure"): Host {
     throw new AgentError("HOST_FAILED", message);
   };
   return {
-    fs: { readFile: fail, readFileTail: fail, writeFileAtomic: fail, stat: fail, mkdir: fail, remove: fail, readdir: fail, chown: fail, chmod: fail },
+    fs: { readFile: fail, readFileTail: fail, writeFileAtomic: fail, stat: fail, mkdir: fail, remove: fail, readdir: fail, symlinkAtomic: fail, readlink: fail, chown: fail, chmod: fail },
     processes: {
       selfPid: process.pid,
       spawnService: fail,
@@ -20,6 +20,9 @@ export function createFailingHost(message = "injected host failure"): Host {
         throw new AgentError("HOST_FAILED", message);
       },
       signalGroup: () => {
+        throw new AgentError("HOST_FAILED", message);
+      },
+      signalProcess: () => {
         throw new AgentError("HOST_FAILED", message);
       },
       cmdline: fail,

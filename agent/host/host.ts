@@ -48,6 +48,10 @@ export interface HostFs {
   /** Idempotent: removing a missing path is not an error. */
   remove(path: string, opts?: { recursive?: boolean }): Promise<void>;
   readdir(path: string): Promise<string[]>;
+  /** Points the symlink `path` at `target` atomically (a temp link renamed over it); replaces a link, never a directory. */
+  symlinkAtomic(target: string, path: string): Promise<void>;
+  /** The target of the symlink `path`; undefined when it is missing or not a symlink. */
+  readlink(path: string): Promise<string | undefined>;
   chown(path: string, owner: FileOwner): Promise<void>;
   chmod(path: string, mode: number): Promise<void>;
 }
@@ -153,6 +157,8 @@ export interface HostProcesses {
   groupExists(pgid: number): boolean;
   /** kill(-pgid, signal). Idempotent: a group that is gone is not an error. */
   signalGroup(pgid: number, signal: NodeJS.Signals): void;
+  /** kill(pid, signal): one process only. Idempotent: a process that is gone is not an error. */
+  signalProcess(pid: number, signal: NodeJS.Signals): void;
   /** argv from /proc/<pid>/cmdline; undefined when the process is gone or unreadable. */
   cmdline(pid: number): Promise<string[] | undefined>;
   /** Every socket listening on TCP `port` (IPv4 and IPv6), with its holder where it can be found. */

@@ -123,6 +123,27 @@ const rawFs: HostFs = {
   async remove(path, opts) {
     await fsp.rm(path, { force: true, recursive: opts?.recursive ?? false });
   },
+  async symlinkAtomic(target, path) {
+    // rename(2) replaces a link or a file in one step; over a directory it fails (EISDIR/ENOTEMPTY), which is wanted.
+    const tmp = `${path}.tmp-${process.pid}-${Date.now()}`;
+    await fsp.mkdir(dirname(path), { recursive: true, mode: 0o755 });
+    await fsp.symlink(target, tmp);
+    try {
+      await fsp.rename(tmp, path);
+    } catch (err) {
+      await fsp.rm(tmp, { force: true });
+      throw err;
+    }
+  },
+  async readlink(path) {
+    try {
+      return await fsp.readlink(path);
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      if (code === "ENOENT" || code === "EINVAL") return undefined;
+      throw err;
+    }
+  },
   async readdir(path) {
     try {
       return await fsp.readdir(path);

@@ -153,6 +153,13 @@ export function createLinuxProcesses(opts: { spawn?: SpawnFn } = {}): HostProces
         // ESRCH: already gone.
       }
     },
+    signalProcess(pid, signal) {
+      try {
+        process.kill(pid, signal);
+      } catch {
+        // ESRCH: already gone.
+      }
+    },
     cmdline,
     listeners,
     async isExecutable(path) {

@@ -10,6 +10,8 @@ import type { ExecOptions, ExecResult, FileOwner, FileStat, Host, HostFs } from 
 
 interface Entry {
   content?: string;
+  /** A symlink's target. */
+  link?: string;
   dir: boolean;
   mode: number;
   uid: number;
@@ -67,7 +69,7 @@ export function createMemoryHost(init: { files?: Record<string, string>; users?:
     async stat(path): Promise<FileStat | undefined> {
       const e = files.get(path);
       if (!e) return undefined;
-      return { mode: e.mode, uid: e.uid, gid: e.gid, size: e.content?.length ?? 0, isDirectory: e.dir, isSymbolicLink: false, mtimeMs: now };
+      return { mode: e.mode, uid: e.uid, gid: e.gid, size: e.content?.length ?? 0, isDirectory: e.dir, isSymbolicLink: e.link !== undefined, mtimeMs: now };
     },
     async mkdir(path, opts) {
       parentDirs(path);
@@ -85,6 +87,14 @@ export function createMemoryHost(init: { files?: Record<string, string>; users?:
     async readdir(path) {
       const prefix = `${path}/`;
       return [...new Set([...files.keys()].filter((k) => k.startsWith(prefix)).map((k) => k.slice(prefix.length).split("/")[0]!))];
+    },
+    async symlinkAtomic(target, path) {
+      if (files.get(path)?.dir) throw new AgentError("HOST_FAILED", `EISDIR: ${path} is a directory`);
+      parentDirs(path);
+      files.set(path, { link: target, dir: false, mode: 0o777, uid: 0, gid: 0 });
+    },
+    async readlink(path) {
+      return files.get(path)?.link;
     },
     async chown(path, owner) {
       const e = files.get(path);

@@ -25,8 +25,8 @@ export interface FakeProcess {
 export interface MemoryProcessTable extends HostProcesses {
   /** Every process ever started with spawnService, oldest first. */
   readonly spawned: FakeProcess[];
-  /** Every signalGroup call. */
-  readonly signals: { readonly pgid: number; readonly signal: string }[];
+  /** Every signalGroup call, and every signalProcess call (with `pid` set). */
+  readonly signals: { readonly pgid: number; readonly signal: string; readonly pid?: number }[];
   /** Live processes by pid. */
   readonly live: Map<number, FakeProcess>;
   /** Adds a process the supervisor did not start (another program, a grandchild with `pgid`). */
@@ -130,6 +130,11 @@ export function createMemoryProcesses(fs: HostFs): MemoryProcessTable {
         if (p.pgid !== pgid) continue;
         if (signal === "SIGKILL" || !p.ignores.has(signal)) end(p, { code: null, signal });
       }
+    },
+    signalProcess(pid, signal) {
+      const p = live.get(pid);
+      table.signals.push({ pgid: p?.pgid ?? pid, signal, pid });
+      if (p && (signal === "SIGKILL" || !p.ignores.has(signal))) end(p, { code: null, signal });
     },
     async cmdline(pid) {
       const p = live.get(pid);

@@ -1,10 +1,12 @@
 /**
  * Python environments for roles: find a Python >= 3.10 (installing one from
  * the OS package manager when the image has none), bootstrap `uv` from the
- * package index into the agent's tool dir, and build the role's venv from its
- * lock file with `uv pip sync` (pip is the fallback when uv cannot be had).
- * A marker file in the venv records the lock hash and installed versions; it
- * is written last, so a half-built venv is rebuilt on the next pass.
+ * package index into the agent's tool dir, and build a venv from a lock file
+ * with `uv pip sync` (pip is the fallback when uv cannot be had). Each lock
+ * gets its own venv (`venvs/<venvKey(lockHash)>/`, see plan.ts `planPython`),
+ * so a new lock never changes the venv a service runs from. A marker file in
+ * the venv records the lock hash and installed versions; it is written last,
+ * so a half-built venv is synced again on the next pass.
  */
 import { AgentError } from "../errors.ts";
 import type { ExecResult, Host } from "../host/host.ts";
@@ -19,6 +21,16 @@ export interface InstallMarker {
   readonly version: string;
   readonly installer: "uv" | "pip";
   readonly installedAt: string;
+}
+
+/** The directory name of a lock's venv under `venvs/`: the first 16 hex digits of the lock's sha256. */
+export function venvKey(lockHash: string): string {
+  return lockHash.slice(0, 16);
+}
+
+/** The lock file a venv was built from, kept inside it. */
+export function venvLockPath(venv: string): string {
+  return `${venv}/requirements.lock`;
 }
 
 export async function readInstallMarker(host: Host, venv: string): Promise<InstallMarker | undefined> {
@@ -159,11 +171,14 @@ export async function ensureUv(o: PythonEnvOptions): Promise<string | undefined>
 }
 
 /**
- * Builds or updates `venv` so that it holds exactly the lock file's packages.
- * Idempotent; the marker is written last.
+ * Builds or updates `venv` so that it holds exactly the lock file's packages;
+ * the lock text is kept in the venv (`venvLockPath`). Idempotent; the marker
+ * is written last. `compileBytecode`: byte-compile every module now (needed
+ * where the service user cannot write into the venv, as on a VM: root owns
+ * it); otherwise Python writes each module's bytecode on its first import.
  */
 export async function installLock(
-  o: PythonEnvOptions & { venv: string; lockPath: string; lockHash: string; versionOf: string },
+  o: PythonEnvOptions & { venv: string; lockText: string; lockHash: string; versionOf: string; compileBytecode: boolean },
 ): Promise<InstallMarker> {
   const { host } = o;
   const uv = await ensureUv(o);
@@ -178,21 +193,23 @@ export async function installLock(
       : await host.exec(o.python, ["-m", "venv", o.venv], { timeoutMs: 300_000 });
     if (r.code !== 0) throw new AgentError("PACKAGE_INSTALL_FAILED", `creating venv ${o.venv}: ${tail(r)}`);
   }
-  o.log(`installing ${o.lockPath} into ${o.venv} with ${uv ? "uv" : "pip"}`);
+  const lockPath = venvLockPath(o.venv);
+  await host.fs.writeFileAtomic(lockPath, o.lockText, { mode: 0o644 });
+  o.log(`installing ${lockPath} into ${o.venv} with ${uv ? "uv" : "pip"}${o.compileBytecode ? ", byte-compiled" : ""}`);
   const r = uv
-    ? // Bytecode is compiled at install time: the service user cannot write
-      // .pyc files into a root-owned venv, and without them MLflow starts 2-4x slower.
-      await host.exec(uv, ["pip", "sync", "--compile-bytecode", "--python", venvPython, o.lockPath], {
+    ? // On a VM bytecode is compiled at install time: the service user cannot
+      // write .pyc files into a root-owned venv, and without them MLflow starts 2-4x slower.
+      await host.exec(uv, ["pip", "sync", ...(o.compileBytecode ? ["--compile-bytecode"] : []), "--python", venvPython, lockPath], {
         env,
         timeoutMs: 1_800_000,
         onOutput: o.onOutput,
       })
-    : await host.exec(venvPython, ["-m", "pip", "install", "-r", o.lockPath], {
+    : await host.exec(venvPython, ["-m", "pip", "install", ...(o.compileBytecode ? [] : ["--no-compile"]), "-r", lockPath], {
         env,
         timeoutMs: 1_800_000,
         onOutput: o.onOutput,
       });
-  if (r.code !== 0) throw new AgentError("PACKAGE_INSTALL_FAILED", `installing ${o.lockPath}: ${tail(r)}`);
+  if (r.code !== 0) throw new AgentError("PACKAGE_INSTALL_FAILED", `installing ${lockPath}: ${tail(r)}`);
   const v = await host.exec(venvPython, ["-c", `import importlib.metadata as m; print(m.version(${JSON.stringify(o.versionOf)}))`], {
     timeoutMs: 60_000,
   });

@@ -5,9 +5,16 @@
 import type { AgentConfig } from "../config/schema.ts";
 
 export interface RolePaths {
-  /** `/opt/mlops/<role>`: the venv and the lock file it was built from. */
+  /** `/opt/mlops/<role>`: the venvs, each with the lock file it was built from. */
   readonly installDir: string;
+  /**
+   * `/opt/mlops/<role>/venv`: a symlink to the active venv, for people and
+   * short-lived tools. Services run from the versioned path itself
+   * (`venvs/<key>`), so a running process never sees the link move under it.
+   */
   readonly venv: string;
+  /** `/opt/mlops/<role>/venvs`: one venv per lock file, `venvs/<first 16 hex of the lock's sha256>/`. */
+  readonly venvsDir: string;
   /** `/etc/mlops/<role>`: rendered config; removed with the role. */
   readonly configDir: string;
   /** `/var/lib/mlops/<role>`: data; kept when the role is removed. */
@@ -21,6 +28,7 @@ export function rolePaths(config: AgentConfig, role: string): RolePaths {
   return {
     installDir,
     venv: `${installDir}/venv`,
+    venvsDir: `${installDir}/venvs`,
     configDir: `${config.configDir}/${role}`,
     dataDir: `${config.dataDir}/${role}`,
     logDir: config.logDir,

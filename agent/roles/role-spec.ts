@@ -259,6 +259,14 @@ export const roleSpecSchema = z
             drain: z.object({ seconds: templated }).strict().optional(),
             /** Grace between SIGTERM and SIGKILL, counted after the drain (the unit's TimeoutStopSec= is drain + this). */
             stopTimeoutSeconds: z.number().int().min(1).default(30),
+            /**
+             * Who gets the SIGTERM of a stop, as systemd's KillMode=: `control-group`
+             * (every process of the service at once) or `mixed` (the main process
+             * only; the rest get SIGKILL after the stop timeout). `mixed` is for a
+             * service whose main process shuts its children down itself and lets
+             * their work finish (a Celery worker's warm shutdown).
+             */
+            killMode: z.enum(["control-group", "mixed"]).default("control-group"),
           })
           .strict(),
       )

@@ -399,7 +399,7 @@ class ProcessSupervisorImpl implements ProcessSupervisor {
         this.#log.info({ service: e.spec.name, pid: proc.pid, drainSeconds, reason }, `${e.spec.name} drains for ${drainSeconds} s before it stops: ${reason}`);
       this.#emit({ type: "stopping", service: e.spec.name, pid: proc.pid, drainSeconds, reason });
       void this.#writer.write();
-      const outcome = await terminateGroup(this.#host, proc.pgid, e.spec.stopTimeoutMs, this.#killWaitMs);
+      const outcome = await terminateGroup(this.#host, proc.pgid, e.spec.stopTimeoutMs, this.#killWaitMs, e.spec.killMode ?? "control-group");
       e.drainingUntil = undefined;
       // The group is empty; let the exit notification record the status (it follows the reaping closely).
       const ac = new AbortController();

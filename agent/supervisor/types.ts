@@ -85,6 +85,8 @@ export interface ServiceSpec {
    * Absent or 0: no drain.
    */
   readonly drainSeconds?: number;
+  /** "mixed": a stop sends SIGTERM to the main process only, SIGKILL to the rest after `stopTimeoutMs` (systemd KillMode=mixed). Absent: the whole group (KillMode=control-group). */
+  readonly killMode?: "mixed";
   /** Hash of everything the running process depends on (unit, env files, installed packages). */
   readonly inputsHash: string;
   /** Rendered unit file content (systemd backend only). */

@@ -41,8 +41,9 @@ async function airflowPython(): Promise<string> {
     uvVersion: "0.13.8",
     log,
     venv,
-    lockPath: LOCK,
+    lockText: readFileSync(LOCK, "utf8"),
     lockHash,
+    compileBytecode: false,
     versionOf: "apache-airflow",
   });
   log(`built ${venv} in ${((Date.now() - started) / 1000).toFixed(1)} s`);

@@ -17,7 +17,7 @@
  *   node --import tsx test/support/oci-python.ts
  */
 import { createHash } from "node:crypto";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { createLinuxHost } from "../../agent/host/linux-host.ts";
@@ -109,8 +109,6 @@ async function build(log: (msg: string) => void): Promise<string> {
   const marker = await readInstallMarker(host, venv);
   if (marker?.lockHash === lockHash) return `${venv}/bin/python`;
   mkdirSync(join(CACHE, "test-venvs"), { recursive: true });
-  const lockPath = `${venv}.lock.txt`;
-  writeFileSync(lockPath, lock);
   const started = Date.now();
   await installLock({
     host,
@@ -121,9 +119,10 @@ async function build(log: (msg: string) => void): Promise<string> {
     uvVersion: "0.13.8",
     log,
     venv,
-    lockPath,
+    lockText: lock,
     lockHash,
     versionOf: "ocifs",
+    compileBytecode: false,
   });
   log(`built ${venv} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   return `${venv}/bin/python`;

@@ -83,12 +83,14 @@ describe("the airflow-worker role", () => {
     const d = compileWorker({ airflow: { celery: { brokerUrl: "rediss://cache.example:6379/0", brokerPassword: "file:/b", queues: ["default", "gpu"], concurrency: 8 } } });
     expect(d.services.map((s) => s.name)).toEqual(["airflow-celery-worker"]);
     const s = d.services[0]!;
+    const venv = d.python.venv;
+    expect(venv).toMatch(/^\/opt\/mlops\/airflow-worker\/venvs\/[0-9a-f]{16}$/);
     expect(s.command).toEqual([
-      "/opt/mlops/airflow-worker/venv/bin/python",
+      `${venv}/bin/python`,
       "/etc/mlops/airflow-worker/worker_ready.py",
       "run",
       "--",
-      "/opt/mlops/airflow-worker/venv/bin/airflow",
+      `${venv}/bin/airflow`,
       "celery",
       "worker",
       "--queues",
@@ -98,7 +100,7 @@ describe("the airflow-worker role", () => {
     ]);
     expect(s.command).not.toContain("--skip-serve-logs");
     expect(s.probes.readiness).toMatchObject({
-      exec: { command: ["/opt/mlops/airflow-worker/venv/bin/python", "/etc/mlops/airflow-worker/worker_ready.py", "check", "/etc/mlops/airflow-worker/airflow.env"] },
+      exec: { command: [`${venv}/bin/python`, "/etc/mlops/airflow-worker/worker_ready.py", "check", "/etc/mlops/airflow-worker/airflow.env"] },
     });
     expect(s.probes.liveness).toBeUndefined();
     expect(s.ports).toEqual([{ host: "0.0.0.0", port: 8793, configKey: "airflow.celery.logServerPort" }]);
@@ -106,6 +108,11 @@ describe("the airflow-worker role", () => {
     expect(d.dagSyncDest).toBe("/var/lib/mlops/airflow-worker/dags");
     expect(loadRole(WORKER).python.lock).toBe(loadRole("airflow").python.lock); // the same Airflow, one lock file
     expect(d.migrate).toBeUndefined();
+    // A warm shutdown: SIGTERM to Celery's main process only, which lets running tasks finish (up to 600 s).
+    expect(s.killMode).toBe("mixed");
+    expect(s.stopTimeoutMs).toBe(600_000);
+    expect(s.unitFile).toContain("TimeoutStopSec=600s\n# SIGTERM to the main process only");
+    expect(s.unitFile).toContain("\nKillMode=mixed\n");
   });
 
   it("the same env file shape as the scheduler VM's: broker with its password, TLS verified, results in the DB, the scheduler's execution API; no admin login", () => {

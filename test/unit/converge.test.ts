@@ -39,9 +39,13 @@ describe("converge on the in-memory host", () => {
     expect(host.files.get("/etc/mlops/mlflow/mlflow.env")?.mode).toBe(0o600);
     expect(host.files.get("/etc/mlops/mlflow/mlflow.env")?.content).toContain("MLFLOW_BACKEND_STORE_URI=sqlite:////data/mlflow/mlflow.db");
     expect(sup.specs.get("mlflow")?.command).toContain("--serve-artifacts");
-    // uv pip sync got the lock file, with bytecode compilation, never a secret in argv.
+    // uv pip sync got the lock file, never a secret in argv; in `up` no bytecode compilation
+    // (the user owns the venv: Python writes what it imports on first use).
     const sync = host.execLog.find((e) => e.args.includes("sync"));
-    expect(sync?.args).toContain("--compile-bytecode");
+    expect(sync?.args).not.toContain("--compile-bytecode");
+    expect(sync?.args.at(-1)).toMatch(/^\/opt\/mlops\/mlflow\/venvs\/[0-9a-f]{16}\/requirements\.lock$/);
+    // The venv link points at the one in use.
+    expect(await host.fs.readlink("/opt/mlops/mlflow/venv")).toMatch(/^\/opt\/mlops\/mlflow\/venvs\/[0-9a-f]{16}$/);
 
     const again = await planOnce(deps(host, sup, "mlflow"));
     expect(again.plan.actions).toEqual([]);
@@ -69,7 +73,7 @@ describe("converge on the in-memory host", () => {
     const r = await converge(deps(host, sup, "mlflow"));
     expect(r.ok).toBe(false);
     expect(r.error?.code).toBe("PACKAGE_INSTALL_FAILED");
-    expect(r.error?.message).toMatch(/step "install-python \/opt\/mlops\/mlflow\/venv" failed: .*Failed to fetch/);
+    expect(r.error?.message).toMatch(/step "install-python \/opt\/mlops\/mlflow\/venvs\/[0-9a-f]{16}" failed: .*Failed to fetch/);
     expect(r.actions.filter((a) => a.result === "skipped").map((a) => a.kind)).toContain("write-file");
     expect(sup.specs.size).toBe(0);
 

@@ -15,6 +15,7 @@ import { type AgentConfig, configSchema, drainSeconds, formatIssues } from "../.
 import { compileDesired, type DesiredRole } from "../../agent/engine/desired.ts";
 import { renderDrain } from "../../agent/engine/desired-service.ts";
 import type { Observed } from "../../agent/engine/observe.ts";
+import { convergedVenvs } from "../support/venv-fixture.ts";
 import { plan } from "../../agent/engine/plan.ts";
 import { computePhase } from "../../agent/daemon/phase.ts";
 import { createServiceRefresher, serviceView } from "../../agent/daemon/service-view.ts";
@@ -147,13 +148,15 @@ describe("the serving role with a drain", () => {
 
 /** The serving role converged, as the planner sees it. */
 function convergedObserved(d: DesiredRole, over: Partial<Record<string, Partial<ServiceObservation>>> = {}): Observed {
+  const v = convergedVenvs(d, "3.17.2");
   return {
-    records: [{ role: "serving", files: d.files.map((f) => f.path), directories: [d.paths.configDir, d.paths.installDir], services: d.services.map((s) => s.name), migratedVersion: "3.17.2", updatedAt: "2026-01-01T00:00:00Z" }],
+    records: [{ role: "serving", files: d.files.map((f) => f.path), directories: [d.paths.configDir, d.paths.installDir], services: d.services.map((s) => s.name), migratedVersion: "3.17.2", python: v.python, updatedAt: "2026-01-01T00:00:00Z" }],
     serviceOwner: OWNER,
     directories: Object.fromEntries(d.directories.map((x) => [x.path, { mode: x.mode, uid: x.owner === "root" ? 0 : OWNER.uid, gid: 0 }])),
     files: Object.fromEntries(d.files.map((f) => [f.path, { hash: f.hash!, mode: f.mode, uid: f.owner === "root" ? 0 : OWNER.uid, gid: 0 }])),
     secrets: {},
-    install: { lockHash: d.python.lockHash, version: "3.17.2", installer: "uv", installedAt: "2026-01-01T00:00:00Z" },
+    install: v.install,
+    venvs: v.venvs,
     services: d.services.map((s) => ({
       name: s.name,
       unit: s.unit,

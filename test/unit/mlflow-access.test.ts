@@ -19,6 +19,7 @@ import { configSchema, formatIssues } from "../../agent/config/schema.ts";
 import { compileDesired, type DesiredRole } from "../../agent/engine/desired.ts";
 import type { Observed } from "../../agent/engine/observe.ts";
 import { ACCESS_REFRESH_MS, ACCESS_RETRY_MS, plan } from "../../agent/engine/plan.ts";
+import { convergedVenvs } from "../support/venv-fixture.ts";
 import { loadRole } from "../../agent/roles/catalog.ts";
 
 const AUTH = {
@@ -46,6 +47,7 @@ function mlflow(auth: unknown = AUTH, accessSecrets: Record<string, string> = AC
 }
 
 function converged(d: DesiredRole, over: Partial<Observed> = {}): Observed {
+  const v = convergedVenvs(d, "3.17.2");
   return {
     records: [
       {
@@ -56,6 +58,7 @@ function converged(d: DesiredRole, over: Partial<Observed> = {}): Observed {
         database: { fingerprint: d.database!.fingerprint!, provisionedAt: "2026-01-01T00:00:00Z" },
         migratedVersion: "3.17.2",
         migratedInputs: d.migrate?.inputsHash,
+        python: v.python,
         updatedAt: "2026-01-01T00:00:00Z",
       },
     ],
@@ -63,7 +66,8 @@ function converged(d: DesiredRole, over: Partial<Observed> = {}): Observed {
     directories: Object.fromEntries(d.directories.map((x) => [x.path, { mode: x.mode, uid: x.owner === "root" ? 0 : 990, gid: 0 }])),
     files: Object.fromEntries(d.files.map((f) => [f.path, { hash: f.hash!, mode: f.mode, uid: f.owner === "root" ? 0 : 990, gid: 0 }])),
     secrets: { "mlflow-db-password": "db-pw-0123456789" },
-    install: { lockHash: d.python.lockHash, version: "3.17.2", installer: "uv", installedAt: "2026-01-01T00:00:00Z" },
+    install: v.install,
+    venvs: v.venvs,
     services: d.services.map((s) => ({ name: s.name, unit: s.unit, role: "mlflow", state: "running", restarts: 0, inputsHash: s.inputsHash, enabled: true })),
     now: Date.parse("2026-01-01T00:10:00Z"),
     ...over,

@@ -9,6 +9,8 @@ import { compileDesired, type DesiredRole } from "../../agent/engine/desired.ts"
 import type { Observed } from "../../agent/engine/observe.ts";
 import { plan } from "../../agent/engine/plan.ts";
 import { loadRole } from "../../agent/roles/catalog.ts";
+import { convergedVenvs } from "../support/venv-fixture.ts";
+import type { RoleVenvs } from "../../agent/engine/role-record.ts";
 
 const STATE = "/var/lib/mlops-agent";
 const OWNER = { uid: 990, gid: 990 };
@@ -25,6 +27,7 @@ function desiredWithPasswordRef(password: string): DesiredRole {
 }
 
 function convergedObserved(d: DesiredRole): Observed {
+  const v = convergedVenvs(d, "3.18.0");
   return {
     records: [
       {
@@ -35,6 +38,7 @@ function convergedObserved(d: DesiredRole): Observed {
         database: { fingerprint: d.database!.fingerprint!, provisionedAt: "2026-01-01T00:00:00Z" },
         migratedVersion: "3.18.0",
         migratedInputs: d.migrate?.inputsHash,
+        python: v.python,
         updatedAt: "2026-01-01T00:00:00Z",
       },
     ],
@@ -42,7 +46,8 @@ function convergedObserved(d: DesiredRole): Observed {
     directories: Object.fromEntries(d.directories.map((x) => [x.path, { mode: x.mode, uid: x.owner === "root" ? 0 : OWNER.uid, gid: 0 }])),
     files: Object.fromEntries(d.files.map((f) => [f.path, { hash: f.hash!, mode: f.mode, uid: f.owner === "root" ? 0 : OWNER.uid, gid: 0 }])),
     secrets: { "mlflow-db-password": "pw-0123456789" },
-    install: { lockHash: d.python.lockHash, version: "3.18.0", installer: "uv", installedAt: "2026-01-01T00:00:00Z" },
+    install: v.install,
+    venvs: v.venvs,
     services: d.services.map((s) => ({ name: s.name, unit: s.unit, role: "mlflow", state: "running", restarts: 0, inputsHash: s.inputsHash, enabled: true })),
   };
 }
@@ -79,9 +84,9 @@ const cases: { name: string; mutate: Mutation; want: string[]; deferred?: RegExp
     want: ["provision-database 127.0.0.1:3306/mlflow", "write-file /etc/mlops/mlflow/mlflow.env", "migrate-database mysql:mlflow", "ensure-service mlops-mlflow.service"],
   },
   {
-    name: "lock file changed: reinstall, then migrate and restart next pass",
-    mutate: (_d, o) => ({ o: { ...o, install: { ...o.install!, lockHash: "old" } } }),
-    want: ["install-python /opt/mlops/mlflow/venv"],
+    name: "lock file changed: a new venv beside the running one; migrate and switch next pass",
+    mutate: (d, o) => ({ o: { ...o, install: undefined, venvs: { ...o.venvs!, target: undefined } }, d }),
+    want: [`install-python /opt/mlops/mlflow/venvs/${desiredFor().python.lockHash.slice(0, 16)}`],
     deferred: /migrate-database/,
   },
   {
@@ -284,5 +289,154 @@ describe("airflow role", () => {
     expect(env).toContain("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT=8793");
     expect(env).toContain("MLOPS_AIRFLOW_ADMIN_PASSWORD=admin-0123456789");
     for (const s of d.services) expect(s.command.join(" ")).not.toContain("broker");
+  });
+});
+
+describe("versioned venvs: a new lock installs beside the running venv, switches, is verified, and goes back when it fails", () => {
+  const NEW = desiredFor().python;
+  const OLD = { lockHash: "a".repeat(64), venv: "/opt/mlops/mlflow/venvs/aaaaaaaaaaaaaaaa", version: "3.17.2" };
+  const TO = { lockHash: NEW.lockHash, venv: NEW.venv, version: "3.18.0" };
+  const at = "2026-01-01T00:00:00.000Z";
+  /** The node ran OLD; the lock file is now NEW's. */
+  const upgrading = (python: RoleVenvs, over: Partial<Observed> = {}, venvs?: RoleVenvs): { d: DesiredRole; o: Observed } => {
+    const d = compileDesired({ role: "mlflow", spec: loadRole("mlflow"), config: configSchema.parse({ role: "mlflow" }), secrets: { "mlflow-db-password": "pw-0123456789" }, currentUser: "root", venvs: venvs ?? python });
+    const base = convergedObserved(d);
+    return {
+      d,
+      o: {
+        ...base,
+        records: [{ ...base.records[0]!, migratedVersion: "3.17.2", python }],
+        // The services run from OLD: another command, so another inputs hash.
+        services: base.services.map((s) => ({ ...s, inputsHash: "started-from-old-venv" })),
+        venvs: { ...base.venvs!, dirs: [OLD.venv, NEW.venv].sort(), link: OLD.venv },
+        ...over,
+      },
+    };
+  };
+  /** Migrated and restarted onto the new venv (the services run what the desired state says). */
+  const switched = (u: { d: DesiredRole; o: Observed }) => ({
+    d: u.d,
+    o: { ...u.o, records: [{ ...u.o.records[0]!, migratedVersion: "3.18.0" }], services: u.o.services.map((s) => ({ ...s, inputsHash: u.d.services.find((x) => x.name === s.name)!.inputsHash })) },
+  });
+  const cases: { name: string; at: () => { d: DesiredRole; o: Observed }; want: string[]; reason?: RegExp; deferred?: RegExp; notes?: RegExp }[] = [
+    {
+      name: "new lock, its venv not built yet: install it beside the running one, which is left alone",
+      at: () => upgrading({ current: OLD }, { install: undefined, venvs: { target: undefined, dirs: [OLD.venv], link: OLD.venv, legacyDir: false } }),
+      want: [`install-python ${NEW.venv}`],
+      reason: /lock file changed: a new venv beside aaaaaaaaaaaaaaaa \(mlflow 3\.17\.2\), which keeps running until the switch/,
+      deferred: /ensure-service mlops-mlflow.service: after its inputs are in place/,
+    },
+    {
+      name: "new venv complete: migrate from it, then switch, restart onto it and verify",
+      at: () => upgrading({ current: OLD }),
+      want: ["migrate-database mysql:mlflow", "switch-venv /opt/mlops/mlflow/venv", "ensure-service mlops-mlflow.service", `verify-venv ${NEW.venv}`],
+      reason: /services move from venv aaaaaaaaaaaaaaaa \(mlflow 3\.17\.2\) to [0-9a-f]{16} \(mlflow 3\.18\.0\) \(installed and migrated\); back to the old one if they are not ready within 300 s/,
+    },
+    {
+      name: "a switch recorded without a verdict (the agent restarted while verifying): verify again",
+      at: () => switched(upgrading({ current: OLD, switching: { to: TO, from: OLD, startedAt: at, timeoutSeconds: 300 } })),
+      want: [`verify-venv ${NEW.venv}`],
+    },
+    {
+      name: "the switch was verified: keep the new venv (the old one becomes previous)",
+      at: () => switched(upgrading({ current: OLD, switching: { to: TO, from: OLD, startedAt: at, timeoutSeconds: 300, verdict: { ok: true, reason: "1 service(s) running and ready 4 s after the restart", at } } })),
+      want: [`commit-venv ${NEW.venv}`],
+      reason: /verified: 1 service\(s\) running and ready/,
+    },
+    {
+      name: "the switch failed: go back to the old venv, naming both versions and why",
+      at: () => switched(upgrading({ current: OLD, switching: { to: TO, from: OLD, startedAt: at, timeoutSeconds: 300, verdict: { ok: false, reason: "mlflow exited after the switch (exit code 1: ImportError)", at } } })),
+      want: [`revert-venv ${OLD.venv}`],
+      reason: /from venv aaaaaaaaaaaaaaaa \(mlflow 3\.17\.2\) to [0-9a-f]{16} \(mlflow 3\.18\.0\) failed: mlflow exited after the switch \(exit code 1: ImportError\); going back to aaaaaaaaaaaaaaaa \(mlflow 3\.17\.2\), and lock [0-9a-f]{16} is not tried again until it changes/,
+    },
+    {
+      name: "after the revert: services restart onto the old venv, no migration back, the failed venv is removed",
+      at: () => {
+        const failed = { to: TO, from: OLD, reason: "mlflow exited after the switch", at };
+        const u = upgrading({ current: OLD, failed });
+        // The services still run from the failed venv; the link already points back.
+        return { d: u.d, o: { ...u.o, install: { ...u.o.install!, lockHash: OLD.lockHash, version: OLD.version }, records: [{ ...u.o.records[0]!, migratedVersion: "3.18.0" }] } };
+      },
+      want: ["ensure-service mlops-mlflow.service", `remove-venv ${NEW.venv}`],
+      notes: /python: lock [0-9a-f]{16} \(mlflow 3\.18\.0\) failed its switch at 2026-01-01T00:00:00.000Z: mlflow exited after the switch; running from venv aaaaaaaaaaaaaaaa \(mlflow 3\.17\.2\) until the lock file changes/,
+    },
+    {
+      name: "no retry loop: back on the old venv with the failed lock unchanged, nothing to do, and the note stays",
+      at: () => {
+        const failed = { to: TO, from: OLD, reason: "mlflow exited after the switch", at };
+        const u = upgrading({ current: OLD, failed });
+        const services = u.o.services.map((s) => ({ ...s, inputsHash: u.d.services.find((x) => x.name === s.name)!.inputsHash }));
+        return { d: u.d, o: { ...u.o, services, install: { ...u.o.install!, lockHash: OLD.lockHash, version: OLD.version }, venvs: { target: undefined, dirs: [OLD.venv], link: OLD.venv, legacyDir: false } } };
+      },
+      want: [],
+      notes: /failed its switch .* until the lock file changes/,
+    },
+    {
+      name: "first venv of the role: no switch to verify (nothing to go back to)",
+      at: () => {
+        const u = upgrading({});
+        return { d: u.d, o: { ...u.o, records: [{ ...u.o.records[0]!, python: undefined }], services: [], venvs: { ...u.o.venvs!, dirs: [NEW.venv], link: undefined } } };
+      },
+      want: ["migrate-database mysql:mlflow", "switch-venv /opt/mlops/mlflow/venv", "ensure-service mlops-mlflow.service"],
+      reason: /first venv of the role/,
+    },
+    {
+      name: "an agent from before versioned venvs (an in-place venv dir): install beside it",
+      at: () => {
+        const u = upgrading({});
+        return { d: u.d, o: { ...u.o, install: undefined, records: [{ ...u.o.records[0]!, python: undefined }], venvs: { target: undefined, dirs: [], link: undefined, legacyDir: true } } };
+      },
+      want: [`install-python ${NEW.venv}`],
+      reason: /in-place venv \/opt\/mlops\/mlflow\/venv keeps running until the switch/,
+    },
+    {
+      name: "an older agent's in-place venv: left in place while its services still run from it",
+      at: () => {
+        const u = upgrading({ current: TO });
+        return { d: u.d, o: { ...u.o, records: [{ ...u.o.records[0]!, migratedVersion: "3.18.0" }], venvs: { target: u.o.install, dirs: [NEW.venv], link: undefined, legacyDir: true } } };
+      },
+      want: ["ensure-service mlops-mlflow.service"],
+      deferred: /switch-venv \/opt\/mlops\/mlflow\/venv: the in-place venv is replaced by the link once the services run from/,
+    },
+    {
+      name: "an older agent's in-place venv: replaced by the link once no service runs from it",
+      at: () => {
+        const u = switched(upgrading({ current: TO }));
+        return { d: u.d, o: { ...u.o, venvs: { target: u.o.install, dirs: [NEW.venv], link: undefined, legacyDir: true } } };
+      },
+      want: ["switch-venv /opt/mlops/mlflow/venv"],
+      reason: /in-place venv \/opt\/mlops\/mlflow\/venv of an older agent is no longer used/,
+    },
+    {
+      name: "prune: keep the active venv and the one before it, remove older ones",
+      at: () => {
+        const u = upgrading({ current: TO, previous: OLD });
+        const services = u.o.services.map((s) => ({ ...s, inputsHash: u.d.services.find((x) => x.name === s.name)!.inputsHash }));
+        const older = "/opt/mlops/mlflow/venvs/0000000000000000";
+        return { d: u.d, o: { ...u.o, services, records: [{ ...u.o.records[0]!, migratedVersion: "3.18.0" }], venvs: { target: u.o.install, dirs: [older, OLD.venv, NEW.venv], link: NEW.venv, legacyDir: false } } };
+      },
+      want: ["remove-venv /opt/mlops/mlflow/venvs/0000000000000000"],
+    },
+  ];
+  for (const c of cases) {
+    it(c.name, () => {
+      const { d, o } = c.at();
+      const p = plan(d, o, STATE);
+      expect(p.actions.map((a) => `${a.kind} ${a.target}`)).toEqual(c.want);
+      if (c.reason) expect(p.actions.map((a) => a.reason).join("\n")).toMatch(c.reason);
+      if (c.deferred) expect(p.deferred.join("\n")).toMatch(c.deferred);
+      if (c.notes) expect(p.notes.join("\n")).toMatch(c.notes);
+    });
+  }
+
+  it("the services of a failed lock run from the venv it went back to; a changed lock is tried again", () => {
+    const failed = { to: TO, from: OLD, reason: "not ready within 300 s", at };
+    const back = compileDesired({ role: "mlflow", spec: loadRole("mlflow"), config: configSchema.parse({ role: "mlflow" }), secrets: {}, currentUser: "root", venvs: { current: OLD, failed } });
+    expect(back.python.active.venv).toBe(OLD.venv);
+    expect(back.services[0]!.command[0]).toBe(`${OLD.venv}/bin/mlflow`);
+    expect(back.migrate!.commands.flat().join(" ")).toContain(OLD.venv);
+    const fresh = compileDesired({ role: "mlflow", spec: loadRole("mlflow"), config: configSchema.parse({ role: "mlflow" }), secrets: {}, currentUser: "root", venvs: { current: OLD, failed: { ...failed, to: { ...TO, lockHash: "b".repeat(64) } } } });
+    expect(fresh.python.active.venv).toBe(NEW.venv);
+    expect(fresh.services[0]!.command[0]).toBe(`${NEW.venv}/bin/mlflow`);
   });
 });

@@ -131,6 +131,39 @@ describe("process supervisor on the in-memory host", () => {
     expect(await sup.observe()).toEqual([]);
   });
 
+  it("stop with killMode mixed (a Celery worker's warm shutdown): SIGTERM to the main process only, which lets its children finish; what it leaves gets SIGKILL at once", async () => {
+    const { host, sup } = await setup();
+    await sup.ensure(spec({ killMode: "mixed", stopTimeoutMs: 600_000 }), "new");
+    const p = host.processes.spawned[0]!;
+    // A task process in the group: it would die of a SIGTERM of its own, so it must get none.
+    const task = host.processes.add(["task"], { pgid: p.pid });
+    const t0 = host.clock.now();
+    await sup.remove("app");
+    expect(host.processes.signals).toEqual([
+      { pgid: p.pid, signal: "SIGTERM", pid: p.pid },
+      { pgid: p.pid, signal: "SIGKILL" },
+    ]);
+    // Not the 600 s stop timeout: the main process went at once, and the rest was killed right after it.
+    expect(host.clock.now() - t0).toBeLessThan(5_000);
+    expect(host.processes.live.has(task.pid)).toBe(false);
+  });
+
+  it("stop with killMode mixed: a main process still finishing tasks has the whole stop timeout, then everything gets SIGKILL", async () => {
+    const { host, sup } = await setup();
+    host.processes.spawnIgnores = ["SIGTERM"];
+    await sup.ensure(spec({ killMode: "mixed", stopTimeoutMs: 30_000 }), "new");
+    const p = host.processes.spawned[0]!;
+    const task = host.processes.add(["task"], { pgid: p.pid });
+    const t0 = host.clock.now();
+    await sup.remove("app");
+    expect(host.processes.signals).toEqual([
+      { pgid: p.pid, signal: "SIGTERM", pid: p.pid },
+      { pgid: p.pid, signal: "SIGKILL" },
+    ]);
+    expect(host.clock.now() - t0).toBeGreaterThanOrEqual(30_000);
+    expect(host.processes.live.has(task.pid)).toBe(false);
+  });
+
   it("restart(name) and a changed inputsHash: one counts as a restart, the other does not", async () => {
     const { host, sup } = await setup();
     await sup.ensure(spec(), "new");

@@ -79,7 +79,8 @@ describe("roles from MLOPS_AGENT_ROLES_DIR", () => {
     const d = compileDesired(inputs!);
     expect(d.files.map((f) => [f.path, f.content?.includes('GREETING = "hello from a role without code (toy)"')])).toEqual([["/etc/mlops/toy/toy_server.py", true]]);
     const svc = d.services[0]!;
-    expect(svc.command).toEqual(["/opt/mlops/toy/venv/bin/python", "/etc/mlops/toy/toy_server.py"]);
+    expect(svc.command).toEqual([`${d.python.venv}/bin/python`, "/etc/mlops/toy/toy_server.py"]);
+    expect(d.python.venv).toMatch(/^\/opt\/mlops\/toy\/venvs\/[0-9a-f]{16}$/);
     expect(svc.environment).toMatchObject({ TOY_HOST: "127.0.0.1", TOY_PORT: "8123", SSL_CERT_FILE: "/etc/ssl/certs/ca-certificates.crt" });
     expect(svc.ports).toEqual([{ host: "127.0.0.1", port: 8123, configKey: "roleSettings.toy.port" }]);
     // serviceDefaults and definitions.probes expanded; the readiness probe overrides path and period only.
@@ -95,7 +96,7 @@ describe("roles from MLOPS_AGENT_ROLES_DIR", () => {
     const config = configSchema.parse({ mode: "up", stateDir: "/s", configDir: "/etc/mlops", installDir: "/opt/mlops", dataDir: "/data", logDir: "/log" });
     const view = await planOnce({ host, supervisor: undefined, records: createRoleRecordStore(host, "/s"), config, role: "toy", env: {}, logger: silentLogger(), ...secretDeps() });
     const planned = view.plan.actions.map((a) => `${a.kind} ${a.target}`);
-    expect(planned).toContain("install-python /opt/mlops/toy/venv");
+    expect(planned.some((p) => /^install-python \/opt\/mlops\/toy\/venvs\/[0-9a-f]{16}$/.test(p))).toBe(true);
     expect(planned).toContain("write-file /etc/mlops/toy/toy_server.py");
     expect([...planned, ...view.plan.deferred].join("\n")).toMatch(/toy/);
   });
