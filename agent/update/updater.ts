@@ -78,6 +78,9 @@ const defaultSleep = (ms: number, signal: AbortSignal) =>
   });
 
 /** A gate whose deadline passed over two minutes ago: its watcher would have ended it (a rollback restarts within seconds). */
+/** How often the updater looks again while a health gate is pending. */
+export const GATE_POLL_MS = 2_000;
+
 export function staleGate(p: Pick<Pending, "deadline">, now: number): boolean {
   return Date.parse(p.deadline) + 120_000 < now;
 }
@@ -234,7 +237,9 @@ export function createUpdater(deps: UpdaterDeps): Updater {
         if (signal.aborted) break;
         const r = await this.checkOnce({ act: true });
         if (r.started) return; // the watcher restarts this agent
-        wait = (u.checkIntervalSeconds + random() * u.jitterSeconds) * 1000;
+        // While this agent's own health gate runs, look again soon: the watcher's verdict (lastGood,
+        // or a rollback) shows on /status within seconds, not one interval later.
+        wait = (await deps.store.readPending()) ? GATE_POLL_MS : (u.checkIntervalSeconds + random() * u.jitterSeconds) * 1000;
       }
     },
   };

@@ -722,7 +722,11 @@ describe("the fleet", () => {
       timings.updateFailed = failed.length;
       expect(failed, JSON.stringify(failed.slice(0, 5))).toEqual([]);
       for (const vm of fleet.vms) {
-        const s = await status(vm);
+        // The watcher's verdict reaches /status within seconds of the gate (the updater looks again every 2 s while it runs).
+        const s = await waitFor(`${vm.name}'s /status shows ${V2} as lastGood`, async () => {
+          const x = await status(vm);
+          return x.update?.lastGood === V2 ? x : undefined;
+        }, 30_000, 1_000);
         expect(s.agent.version, vm.name).toBe(V2);
         expect(s.update, vm.name).toMatchObject({ enabled: true, current: V2, lastGood: V2 });
         // The binary is a symlink into versions/, which keeps the previous version to go back to.

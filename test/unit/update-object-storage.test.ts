@@ -18,7 +18,7 @@ import { createInstaller } from "../../agent/update/installer.ts";
 import { type Manifest, signManifest } from "../../agent/update/manifest.ts";
 import { createReleaseSource, reportObject } from "../../agent/update/release-source.ts";
 import { createUpdateStore, type Pending } from "../../agent/update/store.ts";
-import { createUpdater } from "../../agent/update/updater.ts";
+import { createUpdater, GATE_POLL_MS, type UpdaterDeps } from "../../agent/update/updater.ts";
 import { watchUpdate } from "../../agent/update/watcher.ts";
 import { type ObjectStorageServer, startObjectStorageServer } from "../servers/object-storage-server.ts";
 import { FAKE_TENANCY, FAKE_USER, keyIdOf, makeKeyPair } from "../support/oci-auth.ts";
@@ -62,7 +62,7 @@ function publish(version: string, body: Buffer, over: Partial<Manifest> = {}): v
 }
 
 /** One VM's updater under its own state dir, as the daemon composes it (compose.ts) but with the gate handed to `handover`. */
-function vm(instanceId: string, version: string, stateDir: string, handover: (p: Pending) => Promise<void> = async () => {}, notReady?: () => string | undefined) {
+function vm(instanceId: string, version: string, stateDir: string, handover: (p: Pending) => Promise<void> = async () => {}, extra: Partial<UpdaterDeps> = {}) {
   const u = updateConfig();
   const installer = createInstaller({ installRoot: u.installRoot, binaryPath: u.binaryPath });
   const store = createUpdateStore(stateDir);
@@ -76,10 +76,10 @@ function vm(instanceId: string, version: string, stateDir: string, handover: (p:
     store,
     instanceId: async () => instanceId,
     role: () => null,
-    ...(notReady ? { notReady } : {}),
     startWatcher: handover,
     onStatus: () => {},
     logger: silentLogger(),
+    ...extra,
   });
   return { updater, installer, store, source };
 }
@@ -159,7 +159,7 @@ describe("updater on Object Storage", () => {
     let handed = 0;
     const c = vm("ocid1.instance.oc1..degraded", "0.1.0", join(root, "state-degraded"), async () => {
       handed++;
-    }, () => why);
+    }, { notReady: () => why });
     mkdirSync(dirname(c.installer.paths.binaryPath), { recursive: true });
     writeFileSync(c.installer.paths.binaryPath, "#!/bin/sh\necho 0.1.0\n", { mode: 0o755 });
     await c.updater.start();
@@ -172,6 +172,26 @@ describe("updater on Object Storage", () => {
     why = undefined;
     expect((await c.updater.checkOnce({ act: true })).started).toBe(true);
     expect(handed).toBe(1);
+  });
+
+  it("while its own health gate is pending, the updater looks again every 2 s (the verdict shows on /status at once), then on its interval", async () => {
+    const waits: number[] = [];
+    const ac = new AbortController();
+    const stateDir = join(root, "state-gated");
+    const d = vm("ocid1.instance.oc1..gated", "0.5.0", stateDir, async () => {}, {
+      random: () => 0,
+      sleep: async (ms) => {
+        waits.push(ms);
+        if (waits.length === 2) await d.store.clearPending(); // the watcher's verdict
+        if (waits.length === 3) ac.abort();
+      },
+    });
+    mkdirSync(dirname(d.installer.paths.binaryPath), { recursive: true });
+    writeFileSync(d.installer.paths.binaryPath, "#!/bin/sh\necho 0.5.0\n", { mode: 0o755 });
+    await d.store.writePending({ from: "0.4.0", to: "0.5.0", channel: "stable", stage: "all", instanceId: "ocid1.instance.oc1..gated", role: null, startedAt: new Date().toISOString(), deadline: new Date(Date.now() + 60_000).toISOString() });
+    await d.updater.start();
+    await d.updater.run(ac.signal);
+    expect(waits).toEqual([0, GATE_POLL_MS, updateConfig().checkIntervalSeconds * 1000]);
   });
 
   it("a version that never becomes healthy is rolled back by the gate; its report stops the rollout and the VM refuses it", async () => {
