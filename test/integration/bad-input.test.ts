@@ -86,7 +86,7 @@ describe("bad config through the CLI", () => {
     const c = cli(["validate", "--config", config], { env });
     expect(c.code).toBe(1);
     expect(c.stderr).toMatch(/update\.channel: must be 1-32 lower-case letters, digits or -/);
-    expect(c.stderr).toMatch(/update\.publicKeys\.0: must be the base64 of an Ed25519 public key/);
+    expect(c.stderr).toMatch(/update\.publicKeys\.0: must be an Ed25519 public key: base64 of its SPKI DER/);
     expect(c.stderr).toMatch(/update\.namespace: required when update\.enabled is true/);
   });
 });
