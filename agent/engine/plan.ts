@@ -239,6 +239,8 @@ function planSwitch(desired: DesiredRole, observed: Observed, record: RoleRecord
   const v: RoleVenvs = record?.python ?? {};
   const role = desired.role;
   const to: VenvRef = { lockHash: p.active.lockHash, venv: p.active.venv, version: install.version };
+  const switchTo = (reason: string, extra: { readonly from?: VenvRef; readonly replaceDir?: true } = {}) =>
+    out.actions.push({ kind: "switch-venv", target: p.link, role, to, timeoutSeconds, reason, ...extra });
   const sw = v.switching;
   if (sw && sw.to.venv === to.venv) {
     const names = `${venvName(desired, sw.from)} to ${venvName(desired, sw.to)}`;
@@ -266,40 +268,23 @@ function planSwitch(desired: DesiredRole, observed: Observed, record: RoleRecord
       // The in-place venv of an older agent goes once no service is still to be restarted off it.
       if (ov.legacyDir && out.actions.some((a) => a.kind === "ensure-service")) out.deferred.push(`switch-venv ${p.link}: the in-place venv is replaced by the link once the services run from ${to.venv}`);
       else
-        out.actions.push({
-          kind: "switch-venv",
-          target: p.link,
-          role,
-          to,
-          timeoutSeconds,
-          reason: ov.legacyDir ? `the in-place venv ${p.link} of an older agent is no longer used: replaced by a link to ${to.venv}` : ov.link ? `the venv link points at ${ov.link}, not the active venv` : "the venv link is missing",
-          ...(ov.legacyDir ? { replaceDir: true } : {}),
-        });
+        switchTo(
+          ov.legacyDir ? `the in-place venv ${p.link} of an older agent is no longer used: replaced by a link to ${to.venv}` : ov.link ? `the venv link points at ${ov.link}, not the active venv` : "the venv link is missing",
+          ov.legacyDir ? { replaceDir: true } : {},
+        );
     } else planPrune(desired, observed, v, out);
     return;
   }
   // A switch to another venv still recorded (the lock changed again mid-switch) is replaced by this one.
   const from = v.current && observed.venvs?.dirs.includes(v.current.venv) ? v.current : undefined;
   if (!from) {
-    out.actions.push({
-      kind: "switch-venv",
-      target: p.link,
-      role,
-      to,
-      timeoutSeconds,
-      reason: v.current ? `the active venv ${venvName(desired, v.current)} is gone: ${venvName(desired, to)} runs without a venv to go back to` : `first venv of the role: ${venvName(desired, to)}`,
-    });
+    switchTo(v.current ? `the active venv ${venvName(desired, v.current)} is gone: ${venvName(desired, to)} runs without a venv to go back to` : `first venv of the role: ${venvName(desired, to)}`);
     return;
   }
-  out.actions.push({
-    kind: "switch-venv",
-    target: p.link,
-    role,
-    to,
-    from,
-    timeoutSeconds,
-    reason: `lock file changed: services move from venv ${venvName(desired, from)} to ${venvName(desired, to)} (installed${desired.migrate ? " and migrated" : ""}); back to the old one if they are not ready within ${timeoutSeconds} s`,
-  });
+  switchTo(
+    `lock file changed: services move from venv ${venvName(desired, from)} to ${venvName(desired, to)} (installed${desired.migrate ? " and migrated" : ""}); back to the old one if they are not ready within ${timeoutSeconds} s`,
+    { from },
+  );
   out.actions.push({
     kind: "verify-venv",
     target: to.venv,
