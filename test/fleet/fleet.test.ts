@@ -7,8 +7,10 @@
  * serving VM predicts through the load balancer → the access matrix (every
  * port of the load balancer and the VMs, from the internet, admin_cidr and
  * the VMs, without, with wrong and with right credentials; printed and kept
- * in test-output/fleet/access-matrix.txt) → faults and heals → no secret
- * anywhere it must not be. The admin drives Airflow and MLflow and the
+ * in test-output/fleet/access-matrix.txt) → faults and heals → the agents
+ * update themselves (v2 canary first, a broken v3 rolled back by the canary
+ * alone, a v4 whose serving lock changes switches the serving pool's venvs
+ * without a failed request) → no secret anywhere it must not be. The admin drives Airflow and MLflow and the
  * dashboard through the load balancer's HTTPS listeners from admin_cidr; a
  * client in api_cidr predicts through 443 with an API key.
  *
@@ -24,7 +26,7 @@ import { chromium } from "playwright-core";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { StatusSnapshot } from "../../agent/status/types.ts";
 import { REPO, waitFor } from "../support/agent-process.ts";
-import { brokenDist, ensureVersionBuild, publishRelease } from "../support/release-publish.ts";
+import { brokenDist, ensureVersionBuild, publishRelease, servingLockAdds } from "../support/release-publish.ts";
 import { DEFAULT_UV_CACHE, Fleet } from "./fleet.ts";
 import { IRIS_COLUMNS, IRIS_DAG, predictLoop, Scenario, SETOSA, VIRGINICA } from "./scenario.ts";
 import { type Feature, matrixRows, pendingCells, renderMatrix, runMatrix } from "./access-matrix.ts";
@@ -65,14 +67,15 @@ beforeAll(async () => {
   const t0 = Date.now();
   // Two MLflow VMs on one DB, two Airflow workers, the serving pool at Terraform's default size (2); a killed
   // worker's task is retried after 60 s without heartbeats, not Airflow's default 300.
-  // Agents check the release channel every 10 s; a new version has 90 s to be ready.
+  // Agents check the release channel every 10 s; a new version has 150 s to be ready with a clean converge,
+  // which for v4 below includes building the serving role's new venv.
   fleet = await Fleet.create({
     log,
     uvCache: DEFAULT_UV_CACHE,
     instanceCount: { mlflow: 2 },
     workerCount: 2,
     airflowTaskHeartbeatTimeoutSeconds: 60,
-    agentUpdate: { checkIntervalSeconds: 10, healthGateSeconds: 90 },
+    agentUpdate: { checkIntervalSeconds: 10, healthGateSeconds: 150 },
   });
   timings.prepareSeconds = (Date.now() - t0) / 1000;
   sc = new Scenario(fleet, log);
@@ -658,10 +661,11 @@ describe("the fleet", () => {
     });
   });
 
-  describe("the fleet updates its agents itself: a signed release canary first, a broken one rolled back by the canary alone", () => {
+  describe("the fleet updates its agents itself: a signed release canary first, a broken one rolled back by the canary alone, a role upgrade without an outage", () => {
     const V1 = (JSON.parse(readFileSync(join(REPO, "package.json"), "utf8")) as { version: string }).version;
     const V2 = `${V1}-fleet.2`;
     const V3 = `${V1}-fleet.3`;
+    const V4 = `${V1}-fleet.4`;
     const SOAK_SECONDS = 20;
     const buckets = () => fleet.deployment.buckets;
     const out = () => join(fleet.dir, "release-out");
@@ -766,6 +770,63 @@ describe("the fleet", () => {
         expect((await vm.run(["ls", "/opt/mlops-agent/versions"])).trim().split("\n"), vm.name).not.toContain(V3);
       }
       for (const vm of fleet.vms) expect((await status(vm)).phase, vm.name).toBe("ready");
+    });
+    it("v4, whose serving lock adds a package: each serving VM builds the new venv beside the running one and switches after draining, the canary first; no request through the load balancer fails", async () => {
+      const change = servingLockAdds("humanize");
+      const newVenv = `/opt/mlops/serving/venvs/${createHash("sha256").update(change.lockText).digest("hex").slice(0, 16)}`;
+      const dist = ensureVersionBuild(V4, log, change);
+      const servings = sc.servings;
+      const others = fleet.vms.filter((vm) => !servings.includes(vm));
+      const units = async (vm: FleetVm) => (await status(vm)).services.map((x) => x.unit);
+      const before = Object.fromEntries(
+        await Promise.all(servings.map(async (vm) => [vm.name, { link: (await vm.run(["readlink", "/opt/mlops/serving/venv"])).trim(), pids: await rolePids(vm) }] as const)),
+      );
+      const othersBefore = Object.fromEntries(await Promise.all(others.map(async (vm) => [vm.name, await rolePids(vm)] as const)));
+      const loop = predictLoop(sc);
+      await waitFor("a steady loop going", async () => (loop.samples.filter((x) => x.ok).length >= 20 ? true : undefined), 60_000, 200);
+      const t0 = Date.now();
+      await publish(V4, dist, 4);
+      const switched = async (vm: FleetVm) => (await vm.run(["readlink", "/opt/mlops/serving/venv"])).trim() === newVenv;
+      await waitFor(`the canary ${canary().name} on ${V4} with the new venv`, async () => ((await version(canary())) === V4 && (await switched(canary())) ? true : undefined), 8 * 60_000, 1_000);
+      timings.lockChangeCanarySeconds = (Date.now() - t0) / 1000;
+      // One at a time: the other serving VM still serves from its old venv while the canary soaks.
+      for (const vm of servings.filter((x) => x !== canary())) expect(await switched(vm), `${vm.name} switched before the canary's soak`).toBe(false);
+      await Promise.all(
+        fleet.vms.map((vm) =>
+          waitFor(
+            `${vm.name} on ${V4}, ready, ${V4} its lastGood`,
+            async () => {
+              const s = await status(vm).catch(() => undefined);
+              return s?.agent.version === V4 && s.phase === "ready" && s.update?.lastGood === V4 ? true : undefined;
+            },
+            10 * 60_000,
+            2_000,
+          ),
+        ),
+      );
+      timings.lockChangeAllSeconds = (Date.now() - t0) / 1000;
+      const samples = await loop.stop();
+      const failed = samples.filter((x) => !x.ok);
+      timings.lockChangeRequests = samples.length;
+      timings.lockChangeFailed = failed.length;
+      log(`  ${V4} (serving lock + humanize): canary switched after ${timings.lockChangeCanarySeconds} s, every VM on ${V4} after ${timings.lockChangeAllSeconds} s; ${samples.length} requests, ${failed.length} failed`);
+      expect(failed, JSON.stringify(failed.slice(0, 5))).toEqual([]);
+      for (const vm of servings) {
+        expect((await vm.run(["readlink", "/opt/mlops/serving/venv"])).trim(), vm.name).toBe(newVenv);
+        expect((await vm.run([`${newVenv}/bin/python`, "-c", "import humanize; print(humanize.__version__)"])).trim(), vm.name).toBe("4.17.0");
+        // The old venv stays beside it, to go back to.
+        const kept = (await vm.run(["ls", "/opt/mlops/serving/venvs"])).trim().split("\n").map((d) => `/opt/mlops/serving/venvs/${d}`);
+        expect(kept.sort(), vm.name).toEqual([before[vm.name]!.link, newVenv].sort());
+        // Every serving unit runs from the new venv, in new processes.
+        for (const unit of await units(vm)) {
+          expect(await vm.run(["systemctl", "show", "-p", "ExecStart", "--value", unit]), `${vm.name} ${unit}`).toContain(`${newVenv}/bin/`);
+          expect((await vm.run(["systemctl", "show", "-p", "MainPID", "--value", unit])).trim(), `${vm.name} ${unit}`).not.toBe(before[vm.name]!.pids[unit]);
+        }
+      }
+      // The other roles' locks did not change: their services never stopped.
+      for (const vm of others) expect(await rolePids(vm), `${vm.name}'s role services kept their processes`).toEqual(othersBefore[vm.name]);
+      const r = await sc.predict([VIRGINICA]);
+      expect(r.status, r.body).toBe(200);
     });
   });
 

@@ -6,7 +6,8 @@ import { readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { REPO } from "./agent-process.ts";
 
-const INPUTS = ["agent", "roles", "units", "bootstrap", "dags", "scripts/build.mjs", "package.json", "package-lock.json"];
+/** The files and folders a build reads (scripts/build.mjs), besides tsconfig.json. */
+export const BUILD_INPUTS = ["agent", "roles", "units", "bootstrap", "dags", "scripts/build.mjs", "package.json", "package-lock.json"];
 
 /** Newest mtime (ms) of the build inputs; directories count so adds/removes show up. */
 export function newestSourceMtime(): number {
@@ -22,6 +23,6 @@ export function newestSourceMtime(): number {
     if (!st.isDirectory()) return;
     for (const name of readdirSync(p)) if (name !== "__pycache__" && name !== "node_modules") visit(join(p, name));
   };
-  for (const top of INPUTS) visit(join(REPO, top));
+  for (const top of BUILD_INPUTS) visit(join(REPO, top));
   return newest;
 }
