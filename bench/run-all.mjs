@@ -8,7 +8,8 @@
  *   - idle-memory.ts       idle agent RSS and PSS (MLflow role, no role) beside a bare node
  *   - mlflow-cold-warm.mjs `up` from nothing to ready, empty vs warm uv cache
  *   - boot-to-ready.ts     a VM (nspawn + systemd + cloud-init) from start to
- *                          /readyz 200 per role, cold vs warm uv cache (root)
+ *                          converged and /readyz 200 per role (serving to
+ *                          converged: ready needs a model), cold vs warm uv cache (root)
  *   - fleet-to-prediction.ts the whole fleet (VMs, OCI in a box, DB systems,
  *                          load balancer) from VM start to the first prediction
  *                          through the load balancer, cold vs warm uv cache (root)
