@@ -92,10 +92,12 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   let loop: DaemonLoop | undefined;
   // Agent self-update: built with the first config that loads (it needs the update section and the state dir),
   // rebuilt whenever a later one changes what it is built from (update/follow-config.ts): metadata can change it.
+  const updateLog = logger.child({ component: "update" });
+  const updateEvent = (level: "info" | "warn" | "error", message: string) => store.addEvent(level, "update", message);
   const updates = createUpdaterFollower({
     signal,
-    logger: logger.child({ component: "update" }),
-    onEvent: (level, message) => store.addEvent(level, "update", message),
+    logger: updateLog,
+    onEvent: updateEvent,
     build: (config) =>
       createDaemonUpdater({
         host,
@@ -107,8 +109,8 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
         // The same test the health gate applies to a new version, applied to this one.
         notReady: () => gateVerdict(store.snapshot(), v.version),
         onStatus: (st) => store.setUpdate(st),
-        onEvent: (level, message) => store.addEvent(level, "update", message),
-        logger: logger.child({ component: "update" }),
+        onEvent: updateEvent,
+        logger: updateLog,
       }),
   });
   const app = buildServer({
