@@ -6,7 +6,9 @@
 # changing the metadata re-converges the VM into another role.
 #
 # cloud-init installs the agent from bootstrap/user-data.yaml.tftpl, which
-# modules/instance-bootstrap renders with the agent config for each VM.
+# modules/instance-bootstrap renders with the agent config for each VM. The
+# self-update settings are in the metadata key mlops-config instead, which an
+# apply updates in place on a running VM (user_data it cannot).
 
 data "oci_core_images" "platform" {
   count                    = contains(keys(var.image_ocids), var.arch) ? 0 : 1
@@ -50,13 +52,14 @@ resource "oci_core_instance" "node" {
     nsg_ids          = [oci_core_network_security_group.nsg[each.value.role].id]
   }
 
-  metadata = {
+  # The user-data and mlops-config (the update settings) are built in
+  # modules/instance-bootstrap (the one builder, which tests render with
+  # `terraform console`).
+  metadata = merge(module.instance_bootstrap.instance_metadata[each.key], {
     ssh_authorized_keys = trimspace(var.ssh_public_key)
     "mlops-role"        = each.value.role
-    # The user-data is built in modules/instance-bootstrap (the one builder,
-    # which tests render with `terraform console`).
-    user_data = base64encode(module.instance_bootstrap.user_data[each.key])
-  }
+    user_data           = base64encode(module.instance_bootstrap.user_data[each.key])
+  })
 
   freeform_tags = merge(local.common_tags, { "mlops-role" = each.value.role })
   defined_tags  = { (local.agent_tag_key) = local.agent_tag_value }
@@ -74,6 +77,9 @@ resource "oci_core_instance" "node" {
   lifecycle {
     # user_data only runs at first boot, and a new platform image must not
     # replace running VMs: change them with `terraform apply -replace=...`.
+    # The rest of the metadata (the role, mlops-config with the update
+    # settings) is not ignored: OCI updates it in place, and the agent
+    # follows it without a restart.
     # Tenancies with the default Oracle-Tags tag defaults add CreatedBy and
     # CreatedOn to every instance; they are not ours to remove.
     ignore_changes = [

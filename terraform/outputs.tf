@@ -102,6 +102,11 @@ output "buckets" {
 }
 
 output "agent_config" {
-  description = "The /etc/mlops-agent/config.json every VM gets (no secret values: vault references only)."
+  description = "The /etc/mlops-agent/config.json every VM gets (no secret values: vault references only); the update section is not in it (agent_update_config)."
   value       = module.instance_bootstrap.agent_config
+}
+
+output "agent_update_config" {
+  description = "The agent's update section (channel, buckets, release public keys, timings) every VM gets in its instance metadata key mlops-config as {\"update\": ...}: what to put there on a pool's running VMs by hand (README.md)."
+  value       = module.instance_bootstrap.update_config
 }

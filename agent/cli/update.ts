@@ -13,6 +13,7 @@ import type { Logger } from "../log.ts";
 import { stateLayout } from "../state/layout.ts";
 import type { UpdateStatus } from "../status/types.ts";
 import { systemdWatchEffects, updateParts } from "../update/compose.ts";
+import { createUpdateStore } from "../update/store.ts";
 import type { CheckResult } from "../update/updater.ts";
 import { watchUpdate } from "../update/watcher.ts";
 import { findRunningAgent, listenToUrl } from "./status.ts";
@@ -74,7 +75,11 @@ export async function updateWatchCommand(host: Host, flags: CommonFlags, env: No
   const fileText = await host.fs.readFile(configPath);
   if (fileText === undefined) throw new AgentError("CONFIG_UNREADABLE", `${configPath} does not exist`);
   // The file alone: the gate must not depend on IMDS answering.
-  const { config } = resolveConfig({ configPath, fileText, metadata: undefined, env, flags: flagLayer(flags) });
+  const { config: fileConfig } = resolveConfig({ configPath, fileText, metadata: undefined, env, flags: flagLayer(flags) });
+  // The update settings come from instance metadata on VMs (terraform/README.md): the daemon put the ones it
+  // started this update with in pending.json, so the gate reports to the same buckets and switches the same paths.
+  const pending = await createUpdateStore(fileConfig.stateDir).readPending();
+  const config = pending?.update ? { ...fileConfig, update: pending.update } : fileConfig;
   const parts = updateParts(config);
   const result = await watchUpdate({
     store: parts.store,

@@ -97,6 +97,22 @@ function parseJsonLayer(text: string, where: string): Layer {
   return parsed;
 }
 
+/** The layer that set the value at `path` (its leaf, or the array or object holding it), for a message; undefined when no layer set it (a default, a missing field). */
+function layerName(sources: Record<string, ValueSource>, path: readonly PropertyKey[], configPath: string): string | undefined {
+  const names: Partial<Record<ValueSource, string>> = {
+    file: `config file ${configPath}`,
+    metadata: "instance metadata key mlops-config",
+    env: "an MLOPS_AGENT_* environment variable",
+    flag: "a command-line flag",
+    up: "the defaults of up",
+  };
+  for (let n = path.length; n > 0; n--) {
+    const source = sources[path.slice(0, n).map(String).join(".")];
+    if (source !== undefined) return names[source] ?? source;
+  }
+  return undefined;
+}
+
 function checkRole(value: string, where: string): RoleName {
   const names = roleNames();
   if (names.includes(value)) return value;
@@ -122,7 +138,8 @@ export function resolveConfig(inputs: ConfigInputs): ResolvedConfig {
   const parsed = configSchema.safeParse(merged);
   if (!parsed.success) {
     const where = [...new Set(layers.map(([s]) => s))].join(", ");
-    throw new AgentError("CONFIG_INVALID", `${formatIssues(parsed.error)} (layers: ${where})`);
+    const origin = (path: readonly PropertyKey[]) => layerName(sources, path, inputs.configPath);
+    throw new AgentError("CONFIG_INVALID", `${formatIssues(parsed.error, origin)} (layers: ${where})`);
   }
   const config = parsed.data;
   for (const leaf of leaves(config as unknown as Layer)) sources[leaf] ??= "default";

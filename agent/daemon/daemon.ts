@@ -32,7 +32,7 @@ import { createDaemonLoop, type DaemonLoop } from "./loop.ts";
 import { DEFAULT_CONFIG_PATH } from "../config/context.ts";
 import { AgentError } from "../errors.ts";
 import { createDaemonUpdater } from "../update/compose.ts";
-import type { Updater } from "../update/updater.ts";
+import { createUpdaterFollower } from "../update/follow-config.ts";
 import { gateVerdict } from "../update/watcher.ts";
 import { createServiceRefresher } from "./service-view.ts";
 
@@ -90,8 +90,29 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   if (opts.flags.dir !== undefined) ensureUpSecrets(opts.flags.dir);
 
   let loop: DaemonLoop | undefined;
-  let updater: Updater | undefined;
-  let updaterDone: Promise<unknown> | undefined;
+  // Agent self-update: built with the first config that loads (it needs the update section and the state dir),
+  // rebuilt whenever a later one changes what it is built from (update/follow-config.ts): metadata can change it.
+  const updateLog = logger.child({ component: "update" });
+  const updateEvent = (level: "info" | "warn" | "error", message: string) => store.addEvent(level, "update", message);
+  const updates = createUpdaterFollower({
+    signal,
+    logger: updateLog,
+    onEvent: updateEvent,
+    build: (config) =>
+      createDaemonUpdater({
+        host,
+        config,
+        configPath: opts.flags.config ?? DEFAULT_CONFIG_PATH,
+        version: v.version,
+        supervisorKind: choice.kind === "systemd" ? "systemd" : "process",
+        role: () => store.snapshot().role.name,
+        // The same test the health gate applies to a new version, applied to this one.
+        notReady: () => gateVerdict(store.snapshot(), v.version),
+        onStatus: (st) => store.setUpdate(st),
+        onEvent: updateEvent,
+        logger: updateLog,
+      }),
+  });
   const app = buildServer({
     store,
     metrics,
@@ -99,6 +120,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     token,
     onConverge: (r) => loop?.trigger(r || "requested over the status API"),
     onUpdate: async (act) => {
+      const updater = await updates.current();
       if (!updater) throw new AgentError("UPDATE_NOT_AVAILABLE", "the agent has no usable configuration yet");
       if (!updater.status().enabled) throw new AgentError("UPDATE_NOT_AVAILABLE", updater.status().reason);
       return updater.checkOnce({ act });
@@ -130,28 +152,6 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
   });
 
   const watcher = metadataWatcher(opts, log, (reason) => loop?.trigger(reason));
-  // Agent self-update: built with the first config that loads (it needs the update section and the state dir).
-  const startUpdater = (c: ResolvedConfig): void => {
-    if (updater) return;
-    const u = createDaemonUpdater({
-      host,
-      config: c.config,
-      configPath: opts.flags.config ?? DEFAULT_CONFIG_PATH,
-      version: v.version,
-      supervisorKind: choice.kind === "systemd" ? "systemd" : "process",
-      role: () => store.snapshot().role.name,
-      // The same test the health gate applies to a new version, applied to this one.
-      notReady: () => gateVerdict(store.snapshot(), v.version),
-      onStatus: (st) => store.setUpdate(st),
-      onEvent: (level, message) => store.addEvent(level, "update", message),
-      logger: logger.child({ component: "update" }),
-    });
-    updater = u;
-    updaterDone = u
-      .start()
-      .then(() => u.run(signal))
-      .catch((err: unknown) => log.error({ err }, "the updater stopped"));
-  };
   const daemonLoop = createDaemonLoop({
     host,
     logger,
@@ -167,7 +167,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
     loadContext: () => loadContext(host, opts.flags, opts.env),
     onConfig: (c) => {
       watcher.start(c);
-      startUpdater(c);
+      updates.follow(c.config);
     },
     initial,
   });
@@ -183,7 +183,7 @@ export async function runDaemon(opts: DaemonOptions): Promise<void> {
 
   await notifier.stopping();
   store.setPhase("idle", "agent is stopping");
-  await Promise.all([...parts, watcher.done(), updaterDone]);
+  await Promise.all([...parts, watcher.done(), updates.done()]);
   await app.close();
   await host.fs.remove(layout.runtime);
   await lock.release();

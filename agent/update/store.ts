@@ -14,6 +14,7 @@ import { randomBytes } from "node:crypto";
 import { mkdir, open, readFile, rename, rm } from "node:fs/promises";
 import { z } from "zod";
 import { formatIssues } from "../config/format-issues.ts";
+import { updateSchema } from "../config/schema.ts";
 import { AgentError } from "../errors.ts";
 
 const rollbackSchema = z.object({ from: z.string(), to: z.string(), reason: z.string(), at: z.string() }).strict();
@@ -44,6 +45,12 @@ export const pendingSchema = z
     startedAt: z.string(),
     /** ISO: the gate fails when the new version is not healthy by then. */
     deadline: z.string(),
+    /**
+     * The update settings the updater started this update with, for the gate (`update-watch`), which
+     * reads the config file alone (it must not depend on IMDS) while these may come from instance
+     * metadata: it reports to the same buckets and switches the same paths. Absent in older files.
+     */
+    update: updateSchema.optional(),
   })
   .strict();
 

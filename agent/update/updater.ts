@@ -64,7 +64,11 @@ export interface Updater {
   start(): Promise<void>;
   checkOnce(opts: { act: boolean }): Promise<CheckResult>;
   status(): UpdateStatus;
-  /** Checks on the timer until `signal` aborts; never rejects. */
+  /**
+   * Checks on the timer until `signal` aborts; never rejects. Resolves only once no check is in flight
+   * (its own or one asked for with `checkOnce`): a check, a download or the hand-over to the health gate
+   * always finishes, so stopping an updater (the config changed, the agent stops) never leaves one half done.
+   */
   run(signal: AbortSignal): Promise<void>;
 }
 
@@ -191,6 +195,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
       role: deps.role(),
       startedAt: new Date(startedAt).toISOString(),
       deadline: new Date(startedAt + u.healthGateSeconds * 1000).toISOString(),
+      update: u,
     };
     await deps.store.writePending(pending);
     try {
@@ -203,7 +208,7 @@ export function createUpdater(deps: UpdaterDeps): Updater {
     publish({ state: "health-gate", reason: `restarting onto ${d.to}; it must be ready by ${pending.deadline}` });
   }
 
-  return {
+  const updater: Updater = {
     async start() {
       if (!u.enabled) return publish({});
       try {
@@ -228,19 +233,29 @@ export function createUpdater(deps: UpdaterDeps): Updater {
     },
     status: () => current,
     async run(signal) {
-      if (!u.enabled) return;
-      // The first check soon after start (a new VM learns where it stands), then on the interval.
-      let wait = Math.round(random() * Math.min(u.jitterSeconds, 30) * 1000);
-      while (!signal.aborted) {
-        publish({ nextCheck: new Date(now() + wait).toISOString() });
-        await sleep(wait, signal);
-        if (signal.aborted) break;
-        const r = await this.checkOnce({ act: true });
-        if (r.started) return; // the watcher restarts this agent
-        // While this agent's own health gate runs, look again soon: the watcher's verdict (lastGood,
-        // or a rollback) shows on /status within seconds, not one interval later.
-        wait = (await deps.store.readPending()) ? GATE_POLL_MS : (u.checkIntervalSeconds + random() * u.jitterSeconds) * 1000;
+      try {
+        await checkLoop(signal);
+      } finally {
+        // A check asked for over the status API may still be running: let it finish too.
+        await checking;
       }
     },
   };
+
+  async function checkLoop(signal: AbortSignal): Promise<void> {
+    if (!u.enabled) return;
+    // The first check soon after start (a new VM learns where it stands), then on the interval.
+    let wait = Math.round(random() * Math.min(u.jitterSeconds, 30) * 1000);
+    while (!signal.aborted) {
+      publish({ nextCheck: new Date(now() + wait).toISOString() });
+      await sleep(wait, signal);
+      if (signal.aborted) break;
+      const r = await updater.checkOnce({ act: true });
+      if (r.started) return; // the watcher restarts this agent
+      // While this agent's own health gate runs, look again soon: the watcher's verdict (lastGood,
+      // or a rollback) shows on /status within seconds, not one interval later.
+      wait = (await deps.store.readPending()) ? GATE_POLL_MS : (u.checkIntervalSeconds + random() * u.jitterSeconds) * 1000;
+    }
+  }
+  return updater;
 }

@@ -83,7 +83,11 @@ export interface DeploymentInstance {
   readonly role: string;
   readonly privateIp: string;
   readonly userData: string;
-  /** Set for pool VMs: their instance configuration's metadata besides ssh_authorized_keys and user_data ("mlops-role", and "mlops-config" for workers). */
+  /**
+   * Instance metadata besides ssh_authorized_keys and user_data, as Terraform renders it: for a fixed VM
+   * "mlops-config" (the update section; compute.tf adds "mlops-role"), for a pool VM its instance
+   * configuration's "mlops-role" and "mlops-config" (the update section, and for workers their queues).
+   */
   readonly metadata?: Readonly<Record<string, string>>;
 }
 
@@ -111,7 +115,10 @@ export interface Deployment {
   readonly lbHostname: string;
   readonly mysqlAdminUser: string;
   readonly postgresAdminUser: string;
+  /** /etc/mlops-agent/config.json of every VM (from the user-data): no update section. */
   readonly agentConfig: Record<string, unknown>;
+  /** The update section every VM gets in its instance metadata key mlops-config (not in the config file). */
+  readonly update: Record<string, unknown>;
   /** Every VM: the fixed ones ("mlflow-0", "airflow-0") and the pools' ("serving-0", "airflow-worker-1"), these at POOL_ADDRESS_BASE. */
   readonly instances: Readonly<Record<string, DeploymentInstance>>;
   /** The instance pools as Terraform renders them (size, user-data, metadata). */
@@ -230,6 +237,7 @@ export async function renderDeployment(i: DeploymentInputs): Promise<Deployment>
     mysqlAdminUser: config.database.adminUser,
     postgresAdminUser: config.postgres.adminUser,
     agentConfig: r.agentConfig,
+    update: r.update,
     instances,
     pools: r.pools,
     loadBalancerSpec: spec,

@@ -743,7 +743,7 @@ describe("the fleet", () => {
     it("v3, whose binary never starts: the canary rolls itself back to v2 within its health gate, says why on /status, and the others never take v3", async () => {
       const t0 = Date.now();
       await publish(V3, brokenDist(join(fleet.dir, "v3dist")), 3);
-      const gate = Number((fleet.deployment.agentConfig.update as { healthGateSeconds: number }).healthGateSeconds);
+      const gate = Number((fleet.deployment.update as { healthGateSeconds: number }).healthGateSeconds);
       const rolledBack = await waitFor(
         "the canary's rollback",
         async () => {
@@ -760,7 +760,7 @@ describe("the fleet", () => {
       const report = await fleet.getJson<{ outcome: string; reason: string }>(buckets().rollout, `mlops-agent/reports/${V3}/${await instanceId(canary())}.json`);
       expect(report).toMatchObject({ outcome: "rolled-back" });
       // The others check several times more; the rolled-back report stops the rollout for them.
-      const interval = Number((fleet.deployment.agentConfig.update as { checkIntervalSeconds: number }).checkIntervalSeconds);
+      const interval = Number((fleet.deployment.update as { checkIntervalSeconds: number }).checkIntervalSeconds);
       await sleep((SOAK_SECONDS + 3 * interval) * 1000);
       for (const vm of fleet.vms.filter((x) => x !== canary())) {
         const s = await status(vm);

@@ -15,7 +15,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import type { StatusSnapshot } from "../../agent/status/types.ts";
 import { type ImdsServer, startImdsServer } from "../servers/imds-server.ts";
 import { type OciIdentitySecretsServer, startOciIdentitySecretsServer } from "../servers/oci-identity-secrets-server.ts";
-import { freePort, getJson, startDaemon, stopDaemon, waitFor } from "../support/agent-process.ts";
+import { agentDirs, freePort, getJson, startDaemon, stopDaemon, waitFor } from "../support/agent-process.ts";
 import { makeInstanceIdentity } from "../support/instance-identity.ts";
 
 const BROKER = "ocid1.vaultsecret.oc1.phx.amaaaaaadaemonbroker";
@@ -45,11 +45,7 @@ describe("run with a vault: reference", () => {
       JSON.stringify({
         mode: "up",
         role: "airflow",
-        stateDir,
-        configDir: join(root, "etc"),
-        installDir: join(root, "opt"),
-        dataDir: join(root, "data"),
-        logDir: join(root, "log"),
+        ...agentDirs(root),
         listen: `127.0.0.1:${port}`,
         supervisor: "process",
         metadataUrl: imds.url,

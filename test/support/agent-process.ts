@@ -4,6 +4,7 @@
  */
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import { createServer } from "node:net";
+import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 export const REPO = fileURLToPath(new URL("../../", import.meta.url));
@@ -16,6 +17,11 @@ export function cli(args: string[], opts: { env?: Record<string, string>; timeou
     timeout: opts.timeoutMs ?? 120_000,
   });
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** A daemon's own folders under one temp folder, for its config file (state, etc, opt, data, log). */
+export function agentDirs(root: string): { stateDir: string; configDir: string; installDir: string; dataDir: string; logDir: string } {
+  return { stateDir: join(root, "state"), configDir: join(root, "etc"), installDir: join(root, "opt"), dataDir: join(root, "data"), logDir: join(root, "log") };
 }
 
 export function startDaemon(args: string[], env: Record<string, string> = {}): { child: ChildProcess; output: () => string } {

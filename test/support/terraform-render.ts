@@ -128,6 +128,8 @@ export interface RenderedInstance {
   readonly privateIp: string;
   /** The cloud-init user-data, as text (the root module base64-encodes it into instance metadata). */
   readonly userData: string;
+  /** Instance metadata besides ssh_authorized_keys, mlops-role and user_data (compute.tf adds those): "mlops-config" (JSON: the update section). */
+  readonly metadata: Readonly<Record<string, string>>;
 }
 
 /** What every VM of an instance pool boots with. */
@@ -136,7 +138,7 @@ export interface RenderedPool {
   readonly size: number;
   /** The cloud-init user-data of each of its VMs, as text. */
   readonly userData: string;
-  /** Instance metadata besides ssh_authorized_keys and user_data: "mlops-role", and for airflow-worker "mlops-config" (JSON: its queues). */
+  /** Instance metadata besides ssh_authorized_keys and user_data: "mlops-role" and "mlops-config" (JSON: the update section, and for airflow-worker its queues). */
   readonly metadata: Readonly<Record<string, string>>;
 }
 
@@ -146,6 +148,8 @@ export interface RenderedFleet {
   readonly agentConfig: Record<string, unknown>;
   /** The same as the JSON text Terraform writes (jsonencode: compact, keys sorted). */
   readonly agentConfigJson: string;
+  /** The update section every VM gets in its mlops-config metadata (not in the config file). */
+  readonly update: Record<string, unknown>;
   /** The fixed VMs, keyed like the root module's instances: "mlflow-0", "airflow-0", ... */
   readonly instances: Record<string, RenderedInstance>;
   /** The instance pools, by role. */
@@ -277,6 +281,8 @@ interface ConsoleOutputs {
   instances: Record<string, { role: Role; index: number; private_ip: string }>;
   agent_config: Record<string, unknown>;
   agent_config_json: string;
+  update_config: Record<string, unknown>;
+  instance_metadata: Record<string, Record<string, string>>;
   user_data: Record<string, string>;
   pools: Record<PoolRole, { size: number }>;
   pool_metadata: Record<PoolRole, Record<string, string>>;
@@ -290,7 +296,7 @@ export async function renderInstances(inputs: BootstrapInputs): Promise<Rendered
   try {
     writeFileSync(join(probe, "terraform.tfvars.json"), JSON.stringify(vars, null, 2));
     await terraformOk(["init", "-backend=false", "-input=false", "-no-color"], { cwd: probe });
-    const outputs = ["addresses", "instances", "agent_config", "agent_config_json", "user_data", "pools", "pool_metadata", "pool_user_data"];
+    const outputs = ["addresses", "instances", "agent_config", "agent_config_json", "update_config", "instance_metadata", "user_data", "pools", "pool_metadata", "pool_user_data"];
     const expression = `base64encode(jsonencode({ ${outputs.map((o) => `${o} = module.bootstrap.${o}`).join(", ")} }))\n`;
     const { stdout } = await terraformOk(["console", "-no-color"], { cwd: probe, input: expression });
     const b64 = /^"([A-Za-z0-9+/=]*)"$/.exec(stdout.trim())?.[1];
@@ -300,8 +306,9 @@ export async function renderInstances(inputs: BootstrapInputs): Promise<Rendered
     const instances: Record<string, RenderedInstance> = {};
     for (const [key, v] of Object.entries(out.instances)) {
       const userData = out.user_data[key];
-      if (userData === undefined) throw new Error(`the module has no user_data for ${key}`);
-      instances[key] = { role: v.role, index: v.index, privateIp: v.private_ip, userData };
+      const metadata = out.instance_metadata[key];
+      if (userData === undefined || metadata === undefined) throw new Error(`the module has no user_data or instance_metadata for ${key}`);
+      instances[key] = { role: v.role, index: v.index, privateIp: v.private_ip, userData, metadata };
     }
     const pools = Object.fromEntries(
       POOL_ROLES.map((role): [PoolRole, RenderedPool] => {
@@ -324,6 +331,7 @@ export async function renderInstances(inputs: BootstrapInputs): Promise<Rendered
       },
       agentConfig: out.agent_config,
       agentConfigJson: out.agent_config_json,
+      update: out.update_config,
       instances,
       pools,
     };

@@ -71,6 +71,15 @@ describe("config errors name the field and what is allowed", () => {
     { name: "literal password", over: { fileText: '{"database":{"adminPassword":"hunter2"}}' }, code: "CONFIG_INVALID", message: /database\.adminPassword: must be a secret reference/ },
     { name: "bad env value", over: { env: { MLOPS_AGENT_MLFLOW__PORT: "70000" } }, code: "CONFIG_INVALID", message: /mlflow\.port/ },
     { name: "bad mlops-config", over: { metadata: meta({ "mlops-config": "{" }) }, code: "CONFIG_INVALID", message: /mlops-config is not valid JSON/ },
+    // Each issue names the layer its value came from.
+    { name: "wrong type, named in the file", over: { fileText: '{"mlflow":{"port":"5000"}}' }, code: "CONFIG_INVALID", message: /mlflow\.port: [^;]*\(from config file \/etc\/mlops-agent\/config\.json\)/ },
+    {
+      name: "a release key that is not an Ed25519 SPKI, named in the metadata layer",
+      over: { fileText: '{"update":{"channel":"stable"}}', metadata: meta({ "mlops-config": JSON.stringify({ update: { publicKeys: ["not-a-key"] } }) }) },
+      code: "CONFIG_INVALID",
+      message: /^configuration is invalid: update\.publicKeys\.0: must be an Ed25519 public key: base64 of its SPKI DER[^;]* \(from instance metadata key mlops-config\) \(layers: file, metadata, env, flag\)$/,
+    },
+    { name: "an unknown field, named in the environment", over: { env: { MLOPS_AGENT_UPDATE__CHANEL: "beta" } }, code: "CONFIG_INVALID", message: /update: unknown field\(s\) "chanel" \(from an MLOPS_AGENT_\* environment variable\)/ },
   ];
   for (const c of table)
     it(c.name, () => {

@@ -4,7 +4,9 @@
  * terraform binary): the user-data must be byte for byte what
  * agent/bootstrap/render.ts makes of the same variables (the boot and fleet
  * tests use that renderer), and the agent config exactly
- * terraform/agent-config.example.json for the example inputs; the instance
+ * terraform/agent-config.example.json for the example inputs; the update
+ * settings in every VM's and pool's mlops-config metadata (exactly
+ * terraform/mlops-config.example.json), never in the user-data; the instance
  * pools' user-data and metadata (the workers' queues); the executor and
  * broker settings with and without workers; the drain from the predict
  * health check. And loadBalancerSpec(), which the fleet test configures
@@ -37,6 +39,14 @@ type Any = any;
 
 const b64 = (s: string) => Buffer.from(s, "utf8").toString("base64");
 
+/** terraform/mlops-config.example.json: the mlops-config metadata layer of a fixed VM for the example inputs. */
+const EXAMPLE_MLOPS_CONFIG = JSON.parse(readFileSync(join(REPO, "terraform", "mlops-config.example.json"), "utf8")) as { update: Record<string, unknown> };
+
+/** Every VM's metadata besides ssh_authorized_keys and user_data: the fixed VMs' (compute.tf adds mlops-role) and each pool's, by a name for messages. */
+function everyMetadata(r: RenderedFleet): [string, Readonly<Record<string, string>>][] {
+  return [...Object.entries(r.instances).map(([k, vm]) => [k, vm.metadata] as [string, Readonly<Record<string, string>>]), ...Object.entries(r.pools).map(([role, p]) => [`pool ${role}`, p.metadata] as [string, Readonly<Record<string, string>>])];
+}
+
 /** JSON as Terraform's jsonencode() writes it: compact, object keys sorted (and <, >, & escaped, which these values do not hold). */
 function jsonencode(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(jsonencode).join(",")}]`;
@@ -65,6 +75,32 @@ describe("terraform console render of modules/instance-bootstrap", () => {
     expect(r.role).toBeUndefined();
   });
 
+  it("update: not in the config file (user-data cannot change on a running VM) but in every VM's and every pool's mlops-config metadata, exactly terraform/mlops-config.example.json's; file plus metadata is what the agent runs with", (ctx) => {
+    if (!TF) ctx.skip(TERRAFORM_MISSING);
+    expect(Object.keys(fleet.agentConfig)).not.toContain("update");
+    expect(fleet.update).toEqual(EXAMPLE_MLOPS_CONFIG.update);
+    for (const vm of [...Object.values(fleet.instances), ...Object.values(fleet.pools)]) {
+      const configB64 = /config_b64='([^']*)'/.exec(vm.userData)?.[1] ?? "";
+      expect(Object.keys(JSON.parse(Buffer.from(configB64, "base64").toString("utf8")))).not.toContain("update");
+    }
+    const metadata = everyMetadata(fleet);
+    expect(metadata.map(([name]) => name).sort()).toEqual(["airflow-0", "mlflow-0", "pool airflow-worker", "pool serving"]);
+    for (const [name, meta] of metadata) {
+      expect(JSON.parse(meta["mlops-config"] ?? "{}").update, name).toEqual(EXAMPLE_MLOPS_CONFIG.update);
+      // jsonencode(): compact, keys sorted, as the agent reads it from IMDS.
+      expect(meta["mlops-config"], name).toBe(jsonencode(JSON.parse(meta["mlops-config"]!)));
+    }
+    // A fixed VM carries exactly the example layer (compute.tf adds the SSH key, the role and the user-data).
+    expect(fleet.instances["mlflow-0"]!.metadata).toEqual({ "mlops-config": jsonencode(EXAMPLE_MLOPS_CONFIG) });
+    const instance = { id: "ocid1.instance.oc1..m", region: "eu-frankfurt-1", metadata: { ...fleet.instances["mlflow-0"]!.metadata, "mlops-role": "mlflow" }, freeformTags: {} };
+    const vm = resolveConfig({ configPath: "/etc/mlops-agent/config.json", fileText: fleet.agentConfigJson, metadata: { onOci: true, instance } as MetadataResult, env: {}, flags: {} });
+    expect(vm.config.update).toMatchObject({ ...EXAMPLE_MLOPS_CONFIG.update, auth: "instance_principal" });
+    expect(vm.sources["update.channel"]).toBe("metadata");
+    expect(vm.sources["database.host"]).toBe("file");
+    // Instance metadata holds at most 32,000 bytes in all: the layer is a few hundred.
+    expect(Buffer.byteLength(fleet.pools["airflow-worker"].metadata["mlops-config"]!)).toBeLessThan(1_000);
+  });
+
   it("the addresses and every fixed VM's private IP: internal MLflow endpoint .1.9, MLflow .1.10+, Airflow .1.30+, MySQL .2.10, PostgreSQL .2.20; pool VMs have none", (ctx) => {
     if (!TF) ctx.skip(TERRAFORM_MISSING);
     expect(fleet.addresses).toEqual({
@@ -82,8 +118,8 @@ describe("terraform console render of modules/instance-bootstrap", () => {
       "airflow-0": "airflow/0/10.0.1.30",
     });
     expect(Object.fromEntries(Object.entries(fleet.pools).map(([role, p]) => [role, { size: p.size, metadata: p.metadata }]))).toEqual({
-      serving: { size: 2, metadata: { "mlops-role": "serving" } },
-      "airflow-worker": { size: 2, metadata: { "mlops-role": "airflow-worker", "mlops-config": '{"airflow":{"celery":{"queues":["default"]}}}' } },
+      serving: { size: 2, metadata: { "mlops-role": "serving", "mlops-config": jsonencode(EXAMPLE_MLOPS_CONFIG) } },
+      "airflow-worker": { size: 2, metadata: { "mlops-role": "airflow-worker", "mlops-config": jsonencode({ ...EXAMPLE_MLOPS_CONFIG, airflow: { celery: { queues: ["default"] } } }) } },
     });
   });
 
@@ -163,7 +199,7 @@ describe("terraform console render of modules/instance-bootstrap", () => {
     expect(c.airflow.celery.queues).toBeUndefined();
     const meta = r.pools["airflow-worker"].metadata;
     expect(meta["mlops-role"]).toBe("airflow-worker");
-    expect(JSON.parse(meta["mlops-config"]!)).toEqual({ airflow: { celery: { queues: ["default", "gpu"] } } });
+    expect(JSON.parse(meta["mlops-config"]!)).toEqual({ airflow: { celery: { queues: ["default", "gpu"] } }, update: r.update });
     expect(r.pools["airflow-worker"].size).toBe(3);
     // Two MLflow VMs: both allowed hosts, one tracking URI (the internal endpoint).
     expect(c.mlflow.allowedHosts).toEqual(["mlops.example.com", "mlops.example.com:5000", "10.0.1.9:5000", "10.0.1.10:5000", "10.0.1.11:5000"]);
@@ -180,6 +216,7 @@ describe("terraform console render of modules/instance-bootstrap", () => {
     });
     expect(w.config.airflow.executor).toBe("CeleryExecutor");
     expect((w.config.airflow as Any).celery.queues).toEqual(["default", "gpu"]);
+    expect(w.config.update.enabled).toBe(true);
   });
 
   it("the module refuses workers without an Airflow VM, and workers without a broker host, saying what to set", async (ctx) => {
@@ -201,7 +238,7 @@ describe("terraform console render of modules/instance-bootstrap", () => {
     await expect(renderInstances(exampleBootstrapInputs({ airflowTaskHeartbeatTimeoutSeconds: 5 }))).rejects.toThrow(/airflow_task_heartbeat_timeout_seconds must be a whole number of seconds from\s+30 to 86400/);
   });
 
-  it("update: the contract's section, enabled, from the module's inputs (jitter a third of the check interval); the agent accepts it; a key that is not an Ed25519 SPKI is refused, naming the form", async (ctx) => {
+  it("update: the contract's section, enabled, from the module's inputs (jitter a third of the check interval), in every VM's metadata; the agent accepts it; a key that is not an Ed25519 SPKI is refused, naming the form", async (ctx) => {
     if (!TF) ctx.skip(TERRAFORM_MISSING);
     const second = generateKeyPairSync("ed25519").publicKey.export({ type: "spki", format: "der" }).toString("base64");
     const r = await renderInstances(
@@ -214,7 +251,8 @@ describe("terraform console render of modules/instance-bootstrap", () => {
         reportsBucket: "acme-rollout",
       }),
     );
-    expect(r.agentConfig.update).toEqual({
+    expect(r.agentConfig.update).toBeUndefined();
+    expect(r.update).toEqual({
       enabled: true,
       channel: "canary-1",
       bucket: "acme-releases",
@@ -226,7 +264,9 @@ describe("terraform console render of modules/instance-bootstrap", () => {
       jitterSeconds: 333,
       healthGateSeconds: 120,
     });
-    const resolved = resolveConfig({ configPath: "/etc/mlops-agent/config.json", fileText: r.agentConfigJson, metadata: undefined, env: {}, flags: {} });
+    for (const [name, meta] of everyMetadata(r)) expect(JSON.parse(meta["mlops-config"]!).update, name).toEqual(r.update);
+    const instance = { id: "ocid1.instance.oc1..a", region: "eu-frankfurt-1", metadata: { ...r.instances["airflow-0"]!.metadata }, freeformTags: {} };
+    const resolved = resolveConfig({ configPath: "/etc/mlops-agent/config.json", fileText: r.agentConfigJson, metadata: { onOci: true, instance } as MetadataResult, env: {}, flags: {} });
     expect(resolved.config.update).toMatchObject({ enabled: true, channel: "canary-1", auth: "instance_principal", minFreeBytes: 536870912 });
     // A PEM, an RSA key's SPKI, and five keys are refused before anything is rendered.
     const rsa = generateKeyPairSync("rsa", { modulusLength: 1024 }).publicKey.export({ type: "spki", format: "der" }).toString("base64");
@@ -330,9 +370,15 @@ describe("terraform console render of modules/instance-bootstrap", () => {
     expect([...new Set(refs)].sort()).toEqual(given.map(v).sort());
   });
 
-  it("the user-data holds the config with its vault: references and nothing else secret: no other vault:, file: or env: value, no password-looking string; the pools' metadata neither", async (ctx) => {
+  it("the user-data holds the config with its vault: references and nothing else secret: no other vault:, file: or env: value, no password-looking string; the VMs' and pools' metadata neither", async (ctx) => {
     if (!TF) ctx.skip(TERRAFORM_MISSING);
-    for (const pool of Object.values(fleet.pools)) expect(JSON.stringify(pool.metadata)).not.toMatch(/vault:|ocid1\.vaultsecret|password|secret|key/i);
+    for (const [name, meta] of everyMetadata(fleet)) {
+      // The release public keys are public; everything else must not look like a secret.
+      const layer = JSON.parse(meta["mlops-config"]!) as { update: { publicKeys?: string[] } };
+      expect(layer.update.publicKeys, name).toEqual([EXAMPLE_RELEASE_PUBLIC_KEY]);
+      delete layer.update.publicKeys;
+      expect(JSON.stringify({ ...meta, "mlops-config": layer }), name).not.toMatch(/vault:|ocid1\.vaultsecret|password|secret|key/i);
+    }
     const all = [...Object.entries(fleet.instances), ...Object.entries(fleet.pools).map(([role, p]) => [`pool ${role}`, p] as const)];
     for (const [key, vm] of all) {
       const configB64 = /config_b64='([^']*)'/.exec(vm.userData)?.[1];

@@ -89,6 +89,7 @@ describe("terraform/: structure and references", () => {
       "README.md",
       "terraform.tfvars.example",
       "agent-config.example.json",
+      "mlops-config.example.json",
     ]) {
       expect(names, f).toContain(f);
     }
@@ -156,6 +157,7 @@ describe("terraform/: structure and references", () => {
     const locals = fileJson(parsed, "locals.tf").locals[0];
     expect(locals.instances).toBe("${module.instance_bootstrap.instances}");
     expect(fileJson(parsed, "outputs.tf").output.agent_config[0].value).toBe("${module.instance_bootstrap.agent_config}");
+    expect(fileJson(parsed, "outputs.tf").output.agent_update_config[0].value).toBe("${module.instance_bootstrap.update_config}");
   });
 
   it("pins Terraform >= 1.12 (the native oci state backend) and the oracle/oci (>= 7.2.0, for the MySQL DB system's nsg_ids) and hashicorp/random providers", () => {
@@ -217,7 +219,7 @@ describe("terraform/: structure and references", () => {
 
   it("the instance-bootstrap module passes templatefile() exactly the variables bootstrap/user-data.yaml.tftpl uses; compute.tf uses its user_data", async () => {
     const node = fileJson(parsed, "compute.tf").resource.oci_core_instance.node[0];
-    expect(node.metadata.user_data).toBe("${base64encode(module.instance_bootstrap.user_data[each.key])}");
+    expect(node.metadata).toContain("user_data           = base64encode(module.instance_bootstrap.user_data[each.key])");
     const [main] = await parseFiles([{ name: "main.tf", text: readFileSync(join(MODULE_DIR, "main.tf"), "utf8") }]);
     const mainLocals = (main!.json.locals as Any)[0];
     // One rendering, given to every fixed VM and every pool.
@@ -252,9 +254,13 @@ describe("terraform/: structure and references", () => {
     const ignored: string[] = node.lifecycle[0].ignore_changes;
     expect(ignored.join(" ")).toContain('defined_tags["Oracle-Tags.CreatedBy"]');
     expect(ignored.join(" ")).toContain('defined_tags["Oracle-Tags.CreatedOn"]');
-    expect(node.metadata["mlops-role"]).toBe("${each.value.role}");
+    expect(node.metadata).toContain('"mlops-role"        = each.value.role');
     expect(node.freeform_tags).toContain('"mlops-role" = each.value.role');
-    expect(JSON.stringify(node.metadata)).not.toMatch(/password|random_password/i);
+    // mlops-config (the update settings) from the one builder, keyed by the VM; only user_data is ignored,
+    // so a change to the update settings reaches a running VM's metadata in place.
+    expect(node.metadata).toMatch(/^\$\{merge\(module\.instance_bootstrap\.instance_metadata\[each\.key\], \{/);
+    expect(ignored.filter((i) => i.startsWith("${metadata"))).toEqual(['${metadata["user_data"]}']);
+    expect(JSON.stringify(node.metadata)).not.toMatch(/password|random_password|vault/i);
   });
 
   it("the pools: one instance configuration per pool role with the module's metadata and user-data, private addresses only, the role's NSG, IMDS v2 only, in-transit encryption, the agents' defined tag", () => {
@@ -276,7 +282,7 @@ describe("terraform/: structure and references", () => {
     expect(launch.instance_options[0].are_legacy_imds_endpoints_disabled).toBe(true);
     expect(launch.defined_tags).toEqual({ "${(local.agent_tag_key)}": "${local.agent_tag_value}" });
     expect(launch.agent_config[0].is_monitoring_disabled).toBe(false);
-    // The role (and the workers' queues) and the user-data come from the one builder, keyed by the pool role.
+    // The role, mlops-config (the update settings, the workers' queues) and the user-data come from the one builder, keyed by the pool role.
     expect(launch.metadata).toContain("module.instance_bootstrap.pool_metadata[each.key]");
     expect(launch.metadata).toContain("base64encode(module.instance_bootstrap.pool_user_data[each.key])");
     expect(launch.metadata).not.toMatch(/password|random_password|vault/i);

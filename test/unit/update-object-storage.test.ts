@@ -128,12 +128,15 @@ describe("updater on Object Storage", () => {
     const b = vm(OTHER, "0.1.0", join(root, "state-other"));
     expect((await b.updater.checkOnce({ act: false })).decision).toMatchObject({ kind: "wait", stage: "all" });
 
-    // The gate, as the old binary runs it.
+    // The gate, as the old binary runs it (`update-watch`): with the update settings the updater put in
+    // pending.json, since it reads the config file alone and on VMs they come from instance metadata.
+    expect(handed?.update).toEqual(updateConfig());
+    const gated = handed!.update!;
     let restarts = 0;
     const w = await watchUpdate({
       store: a.store,
-      installer: a.installer,
-      source: a.source,
+      installer: createInstaller({ installRoot: gated.installRoot, binaryPath: gated.binaryPath }),
+      source: createReleaseSource({ update: gated, metadataUrl: "http://127.0.0.1:1" }),
       logger: silentLogger(),
       fetchStatus: async () => (restarts > 0 ? answering("0.2.0") : undefined),
       restartAgent: async () => {

@@ -1,8 +1,9 @@
 # The one builder of what each VM boots with: its fixed private address, the
 # agent config (/etc/mlops-agent/config.json, the same for every VM) and its
-# cloud-init user-data, rendered from bootstrap/user-data.yaml.tftpl; and the
-# same for the VMs of the instance pools (serving, airflow-worker), which get
-# OCI-assigned addresses and per-pool metadata.
+# cloud-init user-data, rendered from bootstrap/user-data.yaml.tftpl, and its
+# instance metadata (the self-update settings as an mlops-config layer); and
+# the same for the VMs of the instance pools (serving, airflow-worker), which
+# get OCI-assigned addresses and per-pool metadata.
 locals {
   # Roles with fixed VMs (compute.tf), and roles whose VMs an instance pool
   # makes (pools.tf). instance_count.serving is the serving pool's initial
@@ -182,28 +183,43 @@ locals {
         auth   = "instance_principal"
         region = var.region
       }
-      # Self-update (agent/update/): the channel's signed manifest in the
-      # releases bucket names the version; the VMs report each update's
-      # outcome to the rollout bucket, which the next stages wait on. Read as
-      # the instance principal (iam.tf); the region is the instance's own.
-      # Terraform's own upload of agent_version is the first install only.
-      update = {
-        enabled              = true
-        channel              = var.agent_channel
-        bucket               = var.releases_bucket
-        namespace            = var.namespace
-        prefix               = "mlops-agent"
-        reportsBucket        = var.reports_bucket
-        publicKeys           = var.release_public_keys
-        checkIntervalSeconds = var.agent_update_check_interval_seconds
-        jitterSeconds        = floor(var.agent_update_check_interval_seconds / 3)
-        healthGateSeconds    = var.agent_update_health_gate_seconds
-      }
     },
     # Only when set: the schema has a default and no null.
     { for k, v in { python = { indexUrl = var.python_index_url } } : k => v if var.python_index_url != null },
   )
   agent_config_json = jsonencode(local.agent_config)
+
+  # ---------------------------------------------------------------- self-update
+  # Self-update (agent/update/): the channel's signed manifest in the
+  # releases bucket names the version; the VMs report each update's outcome
+  # to the rollout bucket, which the next stages wait on. Read as the
+  # instance principal (iam.tf); the region is the instance's own.
+  # Terraform's own upload of agent_version is the first install only.
+  #
+  # Not in the config file: user_data never changes on a running VM (OCI
+  # cannot update it, and compute.tf ignores it), so a new channel or rotated
+  # keys would never reach one. It is in every VM's instance metadata key
+  # mlops-config instead, which the agent layers over the file and re-reads
+  # on its own; its updater follows a change without a restart. The fixed
+  # VMs' metadata is updated in place; a pool's instance configuration is
+  # immutable, so only the pool's new VMs get a change (terraform/README.md).
+  update_config = {
+    enabled              = true
+    channel              = var.agent_channel
+    bucket               = var.releases_bucket
+    namespace            = var.namespace
+    prefix               = "mlops-agent"
+    reportsBucket        = var.reports_bucket
+    publicKeys           = var.release_public_keys
+    checkIntervalSeconds = var.agent_update_check_interval_seconds
+    jitterSeconds        = floor(var.agent_update_check_interval_seconds / 3)
+    healthGateSeconds    = var.agent_update_health_gate_seconds
+  }
+
+  # ---------------------------------------------------------------- fixed VMs' metadata
+  # Instance metadata of each fixed VM besides the SSH key, the role and the
+  # user-data (compute.tf adds those): the update settings as mlops-config.
+  instance_metadata = { for k, v in local.instances : k => { "mlops-config" = jsonencode({ update = local.update_config }) } }
 
   # ---------------------------------------------------------------- user-data
   # bootstrap/user-data.yaml.tftpl takes exactly these six variables
@@ -225,13 +241,17 @@ locals {
 
   # ---------------------------------------------------------------- pool metadata
   # Instance metadata of a pool's VMs besides the SSH key and the user-data:
-  # the role, and for the workers the queues they consume, as an mlops-config
-  # layer over the shared config file (the agent merges it in, key by key).
+  # the role, and as an mlops-config layer over the shared config file (the
+  # agent merges it in, key by key) the update settings, and for the workers
+  # the queues they consume.
   pool_metadata = {
-    serving = { "mlops-role" = "serving" }
+    serving = {
+      "mlops-role"   = "serving"
+      "mlops-config" = jsonencode({ update = local.update_config })
+    }
     "airflow-worker" = {
       "mlops-role"   = "airflow-worker"
-      "mlops-config" = jsonencode({ airflow = { celery = { queues = var.worker_queues } } })
+      "mlops-config" = jsonencode({ update = local.update_config, airflow = { celery = { queues = var.worker_queues } } })
     }
   }
 }

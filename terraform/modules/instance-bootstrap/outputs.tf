@@ -21,8 +21,13 @@ output "pools" {
   value       = { for role in local.pool_roles : role => { size = local.pool_size[role] } }
 }
 
+output "instance_metadata" {
+  description = "Instance metadata of each fixed VM besides ssh_authorized_keys, mlops-role and user_data: mlops-config (JSON: the update section), keyed like instances. Updatable in place, unlike user_data."
+  value       = local.instance_metadata
+}
+
 output "pool_metadata" {
-  description = "Instance metadata of each pool's VMs besides ssh_authorized_keys and user_data: mlops-role, and for airflow-worker mlops-config (its queues)."
+  description = "Instance metadata of each pool's VMs besides ssh_authorized_keys and user_data: mlops-role and mlops-config (JSON: the update section, and for airflow-worker its queues)."
   value       = local.pool_metadata
 }
 
@@ -31,8 +36,13 @@ output "pool_user_data" {
   value       = local.pool_user_data
 }
 
+output "update_config" {
+  description = "The agent's update section (self-update settings) every VM gets in its mlops-config metadata, not in the config file."
+  value       = local.update_config
+}
+
 output "agent_config" {
-  description = "The agent config object every VM gets (vault references, no secret values)."
+  description = "The agent config object every VM gets in /etc/mlops-agent/config.json (vault references, no secret values); the update section is in metadata (update_config)."
   value       = local.agent_config
 
   # Cross-input rules (a variable's own validation sees only itself before
