@@ -15,7 +15,7 @@ import { createInstaller, type Installer } from "./installer.ts";
 import { currentArch } from "./manifest.ts";
 import { createReleaseSource, type ReleaseSource } from "./release-source.ts";
 import { createUpdateStore, type Pending, type UpdateStore } from "./store.ts";
-import { AGENT_UNIT, WATCH_UNIT, type WatchDeps } from "./watcher.ts";
+import { AGENT_UNIT, type WatchDeps, watchUnitName } from "./watcher.ts";
 import { createUpdater, type Updater, type UpdaterDeps } from "./updater.ts";
 
 export interface UpdateParts {
@@ -82,21 +82,19 @@ export function createDaemonUpdater(o: DaemonUpdaterOptions): Updater {
     instanceId: instanceIdReader(c.metadataUrl),
     role: o.role,
     notReady: o.notReady,
-    startWatcher: (p) => startWatcherUnit(o.host, parts.installer.binaryOf(p.from), o.configPath, c.stateDir),
+    startWatcher: (p) => startWatcherUnit(o.host, watchUnitName(p), parts.installer.binaryOf(p.from), o.configPath, c.stateDir),
     onStatus: o.onStatus,
     onEvent: o.onEvent,
     logger: o.logger,
   });
 }
 
-/** `systemd-run --unit mlops-agent-update-watch … <old binary> update-watch`: a unit of its own, so the agent's restart does not end it. */
-export async function startWatcherUnit(host: Host, oldBinary: string, configPath: string, stateDir: string): Promise<void> {
-  // A failed watcher of an earlier update would keep the name taken.
-  await host.exec("systemctl", ["reset-failed", `${WATCH_UNIT}.service`], { timeoutMs: 30_000 }).catch(() => undefined);
+/** `systemd-run --unit <unit> … <old binary> update-watch`: a unit of its own, so the agent's restart does not end it. */
+export async function startWatcherUnit(host: Host, unit: string, oldBinary: string, configPath: string, stateDir: string): Promise<void> {
   const r = await host.exec(
     "systemd-run",
     [
-      `--unit=${WATCH_UNIT}`,
+      `--unit=${unit}`,
       "--description=mlops-agent update health gate",
       "--collect",
       "--quiet",

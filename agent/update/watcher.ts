@@ -1,6 +1,6 @@
 /**
  * The health gate (`mlops-agent update-watch`). Run by the OLD binary as a
- * transient systemd unit (`systemd-run --unit mlops-agent-update-watch`), so
+ * transient systemd unit (`systemd-run --unit mlops-agent-update-watch-…`), so
  * it lives through the agent's restart and does not depend on the new
  * binary starting at all. Steps:
  *   1. point the binary symlink at the new version and restart mlops-agent.service;
@@ -23,6 +23,18 @@ import type { RolloutReport } from "./rollout.ts";
 import type { Pending, UpdateStore } from "./store.ts";
 
 export const WATCH_UNIT = "mlops-agent-update-watch";
+
+/**
+ * The transient unit of one update's gate: `mlops-agent-update-watch-<to>-<start, epoch s>`,
+ * a name of its own per update. systemd keeps a finished transient unit loaded while its
+ * control group cannot be removed (seen in containers: "Failed to kill control group …
+ * Input/output error"), and a loaded unit's name cannot be taken again: with one fixed name,
+ * that VM's next update failed to start its gate. `journalctl -u 'mlops-agent-update-watch-*'`
+ * shows every gate's log.
+ */
+export function watchUnitName(p: Pick<Pending, "to" | "startedAt">): string {
+  return `${WATCH_UNIT}-${p.to.replace(/[^A-Za-z0-9.-]/g, "_")}-${Math.floor(Date.parse(p.startedAt) / 1000)}.service`;
+}
 export const AGENT_UNIT = "mlops-agent.service";
 
 export interface WatchDeps {

@@ -85,8 +85,35 @@ function removeRunDir(dir: string): void {
 }
 
 /**
- * Removes run directories left by a test process that died (its nspawn is
- * gone): a crashed run must not leave mounts behind for the next one.
+ * Stops the container of a run whose test process is gone: SIGKILL to
+ * nspawn's child (the container's init, so its whole PID namespace goes),
+ * then to nspawn. Only a systemd-nspawn booting from `dir` (a reused pid is
+ * left alone). Whether it is gone within 10 s.
+ */
+function stopOrphan(pid: number, dir: string): boolean {
+  let cmdline = "";
+  try {
+    cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+  } catch {
+    return true;
+  }
+  if (!cmdline.includes("systemd-nspawn") || !cmdline.includes(dir)) return false;
+  const children = spawnSync("pgrep", ["-P", String(pid)], { encoding: "utf8" }).stdout.split("\n").filter(Boolean).map(Number);
+  for (const p of [...children, pid]) {
+    try {
+      process.kill(p, "SIGKILL");
+    } catch {
+      // already gone
+    }
+  }
+  for (let i = 0; i < 50 && alive(pid); i++) spawnSync("sleep", ["0.2"]);
+  return !alive(pid);
+}
+
+/**
+ * Removes run directories left by a test process that died, stopping their
+ * containers first: a crashed or killed run must not leave containers or
+ * mounts behind for the next one.
  */
 export function sweepStaleRuns(): void {
   if (!existsSync(RUN_BASE)) return;
@@ -95,7 +122,9 @@ export function sweepStaleRuns(): void {
     const pidFile = join(dir, "nspawn.pid");
     const pid = existsSync(pidFile) ? Number(readFileSync(pidFile, "utf8")) : 0;
     const owner = existsSync(join(dir, "owner.pid")) ? Number(readFileSync(join(dir, "owner.pid"), "utf8")) : 0;
-    if ((pid && alive(pid)) || (owner && alive(owner))) continue;
+    if (owner && alive(owner)) continue;
+    // Its test process died (killed, say) but the container still runs: stop it, or it runs on for ever.
+    if (pid && alive(pid) && !(owner && stopOrphan(pid, dir))) continue;
     try {
       removeRunDir(dir);
     } catch {

@@ -168,7 +168,7 @@ afterAll(async () => {
   if (vm) {
     await vm
       .keepLogs(join(OUTPUT, vm.name), {
-        "watch-journal.log": ["journalctl", "--no-pager", "-o", "short-iso-precise", "-u", "mlops-agent-update-watch.service"],
+        "watch-journal.log": ["journalctl", "--no-pager", "-o", "short-iso-precise", "-u", "mlops-agent-update-watch-*"],
         "update-state.json": ["cat", "/var/lib/mlops-agent/update/state.json"],
       })
       .catch(() => {});
