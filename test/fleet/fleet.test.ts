@@ -671,6 +671,24 @@ describe("the fleet", () => {
     const out = () => join(fleet.dir, "release-out");
     const canary = () => sc.servings[0]!;
     const version = async (vm: FleetVm) => (await status(vm).catch(() => undefined))?.agent.version;
+    /** Waits until `check` passes on the VM's /status; a timeout says what that /status last was (the rollout's state and reason). */
+    const waitStatus = async (vm: FleetVm, what: string, check: (s: StatusSnapshot) => boolean, timeoutMs: number, intervalMs = 2_000): Promise<StatusSnapshot> => {
+      let last: StatusSnapshot | undefined;
+      try {
+        return await waitFor(
+          what,
+          async () => {
+            last = await status(vm).catch(() => undefined);
+            return last && check(last) ? last : undefined;
+          },
+          timeoutMs,
+          intervalMs,
+        );
+      } catch (err) {
+        const seen = last ? { version: last.agent.version, phase: last.phase, reason: last.reason, update: last.update } : "no answer";
+        throw new Error(`${(err as Error).message}; ${vm.name}'s last /status: ${JSON.stringify(seen)}`);
+      }
+    };
     const instanceId = async (vm: FleetVm) => (await vm.run(["curl", "-sf", "-H", "Authorization: Bearer Oracle", "http://169.254.169.254/opc/v2/instance/id"])).trim();
     /** Every role unit's main process on a VM: the same PIDs after an agent update mean the services never stopped. */
     const rolePids = async (vm: FleetVm) => {
@@ -699,7 +717,7 @@ describe("the fleet", () => {
       const t0 = Date.now();
       await publish(V2, dist, 2);
       const others = fleet.vms.filter((vm) => vm !== canary());
-      await waitFor(`the canary ${canary().name} runs ${V2}`, async () => ((await version(canary())) === V2 ? true : undefined), 5 * 60_000, 1_000);
+      await waitStatus(canary(), `the canary ${canary().name} runs ${V2}`, (s) => s.agent.version === V2, 5 * 60_000, 1_000);
       timings.updateCanarySeconds = (Date.now() - t0) / 1000;
       // The canary first: nobody else may start before its healthy report is SOAK_SECONDS old.
       const early = await Promise.all(others.map(async (vm) => [vm.name, await version(vm)] as const));
@@ -713,12 +731,12 @@ describe("the fleet", () => {
       expect(report).toMatchObject({ outcome: "healthy", to: V2 });
       await Promise.all(
         others.map(async (vm) => {
-          await waitFor(`${vm.name} runs ${V2}`, async () => ((await version(vm)) === V2 ? true : undefined), 8 * 60_000, 2_000);
+          await waitStatus(vm, `${vm.name} runs ${V2}`, (s) => s.agent.version === V2, 8 * 60_000);
           timings[`update${vm.name}Seconds`] = (Date.now() - t0) / 1000;
         }),
       );
       timings.updateAllSeconds = (Date.now() - t0) / 1000;
-      await Promise.all(fleet.vms.map((vm) => waitFor(`${vm.name} ready on ${V2}`, async () => ((await status(vm).catch(() => undefined))?.phase === "ready" ? true : undefined), 5 * 60_000, 2_000)));
+      await Promise.all(fleet.vms.map((vm) => waitStatus(vm, `${vm.name} ready on ${V2}`, (s) => s.phase === "ready", 5 * 60_000)));
       const samples = await loop.stop();
       const failed = samples.filter((x) => !x.ok);
       log(`  ${V2}: canary after ${timings.updateCanarySeconds} s, every VM after ${timings.updateAllSeconds} s; ${samples.length} requests, ${failed.length} failed`);
@@ -744,15 +762,7 @@ describe("the fleet", () => {
       const t0 = Date.now();
       await publish(V3, brokenDist(join(fleet.dir, "v3dist")), 3);
       const gate = Number((fleet.deployment.update as { healthGateSeconds: number }).healthGateSeconds);
-      const rolledBack = await waitFor(
-        "the canary's rollback",
-        async () => {
-          const s = await status(canary()).catch(() => undefined);
-          return s?.agent.version === V2 && s.update?.rollback?.from === V3 ? s : undefined;
-        },
-        (gate + 180) * 1000,
-        2_000,
-      );
+      const rolledBack = await waitStatus(canary(), "the canary's rollback", (s) => s.agent.version === V2 && s.update?.rollback?.from === V3, (gate + 180) * 1000);
       timings.rollbackSeconds = (Date.now() - t0) / 1000;
       log(`  ${V3}: the canary back on ${V2} after ${timings.rollbackSeconds} s: ${rolledBack.update?.rollback?.reason}`);
       expect(rolledBack.update?.rollback?.reason).toMatch(/.+/);
@@ -793,15 +803,7 @@ describe("the fleet", () => {
       for (const vm of servings.filter((x) => x !== canary())) expect(await switched(vm), `${vm.name} switched before the canary's soak`).toBe(false);
       await Promise.all(
         fleet.vms.map((vm) =>
-          waitFor(
-            `${vm.name} on ${V4}, ready, ${V4} its lastGood`,
-            async () => {
-              const s = await status(vm).catch(() => undefined);
-              return s?.agent.version === V4 && s.phase === "ready" && s.update?.lastGood === V4 ? true : undefined;
-            },
-            10 * 60_000,
-            2_000,
-          ),
+          waitStatus(vm, `${vm.name} on ${V4}, ready, ${V4} its lastGood`, (s) => s.agent.version === V4 && s.phase === "ready" && s.update?.lastGood === V4, 10 * 60_000),
         ),
       );
       timings.lockChangeAllSeconds = (Date.now() - t0) / 1000;
