@@ -67,15 +67,15 @@ beforeAll(async () => {
   const t0 = Date.now();
   // Two MLflow VMs on one DB, two Airflow workers, the serving pool at Terraform's default size (2); a killed
   // worker's task is retried after 60 s without heartbeats, not Airflow's default 300.
-  // Agents check the release channel every 10 s; a new version has 150 s to be ready with a clean converge,
-  // which for v4 below includes building the serving role's new venv.
+  // Agents check the release channel every 10 s; a new version has 300 s (the default) to be ready with a
+  // clean converge. The update steps below change that gate through the VMs' metadata, as an operator would.
   fleet = await Fleet.create({
     log,
     uvCache: DEFAULT_UV_CACHE,
     instanceCount: { mlflow: 2 },
     workerCount: 2,
     airflowTaskHeartbeatTimeoutSeconds: 60,
-    agentUpdate: { checkIntervalSeconds: 10, healthGateSeconds: 150 },
+    agentUpdate: { checkIntervalSeconds: 10, healthGateSeconds: 300 },
   });
   timings.prepareSeconds = (Date.now() - t0) / 1000;
   sc = new Scenario(fleet, log);
@@ -695,6 +695,19 @@ describe("the fleet", () => {
       const units = (await status(vm)).services.map((x) => x.unit);
       return Object.fromEntries(await Promise.all(units.map(async (u) => [u, (await vm.run(["systemctl", "show", "-p", "MainPID", "--value", u])).trim()] as const)));
     };
+    /**
+     * New update settings in every VM's `mlops-config` metadata (OCI's UpdateInstance, Terraform's in-place
+     * change of `update_config`); resolves when each VM's updater says it uses them (a /status event).
+     */
+    const setUpdateSettings = async (patch: Record<string, unknown>) => {
+      const since = new Date().toISOString();
+      const changed = `update settings changed (${Object.keys(patch).map((k) => `update.${k}`).sort().join(", ")}); the updater now uses them`;
+      for (const vm of fleet.vms) {
+        const config = JSON.parse(vm.metadata("mlops-config") ?? "{}") as { update?: Record<string, unknown> };
+        vm.setMetadata("mlops-config", JSON.stringify({ ...config, update: { ...config.update, ...patch } }));
+      }
+      await Promise.all(fleet.vms.map((vm) => waitStatus(vm, `${vm.name}'s updater on ${JSON.stringify(patch)}`, (s) => s.events.some((e) => e.at >= since && e.message === changed), 3 * 60_000)));
+    };
     const publish = async (v: string, dist: string, sequence: number) =>
       publishRelease({
         version: v,
@@ -759,9 +772,11 @@ describe("the fleet", () => {
     });
 
     it("v3, whose binary never starts: the canary rolls itself back to v2 within its health gate, says why on /status, and the others never take v3", async () => {
+      // A binary that never starts shows itself within a minute: a short gate, set through metadata (the updaters follow it).
+      const gate = 60;
+      await setUpdateSettings({ healthGateSeconds: gate });
       const t0 = Date.now();
       await publish(V3, brokenDist(join(fleet.dir, "v3dist")), 3);
-      const gate = Number((fleet.deployment.update as { healthGateSeconds: number }).healthGateSeconds);
       const rolledBack = await waitStatus(canary(), "the canary's rollback", (s) => s.agent.version === V2 && s.update?.rollback?.from === V3, (gate + 180) * 1000);
       timings.rollbackSeconds = (Date.now() - t0) / 1000;
       log(`  ${V3}: the canary back on ${V2} after ${timings.rollbackSeconds} s: ${rolledBack.update?.rollback?.reason}`);
@@ -792,6 +807,9 @@ describe("the fleet", () => {
         await Promise.all(servings.map(async (vm) => [vm.name, { link: (await vm.run(["readlink", "/opt/mlops/serving/venv"])).trim(), pids: await rolePids(vm) }] as const)),
       );
       const othersBefore = Object.fromEntries(await Promise.all(others.map(async (vm) => [vm.name, await rolePids(vm)] as const)));
+      // The gate must cover building the serving venv (README: healthGateSeconds covers a role's install): ten minutes,
+      // which a loaded CI machine needs (its canary took 200 s to switch), and costs nothing when the release is good.
+      await setUpdateSettings({ healthGateSeconds: 600 });
       const loop = predictLoop(sc);
       await waitFor("a steady loop going", async () => (loop.samples.filter((x) => x.ok).length >= 20 ? true : undefined), 60_000, 200);
       const t0 = Date.now();

@@ -9,7 +9,7 @@
  * other DNS, and the host firewall of the image it stands for.
  */
 import { execFileSync } from "node:child_process";
-import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { BootContainer } from "../boot/container.ts";
 import { NsProcess } from "./ns-process.ts";
@@ -51,6 +51,8 @@ export class FleetVm {
   readonly container: BootContainer;
   readonly imds: NsProcess;
   readonly firewall: ImageFirewall;
+  /** The document its IMDS serves (re-read when it changes). */
+  readonly #instanceFile: string;
 
   private constructor(o: VmOptions, link: VmLink, container: BootContainer, imds: NsProcess) {
     this.name = o.instanceName;
@@ -58,6 +60,7 @@ export class FleetVm {
     this.ip = o.privateIp;
     this.link = link;
     this.container = container;
+    this.#instanceFile = join(o.dir, "instance.json");
     this.imds = imds;
     this.firewall = o.firewall;
   }
@@ -115,6 +118,23 @@ export class FleetVm {
     c.writeFile("/usr/local/share/ca-certificates/mlops-fleet-ca.crt", o.caPem);
     execFileSync("chroot", [c.root, "update-ca-certificates"], { stdio: ["ignore", "ignore", "pipe"] });
     prepareFirewall(c, o.firewall);
+  }
+
+  /**
+   * Sets one key of its instance metadata, as `oci compute instance update --metadata` does on a
+   * running VM: its IMDS answers with it within a second (the file is replaced whole, by a rename).
+   */
+  setMetadata(key: string, value: string): void {
+    const doc = JSON.parse(readFileSync(this.#instanceFile, "utf8")) as { metadata: Record<string, string> };
+    doc.metadata = { ...doc.metadata, [key]: value };
+    const tmp = `${this.#instanceFile}.tmp`;
+    writeFileSync(tmp, JSON.stringify(doc, null, 2));
+    renameSync(tmp, this.#instanceFile);
+  }
+
+  /** One key of its instance metadata, as its IMDS serves it. */
+  metadata(key: string): string | undefined {
+    return (JSON.parse(readFileSync(this.#instanceFile, "utf8")) as { metadata: Record<string, string> }).metadata[key];
   }
 
   async boot(): Promise<void> {

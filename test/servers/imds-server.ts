@@ -23,9 +23,10 @@
  * --identity-dir DIR (serve the identity in DIR, made there first when DIR has
  * no cert.pem; the leaf names the instance's id and --tenancy OCID, default
  * ocid1.tenancy.oc1..aaaaaaaatesttenancy), --instance-file PATH (JSON whose
- * fields replace the default `/instance/` document's: id, region, tags...).
+ * fields replace the default `/instance/` document's: id, region, tags...;
+ * re-read when it changes, as OCI's UpdateInstance changes a running VM's metadata).
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, watchFile } from "node:fs";
 import { createServer, type IncomingMessage, type ServerResponse } from "node:http";
 import { resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -232,9 +233,9 @@ async function main(): Promise<void> {
     strict: true,
   });
   // The whole instance document (JSON, over the default one's fields): a fleet VM's identity, region and tags.
-  const instanceDoc: ImdsInstance = values["instance-file"]
-    ? { ...defaultInstance(), ...(JSON.parse(readFileSync(values["instance-file"], "utf8")) as ImdsInstance) }
-    : defaultInstance();
+  const instanceFile = values["instance-file"];
+  const readInstance = (file: string): ImdsInstance => ({ ...defaultInstance(), ...(JSON.parse(readFileSync(file, "utf8")) as ImdsInstance) });
+  const instanceDoc: ImdsInstance = instanceFile ? readInstance(instanceFile) : defaultInstance();
   const port = Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new Error(`--port ${values.port} is not a port`);
   const identityDir = values["identity-dir"];
@@ -246,15 +247,27 @@ async function main(): Promise<void> {
           ...(values.tenancy !== undefined ? { tenancy: values.tenancy } : {}),
         });
   const server = await startImdsServer({ host: values.host, port, instance: instanceDoc, ...(identity ? { identity } : {}) });
-  if (values.role !== undefined) server.setMetadata("mlops-role", values.role);
-  if (values["tag-role"] !== undefined) server.setTag("mlops-role", values["tag-role"]);
-  if (values.config !== undefined) {
-    JSON.parse(values.config); // fail early on a typo rather than serving it
-    server.setMetadata("mlops-config", values.config);
-  }
-  const userDataFile = values["user-data-file"];
-  if (userDataFile !== undefined) {
-    server.setMetadata("user_data", readFileSync(userDataFile).toString("base64"));
+  if (values.config !== undefined) JSON.parse(values.config); // fail early on a typo rather than serving it
+  /** The flags' keys, over the document. */
+  const applyFlags = () => {
+    if (values.role !== undefined) server.setMetadata("mlops-role", values.role);
+    if (values["tag-role"] !== undefined) server.setTag("mlops-role", values["tag-role"]);
+    if (values.config !== undefined) server.setMetadata("mlops-config", values.config);
+    const userDataFile = values["user-data-file"];
+    if (userDataFile !== undefined) server.setMetadata("user_data", readFileSync(userDataFile).toString("base64"));
+  };
+  applyFlags();
+  if (instanceFile) {
+    // A changed file is a changed instance (OCI's UpdateInstance of its metadata): served from the next request on.
+    // A half-written or bad file keeps the document served before (the fleet writes it whole, by a rename).
+    watchFile(instanceFile, { interval: 500 }, () => {
+      try {
+        server.setInstance(readInstance(instanceFile));
+        applyFlags();
+      } catch (err) {
+        process.stderr.write(`--instance-file ${instanceFile} not reloaded: ${(err as Error).message}\n`);
+      }
+    });
   }
   process.stdout.write(`${server.url}\n`);
   closeOnSignal(() => server.close());

@@ -8,7 +8,7 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { createHash, generateKeyPairSync, sign as cryptoSign, X509Certificate } from "node:crypto";
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createInterface } from "node:readline";
@@ -20,6 +20,7 @@ import { createInstancePrincipals } from "../../agent/oci/instance-principal.ts"
 import { SecretRegistry } from "../../agent/config/secret-registry.ts";
 import { type ImdsServer, startImdsServer } from "../servers/imds-server.ts";
 import { type OciIdentitySecretsServer, startOciIdentitySecretsServer } from "../servers/oci-identity-secrets-server.ts";
+import { waitFor } from "../support/agent-process.ts";
 import { certFingerprint, type InstanceIdentity, makeInstanceIdentity } from "../support/instance-identity.ts";
 
 /** The instance-principal providers these tests share (as the daemon shares one set between its OCI clients). */
@@ -269,6 +270,25 @@ describe("standalone servers, as the boot test runs them", () => {
     const ossUrl = await start(["test/servers/object-storage-server.ts", "--port", "0", "--public-key", apiKey, "--bucket", "dags", "--session-signing-key", signingKey]);
     const listed = await createOciSource({ principals, url: "oci://testns/dags/prod", auth: "instance_principal", metadataUrl: imdsUrl, authEndpoint: ociUrl, endpoint: ossUrl, requestTimeoutMs: 5_000 }).list({ limit: 10 });
     expect(listed.objects).toEqual([]);
+  });
+
+  it("imds-server --instance-file serves the file and follows a change of it, as UpdateInstance changes a running VM's metadata (the fleet's)", async () => {
+    const file = join(dir, "instance.json");
+    const write = (doc: unknown) => {
+      writeFileSync(`${file}.tmp`, typeof doc === "string" ? doc : JSON.stringify(doc));
+      renameSync(`${file}.tmp`, file);
+    };
+    write({ id: "ocid1.instance.oc1.phx.fleetvm", metadata: { "mlops-role": "serving", "mlops-config": '{"update":{"healthGateSeconds":300}}' } });
+    const imdsUrl = await start(["test/servers/imds-server.ts", "--port", "0", "--instance-file", file]);
+    const config = async () => (await fetch(`${imdsUrl}/instance/metadata/mlops-config`, { headers: { Authorization: "Bearer Oracle" } })).text();
+    expect(await config()).toBe('{"update":{"healthGateSeconds":300}}');
+    write({ id: "ocid1.instance.oc1.phx.fleetvm", metadata: { "mlops-role": "serving", "mlops-config": '{"update":{"healthGateSeconds":60}}' } });
+    await waitFor("the changed metadata", async () => ((await config()) === '{"update":{"healthGateSeconds":60}}' ? true : undefined), 5_000, 100);
+    // A file that does not parse keeps what was served before.
+    write("{ not json");
+    await new Promise((r) => setTimeout(r, 1_500));
+    expect(await config()).toBe('{"update":{"healthGateSeconds":60}}');
+    expect(await (await fetch(`${imdsUrl}/instance/id`, { headers: { Authorization: "Bearer Oracle" } })).text()).toBe("ocid1.instance.oc1.phx.fleetvm");
   });
 
   it("oci-identity-secrets-server without an identity says how to make one", async () => {
