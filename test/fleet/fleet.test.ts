@@ -821,7 +821,7 @@ describe("the fleet", () => {
       for (const vm of servings.filter((x) => x !== canary())) expect(await switched(vm), `${vm.name} switched before the canary's soak`).toBe(false);
       await Promise.all(
         fleet.vms.map((vm) =>
-          waitStatus(vm, `${vm.name} on ${V4}, ready, ${V4} its lastGood`, (s) => s.agent.version === V4 && s.phase === "ready" && s.update?.lastGood === V4, 10 * 60_000),
+          waitStatus(vm, `${vm.name} on ${V4}, ready, ${V4} its lastGood`, (s) => s.agent.version === V4 && s.phase === "ready" && s.update?.lastGood === V4, 15 * 60_000),
         ),
       );
       timings.lockChangeAllSeconds = (Date.now() - t0) / 1000;
