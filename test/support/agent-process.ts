@@ -46,7 +46,25 @@ export async function stopDaemon(child: ChildProcess, timeoutMs = 60_000): Promi
   return code;
 }
 
-export function freePort(): Promise<number> {
+/** Ports freePort() has handed out in this process. */
+const handedOut = new Set<number>();
+
+/**
+ * A free port on 127.0.0.1, never one handed out before in this process: the kernel may give
+ * the same ephemeral port to two binds in a row once the first is closed, and a test that asks
+ * for several ports before binding them (an agent's and its service's) then gets a collision.
+ */
+export async function freePort(): Promise<number> {
+  for (let i = 0; i < 100; i++) {
+    const port = await ephemeralPort();
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error("no free port on 127.0.0.1 that was not handed out before (100 tries)");
+}
+
+function ephemeralPort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const s = createServer();
     s.listen(0, "127.0.0.1", () => {

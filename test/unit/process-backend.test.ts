@@ -4,7 +4,6 @@
  */
 import { type ChildProcess, spawn } from "node:child_process";
 import { chmod, mkdir, mkdtemp, readFile, rm, stat, writeFile } from "node:fs/promises";
-import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
@@ -21,6 +20,7 @@ import {
   readProcessState,
 } from "../../agent/supervisor/process-backend.ts";
 import { parseEnvironmentFile } from "../../agent/supervisor/environment-file.ts";
+import { freePort } from "../support/agent-process.ts";
 import type { RestartPolicySpec, ServiceSpec } from "../../agent/supervisor/types.ts";
 
 const NODE = process.execPath;
@@ -126,14 +126,6 @@ async function pidOf(sup: ProcessSupervisor, name: string): Promise<number> {
   const o = (await sup.observe()).find((x) => x.name === name);
   if (o?.pid === undefined) throw new Error(`${name} has no pid`);
   return o.pid;
-}
-
-async function freePort(): Promise<number> {
-  const s = createServer();
-  await new Promise<void>((r) => s.listen(0, "127.0.0.1", r));
-  const port = (s.address() as AddressInfo).port;
-  await new Promise<void>((r) => s.close(() => r()));
-  return port;
 }
 
 describe("parseEnvironmentFile", () => {
