@@ -43,6 +43,9 @@ export interface VmOptions {
   readonly uvCache?: string;
 }
 
+/** The instance document a VM's IMDS serves, in the VM's directory. */
+const instanceFileIn = (dir: string): string => join(dir, "instance.json");
+
 export class FleetVm {
   readonly name: string;
   readonly role: string;
@@ -60,7 +63,7 @@ export class FleetVm {
     this.ip = o.privateIp;
     this.link = link;
     this.container = container;
-    this.#instanceFile = join(o.dir, "instance.json");
+    this.#instanceFile = instanceFileIn(o.dir);
     this.imds = imds;
     this.firewall = o.firewall;
   }
@@ -72,7 +75,7 @@ export class FleetVm {
     mkdirSync(o.dir, { recursive: true });
     const link = vcn.addVm(short, `${o.privateIp}/${o.prefixLength}`, o.gateway);
     for (const r of o.serviceRoutes) execFileSync("ip", ["-n", link.netns, "route", "add", r, "via", o.gateway, "dev", "eth0"]);
-    const instanceFile = join(o.dir, "instance.json");
+    const instanceFile = instanceFileIn(o.dir);
     writeFileSync(instanceFile, JSON.stringify(o.instance, null, 2));
     const imds = new NsProcess({
       netns: link.imdsNetns,
